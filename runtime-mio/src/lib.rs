@@ -1,0 +1,1 @@
+//! The turnpike runtime on mio.

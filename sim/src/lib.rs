@@ -1,0 +1,1 @@
+//! The deterministic simulator (issue: simulator). Nothing here yet.
