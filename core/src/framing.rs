@@ -198,16 +198,16 @@ fn read_head(prefix: &[u8], max_frame_len: usize) -> Result<Head, FramingError> 
     // RFC 8656 §12: the two most significant bits tell STUN (0b00) from ChannelData (0b01).
     let (kind, len, total) = match first >> 6 {
         0b00 => {
-            let Some(head) = prefix.get(..DECIDE_LEN) else {
+            let Some(&[_, _, len_hi, len_lo, c0, c1, c2, c3]) = prefix.get(..DECIDE_LEN) else {
                 return Ok(Head::NeedMore(DECIDE_LEN));
             };
-            let cookie = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+            let cookie = u32::from_be_bytes([c0, c1, c2, c3]);
             if cookie != MAGIC_COOKIE {
                 return Err(FramingError::BadCookie);
             }
             // RFC 8489 §5: "the message length MUST contain the size of the message in
             // bytes, not including the 20-byte STUN header"; attributes are 4-aligned.
-            let body = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            let body = usize::from(u16::from_be_bytes([len_hi, len_lo]));
             if body % 4 != 0 {
                 return Err(FramingError::BadLength);
             }
@@ -215,12 +215,12 @@ fn read_head(prefix: &[u8], max_frame_len: usize) -> Result<Head, FramingError> 
             (Kind::Stun, len, len)
         }
         0b01 => {
-            let Some(head) = prefix.get(..CHANNEL_HEADER_LEN) else {
+            let Some(&[_, _, len_hi, len_lo]) = prefix.get(..CHANNEL_HEADER_LEN) else {
                 return Ok(Head::NeedMore(CHANNEL_HEADER_LEN));
             };
             // RFC 8656 §12.5: over TCP/TLS the ChannelData message MUST be padded to a
             // multiple of four bytes; the padding is not in the Length field.
-            let body = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            let body = usize::from(u16::from_be_bytes([len_hi, len_lo]));
             let len = CHANNEL_HEADER_LEN + body;
             (Kind::ChannelData, len, len.next_multiple_of(4))
         }
@@ -387,9 +387,7 @@ mod tests {
         m.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
         m.extend_from_slice(payload);
         let mut wire = m.clone();
-        while wire.len() % 4 != 0 {
-            wire.push(pad_byte);
-        }
+        wire.resize(m.len().next_multiple_of(4), pad_byte);
         (m, wire)
     }
 
