@@ -71,6 +71,9 @@ pub struct Config {
     pub channel_lifetime: Duration,
     /// Nonce lifetime before 438.
     pub nonce_lifetime: Duration,
+    /// REST usernames whose expiry lies further ahead than this are refused (a credential
+    /// valid for years is a leaked key waiting to happen).
+    pub rest_max_validity: Duration,
     /// Secret for nonces; None: derived from the seed (then nonces die with the process).
     pub nonce_key: Option<NonceKey>,
     /// Offer PASSWORD-ALGORITHMS (SHA-256) and USERHASH in 401 answers (RFC 8489 §9.2).
@@ -120,6 +123,7 @@ impl Config {
             permission_lifetime: Duration::from_secs(300),
             channel_lifetime: Duration::from_secs(600),
             nonce_lifetime: Duration::from_secs(600),
+            rest_max_validity: Duration::from_secs(30 * 24 * 3600),
             nonce_key: None,
             security_features: true,
             user_quota: 10,
