@@ -128,6 +128,8 @@ impl<'a> Message<'a> {
     /// Validates `buf` as exactly one STUN message: header rules of RFC 8489 §5, every
     /// attribute inside the message, at most [`super::MAX_ATTRIBUTES`] attributes, a
     /// FINGERPRINT if present last and correct, integrity attributes of the right length.
+    /// (Integrity attributes that RFC 8489 §14.5 says to ignore are not length-checked:
+    /// like every other ignored attribute, only their framing matters.)
     pub fn parse(buf: &'a [u8]) -> Result<Self, DecodeError> {
         let header = buf.get(..HEADER_LEN).ok_or(DecodeError::TooShort)?;
         let (first, length, cookie) = match header {
@@ -274,11 +276,11 @@ impl<'a> Message<'a> {
         let Some(at) = self.mi_at else {
             return false;
         };
-        let Some((covered, given)) = self.integrity_parts(at, MI_SHA1_LEN) else {
+        let Some(c) = self.covered(at, MI_SHA1_LEN) else {
             return false;
         };
-        let mac = hmac_sha1(key, &[covered.0, &covered.1, covered.2]);
-        bool::from(mac.ct_eq(given))
+        let mac = hmac_sha1(key, &[c.head, &c.length, c.rest]);
+        bool::from(mac.ct_eq(c.given))
     }
     /// Checks MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6) with `key`, in constant time,
     /// accepting a truncated value as that section allows.
@@ -286,13 +288,13 @@ impl<'a> Message<'a> {
         let Some((at, len)) = self.mi_sha256_at else {
             return false;
         };
-        let Some((covered, given)) = self.integrity_parts(at, len) else {
+        let Some(c) = self.covered(at, len) else {
             return false;
         };
-        let mac = hmac_sha256(key, &[covered.0, &covered.1, covered.2]);
+        let mac = hmac_sha256(key, &[c.head, &c.length, c.rest]);
         // RFC 8489 §14.6: a truncated value is compared with the same-length prefix.
         match mac.get(..len) {
-            Some(prefix) => bool::from(prefix.ct_eq(given)),
+            Some(prefix) => bool::from(prefix.ct_eq(c.given)),
             None => false,
         }
     }
@@ -309,22 +311,30 @@ impl<'a> Message<'a> {
         }
     }
 
-    /// What the HMAC of an integrity attribute at `at` with a `len`-byte value covers
-    /// (RFC 8489 §14.5): the first two header bytes, the length field rewritten as if the
-    /// message ended right after that attribute, and the rest up to the attribute; and the
-    /// value given in the message.
-    #[allow(clippy::type_complexity)]
-    fn integrity_parts(
-        &self,
-        at: usize,
-        len: usize,
-    ) -> Option<((&'a [u8], [u8; 2], &'a [u8]), &'a [u8])> {
-        let adjusted = u16::try_from(at + 4 + len - HEADER_LEN).ok()?;
-        let head = self.buf.get(..2)?;
-        let rest = self.buf.get(4..at)?;
-        let given = self.buf.get(at + 4..at + 4 + len)?;
-        Some(((head, adjusted.to_be_bytes(), rest), given))
+    /// What the HMAC of the integrity attribute at `at`, with a `len`-byte value, covers.
+    fn covered(&self, at: usize, len: usize) -> Option<Covered<'a>> {
+        let length = u16::try_from(at + 4 + len - HEADER_LEN).ok()?;
+        Some(Covered {
+            head: self.buf.get(..2)?,
+            length: length.to_be_bytes(),
+            rest: self.buf.get(4..at)?,
+            given: self.buf.get(at + 4..at + 4 + len)?,
+        })
     }
+}
+
+/// The input of an integrity HMAC (RFC 8489 §14.5): the message up to the attribute, with
+/// the length field rewritten as if the message ended right after that attribute (so a
+/// FINGERPRINT added later does not change it), and the value the message carries.
+struct Covered<'a> {
+    /// The message type.
+    head: &'a [u8],
+    /// The rewritten length field.
+    length: [u8; 2],
+    /// Cookie, transaction ID and the attributes before the integrity attribute.
+    rest: &'a [u8],
+    /// The integrity value found in the message.
+    given: &'a [u8],
 }
 
 /// Length of the MESSAGE-INTEGRITY value: an HMAC-SHA1 (RFC 8489 §14.5).
