@@ -87,7 +87,9 @@ impl Allocation {
 
     /// True if a live permission covers `ip`.
     pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.iter().any(|p| p.ip == ip && now < p.expires)
+        self.permissions
+            .iter()
+            .any(|p| p.ip == ip && now < p.expires)
     }
 
     /// Installs or refreshes the permissions for `ips`; answers false (installing nothing)
@@ -96,7 +98,9 @@ impl Allocation {
         let new = ips
             .iter()
             .enumerate()
-            .filter(|(i, ip)| !ips[..*i].contains(ip) && !self.permissions.iter().any(|p| p.ip == **ip))
+            .filter(|(i, ip)| {
+                !ips[..*i].contains(ip) && !self.permissions.iter().any(|p| p.ip == **ip)
+            })
             .count();
         if self.permissions.len() + new > max {
             return false;
@@ -104,7 +108,10 @@ impl Allocation {
         for ip in ips {
             match self.permissions.iter_mut().find(|p| p.ip == *ip) {
                 Some(p) => p.expires = p.expires.max(until),
-                None => self.permissions.push(Permission { ip: *ip, expires: until }),
+                None => self.permissions.push(Permission {
+                    ip: *ip,
+                    expires: until,
+                }),
             }
         }
         true
@@ -112,12 +119,16 @@ impl Allocation {
 
     /// The live channel for a number.
     pub fn channel_by_number(&self, number: u16, now: Instant) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.number == number && c.is_live(now))
+        self.channels
+            .iter()
+            .find(|c| c.number == number && c.is_live(now))
     }
 
     /// The live channel bound to `peer`.
     pub fn channel_by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.peer == peer && c.is_live(now))
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.is_live(now))
     }
 
     /// Checks RFC 8656 §12.2's rebinding rules: the number may not be tied to another peer,
@@ -129,15 +140,29 @@ impl Allocation {
     }
 
     /// Binds or refreshes a channel; false when a new one would exceed `max`.
-    pub fn bind_channel(&mut self, number: u16, peer: SocketAddr, until: Instant, max: usize) -> bool {
-        if let Some(c) = self.channels.iter_mut().find(|c| c.number == number && c.peer == peer) {
+    pub fn bind_channel(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        until: Instant,
+        max: usize,
+    ) -> bool {
+        if let Some(c) = self
+            .channels
+            .iter_mut()
+            .find(|c| c.number == number && c.peer == peer)
+        {
             c.expires = until;
             return true;
         }
         if self.channels.len() >= max {
             return false;
         }
-        self.channels.push(Channel { number, peer, expires: until });
+        self.channels.push(Channel {
+            number,
+            peer,
+            expires: until,
+        });
         true
     }
 

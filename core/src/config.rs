@@ -108,7 +108,10 @@ impl Config {
             credentials,
             software: Some(concat!("turnpike/", env!("CARGO_PKG_VERSION")).to_string()),
             listeners: Vec::new(),
-            relay_v4: Some(RelayAddress { bind: relay_v4, advertised: relay_v4 }),
+            relay_v4: Some(RelayAddress {
+                bind: relay_v4,
+                advertised: relay_v4,
+            }),
             relay_v6: None,
             relay_port_min: 49152,
             relay_port_max: 65535,

@@ -54,7 +54,11 @@ impl Server {
         existing: Option<AllocationId>,
     ) -> Option<MessageBuilder> {
         if let Some(pid) = self.pending_by_client.get(&src.key) {
-            if self.pending.get(pid).is_some_and(|p| p.tid == msg.transaction_id()) {
+            if self
+                .pending
+                .get(pid)
+                .is_some_and(|p| p.tid == msg.transaction_id())
+            {
                 // A retransmission while the binds are under way: the answer is coming.
                 return None;
             }
@@ -84,16 +88,31 @@ impl Server {
         if attr::decode_requested_transport(transport).map_err(bad)? != attr::TRANSPORT_UDP {
             return Err(442);
         }
-        let even = msg.get(attr::EVEN_PORT).map(attr::decode_even_port).transpose().map_err(bad)?;
+        let even = msg
+            .get(attr::EVEN_PORT)
+            .map(attr::decode_even_port)
+            .transpose()
+            .map_err(bad)?;
         let token = msg
             .get(attr::RESERVATION_TOKEN)
             .map(attr::decode_reservation_token)
             .transpose()
             .map_err(bad)?;
-        let family = msg.get(attr::REQUESTED_ADDRESS_FAMILY).map(attr::decode_family).transpose().map_err(bad)?;
-        let additional =
-            msg.get(attr::ADDITIONAL_ADDRESS_FAMILY).map(attr::decode_family).transpose().map_err(bad)?;
-        let lifetime = msg.get(attr::LIFETIME).map(attr::decode_u32).transpose().map_err(bad)?;
+        let family = msg
+            .get(attr::REQUESTED_ADDRESS_FAMILY)
+            .map(attr::decode_family)
+            .transpose()
+            .map_err(bad)?;
+        let additional = msg
+            .get(attr::ADDITIONAL_ADDRESS_FAMILY)
+            .map(attr::decode_family)
+            .transpose()
+            .map_err(bad)?;
+        let lifetime = msg
+            .get(attr::LIFETIME)
+            .map(attr::decode_u32)
+            .transpose()
+            .map_err(bad)?;
         if token.is_some() && (even.is_some() || family.is_some() || additional.is_some()) {
             return Err(400);
         }
@@ -138,7 +157,9 @@ impl Server {
             } else if let (Some(r), true) = (even, fam == primary) {
                 self.draw_even(now, fam, r, &mut token_out)
             } else {
-                self.pools[fam].as_mut().and_then(|p| p.acquire(&mut self.port_rng))
+                self.pools[fam]
+                    .as_mut()
+                    .and_then(|p| p.acquire(&mut self.port_rng))
             };
             match drawn {
                 Some(port) => ports[fam] = Some(port),
@@ -160,7 +181,12 @@ impl Server {
             let Some(port) = *port else { continue };
             let relay = self.new_relay_id();
             self.relays.insert(relay, RelayOwner::Pending(pid, fam));
-            sides[fam] = Some(PendingSide { relay, port, bound: false, attempts: 0 });
+            sides[fam] = Some(PendingSide {
+                relay,
+                port,
+                bound: false,
+                attempts: 0,
+            });
             self.request_bind(relay, fam, port);
         }
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
@@ -196,13 +222,27 @@ impl Server {
         pool.take_reserved(r.port).then_some(r.port)
     }
 
-    fn draw_even(&mut self, now: Instant, fam: usize, reserve: bool, token_out: &mut Option<[u8; 8]>) -> Option<u16> {
-        let port = self.pools[fam].as_mut()?.acquire_even(&mut self.port_rng, reserve && fam == 0)?;
+    fn draw_even(
+        &mut self,
+        now: Instant,
+        fam: usize,
+        reserve: bool,
+        token_out: &mut Option<[u8; 8]>,
+    ) -> Option<u16> {
+        let port = self.pools[fam]
+            .as_mut()?
+            .acquire_even(&mut self.port_rng, reserve && fam == 0)?;
         if reserve && fam == 0 {
             let mut token = [0u8; 8];
             self.token_rng.fill_bytes(&mut token);
             let expires = now + RESERVATION_LIFETIME;
-            self.reservations.insert(token, Reservation { port: port.wrapping_add(1), expires });
+            self.reservations.insert(
+                token,
+                Reservation {
+                    port: port.wrapping_add(1),
+                    expires,
+                },
+            );
             self.timers.insert((expires, Timer::Reservation(token)));
             *token_out = Some(token);
         }
@@ -210,15 +250,32 @@ impl Server {
     }
 
     fn request_bind(&mut self, relay: RelayId, fam: usize, port: u16) {
-        let relay_addr = if fam == 0 { self.cfg.relay_v4 } else { self.cfg.relay_v6 };
+        let relay_addr = if fam == 0 {
+            self.cfg.relay_v4
+        } else {
+            self.cfg.relay_v6
+        };
         if let Some(ra) = relay_addr {
-            self.push_output(Output::BindRelay { relay, addr: SocketAddr::new(ra.bind, port) });
+            self.push_output(Output::BindRelay {
+                relay,
+                addr: SocketAddr::new(ra.bind, port),
+            });
         }
     }
 
-    fn allocate_failed(&mut self, src: &Source, msg: &Message<'_>, auth: &Authed, code: u16) -> MessageBuilder {
+    fn allocate_failed(
+        &mut self,
+        src: &Source,
+        msg: &Message<'_>,
+        auth: &Authed,
+        code: u16,
+    ) -> MessageBuilder {
         self.count_failure(code);
-        self.emit(Event::AllocationFailed { client: src.info, username: Some(auth.username.clone()), code });
+        self.emit(Event::AllocationFailed {
+            client: src.info,
+            username: Some(auth.username.clone()),
+            code,
+        });
         reply::error(msg, code)
     }
 
@@ -230,7 +287,12 @@ impl Server {
     }
 
     /// The driver's answer to a BindRelay.
-    pub(super) fn relay_bound(&mut self, now: Instant, relay: RelayId, result: Result<(), BindError>) {
+    pub(super) fn relay_bound(
+        &mut self,
+        now: Instant,
+        relay: RelayId,
+        result: Result<(), BindError>,
+    ) {
         let Some(&RelayOwner::Pending(pid, fam)) = self.relays.get(&relay) else {
             if !self.relays.contains_key(&relay) && result.is_ok() {
                 // Its Allocate was abandoned meanwhile: close what was opened.
@@ -247,7 +309,11 @@ impl Server {
         };
         match result {
             Ok(()) => {
-                if let Some(s) = self.pending.get_mut(&pid).and_then(|p| p.sides[fam].as_mut()) {
+                if let Some(s) = self
+                    .pending
+                    .get_mut(&pid)
+                    .and_then(|p| p.sides[fam].as_mut())
+                {
                     s.bound = true;
                 }
             }
@@ -268,13 +334,26 @@ impl Server {
                     Some(port) => {
                         let relay = self.new_relay_id();
                         self.relays.insert(relay, RelayOwner::Pending(pid, fam));
-                        if let Some(s) = self.pending.get_mut(&pid).and_then(|p| p.sides[fam].as_mut()) {
-                            *s = PendingSide { relay, port, bound: false, attempts };
+                        if let Some(s) = self
+                            .pending
+                            .get_mut(&pid)
+                            .and_then(|p| p.sides[fam].as_mut())
+                        {
+                            *s = PendingSide {
+                                relay,
+                                port,
+                                bound: false,
+                                attempts,
+                            };
                         }
                         self.request_bind(relay, fam, port);
                     }
                     None => {
-                        if let Some(s) = self.pending.get_mut(&pid).and_then(|p| p.sides[fam].as_mut()) {
+                        if let Some(s) = self
+                            .pending
+                            .get_mut(&pid)
+                            .and_then(|p| p.sides[fam].as_mut())
+                        {
                             // Nothing to release for this side any more.
                             s.port = 0;
                         }
@@ -288,7 +367,10 @@ impl Server {
                 return;
             }
         }
-        let done = self.pending.get(&pid).is_some_and(|p| p.sides.iter().flatten().all(|s| s.bound));
+        let done = self
+            .pending
+            .get(&pid)
+            .is_some_and(|p| p.sides.iter().flatten().all(|s| s.bound));
         if done {
             self.complete_pending(now, pid);
         }
@@ -297,20 +379,34 @@ impl Server {
     /// Every relay socket is bound: the allocation exists (RFC 8656 §7.2 "...the server
     /// creates the allocation and replies with a success response").
     fn complete_pending(&mut self, now: Instant, pid: u64) {
-        let Some(p) = self.pending.remove(&pid) else { return };
+        let Some(p) = self.pending.remove(&pid) else {
+            return;
+        };
         self.pending_by_client.remove(&p.src.key);
         let id = AllocationId(self.next_allocation);
         self.next_allocation += 1;
         let mut sides = [None, None];
         for (fam, s) in p.sides.iter().enumerate() {
             let Some(s) = s else { continue };
-            let relay_addr = if fam == 0 { self.cfg.relay_v4 } else { self.cfg.relay_v6 };
+            let relay_addr = if fam == 0 {
+                self.cfg.relay_v4
+            } else {
+                self.cfg.relay_v6
+            };
             let Some(ra) = relay_addr else { continue };
-            self.relays.insert(s.relay, RelayOwner::Allocation(id, fam));
-            sides[fam] = Some(RelaySide { relay: s.relay, port: s.port, advertised: SocketAddr::new(ra.advertised, s.port) });
+            self.relays.insert(s.relay, RelayOwner::Allocation(id));
+            sides[fam] = Some(RelaySide {
+                relay: s.relay,
+                port: s.port,
+                advertised: SocketAddr::new(ra.advertised, s.port),
+            });
         }
         let expires = now + Duration::from_secs(u64::from(p.lifetime_s));
-        let relayed: Vec<SocketAddr> = sides.iter().flatten().map(|s: &RelaySide| s.advertised).collect();
+        let relayed: Vec<SocketAddr> = sides
+            .iter()
+            .flatten()
+            .map(|s: &RelaySide| s.advertised)
+            .collect();
         self.allocations.insert(
             id,
             Allocation {
@@ -361,7 +457,9 @@ impl Server {
     /// Abandons a pending Allocate: closes and quarantines its relay sockets, and answers
     /// `code` when there is still someone to answer.
     pub(super) fn end_pending(&mut self, now: Instant, pid: u64, code: Option<u16>) {
-        let Some(p) = self.pending.remove(&pid) else { return };
+        let Some(p) = self.pending.remove(&pid) else {
+            return;
+        };
         if self.pending_by_client.get(&p.src.key) == Some(&pid) {
             self.pending_by_client.remove(&p.src.key);
         }
@@ -384,7 +482,12 @@ impl Server {
             });
             let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Error, p.tid);
             b.add_error_code(code, reply::reason(code));
-            let bytes = finish(b, self.cfg.software.as_deref(), Some(&p.auth.signer), p.fingerprint);
+            let bytes = finish(
+                b,
+                self.cfg.software.as_deref(),
+                Some(&p.auth.signer),
+                p.fingerprint,
+            );
             self.cache.insert(p.src.key, p.tid, bytes.clone(), now);
             self.send_to(&p.src, bytes);
         }

@@ -3,7 +3,10 @@
 
 use super::reply::{self, Signer};
 use super::{Server, Source};
-use crate::auth::{check_nonce, long_term_key, make_nonce, rest_expiry, CredentialKind, Key, LookupError, NonceCheck, PasswordAlgorithm};
+use crate::auth::{
+    check_nonce, long_term_key, make_nonce, rest_expiry, CredentialKind, Key, LookupError,
+    NonceCheck, PasswordAlgorithm,
+};
 use crate::event::{AuthFailure, Event};
 use crate::ids::AllocationId;
 use crate::stun::{attr, IntegrityKind, Message};
@@ -11,8 +14,10 @@ use crate::time::Instant;
 
 /// What PASSWORD-ALGORITHMS says in our 401 and 438 answers: SHA-256 first (preferred),
 /// then MD5, no parameters (RFC 8489 §14.11). A request must echo it byte for byte.
-pub(super) const OFFERED_ALGORITHMS: [u16; 2] =
-    [attr::PASSWORD_ALGORITHM_SHA256, attr::PASSWORD_ALGORITHM_MD5];
+pub(super) const OFFERED_ALGORITHMS: [u16; 2] = [
+    attr::PASSWORD_ALGORITHM_SHA256,
+    attr::PASSWORD_ALGORITHM_MD5,
+];
 
 /// A request that passed authentication.
 #[derive(Clone, Debug)]
@@ -47,7 +52,13 @@ impl Server {
             return self.bad_request(now, src, msg);
         }
         // Step 3: the nonce.
-        let features = match check_nonce(&self.nonce_key, nonce, src.info.addr, now, self.cfg.nonce_lifetime) {
+        let features = match check_nonce(
+            &self.nonce_key,
+            nonce,
+            src.info.addr,
+            now,
+            self.cfg.nonce_lifetime,
+        ) {
             NonceCheck::Valid { security_features } => security_features,
             NonceCheck::Stale | NonceCheck::Invalid => {
                 self.challenge(now, src, msg, 438, Some(AuthFailure::BadNonce));
@@ -91,7 +102,11 @@ impl Server {
             if a.username == username && a.algorithm == algorithm {
                 let key = a.key;
                 if verify(msg, kind, &key) {
-                    return Some(Authed { username, signer: Signer { key, kind }, algorithm });
+                    return Some(Authed {
+                        username,
+                        signer: Signer { key, kind },
+                        algorithm,
+                    });
                 }
                 self.challenge(now, src, msg, 401, Some(AuthFailure::BadIntegrity));
                 return None;
@@ -124,13 +139,21 @@ impl Server {
         let (key, ck) = match (failure, found) {
             (None, Some(f)) => f,
             (f, _) => {
-                self.challenge(now, src, msg, 401, Some(f.unwrap_or(AuthFailure::BadIntegrity)));
+                self.challenge(
+                    now,
+                    src,
+                    msg,
+                    401,
+                    Some(f.unwrap_or(AuthFailure::BadIntegrity)),
+                );
                 return None;
             }
         };
         // A REST username valid for years is a leaked key waiting to happen.
         if ck == CredentialKind::Rest {
-            let limit = wall.unwrap_or(0).saturating_add(self.cfg.rest_max_validity.as_secs());
+            let limit = wall
+                .unwrap_or(0)
+                .saturating_add(self.cfg.rest_max_validity.as_secs());
             if rest_expiry(&username).is_some_and(|e| e > limit) {
                 self.challenge(now, src, msg, 401, Some(AuthFailure::Expired));
                 return None;
@@ -142,20 +165,36 @@ impl Server {
             if a.username != username {
                 let client = src.info;
                 let b = reply::error(msg, 441);
-                let bytes = reply::finish(b, self.cfg.software.as_deref(), Some(&signer), msg.has_fingerprint());
+                let bytes = reply::finish(
+                    b,
+                    self.cfg.software.as_deref(),
+                    Some(&signer),
+                    msg.has_fingerprint(),
+                );
                 self.send_to(src, bytes);
                 self.stats.auth_failures += 1;
-                self.emit(Event::AuthFailed { client, username: Some(username), reason: AuthFailure::WrongCredentials });
+                self.emit(Event::AuthFailed {
+                    client,
+                    username: Some(username),
+                    reason: AuthFailure::WrongCredentials,
+                });
                 return None;
             }
         }
-        Some(Authed { username, signer, algorithm })
+        Some(Authed {
+            username,
+            signer,
+            algorithm,
+        })
     }
 
     /// RFC 8489 §9.2.4: PASSWORD-ALGORITHMS must echo what we offered and PASSWORD-ALGORITHM
     /// pick from it; with neither, MD5. None → 400.
     fn negotiate_algorithm(&self, msg: &Message<'_>, features: bool) -> Option<PasswordAlgorithm> {
-        match (msg.get(attr::PASSWORD_ALGORITHMS), msg.get(attr::PASSWORD_ALGORITHM)) {
+        match (
+            msg.get(attr::PASSWORD_ALGORITHMS),
+            msg.get(attr::PASSWORD_ALGORITHM),
+        ) {
             (None, None) => Some(PasswordAlgorithm::Md5),
             (Some(list), Some(chosen)) if features && self.cfg.security_features => {
                 let mut echoed = [0u16; 2];
@@ -213,7 +252,11 @@ impl Server {
                 .get(attr::USERNAME)
                 .and_then(|u| attr::decode_text(u, attr::USERNAME, attr::MAX_USERNAME_LEN).ok())
                 .map(str::to_string);
-            self.emit(Event::AuthFailed { client: src.info, username, reason });
+            self.emit(Event::AuthFailed {
+                client: src.info,
+                username,
+                reason,
+            });
         }
     }
 

@@ -23,7 +23,11 @@ pub(crate) struct ResponseCache {
 
 impl ResponseCache {
     pub fn new(capacity: usize) -> Self {
-        ResponseCache { map: BTreeMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        ResponseCache {
+            map: BTreeMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     pub fn get(&self, key: ClientKey, tid: TransactionId) -> Option<&[u8]> {
@@ -58,6 +62,7 @@ impl ResponseCache {
         self.order.front().map(|e| e.0)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }

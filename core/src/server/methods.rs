@@ -18,8 +18,15 @@ const ANY_PORT: u16 = 9;
 
 impl Server {
     /// Refresh: a new lifetime, or 0 to delete (RFC 8656 §8).
-    pub(super) fn refresh(&mut self, now: Instant, msg: &Message<'_>, existing: Option<AllocationId>) -> MessageBuilder {
-        let Some(id) = existing else { return reply::error(msg, 437) };
+    pub(super) fn refresh(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        existing: Option<AllocationId>,
+    ) -> MessageBuilder {
+        let Some(id) = existing else {
+            return reply::error(msg, 437);
+        };
         let Ok(lifetime) = msg.get(attr::LIFETIME).map(attr::decode_u32).transpose() else {
             return reply::error(msg, 400);
         };
@@ -29,7 +36,11 @@ impl Server {
                 Ok(attr::FAMILY_IPV6) => 1,
                 _ => return reply::error(msg, 400),
             };
-            if self.allocations.get(&id).is_some_and(|a| a.sides[fam].is_none()) {
+            if self
+                .allocations
+                .get(&id)
+                .is_some_and(|a| a.sides[fam].is_none())
+            {
                 return reply::error(msg, 443);
             }
         }
@@ -45,7 +56,10 @@ impl Server {
             a.lifetime_s = granted;
         }
         self.reschedule_allocation(id);
-        self.emit(Event::AllocationRefreshed { id, lifetime_s: granted });
+        self.emit(Event::AllocationRefreshed {
+            id,
+            lifetime_s: granted,
+        });
         b.add_u32(attr::LIFETIME, granted);
         b
     }
@@ -58,7 +72,9 @@ impl Server {
         msg: &Message<'_>,
         existing: Option<AllocationId>,
     ) -> MessageBuilder {
-        let Some(id) = existing else { return reply::error(msg, 437) };
+        let Some(id) = existing else {
+            return reply::error(msg, 437);
+        };
         let tid = msg.transaction_id();
         let mut ips: Vec<IpAddr> = Vec::new();
         for (ty, value) in msg.attributes() {
@@ -72,7 +88,9 @@ impl Server {
         if ips.is_empty() {
             return reply::error(msg, 400);
         }
-        let Some(a) = self.allocations.get(&id) else { return reply::error(msg, 437) };
+        let Some(a) = self.allocations.get(&id) else {
+            return reply::error(msg, 437);
+        };
         if ips.iter().any(|ip| a.side_for(*ip).is_none()) {
             return reply::error(msg, 443);
         }
@@ -84,7 +102,10 @@ impl Server {
         }
         let until = now + self.cfg.permission_lifetime;
         let max = self.cfg.max_permissions as usize;
-        let installed = self.allocations.get_mut(&id).is_some_and(|a| a.install_permissions(&ips, until, max));
+        let installed = self
+            .allocations
+            .get_mut(&id)
+            .is_some_and(|a| a.install_permissions(&ips, until, max));
         if !installed {
             self.stats.insufficient_capacity += 1;
             return reply::error(msg, 508);
@@ -94,17 +115,32 @@ impl Server {
     }
 
     /// ChannelBind: binds or refreshes a channel and the peer's permission (RFC 8656 §12.2).
-    pub(super) fn channel_bind(&mut self, now: Instant, msg: &Message<'_>, existing: Option<AllocationId>) -> MessageBuilder {
-        let Some(id) = existing else { return reply::error(msg, 437) };
-        let number = match msg.get(attr::CHANNEL_NUMBER).map(attr::decode_channel_number) {
+    pub(super) fn channel_bind(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        existing: Option<AllocationId>,
+    ) -> MessageBuilder {
+        let Some(id) = existing else {
+            return reply::error(msg, 437);
+        };
+        let number = match msg
+            .get(attr::CHANNEL_NUMBER)
+            .map(attr::decode_channel_number)
+        {
             Some(Ok(n)) if channel::is_valid_number(n) => n,
             _ => return reply::error(msg, 400),
         };
-        let peer = match msg.get(attr::XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, &msg.transaction_id())) {
+        let peer = match msg
+            .get(attr::XOR_PEER_ADDRESS)
+            .map(|v| attr::decode_xor_address(v, &msg.transaction_id()))
+        {
             Some(Ok(p)) => p,
             _ => return reply::error(msg, 400),
         };
-        let Some(a) = self.allocations.get(&id) else { return reply::error(msg, 437) };
+        let Some(a) = self.allocations.get(&id) else {
+            return reply::error(msg, 437);
+        };
         if a.side_for(peer.ip()).is_none() {
             return reply::error(msg, 443);
         }
@@ -127,7 +163,10 @@ impl Server {
         }
         let channel_until = now + self.cfg.channel_lifetime;
         let permission_until = now + self.cfg.permission_lifetime;
-        let (max_c, max_p) = (self.cfg.max_channels as usize, self.cfg.max_permissions as usize);
+        let (max_c, max_p) = (
+            self.cfg.max_channels as usize,
+            self.cfg.max_permissions as usize,
+        );
         if let Some(a) = self.allocations.get_mut(&id) {
             a.bind_channel(number, peer, channel_until, max_c);
             a.install_permissions(&[peer.ip()], permission_until, max_p);

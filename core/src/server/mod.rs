@@ -129,8 +129,8 @@ enum Timer {
 /// Who owns a relay socket.
 #[derive(Clone, Copy, Debug)]
 enum RelayOwner {
-    /// A live allocation, side 0 (IPv4) or 1 (IPv6).
-    Allocation(AllocationId, usize),
+    /// A live allocation.
+    Allocation(AllocationId),
     /// An Allocate waiting for its binds.
     Pending(u64, usize),
 }
@@ -207,10 +207,17 @@ impl Server {
         );
         let pool = |present: bool| {
             present.then(|| {
-                PortPool::new(config.relay_port_min, config.relay_port_max, config.relay_port_quarantine)
+                PortPool::new(
+                    config.relay_port_min,
+                    config.relay_port_max,
+                    config.relay_port_quarantine,
+                )
             })
         };
-        let pools = [pool(config.relay_v4.is_some()), pool(config.relay_v6.is_some())];
+        let pools = [
+            pool(config.relay_v4.is_some()),
+            pool(config.relay_v6.is_some()),
+        ];
         let listeners = config.listeners.iter().map(|l| (l.id, l.clone())).collect();
         Ok(Server {
             listeners,
@@ -265,7 +272,12 @@ impl Server {
         let data = buf.get(payload.clone())?;
         let src = Source {
             key: ClientKey::Udp(listener, from),
-            info: ClientInfo { transport: Transport::Udp, addr: from, listener, conn: None },
+            info: ClientInfo {
+                transport: Transport::Udp,
+                addr: from,
+                listener,
+                conn: None,
+            },
         };
         let first = *data.first()?;
         let (relay, peer, range) = match first >> 6 {
@@ -403,7 +415,11 @@ impl Server {
             .values()
             .map(|a| a.permissions.iter().filter(|p| now < p.expires).count() as u64)
             .sum();
-        s.channels = self.allocations.values().map(|a| a.live_channels(now) as u64).sum();
+        s.channels = self
+            .allocations
+            .values()
+            .map(|a| a.live_channels(now) as u64)
+            .sum();
         if let Some(p) = &self.pools[0] {
             s.ports_v4 = p.stats();
         }
@@ -459,7 +475,11 @@ impl Server {
     /// Sends an answer to a client over its transport.
     fn send_to(&mut self, src: &Source, data: Vec<u8>) {
         let out = match src.key {
-            ClientKey::Udp(listener, addr) => Output::Transmit { listener, to: addr, data },
+            ClientKey::Udp(listener, addr) => Output::Transmit {
+                listener,
+                to: addr,
+                data,
+            },
             ClientKey::Stream(conn) => Output::StreamWrite { conn, data },
         };
         self.push_output(out);
@@ -479,7 +499,9 @@ impl Server {
 
     /// Registers `id`'s current deadline in the timer set, replacing the old one.
     fn reschedule_allocation(&mut self, id: AllocationId) {
-        let Some(a) = self.allocations.get_mut(&id) else { return };
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return;
+        };
         let next = a.next_deadline();
         self.timers.remove(&(a.deadline, Timer::Allocation(id)));
         a.deadline = next;
@@ -487,7 +509,9 @@ impl Server {
     }
 
     fn allocation_timer(&mut self, now: Instant, id: AllocationId) {
-        let Some(a) = self.allocations.get_mut(&id) else { return };
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return;
+        };
         if a.expires <= now {
             self.remove_allocation(now, id, DeleteReason::Expired);
             return;
@@ -498,7 +522,9 @@ impl Server {
 
     /// Ends allocation `id`: closes its relay sockets, quarantines its ports, reports it.
     fn remove_allocation(&mut self, now: Instant, id: AllocationId, reason: DeleteReason) -> bool {
-        let Some(a) = self.allocations.remove(&id) else { return false };
+        let Some(a) = self.allocations.remove(&id) else {
+            return false;
+        };
         self.timers.remove(&(a.deadline, Timer::Allocation(id)));
         self.by_client.remove(&a.key5);
         for (family, side) in a.sides.iter().enumerate() {

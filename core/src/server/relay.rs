@@ -72,7 +72,9 @@ impl Server {
             return None;
         };
         let tid = msg.transaction_id();
-        let peer = msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| attr::decode_xor_address(v, &tid).ok());
+        let peer = msg
+            .get(attr::XOR_PEER_ADDRESS)
+            .and_then(|v| attr::decode_xor_address(v, &tid).ok());
         let (Some(peer), Some(payload)) = (peer, msg.get(attr::DATA)) else {
             self.stats.dropped.malformed += 1;
             return None;
@@ -113,7 +115,7 @@ impl Server {
         buf: &mut [u8],
         payload: Range<usize>,
     ) -> Option<Forward> {
-        let Some(RelayOwner::Allocation(id, _)) = self.relays.get(&relay) else {
+        let Some(RelayOwner::Allocation(id)) = self.relays.get(&relay) else {
             self.stats.dropped.unknown_relay += 1;
             return None;
         };
@@ -123,7 +125,10 @@ impl Server {
             self.stats.dropped.no_permission += 1;
             return None;
         }
-        if payload.start < HEADROOM || payload.end < payload.start || buf.len() < payload.end + TAILROOM {
+        if payload.start < HEADROOM
+            || payload.end < payload.start
+            || buf.len() < payload.end + TAILROOM
+        {
             // The driver broke the buffer contract; drop rather than panic.
             self.stats.dropped.too_large += 1;
             return None;
@@ -138,7 +143,11 @@ impl Server {
             let start = payload.start - channel::HEADER_LEN;
             channel::write_header(&mut buf[start..payload.start], number, len16);
             // RFC 8656 §12.5: padded to 4 bytes on streams, not on UDP.
-            let pad = if on_stream { channel::stream_padding(len) } else { 0 };
+            let pad = if on_stream {
+                channel::stream_padding(len)
+            } else {
+                0
+            };
             buf[payload.end..payload.end + pad].fill(0);
             (start, payload.end + pad)
         } else {
@@ -175,8 +184,15 @@ impl Server {
         t.from_peer_packets += 1;
         t.from_peer_bytes += len as u64;
         Some(match a.key5 {
-            ClientKey::Udp(listener, client) => Forward::ToClient { listener, client, range: start..end },
-            ClientKey::Stream(conn) => Forward::ToStream { conn, range: start..end },
+            ClientKey::Udp(listener, client) => Forward::ToClient {
+                listener,
+                client,
+                range: start..end,
+            },
+            ClientKey::Stream(conn) => Forward::ToStream {
+                conn,
+                range: start..end,
+            },
         })
     }
 }

@@ -28,7 +28,9 @@ impl Server {
                 self.handle_request(now, src, &msg);
                 None
             }
-            Class::Indication if msg.method() == Method::SEND => self.send_indication(now, src, &msg, data),
+            Class::Indication if msg.method() == Method::SEND => {
+                self.send_indication(now, src, &msg, data)
+            }
             // Responses, and indications other than Send, have no business here.
             _ => {
                 self.stats.dropped.unexpected += 1;
@@ -65,14 +67,21 @@ impl Server {
             self.answer_unauthenticated(now, src, b, fingerprint);
             return;
         }
-        let turn_method = [Method::ALLOCATE, Method::REFRESH, Method::CREATE_PERMISSION, Method::CHANNEL_BIND];
+        let turn_method = [
+            Method::ALLOCATE,
+            Method::REFRESH,
+            Method::CREATE_PERMISSION,
+            Method::CHANNEL_BIND,
+        ];
         if !turn_method.contains(&method) {
             // RFC 8489 §6.3.1: an unknown method in a request → 400.
             self.answer_unauthenticated(now, src, reply::error(msg, 400), fingerprint);
             return;
         }
         let existing = self.by_client.get(&src.key).copied();
-        let Some(auth) = self.authenticate(now, src, msg, existing) else { return };
+        let Some(auth) = self.authenticate(now, src, msg, existing) else {
+            return;
+        };
         let answer = match method {
             Method::ALLOCATE => self.allocate(now, src, msg, &auth, existing),
             Method::REFRESH => Some(self.refresh(now, msg, existing)),

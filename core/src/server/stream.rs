@@ -56,15 +56,29 @@ impl Server {
         }
         if proxy {
             let ip = canonical(remote.ip());
-            if !self.cfg.proxy_protocol_trusted.iter().any(|n| n.contains(ip)) {
+            if !self
+                .cfg
+                .proxy_protocol_trusted
+                .iter()
+                .any(|n| n.contains(ip))
+            {
                 self.stats.proxy_rejected += 1;
                 return self.reject_new(conn, remote, CloseReason::UntrustedProxy);
             }
         }
         let (phase, deadline) = if proxy {
-            (Phase::ProxyHeader(Vec::new()), (now + self.cfg.proxy_header_timeout, CloseReason::ProxyHeaderTimeout))
+            (
+                Phase::ProxyHeader(Vec::new()),
+                (
+                    now + self.cfg.proxy_header_timeout,
+                    CloseReason::ProxyHeaderTimeout,
+                ),
+            )
         } else {
-            (Phase::Frames, (now + self.cfg.stream_idle_timeout, CloseReason::Idle))
+            (
+                Phase::Frames,
+                (now + self.cfg.stream_idle_timeout, CloseReason::Idle),
+            )
         };
         self.streams.insert(
             conn,
@@ -89,17 +103,25 @@ impl Server {
         data: &[u8],
         to_peer: &mut dyn FnMut(RelayId, SocketAddr, &[u8]),
     ) {
-        let Some(s) = self.streams.get_mut(&conn) else { return };
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return;
+        };
         let Phase::ProxyHeader(header) = &mut s.phase else {
             return self.feed_frames(now, conn, data, to_peer);
         };
         // Collect no more than a header can be long; what follows it is stream payload.
-        let limit = self.cfg.proxy_header_max_len.max(proxy_protocol::V1_MAX_LEN);
+        let limit = self
+            .cfg
+            .proxy_header_max_len
+            .max(proxy_protocol::V1_MAX_LEN);
         let take = data.len().min(limit.saturating_sub(header.len()));
         header.extend_from_slice(&data[..take]);
         match proxy_protocol::parse(header, self.cfg.proxy_header_max_len) {
             Ok(ProxyParse::Incomplete) if header.len() < limit => {}
-            Ok(ProxyParse::Done { header: h, consumed }) => {
+            Ok(ProxyParse::Done {
+                header: h,
+                consumed,
+            }) => {
                 let rest_of_header = header.split_off(consumed.min(header.len()));
                 let client = match h {
                     ProxyHeader::Proxied { source, .. } => source,
@@ -111,7 +133,11 @@ impl Server {
                 s.phase = Phase::Frames;
                 let proxy = s.remote;
                 self.stats.proxy_accepted += 1;
-                self.emit(Event::ProxyAccepted { conn, proxy, client });
+                self.emit(Event::ProxyAccepted {
+                    conn,
+                    proxy,
+                    client,
+                });
                 let idle = now + self.cfg.stream_idle_timeout;
                 self.set_stream_deadline(conn, Some((idle, CloseReason::Idle)));
                 self.feed_frames(now, conn, &rest_of_header, to_peer);
@@ -145,7 +171,9 @@ impl Server {
         if let Err(e) = result {
             let reason = match e {
                 FramingError::TooLarge => CloseReason::FrameTooLarge,
-                FramingError::NotTurn | FramingError::BadCookie | FramingError::BadLength => CloseReason::NotTurn,
+                FramingError::NotTurn | FramingError::BadCookie | FramingError::BadLength => {
+                    CloseReason::NotTurn
+                }
             };
             self.stats.dropped.malformed += 1;
             self.close_stream(now, conn, reason);
@@ -160,10 +188,17 @@ impl Server {
         frame: Frame<'_>,
         to_peer: &mut dyn FnMut(RelayId, SocketAddr, &[u8]),
     ) -> bool {
-        let Some(s) = self.streams.get(&conn) else { return false };
+        let Some(s) = self.streams.get(&conn) else {
+            return false;
+        };
         let src = Source {
             key: ClientKey::Stream(conn),
-            info: ClientInfo { transport: Transport::Tcp, addr: s.client, listener: s.listener, conn: Some(conn) },
+            info: ClientInfo {
+                transport: Transport::Tcp,
+                addr: s.client,
+                listener: s.listener,
+                conn: Some(conn),
+            },
         };
         match frame {
             Frame::Stun(bytes) => {
@@ -179,7 +214,9 @@ impl Server {
                     self.close_stream(now, conn, CloseReason::NotTurn);
                     return false;
                 }
-                if let Some((relay, peer, range)) = self.channel_data_from_client(now, src.key, bytes) {
+                if let Some((relay, peer, range)) =
+                    self.channel_data_from_client(now, src.key, bytes)
+                {
                     to_peer(relay, peer, &bytes[range]);
                 }
             }
@@ -189,8 +226,14 @@ impl Server {
 
     /// A valid request on a stream without allocation pushes its idle deadline back.
     pub(super) fn stream_activity(&mut self, now: Instant, src: &Source) {
-        let ClientKey::Stream(conn) = src.key else { return };
-        if self.streams.get(&conn).is_some_and(|s| s.allocation.is_none()) {
+        let ClientKey::Stream(conn) = src.key else {
+            return;
+        };
+        if self
+            .streams
+            .get(&conn)
+            .is_some_and(|s| s.allocation.is_none())
+        {
             let idle = now + self.cfg.stream_idle_timeout;
             self.set_stream_deadline(conn, Some((idle, CloseReason::Idle)));
         }
@@ -213,7 +256,9 @@ impl Server {
     }
 
     pub(super) fn stream_timer(&mut self, now: Instant, conn: ConnId) {
-        let Some((at, reason)) = self.streams.get(&conn).and_then(|s| s.deadline) else { return };
+        let Some((at, reason)) = self.streams.get(&conn).and_then(|s| s.deadline) else {
+            return;
+        };
         if at > now {
             return;
         }
@@ -224,7 +269,9 @@ impl Server {
     }
 
     fn set_stream_deadline(&mut self, conn: ConnId, deadline: Option<(Instant, CloseReason)>) {
-        let Some(s) = self.streams.get_mut(&conn) else { return };
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return;
+        };
         if let Some((old, _)) = s.deadline {
             self.timers.remove(&(old, Timer::Stream(conn)));
         }
@@ -236,27 +283,43 @@ impl Server {
 
     /// The core closes a stream: the driver is told, the allocation on it ends.
     fn close_stream(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
-        let Some(remote) = self.streams.get(&conn).map(|s| s.remote) else { return };
+        let Some(remote) = self.streams.get(&conn).map(|s| s.remote) else {
+            return;
+        };
         self.forget_stream(now, conn);
         self.stats.streams_rejected += 1;
         self.push_output(Output::CloseStream { conn, reason });
-        self.emit(Event::StreamRejected { conn, remote, reason });
+        self.emit(Event::StreamRejected {
+            conn,
+            remote,
+            reason,
+        });
     }
 
     fn reject_new(&mut self, conn: ConnId, remote: SocketAddr, reason: CloseReason) {
         self.stats.streams_rejected += 1;
         self.push_output(Output::CloseStream { conn, reason });
-        self.emit(Event::StreamRejected { conn, remote, reason });
+        self.emit(Event::StreamRejected {
+            conn,
+            remote,
+            reason,
+        });
     }
 
     /// Forgets a stream and ends what hangs off it.
     pub(super) fn forget_stream(&mut self, now: Instant, conn: ConnId) {
         self.set_stream_deadline(conn, None);
-        let Some(s) = self.streams.remove(&conn) else { return };
+        let Some(s) = self.streams.remove(&conn) else {
+            return;
+        };
         if let Some(id) = s.allocation {
             self.remove_allocation(now, id, DeleteReason::StreamClosed);
         }
-        if let Some(pid) = self.pending_by_client.get(&ClientKey::Stream(conn)).copied() {
+        if let Some(pid) = self
+            .pending_by_client
+            .get(&ClientKey::Stream(conn))
+            .copied()
+        {
             self.end_pending(now, pid, None);
         }
     }
