@@ -1,7 +1,7 @@
 //! Attribute types (RFC 8489 §18.3, RFC 8656 §18, RFC 8445, RFC 6062) and typed decoders.
 
-use super::{DecodeError, TransactionId};
-use std::net::SocketAddr;
+use super::{DecodeError, TransactionId, MAGIC_COOKIE};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// MAPPED-ADDRESS.
 pub const MAPPED_ADDRESS: u16 = 0x0001;
@@ -106,84 +106,232 @@ pub fn is_comprehension_required(ty: u16) -> bool {
 
 /// The attribute's name for logs ("0x1234" style names are not produced: unknown → "unknown").
 pub fn name(ty: u16) -> &'static str {
-    let _ = ty;
-    todo!()
+    match ty {
+        MAPPED_ADDRESS => "MAPPED-ADDRESS",
+        USERNAME => "USERNAME",
+        MESSAGE_INTEGRITY => "MESSAGE-INTEGRITY",
+        ERROR_CODE => "ERROR-CODE",
+        UNKNOWN_ATTRIBUTES => "UNKNOWN-ATTRIBUTES",
+        CHANNEL_NUMBER => "CHANNEL-NUMBER",
+        LIFETIME => "LIFETIME",
+        XOR_PEER_ADDRESS => "XOR-PEER-ADDRESS",
+        DATA => "DATA",
+        REALM => "REALM",
+        NONCE => "NONCE",
+        XOR_RELAYED_ADDRESS => "XOR-RELAYED-ADDRESS",
+        REQUESTED_ADDRESS_FAMILY => "REQUESTED-ADDRESS-FAMILY",
+        EVEN_PORT => "EVEN-PORT",
+        REQUESTED_TRANSPORT => "REQUESTED-TRANSPORT",
+        DONT_FRAGMENT => "DONT-FRAGMENT",
+        ACCESS_TOKEN => "ACCESS-TOKEN",
+        MESSAGE_INTEGRITY_SHA256 => "MESSAGE-INTEGRITY-SHA256",
+        PASSWORD_ALGORITHM => "PASSWORD-ALGORITHM",
+        USERHASH => "USERHASH",
+        XOR_MAPPED_ADDRESS => "XOR-MAPPED-ADDRESS",
+        RESERVATION_TOKEN => "RESERVATION-TOKEN",
+        PRIORITY => "PRIORITY",
+        USE_CANDIDATE => "USE-CANDIDATE",
+        CONNECTION_ID => "CONNECTION-ID",
+        ADDITIONAL_ADDRESS_FAMILY => "ADDITIONAL-ADDRESS-FAMILY",
+        ADDRESS_ERROR_CODE => "ADDRESS-ERROR-CODE",
+        PASSWORD_ALGORITHMS => "PASSWORD-ALGORITHMS",
+        ALTERNATE_DOMAIN => "ALTERNATE-DOMAIN",
+        ICMP => "ICMP",
+        SOFTWARE => "SOFTWARE",
+        ALTERNATE_SERVER => "ALTERNATE-SERVER",
+        FINGERPRINT => "FINGERPRINT",
+        ICE_CONTROLLED => "ICE-CONTROLLED",
+        ICE_CONTROLLING => "ICE-CONTROLLING",
+        RESPONSE_ORIGIN => "RESPONSE-ORIGIN",
+        OTHER_ADDRESS => "OTHER-ADDRESS",
+        _ => "unknown",
+    }
 }
 
-/// Decodes MAPPED-ADDRESS style values (RFC 8489 §14.1).
+/// Decodes MAPPED-ADDRESS style values (RFC 8489 §14.1). The value carries no attribute
+/// type, so a malformed one is reported as `BadAttribute(MAPPED_ADDRESS)`.
 pub fn decode_address(value: &[u8]) -> Result<SocketAddr, DecodeError> {
-    let _ = value;
-    todo!()
+    decode_address_with(value, MAPPED_ADDRESS, [0; 2], &[0; 16])
 }
 
 /// Decodes XOR-MAPPED-ADDRESS / XOR-PEER-ADDRESS / XOR-RELAYED-ADDRESS (RFC 8489 §14.2).
+/// A malformed value is reported as `BadAttribute(XOR_MAPPED_ADDRESS)` whichever of the
+/// three it was; the caller knows which it asked for.
 pub fn decode_xor_address(value: &[u8], tid: &TransactionId) -> Result<SocketAddr, DecodeError> {
-    let _ = (value, tid);
-    todo!()
+    decode_address_with(
+        value,
+        XOR_MAPPED_ADDRESS,
+        xor_port_mask(),
+        &xor_addr_mask(tid),
+    )
 }
 
-/// Decodes a 32-bit value (LIFETIME, PRIORITY...).
+/// Decodes a 32-bit value (LIFETIME, PRIORITY...). A value not exactly 4 bytes long is
+/// reported as `BadAttribute(LIFETIME)`, the TURN attribute this mostly serves.
 pub fn decode_u32(value: &[u8]) -> Result<u32, DecodeError> {
-    let _ = value;
-    todo!()
+    let bytes: [u8; 4] = value
+        .try_into()
+        .map_err(|_| DecodeError::BadAttribute(LIFETIME))?;
+    Ok(u32::from_be_bytes(bytes))
 }
 
-/// Decodes ERROR-CODE into (code, reason) (RFC 8489 §14.8).
+/// Decodes ERROR-CODE into (code, reason) (RFC 8489 §14.8). The class must be 3..=6 and
+/// the number below 100; the reason phrase is UTF-8 of at most [`MAX_TEXT_LEN`] bytes.
 pub fn decode_error_code(value: &[u8]) -> Result<(u16, &str), DecodeError> {
-    let _ = value;
-    todo!()
+    let bad = DecodeError::BadAttribute(ERROR_CODE);
+    let (class, number, reason) = match value {
+        [_, _, class, number, reason @ ..] => (class & 0x07, *number, reason),
+        _ => return Err(bad),
+    };
+    if !(3..=6).contains(&class) || number >= 100 {
+        return Err(bad);
+    }
+    let reason = decode_text(reason, ERROR_CODE, MAX_TEXT_LEN)?;
+    Ok((u16::from(class) * 100 + u16::from(number), reason))
 }
 
 /// Decodes REQUESTED-TRANSPORT: the protocol number (RFC 8656 §18.11).
 pub fn decode_requested_transport(value: &[u8]) -> Result<u8, DecodeError> {
-    let _ = value;
-    todo!()
+    match value {
+        [protocol, _, _, _] => Ok(*protocol),
+        _ => Err(DecodeError::BadAttribute(REQUESTED_TRANSPORT)),
+    }
 }
 
 /// Decodes CHANNEL-NUMBER (RFC 8656 §18.1). Range is the caller's business.
 pub fn decode_channel_number(value: &[u8]) -> Result<u16, DecodeError> {
-    let _ = value;
-    todo!()
+    match value {
+        [n0, n1, _, _] => Ok(u16::from_be_bytes([*n0, *n1])),
+        _ => Err(DecodeError::BadAttribute(CHANNEL_NUMBER)),
+    }
 }
 
 /// Decodes REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY: the family octet
-/// (RFC 8656 §18.5, §18.10).
+/// (RFC 8656 §18.5, §18.10). Whether the family is supported is the caller's business
+/// (it answers 440); a value not 4 bytes long is `BadAttribute(REQUESTED_ADDRESS_FAMILY)`.
 pub fn decode_family(value: &[u8]) -> Result<u8, DecodeError> {
-    let _ = value;
-    todo!()
+    match value {
+        [family, _, _, _] => Ok(*family),
+        _ => Err(DecodeError::BadAttribute(REQUESTED_ADDRESS_FAMILY)),
+    }
 }
 
 /// Decodes EVEN-PORT: the R bit (RFC 8656 §18.7).
 pub fn decode_even_port(value: &[u8]) -> Result<bool, DecodeError> {
-    let _ = value;
-    todo!()
+    match value {
+        [flags] => Ok(flags & 0x80 != 0),
+        _ => Err(DecodeError::BadAttribute(EVEN_PORT)),
+    }
 }
 
 /// Decodes RESERVATION-TOKEN: 8 bytes (RFC 8656 §18.9).
 pub fn decode_reservation_token(value: &[u8]) -> Result<[u8; 8], DecodeError> {
-    let _ = value;
-    todo!()
+    value
+        .try_into()
+        .map_err(|_| DecodeError::BadAttribute(RESERVATION_TOKEN))
 }
 
 /// Decodes PASSWORD-ALGORITHM into (algorithm, parameters) (RFC 8489 §14.12).
 pub fn decode_password_algorithm(value: &[u8]) -> Result<(u16, &[u8]), DecodeError> {
-    let _ = value;
-    todo!()
+    let bad = DecodeError::BadAttribute(PASSWORD_ALGORITHM);
+    let (algorithm, params, rest) = split_algorithm(value).ok_or(bad)?;
+    // One entry and nothing else but its padding.
+    if rest.len() > 3 {
+        return Err(bad);
+    }
+    Ok((algorithm, params))
 }
 
 /// Decodes PASSWORD-ALGORITHMS: calls `each(algorithm, parameters)` for each entry, in
 /// order (RFC 8489 §14.11).
 pub fn decode_password_algorithms(
     value: &[u8],
-    each: impl FnMut(u16, &[u8]),
+    mut each: impl FnMut(u16, &[u8]),
 ) -> Result<(), DecodeError> {
-    let _ = (value, each);
-    todo!()
+    let bad = DecodeError::BadAttribute(PASSWORD_ALGORITHMS);
+    let mut rest = value;
+    // Bounded: every entry consumes at least 4 bytes.
+    while !rest.is_empty() {
+        let (algorithm, params, after) = split_algorithm(rest).ok_or(bad)?;
+        each(algorithm, params);
+        rest = after;
+    }
+    Ok(())
 }
 
 /// Decodes a UTF-8 text attribute (USERNAME, REALM, NONCE, SOFTWARE) of at most `max_len`
 /// bytes.
 pub fn decode_text(value: &[u8], ty: u16, max_len: usize) -> Result<&str, DecodeError> {
-    let _ = (value, ty, max_len);
-    todo!()
+    if value.len() > max_len {
+        return Err(DecodeError::BadAttribute(ty));
+    }
+    core::str::from_utf8(value).map_err(|_| DecodeError::BadAttribute(ty))
+}
+
+/// The 16-bit mask of an XOR'd port: the most significant half of the cookie (§14.2).
+pub(crate) fn xor_port_mask() -> [u8; 2] {
+    let c = MAGIC_COOKIE.to_be_bytes();
+    [c[0], c[1]]
+}
+
+/// The mask of an XOR'd address: the cookie, then the transaction ID (§14.2). An IPv4
+/// address uses the first four bytes only.
+pub(crate) fn xor_addr_mask(tid: &TransactionId) -> [u8; 16] {
+    let mut mask = [0u8; 16];
+    let (cookie, rest) = mask.split_at_mut(4);
+    cookie.copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    rest.copy_from_slice(&tid.0);
+    mask
+}
+
+/// Shared by the plain and XOR address decoders: (reserved, family, port, address) with
+/// the port and address xored with the masks (zero masks for the plain form).
+fn decode_address_with(
+    value: &[u8],
+    ty: u16,
+    port_mask: [u8; 2],
+    addr_mask: &[u8; 16],
+) -> Result<SocketAddr, DecodeError> {
+    let bad = DecodeError::BadAttribute(ty);
+    let (family, p0, p1, address) = match value {
+        [_, family, p0, p1, address @ ..] => (*family, *p0, *p1, address),
+        _ => return Err(bad),
+    };
+    let port = u16::from_be_bytes([p0 ^ port_mask[0], p1 ^ port_mask[1]]);
+    let ip = match (family, address.len()) {
+        (FAMILY_IPV4, 4) => {
+            let mut octets = [0u8; 4];
+            for ((o, a), m) in octets.iter_mut().zip(address).zip(addr_mask) {
+                *o = a ^ m;
+            }
+            IpAddr::V4(Ipv4Addr::from(octets))
+        }
+        (FAMILY_IPV6, 16) => {
+            let mut octets = [0u8; 16];
+            for ((o, a), m) in octets.iter_mut().zip(address).zip(addr_mask) {
+                *o = a ^ m;
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return Err(bad),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// One (algorithm, parameters) entry of PASSWORD-ALGORITHM(S) (RFC 8489 §14.11): the
+/// algorithm, its parameters, and what follows their padding. None when truncated.
+fn split_algorithm(value: &[u8]) -> Option<(u16, &[u8], &[u8])> {
+    let (algorithm, len, rest) = match value {
+        [a0, a1, l0, l1, rest @ ..] => (
+            u16::from_be_bytes([*a0, *a1]),
+            usize::from(u16::from_be_bytes([*l0, *l1])),
+            rest,
+        ),
+        _ => return None,
+    };
+    let params = rest.get(..len)?;
+    // The parameters are padded to 4 bytes; tolerate a final entry whose padding the
+    // sender left out, since the attribute's own padding covers it.
+    let padded = (len.div_ceil(4) * 4).min(rest.len());
+    Some((algorithm, params, rest.get(padded..)?))
 }
