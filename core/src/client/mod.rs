@@ -955,7 +955,8 @@ impl Client {
     }
 
     /// Retries a request answered with 401 or 438 with the challenge's credentials
-    /// (RFC 8489 §9.2.5). Returns false when the request may not be retried: already
+    /// (RFC 8489 §9.2.5). The challenge is learnt in any case, so the next request carries
+    /// the newest nonce. Returns false when the request may not be retried: already
     /// retried for this code, a challenge without REALM/NONCE, or a 401 to a request that
     /// already carried exactly these credentials (the password is wrong).
     fn retry_with_challenge(
@@ -965,16 +966,6 @@ impl Client {
         code: u16,
         msg: &Message<'_>,
     ) -> bool {
-        let mut retries = txn.retries;
-        let already = if code == 401 {
-            &mut retries.after_401
-        } else {
-            &mut retries.after_438
-        };
-        if *already {
-            return false;
-        }
-        *already = true;
         let c = &self.config;
         let Ok(auth) = ClientAuth::from_challenge(
             msg,
@@ -985,15 +976,22 @@ impl Client {
         ) else {
             return false;
         };
-        if code == 401
+        let refused = code == 401
             && txn
                 .auth
                 .as_ref()
-                .is_some_and(|sent| sent.same_challenge(&auth))
-        {
+                .is_some_and(|sent| sent.same_challenge(&auth));
+        self.auth = Some(auth);
+        let mut retries = txn.retries;
+        let already = if code == 401 {
+            &mut retries.after_401
+        } else {
+            &mut retries.after_438
+        };
+        if *already || refused {
             return false;
         }
-        self.auth = Some(auth);
+        *already = true;
         self.start(now, txn.op.clone(), retries);
         true
     }
@@ -1280,7 +1278,7 @@ impl Client {
 
     fn run_permission_timers(&mut self, now: Instant) {
         self.permissions
-            .retain(|_, p| p.expires_at.map_or(true, |e| e > now));
+            .retain(|_, p| !matches!(p.expires_at, Some(e) if e <= now));
         let mut due = Vec::new();
         for (ip, p) in self.permissions.iter_mut() {
             if p.refresh_at.is_some_and(|t| t <= now) {
