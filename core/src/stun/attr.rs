@@ -335,3 +335,195 @@ fn split_algorithm(value: &[u8]) -> Option<(u16, &[u8], &[u8])> {
     let padded = (len.div_ceil(4) * 4).min(rest.len());
     Some((algorithm, params, rest.get(padded..)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TID: TransactionId = TransactionId([1; 12]);
+
+    #[test]
+    fn names() {
+        assert_eq!(name(XOR_PEER_ADDRESS), "XOR-PEER-ADDRESS");
+        assert_eq!(name(MESSAGE_INTEGRITY_SHA256), "MESSAGE-INTEGRITY-SHA256");
+        assert_eq!(name(FINGERPRINT), "FINGERPRINT");
+        assert_eq!(name(0x7777), "unknown");
+    }
+
+    #[test]
+    fn comprehension_required_range() {
+        assert!(is_comprehension_required(0x0000));
+        assert!(is_comprehension_required(0x7FFF));
+        assert!(!is_comprehension_required(0x8000));
+        assert!(!is_comprehension_required(0xFFFF));
+    }
+
+    #[test]
+    fn address_decoders_reject_bad_families_and_lengths() {
+        let xor_bad = Err(DecodeError::BadAttribute(XOR_MAPPED_ADDRESS));
+        let plain_bad = Err(DecodeError::BadAttribute(MAPPED_ADDRESS));
+        let cases: [&[u8]; 7] = [
+            &[],
+            &[0, 1, 0, 0, 1, 2, 3],       // IPv4 truncated
+            &[0, 1, 0, 0, 1, 2, 3, 4, 5], // IPv4 too long
+            &[0, 3, 0, 0, 1, 2, 3, 4],    // unknown family
+            &[0, 0, 0, 0, 1, 2, 3, 4],    // family zero
+            &[0, 2, 0, 0, 1, 2, 3, 4],    // IPv6 family, IPv4 length
+            &[0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // IPv6 truncated
+        ];
+        for value in cases {
+            assert_eq!(decode_xor_address(value, &TID), xor_bad, "{value:?}");
+            assert_eq!(decode_address(value), plain_bad, "{value:?}");
+        }
+        assert_eq!(
+            decode_address(&[0xFF, 1, 0x12, 0x34, 10, 0, 0, 1]),
+            Ok("10.0.0.1:4660".parse().unwrap()),
+            "the reserved byte is ignored"
+        );
+    }
+
+    #[test]
+    fn fixed_size_decoders_reject_wrong_lengths() {
+        for n in [0usize, 1, 3, 5, 8] {
+            let value = vec![0u8; n];
+            if n != 4 {
+                assert_eq!(decode_u32(&value), Err(DecodeError::BadAttribute(LIFETIME)));
+                assert_eq!(
+                    decode_requested_transport(&value),
+                    Err(DecodeError::BadAttribute(REQUESTED_TRANSPORT))
+                );
+                assert_eq!(
+                    decode_channel_number(&value),
+                    Err(DecodeError::BadAttribute(CHANNEL_NUMBER))
+                );
+                assert_eq!(
+                    decode_family(&value),
+                    Err(DecodeError::BadAttribute(REQUESTED_ADDRESS_FAMILY))
+                );
+            }
+            if n != 1 {
+                assert_eq!(
+                    decode_even_port(&value),
+                    Err(DecodeError::BadAttribute(EVEN_PORT))
+                );
+            }
+            if n != 8 {
+                assert_eq!(
+                    decode_reservation_token(&value),
+                    Err(DecodeError::BadAttribute(RESERVATION_TOKEN))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_size_decoders_read_their_fields() {
+        assert_eq!(decode_u32(&[0, 0, 0x0e, 0x10]), Ok(3600));
+        assert_eq!(
+            decode_requested_transport(&[17, 0, 0, 0]),
+            Ok(TRANSPORT_UDP)
+        );
+        assert_eq!(decode_requested_transport(&[6, 9, 9, 9]), Ok(TRANSPORT_TCP));
+        assert_eq!(decode_channel_number(&[0x40, 0x01, 0, 0]), Ok(0x4001));
+        assert_eq!(decode_family(&[FAMILY_IPV6, 0, 0, 0]), Ok(FAMILY_IPV6));
+        assert_eq!(
+            decode_family(&[0x07, 0, 0, 0]),
+            Ok(0x07),
+            "range is the caller's"
+        );
+        assert_eq!(decode_even_port(&[0x80]), Ok(true));
+        assert_eq!(decode_even_port(&[0x7F]), Ok(false));
+        assert_eq!(
+            decode_reservation_token(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            Ok([1, 2, 3, 4, 5, 6, 7, 8])
+        );
+    }
+
+    #[test]
+    fn error_code_checks_class_number_and_reason() {
+        let bad = Err(DecodeError::BadAttribute(ERROR_CODE));
+        assert_eq!(decode_error_code(&[0, 0, 4]), bad);
+        assert_eq!(decode_error_code(&[0, 0, 2, 0]), bad, "class 2");
+        assert_eq!(decode_error_code(&[0, 0, 7, 0]), bad, "class 7");
+        assert_eq!(decode_error_code(&[0, 0, 4, 100]), bad, "number 100");
+        assert_eq!(
+            decode_error_code(&[0, 0, 4, 1, 0xFF]),
+            bad,
+            "reason not UTF-8"
+        );
+        let mut long = vec![0, 0, 5, 0];
+        long.resize(4 + MAX_TEXT_LEN + 1, b'a');
+        assert_eq!(decode_error_code(&long), bad, "reason too long");
+        // The reserved bits above the class are ignored.
+        assert_eq!(
+            decode_error_code(b"\xff\xff\xfc\x25Allocation Mismatch"),
+            Ok((437, "Allocation Mismatch"))
+        );
+    }
+
+    #[test]
+    fn text_checks_length_and_utf8() {
+        assert_eq!(decode_text(b"realm", REALM, MAX_TEXT_LEN), Ok("realm"));
+        assert_eq!(decode_text("ü".as_bytes(), USERNAME, 2), Ok("ü"));
+        assert_eq!(
+            decode_text("ü".as_bytes(), USERNAME, 1),
+            Err(DecodeError::BadAttribute(USERNAME))
+        );
+        assert_eq!(
+            decode_text(&[0xC3], NONCE, 10),
+            Err(DecodeError::BadAttribute(NONCE))
+        );
+        assert_eq!(
+            decode_text(
+                &vec![b'a'; MAX_USERNAME_LEN + 1],
+                USERNAME,
+                MAX_USERNAME_LEN
+            ),
+            Err(DecodeError::BadAttribute(USERNAME))
+        );
+        assert!(decode_text(&vec![b'a'; MAX_USERNAME_LEN], USERNAME, MAX_USERNAME_LEN).is_ok());
+    }
+
+    #[test]
+    fn password_algorithm_entries() {
+        let bad = Err(DecodeError::BadAttribute(PASSWORD_ALGORITHM));
+        assert_eq!(decode_password_algorithm(&[0, 2, 0, 0]), Ok((2, &[][..])));
+        assert_eq!(
+            decode_password_algorithm(&[0, 9, 0, 2, 7, 8, 0, 0]),
+            Ok((9, &[7, 8][..]))
+        );
+        assert_eq!(
+            decode_password_algorithm(&[0, 9, 0, 2, 7, 8]),
+            Ok((9, &[7, 8][..]))
+        );
+        assert_eq!(decode_password_algorithm(&[0, 2, 0]), bad);
+        assert_eq!(
+            decode_password_algorithm(&[0, 2, 0, 4, 1]),
+            bad,
+            "params overrun"
+        );
+        assert_eq!(
+            decode_password_algorithm(&[0, 2, 0, 0, 0, 1, 0, 0]),
+            bad,
+            "two entries"
+        );
+
+        let mut seen = Vec::new();
+        let value = [0, 9, 0, 3, 1, 2, 3, 0, 0, 2, 0, 0, 0, 1, 0, 0];
+        assert_eq!(
+            decode_password_algorithms(&value, |a, p| seen.push((a, p.to_vec()))),
+            Ok(())
+        );
+        assert_eq!(seen, [(9, vec![1, 2, 3]), (2, vec![]), (1, vec![])]);
+        let bad = Err(DecodeError::BadAttribute(PASSWORD_ALGORITHMS));
+        assert_eq!(
+            decode_password_algorithms(&[0, 2, 0xFF, 0xFF, 0], |_, _| {}),
+            bad
+        );
+        assert_eq!(
+            decode_password_algorithms(&[0, 2, 0, 0, 0, 1], |_, _| {}),
+            bad
+        );
+        assert_eq!(decode_password_algorithms(&[], |_, _| {}), Ok(()));
+    }
+}

@@ -234,3 +234,336 @@ fn encode_address_with(
     }
     4 + n
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stun::DecodeError;
+    use proptest::prelude::*;
+
+    const TID: TransactionId = TransactionId([
+        0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+    ]);
+
+    fn builder() -> MessageBuilder {
+        MessageBuilder::new(Method::ALLOCATE, Class::Success, TID)
+    }
+
+    /// Builds with `f`, parses, and hands the message to `check`.
+    fn round_trip(f: impl FnOnce(&mut MessageBuilder), check: impl FnOnce(&Message<'_>)) {
+        let mut b = builder();
+        f(&mut b);
+        let bytes = b.finish();
+        assert_eq!(bytes.len() % 4, 0);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([bytes[2], bytes[3]])),
+            bytes.len() - HEADER_LEN
+        );
+        let msg = Message::parse(&bytes).expect("builder output parses");
+        check(&msg);
+    }
+
+    #[test]
+    fn new_writes_the_header() {
+        let bytes = builder().finish();
+        assert_eq!(bytes.len(), HEADER_LEN);
+        assert_eq!(&bytes[..4], &[0x01, 0x03, 0, 0]);
+        assert_eq!(&bytes[4..8], &MAGIC_COOKIE.to_be_bytes());
+        assert_eq!(&bytes[8..], &TID.0);
+    }
+
+    #[test]
+    fn response_to_keeps_method_and_transaction() {
+        let request = MessageBuilder::new(Method::REFRESH, Class::Request, TID).finish();
+        let request = Message::parse(&request).unwrap();
+        let response = MessageBuilder::response_to(&request, Class::Error).finish();
+        let response = Message::parse(&response).unwrap();
+        assert_eq!(response.method(), Method::REFRESH);
+        assert_eq!(response.class(), Class::Error);
+        assert_eq!(response.transaction_id(), TID);
+    }
+
+    #[test]
+    fn add_pads_with_zeros_and_add_padded_with_the_given_byte() {
+        let mut b = builder();
+        b.add(attr::DATA, b"abcde");
+        assert_eq!(&b.as_bytes()[20..], b"\x00\x13\x00\x05abcde\0\0\0");
+        b.add_padded(attr::SOFTWARE, b"x", b' ');
+        assert_eq!(&b.as_bytes()[32..], b"\x80\x22\x00\x01x   ");
+        b.add(attr::DATA, b"");
+        let bytes = b.finish();
+        let msg = Message::parse(&bytes).unwrap();
+        let got: Vec<_> = msg.attributes().collect();
+        assert_eq!(
+            got,
+            [
+                (attr::DATA, &b"abcde"[..]),
+                (attr::SOFTWARE, &b"x"[..]),
+                (attr::DATA, &b""[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn add_u32_round_trips() {
+        round_trip(
+            |b| {
+                b.add_u32(attr::LIFETIME, 3600);
+            },
+            |m| assert_eq!(attr::decode_u32(m.get(attr::LIFETIME).unwrap()), Ok(3600)),
+        );
+    }
+
+    #[test]
+    fn xor_addresses_round_trip() {
+        for addr in [
+            "192.0.2.1:32853",
+            "[2001:db8::1]:3478",
+            "0.0.0.0:0",
+            "[::]:65535",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            for ty in [
+                attr::XOR_MAPPED_ADDRESS,
+                attr::XOR_PEER_ADDRESS,
+                attr::XOR_RELAYED_ADDRESS,
+            ] {
+                round_trip(
+                    |b| {
+                        b.add_xor_address(ty, addr);
+                    },
+                    |m| {
+                        let value = m.get(ty).unwrap();
+                        assert_eq!(attr::decode_xor_address(value, &TID), Ok(addr));
+                        // The XOR form is not the plain one (except by accident of zeros).
+                        assert_eq!(value[0], 0);
+                    },
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn xor_address_matches_rfc5769_encoding() {
+        // RFC 5769 §2.2 and §2.3 XOR-MAPPED-ADDRESS values.
+        let mut out = [0u8; 20];
+        let n = encode_xor_address(&mut out, "192.0.2.1:32853".parse().unwrap(), &TID);
+        assert_eq!(&out[..n], &[0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43]);
+        let n = encode_xor_address(
+            &mut out,
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                .parse()
+                .unwrap(),
+            &TID,
+        );
+        assert_eq!(
+            &out[..n],
+            &[
+                0x00, 0x02, 0xa1, 0x47, 0x01, 0x13, 0xa9, 0xfa, 0xa5, 0xd3, 0xf1, 0x79, 0xbc, 0x25,
+                0xf4, 0xb5, 0xbe, 0xd2, 0xb9, 0xd9
+            ]
+        );
+    }
+
+    #[test]
+    fn encode_xor_address_refuses_a_short_buffer() {
+        let v6: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        let v4: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let mut small = [0xAAu8; 19];
+        assert_eq!(encode_xor_address(&mut small, v6, &TID), 0);
+        assert_eq!(small, [0xAA; 19]);
+        assert_eq!(encode_xor_address(&mut small[..8], v4, &TID), 8);
+        assert_eq!(encode_xor_address(&mut small[..7], v4, &TID), 0);
+    }
+
+    #[test]
+    fn plain_addresses_round_trip() {
+        for addr in ["203.0.113.9:1234", "[2001:db8::2]:443"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            round_trip(
+                |b| {
+                    b.add_address(attr::ALTERNATE_SERVER, addr);
+                },
+                |m| {
+                    let value = m.get(attr::ALTERNATE_SERVER).unwrap();
+                    assert_eq!(attr::decode_address(value), Ok(addr));
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn error_code_round_trips() {
+        for (code, reason) in [
+            (401, "Unauthorized"),
+            (438, "Stale Nonce"),
+            (300, ""),
+            (699, "x"),
+        ] {
+            round_trip(
+                |b| {
+                    b.add_error_code(code, reason);
+                },
+                |m| {
+                    let value = m.get(attr::ERROR_CODE).unwrap();
+                    assert_eq!(&value[..4], &[0, 0, (code / 100) as u8, (code % 100) as u8]);
+                    assert_eq!(attr::decode_error_code(value), Ok((code, reason)));
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn address_error_code_layout() {
+        round_trip(
+            |b| {
+                b.add_address_error_code(attr::FAMILY_IPV6, 440, "Address Family not Supported");
+            },
+            |m| {
+                let value = m.get(attr::ADDRESS_ERROR_CODE).unwrap();
+                assert_eq!(&value[..4], &[attr::FAMILY_IPV6, 0, 4, 40]);
+                assert_eq!(&value[4..], b"Address Family not Supported");
+                // Past the family octet it reads like ERROR-CODE.
+                let mut as_error = value.to_vec();
+                as_error[0] = 0;
+                assert_eq!(
+                    attr::decode_error_code(&as_error),
+                    Ok((440, "Address Family not Supported"))
+                );
+            },
+        );
+    }
+
+    #[test]
+    fn unknown_attributes_round_trip() {
+        round_trip(
+            |b| {
+                b.add_unknown_attributes(&[0x0031, 0x0032, 0x7FFF]);
+            },
+            |m| {
+                let value = m.get(attr::UNKNOWN_ATTRIBUTES).unwrap();
+                let types: Vec<u16> = value
+                    .chunks(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect();
+                assert_eq!(types, [0x0031, 0x0032, 0x7FFF]);
+            },
+        );
+    }
+
+    #[test]
+    fn password_algorithms_round_trip() {
+        round_trip(
+            |b| {
+                b.add_password_algorithms(&[
+                    attr::PASSWORD_ALGORITHM_SHA256,
+                    attr::PASSWORD_ALGORITHM_MD5,
+                ])
+                .add_password_algorithm(attr::PASSWORD_ALGORITHM_SHA256);
+            },
+            |m| {
+                let mut seen = Vec::new();
+                attr::decode_password_algorithms(
+                    m.get(attr::PASSWORD_ALGORITHMS).unwrap(),
+                    |a, p| seen.push((a, p.to_vec())),
+                )
+                .unwrap();
+                assert_eq!(
+                    seen,
+                    [
+                        (attr::PASSWORD_ALGORITHM_SHA256, vec![]),
+                        (attr::PASSWORD_ALGORITHM_MD5, vec![])
+                    ]
+                );
+                assert_eq!(
+                    attr::decode_password_algorithm(m.get(attr::PASSWORD_ALGORITHM).unwrap()),
+                    Ok((attr::PASSWORD_ALGORITHM_SHA256, &[][..]))
+                );
+            },
+        );
+    }
+
+    #[test]
+    fn integrity_and_fingerprint_round_trip() {
+        let key = b"secret";
+        round_trip(
+            |b| {
+                b.add(attr::USERNAME, b"u")
+                    .add_integrity_sha1(key)
+                    .add_fingerprint();
+            },
+            |m| {
+                assert_eq!(m.integrity(), Some(crate::stun::IntegrityKind::Sha1));
+                assert!(m.check_integrity_sha1(key));
+                assert!(!m.check_integrity_sha1(b"Secret"));
+                assert!(m.has_fingerprint());
+            },
+        );
+        round_trip(
+            |b| {
+                b.add(attr::USERNAME, b"u").add_integrity_sha256(key);
+            },
+            |m| {
+                assert_eq!(m.integrity(), Some(crate::stun::IntegrityKind::Sha256));
+                assert_eq!(
+                    m.get(attr::MESSAGE_INTEGRITY_SHA256).map(<[u8]>::len),
+                    Some(32)
+                );
+                assert!(m.check_integrity_sha256(key));
+                assert!(!m.check_integrity_sha256(b"secreT"));
+                assert!(!m.has_fingerprint());
+            },
+        );
+    }
+
+    #[test]
+    fn fingerprint_covers_the_header_length() {
+        let bytes = builder()
+            .add(attr::DATA, b"abc")
+            .add_fingerprint()
+            .as_bytes()
+            .to_vec();
+        let n = bytes.len();
+        let crc = u32::from_be_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]);
+        assert_eq!(crc, fingerprint(&bytes[..n - 8]));
+        assert!(Message::parse(&bytes).unwrap().has_fingerprint());
+    }
+
+    #[test]
+    fn oversized_values_are_not_added() {
+        // Only in release builds: the debug assertion is the point in debug ones.
+        if cfg!(debug_assertions) {
+            return;
+        }
+        let mut b = builder();
+        b.add(attr::DATA, &vec![0; 70_000]);
+        assert_eq!(b.as_bytes().len(), HEADER_LEN);
+        assert_eq!(Message::parse(b.as_bytes()).err(), None::<DecodeError>);
+    }
+
+    proptest! {
+        #[test]
+        fn any_address_round_trips(ip in any::<std::net::IpAddr>(), port in any::<u16>(), tid in any::<[u8; 12]>()) {
+            let addr = SocketAddr::new(ip, port);
+            let tid = TransactionId(tid);
+            let mut out = [0u8; 20];
+            let n = encode_xor_address(&mut out, addr, &tid);
+            prop_assert_eq!(attr::decode_xor_address(&out[..n], &tid), Ok(addr));
+            let mut b = MessageBuilder::new(Method::DATA, Class::Indication, tid);
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, addr).add_address(attr::MAPPED_ADDRESS, addr);
+            let bytes = b.finish();
+            let msg = Message::parse(&bytes).unwrap();
+            prop_assert_eq!(msg.get(attr::XOR_PEER_ADDRESS), Some(&out[..n]));
+            prop_assert_eq!(attr::decode_address(msg.get(attr::MAPPED_ADDRESS).unwrap()), Ok(addr));
+        }
+
+        #[test]
+        fn any_error_code_round_trips(code in 300u16..700, reason in "[a-zA-Z ]{0,40}") {
+            let mut b = builder();
+            b.add_error_code(code, &reason);
+            let bytes = b.finish();
+            let msg = Message::parse(&bytes).unwrap();
+            prop_assert_eq!(attr::decode_error_code(msg.get(attr::ERROR_CODE).unwrap()), Ok((code, reason.as_str())));
+        }
+    }
+}

@@ -128,6 +128,8 @@ impl<'a> Message<'a> {
     /// Validates `buf` as exactly one STUN message: header rules of RFC 8489 §5, every
     /// attribute inside the message, at most [`super::MAX_ATTRIBUTES`] attributes, a
     /// FINGERPRINT if present last and correct, integrity attributes of the right length.
+    /// (Integrity attributes that RFC 8489 §14.5 says to ignore are not length-checked:
+    /// like every other ignored attribute, only their framing matters.)
     pub fn parse(buf: &'a [u8]) -> Result<Self, DecodeError> {
         let header = buf.get(..HEADER_LEN).ok_or(DecodeError::TooShort)?;
         let (first, length, cookie) = match header {
@@ -274,11 +276,11 @@ impl<'a> Message<'a> {
         let Some(at) = self.mi_at else {
             return false;
         };
-        let Some((covered, given)) = self.integrity_parts(at, MI_SHA1_LEN) else {
+        let Some(c) = self.covered(at, MI_SHA1_LEN) else {
             return false;
         };
-        let mac = hmac_sha1(key, &[covered.0, &covered.1, covered.2]);
-        bool::from(mac.ct_eq(given))
+        let mac = hmac_sha1(key, &[c.head, &c.length, c.rest]);
+        bool::from(mac.ct_eq(c.given))
     }
     /// Checks MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6) with `key`, in constant time,
     /// accepting a truncated value as that section allows.
@@ -286,13 +288,13 @@ impl<'a> Message<'a> {
         let Some((at, len)) = self.mi_sha256_at else {
             return false;
         };
-        let Some((covered, given)) = self.integrity_parts(at, len) else {
+        let Some(c) = self.covered(at, len) else {
             return false;
         };
-        let mac = hmac_sha256(key, &[covered.0, &covered.1, covered.2]);
+        let mac = hmac_sha256(key, &[c.head, &c.length, c.rest]);
         // RFC 8489 §14.6: a truncated value is compared with the same-length prefix.
         match mac.get(..len) {
-            Some(prefix) => bool::from(prefix.ct_eq(given)),
+            Some(prefix) => bool::from(prefix.ct_eq(c.given)),
             None => false,
         }
     }
@@ -309,22 +311,30 @@ impl<'a> Message<'a> {
         }
     }
 
-    /// What the HMAC of an integrity attribute at `at` with a `len`-byte value covers
-    /// (RFC 8489 §14.5): the first two header bytes, the length field rewritten as if the
-    /// message ended right after that attribute, and the rest up to the attribute; and the
-    /// value given in the message.
-    #[allow(clippy::type_complexity)]
-    fn integrity_parts(
-        &self,
-        at: usize,
-        len: usize,
-    ) -> Option<((&'a [u8], [u8; 2], &'a [u8]), &'a [u8])> {
-        let adjusted = u16::try_from(at + 4 + len - HEADER_LEN).ok()?;
-        let head = self.buf.get(..2)?;
-        let rest = self.buf.get(4..at)?;
-        let given = self.buf.get(at + 4..at + 4 + len)?;
-        Some(((head, adjusted.to_be_bytes(), rest), given))
+    /// What the HMAC of the integrity attribute at `at`, with a `len`-byte value, covers.
+    fn covered(&self, at: usize, len: usize) -> Option<Covered<'a>> {
+        let length = u16::try_from(at + 4 + len - HEADER_LEN).ok()?;
+        Some(Covered {
+            head: self.buf.get(..2)?,
+            length: length.to_be_bytes(),
+            rest: self.buf.get(4..at)?,
+            given: self.buf.get(at + 4..at + 4 + len)?,
+        })
     }
+}
+
+/// The input of an integrity HMAC (RFC 8489 §14.5): the message up to the attribute, with
+/// the length field rewritten as if the message ended right after that attribute (so a
+/// FINGERPRINT added later does not change it), and the value the message carries.
+struct Covered<'a> {
+    /// The message type.
+    head: &'a [u8],
+    /// The rewritten length field.
+    length: [u8; 2],
+    /// Cookie, transaction ID and the attributes before the integrity attribute.
+    rest: &'a [u8],
+    /// The integrity value found in the message.
+    given: &'a [u8],
 }
 
 /// Length of the MESSAGE-INTEGRITY value: an HMAC-SHA1 (RFC 8489 §14.5).
@@ -402,4 +412,515 @@ fn next_tlv(buf: &[u8], pos: usize) -> Option<(u16, &[u8], usize)> {
 fn u32_of(value: &[u8]) -> Option<u32> {
     let bytes: [u8; 4] = value.try_into().ok()?;
     Some(u32::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stun::MessageBuilder;
+    use proptest::prelude::*;
+
+    const TID: TransactionId = TransactionId([7; 12]);
+    const KEY: &[u8] = b"key";
+
+    fn builder() -> MessageBuilder {
+        MessageBuilder::new(Method::ALLOCATE, Class::Request, TID)
+    }
+
+    /// Sets the header length to what the buffer holds.
+    fn fix_length(bytes: &mut [u8]) {
+        let len = u16::try_from(bytes.len() - HEADER_LEN).unwrap();
+        bytes[2..4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Appends a raw attribute (zero padding) and fixes the length.
+    fn push_raw(bytes: &mut Vec<u8>, ty: u16, value: &[u8]) {
+        bytes.extend_from_slice(&ty.to_be_bytes());
+        bytes.extend_from_slice(&u16::try_from(value.len()).unwrap().to_be_bytes());
+        bytes.extend_from_slice(value);
+        bytes.resize(bytes.len() + (4 - value.len() % 4) % 4, 0);
+        fix_length(bytes);
+    }
+
+    fn types(msg: &Message<'_>) -> Vec<u16> {
+        msg.attributes().map(|(t, _)| t).collect()
+    }
+
+    #[test]
+    fn empty_message_parses() {
+        let bytes = builder().as_bytes().to_vec();
+        let msg = Message::parse(&bytes).unwrap();
+        assert_eq!(msg.method(), Method::ALLOCATE);
+        assert_eq!(msg.class(), Class::Request);
+        assert_eq!(msg.transaction_id(), TID);
+        assert_eq!(msg.attributes().count(), 0);
+        assert_eq!(msg.integrity(), None);
+        assert!(!msg.has_fingerprint());
+        assert!(!msg.check_integrity_sha1(KEY));
+        assert!(!msg.check_integrity_sha256(KEY));
+        assert_eq!(msg.as_bytes(), &bytes[..]);
+    }
+
+    #[test]
+    fn method_and_class_bits_round_trip() {
+        // RFC 8489 §5: e.g. a Binding success response is 0x0101, an Allocate error 0x0113.
+        let cases = [
+            (Method::BINDING, Class::Request, 0x0001),
+            (Method::BINDING, Class::Success, 0x0101),
+            (Method::ALLOCATE, Class::Error, 0x0113),
+            (Method::SEND, Class::Indication, 0x0016),
+            (Method::DATA, Class::Indication, 0x0017),
+            (Method(0x0FFF), Class::Error, 0x3FFF),
+        ];
+        for (method, class, ty) in cases {
+            let bytes = MessageBuilder::new(method, class, TID).as_bytes().to_vec();
+            assert_eq!(u16::from_be_bytes([bytes[0], bytes[1]]), ty);
+            let msg = Message::parse(&bytes).unwrap();
+            assert_eq!((msg.method(), msg.class()), (method, class));
+        }
+        for m in 0..0x1000u16 {
+            for class in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
+                let bytes = MessageBuilder::new(Method(m), class, TID)
+                    .as_bytes()
+                    .to_vec();
+                let msg = Message::parse(&bytes).unwrap();
+                assert_eq!((msg.method(), msg.class()), (Method(m), class));
+            }
+        }
+    }
+
+    #[test]
+    fn method_names() {
+        assert_eq!(Method::BINDING.name(), "Binding");
+        assert_eq!(Method::CREATE_PERMISSION.name(), "CreatePermission");
+        assert_eq!(Method::CHANNEL_BIND.name(), "ChannelBind");
+        assert_eq!(Method::CONNECTION_ATTEMPT.name(), "ConnectionAttempt");
+        assert_eq!(Method(0x0123).name(), "unknown");
+    }
+
+    #[test]
+    fn is_stun_checks_header_only() {
+        let bytes = builder().add(attr::DATA, b"x").as_bytes().to_vec();
+        assert!(is_stun(&bytes));
+        assert!(is_stun(&bytes[..HEADER_LEN]));
+        assert!(!is_stun(&bytes[..HEADER_LEN - 1]));
+        assert!(!is_stun(&[]));
+        let mut channel_data = bytes.clone();
+        channel_data[0] = 0x40;
+        assert!(!is_stun(&channel_data));
+        let mut bad_cookie = bytes;
+        bad_cookie[7] ^= 1;
+        assert!(!is_stun(&bad_cookie));
+    }
+
+    #[test]
+    fn too_short() {
+        let bytes = builder().add(attr::DATA, b"abcd").as_bytes().to_vec();
+        assert_eq!(
+            Message::parse(&bytes[..19]).err(),
+            Some(DecodeError::TooShort)
+        );
+        assert_eq!(Message::parse(&[]).err(), Some(DecodeError::TooShort));
+        // The header announces more than the buffer holds.
+        assert_eq!(
+            Message::parse(&bytes[..bytes.len() - 4]).err(),
+            Some(DecodeError::TooShort)
+        );
+    }
+
+    #[test]
+    fn not_stun() {
+        let mut bytes = builder().as_bytes().to_vec();
+        bytes[0] |= 0x80;
+        assert_eq!(Message::parse(&bytes).err(), Some(DecodeError::NotStun));
+        bytes[0] = 0x40;
+        assert_eq!(Message::parse(&bytes).err(), Some(DecodeError::NotStun));
+    }
+
+    #[test]
+    fn bad_cookie() {
+        let mut bytes = builder().as_bytes().to_vec();
+        bytes[4] = 0;
+        assert_eq!(Message::parse(&bytes).err(), Some(DecodeError::BadCookie));
+    }
+
+    #[test]
+    fn bad_length() {
+        let mut bytes = builder().add(attr::DATA, b"abcd").as_bytes().to_vec();
+        bytes[3] = 6; // not a multiple of 4
+        assert_eq!(Message::parse(&bytes).err(), Some(DecodeError::BadLength));
+        // Trailing bytes beyond what the header announces: a datagram is one message.
+        let mut longer = builder().add(attr::DATA, b"abcd").as_bytes().to_vec();
+        longer.extend_from_slice(&[0; 4]);
+        assert_eq!(Message::parse(&longer).err(), Some(DecodeError::BadLength));
+    }
+
+    #[test]
+    fn attribute_overrun() {
+        let mut bytes = builder().add(attr::DATA, b"abcd").as_bytes().to_vec();
+        bytes[23] = 5; // value of 5 pads to 8, past the end
+        assert_eq!(
+            Message::parse(&bytes).err(),
+            Some(DecodeError::AttributeOverrun)
+        );
+        bytes[22] = 0xFF;
+        assert_eq!(
+            Message::parse(&bytes).err(),
+            Some(DecodeError::AttributeOverrun)
+        );
+        // An unpadded final value overruns too: the padding must fit.
+        let mut unpadded = builder().as_bytes().to_vec();
+        unpadded.extend_from_slice(&[0x00, 0x13, 0x00, 0x03, 1, 2, 3]);
+        unpadded[3] = 7;
+        assert_eq!(
+            Message::parse(&unpadded).err(),
+            Some(DecodeError::BadLength)
+        );
+    }
+
+    #[test]
+    fn too_many_attributes() {
+        let mut b = builder();
+        for _ in 0..MAX_ATTRIBUTES {
+            b.add(attr::SOFTWARE, b"");
+        }
+        let at_limit = b.as_bytes().to_vec();
+        assert!(Message::parse(&at_limit).is_ok());
+        b.add(attr::SOFTWARE, b"");
+        assert_eq!(
+            Message::parse(b.as_bytes()).err(),
+            Some(DecodeError::TooManyAttributes)
+        );
+    }
+
+    #[test]
+    fn bad_integrity_lengths() {
+        let mut bytes = builder().as_bytes().to_vec();
+        push_raw(&mut bytes, attr::MESSAGE_INTEGRITY, &[0; 16]);
+        assert_eq!(
+            Message::parse(&bytes).err(),
+            Some(DecodeError::BadIntegrity)
+        );
+        for n in [0, 12, 18, 36] {
+            let mut bytes = builder().as_bytes().to_vec();
+            push_raw(&mut bytes, attr::MESSAGE_INTEGRITY_SHA256, &vec![0; n]);
+            assert_eq!(
+                Message::parse(&bytes).err(),
+                Some(DecodeError::BadIntegrity),
+                "length {n}"
+            );
+        }
+        for n in [16, 20, 24, 28, 32] {
+            let mut bytes = builder().as_bytes().to_vec();
+            push_raw(&mut bytes, attr::MESSAGE_INTEGRITY_SHA256, &vec![0; n]);
+            assert!(Message::parse(&bytes).is_ok(), "length {n}");
+        }
+    }
+
+    #[test]
+    fn bad_fingerprint() {
+        let good = builder()
+            .add(attr::DATA, b"abc")
+            .add_fingerprint()
+            .as_bytes()
+            .to_vec();
+        assert!(Message::parse(&good).unwrap().has_fingerprint());
+        // Wrong CRC.
+        let mut wrong = good.clone();
+        *wrong.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            Message::parse(&wrong).err(),
+            Some(DecodeError::BadFingerprint)
+        );
+        // Covered bytes changed.
+        let mut tampered = good.clone();
+        tampered[24] ^= 1;
+        assert_eq!(
+            Message::parse(&tampered).err(),
+            Some(DecodeError::BadFingerprint)
+        );
+        // Not last.
+        let mut not_last = good.clone();
+        push_raw(&mut not_last, attr::SOFTWARE, b"x");
+        assert_eq!(
+            Message::parse(&not_last).err(),
+            Some(DecodeError::BadFingerprint)
+        );
+        // Wrong length.
+        let mut long = builder().as_bytes().to_vec();
+        push_raw(&mut long, attr::FINGERPRINT, &[0; 8]);
+        assert_eq!(
+            Message::parse(&long).err(),
+            Some(DecodeError::BadFingerprint)
+        );
+    }
+
+    #[test]
+    fn duplicates_first_wins() {
+        let bytes = builder()
+            .add_u32(attr::LIFETIME, 600)
+            .add_u32(attr::LIFETIME, 0)
+            .as_bytes()
+            .to_vec();
+        let msg = Message::parse(&bytes).unwrap();
+        assert_eq!(msg.get(attr::LIFETIME), Some(&600u32.to_be_bytes()[..]));
+        assert_eq!(types(&msg), [attr::LIFETIME, attr::LIFETIME]);
+        assert_eq!(msg.get(attr::DATA), None);
+    }
+
+    #[test]
+    fn attributes_after_integrity_are_ignored() {
+        let mut bytes = builder()
+            .add(attr::USERNAME, b"alice")
+            .add_integrity_sha1(KEY)
+            .as_bytes()
+            .to_vec();
+        push_raw(&mut bytes, attr::LIFETIME, &[0, 0, 0, 0]);
+        push_raw(&mut bytes, 0x0033, b"unknown but hidden");
+        push_raw(&mut bytes, attr::MESSAGE_INTEGRITY, &[0; 20]);
+        let msg = Message::parse(&bytes).unwrap();
+        assert_eq!(types(&msg), [attr::USERNAME, attr::MESSAGE_INTEGRITY]);
+        assert_eq!(msg.get(attr::LIFETIME), None);
+        assert!(
+            msg.unknown_required(|_| false).as_slice() == [attr::USERNAME, attr::MESSAGE_INTEGRITY]
+        );
+        // The HMAC still verifies: what follows it is outside its cover.
+        assert!(msg.check_integrity_sha1(KEY));
+        assert!(!msg.check_integrity_sha1(b"other"));
+    }
+
+    #[test]
+    fn sha256_after_sha1_counts_then_nothing_but_fingerprint() {
+        let mut b = builder();
+        b.add(attr::USERNAME, b"alice").add_integrity_sha1(KEY);
+        let mut bytes = b.finish();
+        push_raw(&mut bytes, attr::LIFETIME, &[0, 0, 0, 1]);
+        // MI-SHA256 computed over everything before it, the hidden LIFETIME included.
+        let mut with_sha256 = bytes.clone();
+        let len = u16::try_from(with_sha256.len() - HEADER_LEN + 36).unwrap();
+        with_sha256[2..4].copy_from_slice(&len.to_be_bytes());
+        let mac = hmac_sha256(KEY, &[&with_sha256]);
+        push_raw(&mut with_sha256, attr::MESSAGE_INTEGRITY_SHA256, &mac);
+        push_raw(&mut with_sha256, attr::DATA, b"hidden");
+        push_raw(&mut with_sha256, attr::MESSAGE_INTEGRITY_SHA256, &[0; 32]);
+        let len = u16::try_from(with_sha256.len() - HEADER_LEN + 8).unwrap();
+        with_sha256[2..4].copy_from_slice(&len.to_be_bytes());
+        let crc = fingerprint(&with_sha256);
+        push_raw(&mut with_sha256, attr::FINGERPRINT, &crc.to_be_bytes());
+
+        let msg = Message::parse(&with_sha256).unwrap();
+        assert_eq!(
+            types(&msg),
+            [
+                attr::USERNAME,
+                attr::MESSAGE_INTEGRITY,
+                attr::MESSAGE_INTEGRITY_SHA256
+            ]
+        );
+        assert_eq!(msg.integrity(), Some(IntegrityKind::Sha256));
+        assert!(msg.check_integrity_sha1(KEY));
+        assert!(msg.check_integrity_sha256(KEY));
+        assert!(msg.has_fingerprint());
+        assert_eq!(msg.get(attr::FINGERPRINT), None);
+        assert_eq!(msg.get(attr::DATA), None);
+    }
+
+    #[test]
+    fn sha1_after_sha256_is_ignored() {
+        let bytes = builder()
+            .add(attr::USERNAME, b"bob")
+            .add_integrity_sha256(KEY)
+            .add_integrity_sha1(KEY)
+            .as_bytes()
+            .to_vec();
+        let msg = Message::parse(&bytes).unwrap();
+        assert_eq!(
+            types(&msg),
+            [attr::USERNAME, attr::MESSAGE_INTEGRITY_SHA256]
+        );
+        assert_eq!(msg.integrity(), Some(IntegrityKind::Sha256));
+        assert!(msg.check_integrity_sha256(KEY));
+        assert!(!msg.check_integrity_sha1(KEY));
+    }
+
+    #[test]
+    fn truncated_sha256_is_compared_on_its_prefix() {
+        for n in [16usize, 20, 24, 28] {
+            let mut bytes = builder().add(attr::USERNAME, b"carol").as_bytes().to_vec();
+            let len = u16::try_from(bytes.len() - HEADER_LEN + 4 + n).unwrap();
+            bytes[2..4].copy_from_slice(&len.to_be_bytes());
+            let mac = hmac_sha256(KEY, &[&bytes]);
+            push_raw(&mut bytes, attr::MESSAGE_INTEGRITY_SHA256, &mac[..n]);
+            let msg = Message::parse(&bytes).unwrap();
+            assert!(msg.check_integrity_sha256(KEY), "truncated to {n}");
+            assert!(!msg.check_integrity_sha256(b"nope"));
+            let mut flipped = bytes.clone();
+            *flipped.last_mut().unwrap() ^= 0x80;
+            assert!(!Message::parse(&flipped)
+                .unwrap()
+                .check_integrity_sha256(KEY));
+        }
+    }
+
+    #[test]
+    fn integrity_fails_on_tampering() {
+        let bytes = builder()
+            .add(attr::USERNAME, b"dave")
+            .add_integrity_sha1(KEY)
+            .as_bytes()
+            .to_vec();
+        assert!(Message::parse(&bytes).unwrap().check_integrity_sha1(KEY));
+        for i in 0..bytes.len() {
+            if (2..4).contains(&i) {
+                continue; // changing the length breaks the parse itself
+            }
+            let mut tampered = bytes.clone();
+            tampered[i] ^= 0x01;
+            if let Ok(msg) = Message::parse(&tampered) {
+                assert!(!msg.check_integrity_sha1(KEY), "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_required_collects_comprehension_required_only() {
+        let bytes = builder()
+            .add(0x0031, b"a")
+            .add(0x8031, b"optional")
+            .add(attr::LIFETIME, &[0; 4])
+            .add(0x0031, b"dup")
+            .add(0x0032, b"b")
+            .as_bytes()
+            .to_vec();
+        let msg = Message::parse(&bytes).unwrap();
+        let unknown = msg.unknown_required(|t| t == attr::LIFETIME);
+        assert_eq!(unknown.as_slice(), [0x0031, 0x0032]);
+        assert!(!unknown.is_empty());
+        assert!(msg.unknown_required(|_| true).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            exercise(&bytes);
+        }
+
+        #[test]
+        fn random_bodies_behind_a_valid_header_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..50).prop_map(|mut v| {
+                v.truncate(v.len() / 4 * 4);
+                v
+            }),
+            tid in any::<[u8; 12]>(),
+        ) {
+            let mut bytes = MessageBuilder::new(Method::BINDING, Class::Request, TransactionId(tid)).as_bytes().to_vec();
+            bytes.extend_from_slice(&body);
+            fix_length(&mut bytes);
+            exercise(&bytes);
+        }
+
+        #[test]
+        fn random_tlvs_never_panic(
+            attrs in proptest::collection::vec(
+                (prop_oneof![Just(attr::MESSAGE_INTEGRITY), Just(attr::MESSAGE_INTEGRITY_SHA256),
+                             Just(attr::FINGERPRINT), Just(attr::XOR_PEER_ADDRESS),
+                             Just(attr::ERROR_CODE), Just(attr::PASSWORD_ALGORITHMS), any::<u16>()],
+                 proptest::collection::vec(any::<u8>(), 0..40)),
+                0..8),
+        ) {
+            let mut bytes = builder().as_bytes().to_vec();
+            for (ty, value) in &attrs {
+                push_raw(&mut bytes, *ty, value);
+            }
+            exercise(&bytes);
+        }
+
+        #[test]
+        fn builder_messages_parse_back(
+            method in 0u16..0x1000,
+            class in prop_oneof![Just(Class::Request), Just(Class::Indication),
+                                 Just(Class::Success), Just(Class::Error)],
+            tid in any::<[u8; 12]>(),
+            attrs in proptest::collection::vec(
+                (any::<u16>().prop_filter("integrity and fingerprint are added apart", |t| {
+                    ![attr::MESSAGE_INTEGRITY, attr::MESSAGE_INTEGRITY_SHA256, attr::FINGERPRINT].contains(t)
+                }), proptest::collection::vec(any::<u8>(), 0..64)),
+                0..MAX_ATTRIBUTES - 3),
+            integrity in 0u8..4,
+            with_fingerprint in any::<bool>(),
+        ) {
+            let mut b = MessageBuilder::new(Method(method), class, TransactionId(tid));
+            for (ty, value) in &attrs {
+                b.add(*ty, value);
+            }
+            if integrity & 1 != 0 {
+                b.add_integrity_sha1(KEY);
+            }
+            if integrity & 2 != 0 {
+                b.add_integrity_sha256(KEY);
+            }
+            if with_fingerprint {
+                b.add_fingerprint();
+            }
+            let bytes = b.finish();
+            let msg = Message::parse(&bytes).unwrap();
+            prop_assert_eq!(msg.method(), Method(method));
+            prop_assert_eq!(msg.class(), class);
+            prop_assert_eq!(msg.transaction_id(), TransactionId(tid));
+            let got: Vec<(u16, Vec<u8>)> = msg
+                .attributes()
+                .filter(|(t, _)| *t != attr::MESSAGE_INTEGRITY && *t != attr::MESSAGE_INTEGRITY_SHA256)
+                .map(|(t, v)| (t, v.to_vec()))
+                .collect();
+            prop_assert_eq!(&got, &attrs);
+            prop_assert_eq!(msg.check_integrity_sha1(KEY), integrity & 1 != 0);
+            prop_assert_eq!(msg.check_integrity_sha256(KEY), integrity & 2 != 0);
+            prop_assert_eq!(msg.has_fingerprint(), with_fingerprint);
+        }
+    }
+
+    /// Parses `bytes` and, if that works, runs every accessor and decoder over it.
+    fn exercise(bytes: &[u8]) {
+        let _ = is_stun(bytes);
+        let tid = TransactionId([0; 12]);
+        for value in [bytes, bytes.get(HEADER_LEN..).unwrap_or(&[])] {
+            decode_everything(value, &tid);
+        }
+        if let Ok(msg) = Message::parse(bytes) {
+            let _ = (
+                msg.method(),
+                msg.class(),
+                msg.integrity(),
+                msg.has_fingerprint(),
+            );
+            let _ = msg.check_integrity_sha1(KEY);
+            let _ = msg.check_integrity_sha256(KEY);
+            let _ = msg.unknown_required(|_| false);
+            assert!(msg.attributes().count() <= MAX_ATTRIBUTES);
+            for (ty, value) in msg.attributes() {
+                let _ = msg.get(ty);
+                decode_everything(value, &msg.transaction_id());
+            }
+        }
+    }
+
+    fn decode_everything(value: &[u8], tid: &TransactionId) {
+        let _ = attr::decode_address(value);
+        let _ = attr::decode_xor_address(value, tid);
+        let _ = attr::decode_u32(value);
+        let _ = attr::decode_error_code(value);
+        let _ = attr::decode_requested_transport(value);
+        let _ = attr::decode_channel_number(value);
+        let _ = attr::decode_family(value);
+        let _ = attr::decode_even_port(value);
+        let _ = attr::decode_reservation_token(value);
+        let _ = attr::decode_password_algorithm(value);
+        let _ = attr::decode_password_algorithms(value, |_, _| {});
+        let _ = attr::decode_text(value, attr::SOFTWARE, attr::MAX_TEXT_LEN);
+    }
 }
