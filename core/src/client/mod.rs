@@ -1077,17 +1077,15 @@ impl Client {
                 self.push_event(ClientEvent::PermissionCreated { peers });
             }
             Op::ChannelBind { channel, peer, .. } => {
-                let entry = self.channels.entry(channel).or_insert(Channel {
-                    peer,
-                    state: ChannelState::Pending,
-                    refresh_at: None,
-                    expires_at: None,
+                let entry = self.channels.get_mut(&channel).filter(|c| {
+                    c.peer == peer && !matches!(c.state, ChannelState::Cooldown { .. })
                 });
-                if entry.peer != peer || matches!(entry.state, ChannelState::Cooldown { .. }) {
-                    // The number went elsewhere while the request was out: a late answer.
+                let Some(entry) = entry else {
+                    // A late answer: the binding was given up, or its allocation ended,
+                    // while the request was out.
                     self.ignored_inputs += 1;
                     return;
-                }
+                };
                 entry.state = ChannelState::Bound;
                 entry.refresh_at = Some(start + CHANNEL_REFRESH);
                 entry.expires_at = Some(start + CHANNEL_LIFETIME);
