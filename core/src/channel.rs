@@ -3,14 +3,19 @@
 
 /// The first valid channel number (RFC 8656 §12).
 pub const MIN_CHANNEL: u16 = 0x4000;
-/// The last valid channel number (RFC 8656 §12).
+/// The last channel number of RFC 8656 §12 (0x5000–0x7FFF became reserved there).
 pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// The last channel number of RFC 5766 §11, which clients still use: libwebrtc's and
+/// coturn's draw channel numbers from 0x4000–0x7FFF, and coturn's server accepts them.
+pub const MAX_LEGACY_CHANNEL: u16 = 0x7FFF;
 /// Size of the ChannelData header.
 pub const HEADER_LEN: usize = 4;
 
-/// True for numbers a client may bind (RFC 8656 §12: 0x4000 through 0x4FFF).
-pub fn is_valid_number(n: u16) -> bool {
-    (MIN_CHANNEL..=MAX_CHANNEL).contains(&n)
+/// True for numbers a client may bind: 0x4000 through 0x4FFF when `strict` (RFC 8656
+/// §12), through 0x7FFF otherwise (RFC 5766 §11, what deployed clients use).
+pub fn is_valid_number(n: u16, strict: bool) -> bool {
+    let max = if strict { MAX_CHANNEL } else { MAX_LEGACY_CHANNEL };
+    (MIN_CHANNEL..=max).contains(&n)
 }
 
 /// Why bytes are not a usable ChannelData message.
@@ -18,7 +23,7 @@ pub fn is_valid_number(n: u16) -> bool {
 pub enum ChannelDataError {
     /// Fewer than 4 bytes.
     TooShort,
-    /// The number is outside 0x4000–0x4FFF (RFC 8656 §12.4: such a message is discarded).
+    /// The number is outside 0x4000–0x7FFF (RFC 8656 §12.4: such a message is discarded).
     BadNumber,
     /// The length field announces more data than there is (RFC 8656 §12.5).
     LengthOverrun,
@@ -32,7 +37,9 @@ pub fn parse(buf: &[u8]) -> Result<(u16, core::ops::Range<usize>), ChannelDataEr
         return Err(ChannelDataError::TooShort);
     }
     let number = u16::from_be_bytes([buf[0], buf[1]]);
-    if !is_valid_number(number) {
+    // Only bound numbers relay anything; here the legacy range is enough to tell
+    // ChannelData from everything else.
+    if !is_valid_number(number, false) {
         return Err(ChannelDataError::BadNumber);
     }
     let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
@@ -66,12 +73,20 @@ mod tests {
     #[test]
     fn rejects_bad_numbers_and_overruns() {
         assert_eq!(parse(&[0x3f, 0xff, 0, 0]), Err(ChannelDataError::BadNumber));
-        assert_eq!(parse(&[0x50, 0x00, 0, 0]), Err(ChannelDataError::BadNumber));
+        assert_eq!(parse(&[0x80, 0x00, 0, 0]), Err(ChannelDataError::BadNumber));
+        assert_eq!(parse(&[0x50, 0x00, 0, 0]), Ok((0x5000, 4..4)));
         assert_eq!(
             parse(&[0x40, 0x00, 0, 5, 1, 2]),
             Err(ChannelDataError::LengthOverrun)
         );
         assert_eq!(parse(&[0x40, 0x00, 0]), Err(ChannelDataError::TooShort));
+    }
+
+    #[test]
+    fn strict_range_is_rfc_8656() {
+        assert!(is_valid_number(0x4FFF, true) && !is_valid_number(0x5000, true));
+        assert!(is_valid_number(0x7FFF, false) && !is_valid_number(0x8000, false));
+        assert!(!is_valid_number(0x3FFF, false));
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct Config {
     pub total_quota: u32,
     /// Permissions per allocation (508 beyond).
     pub max_permissions: u32,
+    /// Accept only RFC 8656's channel numbers (0x4000–0x4FFF). Off by default: browsers
+    /// (libwebrtc) and coturn's client pick numbers up to 0x7FFF (RFC 5766).
+    pub strict_channel_numbers: bool,
     /// Channels per allocation (508 beyond).
     pub max_channels: u32,
     /// Open streams in total; beyond, new streams are closed at once.
@@ -132,6 +135,7 @@ impl Config {
             user_quota: 10,
             total_quota: 10_000,
             max_permissions: 64,
+            strict_channel_numbers: false,
             max_channels: 64,
             max_streams: 20_000,
             max_stream_frame: 65_535 + 20,

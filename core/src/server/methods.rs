@@ -128,7 +128,7 @@ impl Server {
             .get(attr::CHANNEL_NUMBER)
             .map(attr::decode_channel_number)
         {
-            Some(Ok(n)) if channel::is_valid_number(n) => n,
+            Some(Ok(n)) if channel::is_valid_number(n, self.cfg.strict_channel_numbers) => n,
             _ => return reply::error(msg, 400),
         };
         let peer = match msg
