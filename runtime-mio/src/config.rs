@@ -374,7 +374,7 @@ impl ConfigError {
             }
             None => (
                 span.and_then(|s| key_at(text, s.start)),
-                first_line(raw).to_string(),
+                plain_types(first_line(raw)),
             ),
         };
         ConfigError {
@@ -458,6 +458,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// Serde's Rust type names in plain words.
+fn plain_types(msg: &str) -> String {
+    msg.replace("expected u16", "expected an integer 0..=65535")
+        .replace("expected u32", "expected an integer 0..=4294967295")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected usize", "expected a non-negative integer")
 }
 
 fn first_line(s: &str) -> &str {
@@ -741,6 +749,7 @@ turn_fqdn = "relay.example.com"
             (Some(2), Some("turn_udp_port")),
             "{e}"
         );
+        assert!(e.message.ends_with("expected an integer 0..=65535"), "{e}");
         let e = parse("static_auth_secret = \"s\"\nlisten_address = \"1.2.3\"\n").unwrap_err();
         assert_eq!(
             (e.line, e.key.as_deref()),

@@ -317,7 +317,11 @@ impl Runtime {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => log::debug!("udp listener {}: receive failed: {e}", id.0),
+                Err(e) => {
+                    // Not worth a spin: wait for the next readiness event.
+                    log::debug!("udp listener {}: receive failed: {e}", id.0);
+                    return false;
+                }
             }
         }
         true
@@ -349,7 +353,11 @@ impl Runtime {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => log::debug!("relay {}: receive failed: {e}", r.0),
+                Err(e) => {
+                    // Not worth a spin: wait for the next readiness event.
+                    log::debug!("relay {}: receive failed: {e}", r.0);
+                    return false;
+                }
             }
         }
         true
