@@ -67,13 +67,19 @@ mod tests {
     fn rejects_bad_numbers_and_overruns() {
         assert_eq!(parse(&[0x3f, 0xff, 0, 0]), Err(ChannelDataError::BadNumber));
         assert_eq!(parse(&[0x50, 0x00, 0, 0]), Err(ChannelDataError::BadNumber));
-        assert_eq!(parse(&[0x40, 0x00, 0, 5, 1, 2]), Err(ChannelDataError::LengthOverrun));
+        assert_eq!(
+            parse(&[0x40, 0x00, 0, 5, 1, 2]),
+            Err(ChannelDataError::LengthOverrun)
+        );
         assert_eq!(parse(&[0x40, 0x00, 0]), Err(ChannelDataError::TooShort));
     }
 
     #[test]
     fn padding_rounds_to_four() {
-        assert_eq!((0..8).map(stream_padding).collect::<Vec<_>>(), vec![0, 3, 2, 1, 0, 3, 2, 1]);
+        assert_eq!(
+            (0..8).map(stream_padding).collect::<Vec<_>>(),
+            vec![0, 3, 2, 1, 0, 3, 2, 1]
+        );
     }
 
     #[test]

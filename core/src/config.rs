@@ -71,6 +71,9 @@ pub struct Config {
     pub channel_lifetime: Duration,
     /// Nonce lifetime before 438.
     pub nonce_lifetime: Duration,
+    /// REST usernames whose expiry lies further ahead than this are refused (a credential
+    /// valid for years is a leaked key waiting to happen).
+    pub rest_max_validity: Duration,
     /// Secret for nonces; None: derived from the seed (then nonces die with the process).
     pub nonce_key: Option<NonceKey>,
     /// Offer PASSWORD-ALGORITHMS (SHA-256) and USERHASH in 401 answers (RFC 8489 §9.2).
@@ -105,7 +108,10 @@ impl Config {
             credentials,
             software: Some(concat!("turnpike/", env!("CARGO_PKG_VERSION")).to_string()),
             listeners: Vec::new(),
-            relay_v4: Some(RelayAddress { bind: relay_v4, advertised: relay_v4 }),
+            relay_v4: Some(RelayAddress {
+                bind: relay_v4,
+                advertised: relay_v4,
+            }),
             relay_v6: None,
             relay_port_min: 49152,
             relay_port_max: 65535,
@@ -120,6 +126,7 @@ impl Config {
             permission_lifetime: Duration::from_secs(300),
             channel_lifetime: Duration::from_secs(600),
             nonce_lifetime: Duration::from_secs(600),
+            rest_max_validity: Duration::from_secs(30 * 24 * 3600),
             nonce_key: None,
             security_features: true,
             user_quota: 10,

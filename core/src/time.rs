@@ -38,8 +38,11 @@ impl Instant {
     }
 
     /// This instant plus `d`, saturating at the end of time.
-    pub fn add(self, d: Duration) -> Self {
-        Instant(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+    pub fn saturating_add(self, d: Duration) -> Self {
+        Instant(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
     }
 
     /// The time elapsed from `earlier` to `self` (zero if `earlier` is later).
@@ -51,7 +54,7 @@ impl Instant {
 impl core::ops::Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
-        Instant::add(self, d)
+        self.saturating_add(d)
     }
 }
 
@@ -64,6 +67,9 @@ mod tests {
         let t = Instant::from_secs(10);
         assert_eq!((t + Duration::from_millis(1500)).as_millis(), 11_500);
         assert_eq!(t.since(Instant::from_secs(11)), Duration::ZERO);
-        assert_eq!(Instant::from_nanos(u64::MAX - 1) + Duration::from_secs(5), Instant::from_nanos(u64::MAX));
+        assert_eq!(
+            Instant::from_nanos(u64::MAX - 1) + Duration::from_secs(5),
+            Instant::from_nanos(u64::MAX)
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The credential store: static users, REST secrets, one-time credentials.
 
+use super::keys::userhash;
+use super::rest::{rest_expiry, rest_password};
 use crate::ids::ListenerId;
 use std::collections::BTreeMap;
 
@@ -49,8 +51,10 @@ pub struct Credentials {
 impl Credentials {
     /// An empty store for `realm`.
     pub fn new(realm: &str) -> Self {
-        let _ = realm;
-        todo!()
+        Credentials {
+            realm: realm.to_owned(),
+            ..Credentials::default()
+        }
     }
     /// The realm.
     pub fn realm(&self) -> &str {
@@ -58,13 +62,14 @@ impl Credentials {
     }
     /// Adds a static user.
     pub fn add_user(&mut self, username: &str, password: &str) {
-        let _ = (username, password);
-        todo!()
+        // Precomputed so a USERHASH request costs one lookup, not a hash per user.
+        self.userhashes
+            .insert(userhash(username, &self.realm), username.to_owned());
+        self.users.insert(username.to_owned(), password.to_owned());
     }
     /// Adds a REST shared secret (several are accepted, for rotation).
     pub fn add_rest_secret(&mut self, secret: &[u8]) {
-        let _ = secret;
-        todo!()
+        self.rest_secrets.push(secret.to_vec());
     }
     /// True if at least one REST secret is configured.
     pub fn has_rest(&self) -> bool {
@@ -72,23 +77,23 @@ impl Credentials {
     }
     /// Adds or replaces a one-time credential.
     pub fn insert_one_time(&mut self, username: &str, cred: OneTimeCredential) {
-        let _ = (username, cred);
-        todo!()
+        self.one_time.insert(username.to_owned(), cred);
     }
     /// Removes a one-time credential.
     pub fn remove_one_time(&mut self, username: &str) -> bool {
-        let _ = username;
-        todo!()
+        self.one_time.remove(username).is_some()
     }
     /// Drops one-time credentials that expired before `wall_unix_s`.
     pub fn expire_one_time(&mut self, wall_unix_s: u64) {
-        let _ = wall_unix_s;
-        todo!()
+        // Same boundary as `passwords`: valid through its expiry second.
+        self.one_time
+            .retain(|_, cred| cred.expires_unix_s >= wall_unix_s);
     }
     /// The username of a static user whose USERHASH is `hash` (RFC 8489 §14.4).
     pub fn resolve_userhash(&self, hash: &[u8]) -> Option<&str> {
-        let _ = hash;
-        todo!()
+        // USERHASH has a fixed length of 32 bytes; anything else matches nobody.
+        let hash: &[u8; 32] = hash.try_into().ok()?;
+        self.userhashes.get(hash).map(String::as_str)
     }
     /// Calls `each(kind, password)` for every password valid for `username` on `listener`
     /// at wall time `wall_unix_s` (several with REST secret rotation), until `each`
@@ -98,9 +103,266 @@ impl Credentials {
         username: &str,
         listener: ListenerId,
         wall_unix_s: u64,
-        each: impl FnMut(CredentialKind, &str) -> bool,
+        mut each: impl FnMut(CredentialKind, &str) -> bool,
     ) -> Result<bool, LookupError> {
-        let _ = (username, listener, wall_unix_s, each);
-        todo!()
+        if let Some(password) = self.users.get(username) {
+            return Ok(each(CredentialKind::Static, password));
+        }
+        if let Some(cred) = self.one_time.get(username) {
+            if cred.expires_unix_s < wall_unix_s {
+                return Err(LookupError::Expired);
+            }
+            if cred.listener.is_some_and(|l| l != listener) {
+                return Err(LookupError::WrongListener);
+            }
+            return Ok(each(CredentialKind::OneTime, &cred.password));
+        }
+        // draft-uberti-behave-turn-rest-00 §2.2: the username carries its own expiry, and
+        // the password is derived from it; with several secrets (rotation) any may match.
+        let expiry = match rest_expiry(username) {
+            Some(e) if self.has_rest() => e,
+            _ => return Err(LookupError::UnknownUser),
+        };
+        if expiry < wall_unix_s {
+            return Err(LookupError::Expired);
+        }
+        for secret in &self.rest_secrets {
+            if each(CredentialKind::Rest, &rest_password(secret, username)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+    const L1: ListenerId = ListenerId(1);
+    const L2: ListenerId = ListenerId(2);
+
+    /// Every candidate offered, in order, with `each` answering true for `accept`.
+    fn offered(
+        c: &Credentials,
+        user: &str,
+        listener: ListenerId,
+        now: u64,
+        accept: Option<&str>,
+    ) -> (Result<bool, LookupError>, Vec<(CredentialKind, String)>) {
+        let mut seen = Vec::new();
+        let r = c.passwords(user, listener, now, |kind, pw| {
+            seen.push((kind, pw.to_owned()));
+            Some(pw) == accept
+        });
+        (r, seen)
+    }
+
+    fn one_time(
+        password: &str,
+        expires_unix_s: u64,
+        listener: Option<ListenerId>,
+    ) -> OneTimeCredential {
+        OneTimeCredential {
+            password: password.to_owned(),
+            expires_unix_s,
+            listener,
+        }
+    }
+
+    #[test]
+    fn new_store_is_empty() {
+        let c = Credentials::new("example.org");
+        assert_eq!(c.realm(), "example.org");
+        assert!(!c.has_rest());
+        assert_eq!(
+            offered(&c, "alice", L1, NOW, None).0,
+            Err(LookupError::UnknownUser)
+        );
+        assert_eq!(
+            offered(&c, "1800000000:alice", L1, NOW, None).0,
+            Err(LookupError::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn static_user() {
+        let mut c = Credentials::new("example.org");
+        c.add_user("alice", "pw1");
+        let (r, seen) = offered(&c, "alice", L1, NOW, Some("pw1"));
+        assert_eq!(r, Ok(true));
+        assert_eq!(seen, vec![(CredentialKind::Static, "pw1".to_owned())]);
+        let (r, seen) = offered(&c, "alice", L2, u64::MAX, None);
+        assert_eq!(
+            r,
+            Ok(false),
+            "static users neither expire nor depend on the listener"
+        );
+        assert_eq!(seen.len(), 1);
+        // Replaced, not duplicated.
+        c.add_user("alice", "pw2");
+        assert_eq!(
+            offered(&c, "alice", L1, NOW, None).1,
+            vec![(CredentialKind::Static, "pw2".to_owned())]
+        );
+        assert_eq!(
+            offered(&c, "bob", L1, NOW, None).0,
+            Err(LookupError::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn userhash_resolves_static_users_only() {
+        let mut c = Credentials::new("example.org");
+        c.add_user("alice", "pw");
+        let h = userhash("alice", "example.org");
+        assert_eq!(c.resolve_userhash(&h), Some("alice"));
+        assert_eq!(c.resolve_userhash(&userhash("alice", "other.org")), None);
+        assert_eq!(c.resolve_userhash(&userhash("bob", "example.org")), None);
+        assert_eq!(c.resolve_userhash(&h[..31]), None);
+        let mut long = h.to_vec();
+        long.push(0);
+        assert_eq!(c.resolve_userhash(&long), None);
+        assert_eq!(c.resolve_userhash(&[]), None);
+    }
+
+    #[test]
+    fn static_wins_over_one_time_and_rest() {
+        let mut c = Credentials::new("r");
+        c.add_rest_secret(b"s");
+        c.add_user("1800000000:alice", "static");
+        c.insert_one_time("1800000000:alice", one_time("otp", 0, Some(L2)));
+        let (r, seen) = offered(&c, "1800000000:alice", L1, NOW, None);
+        assert_eq!(r, Ok(false));
+        assert_eq!(seen, vec![(CredentialKind::Static, "static".to_owned())]);
+    }
+
+    #[test]
+    fn one_time_credentials() {
+        let mut c = Credentials::new("r");
+        c.insert_one_time("otp-any", one_time("a", NOW, None));
+        c.insert_one_time("otp-l1", one_time("b", NOW + 10, Some(L1)));
+        // Valid up to and including its expiry second, on any listener when unbound.
+        for l in [L1, L2] {
+            let (r, seen) = offered(&c, "otp-any", l, NOW, Some("a"));
+            assert_eq!(r, Ok(true));
+            assert_eq!(seen, vec![(CredentialKind::OneTime, "a".to_owned())]);
+        }
+        assert_eq!(
+            offered(&c, "otp-any", L1, NOW + 1, None).0,
+            Err(LookupError::Expired)
+        );
+        // Bound to a listener.
+        assert_eq!(offered(&c, "otp-l1", L1, NOW, Some("b")).0, Ok(true));
+        assert_eq!(offered(&c, "otp-l1", L1, NOW, None).0, Ok(false));
+        assert_eq!(
+            offered(&c, "otp-l1", L2, NOW, None).0,
+            Err(LookupError::WrongListener)
+        );
+        // Expiry is checked before the listener.
+        assert_eq!(
+            offered(&c, "otp-l1", L2, NOW + 11, None).0,
+            Err(LookupError::Expired)
+        );
+        // Replace, remove.
+        c.insert_one_time("otp-l1", one_time("c", NOW, Some(L2)));
+        assert_eq!(offered(&c, "otp-l1", L2, NOW, Some("c")).0, Ok(true));
+        assert!(c.remove_one_time("otp-l1"));
+        assert!(!c.remove_one_time("otp-l1"));
+        assert_eq!(
+            offered(&c, "otp-l1", L2, NOW, None).0,
+            Err(LookupError::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn expire_one_time_drops_only_the_expired() {
+        let mut c = Credentials::new("r");
+        c.insert_one_time("old", one_time("a", NOW - 1, None));
+        c.insert_one_time("edge", one_time("b", NOW, None));
+        c.insert_one_time("new", one_time("c", NOW + 1, None));
+        c.expire_one_time(NOW);
+        assert!(!c.remove_one_time("old"));
+        assert!(c.remove_one_time("edge"));
+        assert!(c.remove_one_time("new"));
+    }
+
+    #[test]
+    fn one_time_wins_over_rest() {
+        let mut c = Credentials::new("r");
+        c.add_rest_secret(b"s");
+        c.insert_one_time("1800000000:x", one_time("otp", NOW, None));
+        let (_, seen) = offered(&c, "1800000000:x", L1, NOW, None);
+        assert_eq!(seen, vec![(CredentialKind::OneTime, "otp".to_owned())]);
+        // An expired one-time credential does not fall through to REST.
+        assert_eq!(
+            offered(&c, "1800000000:x", L1, NOW + 1, None).0,
+            Err(LookupError::Expired)
+        );
+    }
+
+    #[test]
+    fn rest_usernames() {
+        let mut c = Credentials::new("r");
+        c.add_rest_secret(b"secret");
+        assert!(c.has_rest());
+        let user = "1700000000:alice";
+        // The password of the reference generator (see rest.rs).
+        let (r, seen) = offered(&c, user, L2, NOW, Some("d8soP47RbdIKLDUOpnJPVQyq5Ts="));
+        assert_eq!(r, Ok(true), "expiry == now is still valid");
+        assert_eq!(
+            seen,
+            vec![(
+                CredentialKind::Rest,
+                "d8soP47RbdIKLDUOpnJPVQyq5Ts=".to_owned()
+            )]
+        );
+        assert_eq!(offered(&c, user, L1, NOW - 1000, None).0, Ok(false));
+        assert_eq!(
+            offered(&c, user, L1, NOW + 1, None).0,
+            Err(LookupError::Expired)
+        );
+        // Not a REST username.
+        assert_eq!(
+            offered(&c, "alice", L1, NOW, None).0,
+            Err(LookupError::UnknownUser)
+        );
+        assert_eq!(
+            offered(&c, "alice:1800000000", L1, NOW, None).0,
+            Err(LookupError::UnknownUser)
+        );
+        assert_eq!(
+            offered(&c, "", L1, NOW, None).0,
+            Err(LookupError::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn rest_secret_rotation() {
+        let mut c = Credentials::new("r");
+        c.add_rest_secret(b"new");
+        c.add_rest_secret(b"old");
+        let user = "1800000000:alice";
+        let old_pw = rest_password(b"old", user);
+        let new_pw = rest_password(b"new", user);
+        // The second secret matches: both are offered, in order.
+        let (r, seen) = offered(&c, user, L1, NOW, Some(&old_pw));
+        assert_eq!(r, Ok(true));
+        assert_eq!(
+            seen,
+            vec![
+                (CredentialKind::Rest, new_pw.clone()),
+                (CredentialKind::Rest, old_pw)
+            ]
+        );
+        // The first matches: the search stops there.
+        let (r, seen) = offered(&c, user, L1, NOW, Some(&new_pw));
+        assert_eq!(r, Ok(true));
+        assert_eq!(seen.len(), 1);
+        // Neither matches: every one tried.
+        let (r, seen) = offered(&c, user, L1, NOW, Some("wrong"));
+        assert_eq!(r, Ok(false));
+        assert_eq!(seen.len(), 2);
     }
 }

@@ -1,8 +1,19 @@
 //! Stateless nonces (RFC 8489 §9.2.2, §9.2.4).
+//!
+//! A nonce is `[cookie features] timestamp mac`: the issue time on the core's monotonic clock
+//! (milliseconds, 16 lower-case hex digits) and the first 12 bytes of
+//! HMAC-SHA256(key, flag || timestamp || client IP || client port) (24 lower-case hex
+//! digits). The server keeps nothing per nonce: checking one is recomputing its MAC. Binding
+//! the MAC to the client's transport address means a nonce seen on the wire is useless from
+//! elsewhere; binding it to the `flag` (cookie present or not) means a man in the middle
+//! cannot strip the nonce cookie to bid the client down (RFC 8489 §9.2.1).
 
 use crate::time::Instant;
 use core::time::Duration;
-use std::net::SocketAddr;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::net::{IpAddr, SocketAddr};
+use subtle::ConstantTimeEq;
 
 /// The "nonce cookie" that announces the STUN security features (RFC 8489 §9.2).
 pub const NONCE_COOKIE: &str = "obMatJos2";
@@ -35,13 +46,430 @@ pub enum NonceCheck {
 
 /// A nonce for `client` issued at `now`. With `security_features` it starts with the
 /// nonce cookie and the feature bits for password algorithms and USERHASH.
-pub fn make_nonce(key: &NonceKey, client: SocketAddr, now: Instant, security_features: bool) -> String {
-    let _ = (key, client, now, security_features);
-    todo!()
+pub fn make_nonce(
+    key: &NonceKey,
+    client: SocketAddr,
+    now: Instant,
+    security_features: bool,
+) -> String {
+    let ts_ms = now.as_millis();
+    let mac = nonce_mac(key, security_features, ts_ms, client);
+    let mut out = String::with_capacity(NONCE_COOKIE.len() + FEATURES.len() + PAYLOAD_LEN);
+    if security_features {
+        out.push_str(NONCE_COOKIE);
+        out.push_str(FEATURES);
+    }
+    push_hex(&mut out, &ts_ms.to_be_bytes());
+    push_hex(&mut out, &mac);
+    out
 }
 
 /// Checks a nonce presented by `client` at `now`; older than `lifetime` is stale.
-pub fn check_nonce(key: &NonceKey, nonce: &[u8], client: SocketAddr, now: Instant, lifetime: Duration) -> NonceCheck {
-    let _ = (key, nonce, client, now, lifetime);
-    todo!()
+pub fn check_nonce(
+    key: &NonceKey,
+    nonce: &[u8],
+    client: SocketAddr,
+    now: Instant,
+    lifetime: Duration,
+) -> NonceCheck {
+    let Some(parsed) = parse(nonce) else {
+        return NonceCheck::Invalid;
+    };
+    let expected = nonce_mac(key, parsed.security_features, parsed.ts_ms, client);
+    // Constant time, so the MAC cannot be guessed byte by byte from response timing.
+    if !bool::from(expected.ct_eq(&parsed.mac)) {
+        return NonceCheck::Invalid;
+    }
+    let now_ms = now.as_millis();
+    // Our own clock never issues from the future; a little slack covers event loops whose
+    // clocks were read a moment apart.
+    if parsed.ts_ms > now_ms.saturating_add(FUTURE_SLACK_MS) {
+        return NonceCheck::Invalid;
+    }
+    let age_ms = now_ms.saturating_sub(parsed.ts_ms);
+    if u128::from(age_ms) > lifetime.as_millis() {
+        return NonceCheck::Stale;
+    }
+    NonceCheck::Valid {
+        security_features: parsed.security_features,
+    }
+}
+
+/// The 24-bit STUN Security Feature set we announce, as 4 base64 characters
+/// (RFC 8489 §9.2, §18.1): "Password algorithms" is bit 0 and "Username anonymity" bit 1,
+/// counted from the least significant bit (RFC 8489 erratum 6290; the Appendix B.1 nonce
+/// "obMatJos2AAAC..." is the anonymity bit alone). Both set: 0x000003 = "AAAD".
+const FEATURES: &str = "AAAD";
+
+/// Bytes of the MAC kept in a nonce: 96 bits is plenty against forgery within a lifetime.
+const MAC_LEN: usize = 12;
+
+/// Hex characters of the timestamp (a whole u64) and of the MAC.
+const TS_HEX_LEN: usize = 16;
+const PAYLOAD_LEN: usize = TS_HEX_LEN + 2 * MAC_LEN;
+
+/// How far in the future an issue time may be and still be accepted.
+const FUTURE_SLACK_MS: u64 = 1_000;
+
+/// A nonce taken apart, MAC not yet checked.
+struct Parsed {
+    security_features: bool,
+    ts_ms: u64,
+    mac: [u8; MAC_LEN],
+}
+
+/// Splits a nonce into its fields; None if it is not exactly in our format.
+fn parse(nonce: &[u8]) -> Option<Parsed> {
+    let (security_features, payload) = match nonce.strip_prefix(NONCE_COOKIE.as_bytes()) {
+        Some(rest) => {
+            // A cookie with other feature bits is not one we wrote.
+            let payload = rest.strip_prefix(FEATURES.as_bytes())?;
+            (true, payload)
+        }
+        None => (false, nonce),
+    };
+    if payload.len() != PAYLOAD_LEN {
+        return None;
+    }
+    let (ts_hex, mac_hex) = payload.split_at(TS_HEX_LEN);
+    let mut ts = [0u8; 8];
+    decode_hex(ts_hex, &mut ts)?;
+    let mut mac = [0u8; MAC_LEN];
+    decode_hex(mac_hex, &mut mac)?;
+    Some(Parsed {
+        security_features,
+        ts_ms: u64::from_be_bytes(ts),
+        mac,
+    })
+}
+
+/// The truncated HMAC that signs a nonce for `client`.
+fn nonce_mac(
+    key: &NonceKey,
+    security_features: bool,
+    ts_ms: u64,
+    client: SocketAddr,
+) -> [u8; MAC_LEN] {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(&key.0) {
+        Ok(mac) => mac,
+        // HMAC takes keys of any length: there is no invalid one.
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(&[u8::from(security_features)]);
+    mac.update(&ts_ms.to_be_bytes());
+    // Fixed-length fields around the address, whose length tells the family apart.
+    match client.ip() {
+        IpAddr::V4(ip) => mac.update(&ip.octets()),
+        IpAddr::V6(ip) => mac.update(&ip.octets()),
+    }
+    mac.update(&client.port().to_be_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut out = [0u8; MAC_LEN];
+    for (o, b) in out.iter_mut().zip(full.iter()) {
+        *o = *b;
+    }
+    out
+}
+
+/// Appends `bytes` as lower-case hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+}
+
+/// Decodes lower-case hex (the only form we write) into `out`; `hex` must be twice its size.
+fn decode_hex(hex: &[u8], out: &mut [u8]) -> Option<()> {
+    if hex.len() != out.len() * 2 {
+        return None;
+    }
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (hi, lo) = match pair {
+            [hi, lo] => (nibble(*hi)?, nibble(*lo)?),
+            _ => return None,
+        };
+        *o = (hi << 4) | lo;
+    }
+    Some(())
+}
+
+/// The value of one lower-case hex digit.
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
+    const KEY: NonceKey = NonceKey([7u8; 32]);
+    const LIFETIME: Duration = Duration::from_secs(3600);
+
+    fn client() -> SocketAddr {
+        "192.0.2.1:40000".parse().unwrap()
+    }
+
+    fn t0() -> Instant {
+        Instant::from_secs(1_000_000)
+    }
+
+    fn check(nonce: &str, client: SocketAddr, now: Instant) -> NonceCheck {
+        check_nonce(&KEY, nonce.as_bytes(), client, now, LIFETIME)
+    }
+
+    #[test]
+    fn feature_bits_are_password_algorithms_and_username_anonymity() {
+        let bits = STANDARD.decode(FEATURES).unwrap();
+        assert_eq!(bits, [0x00, 0x00, 0x03]);
+        // RFC 8489 Appendix B.1 announces username anonymity alone as "AAAC": bit 1.
+        assert_eq!(STANDARD.decode("AAAC").unwrap(), [0x00, 0x00, 0x02]);
+    }
+
+    #[test]
+    fn roundtrip_with_and_without_features() {
+        for features in [true, false] {
+            let n = make_nonce(&KEY, client(), t0(), features);
+            assert_eq!(n.starts_with("obMatJos2AAAD"), features, "{n}");
+            assert_eq!(
+                check(&n, client(), t0()),
+                NonceCheck::Valid {
+                    security_features: features
+                }
+            );
+            assert_eq!(
+                check(&n, client(), t0() + Duration::from_secs(60)),
+                NonceCheck::Valid {
+                    security_features: features
+                }
+            );
+        }
+    }
+
+    /// RFC 8489 §14.10: NONCE is fewer than 128 characters of qdtext; ours are plain ASCII
+    /// with no quote or backslash.
+    #[test]
+    fn nonce_is_short_printable_ascii() {
+        for client in [client(), "[2001:db8::1]:65535".parse().unwrap()] {
+            for features in [true, false] {
+                let n = make_nonce(&KEY, client, Instant::from_nanos(u64::MAX), features);
+                assert!(n.len() < 128);
+                assert_eq!(n.len(), if features { 53 } else { 40 });
+                assert!(
+                    n.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
+                    "{n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn another_client_address_is_invalid() {
+        let n = make_nonce(&KEY, client(), t0(), true);
+        for other in [
+            "192.0.2.2:40000",
+            "192.0.2.1:40001",
+            "[::ffff:192.0.2.1]:40000",
+            "[2001:db8::1]:40000",
+        ] {
+            assert_eq!(
+                check(&n, other.parse().unwrap(), t0()),
+                NonceCheck::Invalid,
+                "{other}"
+            );
+        }
+        let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        let n6 = make_nonce(&KEY, v6, t0(), false);
+        assert_eq!(
+            check(&n6, v6, t0()),
+            NonceCheck::Valid {
+                security_features: false
+            }
+        );
+        assert_eq!(
+            check(&n6, "[2001:db8::2]:5000".parse().unwrap(), t0()),
+            NonceCheck::Invalid
+        );
+    }
+
+    #[test]
+    fn another_key_is_invalid() {
+        let n = make_nonce(&KEY, client(), t0(), true);
+        let other = NonceKey([8u8; 32]);
+        assert_eq!(
+            check_nonce(&other, n.as_bytes(), client(), t0(), LIFETIME),
+            NonceCheck::Invalid
+        );
+        // The same key in another event loop accepts it.
+        let same = NonceKey([7u8; 32]);
+        assert_eq!(
+            check_nonce(&same, n.as_bytes(), client(), t0(), LIFETIME),
+            NonceCheck::Valid {
+                security_features: true
+            }
+        );
+    }
+
+    #[test]
+    fn stale_after_lifetime_and_only_then() {
+        let n = make_nonce(&KEY, client(), t0(), true);
+        assert_eq!(
+            check(&n, client(), t0() + LIFETIME),
+            NonceCheck::Valid {
+                security_features: true
+            }
+        );
+        let later = t0() + LIFETIME + Duration::from_millis(1);
+        assert_eq!(check(&n, client(), later), NonceCheck::Stale);
+        // A stale nonce for another address is not "ours": still Invalid.
+        assert_eq!(
+            check(&n, "192.0.2.9:40000".parse().unwrap(), later),
+            NonceCheck::Invalid
+        );
+        // Zero lifetime: stale one millisecond later.
+        let z = check_nonce(
+            &KEY,
+            n.as_bytes(),
+            client(),
+            t0() + Duration::from_millis(1),
+            Duration::ZERO,
+        );
+        assert_eq!(z, NonceCheck::Stale);
+    }
+
+    #[test]
+    fn future_beyond_a_second_is_invalid() {
+        let n = make_nonce(&KEY, client(), t0() + Duration::from_millis(1_000), true);
+        assert_eq!(
+            check(&n, client(), t0()),
+            NonceCheck::Valid {
+                security_features: true
+            }
+        );
+        let n = make_nonce(&KEY, client(), t0() + Duration::from_millis(1_001), true);
+        assert_eq!(check(&n, client(), t0()), NonceCheck::Invalid);
+        // Issued near the end of time, checked at the start: no overflow.
+        let n = make_nonce(&KEY, client(), Instant::from_nanos(u64::MAX), false);
+        assert_eq!(
+            check(&n, client(), Instant::from_nanos(0)),
+            NonceCheck::Invalid
+        );
+    }
+
+    #[test]
+    fn tampering_is_invalid() {
+        let n = make_nonce(&KEY, client(), t0(), true);
+        // Every single-byte change, including case changes of hex digits.
+        for i in 0..n.len() {
+            for replacement in [b'0', b'f', b'A', b'z', b'"', 0] {
+                let mut bytes = n.clone().into_bytes();
+                if bytes[i] == replacement {
+                    continue;
+                }
+                bytes[i] = replacement;
+                assert_eq!(
+                    check_nonce(&KEY, &bytes, client(), t0(), LIFETIME),
+                    NonceCheck::Invalid,
+                    "byte {i} -> {replacement}"
+                );
+            }
+        }
+        // Truncated or extended.
+        assert_eq!(
+            check(&n[..n.len() - 1], client(), t0()),
+            NonceCheck::Invalid
+        );
+        assert_eq!(check(&format!("{n}0"), client(), t0()), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn stripping_or_changing_the_cookie_is_invalid() {
+        let n = make_nonce(&KEY, client(), t0(), true);
+        // Bid-down: the cookie removed by a man in the middle.
+        assert_eq!(check(&n[13..], client(), t0()), NonceCheck::Invalid);
+        // Other feature bits than the ones we write.
+        for other in ["AAAA", "AAAB", "AAAC", "wAAA", "////"] {
+            let forged = format!("obMatJos2{other}{}", &n[13..]);
+            assert_eq!(
+                check(&forged, client(), t0()),
+                NonceCheck::Invalid,
+                "{other}"
+            );
+        }
+        // A cookie added to a nonce issued without one.
+        let plain = make_nonce(&KEY, client(), t0(), false);
+        assert_eq!(
+            check(&format!("obMatJos2AAAD{plain}"), client(), t0()),
+            NonceCheck::Invalid
+        );
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        for g in [
+            &b""[..],
+            b"obMatJos2",
+            b"obMatJos2AAAD",
+            b"x",
+            &[0xff; 40],
+            &[b'0'; 40],
+            &[b'0'; 53],
+        ] {
+            assert_eq!(
+                check_nonce(&KEY, g, client(), t0(), LIFETIME),
+                NonceCheck::Invalid
+            );
+        }
+        let huge = vec![b'a'; 1 << 20];
+        assert_eq!(
+            check_nonce(&KEY, &huge, client(), t0(), LIFETIME),
+            NonceCheck::Invalid
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_are_invalid(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert_eq!(check_nonce(&KEY, &bytes, client(), t0(), LIFETIME), NonceCheck::Invalid);
+        }
+
+        #[test]
+        fn arbitrary_hex_shaped_input_is_invalid(
+            cookie in any::<bool>(),
+            payload in "[0-9a-f]{40}",
+        ) {
+            let s = if cookie { format!("obMatJos2AAAD{payload}") } else { payload };
+            prop_assert_eq!(check(&s, client(), t0()), NonceCheck::Invalid);
+        }
+
+        #[test]
+        fn roundtrip_any_time_and_address(
+            ms in 0u64..(u64::MAX / 1_000_000),
+            ip in any::<[u8; 16]>(),
+            port in any::<u16>(),
+            v4 in any::<bool>(),
+            features in any::<bool>(),
+        ) {
+            let addr = if v4 {
+                SocketAddr::new(IpAddr::from([ip[0], ip[1], ip[2], ip[3]]), port)
+            } else {
+                SocketAddr::new(IpAddr::from(ip), port)
+            };
+            let now = Instant::from_millis(ms);
+            let n = make_nonce(&KEY, addr, now, features);
+            prop_assert_eq!(
+                check_nonce(&KEY, n.as_bytes(), addr, now, LIFETIME),
+                NonceCheck::Valid { security_features: features }
+            );
+        }
+    }
 }

@@ -1,19 +1,112 @@
 //! MESSAGE-INTEGRITY, MESSAGE-INTEGRITY-SHA256 and FINGERPRINT (RFC 8489 §14.5–14.7).
 
-/// HMAC-SHA1 of `parts` concatenated, with `key`.
+use hmac::digest::{Digest, KeyInit};
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use sha2::Sha256;
+
+/// The value FINGERPRINT's CRC-32 is xored with (RFC 8489 §14.7): "STUN" in ASCII.
+const FINGERPRINT_XOR: u32 = 0x5354_554e;
+
+/// Block size of both SHA-1 and SHA-256, the length HMAC pads or hashes its key to.
+const BLOCK_LEN: usize = 64;
+
+/// HMAC-SHA1 of `parts` concatenated, with `key` (RFC 2104, as RFC 8489 §14.5 uses it).
 pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
-    let _ = (key, parts);
-    todo!()
+    let block = key_block::<Sha1>(key);
+    let mut mac = <Hmac<Sha1> as KeyInit>::new((&block).into());
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
 }
 
-/// HMAC-SHA256 of `parts` concatenated, with `key`.
+/// HMAC-SHA256 of `parts` concatenated, with `key` (RFC 2104, as RFC 8489 §14.6 uses it).
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let _ = (key, parts);
-    todo!()
+    let block = key_block::<Sha256>(key);
+    let mut mac = <Hmac<Sha256> as KeyInit>::new((&block).into());
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 /// The FINGERPRINT value of `bytes`: CRC-32 xor 0x5354554E (RFC 8489 §14.7).
 pub fn fingerprint(bytes: &[u8]) -> u32 {
-    let _ = bytes;
-    todo!()
+    crc32fast::hash(bytes) ^ FINGERPRINT_XOR
+}
+
+/// The key as HMAC sees it (RFC 2104 §2): hashed when longer than a block, then
+/// zero-padded to a block. Doing this ourselves lets the MAC be built from a fixed-size
+/// key, an infallible constructor, instead of one returning an error that cannot happen.
+fn key_block<D: Digest>(key: &[u8]) -> [u8; BLOCK_LEN] {
+    let mut block = [0u8; BLOCK_LEN];
+    if key.len() > BLOCK_LEN {
+        let digest = D::digest(key);
+        for (dst, src) in block.iter_mut().zip(digest.iter()) {
+            *dst = *src;
+        }
+    } else {
+        for (dst, src) in block.iter_mut().zip(key) {
+            *dst = *src;
+        }
+    }
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn hmac_sha1_matches_rfc2202_vectors() {
+        // RFC 2202 §3, test cases 2 and 6 (key longer than a block).
+        assert_eq!(
+            hmac_sha1(b"Jefe", &[b"what do ya want ", b"for nothing?"]).to_vec(),
+            hex("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79")
+        );
+        assert_eq!(
+            hmac_sha1(
+                &[0xaa; 80],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )
+            .to_vec(),
+            hex("aa4ae5e15272d00e95705637ce8a3b55ed402112")
+        );
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc4231_vectors() {
+        // RFC 4231 §4.3 (test case 2) and §4.7 (test case 6, 131-byte key).
+        assert_eq!(
+            hmac_sha256(b"Jefe", &[b"what do ya want for nothing?"]).to_vec(),
+            hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
+        assert_eq!(
+            hmac_sha256(
+                &[0xaa; 131],
+                &[
+                    b"Test Using Larger Than Block-Size Key - ",
+                    b"Hash Key First"
+                ]
+            )
+            .to_vec(),
+            hex("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+        );
+    }
+
+    #[test]
+    fn fingerprint_is_crc32_xor_stun() {
+        // CRC-32 of "123456789" is 0xCBF43926 (the standard check value).
+        assert_eq!(fingerprint(b"123456789"), 0xCBF4_3926 ^ 0x5354_554e);
+        assert_eq!(fingerprint(b""), 0x5354_554e);
+    }
 }

@@ -16,7 +16,9 @@ mod message;
 pub use builder::{encode_xor_address, MessageBuilder};
 pub use error::DecodeError;
 pub use integrity::{fingerprint, hmac_sha1, hmac_sha256};
-pub use message::{is_stun, Class, IntegrityKind, Message, Method, TransactionId, UnknownAttributes};
+pub use message::{
+    is_stun, Class, IntegrityKind, Message, Method, TransactionId, UnknownAttributes,
+};
 
 /// The fixed magic cookie of RFC 8489 §5.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
