@@ -104,8 +104,9 @@ impl Reporter {
                 code,
             } => {
                 let msg = format!(
-                    "allocation refused with {code}: client {} user {:?}",
-                    client.addr, username
+                    "allocation refused with {code}: client {} user {}",
+                    client.addr,
+                    user(username)
                 );
                 let rec = with_client(json!({"code": code, "username": username}), client);
                 self.remote(
@@ -123,10 +124,10 @@ impl Reporter {
                 reason,
             } => {
                 let msg = format!(
-                    "authentication failed ({}): client {} user {:?}",
+                    "authentication failed ({}): client {} user {}",
                     reason.as_str(),
                     client.addr,
-                    username
+                    user(username)
                 );
                 let rec = with_client(
                     json!({"reason": reason.as_str(), "username": username}),
@@ -275,6 +276,12 @@ fn with_client(mut body: Value, c: &ClientInfo) -> Value {
         }
     }
     body
+}
+
+/// A username as logged: quoted and escaped (it came from the network), or `-`.
+fn user(name: &Option<String>) -> String {
+    name.as_ref()
+        .map_or_else(|| "-".to_string(), |n| format!("{n:?}"))
 }
 
 fn addrs(list: &[SocketAddr]) -> Vec<String> {
