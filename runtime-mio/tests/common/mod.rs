@@ -27,12 +27,19 @@ impl Relay {
         let event_log = dir.join(format!("{tag}.jsonl"));
         let config = dir.join(format!("{tag}.toml"));
         let _ = std::fs::remove_file(&event_log);
+        let ports = if extra.contains("relay_port_min") {
+            String::new()
+        } else {
+            format!(
+                "relay_port_min = {}\nrelay_port_max = {}\n",
+                port + 1,
+                port + 40
+            )
+        };
         let text = format!(
             "realm = \"live.test\"\nturn_udp_port = {port}\nturn_tcp_listen_port = {port}\n\
-             relay_port_min = {}\nrelay_port_max = {}\nusers = {{ alice = \"pw\" }}\n\
+             {ports}users = {{ alice = \"pw\" }}\n\
              allow_loopback_peers = true\nevent_log = \"{}\"\n{extra}\n",
-            port + 1,
-            port + 40,
             event_log.display()
         );
         std::fs::write(&config, text).unwrap();
@@ -123,6 +130,21 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port");
+}
+
+/// `n` consecutive UDP ports free on 127.0.0.1 above the usual ephemeral range (so that
+/// the tests' own client sockets do not land in it).
+pub fn free_range(n: u16) -> u16 {
+    let start = 61_000 + (std::process::id() % 3000) as u16;
+    for base in (start..64_000)
+        .step_by(usize::from(n))
+        .chain((61_000..start).step_by(usize::from(n)))
+    {
+        if (base..base + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range");
 }
 
 /// The socket a test client talks over.
