@@ -136,7 +136,7 @@ impl Net {
     }
 
     /// A datagram from the peer to the allocation's relay socket.
-    fn from_peer(&mut self, payload: &[u8]) {
+    fn peer_sends(&mut self, payload: &[u8]) {
         let mut buf = vec![0u8; HEADROOM + payload.len() + TAILROOM];
         buf[HEADROOM..HEADROOM + payload.len()].copy_from_slice(payload);
         // The first relay socket the server asked for.
@@ -195,7 +195,7 @@ fn session(transport: Transport, prefer_sha256: bool) {
     net.client.send_indication(net.now, PEER, b"via send");
     net.pump();
     assert_eq!(net.to_peer, vec![b"via send".to_vec()]);
-    net.from_peer(b"via data");
+    net.peer_sends(b"via data");
     assert!(net
         .events
         .iter()
@@ -216,7 +216,7 @@ fn session(transport: Transport, prefer_sha256: bool) {
         net.to_peer.last().map(Vec::as_slice),
         Some(&b"via channel!"[..])
     );
-    net.from_peer(b"odd");
+    net.peer_sends(b"odd");
     assert!(net
         .events
         .iter()

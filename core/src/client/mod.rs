@@ -481,24 +481,20 @@ impl Client {
     /// told apart by the first two bits, RFC 8656 §12.4), or the next bytes of the stream,
     /// split anywhere, on TCP.
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
-        let Some(mut framer) = self.framer.take() else {
-            self.on_message(now, data);
-            return;
-        };
-        if !self.stream_broken {
-            let pushed = framer.push(data, |frame| {
-                match frame {
-                    Frame::Stun(bytes) => self.on_stun(now, bytes),
-                    Frame::ChannelData(bytes) => self.on_channel_data(bytes),
-                }
-                true
-            });
-            if pushed.is_err() {
-                self.stream_broken = true;
-                self.push_event(ClientEvent::StreamError);
-            }
-        }
-        self.framer = Some(framer);
+        self.input(now, data, None);
+    }
+
+    /// Like [`Client::handle_input`], but relayed data (ChannelData, Data indications) is
+    /// handed to `on_data(peer, payload)` in place instead of being copied into
+    /// [`ClientEvent::Data`]: the zero-copy receive path for both transports. Everything
+    /// else still becomes events.
+    pub fn handle_input_with(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        mut on_data: impl FnMut(SocketAddr, &[u8]),
+    ) {
+        self.input(now, data, Some(&mut on_data));
     }
 
     /// Runs the timers that are due at `now`: retransmissions and transaction timeouts,
@@ -683,6 +679,9 @@ struct Channel {
     expires_at: Option<Instant>,
 }
 
+/// Where relayed data goes: a caller's callback, or (`None`) the event queue.
+type Sink<'a, 'f> = Option<&'a mut (dyn FnMut(SocketAddr, &[u8]) + 'f)>;
+
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
@@ -839,22 +838,47 @@ impl Client {
         (c.state == ChannelState::Bound).then_some(n)
     }
 
-    /// A datagram (UDP) from the server.
-    fn on_message(&mut self, now: Instant, data: &[u8]) {
+    fn input(&mut self, now: Instant, data: &[u8], mut sink: Sink<'_, '_>) {
+        let Some(mut framer) = self.framer.take() else {
+            self.on_frame(now, data, sink);
+            return;
+        };
+        if !self.stream_broken {
+            let pushed = framer.push(data, |frame| {
+                let bytes = match frame {
+                    Frame::Stun(bytes) | Frame::ChannelData(bytes) => bytes,
+                };
+                self.on_frame(now, bytes, sink.as_deref_mut());
+                true
+            });
+            if pushed.is_err() {
+                self.stream_broken = true;
+                self.push_event(ClientEvent::StreamError);
+            }
+        }
+        self.framer = Some(framer);
+    }
+
+    /// One whole message: a datagram, or a frame of the stream. STUN and ChannelData are
+    /// told apart by the first two bits (RFC 8656 §12.4).
+    fn on_frame(&mut self, now: Instant, data: &[u8], sink: Sink<'_, '_>) {
         match data.first().map(|b| b >> 6) {
-            Some(0b00) => self.on_stun(now, data),
-            Some(0b01) => self.on_channel_data(data),
+            Some(0b00) => self.on_stun(now, data, sink),
+            Some(0b01) => match self.channel_data(data) {
+                Some((peer, payload)) => self.deliver(peer, payload, sink),
+                None => self.ignored_inputs += 1,
+            },
             _ => self.ignored_inputs += 1,
         }
     }
 
-    fn on_channel_data(&mut self, data: &[u8]) {
-        match self.channel_data(data) {
-            Some((peer, payload)) => {
-                let data = payload.to_vec();
-                self.push_event(ClientEvent::Data { peer, data });
-            }
-            None => self.ignored_inputs += 1,
+    fn deliver(&mut self, peer: SocketAddr, payload: &[u8], sink: Sink<'_, '_>) {
+        match sink {
+            Some(on_data) => on_data(peer, payload),
+            None => self.push_event(ClientEvent::Data {
+                peer,
+                data: payload.to_vec(),
+            }),
         }
     }
 
@@ -885,17 +909,14 @@ impl Client {
         permitted.then_some((peer, data))
     }
 
-    fn on_stun(&mut self, now: Instant, bytes: &[u8]) {
+    fn on_stun(&mut self, now: Instant, bytes: &[u8], sink: Sink<'_, '_>) {
         let Ok(msg) = Message::parse(bytes) else {
             self.ignored_inputs += 1;
             return;
         };
         match msg.class() {
             Class::Indication => match self.data_indication(&msg) {
-                Some((peer, data)) => {
-                    let data = data.to_vec();
-                    self.push_event(ClientEvent::Data { peer, data });
-                }
+                Some((peer, data)) => self.deliver(peer, data, sink),
                 None => self.ignored_inputs += 1,
             },
             Class::Success | Class::Error => self.on_response(now, &msg),
@@ -1042,7 +1063,10 @@ impl Client {
                     self.end_allocation(ClientState::Deleted);
                     self.push_event(ClientEvent::Deleted);
                 } else {
-                    self.arm_allocation(start, lifetime_s);
+                    // A late answer after the allocation ended revives nothing.
+                    if self.state == ClientState::Allocated {
+                        self.arm_allocation(start, lifetime_s);
+                    }
                     self.push_event(ClientEvent::Refreshed { lifetime_s });
                 }
             }
@@ -1053,17 +1077,15 @@ impl Client {
                 self.push_event(ClientEvent::PermissionCreated { peers });
             }
             Op::ChannelBind { channel, peer, .. } => {
-                let entry = self.channels.entry(channel).or_insert(Channel {
-                    peer,
-                    state: ChannelState::Pending,
-                    refresh_at: None,
-                    expires_at: None,
+                let entry = self.channels.get_mut(&channel).filter(|c| {
+                    c.peer == peer && !matches!(c.state, ChannelState::Cooldown { .. })
                 });
-                if entry.peer != peer || matches!(entry.state, ChannelState::Cooldown { .. }) {
-                    // The number went elsewhere while the request was out: a late answer.
+                let Some(entry) = entry else {
+                    // A late answer: the binding was given up, or its allocation ended,
+                    // while the request was out.
                     self.ignored_inputs += 1;
                     return;
-                }
+                };
                 entry.state = ChannelState::Bound;
                 entry.refresh_at = Some(start + CHANNEL_REFRESH);
                 entry.expires_at = Some(start + CHANNEL_LIFETIME);

@@ -478,10 +478,7 @@ fn stream_split_into_single_bytes_gives_the_same_events() {
     let key = md5_key();
     let mut steps = 0;
     let mut now = 0;
-    loop {
-        let (Some(ta), Some(tb)) = (a.poll_transmit(), b.poll_transmit()) else {
-            break;
-        };
+    while let (Some(ta), Some(tb)) = (a.poll_transmit(), b.poll_transmit()) {
         assert_eq!(ta, tb, "same seed, same requests");
         now += 10;
         let m = parse(&ta);
@@ -938,5 +935,28 @@ fn garbage_never_panics() {
             let _ = c.peek_data(&buf);
         }
         c.handle_timeout(ms(10_000));
+    }
+}
+
+#[test]
+fn handle_input_with_hands_data_over_in_place() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut c = allocated(transport, 600);
+        bind_channel(&mut c, ms(0), peer());
+        let frame = [0x40, 0x00, 0x00, 0x03, 1, 2, 3, 0];
+        let mut got = Vec::new();
+        // On a stream, split anywhere; on UDP, one datagram (padding ignored).
+        if transport == Transport::Tcp {
+            for piece in frame.chunks(3) {
+                c.handle_input_with(ms(1), piece, |p, d| got.push((p, d.to_vec())));
+            }
+        } else {
+            c.handle_input_with(ms(1), &frame, |p, d| got.push((p, d.to_vec())));
+        }
+        assert_eq!(got, vec![(peer(), vec![1, 2, 3])]);
+        assert!(
+            events(&mut c).is_empty(),
+            "no Data event when a callback takes it"
+        );
     }
 }
