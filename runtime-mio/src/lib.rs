@@ -1,1 +1,26 @@
-//! The turnpike runtime on mio.
+//! # turnpike: the TURN relay on mio
+//!
+//! The runtime people deploy: it drives the sans-IO core of `turnpike-core` with real
+//! sockets. One [`event_loop::Runtime`] owns one `mio::Poll`, one core `Server`, the
+//! listeners (TURN over UDP and TCP, IPv4 and IPv6, TCP optionally behind a PROXY-protocol
+//! proxy such as nginx terminating TLS) and one UDP socket per relayed address.
+//!
+//! Configuration is one TOML file ([`config`]), turned into the core's configuration and
+//! the list of sockets ([`settings`]). Without a file, [`connect_info`] prints how to use
+//! the built-in loopback default.
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod connect_info;
+pub mod event_log;
+pub mod event_loop;
+pub mod fdlimit;
+pub mod log_limit;
+pub mod report;
+pub mod settings;
+pub mod sockets;
+pub mod tcp;
+pub mod token;
+pub mod write_buf;

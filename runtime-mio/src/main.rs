@@ -1,4 +1,128 @@
-fn main() {
-    eprintln!("turnpike: the runtime is not built yet");
-    std::process::exit(2);
+//! The `turnpike` binary: parse the command line, load the configuration, run the relay
+//! in the foreground until SIGTERM or SIGINT.
+
+use rand_core::{OsRng, RngCore};
+use std::process::ExitCode;
+use turnpike::cli::{self, Command, USAGE};
+use turnpike::clock::Clock;
+use turnpike::config::FileConfig;
+use turnpike::event_loop::{hex, parse_seed, Runtime};
+use turnpike::settings::Settings;
+use turnpike::{connect_info, fdlimit};
+
+/// Exit code for a bad configuration or command line.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let opts = match cli::parse(std::env::args().skip(1)) {
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("turnpike {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Run(o)) => o,
+        Err(e) => {
+            eprintln!("turnpike: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let bad_config = if opts.check_config {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    };
+
+    let (file_config, source) = match &opts.config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(c) => (c, path.display().to_string()),
+            Err(e) => {
+                eprintln!("turnpike: {e}");
+                return bad_config;
+            }
+        },
+        None => (
+            FileConfig::builtin_default(random_secret()),
+            "<built-in>".to_string(),
+        ),
+    };
+    let settings = match Settings::from_file(&file_config, &source) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnpike: {e}");
+            return bad_config;
+        }
+    };
+    if opts.check_config {
+        println!("{source}: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let seed = match opts.seed.as_deref().map(parse_seed) {
+        Some(Some(s)) => s,
+        Some(None) => {
+            eprintln!("turnpike: --seed needs 64 hex digits");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        None => {
+            let mut s = [0u8; 32];
+            OsRng.fill_bytes(&mut s);
+            s
+        }
+    };
+    log::info!(
+        "turnpike {} starting from {source}; seed {}",
+        env!("CARGO_PKG_VERSION"),
+        hex(&seed)
+    );
+    fdlimit::check_at_start(settings.total_quota);
+
+    let builtin = opts.config.is_none();
+    let banner_settings = builtin.then(|| settings.clone());
+    let urls = settings.urls.clone();
+    let mut runtime = match Runtime::new(settings, seed) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("turnpike: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listening = runtime.local_addrs();
+    for (t, a) in &listening {
+        log::info!("listening on {} {a}", t.as_str());
+    }
+    log::info!("TURN URLs: {}", urls.join(" "));
+    if urls.len() > 5 {
+        log::warn!(
+            "{} TURN URLs: Firefox complains when given more than 5",
+            urls.len()
+        );
+    }
+    if let Some(s) = banner_settings {
+        if let Some(text) = connect_info::banner(&s, &listening, Clock::unix_ms() / 1000) {
+            print!("{text}");
+        }
+    }
+    match runtime.run() {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A random REST secret for the built-in default: 32 bytes from the OS, base64.
+fn random_secret() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
 }

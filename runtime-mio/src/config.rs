@@ -1,0 +1,885 @@
+//! The configuration file: TOML text → a checked [`FileConfig`].
+//!
+//! Key names follow Sora's and coturn's, so that users of either feel at home. Every
+//! error names the key and the line it is on: syntax and type errors through the TOML
+//! parser's span, semantic errors (a port range upside down, a CIDR that does not parse)
+//! by finding the key in the text. Turning a checked file into what the core and the event
+//! loop need is [`crate::settings`]'s job.
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use turnpike_core::cidr::IpNet;
+
+/// Default size of the kernel socket buffers (WCS uses 1 MiB each).
+pub const DEFAULT_SOCKET_BUFFER: usize = 1 << 20;
+
+/// The realm of the built-in default.
+pub const DEFAULT_REALM: &str = "turnpike";
+
+/// The configuration file, key for key. Every key is optional; missing keys take the
+/// defaults of [`FileConfig::default`].
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// The realm (RFC 8489 §14.9) of long-term credentials.
+    pub realm: String,
+    /// Bind address of the IPv4 listeners and relay sockets (WCS `turn_ip_local`).
+    pub listen_address: Ipv4Addr,
+    /// Advertised IPv4 address: XOR-RELAYED-ADDRESS and URLs (WCS `turn_ip`, Sora
+    /// `ipv4_address`). Defaults to `listen_address` when that is not a wildcard.
+    pub ipv4_address: Option<Ipv4Addr>,
+    /// Also listen and relay on IPv6.
+    pub ipv6: bool,
+    /// Advertised IPv6 address. Defaults to `ipv6_listen_address` when that is not a
+    /// wildcard.
+    pub ipv6_address: Option<Ipv6Addr>,
+    /// Bind address of the IPv6 listeners and relay sockets (used when `ipv6 = true`).
+    pub ipv6_listen_address: Ipv6Addr,
+    /// Port of the TURN-over-UDP listeners.
+    pub turn_udp_port: u16,
+    /// Listen for TURN over TCP.
+    pub turn_tcp: bool,
+    /// Port of the TURN-over-TCP listeners.
+    pub turn_tcp_listen_port: u16,
+    /// The TCP port written into URLs (e.g. 443 behind nginx). Defaults to
+    /// `turn_tcp_listen_port`.
+    pub turn_tcp_port: Option<u16>,
+    /// TCP listeners expect a PROXY protocol (v1 or v2) header first.
+    pub proxy_protocol: bool,
+    /// Sources allowed to send a PROXY header, CIDR ranges.
+    pub proxy_protocol_trusted: Vec<String>,
+    /// Lowest relay port.
+    pub relay_port_min: u16,
+    /// Highest relay port (inclusive).
+    pub relay_port_max: u16,
+    /// How long a freed relay port stays out of use, milliseconds.
+    pub relay_port_quarantine_ms: u64,
+    /// TURN REST shared secret(s): a string or a list (the first issues, all verify).
+    pub static_auth_secret: Secrets,
+    /// Static long-term users: name → password.
+    pub users: BTreeMap<String, Secret>,
+    /// Allow peers on loopback addresses (tests on one machine).
+    pub allow_loopback_peers: bool,
+    /// Peer ranges allowed although a built-in rule denies them (CIDR).
+    pub allowed_peer_ip: Vec<String>,
+    /// Peer ranges denied on top of the built-in rules (CIDR).
+    pub denied_peer_ip: Vec<String>,
+    /// Allocations per username.
+    pub user_quota: u32,
+    /// Allocations in total.
+    pub total_quota: u32,
+    /// Longest allocation lifetime granted, seconds.
+    pub max_allocation_lifetime_s: u64,
+    /// SO_RCVBUF of every socket, bytes (0: the OS default).
+    pub socket_receive_buffer_size: usize,
+    /// SO_SNDBUF of every socket, bytes (0: the OS default).
+    pub socket_send_buffer_size: usize,
+    /// Path of the JSON-lines event log (none: no event log).
+    pub event_log: Option<PathBuf>,
+    /// Issue `turns:` URLs (TLS terminated in front of the relay).
+    pub turn_tls: bool,
+    /// Name written into `turns:` URLs (wins over `turn_fqdn`).
+    pub turn_tls_fqdn: Option<String>,
+    /// Port written into `turns:` URLs.
+    pub turn_tls_port: u16,
+    /// Name of the relay, used in `turns:` URLs when `turn_tls_fqdn` is not set.
+    pub turn_fqdn: Option<String>,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            realm: DEFAULT_REALM.to_string(),
+            listen_address: Ipv4Addr::LOCALHOST,
+            ipv4_address: None,
+            ipv6: false,
+            ipv6_address: None,
+            ipv6_listen_address: Ipv6Addr::UNSPECIFIED,
+            turn_udp_port: 3478,
+            turn_tcp: true,
+            turn_tcp_listen_port: 3478,
+            turn_tcp_port: None,
+            proxy_protocol: false,
+            proxy_protocol_trusted: vec!["127.0.0.1/32".to_string(), "::1/128".to_string()],
+            relay_port_min: 49152,
+            relay_port_max: 65535,
+            relay_port_quarantine_ms: 5000,
+            static_auth_secret: Secrets::default(),
+            users: BTreeMap::new(),
+            allow_loopback_peers: false,
+            allowed_peer_ip: Vec::new(),
+            denied_peer_ip: Vec::new(),
+            user_quota: 10,
+            total_quota: 10_000,
+            max_allocation_lifetime_s: 3600,
+            socket_receive_buffer_size: DEFAULT_SOCKET_BUFFER,
+            socket_send_buffer_size: DEFAULT_SOCKET_BUFFER,
+            event_log: None,
+            turn_tls: false,
+            turn_tls_fqdn: None,
+            turn_tls_port: 443,
+            turn_fqdn: None,
+        }
+    }
+}
+
+impl FileConfig {
+    /// The safe built-in default used without `--config`: everything on 127.0.0.1, UDP
+    /// and TCP on 3478, one REST secret (`secret`, random at start).
+    ///
+    /// Loopback peers are allowed here, unlike in a file's default: the listeners and
+    /// relay sockets are bound to 127.0.0.1, so only this machine can reach the relay and
+    /// the relay can reach nothing but this machine. Denying loopback would make the
+    /// default useless without protecting anything.
+    pub fn builtin_default(secret: String) -> Self {
+        FileConfig {
+            static_auth_secret: Secrets(vec![Secret(secret)]),
+            allow_loopback_peers: true,
+            ..FileConfig::default()
+        }
+    }
+
+    /// Parses and checks the text of a configuration file named `file` (the name is only
+    /// used in error messages).
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let config: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
+        config.check().map_err(|(key, message)| ConfigError {
+            file: file.to_string(),
+            line: find_key_line(text, key),
+            key: Some(key.to_string()),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&name, &text)
+    }
+
+    /// The advertised IPv4 address: `ipv4_address`, else `listen_address`.
+    pub fn advertised_v4(&self) -> Ipv4Addr {
+        self.ipv4_address.unwrap_or(self.listen_address)
+    }
+
+    /// The advertised IPv6 address: `ipv6_address`, else `ipv6_listen_address`.
+    pub fn advertised_v6(&self) -> Ipv6Addr {
+        self.ipv6_address.unwrap_or(self.ipv6_listen_address)
+    }
+
+    /// The TCP port written into URLs.
+    pub fn url_tcp_port(&self) -> u16 {
+        self.turn_tcp_port.unwrap_or(self.turn_tcp_listen_port)
+    }
+
+    /// Checks the rules the types cannot express. On failure: the key at fault and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        check_realm(&self.realm).map_err(|m| ("realm", m))?;
+        if self.ipv4_address.is_none() && self.listen_address.is_unspecified() {
+            return Err((
+                "ipv4_address",
+                "required when `listen_address` is a wildcard: the address clients are told".into(),
+            ));
+        }
+        if let Some(a) = self.ipv4_address {
+            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                return Err(("ipv4_address", format!("{a} cannot be advertised")));
+            }
+        }
+        if self.listen_address.is_multicast() || self.listen_address.is_broadcast() {
+            return Err((
+                "listen_address",
+                format!("{} cannot be bound", self.listen_address),
+            ));
+        }
+        if self.ipv6 {
+            if self.ipv6_address.is_none() && self.ipv6_listen_address.is_unspecified() {
+                return Err((
+                    "ipv6_address",
+                    "required when `ipv6 = true` and `ipv6_listen_address` is a wildcard".into(),
+                ));
+            }
+            if self.advertised_v6().is_unspecified() || self.advertised_v6().is_multicast() {
+                return Err((
+                    "ipv6_address",
+                    format!("{} cannot be advertised", self.advertised_v6()),
+                ));
+            }
+        }
+        if self.turn_udp_port == 0 {
+            return Err(("turn_udp_port", "must be 1..=65535".into()));
+        }
+        if self.turn_tcp_listen_port == 0 {
+            return Err(("turn_tcp_listen_port", "must be 1..=65535".into()));
+        }
+        if self.turn_tcp_port == Some(0) {
+            return Err(("turn_tcp_port", "must be 1..=65535".into()));
+        }
+        if self.turn_tls_port == 0 {
+            return Err(("turn_tls_port", "must be 1..=65535".into()));
+        }
+        if self.relay_port_min == 0 {
+            return Err(("relay_port_min", "must be 1..=65535".into()));
+        }
+        if self.relay_port_min > self.relay_port_max {
+            return Err((
+                "relay_port_min",
+                format!(
+                    "{} is above `relay_port_max` ({})",
+                    self.relay_port_min, self.relay_port_max
+                ),
+            ));
+        }
+        if self.relay_port_quarantine_ms > 3_600_000 {
+            return Err((
+                "relay_port_quarantine_ms",
+                "at most 3600000 (one hour)".into(),
+            ));
+        }
+        check_secrets(&self.static_auth_secret).map_err(|m| ("static_auth_secret", m))?;
+        check_users(&self.users).map_err(|m| ("users", m))?;
+        if self.static_auth_secret.0.is_empty() && self.users.is_empty() {
+            return Err((
+                "static_auth_secret",
+                "no credentials: set `static_auth_secret` or `users`".into(),
+            ));
+        }
+        if self.user_quota == 0 {
+            return Err(("user_quota", "must be at least 1".into()));
+        }
+        if self.total_quota == 0 {
+            return Err(("total_quota", "must be at least 1".into()));
+        }
+        if !(60..=86_400).contains(&self.max_allocation_lifetime_s) {
+            return Err((
+                "max_allocation_lifetime_s",
+                "must be 60..=86400 seconds".into(),
+            ));
+        }
+        check_buffer(self.socket_receive_buffer_size)
+            .map_err(|m| ("socket_receive_buffer_size", m))?;
+        check_buffer(self.socket_send_buffer_size).map_err(|m| ("socket_send_buffer_size", m))?;
+        if let Some(p) = &self.event_log {
+            if p.as_os_str().is_empty() {
+                return Err(("event_log", "empty path".into()));
+            }
+        }
+        for (key, name) in [
+            ("turn_tls_fqdn", &self.turn_tls_fqdn),
+            ("turn_fqdn", &self.turn_fqdn),
+        ] {
+            if let Some(n) = name {
+                check_host_name(n).map_err(|m| (key, m))?;
+            }
+        }
+        if self.turn_tls && self.turn_tls_fqdn.is_none() && self.turn_fqdn.is_none() {
+            return Err((
+                "turn_tls_fqdn",
+                "required when `turn_tls = true` (or set `turn_fqdn`)".into(),
+            ));
+        }
+        // Last: these need the core's CIDR parser.
+        check_cidrs(&self.proxy_protocol_trusted).map_err(|m| ("proxy_protocol_trusted", m))?;
+        check_cidrs(&self.allowed_peer_ip).map_err(|m| ("allowed_peer_ip", m))?;
+        check_cidrs(&self.denied_peer_ip).map_err(|m| ("denied_peer_ip", m))?;
+        Ok(())
+    }
+}
+
+/// A secret string (password or shared secret) that never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// `static_auth_secret`: one string or a list of strings (rotation: every one verifies,
+/// the first one issues).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Secrets(pub Vec<Secret>);
+
+impl<'de> Deserialize<'de> for Secrets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretsVisitor)
+    }
+}
+
+struct SecretsVisitor;
+
+impl<'de> Visitor<'de> for SecretsVisitor {
+    type Value = Secrets;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or a list of strings")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Secrets, E> {
+        Ok(Secrets(vec![Secret(v.to_string())]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Secrets, A::Error> {
+        let mut out = Vec::new();
+        while let Some(s) = seq.next_element::<String>()? {
+            out.push(Secret(s));
+        }
+        Ok(Secrets(out))
+    }
+}
+
+/// A configuration error, naming the file, the line and the key when known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (as given on the command line), or `<built-in>`.
+    pub file: String,
+    /// 1-based line number.
+    pub line: Option<usize>,
+    /// The key at fault (`users.alice` for a key inside a table).
+    pub key: Option<String>,
+    /// What is wrong, on one line.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error from the TOML parser: line from its span, key from the message or the
+    /// line the span points into.
+    fn from_toml(file: &str, text: &str, e: &toml::de::Error) -> Self {
+        let span = e.span();
+        let line = span.as_ref().map(|s| line_of(text, s.start));
+        let raw = e.message().trim();
+        let unknown = raw
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next());
+        let (key, message) = match unknown {
+            Some(k) => {
+                let hint = suggest(k)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                (Some(k.to_string()), format!("unknown key{hint}"))
+            }
+            None => (
+                span.and_then(|s| key_at(text, s.start)),
+                plain_types(first_line(raw)),
+            ),
+        };
+        ConfigError {
+            file: file.to_string(),
+            line,
+            key,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(k) = &self.key {
+            write!(f, "key `{k}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every key the file accepts, for suggestions.
+const KEYS: &[&str] = &[
+    "realm",
+    "listen_address",
+    "ipv4_address",
+    "ipv6",
+    "ipv6_address",
+    "ipv6_listen_address",
+    "turn_udp_port",
+    "turn_tcp",
+    "turn_tcp_listen_port",
+    "turn_tcp_port",
+    "proxy_protocol",
+    "proxy_protocol_trusted",
+    "relay_port_min",
+    "relay_port_max",
+    "relay_port_quarantine_ms",
+    "static_auth_secret",
+    "users",
+    "allow_loopback_peers",
+    "allowed_peer_ip",
+    "denied_peer_ip",
+    "user_quota",
+    "total_quota",
+    "max_allocation_lifetime_s",
+    "socket_receive_buffer_size",
+    "socket_send_buffer_size",
+    "event_log",
+    "turn_tls",
+    "turn_tls_fqdn",
+    "turn_tls_port",
+    "turn_fqdn",
+];
+
+/// The known key closest to `k`, if it is close (a typo).
+fn suggest(k: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|c| (edit_distance(k, c), *c))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, for typo hints on short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Serde's Rust type names in plain words.
+fn plain_types(msg: &str) -> String {
+    msg.replace("expected u16", "expected an integer 0..=65535")
+        .replace("expected u32", "expected an integer 0..=4294967295")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected usize", "expected a non-negative integer")
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// 1-based line of byte offset `pos`.
+fn line_of(text: &str, pos: usize) -> usize {
+    let pos = pos.min(text.len());
+    text.as_bytes()[..pos]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key assigned on the line holding byte `pos`, prefixed with its table
+/// (`users.alice`), or the table itself for a header line.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let target = line_of(text, pos);
+    let mut table: Option<String> = None;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(h) = table_header(l) {
+            table = Some(h.to_string());
+            if i + 1 == target {
+                return table;
+            }
+            continue;
+        }
+        if i + 1 == target {
+            let key = line_key(l)?;
+            return Some(match &table {
+                Some(t) => format!("{t}.{key}"),
+                None => key.to_string(),
+            });
+        }
+    }
+    None
+}
+
+/// The 1-based line on which top-level `key` is set (`key = ...`, `key.x = ...` or a
+/// `[key]` table header).
+pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let mut in_root = true;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(h) = table_header(l) {
+            if h == key {
+                return Some(i + 1);
+            }
+            in_root = false;
+            continue;
+        }
+        if in_root
+            && line_key(l).map(|k| k == key || k.starts_with(&format!("{key}."))) == Some(true)
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// `users` for a line `[users]` (or `[[users]]`).
+fn table_header(l: &str) -> Option<&str> {
+    let inner = l.strip_prefix('[')?;
+    let end = inner.find(']')?;
+    Some(inner[..end].trim_matches(|c| c == '[' || c == ' '))
+}
+
+/// The (unquoted) key of a `key = value` line.
+fn line_key(l: &str) -> Option<&str> {
+    if l.starts_with('#') {
+        return None;
+    }
+    let (k, _) = l.split_once('=')?;
+    let k = k.trim().trim_matches('"').trim_matches('\'');
+    (!k.is_empty()).then_some(k)
+}
+
+/// RFC 8489 §14.9: fewer than 128 characters; we also refuse control characters and
+/// quotes, which would break the WWW-Authenticate-like attribute in logs and URLs.
+fn check_realm(realm: &str) -> Result<(), String> {
+    if realm.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if realm.chars().count() >= 128 {
+        return Err("must be shorter than 128 characters (RFC 8489 §14.9)".into());
+    }
+    if realm.chars().any(|c| c.is_control() || c == '"') {
+        return Err("must not contain control characters or quotes".into());
+    }
+    Ok(())
+}
+
+fn check_secrets(s: &Secrets) -> Result<(), String> {
+    if s.0.iter().any(|x| x.0.is_empty()) {
+        return Err("a secret must not be empty".into());
+    }
+    Ok(())
+}
+
+fn check_users(users: &BTreeMap<String, Secret>) -> Result<(), String> {
+    for (name, pass) in users {
+        if name.is_empty() || name.len() > 512 || name.chars().any(char::is_control) {
+            return Err(format!(
+                "user name `{name}` is empty, too long or has control characters"
+            ));
+        }
+        if pass.0.is_empty() {
+            return Err(format!("user `{name}` has an empty password"));
+        }
+    }
+    Ok(())
+}
+
+fn check_cidrs(list: &[String]) -> Result<(), String> {
+    for s in list {
+        s.parse::<IpNet>()
+            .map_err(|e| format!("`{s}` is not an address or CIDR range: {}", e.0))?;
+    }
+    Ok(())
+}
+
+fn check_buffer(n: usize) -> Result<(), String> {
+    if n != 0 && !(4096..=(1 << 30)).contains(&n) {
+        return Err("must be 0 (OS default) or 4096..=1073741824 bytes".into());
+    }
+    Ok(())
+}
+
+fn check_host_name(n: &str) -> Result<(), String> {
+    let ok = !n.is_empty()
+        && n.len() <= 253
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        || n.parse::<IpAddr>().is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{n}` is not a host name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl FileConfig {
+        fn with_loopback(self, allow_loopback_peers: bool) -> Self {
+            FileConfig {
+                allow_loopback_peers,
+                ..self
+            }
+        }
+    }
+
+    const FULL: &str = r#"
+realm = "turnpike.example"
+listen_address = "0.0.0.0"
+ipv4_address = "192.0.2.10"
+ipv6 = true
+ipv6_address = "2001:db8::10"
+ipv6_listen_address = "::"
+turn_udp_port = 3479
+turn_tcp = true
+turn_tcp_listen_port = 3480
+turn_tcp_port = 443
+proxy_protocol = true
+proxy_protocol_trusted = ["127.0.0.1/32"]
+relay_port_min = 36001
+relay_port_max = 37000
+relay_port_quarantine_ms = 4000
+static_auth_secret = ["new", "old"]
+users = { alice = "change-me", bob = "pw" }
+allow_loopback_peers = true
+allowed_peer_ip = ["10.0.0.5"]
+denied_peer_ip = ["203.0.113.0/24"]
+user_quota = 5
+total_quota = 100
+max_allocation_lifetime_s = 1200
+socket_receive_buffer_size = 2097152
+socket_send_buffer_size = 0
+event_log = "turnpike.jsonl"
+turn_tls = true
+turn_tls_fqdn = "turn.example.com"
+turn_tls_port = 5349
+turn_fqdn = "relay.example.com"
+"#;
+
+    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse("t.toml", text)
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.realm, "turnpike.example");
+        assert_eq!(c.listen_address, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(c.ipv4_address, Some(Ipv4Addr::new(192, 0, 2, 10)));
+        assert!(c.ipv6);
+        assert_eq!(c.ipv6_address, Some("2001:db8::10".parse().unwrap()));
+        assert_eq!(c.ipv6_listen_address, Ipv6Addr::UNSPECIFIED);
+        assert_eq!(
+            (c.turn_udp_port, c.turn_tcp_listen_port, c.turn_tcp_port),
+            (3479, 3480, Some(443))
+        );
+        assert!(c.turn_tcp && c.proxy_protocol && c.allow_loopback_peers && c.turn_tls);
+        assert_eq!(c.proxy_protocol_trusted, vec!["127.0.0.1/32"]);
+        assert_eq!(
+            (
+                c.relay_port_min,
+                c.relay_port_max,
+                c.relay_port_quarantine_ms
+            ),
+            (36001, 37000, 4000)
+        );
+        let secrets: Vec<&str> = c
+            .static_auth_secret
+            .0
+            .iter()
+            .map(|s| s.0.as_str())
+            .collect();
+        assert_eq!(secrets, ["new", "old"]);
+        assert_eq!(
+            c.users.get("alice").map(|s| s.0.as_str()),
+            Some("change-me")
+        );
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(c.allowed_peer_ip, vec!["10.0.0.5"]);
+        assert_eq!(c.denied_peer_ip, vec!["203.0.113.0/24"]);
+        assert_eq!(
+            (c.user_quota, c.total_quota, c.max_allocation_lifetime_s),
+            (5, 100, 1200)
+        );
+        assert_eq!(
+            (c.socket_receive_buffer_size, c.socket_send_buffer_size),
+            (2 << 20, 0)
+        );
+        assert_eq!(c.event_log, Some(PathBuf::from("turnpike.jsonl")));
+        assert_eq!(c.turn_tls_fqdn.as_deref(), Some("turn.example.com"));
+        assert_eq!(c.turn_tls_port, 5349);
+        assert_eq!(c.turn_fqdn.as_deref(), Some("relay.example.com"));
+        assert_eq!(c.url_tcp_port(), 443);
+    }
+
+    #[test]
+    fn secret_may_be_one_string_and_users_a_table() {
+        let c = parse("static_auth_secret = \"s3\"\n[users]\nalice = \"pw\"\n").unwrap();
+        assert_eq!(c.static_auth_secret, Secrets(vec![Secret("s3".into())]));
+        assert_eq!(c.users.len(), 1);
+        assert_eq!(c.url_tcp_port(), 3478);
+        assert_eq!(c.advertised_v4(), Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = parse("static_auth_secret = \"s\"\n\nrelay_port_mim = 5\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("relay_port_mim"));
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("t.toml:3: key `relay_port_mim`: unknown key"),
+            "{shown}"
+        );
+        assert!(shown.contains("relay_port_min"), "{shown}");
+    }
+
+    #[test]
+    fn bad_type_names_key_and_line() {
+        let e = parse("static_auth_secret = \"s\"\nrealm = \"r\"\nturn_udp_port = \"x\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("turn_udp_port")),
+            "{e}"
+        );
+        let e = parse("static_auth_secret = \"s\"\nturn_udp_port = 70000\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("turn_udp_port")),
+            "{e}"
+        );
+        assert!(e.message.ends_with("expected an integer 0..=65535"), "{e}");
+        let e = parse("static_auth_secret = \"s\"\nlisten_address = \"1.2.3\"\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("listen_address")),
+            "{e}"
+        );
+        let e = parse("static_auth_secret = 5\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(1), Some("static_auth_secret")),
+            "{e}"
+        );
+        assert!(e.message.contains("a string or a list of strings"), "{e}");
+        let e = parse("static_auth_secret = \"s\"\n[users]\nalice = 3\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("users.alice")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = parse("realm = \"a\"\nrelay_port_min = = 3\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key_and_line() {
+        let e = parse("static_auth_secret = \"s\"\nrelay_port_max = 100\n relay_port_min = 200\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:3: key `relay_port_min`: 200 is above `relay_port_max` (100)"
+        );
+        let e = parse("static_auth_secret = \"s\"\nuser_quota = 0\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("user_quota")));
+        let e = parse("static_auth_secret = \"s\"\ntotal_quota = 0\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("total_quota")));
+        let e = parse("static_auth_secret = \"s\"\nlisten_address = \"0.0.0.0\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ipv4_address"));
+        assert_eq!(e.line, None);
+        let e = parse("realm = \"r\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("static_auth_secret"));
+        let e = parse("static_auth_secret = \"s\"\n[users]\nalice = \"\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("users")));
+        let e = parse("static_auth_secret = \"s\"\nturn_tls = true\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("turn_tls_fqdn"));
+        let e = parse("static_auth_secret = \"s\"\nsocket_send_buffer_size = 10\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("socket_send_buffer_size"))
+        );
+        let e = parse("static_auth_secret = \"s\"\nmax_allocation_lifetime_s = 5\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("max_allocation_lifetime_s"));
+        let e = parse("static_auth_secret = \"s\"\nrealm = \"\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("realm")));
+    }
+
+    #[test]
+    fn bad_cidr_names_key_and_line() {
+        // Needs the core's CIDR parser.
+        let e =
+            parse("static_auth_secret = \"s\"\ndenied_peer_ip = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("denied_peer_ip")),
+            "{e}"
+        );
+        let e = parse("static_auth_secret = \"s\"\nallowed_peer_ip = [\"nope\"]\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("allowed_peer_ip"));
+    }
+
+    #[test]
+    fn default_config_is_safe() {
+        let d = FileConfig::default();
+        assert_eq!(d.listen_address, Ipv4Addr::LOCALHOST);
+        assert!(!d.allow_loopback_peers && !d.ipv6 && !d.proxy_protocol);
+        assert_eq!((d.turn_udp_port, d.turn_tcp_listen_port), (3478, 3478));
+        assert_eq!((d.relay_port_min, d.relay_port_max), (49152, 65535));
+        assert_eq!(d.socket_receive_buffer_size, 1 << 20);
+        // A file with no credentials at all is refused.
+        assert!(d.check().is_err());
+        let b = FileConfig::builtin_default("secret".into());
+        assert_eq!(b.realm, "turnpike");
+        assert!(b.allow_loopback_peers);
+        assert_eq!(b.static_auth_secret.0.len(), 1);
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let b = FileConfig::builtin_default("hunter2".into());
+        assert!(!format!("{b:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn example_file_documents_every_key() {
+        let text = include_str!("../turnpike.example.toml");
+        for k in KEYS {
+            assert!(
+                text.contains(&format!("\n{k} =")) || text.contains(&format!("# {k} =")),
+                "{k} not in the example"
+            );
+            // And every suggested key is a real one.
+            if let Err(e) = parse(&format!("{k} = {{ x = 1 }}\n")) {
+                assert!(!e.message.starts_with("unknown key"), "{k}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn example_file_parses() {
+        // Needs the core's CIDR parser.
+        let text = format!(
+            "{}\nstatic_auth_secret = \"x\"\n",
+            include_str!("../turnpike.example.toml")
+        );
+        assert_eq!(
+            parse(&text).unwrap(),
+            FileConfig::builtin_default("x".into()).with_loopback(false)
+        );
+    }
+
+    #[test]
+    fn key_lines_are_found() {
+        let t = "# relay_port_min = 1\nrealm = \"x\"\n\"relay_port_min\" = 3\n[users]\nrelay_port_min = 4\n";
+        assert_eq!(find_key_line(t, "relay_port_min"), Some(3));
+        assert_eq!(find_key_line(t, "users"), Some(4));
+        assert_eq!(find_key_line(t, "total_quota"), None);
+        assert_eq!(line_of("a\nb\nc", 4), 3);
+        assert_eq!(edit_distance("relay_port_mim", "relay_port_min"), 1);
+    }
+}

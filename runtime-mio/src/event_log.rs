@@ -1,0 +1,145 @@
+//! The JSON-lines event log (`event_log = "path"`): one object per line, appended, flushed
+//! about once a second and at exit. What goes in it is decided by [`crate::report`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// An append-only JSON-lines file.
+#[derive(Debug)]
+pub struct EventLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+    dirty: bool,
+    failed: bool,
+}
+
+impl EventLog {
+    /// Opens (creating if needed) the file at `path` for appending.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(EventLog {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            dirty: false,
+            failed: false,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record (a JSON object on one line). A write error is logged once, then
+    /// records are dropped until a write works again: the relay keeps relaying.
+    pub fn write(&mut self, record: &serde_json::Value) {
+        let res = serde_json::to_writer(&mut self.out, record)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        self.note(res);
+        self.dirty = true;
+    }
+
+    /// Pushes buffered records to the file.
+    pub fn flush(&mut self) {
+        if self.dirty {
+            let res = self.out.flush();
+            self.note(res);
+            self.dirty = false;
+        }
+    }
+
+    fn note(&mut self, res: io::Result<()>) {
+        match res {
+            Err(e) if !self.failed => {
+                log::warn!(
+                    "event log {}: {e}; records are dropped until writes work again",
+                    self.path.display()
+                );
+                self.failed = true;
+            }
+            Ok(()) if self.failed => {
+                log::info!("event log {}: writes work again", self.path.display());
+                self.failed = false;
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// `unix_ms` as an RFC 3339 UTC time with milliseconds, e.g. `2024-05-01T12:00:00.250Z`.
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (y, m, d) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+/// The proleptic Gregorian date of day `days` since 1970-01-01, by 400-year eras.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01 so that leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1st
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn appends_json_lines() {
+        let path =
+            std::env::temp_dir().join(format!("turnpike-evlog-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        {
+            let mut log = EventLog::open(&path).unwrap();
+            log.write(&serde_json::json!({"event": "a", "n": 1}));
+            log.write(&serde_json::json!({"event": "b"}));
+            log.flush();
+        }
+        let mut log = EventLog::open(&path).unwrap();
+        log.write(&serde_json::json!({"event": "c"}));
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let events: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(events, ["a", "b", "c"]);
+    }
+}

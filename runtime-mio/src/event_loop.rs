@@ -1,0 +1,812 @@
+//! The event loop: one `mio::Poll` owning one core [`Server`] and every socket.
+//!
+//! The contract with the core (DESIGN.md): after every input, drain `poll_output()` and
+//! act on each output; then arm the poll timeout from `poll_timeout()`. Relayed packets
+//! take the fast path: they are received into one reusable buffer with
+//! [`HEADROOM`] bytes in front and [`TAILROOM`] behind, the core wraps or unwraps them in
+//! place, and the [`Forward`] it returns names the slice to send. Nothing is allocated per
+//! relayed packet.
+//!
+//! Sockets are edge-triggered, so reads are drained until `WouldBlock`; to stay fair under
+//! a flood, one socket gets at most [`READ_BUDGET`] reads per turn and is then put back in
+//! a queue served before the next poll.
+
+use crate::clock::{wait_until, Clock};
+use crate::event_log::EventLog;
+use crate::report::Reporter;
+use crate::settings::{ListenerSpec, Settings, SocketBuffers};
+use crate::sockets;
+use crate::tcp::Conn;
+use crate::token::Source;
+use crate::write_buf::WriteError;
+use core::time::Duration;
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Events, Interest, Poll};
+use serde_json::json;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use turnpike_core::event::Output;
+use turnpike_core::{ConnId, Forward, Instant, RelayId, Server, Transport, HEADROOM, TAILROOM};
+
+/// Reads from one socket per turn before the others get theirs.
+pub const READ_BUDGET: usize = 256;
+/// Largest UDP payload, and the receive area of the packet buffer.
+pub const MAX_DATAGRAM: usize = 65_535;
+/// Size of the stream read buffer.
+pub const STREAM_READ: usize = 64 * 1024;
+/// How long a stream the core closed may take to flush what it was last told to write.
+pub const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// Period of housekeeping: wall clock, event-log flush, stale streams.
+pub const TICK: Duration = Duration::from_secs(1);
+
+// The packet buffer holds the largest UDP payload (65,507 bytes over IPv4).
+const _: () = assert!(MAX_DATAGRAM >= 65_507);
+
+/// Why the relay could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A socket could not be opened (address, port, permission...).
+    Io(String, io::Error),
+    /// The core refused the configuration.
+    Config(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Io(what, e) => write!(f, "{what}: {e}"),
+            StartError::Config(m) => write!(f, "configuration refused: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Counters of the runtime itself (the core counts the protocol).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RuntimeStats {
+    /// Streams closed because they did not read what we wrote (bounded write buffer full).
+    pub slow_readers_closed: u64,
+    /// Datagrams the kernel would not take (buffer full): dropped.
+    pub send_would_block: u64,
+    /// Datagrams that failed to send for another reason.
+    pub send_errors: u64,
+    /// Streams accepted.
+    pub streams_accepted: u64,
+    /// Relay sockets that failed to bind.
+    pub relay_bind_failures: u64,
+}
+
+/// The relay: sockets, the core, and the loop that joins them.
+pub struct Runtime {
+    poll: Poll,
+    server: Server,
+    clock: Clock,
+    listeners: Vec<Listener>,
+    relays: HashMap<RelayId, UdpSocket>,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: u64,
+    /// Datagram buffer: HEADROOM, then up to MAX_DATAGRAM bytes, then TAILROOM.
+    buf: Vec<u8>,
+    stream_buf: Vec<u8>,
+    reporter: Reporter,
+    buffers: SocketBuffers,
+    stats: RuntimeStats,
+    signals: Signals,
+    again: VecDeque<Source>,
+    stop: Option<i32>,
+    accept_blocked: bool,
+    last_send_error: Option<io::ErrorKind>,
+    reported_send_errors: u64,
+}
+
+struct Listener {
+    spec: ListenerSpec,
+    socket: ListenerSocket,
+}
+
+enum ListenerSocket {
+    Udp(UdpSocket),
+    Tcp(TcpListener),
+    /// Closed at shutdown.
+    Closed,
+}
+
+impl Runtime {
+    /// Opens the listeners, the event log and the signal pipe, and creates the core with
+    /// `seed` (all of its randomness).
+    pub fn new(settings: Settings, seed: [u8; 32]) -> Result<Self, StartError> {
+        let poll = Poll::new().map_err(|e| StartError::Io("cannot create the poll".into(), e))?;
+        let mut listeners = Vec::new();
+        for spec in &settings.listeners {
+            let what = || format!("cannot listen on {} {}", spec.transport.as_str(), spec.addr);
+            let token = Source::Listener(spec.id.0).token();
+            let socket = match spec.transport {
+                Transport::Udp => {
+                    let mut s = sockets::udp_listener(spec.addr, settings.buffers)
+                        .map_err(|e| StartError::Io(what(), e))?;
+                    poll.registry()
+                        .register(&mut s, token, Interest::READABLE)
+                        .map_err(|e| StartError::Io(what(), e))?;
+                    ListenerSocket::Udp(s)
+                }
+                Transport::Tcp => {
+                    let mut s = sockets::tcp_listener(spec.addr, settings.buffers)
+                        .map_err(|e| StartError::Io(what(), e))?;
+                    poll.registry()
+                        .register(&mut s, token, Interest::READABLE)
+                        .map_err(|e| StartError::Io(what(), e))?;
+                    ListenerSocket::Tcp(s)
+                }
+            };
+            check_buffers(&socket, spec, settings.buffers);
+            listeners.push(Listener {
+                spec: *spec,
+                socket,
+            });
+        }
+        let mut signals = Signals::new([SIGTERM, SIGINT])
+            .map_err(|e| StartError::Io("cannot catch signals".into(), e))?;
+        poll.registry()
+            .register(&mut signals, Source::Signals.token(), Interest::READABLE)
+            .map_err(|e| StartError::Io("cannot catch signals".into(), e))?;
+        let event_log = match &settings.event_log {
+            Some(p) => Some(EventLog::open(p).map_err(|e| {
+                StartError::Io(format!("cannot open event log {}", p.display()), e)
+            })?),
+            None => None,
+        };
+        let clock = Clock::new();
+        let now = clock.now();
+        let mut server =
+            Server::new(settings.core, seed, now).map_err(|e| StartError::Config(e.0))?;
+        server.set_wall_clock(now, Clock::unix_ms());
+        let mut reporter = Reporter::new(event_log);
+        reporter.record(Clock::unix_ms(), "start", json!({"version": env!("CARGO_PKG_VERSION"), "seed": hex(&seed), "urls": settings.urls}));
+        Ok(Runtime {
+            poll,
+            server,
+            clock,
+            listeners,
+            relays: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 0,
+            buf: vec![0; HEADROOM + MAX_DATAGRAM + TAILROOM],
+            stream_buf: vec![0; STREAM_READ],
+            reporter,
+            buffers: settings.buffers,
+            stats: RuntimeStats::default(),
+            signals,
+            again: VecDeque::new(),
+            stop: None,
+            accept_blocked: false,
+            last_send_error: None,
+            reported_send_errors: 0,
+        })
+    }
+
+    /// The bound address of each listener (useful when a port was 0).
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|l| {
+                let a = match &l.socket {
+                    ListenerSocket::Udp(s) => s.local_addr().ok(),
+                    ListenerSocket::Tcp(s) => s.local_addr().ok(),
+                    ListenerSocket::Closed => None,
+                }?;
+                Some((l.spec.transport, a))
+            })
+            .collect()
+    }
+
+    /// The runtime's own counters.
+    pub fn stats(&self) -> RuntimeStats {
+        self.stats
+    }
+
+    /// Runs until SIGTERM or SIGINT, then stops accepting, records what is still open and
+    /// returns. Errors only if polling itself fails.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = self.clock.now() + TICK;
+        loop {
+            let now = self.clock.now();
+            let timeout = if self.again.is_empty() {
+                let deadline = self
+                    .server
+                    .poll_timeout()
+                    .map_or(next_tick, |t| t.min(next_tick));
+                wait_until(now, deadline)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                let Some(src) = Source::from_token(ev.token()) else {
+                    continue;
+                };
+                if let Source::Conn(c) = src {
+                    if ev.is_writable() {
+                        self.flush_conn(c);
+                    }
+                    if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                        continue;
+                    }
+                }
+                self.ready(src);
+            }
+            for src in std::mem::take(&mut self.again) {
+                self.ready(src);
+            }
+            if let Some(sig) = self.stop {
+                self.shutdown(sig);
+                return Ok(());
+            }
+            let now = self.clock.now();
+            if self.server.poll_timeout().is_some_and(|t| t <= now) {
+                self.server.handle_timeout(now);
+                self.drain(now);
+            }
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    /// A source is readable (or, for a listener, has connections waiting).
+    fn ready(&mut self, src: Source) {
+        let more = match src {
+            Source::Signals => {
+                for sig in self.signals.pending() {
+                    self.stop = Some(sig);
+                }
+                false
+            }
+            Source::Listener(n) => match self.listeners.get(n as usize).map(|l| &l.socket) {
+                Some(ListenerSocket::Udp(_)) => self.read_listener(n as usize),
+                Some(ListenerSocket::Tcp(_)) => self.accept(n as usize),
+                _ => false,
+            },
+            Source::Relay(r) => self.read_relay(r),
+            Source::Conn(c) => self.read_conn(c),
+        };
+        if more && !self.again.contains(&src) {
+            self.again.push_back(src);
+        }
+    }
+
+    /// Reads datagrams of UDP listener `n`. True if its budget ran out first.
+    fn read_listener(&mut self, n: usize) -> bool {
+        for _ in 0..READ_BUDGET {
+            let Some(Listener {
+                spec,
+                socket: ListenerSocket::Udp(sock),
+            }) = self.listeners.get(n)
+            else {
+                return false;
+            };
+            let id = spec.id;
+            let area = HEADROOM..HEADROOM + MAX_DATAGRAM;
+            let Some(rx) = self.buf.get_mut(area) else {
+                return false;
+            };
+            match sock.recv_from(rx) {
+                Ok((len, from)) => {
+                    let now = self.clock.now();
+                    let fwd = self.server.handle_datagram(
+                        now,
+                        id,
+                        from,
+                        &mut self.buf,
+                        HEADROOM..HEADROOM + len,
+                    );
+                    if let Some(f) = fwd {
+                        self.forward(now, f);
+                    }
+                    self.drain(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Not worth a spin: wait for the next readiness event.
+                    log::debug!("udp listener {}: receive failed: {e}", id.0);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Reads datagrams from peers on relay socket `r`. True if its budget ran out first.
+    fn read_relay(&mut self, r: RelayId) -> bool {
+        for _ in 0..READ_BUDGET {
+            let Some(sock) = self.relays.get(&r) else {
+                return false;
+            };
+            let Some(rx) = self.buf.get_mut(HEADROOM..HEADROOM + MAX_DATAGRAM) else {
+                return false;
+            };
+            match sock.recv_from(rx) {
+                Ok((len, from)) => {
+                    let now = self.clock.now();
+                    let fwd = self.server.handle_relay_datagram(
+                        now,
+                        r,
+                        from,
+                        &mut self.buf,
+                        HEADROOM..HEADROOM + len,
+                    );
+                    if let Some(f) = fwd {
+                        self.forward(now, f);
+                    }
+                    self.drain(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Not worth a spin: wait for the next readiness event.
+                    log::debug!("relay {}: receive failed: {e}", r.0);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Accepts connections on TCP listener `n`. True if its budget ran out first.
+    fn accept(&mut self, n: usize) -> bool {
+        for _ in 0..READ_BUDGET {
+            let Some(Listener {
+                spec,
+                socket: ListenerSocket::Tcp(l),
+            }) = self.listeners.get(n)
+            else {
+                return false;
+            };
+            let spec = *spec;
+            match l.accept() {
+                Ok((mut stream, remote)) => {
+                    self.stats.streams_accepted += 1;
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(spec.addr);
+                    let conn = ConnId(self.next_conn);
+                    self.next_conn += 1;
+                    let token = Source::Conn(conn).token();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::warn!("cannot register a connection from {remote}: {e}");
+                        continue;
+                    }
+                    self.conns.insert(conn, Conn::new(stream, spec.id, remote));
+                    let now = self.clock.now();
+                    self.server
+                        .handle_stream_open(now, conn, spec.id, local, remote);
+                    self.drain(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Typically EMFILE: the connection stays queued; retry on the next tick
+                    // rather than spin.
+                    self.accept_blocked = true;
+                    let msg = format!("tcp listener {}: accept failed: {e}", spec.addr);
+                    self.reporter.relay_warning(
+                        Clock::unix_ms(),
+                        "accept_failed",
+                        &msg,
+                        json!({"error": e.to_string()}),
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Reads from stream `c` into the core. True if its budget ran out first.
+    fn read_conn(&mut self, c: ConnId) -> bool {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(&c) else {
+                return false;
+            };
+            match conn.stream.read(&mut self.stream_buf) {
+                Ok(0) => {
+                    self.drop_conn(c, "closed by the client");
+                    return false;
+                }
+                Ok(n) => {
+                    if conn.closing.is_some() {
+                        // The core is done with it; discard what still arrives.
+                        continue;
+                    }
+                    let now = self.clock.now();
+                    let data = self.stream_buf.get(..n).unwrap_or_default();
+                    let relays = &self.relays;
+                    let stats = &mut self.stats;
+                    let last_error = &mut self.last_send_error;
+                    self.server
+                        .handle_stream_data(now, c, data, &mut |relay, peer, payload| {
+                            if let Some(sock) = relays.get(&relay) {
+                                send_datagram(sock, payload, peer, stats, last_error);
+                            }
+                        });
+                    self.drain(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.drop_conn(c, &format!("read failed: {e}"));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Stream `c` is writable again: send what waits; finish a close the core asked for.
+    fn flush_conn(&mut self, c: ConnId) {
+        let Some(conn) = self.conns.get_mut(&c) else {
+            return;
+        };
+        if let Err(e) = conn.out.flush(&mut conn.stream) {
+            self.drop_conn(c, &format!("write failed: {e}"));
+            return;
+        }
+        if conn.closing.is_some() && conn.out.is_empty() {
+            self.drop_conn(c, "closed by the relay");
+        }
+    }
+
+    /// Sends a relayed packet where the core says: a slice of `self.buf`.
+    fn forward(&mut self, now: Instant, f: Forward) {
+        match f {
+            Forward::ToPeer { relay, peer, range } => {
+                let (Some(sock), Some(data)) = (self.relays.get(&relay), self.buf.get(range))
+                else {
+                    return;
+                };
+                send_datagram(sock, data, peer, &mut self.stats, &mut self.last_send_error);
+            }
+            Forward::ToClient {
+                listener,
+                client,
+                range,
+            } => {
+                let Some(data) = self.buf.get(range) else {
+                    return;
+                };
+                if let Some(Listener {
+                    socket: ListenerSocket::Udp(sock),
+                    ..
+                }) = self.listeners.get(listener.0 as usize)
+                {
+                    send_datagram(
+                        sock,
+                        data,
+                        client,
+                        &mut self.stats,
+                        &mut self.last_send_error,
+                    );
+                }
+            }
+            Forward::ToStream { conn, range } => {
+                let Some(data) = self.buf.get(range) else {
+                    return;
+                };
+                if let Some(problem) = write_conn(&mut self.conns, conn, data) {
+                    self.stream_write_failed(now, conn, problem);
+                }
+            }
+        }
+    }
+
+    /// Drains the core's outputs and acts on each.
+    fn drain(&mut self, now: Instant) {
+        while let Some(out) = self.server.poll_output() {
+            match out {
+                Output::Transmit { listener, to, data } => {
+                    if let Some(Listener {
+                        socket: ListenerSocket::Udp(sock),
+                        ..
+                    }) = self.listeners.get(listener.0 as usize)
+                    {
+                        send_datagram(sock, &data, to, &mut self.stats, &mut self.last_send_error);
+                    }
+                }
+                Output::StreamWrite { conn, data } => {
+                    if let Some(problem) = write_conn(&mut self.conns, conn, &data) {
+                        self.stream_write_failed(now, conn, problem);
+                    }
+                }
+                Output::CloseStream { conn, reason } => {
+                    log::debug!("stream {} closed by the core: {}", conn.0, reason.as_str());
+                    let Some(c) = self.conns.get_mut(&conn) else {
+                        continue;
+                    };
+                    if c.out.is_empty() {
+                        self.close_conn(conn);
+                    } else {
+                        c.closing = Some(now + CLOSE_FLUSH);
+                    }
+                }
+                Output::BindRelay { relay, addr } => self.bind_relay(now, relay, addr),
+                Output::CloseRelay { relay } => {
+                    if let Some(mut sock) = self.relays.remove(&relay) {
+                        let _ = self.poll.registry().deregister(&mut sock);
+                    }
+                }
+                Output::Event(ev) => self.reporter.event(Clock::unix_ms(), &ev),
+            }
+        }
+    }
+
+    /// Opens relay socket `relay` on `addr` and tells the core how it went.
+    fn bind_relay(&mut self, now: Instant, relay: RelayId, addr: SocketAddr) {
+        let result = match sockets::relay_socket(addr, self.buffers) {
+            Ok(mut sock) => match self.poll.registry().register(
+                &mut sock,
+                Source::Relay(relay).token(),
+                Interest::READABLE,
+            ) {
+                Ok(()) => {
+                    self.relays.insert(relay, sock);
+                    Ok(())
+                }
+                Err(e) => Err((turnpike_core::server::BindError::Other, e)),
+            },
+            Err(err) => Err(err),
+        };
+        let result = result.map_err(|(kind, e)| {
+            self.stats.relay_bind_failures += 1;
+            if kind != turnpike_core::server::BindError::AddrInUse {
+                let msg = format!("cannot bind relay socket {addr}: {e}");
+                self.reporter.relay_warning(
+                    Clock::unix_ms(),
+                    "relay_bind_failed",
+                    &msg,
+                    json!({"addr": addr.to_string(), "error": e.to_string()}),
+                );
+            } else {
+                log::debug!("relay port {addr} in use by someone else");
+            }
+            kind
+        });
+        self.server.handle_relay_bound(now, relay, result);
+    }
+
+    /// A write to stream `conn` failed: close it and tell the core.
+    fn stream_write_failed(&mut self, now: Instant, conn: ConnId, problem: WriteError) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let remote = c.remote;
+        match problem {
+            WriteError::Overflow => {
+                self.stats.slow_readers_closed += 1;
+                let msg = format!(
+                    "stream {} from {remote} closed: it does not read what it is sent ({} slow readers closed so far)",
+                    conn.0, self.stats.slow_readers_closed
+                );
+                let rec = json!({"conn": conn.0, "remote": remote.to_string(), "total": self.stats.slow_readers_closed});
+                self.reporter.remote(
+                    Clock::unix_ms(),
+                    remote.ip(),
+                    "slow_reader",
+                    log::Level::Warn,
+                    &msg,
+                    rec,
+                );
+                self.drop_conn_at(now, conn, None);
+            }
+            WriteError::Io(e) => self.drop_conn_at(now, conn, Some(&format!("write failed: {e}"))),
+        }
+    }
+
+    /// Closes stream `c` now, telling the core unless it already forgot it.
+    fn drop_conn(&mut self, c: ConnId, why: &str) {
+        let now = self.clock.now();
+        self.drop_conn_at(now, c, Some(why));
+        self.drain(now);
+    }
+
+    fn drop_conn_at(&mut self, now: Instant, c: ConnId, why: Option<&str>) {
+        let Some(conn) = self.conns.get(&c) else {
+            return;
+        };
+        let core_knows = conn.closing.is_none();
+        if let Some(why) = why {
+            log::debug!("stream {} from {}: {why}", c.0, conn.remote);
+        }
+        self.close_conn(c);
+        if core_knows {
+            self.server.handle_stream_closed(now, c);
+        }
+    }
+
+    /// Forgets stream `c` and closes its socket.
+    fn close_conn(&mut self, c: ConnId) {
+        if let Some(mut conn) = self.conns.remove(&c) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Once a second: the wall clock, the event log, streams slow to close, retries.
+    fn tick(&mut self, now: Instant) {
+        self.server.set_wall_clock(now, Clock::unix_ms());
+        let stale: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for c in stale {
+            self.close_conn(c);
+        }
+        let failed = self.stats.send_errors + self.stats.send_would_block;
+        if failed > self.reported_send_errors {
+            let msg = format!(
+                "{} datagrams could not be sent so far ({} with full buffers; last error: {:?})",
+                failed, self.stats.send_would_block, self.last_send_error
+            );
+            let rec = json!({"send_errors": self.stats.send_errors, "send_would_block": self.stats.send_would_block});
+            self.reporter
+                .relay_warning(Clock::unix_ms(), "send_failed", &msg, rec);
+            self.reported_send_errors = failed;
+        }
+        if std::mem::take(&mut self.accept_blocked) {
+            for n in 0..self.listeners.len() {
+                if matches!(
+                    self.listeners.get(n).map(|l| &l.socket),
+                    Some(ListenerSocket::Tcp(_))
+                ) {
+                    self.ready(Source::Listener(n as u32));
+                }
+            }
+        }
+        self.reporter.flush();
+    }
+
+    /// Stops accepting, records what is still open, flushes.
+    fn shutdown(&mut self, sig: i32) {
+        let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+        for l in &mut self.listeners {
+            l.socket = ListenerSocket::Closed;
+        }
+        let now = self.clock.now();
+        let unix_ms = Clock::unix_ms();
+        let open = self.server.allocations(now);
+        log::info!(
+            "{name}: stopping with {} allocations and {} connections open; {} slow readers were closed",
+            open.len(),
+            self.conns.len(),
+            self.stats.slow_readers_closed
+        );
+        for a in &open {
+            let t = a.traffic;
+            let body = json!({
+                "id": a.id.0,
+                "client": a.client.addr.to_string(),
+                "transport": a.client.transport.as_str(),
+                "username": a.username,
+                "relayed": a.relayed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "reason": "shutdown",
+                "age_ms": a.age_ms,
+                "to_peer_packets": t.to_peer_packets,
+                "to_peer_bytes": t.to_peer_bytes,
+                "from_peer_packets": t.from_peer_packets,
+                "from_peer_bytes": t.from_peer_bytes,
+                "dropped_packets": t.dropped_packets,
+            });
+            self.reporter.record(unix_ms, "allocation_deleted", body);
+        }
+        // One last try to deliver what waits, without waiting.
+        for conn in self.conns.values_mut() {
+            let _ = conn.out.flush(&mut conn.stream);
+        }
+        self.reporter.record(
+            unix_ms,
+            "stop",
+            json!({"signal": name, "allocations": open.len(), "connections": self.conns.len()}),
+        );
+        self.reporter.flush();
+    }
+}
+
+/// Writes `data` to stream `conn`; on failure, returns what went wrong (the caller closes
+/// the stream).
+fn write_conn(conns: &mut HashMap<ConnId, Conn>, conn: ConnId, data: &[u8]) -> Option<WriteError> {
+    let c = conns.get_mut(&conn)?;
+    c.out.write(&mut c.stream, data).err()
+}
+
+/// Sends one datagram; a full socket buffer or an error drops it, counted.
+fn send_datagram(
+    sock: &UdpSocket,
+    data: &[u8],
+    to: SocketAddr,
+    stats: &mut RuntimeStats,
+    last: &mut Option<io::ErrorKind>,
+) {
+    match sock.send_to(data, to) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.send_would_block += 1,
+        Err(e) => {
+            stats.send_errors += 1;
+            *last = Some(e.kind());
+        }
+    }
+}
+
+/// Warns when the kernel gave a listener smaller buffers than asked (net.core.rmem_max).
+fn check_buffers(socket: &ListenerSocket, spec: &ListenerSpec, want: SocketBuffers) {
+    let got = match socket {
+        ListenerSocket::Udp(s) => sockets::buffer_sizes(s),
+        ListenerSocket::Tcp(s) => sockets::buffer_sizes(s),
+        ListenerSocket::Closed => return,
+    };
+    // Linux reports twice the size granted.
+    if let Ok((r, w)) = got {
+        if r / 2 < want.receive || w / 2 < want.send {
+            log::warn!(
+                "{} {}: the kernel granted buffers of {} / {} bytes instead of {} / {}; raise net.core.rmem_max and net.core.wmem_max",
+                spec.transport.as_str(),
+                spec.addr,
+                r / 2,
+                w / 2,
+                want.receive,
+                want.send
+            );
+        }
+    }
+}
+
+/// Lower-case hex of `bytes` (the seed in logs).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits into a seed.
+pub fn parse_seed(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut seed = [0u8; 32];
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_round_trip_through_hex() {
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = (i * 7) as u8;
+        }
+        let h = hex(&seed);
+        assert_eq!(h.len(), 64);
+        assert_eq!(parse_seed(&h), Some(seed));
+        assert_eq!(parse_seed("00"), None);
+        assert_eq!(parse_seed(&"zz".repeat(32)), None);
+        assert_eq!(parse_seed(&"é".repeat(32)), None);
+    }
+}

@@ -1,0 +1,310 @@
+//! A checked [`FileConfig`] turned into what the runtime runs: the core's
+//! [`turnpike_core::Config`], the sockets to open, and the URLs to hand out.
+
+use crate::config::{ConfigError, FileConfig};
+use core::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use turnpike_core::auth::Credentials;
+use turnpike_core::cidr::IpNet;
+use turnpike_core::config::{ListenerConfig, RelayAddress};
+use turnpike_core::policy::PeerPolicy;
+use turnpike_core::{Config, ListenerId, Transport};
+
+/// One listening socket to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// The name the core knows it by.
+    pub id: ListenerId,
+    /// UDP socket or TCP listener.
+    pub transport: Transport,
+    /// Where to bind.
+    pub addr: SocketAddr,
+    /// TCP only: connections start with a PROXY header.
+    pub proxy_protocol: bool,
+}
+
+/// Kernel buffer sizes for every socket (0: leave the OS default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// SO_RCVBUF, bytes.
+    pub receive: usize,
+    /// SO_SNDBUF, bytes.
+    pub send: usize,
+}
+
+/// Everything the runtime needs to start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The core's configuration (credentials, listeners, relay addresses, policy...).
+    pub core: Config,
+    /// Listening sockets, in `ListenerId` order.
+    pub listeners: Vec<ListenerSpec>,
+    /// Buffer sizes of listeners and relay sockets.
+    pub buffers: SocketBuffers,
+    /// Where the JSON-lines event log goes, if anywhere.
+    pub event_log: Option<PathBuf>,
+    /// The TURN URLs a client is given (RFC 7065), in the order of the seed's rules.
+    pub urls: Vec<String>,
+    /// The first REST secret, which issues example credentials.
+    pub rest_secret: Option<String>,
+    /// Allocations in total (for the file-descriptor estimate).
+    pub total_quota: u32,
+}
+
+impl Settings {
+    /// Builds the settings from a checked file configuration. `file` names the source in
+    /// errors.
+    pub fn from_file(fc: &FileConfig, file: &str) -> Result<Self, ConfigError> {
+        let cidrs = |key: &'static str, list: &[String]| -> Result<Vec<IpNet>, ConfigError> {
+            list.iter()
+                .map(|s| {
+                    s.parse::<IpNet>().map_err(|e| ConfigError {
+                        file: file.to_string(),
+                        line: None,
+                        key: Some(key.to_string()),
+                        message: format!("`{s}`: {}", e.0),
+                    })
+                })
+                .collect()
+        };
+
+        let mut credentials = Credentials::new(&fc.realm);
+        for (user, pass) in &fc.users {
+            credentials.add_user(user, &pass.0);
+        }
+        for secret in &fc.static_auth_secret.0 {
+            credentials.add_rest_secret(secret.0.as_bytes());
+        }
+
+        let v4_bind = IpAddr::V4(fc.listen_address);
+        let v6_bind = IpAddr::V6(fc.ipv6_listen_address);
+        let listeners = listener_specs(fc);
+        let mut core = Config::new(credentials, v4_bind);
+        core.relay_v4 = Some(RelayAddress {
+            bind: v4_bind,
+            advertised: IpAddr::V4(fc.advertised_v4()),
+        });
+        if fc.ipv6 {
+            core.relay_v6 = Some(RelayAddress {
+                bind: v6_bind,
+                advertised: IpAddr::V6(fc.advertised_v6()),
+            });
+        }
+        core.listeners = listeners
+            .iter()
+            .map(|l| ListenerConfig {
+                id: l.id,
+                transport: l.transport,
+                local: l.addr,
+                proxy_protocol: l.proxy_protocol,
+            })
+            .collect();
+        core.relay_port_min = fc.relay_port_min;
+        core.relay_port_max = fc.relay_port_max;
+        core.relay_port_quarantine = Duration::from_millis(fc.relay_port_quarantine_ms);
+        core.proxy_protocol_trusted = cidrs("proxy_protocol_trusted", &fc.proxy_protocol_trusted)?;
+        core.peer_policy = PeerPolicy {
+            allow: cidrs("allowed_peer_ip", &fc.allowed_peer_ip)?,
+            deny: cidrs("denied_peer_ip", &fc.denied_peer_ip)?,
+            allow_loopback: fc.allow_loopback_peers,
+            own_addresses: own_addresses(fc),
+        };
+        core.user_quota = fc.user_quota;
+        core.total_quota = fc.total_quota;
+        core.max_lifetime = Duration::from_secs(fc.max_allocation_lifetime_s);
+        if core.default_lifetime > core.max_lifetime {
+            core.default_lifetime = core.max_lifetime;
+        }
+
+        Ok(Settings {
+            core,
+            listeners,
+            buffers: SocketBuffers {
+                receive: fc.socket_receive_buffer_size,
+                send: fc.socket_send_buffer_size,
+            },
+            event_log: fc.event_log.clone(),
+            urls: turn_urls(fc),
+            rest_secret: fc.static_auth_secret.0.first().map(|s| s.0.clone()),
+            total_quota: fc.total_quota,
+        })
+    }
+}
+
+/// The listeners of a configuration: UDP v4, TCP v4, then UDP v6, TCP v6 when enabled.
+pub fn listener_specs(fc: &FileConfig) -> Vec<ListenerSpec> {
+    let mut binds = vec![IpAddr::V4(fc.listen_address)];
+    if fc.ipv6 {
+        binds.push(IpAddr::V6(fc.ipv6_listen_address));
+    }
+    let mut out = Vec::new();
+    for ip in binds {
+        let mut push = |transport, port, proxy_protocol| {
+            let id = ListenerId(out.len() as u32);
+            out.push(ListenerSpec {
+                id,
+                transport,
+                addr: SocketAddr::new(ip, port),
+                proxy_protocol,
+            });
+        };
+        push(Transport::Udp, fc.turn_udp_port, false);
+        if fc.turn_tcp {
+            push(Transport::Tcp, fc.turn_tcp_listen_port, fc.proxy_protocol);
+        }
+    }
+    out
+}
+
+/// The relay's own addresses for the peer policy: advertised and bind addresses that are
+/// not wildcards. Loopback is left out: whether loopback peers are allowed is
+/// `allow_loopback_peers`'s call alone (tests relay between two clients on 127.0.0.1).
+pub fn own_addresses(fc: &FileConfig) -> Vec<IpAddr> {
+    let mut v = vec![
+        IpAddr::V4(fc.listen_address),
+        IpAddr::V4(fc.advertised_v4()),
+    ];
+    if fc.ipv6 {
+        v.push(IpAddr::V6(fc.ipv6_listen_address));
+        v.push(IpAddr::V6(fc.advertised_v6()));
+    }
+    v.retain(|ip| !ip.is_unspecified() && !ip.is_loopback());
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// TURN URLs (RFC 7065) for the advertised addresses: `turn:…?transport=udp` and
+/// `turn:…?transport=tcp` per address (IPv4, then IPv6 when enabled), then
+/// `turns:FQDN:PORT?transport=tcp` when TLS is on (`turn_tls_fqdn` wins over `turn_fqdn`).
+pub fn turn_urls(fc: &FileConfig) -> Vec<String> {
+    let mut hosts = vec![fc.advertised_v4().to_string()];
+    if fc.ipv6 {
+        hosts.push(format!("[{}]", fc.advertised_v6()));
+    }
+    let mut urls = Vec::new();
+    for h in &hosts {
+        urls.push(format!("turn:{h}:{}?transport=udp", fc.turn_udp_port));
+        if fc.turn_tcp {
+            urls.push(format!("turn:{h}:{}?transport=tcp", fc.url_tcp_port()));
+        }
+    }
+    if fc.turn_tls {
+        if let Some(name) = fc.turn_tls_fqdn.as_ref().or(fc.turn_fqdn.as_ref()) {
+            urls.push(format!("turns:{name}:{}?transport=tcp", fc.turn_tls_port));
+        }
+    }
+    urls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn dual() -> FileConfig {
+        FileConfig {
+            listen_address: Ipv4Addr::UNSPECIFIED,
+            ipv4_address: Some(Ipv4Addr::new(192, 0, 2, 10)),
+            ipv6: true,
+            ipv6_address: Some("2001:db8::10".parse().unwrap()),
+            turn_tcp_port: Some(443),
+            proxy_protocol: true,
+            turn_tls: true,
+            turn_fqdn: Some("relay.example.com".into()),
+            ..FileConfig::builtin_default("s".into())
+        }
+    }
+
+    #[test]
+    fn listeners_in_id_order() {
+        let l = listener_specs(&dual());
+        let got: Vec<(u32, Transport, String, bool)> = l
+            .iter()
+            .map(|s| (s.id.0, s.transport, s.addr.to_string(), s.proxy_protocol))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, Transport::Udp, "0.0.0.0:3478".into(), false),
+                (1, Transport::Tcp, "0.0.0.0:3478".into(), true),
+                (2, Transport::Udp, "[::]:3478".into(), false),
+                (3, Transport::Tcp, "[::]:3478".into(), true),
+            ]
+        );
+        let only_udp = FileConfig {
+            turn_tcp: false,
+            ..FileConfig::builtin_default("s".into())
+        };
+        assert_eq!(listener_specs(&only_udp).len(), 1);
+    }
+
+    #[test]
+    fn urls_follow_the_rules() {
+        assert_eq!(
+            turn_urls(&dual()),
+            vec![
+                "turn:192.0.2.10:3478?transport=udp",
+                "turn:192.0.2.10:443?transport=tcp",
+                "turn:[2001:db8::10]:3478?transport=udp",
+                "turn:[2001:db8::10]:443?transport=tcp",
+                "turns:relay.example.com:443?transport=tcp",
+            ]
+        );
+        let d = FileConfig::builtin_default("s".into());
+        assert_eq!(
+            turn_urls(&d),
+            vec![
+                "turn:127.0.0.1:3478?transport=udp",
+                "turn:127.0.0.1:3478?transport=tcp"
+            ]
+        );
+    }
+
+    #[test]
+    fn own_addresses_skip_wildcards_and_loopback() {
+        let ips = own_addresses(&dual());
+        assert_eq!(
+            ips,
+            vec![
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+                IpAddr::V6("2001:db8::10".parse::<Ipv6Addr>().unwrap())
+            ]
+        );
+        assert!(own_addresses(&FileConfig::builtin_default("s".into())).is_empty());
+    }
+
+    #[test]
+    fn core_config_from_file() {
+        // Needs the core's credential store and CIDR parser.
+        let fc = FileConfig {
+            relay_port_min: 40000,
+            relay_port_max: 40010,
+            max_allocation_lifetime_s: 300,
+            denied_peer_ip: vec!["10.0.0.0/8".into()],
+            ..dual()
+        };
+        let s = Settings::from_file(&fc, "t.toml").unwrap();
+        assert_eq!(s.core.listeners.len(), 4);
+        assert_eq!(
+            (s.core.relay_port_min, s.core.relay_port_max),
+            (40000, 40010)
+        );
+        assert_eq!(s.core.max_lifetime, Duration::from_secs(300));
+        assert_eq!(s.core.default_lifetime, Duration::from_secs(300));
+        assert_eq!(s.core.peer_policy.deny.len(), 1);
+        assert!(s.core.peer_policy.allow_loopback);
+        let v4 = s.core.relay_v4.unwrap();
+        assert_eq!(
+            (v4.bind, v4.advertised),
+            (
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))
+            )
+        );
+        assert!(s.core.relay_v6.is_some());
+        assert!(s.core.credentials.has_rest());
+        assert_eq!(s.rest_secret.as_deref(), Some("s"));
+    }
+}

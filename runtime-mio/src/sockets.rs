@@ -1,0 +1,141 @@
+//! Socket creation with socket2: listeners (SO_REUSEADDR, so a restart does not wait for
+//! TIME_WAIT) and relay sockets (no SO_REUSEADDR: a port in use must fail with
+//! EADDRINUSE so the core picks another). All non-blocking, IPV6_V6ONLY on IPv6 (the
+//! IPv4 and IPv6 listeners are separate sockets), buffer sizes from the configuration.
+
+use crate::settings::SocketBuffers;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use turnpike_core::server::BindError;
+
+/// Backlog of TCP listeners.
+pub const TCP_BACKLOG: i32 = 1024;
+
+/// A UDP listener bound to `addr`.
+pub fn udp_listener(addr: SocketAddr, buffers: SocketBuffers) -> io::Result<mio::net::UdpSocket> {
+    let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    s.set_reuse_address(true)?;
+    set_buffers(&s, buffers)?;
+    s.bind(&addr.into())?;
+    Ok(mio::net::UdpSocket::from_std(s.into()))
+}
+
+/// A TCP listener bound to `addr`.
+pub fn tcp_listener(addr: SocketAddr, buffers: SocketBuffers) -> io::Result<mio::net::TcpListener> {
+    let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.set_reuse_address(true)?;
+    // Accepted sockets inherit the buffer sizes; they must be set before listen().
+    set_buffers(&s, buffers)?;
+    s.bind(&addr.into())?;
+    s.listen(TCP_BACKLOG)?;
+    Ok(mio::net::TcpListener::from_std(s.into()))
+}
+
+/// A relay socket bound to `addr`, or why not (for `Server::handle_relay_bound`).
+pub fn relay_socket(
+    addr: SocketAddr,
+    buffers: SocketBuffers,
+) -> Result<mio::net::UdpSocket, (BindError, io::Error)> {
+    let other = |e: io::Error| (BindError::Other, e);
+    let s = new_socket(addr, Type::DGRAM, Protocol::UDP).map_err(other)?;
+    set_buffers(&s, buffers).map_err(other)?;
+    s.bind(&addr.into()).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => (BindError::AddrInUse, e),
+        _ => (BindError::Other, e),
+    })?;
+    Ok(mio::net::UdpSocket::from_std(s.into()))
+}
+
+/// The kernel's buffer sizes of a socket, as it reports them (Linux doubles the value
+/// asked for, and caps it at net.core.rmem_max / wmem_max).
+pub fn buffer_sizes(s: &impl std::os::fd::AsFd) -> io::Result<(usize, usize)> {
+    let s = socket2::SockRef::from(s);
+    Ok((s.recv_buffer_size()?, s.send_buffer_size()?))
+}
+
+fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn set_buffers(s: &Socket, b: SocketBuffers) -> io::Result<()> {
+    if b.receive > 0 {
+        s.set_recv_buffer_size(b.receive)?;
+    }
+    if b.send > 0 {
+        s.set_send_buffer_size(b.send)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: SocketBuffers = SocketBuffers {
+        receive: 65536,
+        send: 65536,
+    };
+
+    #[test]
+    fn udp_listener_is_non_blocking_with_buffers() {
+        let s = udp_listener("127.0.0.1:0".parse().unwrap(), SMALL).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            s.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        let (r, w) = buffer_sizes(&s).unwrap();
+        assert!(r >= 65536 && w >= 65536, "{r} {w}");
+    }
+
+    #[test]
+    fn relay_port_in_use_is_addr_in_use() {
+        let a = relay_socket("127.0.0.1:0".parse().unwrap(), SMALL).unwrap();
+        let addr = a.local_addr().unwrap();
+        let (err, _) = relay_socket(addr, SMALL).unwrap_err();
+        assert_eq!(err, BindError::AddrInUse);
+        // Listeners use SO_REUSEADDR, but a UDP port bound without it still refuses them.
+        drop(a);
+        assert!(relay_socket(addr, SMALL).is_ok());
+    }
+
+    #[test]
+    fn unbindable_address_is_other() {
+        // 192.0.2.1 (TEST-NET-1) is not on this host.
+        let (err, _) = relay_socket("192.0.2.1:40000".parse().unwrap(), SMALL).unwrap_err();
+        assert_eq!(err, BindError::Other);
+    }
+
+    #[test]
+    fn tcp_listener_accepts_non_blocking() {
+        let l = tcp_listener("127.0.0.1:0".parse().unwrap(), SMALL).unwrap();
+        assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let addr = l.local_addr().unwrap();
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        // The connection is queued; accept may need a moment on a loaded machine.
+        let mut ok = false;
+        for _ in 0..100 {
+            if l.accept().is_ok() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(ok);
+    }
+
+    #[test]
+    fn ipv6_sockets_are_v6_only() {
+        // Skip where the host has no IPv6 loopback.
+        let Ok(s) = udp_listener("[::1]:0".parse().unwrap(), SMALL) else {
+            return;
+        };
+        assert!(socket2::SockRef::from(&s).only_v6().unwrap());
+    }
+}
