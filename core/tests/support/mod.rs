@@ -780,7 +780,13 @@ impl Harness {
 
     /// The 401 round: sends `req` unsigned, expects 401, learns the nonce.
     pub fn challenge(&mut self, c: &mut Client, req: &Req) -> Outcome {
-        let (_, out) = self.send_plain(c, &Req { tid: None, ..req.clone() });
+        // Attributes meant to follow MESSAGE-INTEGRITY are not part of the unsigned probe.
+        let probe = Req {
+            tid: None,
+            after_integrity: Vec::new(),
+            ..req.clone()
+        };
+        let (_, out) = self.send_plain(c, &probe);
         let a = out.answer();
         assert_eq!(a.code(), Some(401), "the first request is challenged");
         c.learn(a);
