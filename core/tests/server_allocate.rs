@@ -571,3 +571,114 @@ fn one_credential_opens_allocations_over_udp_tcp_and_proxied_tcp_at_once() {
     let relays: std::collections::BTreeSet<RelayId> = out.bound().iter().map(|b| b.0).collect();
     assert_eq!(relays.len(), 3);
 }
+
+#[test]
+fn same_transaction_id_from_another_client_is_not_a_retransmission() {
+    // The response cache is per 5-tuple: another client reusing a transaction id gets its
+    // own answer, never someone else's.
+    let mut h = Harness::new();
+    let mut a = Client::udp(80);
+    h.challenge(&mut a, &Req::allocate());
+    let tid = h.tid();
+    let (_, first) = h.send_signed(&a, &Req::allocate().with_tid(tid));
+    assert!(first.answer().is_success());
+    let b = Client::udp(81);
+    let (_, other) = h.send_plain(&b, &Req::allocate().with_tid(tid));
+    assert_eq!(other.answer().code(), Some(401));
+    assert_eq!(other.answer().via, Via::Udp(client(81)));
+}
+
+#[test]
+fn failed_binds_give_back_the_user_quota() {
+    // A pending Allocate counts against the user's quota; when it fails, the quota is
+    // returned.
+    let mut cfg = config();
+    cfg.user_quota = 1;
+    let mut h = Harness::with_config(cfg);
+    h.binds.fail_all = Some(BindError::Other);
+    let mut c = Client::udp(82);
+    assert_eq!(h.authed(&mut c, Req::allocate()).answer().code(), Some(508));
+    h.binds.fail_all = None;
+    h.allocate_ok(&mut c);
+}
+
+#[test]
+fn dual_stack_allocate_with_one_side_failing_leaves_nothing_behind() {
+    // If the IPv6 bind fails, the whole Allocate fails (508) and the IPv4 socket, bound or
+    // still being bound, is closed and its port released.
+    for v6_first in [false, true] {
+        let mut h = Harness::with_config(with_v6(config()));
+        let mut c = Client::udp(83);
+        h.challenge(&mut c, &Req::allocate());
+        h.binds.hold = true;
+        let (_, out) = h.send_signed(&c, &Req::allocate().additional_family(attr::FAMILY_IPV6));
+        assert!(out.answers.is_empty());
+        assert_eq!(h.held.len(), 2);
+        let v4 = h.held.iter().find(|b| b.1.is_ipv4()).copied().unwrap();
+        let v6 = h.held.iter().find(|b| b.1.is_ipv6()).copied().unwrap();
+        h.held.clear();
+        h.binds.hold = false;
+        let now = h.now;
+        let mut all = Outcome::default();
+        let order = if v6_first { [v6, v4] } else { [v4, v6] };
+        for (relay, addr) in order {
+            let result = if addr.is_ipv6() {
+                Err(BindError::Other)
+            } else {
+                Ok(())
+            };
+            h.server.handle_relay_bound(now, relay, result);
+            all.merge(h.drain(None));
+        }
+        assert_eq!(all.answer().code(), Some(508), "v6 first: {v6_first}");
+        assert_eq!(all.closed_relays, vec![v4.0], "v6 first: {v6_first}");
+        let s = h.server.stats(h.now);
+        assert_eq!((s.allocations, s.allocations_pending), (0, 0));
+        assert_eq!((s.ports_v4.in_use, s.ports_v6.in_use), (0, 0));
+        assert_eq!(total(s.ports_v4), total(h.server.stats(T0).ports_v4));
+    }
+}
+
+#[test]
+fn dual_stack_refresh_0_closes_both_relays() {
+    let mut h = Harness::with_config(with_v6(config()));
+    let mut c = Client::udp(84);
+    let (_, relays) = h.allocate_with(&mut c, Req::allocate().additional_family(attr::FAMILY_IPV6));
+    let out = h.authed(&mut c, Req::refresh(Some(0)));
+    assert!(out.answer().is_success());
+    let mut closed = out.closed_relays.clone();
+    closed.sort();
+    let mut expected = relays.clone();
+    expected.sort();
+    assert_eq!(closed, expected);
+    let s = h.server.stats(h.now);
+    assert_eq!((s.ports_v4.quarantined, s.ports_v6.quarantined), (1, 1));
+}
+
+#[test]
+fn admin_delete_ends_the_allocation() {
+    let mut h = Harness::new();
+    let mut c = Client::udp(85);
+    let (_, relays) = h.allocate_ok(&mut c);
+    let id = h.server.allocations(h.now)[0].id;
+    let now = h.now;
+    assert!(h.server.delete_allocation(now, id));
+    let out = h.drain(None);
+    assert_eq!(out.closed_relays, relays);
+    assert!(out.events.iter().any(|e| matches!(e,
+        Event::AllocationDeleted { reason: turnpike_core::event::DeleteReason::Admin, .. })));
+    assert!(!h.server.delete_allocation(now, id));
+}
+
+#[test]
+fn answers_carry_software_when_configured() {
+    // RFC 8489 §14.14: SOFTWARE is optional; with none configured it is omitted.
+    let mut h = Harness::new();
+    let (_, out) = h.send_plain(&Client::udp(86), &Req::binding());
+    assert!(out.answer().text(attr::SOFTWARE).unwrap().starts_with("turnpike/"));
+    let mut cfg = config();
+    cfg.software = None;
+    let mut h = Harness::with_config(cfg);
+    let (_, out) = h.send_plain(&Client::udp(86), &Req::binding());
+    assert!(!out.answer().has(attr::SOFTWARE));
+}

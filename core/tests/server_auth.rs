@@ -399,3 +399,44 @@ fn authenticated_requests_are_not_limited_by_the_unauthenticated_budget() {
         assert!(out.answer().is_success());
     }
 }
+
+#[test]
+fn challenge_echoes_fingerprint() {
+    let mut h = Harness::new();
+    let (_, out) = h.send_plain(&Client::udp(40).with_fingerprint(), &Req::allocate());
+    assert_eq!(out.answer().code(), Some(401));
+    assert!(out.answer().has_fingerprint());
+}
+
+#[test]
+fn without_security_features_there_is_no_algorithm_negotiation_nor_userhash() {
+    // RFC 8489 §9.2: a server may leave the security features out: no nonce cookie, no
+    // PASSWORD-ALGORITHMS; a USERHASH then cannot be resolved (400), MD5 still works.
+    let mut cfg = config();
+    cfg.security_features = false;
+    let mut h = Harness::with_config(cfg);
+    let mut c = Client::udp(41);
+    let out = h.challenge(&mut c, &Req::allocate());
+    let a = out.answer();
+    assert!(!a.has(attr::PASSWORD_ALGORITHMS));
+    assert!(!a.text(attr::NONCE).unwrap().starts_with("obMatJos2"));
+    let mut hashed = c.clone();
+    hashed.userhash = true;
+    let (_, out) = h.send_signed(&hashed, &Req::allocate());
+    assert_eq!(out.answer().code(), Some(400));
+    let (_, out) = h.send_signed(&c, &Req::allocate());
+    assert!(out.answer().is_success());
+}
+
+#[test]
+fn a_nonce_is_good_for_several_allocations_of_one_client_address() {
+    // The nonce is stateless: the same one serves every request from its address until
+    // it goes stale.
+    let mut h = Harness::new();
+    let mut c = Client::udp(42);
+    h.allocate_ok(&mut c);
+    let nonce = c.nonce.clone();
+    let out = h.authed(&mut c, Req::create_permission(&[peer(1)]));
+    assert!(out.answer().is_success());
+    assert_eq!(c.nonce, nonce);
+}
