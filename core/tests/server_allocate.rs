@@ -57,7 +57,10 @@ fn allocate_success_carries_relayed_lifetime_and_mapped_addresses() {
             _ => None,
         })
         .collect();
-    assert_eq!(created, vec![(USER.to_string(), vec![relayed], 600, client(1))]);
+    assert_eq!(
+        created,
+        vec![(USER.to_string(), vec![relayed], 600, client(1))]
+    );
     let stats = h.server.stats(h.now);
     assert_eq!(stats.allocations, 1);
     assert_eq!(stats.ports_v4.in_use, 1);
@@ -156,9 +159,15 @@ fn requested_transport_missing_is_400_and_tcp_is_442() {
     let a = out.answer();
     assert_eq!(a.code(), Some(442));
     assert!(a.verifies_sha1(&c.key()));
-    assert!(out.events.iter().any(|e| matches!(e, Event::AllocationFailed { code: 442, .. })));
+    assert!(out
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::AllocationFailed { code: 442, .. })));
     assert!(out.binds.is_empty());
-    assert_eq!(h.server.stats(h.now).allocation_failures.get(&442), Some(&1));
+    assert_eq!(
+        h.server.stats(h.now).allocation_failures.get(&442),
+        Some(&1)
+    );
 }
 
 #[test]
@@ -181,7 +190,9 @@ fn unknown_required_attribute_is_420_listing_every_one() {
     let mut h = Harness::new();
     let mut c = Client::udp(9);
     h.challenge(&mut c, &Req::allocate());
-    let req = Req::allocate().raw(0x7777, b"abc").raw(0x0031, &[1, 2, 3, 4]);
+    let req = Req::allocate()
+        .raw(0x7777, b"abc")
+        .raw(0x0031, &[1, 2, 3, 4]);
     let (_, out) = h.send_signed(&c, &req);
     let a = out.answer();
     assert_eq!(a.code(), Some(420));
@@ -256,7 +267,10 @@ fn requested_family_ipv6_with_an_ipv6_relay_allocates_ipv6() {
     assert_eq!(out.binds.len(), 1);
     assert_eq!(out.binds[0].1.ip(), relay_v6());
     let relayed = a.xors(attr::XOR_RELAYED_ADDRESS);
-    assert_eq!(relayed, vec![SocketAddr::new(relay_v6(), out.binds[0].1.port())]);
+    assert_eq!(
+        relayed,
+        vec![SocketAddr::new(relay_v6(), out.binds[0].1.port())]
+    );
     assert_eq!(h.server.stats(h.now).ports_v6.in_use, 1);
     assert_eq!(h.server.stats(h.now).ports_v4.in_use, 0);
 }
@@ -275,7 +289,10 @@ fn additional_family_ipv6_gives_a_dual_stack_allocation() {
     assert_eq!(relayed.len(), 2);
     assert!(relayed[0].is_ipv4() && relayed[1].is_ipv6());
     for r in &relayed {
-        assert!(out.binds.iter().any(|b| b.1.port() == r.port() && b.1.ip() == r.ip()));
+        assert!(out
+            .binds
+            .iter()
+            .any(|b| b.1.port() == r.port() && b.1.ip() == r.ip()));
     }
     assert!(!a.has(attr::ADDRESS_ERROR_CODE));
 }
@@ -342,8 +359,14 @@ fn user_quota_frees_up_when_an_allocation_ends() {
     let mut first = Client::udp(26);
     h.allocate_ok(&mut first);
     let mut second = Client::udp(27);
-    assert_eq!(h.authed(&mut second, Req::allocate()).answer().code(), Some(486));
-    assert!(h.authed(&mut first, Req::refresh(Some(0))).answer().is_success());
+    assert_eq!(
+        h.authed(&mut second, Req::allocate()).answer().code(),
+        Some(486)
+    );
+    assert!(h
+        .authed(&mut first, Req::refresh(Some(0)))
+        .answer()
+        .is_success());
     h.allocate_ok(&mut second);
 }
 
@@ -389,7 +412,10 @@ fn port_exhaustion_is_508_and_a_quarantined_port_returns_after_quarantine() {
     assert!(out.binds.is_empty());
 
     // Free one: it is quarantined, so there is still no port.
-    assert!(h.authed(&mut clients[0], Req::refresh(Some(0))).answer().is_success());
+    assert!(h
+        .authed(&mut clients[0], Req::refresh(Some(0)))
+        .answer()
+        .is_success());
     let s = h.server.stats(h.now).ports_v4;
     assert_eq!((s.free, s.in_use, s.quarantined), (0, 3, 1));
     let out = h.authed(&mut fifth, Req::allocate());
@@ -421,8 +447,14 @@ fn bind_failure_addr_in_use_tries_another_port() {
     assert!(ports[0] != ports[2] && ports[1] != ports[2]);
     let a = out.answer();
     assert!(a.is_success());
-    assert_eq!(a.xor(attr::XOR_RELAYED_ADDRESS).unwrap().port(), addr.port());
-    assert!(out.closed_relays.is_empty(), "failed binds opened no socket");
+    assert_eq!(
+        a.xor(attr::XOR_RELAYED_ADDRESS).unwrap().port(),
+        addr.port()
+    );
+    assert!(
+        out.closed_relays.is_empty(),
+        "failed binds opened no socket"
+    );
     // The relay id that works is the last one: a peer datagram on it is known.
     let (o, _) = h.peer_datagram(relay, peer(1), b"x");
     assert_eq!(o.forward, None, "no permission yet, but the relay is known");
@@ -443,7 +475,10 @@ fn bind_failing_every_time_is_508() {
     let a = out.answer();
     assert_eq!(a.code(), Some(508));
     assert!(a.verifies_sha1(&c.key()));
-    assert!(out.events.iter().any(|e| matches!(e, Event::PortsExhausted { .. })));
+    assert!(out
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PortsExhausted { .. })));
     let s = h.server.stats(h.now);
     assert_eq!(s.allocations + s.allocations_pending, 0);
     assert_eq!(s.ports_v4.in_use, 0);
@@ -492,7 +527,10 @@ fn even_port_with_r_bit_reserves_the_next_port_for_a_token() {
 
     // A token is good once.
     let mut third = Client::udp(62);
-    let out = h.authed(&mut third, Req::allocate().raw(attr::RESERVATION_TOKEN, &token));
+    let out = h.authed(
+        &mut third,
+        Req::allocate().raw(attr::RESERVATION_TOKEN, &token),
+    );
     assert_eq!(out.answer().code(), Some(508));
 }
 
@@ -500,7 +538,10 @@ fn even_port_with_r_bit_reserves_the_next_port_for_a_token() {
 fn unknown_reservation_token_is_508() {
     let mut h = Harness::new();
     let mut c = Client::udp(63);
-    let out = h.authed(&mut c, Req::allocate().raw(attr::RESERVATION_TOKEN, &[9; 8]));
+    let out = h.authed(
+        &mut c,
+        Req::allocate().raw(attr::RESERVATION_TOKEN, &[9; 8]),
+    );
     assert_eq!(out.answer().code(), Some(508));
     assert!(out.binds.is_empty());
 }
@@ -566,7 +607,10 @@ fn one_credential_opens_allocations_over_udp_tcp_and_proxied_tcp_at_once() {
         .iter()
         .map(|a| a.xor(attr::XOR_MAPPED_ADDRESS).unwrap())
         .collect();
-    assert!(mapped.contains(&sa("203.0.113.70:50002")), "the proxied client");
+    assert!(
+        mapped.contains(&sa("203.0.113.70:50002")),
+        "the proxied client"
+    );
     assert_eq!(h.server.stats(h.now).allocations, 3);
     let relays: std::collections::BTreeSet<RelayId> = out.bound().iter().map(|b| b.0).collect();
     assert_eq!(relays.len(), 3);
@@ -665,8 +709,13 @@ fn admin_delete_ends_the_allocation() {
     assert!(h.server.delete_allocation(now, id));
     let out = h.drain(None);
     assert_eq!(out.closed_relays, relays);
-    assert!(out.events.iter().any(|e| matches!(e,
-        Event::AllocationDeleted { reason: turnpike_core::event::DeleteReason::Admin, .. })));
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        Event::AllocationDeleted {
+            reason: turnpike_core::event::DeleteReason::Admin,
+            ..
+        }
+    )));
     assert!(!h.server.delete_allocation(now, id));
 }
 
@@ -675,7 +724,11 @@ fn answers_carry_software_when_configured() {
     // RFC 8489 §14.14: SOFTWARE is optional; with none configured it is omitted.
     let mut h = Harness::new();
     let (_, out) = h.send_plain(&Client::udp(86), &Req::binding());
-    assert!(out.answer().text(attr::SOFTWARE).unwrap().starts_with("turnpike/"));
+    assert!(out
+        .answer()
+        .text(attr::SOFTWARE)
+        .unwrap()
+        .starts_with("turnpike/"));
     let mut cfg = config();
     cfg.software = None;
     let mut h = Harness::with_config(cfg);

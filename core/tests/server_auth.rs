@@ -249,7 +249,11 @@ fn password_algorithms_not_echoed_exactly_is_400() {
         v.echo_algorithms = list.clone();
         v.password_algorithm_attr = choice;
         let (_, out) = h.send_signed(&v, &Req::allocate());
-        assert_eq!(out.answer().code(), Some(400), "list {list:?} choice {choice:?}");
+        assert_eq!(
+            out.answer().code(),
+            Some(400),
+            "list {list:?} choice {choice:?}"
+        );
     }
     assert_eq!(h.server.stats(h.now).allocations, 0);
 }

@@ -21,7 +21,10 @@ fn binding_over_udp_reports_the_source_address() {
     assert_eq!(a.method(), Method::BINDING);
     assert_eq!(a.tid(), tid);
     assert_eq!(a.xor(attr::XOR_MAPPED_ADDRESS), Some(client(1)));
-    assert!(!a.has_fingerprint(), "no FINGERPRINT unless the request had one");
+    assert!(
+        !a.has_fingerprint(),
+        "no FINGERPRINT unless the request had one"
+    );
     assert!(!a.has(attr::MESSAGE_INTEGRITY));
 }
 

@@ -60,7 +60,10 @@ impl Tally {
             assert_eq!(got.get(tid), Some(n), "transaction {tid:02x?}");
         }
         for tid in got.keys() {
-            assert!(self.sent.contains_key(tid), "answer to an unknown transaction");
+            assert!(
+                self.sent.contains_key(tid),
+                "answer to an unknown transaction"
+            );
         }
     }
 }
@@ -85,7 +88,12 @@ fn a_scripted_mix_gets_one_answer_per_request() {
         t.request(&mut h, c, &alloc, true); // success
         t.request(&mut h, c, &alloc, true); // retransmission: same answer
         t.request(&mut h, c, &Req::allocate(), true); // 437
-        t.request(&mut h, c, &Req::create_permission(&[peer(1), peer(2)]), true);
+        t.request(
+            &mut h,
+            c,
+            &Req::create_permission(&[peer(1), peer(2)]),
+            true,
+        );
         t.request(&mut h, c, &Req::create_permission(&[peer6(1)]), true); // 443
         t.request(
             &mut h,
@@ -96,7 +104,7 @@ fn a_scripted_mix_gets_one_answer_per_request() {
         t.request(&mut h, c, &Req::channel_bind(0x4000, peer(1)), true);
         t.request(&mut h, c, &Req::channel_bind(0x4000, peer(2)), true); // 400
         t.request(&mut h, c, &Req::channel_bind(0x3000, peer(2)), true); // 400
-        // Indications and data: no answer.
+                                                                         // Indications and data: no answer.
         let (_, out) = h.send_plain(c, &Req::send_indication(peer(1), b"x"));
         t.absorb(c, out);
         let out = h.send_raw(c.via, &channel_data(0x4000, b"data", true));
@@ -140,13 +148,18 @@ fn random_mix(seed: u64) {
     let mut h = Harness::with_config(cfg);
     let mut rng = Rng(seed);
     let mut t = Tally::default();
-    let mut clients = vec![
+    let mut clients = [
         Client::udp(1),
         Client::new(Via::Udp(client(2)), USER2, PASS2).sha256(),
         h.tcp_client(1, sa("203.0.113.91:1000")),
         Client::udp(3).with_fingerprint(),
     ];
-    let peers = [peer(1), peer(2), peer6(1), SocketAddr::new(ip("10.0.0.1"), 9)];
+    let peers = [
+        peer(1),
+        peer(2),
+        peer6(1),
+        SocketAddr::new(ip("10.0.0.1"), 9),
+    ];
     let mut last: Vec<Option<(Req, bool)>> = vec![None; clients.len()];
     for _ in 0..600 {
         let i = rng.below(clients.len() as u64) as usize;
@@ -239,4 +252,25 @@ fn responses_and_garbage_get_no_answer() {
     assert!(s.dropped.malformed >= 4);
     assert_eq!(s.dropped.unexpected, 1);
     let _ = (ConnId(0), TransactionId([0; 12]));
+}
+
+#[test]
+fn the_output_queue_is_bounded() {
+    // Past max_queued_outputs, answers are dropped and counted rather than queued without
+    // bound (a driver that stops draining cannot make the core grow).
+    let mut cfg = config();
+    cfg.max_queued_outputs = 3;
+    let mut s = turnpike_core::Server::new(cfg, [3; 32], T0).unwrap();
+    let req = Req::binding();
+    for n in 0..10u8 {
+        let mut bytes = req.encode_plain(TransactionId([n; 12]), false);
+        let len = bytes.len();
+        s.handle_datagram(T0, UDP, client(1), &mut bytes, 0..len);
+    }
+    let mut drained = 0;
+    while s.poll_output().is_some() {
+        drained += 1;
+    }
+    assert_eq!(drained, 3);
+    assert_eq!(s.stats(T0).dropped.queue_full, 7);
 }

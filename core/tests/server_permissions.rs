@@ -45,7 +45,11 @@ fn create_permission_installs_every_peer_of_the_request() {
     for p in peers {
         assert!(relays_from(&mut h, relays[0], p));
         // Permissions are per IP address: any port of the peer is allowed (§9).
-        assert!(relays_from(&mut h, relays[0], SocketAddr::new(p.ip(), 1234)));
+        assert!(relays_from(
+            &mut h,
+            relays[0],
+            SocketAddr::new(p.ip(), 1234)
+        ));
     }
     assert!(!relays_from(&mut h, relays[0], peer(4)));
 }
@@ -83,10 +87,7 @@ fn create_permission_for_an_ipv6_peer_on_an_ipv4_allocation_is_443() {
 fn create_permission_for_ipv6_peers_on_a_dual_stack_allocation() {
     let mut h = Harness::with_config(with_v6(config()));
     let mut c = Client::udp(5);
-    let (_, relays) = h.allocate_with(
-        &mut c,
-        Req::allocate().additional_family(attr::FAMILY_IPV6),
-    );
+    let (_, relays) = h.allocate_with(&mut c, Req::allocate().additional_family(attr::FAMILY_IPV6));
     let out = h.authed(&mut c, Req::create_permission(&[peer(1), peer6(1)]));
     assert!(out.answer().is_success());
     assert_eq!(relays.len(), 2);
@@ -195,7 +196,10 @@ fn the_relays_own_address_is_denied() {
     let own = SocketAddr::new(ip("11.22.33.44"), 3478);
     let out = h.authed(&mut c, Req::create_permission(&[own]));
     assert_eq!(out.answer().code(), Some(403));
-    assert_eq!(denied(&out).first().map(|d| d.1), Some(DenyReason::OwnAddress));
+    assert_eq!(
+        denied(&out).first().map(|d| d.1),
+        Some(DenyReason::OwnAddress)
+    );
 }
 
 #[test]
@@ -208,7 +212,10 @@ fn an_own_address_listed_in_the_config_is_denied() {
     let mut c = Client::udp(9);
     h.allocate_with(&mut c, Req::allocate().additional_family(attr::FAMILY_IPV6));
     for own in ["11.22.33.44", "::ffff:11.22.33.44"] {
-        let out = h.authed(&mut c, Req::create_permission(&[SocketAddr::new(ip(own), 1)]));
+        let out = h.authed(
+            &mut c,
+            Req::create_permission(&[SocketAddr::new(ip(own), 1)]),
+        );
         assert_eq!(out.answer().code(), Some(403), "{own}");
         assert_eq!(denied(&out)[0].1, DenyReason::OwnAddress);
     }
@@ -309,7 +316,10 @@ fn channel_number_outside_the_range_is_400() {
         assert_eq!(out.answer().code(), Some(400), "{n:#x}");
     }
     for n in [0x4000, 0x4FFF] {
-        let out = h.authed(&mut c, Req::channel_bind(n, SocketAddr::new(peer(1).ip(), n)));
+        let out = h.authed(
+            &mut c,
+            Req::channel_bind(n, SocketAddr::new(peer(1).ip(), n)),
+        );
         assert!(out.answer().is_success(), "{n:#x}");
     }
 }
@@ -319,10 +329,11 @@ fn channel_bind_missing_attributes_is_400() {
     let mut h = Harness::new();
     let mut c = Client::udp(21);
     h.allocate_ok(&mut c);
-    let no_peer =
-        Req::new(turnpike_core::stun::Method::CHANNEL_BIND).raw(attr::CHANNEL_NUMBER, &channel_number(0x4001));
+    let no_peer = Req::new(turnpike_core::stun::Method::CHANNEL_BIND)
+        .raw(attr::CHANNEL_NUMBER, &channel_number(0x4001));
     assert_eq!(h.authed(&mut c, no_peer).answer().code(), Some(400));
-    let no_number = Req::new(turnpike_core::stun::Method::CHANNEL_BIND).xor(attr::XOR_PEER_ADDRESS, peer(1));
+    let no_number =
+        Req::new(turnpike_core::stun::Method::CHANNEL_BIND).xor(attr::XOR_PEER_ADDRESS, peer(1));
     assert_eq!(h.authed(&mut c, no_number).answer().code(), Some(400));
     let short_number = Req::new(turnpike_core::stun::Method::CHANNEL_BIND)
         .raw(attr::CHANNEL_NUMBER, &[0x40, 0x01])
@@ -336,7 +347,9 @@ fn channel_bind_without_an_allocation_is_437() {
     let mut h = Harness::new();
     let mut c = Client::udp(22);
     assert_eq!(
-        h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().code(),
+        h.authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+            .answer()
+            .code(),
         Some(437)
     );
 }
@@ -362,14 +375,38 @@ fn channel_rebinding_rules() {
     let mut h = Harness::new();
     let mut c = Client::udp(24);
     h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
-    assert_eq!(h.authed(&mut c, Req::channel_bind(0x4000, peer(2))).answer().code(), Some(400));
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
+    assert_eq!(
+        h.authed(&mut c, Req::channel_bind(0x4000, peer(2)))
+            .answer()
+            .code(),
+        Some(400)
+    );
     // Same IP, other port: another transport address, so another peer.
     let same_ip = SocketAddr::new(peer(1).ip(), peer(1).port() + 1);
-    assert_eq!(h.authed(&mut c, Req::channel_bind(0x4000, same_ip)).answer().code(), Some(400));
-    assert_eq!(h.authed(&mut c, Req::channel_bind(0x4001, peer(1))).answer().code(), Some(400));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
-    assert!(h.authed(&mut c, Req::channel_bind(0x4001, same_ip)).answer().is_success());
+    assert_eq!(
+        h.authed(&mut c, Req::channel_bind(0x4000, same_ip))
+            .answer()
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.authed(&mut c, Req::channel_bind(0x4001, peer(1)))
+            .answer()
+            .code(),
+        Some(400)
+    );
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4001, same_ip))
+        .answer()
+        .is_success());
     assert_eq!(h.server.stats(h.now).channels, 2);
 }
 
@@ -379,10 +416,16 @@ fn channel_refresh_extends_the_binding() {
     let mut h = Harness::new();
     let mut c = Client::udp(25);
     let (_, relays) = h.allocate_with(&mut c, Req::allocate().lifetime(3600));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
     let t = h.now;
     h.advance_to(t + Duration::from_secs(500));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
     h.advance_to(t + Duration::from_secs(700));
     let (out, buf) = h.peer_datagram(relays[0], peer(1), b"data");
     match out.forward {
@@ -399,16 +442,35 @@ fn expired_channel_number_and_peer_stay_tied_for_five_minutes() {
     let mut h = Harness::new();
     let mut c = Client::udp(26);
     h.allocate_with(&mut c, Req::allocate().lifetime(3600));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
     let t = h.now;
     h.advance_to(t + Duration::from_secs(600));
     assert_eq!(h.server.stats(h.now).channels, 0, "expired at 600 s");
     h.advance_to(t + Duration::from_secs(700));
-    assert_eq!(h.authed(&mut c, Req::channel_bind(0x4000, peer(2))).answer().code(), Some(400));
-    assert_eq!(h.authed(&mut c, Req::channel_bind(0x4001, peer(1))).answer().code(), Some(400));
+    assert_eq!(
+        h.authed(&mut c, Req::channel_bind(0x4000, peer(2)))
+            .answer()
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.authed(&mut c, Req::channel_bind(0x4001, peer(1)))
+            .answer()
+            .code(),
+        Some(400)
+    );
     h.advance_to(t + Duration::from_secs(901));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(2))).answer().is_success());
-    assert!(h.authed(&mut c, Req::channel_bind(0x4001, peer(1))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(2)))
+        .answer()
+        .is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4001, peer(1)))
+        .answer()
+        .is_success());
 }
 
 #[test]
@@ -417,9 +479,15 @@ fn expired_channel_may_be_rebound_to_the_same_peer() {
     let mut h = Harness::new();
     let mut c = Client::udp(27);
     h.allocate_with(&mut c, Req::allocate().lifetime(3600));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
     h.advance(Duration::from_secs(650));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
     assert_eq!(h.server.stats(h.now).channels, 1);
 }
 
@@ -462,12 +530,21 @@ fn max_channels_is_508() {
     let mut h = Harness::with_config(cfg);
     let mut c = Client::udp(31);
     h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
-    assert!(h.authed(&mut c, Req::channel_bind(0x4001, peer(2))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4001, peer(2)))
+        .answer()
+        .is_success());
     let out = h.authed(&mut c, Req::channel_bind(0x4002, peer(3)));
     assert_eq!(out.answer().code(), Some(508));
     // Refreshing an existing binding at the limit still works.
-    assert!(h.authed(&mut c, Req::channel_bind(0x4001, peer(2))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4001, peer(2)))
+        .answer()
+        .is_success());
 }
 
 #[test]
@@ -477,8 +554,14 @@ fn channel_bind_needing_a_new_permission_past_max_permissions_is_508() {
     let mut h = Harness::with_config(cfg);
     let mut c = Client::udp(32);
     h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::create_permission(&[peer(1)])).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer(1)]))
+        .answer()
+        .is_success());
     let out = h.authed(&mut c, Req::channel_bind(0x4000, peer(2)));
     assert_eq!(out.answer().code(), Some(508));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
 }

@@ -72,10 +72,13 @@ fn refresh_extends_the_lifetime() {
     let a = out.answer();
     assert!(a.is_success());
     assert_eq!(a.lifetime(), Some(600));
-    assert!(out
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::AllocationRefreshed { lifetime_s: 600, .. })));
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        Event::AllocationRefreshed {
+            lifetime_s: 600,
+            ..
+        }
+    )));
     // At the old expiry nothing happens.
     let out = h.advance_to(created + Duration::from_secs(601));
     assert!(deleted(&out).is_empty());

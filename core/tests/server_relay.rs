@@ -29,7 +29,10 @@ fn channel_data_over_udp_goes_to_the_peer_with_the_exact_payload_range() {
     );
     assert_eq!(&buf[17..17 + payload.len()], payload);
     let s = h.server.stats(h.now);
-    assert_eq!((s.udp.to_peer_packets, s.udp.to_peer_bytes), (1, payload.len() as u64));
+    assert_eq!(
+        (s.udp.to_peer_packets, s.udp.to_peer_bytes),
+        (1, payload.len() as u64)
+    );
 }
 
 #[test]
@@ -66,7 +69,10 @@ fn peer_datagram_on_a_channel_becomes_unpadded_channel_data_over_udp() {
             range: range.clone()
         })
     );
-    assert_eq!(&buf[range], &[&[0x4a, 0xbc, 0, 5][..], payload].concat()[..]);
+    assert_eq!(
+        &buf[range],
+        &[&[0x4a, 0xbc, 0, 5][..], payload].concat()[..]
+    );
     let s = h.server.stats(h.now);
     assert_eq!((s.udp.from_peer_packets, s.udp.from_peer_bytes), (1, 5));
 }
@@ -87,12 +93,17 @@ fn peer_datagram_on_a_channel_is_padded_to_4_over_a_stream() {
             range: range.clone()
         })
     );
-    assert_eq!(&buf[range], &[0x40, 0, 0, 5, b'1', b'2', b'3', b'4', b'5', 0, 0, 0]);
+    assert_eq!(
+        &buf[range],
+        &[0x40, 0, 0, 5, b'1', b'2', b'3', b'4', b'5', 0, 0, 0]
+    );
     let s = h.server.stats(h.now);
     assert_eq!((s.tcp.from_peer_packets, s.tcp.from_peer_bytes), (1, 5));
     // An aligned payload needs no padding.
     let (out, _) = h.peer_datagram(relay, peer(1), b"1234");
-    assert!(matches!(out.forward, Some(Forward::ToStream { range, .. }) if range == (HEADROOM - 4..HEADROOM + 4)));
+    assert!(
+        matches!(out.forward, Some(Forward::ToStream { range, .. }) if range == (HEADROOM - 4..HEADROOM + 4))
+    );
 }
 
 #[test]
@@ -101,7 +112,10 @@ fn peer_datagram_without_a_channel_becomes_a_data_indication() {
     let mut h = Harness::new();
     let mut c = Client::udp(4);
     let (_, relays) = h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::create_permission(&[peer(9)])).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer(9)]))
+        .answer()
+        .is_success());
     for payload in [&b"x"[..], b"four", b"seven!!", b""] {
         let (out, buf) = h.peer_datagram(relays[0], peer(9), payload);
         let Some(Forward::ToClient {
@@ -130,7 +144,10 @@ fn data_indication_from_an_ipv6_peer_parses() {
     let mut h = Harness::with_config(with_v6(config()));
     let mut c = h.tcp_client(3, sa("203.0.113.5:1111"));
     let (_, relays) = h.allocate_with(&mut c, Req::allocate().family(attr::FAMILY_IPV6));
-    assert!(h.authed(&mut c, Req::create_permission(&[peer6(2)])).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer6(2)]))
+        .answer()
+        .is_success());
     let (out, buf) = h.peer_datagram(relays[0], peer6(2), b"v6 data");
     let Some(Forward::ToStream { conn, range }) = out.forward else {
         panic!("{:?}", out.forward)
@@ -152,7 +169,10 @@ fn send_indication_goes_to_the_peer_with_the_data_range() {
     let mut h = Harness::new();
     let mut c = Client::udp(5);
     let (_, relays) = h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::create_permission(&[peer(3)])).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer(3)]))
+        .answer()
+        .is_success());
     let payload = b"through a send indication";
     let tid = h.tid();
     let bytes = Req::send_indication(peer(3), payload).encode_plain(tid, false);
@@ -180,12 +200,21 @@ fn send_indication_and_channel_data_over_a_stream_reach_the_peer() {
     let mut h = Harness::new();
     let mut c = h.tcp_client(4, sa("203.0.113.6:1111"));
     let relay = h.allocation_with_channel(&mut c, peer(1), 0x4000);
-    assert!(h.authed(&mut c, Req::create_permission(&[peer(2)])).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer(2)]))
+        .answer()
+        .is_success());
     let send = Req::send_indication(peer(2), b"via send").encode_plain(h.tid(), false);
     let out = h.stream_data(ConnId(4), &send);
-    assert_eq!(out.stream_to_peer, vec![(relay, peer(2), b"via send".to_vec())]);
+    assert_eq!(
+        out.stream_to_peer,
+        vec![(relay, peer(2), b"via send".to_vec())]
+    );
     let out = h.stream_data(ConnId(4), &channel_data(0x4000, b"via channel", true));
-    assert_eq!(out.stream_to_peer, vec![(relay, peer(1), b"via channel".to_vec())]);
+    assert_eq!(
+        out.stream_to_peer,
+        vec![(relay, peer(1), b"via channel".to_vec())]
+    );
     let s = h.server.stats(h.now);
     assert_eq!((s.tcp.to_peer_packets, s.tcp.to_peer_bytes), (2, 19));
 }
@@ -242,7 +271,11 @@ fn channel_data_from_a_client_without_an_allocation_is_dropped() {
     assert_eq!(out.forward, None);
     assert!(out.answers.is_empty());
     // The same from the right address but another listener is another 5-tuple.
-    let out = h.datagram(ListenerId(99), client(9), &channel_data(0x4000, b"x", false));
+    let out = h.datagram(
+        ListenerId(99),
+        client(9),
+        &channel_data(0x4000, b"x", false),
+    );
     assert_eq!(out.forward, None);
     assert_eq!(h.server.stats(h.now).dropped.no_allocation, 1);
 }
@@ -268,7 +301,10 @@ fn send_indication_to_port_0_is_dropped() {
     let mut h = Harness::new();
     let mut c = Client::udp(12);
     h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::create_permission(&[peer(1)])).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer(1)]))
+        .answer()
+        .is_success());
     let p0 = std::net::SocketAddr::new(peer(1).ip(), 0);
     let (_, out) = h.send_plain(&c, &Req::send_indication(p0, b"x"));
     assert_eq!(out.forward, None);
@@ -280,8 +316,14 @@ fn datagram_on_an_unknown_relay_is_dropped() {
     let mut h = Harness::new();
     let mut c = Client::udp(13);
     let (_, relays) = h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::create_permission(&[peer(1)])).answer().is_success());
-    assert!(h.authed(&mut c, Req::refresh(Some(0))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer(1)]))
+        .answer()
+        .is_success());
+    assert!(h
+        .authed(&mut c, Req::refresh(Some(0)))
+        .answer()
+        .is_success());
     let (out, _) = h.peer_datagram(relays[0], peer(1), b"late");
     assert_eq!(out.forward, None);
     assert_eq!(h.server.stats(h.now).dropped.unknown_relay, 1);
@@ -292,17 +334,33 @@ fn traffic_counters_in_allocation_deleted_match_what_was_relayed() {
     let mut h = Harness::new();
     let mut c = Client::udp(14);
     let relay = h.allocation_with_channel(&mut c, peer(1), 0x4000);
-    assert!(h.authed(&mut c, Req::create_permission(&[peer(2)])).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer(2)]))
+        .answer()
+        .is_success());
     // To peers: 3 packets, 3 + 5 + 7 bytes.
-    assert!(h.datagram(UDP, client(14), &channel_data(0x4000, b"abc", false)).forward.is_some());
-    assert!(h.datagram(UDP, client(14), &channel_data(0x4000, b"abcde", true)).forward.is_some());
+    assert!(h
+        .datagram(UDP, client(14), &channel_data(0x4000, b"abc", false))
+        .forward
+        .is_some());
+    assert!(h
+        .datagram(UDP, client(14), &channel_data(0x4000, b"abcde", true))
+        .forward
+        .is_some());
     let (_, out) = h.send_plain(&c, &Req::send_indication(peer(2), b"abcdefg"));
     assert!(out.forward.is_some());
     // From peers: 2 packets, 10 + 1 bytes.
-    assert!(h.peer_datagram(relay, peer(1), b"0123456789").0.forward.is_some());
+    assert!(h
+        .peer_datagram(relay, peer(1), b"0123456789")
+        .0
+        .forward
+        .is_some());
     assert!(h.peer_datagram(relay, peer(2), b"z").0.forward.is_some());
     // Dropped: unbound channel, no permission.
-    assert!(h.datagram(UDP, client(14), &channel_data(0x4009, b"zz", false)).forward.is_none());
+    assert!(h
+        .datagram(UDP, client(14), &channel_data(0x4009, b"zz", false))
+        .forward
+        .is_none());
     assert!(h.peer_datagram(relay, peer(3), b"zz").0.forward.is_none());
 
     let out = h.authed(&mut c, Req::refresh(Some(0)));
@@ -339,7 +397,10 @@ fn send_indication_with_an_unknown_required_attribute_is_discarded() {
     let mut h = Harness::new();
     let mut c = Client::udp(20);
     h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::create_permission(&[peer(1)])).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::create_permission(&[peer(1)]))
+        .answer()
+        .is_success());
     let (_, out) = h.send_plain(&c, &Req::send_indication(peer(1), b"x").raw(0x7777, b"?"));
     assert!(out.answers.is_empty());
     assert_eq!(out.forward, None);
@@ -375,9 +436,16 @@ fn channel_bind_refresh_also_refreshes_the_permission() {
     let relay = h.allocation_with_channel(&mut c, peer(1), 0x4000);
     let t = h.now;
     h.advance_to(t + Duration::from_secs(250));
-    assert!(h.authed(&mut c, Req::channel_bind(0x4000, peer(1))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::channel_bind(0x4000, peer(1)))
+        .answer()
+        .is_success());
     h.advance_to(t + Duration::from_secs(400));
-    assert!(h.peer_datagram(relay, peer(1), b"still").0.forward.is_some());
+    assert!(h
+        .peer_datagram(relay, peer(1), b"still")
+        .0
+        .forward
+        .is_some());
     assert!(h
         .datagram(UDP, client(22), &channel_data(0x4000, b"still", false))
         .forward
@@ -391,7 +459,10 @@ fn peer_datagram_without_headroom_is_dropped_not_a_panic() {
     let relay = h.allocation_with_channel(&mut c, peer(1), 0x4000);
     let mut buf = vec![0u8; 64];
     let now = h.now;
-    for range in [0..10, 2..60, 20..64, 50..40] {
+    // No headroom, no tailroom, past the end, and an inverted range.
+    #[allow(clippy::reversed_empty_ranges)]
+    let ranges = [0..10, 2..60, 20..64, 50..40];
+    for range in ranges {
         let fwd = h
             .server
             .handle_relay_datagram(now, relay, peer(1), &mut buf, range.clone());
@@ -410,7 +481,9 @@ fn data_indication_for_the_ipv6_side_of_a_dual_stack_allocation() {
         .answer()
         .is_success());
     let (_, out) = h.send_plain(&c, &Req::send_indication(peer6(1), b"six"));
-    assert!(matches!(out.forward, Some(Forward::ToPeer { relay, peer, .. }) if relay == relays[1] && peer == peer6(1)));
+    assert!(
+        matches!(out.forward, Some(Forward::ToPeer { relay, peer, .. }) if relay == relays[1] && peer == peer6(1))
+    );
     let (_, out) = h.send_plain(&c, &Req::send_indication(peer(1), b"four"));
     assert!(matches!(out.forward, Some(Forward::ToPeer { relay, .. }) if relay == relays[0]));
     // And back: the IPv6 peer's datagram on the IPv6 relay socket reaches the client.

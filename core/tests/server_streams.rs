@@ -117,7 +117,11 @@ fn proxy_v1_header_sets_the_client_address() {
 fn proxy_v1_tcp6_header_sets_the_client_address() {
     let mut h = Harness::new();
     let real = sa("[2001:db8:5::5]:41001");
-    let out = proxied_binding(&mut h, 11, &encode_v1(Some((real, sa("[2001:db8::1]:443")))));
+    let out = proxied_binding(
+        &mut h,
+        11,
+        &encode_v1(Some((real, sa("[2001:db8::1]:443")))),
+    );
     assert_eq!(out.answer().xor(attr::XOR_MAPPED_ADDRESS), Some(real));
 }
 
@@ -135,11 +139,20 @@ fn proxy_unknown_and_v2_local_keep_the_connection_address() {
     // uses the connection's own endpoints.
     let mut h = Harness::new();
     let out = proxied_binding(&mut h, 13, b"PROXY UNKNOWN\r\n");
-    assert_eq!(out.answer().xor(attr::XOR_MAPPED_ADDRESS), Some(proxy_addr()));
+    assert_eq!(
+        out.answer().xor(attr::XOR_MAPPED_ADDRESS),
+        Some(proxy_addr())
+    );
     let out = proxied_binding(&mut h, 14, b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n");
-    assert_eq!(out.answer().xor(attr::XOR_MAPPED_ADDRESS), Some(proxy_addr()));
+    assert_eq!(
+        out.answer().xor(attr::XOR_MAPPED_ADDRESS),
+        Some(proxy_addr())
+    );
     let out = proxied_binding(&mut h, 15, &encode_v2(None));
-    assert_eq!(out.answer().xor(attr::XOR_MAPPED_ADDRESS), Some(proxy_addr()));
+    assert_eq!(
+        out.answer().xor(attr::XOR_MAPPED_ADDRESS),
+        Some(proxy_addr())
+    );
 }
 
 #[test]
@@ -186,9 +199,18 @@ fn proxy_header_split_at_every_byte_is_accepted() {
 fn proxy_header_from_an_untrusted_source_closes_the_stream() {
     let mut h = Harness::new();
     let out = h.open_stream(ConnId(30), TCP_PROXY, sa("203.0.113.99:5000"));
-    assert_eq!(out.closed_streams, vec![(ConnId(30), CloseReason::UntrustedProxy)]);
-    assert!(out.events.iter().any(|e| matches!(e,
-        Event::StreamRejected { conn: ConnId(30), reason: CloseReason::UntrustedProxy, .. })));
+    assert_eq!(
+        out.closed_streams,
+        vec![(ConnId(30), CloseReason::UntrustedProxy)]
+    );
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        Event::StreamRejected {
+            conn: ConnId(30),
+            reason: CloseReason::UntrustedProxy,
+            ..
+        }
+    )));
     // Whatever it sends afterwards is ignored.
     let out = h.stream_data(ConnId(30), &encode_v1(Some((client(1), client(2)))));
     assert!(out.answers.is_empty() && out.closed_streams.is_empty());
@@ -218,7 +240,10 @@ fn missing_proxy_header_closes_the_stream() {
     h.open_stream(ConnId(32), TCP_PROXY, proxy_addr());
     let bytes = Req::binding().encode_plain(h.tid(), false);
     let out = h.stream_data(ConnId(32), &bytes);
-    assert_eq!(out.closed_streams, vec![(ConnId(32), CloseReason::BadProxyHeader)]);
+    assert_eq!(
+        out.closed_streams,
+        vec![(ConnId(32), CloseReason::BadProxyHeader)]
+    );
     assert!(out.answers.is_empty());
     assert_eq!(h.server.stats(h.now).proxy_rejected, 1);
 }
@@ -247,7 +272,10 @@ fn malformed_proxy_headers_close_the_stream() {
     let mut long = b"PROXY TCP4 ".to_vec();
     long.extend(vec![b'1'; 200]);
     let out = h.stream_data(ConnId(49), &long);
-    assert_eq!(out.closed_streams, vec![(ConnId(49), CloseReason::BadProxyHeader)]);
+    assert_eq!(
+        out.closed_streams,
+        vec![(ConnId(49), CloseReason::BadProxyHeader)]
+    );
 }
 
 #[test]
@@ -255,11 +283,17 @@ fn proxy_header_that_never_completes_is_closed_after_the_timeout() {
     let mut h = Harness::new();
     let timeout = h.server.config().proxy_header_timeout;
     h.open_stream(ConnId(50), TCP_PROXY, proxy_addr());
-    assert!(h.stream_data(ConnId(50), b"PROXY TCP4 203.0.").closed_streams.is_empty());
+    assert!(h
+        .stream_data(ConnId(50), b"PROXY TCP4 203.0.")
+        .closed_streams
+        .is_empty());
     let out = h.advance(timeout - Duration::from_millis(1));
     assert!(out.closed_streams.is_empty());
     let out = h.advance(Duration::from_millis(1));
-    assert_eq!(out.closed_streams, vec![(ConnId(50), CloseReason::ProxyHeaderTimeout)]);
+    assert_eq!(
+        out.closed_streams,
+        vec![(ConnId(50), CloseReason::ProxyHeaderTimeout)]
+    );
     assert_eq!(h.server.stats(h.now).streams, 0);
 }
 
@@ -269,8 +303,8 @@ fn tls_client_hello_on_a_plain_listener_is_not_turn() {
     // cookie, and the stream is closed at once.
     let mut h = Harness::new();
     let client_hello = [
-        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0xab, 0xcd, 0xef,
-        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0xab, 0xcd, 0xef, 0x01,
+        0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
     ];
     h.open_stream(ConnId(60), TCP, sa("203.0.113.40:1000"));
     let out = h.stream_data(ConnId(60), &client_hello);
@@ -286,12 +320,19 @@ fn tls_client_hello_on_a_plain_listener_is_not_turn() {
             timeout closes it as Idle). The ChannelData header should be judged when its 4 bytes are in."]
 fn http_on_a_plain_listener_is_not_turn() {
     let mut h = Harness::new();
-    let inputs: [&[u8]; 2] = [b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\nHost: a\r\n\r\n"];
+    let inputs: [&[u8]; 2] = [
+        b"GET / HTTP/1.1\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
     for (i, bytes) in inputs.iter().enumerate() {
         let conn = ConnId(61 + i as u64);
         h.open_stream(conn, TCP, sa("203.0.113.40:1000"));
         let out = h.stream_data(conn, bytes);
-        assert_eq!(out.closed_streams, vec![(conn, CloseReason::NotTurn)], "input {i}");
+        assert_eq!(
+            out.closed_streams,
+            vec![(conn, CloseReason::NotTurn)],
+            "input {i}"
+        );
         assert!(out.answers.is_empty());
     }
     assert_eq!(h.server.stats(h.now).streams, 0);
@@ -312,9 +353,14 @@ fn oversized_frame_closes_the_stream() {
     cfg.max_stream_frame = 200;
     let mut h = Harness::with_config(cfg);
     h.open_stream(ConnId(65), TCP, sa("203.0.113.41:1000"));
-    let big = Req::binding().raw(0xC002, &[0u8; 400]).encode_plain(h.tid(), false);
+    let big = Req::binding()
+        .raw(0xC002, &[0u8; 400])
+        .encode_plain(h.tid(), false);
     let out = h.stream_data(ConnId(65), &big[..24]);
-    assert_eq!(out.closed_streams, vec![(ConnId(65), CloseReason::FrameTooLarge)]);
+    assert_eq!(
+        out.closed_streams,
+        vec![(ConnId(65), CloseReason::FrameTooLarge)]
+    );
 }
 
 #[test]
@@ -351,12 +397,23 @@ fn closing_the_stream_deletes_its_allocation() {
     let mut c = h.tcp_client(72, sa("203.0.113.44:1000"));
     let (_, relays) = h.allocate_ok(&mut c);
     let out = h.close_stream(ConnId(72));
-    assert!(out.events.iter().any(|e| matches!(e,
-        Event::AllocationDeleted { reason: DeleteReason::StreamClosed, .. })));
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        Event::AllocationDeleted {
+            reason: DeleteReason::StreamClosed,
+            ..
+        }
+    )));
     assert_eq!(out.closed_relays, relays);
-    assert!(out.closed_streams.is_empty(), "the driver closed it already");
+    assert!(
+        out.closed_streams.is_empty(),
+        "the driver closed it already"
+    );
     let s = h.server.stats(h.now);
-    assert_eq!((s.allocations, s.streams, s.ports_v4.quarantined), (0, 0, 1));
+    assert_eq!(
+        (s.allocations, s.streams, s.ports_v4.quarantined),
+        (0, 0, 1)
+    );
 }
 
 #[test]
@@ -374,7 +431,10 @@ fn closing_the_stream_while_its_bind_is_pending_abandons_the_allocate() {
     let bound: Vec<_> = out.bound().into_iter().map(|b| b.0).collect();
     assert_eq!(out.closed_relays, bound);
     let s = h.server.stats(h.now);
-    assert_eq!((s.allocations, s.allocations_pending, s.ports_v4.in_use), (0, 0, 0));
+    assert_eq!(
+        (s.allocations, s.allocations_pending, s.ports_v4.in_use),
+        (0, 0, 0)
+    );
 }
 
 #[test]
@@ -382,7 +442,10 @@ fn allocation_ending_on_a_live_stream_lets_it_idle_out() {
     let mut h = Harness::new();
     let mut c = h.tcp_client(74, sa("203.0.113.46:1000"));
     h.allocate_ok(&mut c);
-    assert!(h.authed(&mut c, Req::refresh(Some(0))).answer().is_success());
+    assert!(h
+        .authed(&mut c, Req::refresh(Some(0)))
+        .answer()
+        .is_success());
     let idle = h.server.config().stream_idle_timeout;
     let out = h.advance(idle);
     assert_eq!(out.closed_streams, vec![(ConnId(74), CloseReason::Idle)]);
@@ -397,7 +460,10 @@ fn max_streams_is_enforced() {
     assert!(h.open_stream(ConnId(80), TCP, r).closed_streams.is_empty());
     assert!(h.open_stream(ConnId(81), TCP, r).closed_streams.is_empty());
     let out = h.open_stream(ConnId(82), TCP, r);
-    assert_eq!(out.closed_streams, vec![(ConnId(82), CloseReason::TooManyStreams)]);
+    assert_eq!(
+        out.closed_streams,
+        vec![(ConnId(82), CloseReason::TooManyStreams)]
+    );
     assert_eq!(h.server.stats(h.now).streams, 2);
     h.close_stream(ConnId(80));
     assert!(h.open_stream(ConnId(83), TCP, r).closed_streams.is_empty());

@@ -375,7 +375,12 @@ impl Harness {
     }
 
     /// Opens a stream on `listener` from `remote`.
-    pub fn open_stream(&mut self, conn: ConnId, listener: ListenerId, remote: SocketAddr) -> Outcome {
+    pub fn open_stream(
+        &mut self,
+        conn: ConnId,
+        listener: ListenerId,
+        remote: SocketAddr,
+    ) -> Outcome {
         let now = self.now;
         let local = if listener == TCP_PROXY {
             sa("192.0.2.1:3479")
@@ -679,9 +684,7 @@ pub fn channel_data(number: u16, payload: &[u8], pad: bool) -> Vec<u8> {
     v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
     v.extend_from_slice(payload);
     if pad {
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
+        v.resize(v.len().div_ceil(4) * 4, 0);
     }
     v
 }
@@ -816,11 +819,7 @@ impl Harness {
     pub fn allocate_with(&mut self, c: &mut Client, req: Req) -> (Answer, Vec<RelayId>) {
         let out = self.authed(c, req);
         let a = out.answer().clone();
-        assert!(
-            a.is_success(),
-            "Allocate failed with {:?}",
-            a.code()
-        );
+        assert!(a.is_success(), "Allocate failed with {:?}", a.code());
         let relays = out.bound().into_iter().map(|b| b.0).collect();
         (a, relays)
     }
@@ -841,7 +840,11 @@ impl Harness {
     ) -> RelayId {
         let (_, relays) = self.allocate_ok(c);
         let out = self.authed(c, Req::channel_bind(number, p));
-        assert!(out.answer().is_success(), "ChannelBind: {:?}", out.answer().code());
+        assert!(
+            out.answer().is_success(),
+            "ChannelBind: {:?}",
+            out.answer().code()
+        );
         relays[0]
     }
 }
