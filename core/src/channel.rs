@@ -14,7 +14,11 @@ pub const HEADER_LEN: usize = 4;
 /// True for numbers a client may bind: 0x4000 through 0x4FFF when `strict` (RFC 8656
 /// §12), through 0x7FFF otherwise (RFC 5766 §11, what deployed clients use).
 pub fn is_valid_number(n: u16, strict: bool) -> bool {
-    let max = if strict { MAX_CHANNEL } else { MAX_LEGACY_CHANNEL };
+    let max = if strict {
+        MAX_CHANNEL
+    } else {
+        MAX_LEGACY_CHANNEL
+    };
     (MIN_CHANNEL..=max).contains(&n)
 }
 

@@ -183,8 +183,9 @@ impl Server {
     ///
     /// Call [`Server::set_wall_clock`] before the first request: REST and one-time
     /// credentials are refused until the wall clock is known.
-    pub fn new(config: Config, seed: [u8; 32], now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(mut config: Config, seed: [u8; 32], now: Instant) -> Result<Self, ConfigError> {
         validate(&config)?;
+        add_own_addresses(&mut config);
         let _ = now;
         // Separate streams of one seed, so that e.g. the number of nonces issued never
         // changes which ports are drawn (RFC 6056 wants ports unpredictable, not related).
@@ -567,6 +568,24 @@ impl Server {
 pub(crate) struct Source {
     pub key: ClientKey,
     pub info: ClientInfo,
+}
+
+/// The relay's own addresses are never peers (RFC 8656 §21.4: a client must not reach the
+/// server's own services through it). Loopback addresses are left to `allow_loopback`.
+fn add_own_addresses(c: &mut Config) {
+    let relays = [c.relay_v4, c.relay_v6];
+    let ips: Vec<std::net::IpAddr> = relays
+        .iter()
+        .flatten()
+        .flat_map(|r| [r.bind, r.advertised])
+        .chain(c.listeners.iter().map(|l| l.local.ip()))
+        .collect();
+    for ip in ips {
+        let ip = crate::policy::canonical(ip);
+        if !ip.is_unspecified() && !ip.is_loopback() && !c.peer_policy.own_addresses.contains(&ip) {
+            c.peer_policy.own_addresses.push(ip);
+        }
+    }
 }
 
 fn validate(c: &Config) -> Result<(), ConfigError> {

@@ -29,6 +29,12 @@ impl Server {
                 None
             }
             Class::Indication if msg.method() == Method::SEND => {
+                // RFC 8489 §6.3.2: an indication with unknown comprehension-required
+                // attributes is discarded.
+                if !msg.unknown_required(is_known_attribute).is_empty() {
+                    self.stats.dropped.malformed += 1;
+                    return None;
+                }
                 self.send_indication(now, src, &msg, data)
             }
             // Responses, and indications other than Send, have no business here.
