@@ -64,6 +64,9 @@ pub struct FileConfig {
     pub users: BTreeMap<String, Secret>,
     /// Allow peers on loopback addresses (tests on one machine).
     pub allow_loopback_peers: bool,
+    /// Accept only RFC 8656 channel numbers (0x4000–0x4FFF); by default the RFC 5766 range
+    /// (to 0x7FFF) that browsers and coturn's client use is accepted too.
+    pub strict_channel_numbers: bool,
     /// Peer ranges allowed although a built-in rule denies them (CIDR).
     pub allowed_peer_ip: Vec<String>,
     /// Peer ranges denied on top of the built-in rules (CIDR).
@@ -111,6 +114,7 @@ impl Default for FileConfig {
             static_auth_secret: Secrets::default(),
             users: BTreeMap::new(),
             allow_loopback_peers: false,
+            strict_channel_numbers: false,
             allowed_peer_ip: Vec::new(),
             denied_peer_ip: Vec::new(),
             user_quota: 10,
@@ -422,6 +426,7 @@ const KEYS: &[&str] = &[
     "static_auth_secret",
     "users",
     "allow_loopback_peers",
+    "strict_channel_numbers",
     "allowed_peer_ip",
     "denied_peer_ip",
     "user_quota",

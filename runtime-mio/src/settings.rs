@@ -110,6 +110,7 @@ impl Settings {
             allow_loopback: fc.allow_loopback_peers,
             own_addresses: own_addresses(fc),
         };
+        core.strict_channel_numbers = fc.strict_channel_numbers;
         core.user_quota = fc.user_quota;
         core.total_quota = fc.total_quota;
         core.max_lifetime = Duration::from_secs(fc.max_allocation_lifetime_s);
