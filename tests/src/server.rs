@@ -299,6 +299,7 @@ fn coturn_command(spec: &ServerSpec, port: u16, relay: (u16, u16), dir: &TempDir
     let bin = find_tool("turnserver").expect("turnserver (checked by ServerKind::available)");
     let mut cmd = Command::new(bin);
     cmd.arg("-n") // no configuration file
+        .arg("--verbose") // a line per session, with the client's address
         .arg("--listening-ip=127.0.0.1")
         .arg(format!("--listening-port={port}"))
         .arg("--relay-ip=127.0.0.1")

@@ -132,7 +132,7 @@ impl Uclient {
     pub fn run_zero_loss(&self) -> Summary {
         let run = self.run();
         let s = run.summary().unwrap_or_else(|e| panic!("{e}"));
-        println!("uclient summary: {s}");
+        println!("uclient {}: {s}", self.args().join(" "));
         run.assert_zero_loss(&s);
         s
     }
