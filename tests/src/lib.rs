@@ -46,7 +46,9 @@ pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// True when the end-to-end tests are mandatory (`TURNPIKE_E2E=1`).
 pub fn e2e_mandatory() -> bool {
-    std::env::var(E2E_ENV).map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false)
+    std::env::var(E2E_ENV)
+        .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+        .unwrap_or(false)
 }
 
 /// Skips the current test (returns false after printing `SKIP: why`) or, when the tests
@@ -63,7 +65,9 @@ pub fn skip_or_fail(why: &str) -> bool {
 /// and which a non-root `PATH` may lack).
 pub fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/sbin", "/sbin", "/usr/local/sbin"].iter().map(PathBuf::from);
+    let extra = ["/usr/sbin", "/sbin", "/usr/local/sbin"]
+        .iter()
+        .map(PathBuf::from);
     std::env::split_paths(&path)
         .chain(extra)
         .map(|dir| dir.join(name))
@@ -96,7 +100,10 @@ pub fn require_tools(names: &[&str]) -> bool {
 /// The per-server tests of [`per_server!`] call this.
 pub fn run_on(kind: ServerKind, f: fn(ServerKind)) {
     if let Ok(list) = std::env::var(SERVER_ENV) {
-        let wanted = list.split(',').map(str::trim).any(|s| s.eq_ignore_ascii_case(kind.name()));
+        let wanted = list
+            .split(',')
+            .map(str::trim)
+            .any(|s| s.eq_ignore_ascii_case(kind.name()));
         if !wanted {
             eprintln!("SKIP: {SERVER_ENV}={list} does not include {}", kind.name());
             return;
@@ -141,9 +148,11 @@ impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("turnpike-e2e-{}-{n}-{label}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("turnpike-e2e-{}-{n}-{label}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         TempDir { path }
     }
 
@@ -182,12 +191,21 @@ impl Child {
     /// Starts `cmd` with its output captured in `log_dir/<name>.log`.
     pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Child {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("cannot dup log file: {e}"));
+        let out =
+            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot dup log file: {e}"));
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         eprintln!("[e2e] start {name}: {}", describe(&cmd));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", describe(&cmd)));
-        Child { name: name.to_string(), child, log }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", describe(&cmd)));
+        Child {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     /// The process id.
@@ -202,7 +220,9 @@ impl Child {
 
     /// What it has written so far.
     pub fn log_text(&self) -> String {
-        fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Its exit status, if it has exited.
@@ -213,7 +233,11 @@ impl Child {
     /// Panics, with its log, when it has exited.
     pub fn assert_running(&mut self) {
         if let Some(st) = self.exited() {
-            panic!("{} exited early ({st}); its log:\n{}", self.name, tail(&self.log_text(), 200));
+            panic!(
+                "{} exited early ({st}); its log:\n{}",
+                self.name,
+                tail(&self.log_text(), 200)
+            );
         }
     }
 
@@ -297,7 +321,9 @@ impl CmdOutput {
         format!(
             "command: {}\nstatus: {}\nelapsed: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.command,
-            self.status.map(|s| s.to_string()).unwrap_or_else(|| "killed at its time limit".into()),
+            self.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "killed at its time limit".into()),
             self.elapsed,
             tail(&self.stdout, 80),
             tail(&self.stderr, 80)
@@ -308,9 +334,13 @@ impl CmdOutput {
 /// Runs `cmd` to completion, killing it after `limit`; captures its output.
 pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> CmdOutput {
     let command = describe(&cmd);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
     let out = child.stdout.take().map(spawn_reader);
     let err = child.stderr.take().map(spawn_reader);
     let deadline = start + limit;
@@ -327,8 +357,15 @@ pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> CmdOutput {
         }
     };
     let elapsed = start.elapsed();
-    let join = |h: Option<thread::JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
-    CmdOutput { status, stdout: join(out), stderr: join(err), elapsed, command }
+    let join =
+        |h: Option<thread::JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+    CmdOutput {
+        status,
+        stdout: join(out),
+        stderr: join(err),
+        elapsed,
+        command,
+    }
 }
 
 fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
@@ -354,7 +391,10 @@ pub fn describe(cmd: &Command) -> String {
 pub fn free_port_udp_tcp() -> u16 {
     for _ in 0..100 {
         let udp = UdpSocket::bind((LOOPBACK, 0)).expect("bind an ephemeral UDP port on loopback");
-        let port = udp.local_addr().expect("local address of a bound socket").port();
+        let port = udp
+            .local_addr()
+            .expect("local address of a bound socket")
+            .port();
         if TcpListener::bind((LOOPBACK, port)).is_ok() {
             return port;
         }
@@ -365,13 +405,17 @@ pub fn free_port_udp_tcp() -> u16 {
 /// A free loopback TCP port.
 pub fn free_tcp_port() -> u16 {
     let l = TcpListener::bind((LOOPBACK, 0)).expect("bind an ephemeral TCP port on loopback");
-    l.local_addr().expect("local address of a bound socket").port()
+    l.local_addr()
+        .expect("local address of a bound socket")
+        .port()
 }
 
 /// A free loopback UDP port.
 pub fn free_udp_port() -> u16 {
     let s = UdpSocket::bind((LOOPBACK, 0)).expect("bind an ephemeral UDP port on loopback");
-    s.local_addr().expect("local address of a bound socket").port()
+    s.local_addr()
+        .expect("local address of a bound socket")
+        .port()
 }
 
 /// `count` consecutive UDP ports, all free on loopback right now, for a relay port range.
@@ -388,7 +432,11 @@ pub fn free_udp_range(count: u16) -> (u16, u16) {
         let slot = (start_slot + NEXT.fetch_add(1, Ordering::Relaxed)) % slots.max(1);
         let first = LOW + slot * count32;
         let last = first + count32 - 1;
-        let all_free = (first..=last).all(|p| u16::try_from(p).map(|p| UdpSocket::bind((LOOPBACK, p)).is_ok()).unwrap_or(false));
+        let all_free = (first..=last).all(|p| {
+            u16::try_from(p)
+                .map(|p| UdpSocket::bind((LOOPBACK, p)).is_ok())
+                .unwrap_or(false)
+        });
         if all_free {
             if let (Ok(a), Ok(b)) = (u16::try_from(first), u16::try_from(last)) {
                 return (a, b);
@@ -409,7 +457,9 @@ pub fn wait_for_tcp(addr: SocketAddr, limit: Duration) -> Result<(), String> {
         }
         thread::sleep(Duration::from_millis(30));
     }
-    Err(format!("nothing accepted TCP connections on {addr} within {limit:?} (last error: {last})"))
+    Err(format!(
+        "nothing accepted TCP connections on {addr} within {limit:?} (last error: {last})"
+    ))
 }
 
 /// Waits until `addr` answers `probe` over UDP with any datagram, up to `limit`.
@@ -419,7 +469,8 @@ pub fn wait_for_udp(addr: SocketAddr, probe: &[u8], limit: Duration) -> Result<(
         IpAddr::V6(_) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
     };
     let sock = UdpSocket::bind(local).map_err(|e| format!("bind: {e}"))?;
-    sock.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
@@ -449,8 +500,10 @@ pub fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 
 /// Writes `text` to `path`, panicking with the path on failure.
 pub fn write_file(path: &Path, text: &str) {
-    let mut f = File::create(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-    f.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    let mut f =
+        File::create(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 /// The TURN REST API password for `username` (draft-uberti-behave-turn-rest-00 §2.2):
@@ -459,7 +512,8 @@ pub fn write_file(path: &Path, text: &str) {
 pub fn rest_password(secret: &str, username: &str) -> String {
     use base64::Engine;
     use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -471,7 +525,10 @@ pub fn rest_username(user: &str, expiry_unix_s: u64) -> String {
 
 /// Seconds since the Unix epoch, now (the tests, unlike the core, may read the clock).
 pub fn unix_now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn libc_pid(id: u32) -> libc::pid_t {
@@ -496,7 +553,10 @@ mod tests {
     #[test]
     fn rest_password_matches_openssl_hmac() {
         // `printf '1000:bob' | openssl dgst -sha1 -hmac s3cr3t -binary | base64`
-        assert_eq!(rest_password("s3cr3t", "1000:bob"), "Rrf0orlROFJkKuMGP5dSaof+G7c=");
+        assert_eq!(
+            rest_password("s3cr3t", "1000:bob"),
+            "Rrf0orlROFJkKuMGP5dSaof+G7c="
+        );
     }
 
     #[test]

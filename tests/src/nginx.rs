@@ -34,15 +34,29 @@ pub fn self_signed_cert(dir: &Path) -> Cert {
     let key = dir.join("key.pem");
     let openssl = find_tool("openssl").expect("openssl (checked by the test)");
     let mut cmd = Command::new(openssl);
-    cmd.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=turn.test", "-days", "1"])
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:turn.test,DNS:{TURNS_NAME}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert);
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=turn.test",
+        "-days",
+        "1",
+    ])
+    .arg("-addext")
+    .arg(format!("subjectAltName=DNS:turn.test,DNS:{TURNS_NAME}"))
+    .arg("-keyout")
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
-    assert!(out.success(), "could not make a self-signed certificate\n{}", out.report());
+    assert!(
+        out.success(),
+        "could not make a self-signed certificate\n{}",
+        out.report()
+    );
     Cert { cert, key }
 }
 
@@ -61,7 +75,9 @@ pub fn has_stream_module() -> bool {
     if Path::new(STREAM_MODULE).is_file() {
         return true;
     }
-    let Some(nginx) = find_tool("nginx") else { return false };
+    let Some(nginx) = find_tool("nginx") else {
+        return false;
+    };
     let mut cmd = Command::new(nginx);
     cmd.arg("-V");
     let out = run_with_timeout(cmd, Duration::from_secs(10));
@@ -80,7 +96,13 @@ fn preamble(dir: &Path) -> String {
 
 /// One hop: TLS terminated on `listen`, plain TCP to `upstream`, a PROXY v1 header first
 /// when `proxy_protocol`.
-pub fn tls_terminator_conf(dir: &Path, cert: &Cert, listen: SocketAddr, upstream: SocketAddr, proxy_protocol: bool) -> String {
+pub fn tls_terminator_conf(
+    dir: &Path,
+    cert: &Cert,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    proxy_protocol: bool,
+) -> String {
     format!(
         "{pre}stream {{
     log_format e2e '$remote_addr:$remote_port -> $upstream_addr sni=$ssl_server_name $status';
@@ -203,15 +225,27 @@ impl Nginx {
         write_file(&conf_path, conf);
         let base = |extra: &[&str]| {
             let mut c = Command::new(&nginx);
-            c.arg("-p").arg(dir.path()).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path);
+            c.arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .arg("-c")
+                .arg(&conf_path);
             c.arg("-g").arg("daemon off; master_process off;");
             c.args(extra);
             c
         };
         let check = run_with_timeout(base(&["-t"]), Duration::from_secs(20));
-        assert!(check.success(), "nginx rejects its configuration\n{conf}\n{}", check.report());
+        assert!(
+            check.success(),
+            "nginx rejects its configuration\n{conf}\n{}",
+            check.report()
+        );
         let child = Child::spawn("nginx", base(&[]), dir.path());
-        let mut n = Nginx { child, dir: dir.path().to_path_buf() };
+        let mut n = Nginx {
+            child,
+            dir: dir.path().to_path_buf(),
+        };
         for addr in listens {
             if let Err(e) = wait_for_tcp(*addr, Duration::from_secs(10)) {
                 n.child.assert_running();

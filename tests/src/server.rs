@@ -3,7 +3,10 @@
 //! on 127.0.0.1 with UDP and TCP on one free port, an own relay port range and the same
 //! credentials.
 
-use crate::{find_tool, free_port_udp_tcp, free_udp_range, skip_or_fail, tail, turn, wait_for_tcp, wait_for_udp, write_file, Child, TempDir, LOOPBACK};
+use crate::{
+    find_tool, free_port_udp_tcp, free_udp_range, skip_or_fail, tail, turn, wait_for_tcp,
+    wait_for_udp, write_file, Child, TempDir, LOOPBACK,
+};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -80,12 +83,18 @@ pub struct ServerSpec {
 impl ServerSpec {
     /// A server with one static long-term user.
     pub fn static_user(user: &str, password: &str) -> ServerSpec {
-        ServerSpec { users: vec![(user.into(), password.into())], ..ServerSpec::base() }
+        ServerSpec {
+            users: vec![(user.into(), password.into())],
+            ..ServerSpec::base()
+        }
     }
 
     /// A server taking TURN REST credentials made with `secret`.
     pub fn rest(secret: &str) -> ServerSpec {
-        ServerSpec { rest_secret: Some(secret.into()), ..ServerSpec::base() }
+        ServerSpec {
+            rest_secret: Some(secret.into()),
+            ..ServerSpec::base()
+        }
     }
 
     fn base() -> ServerSpec {
@@ -132,7 +141,15 @@ impl RunningServer {
             ServerKind::Coturn => coturn_command(&spec, port, relay_ports, &dir),
         };
         let child = Child::spawn(kind.name(), cmd, dir.path());
-        let mut server = RunningServer { child, kind, addr, relay_ports, spec, event_log, dir };
+        let mut server = RunningServer {
+            child,
+            kind,
+            addr,
+            relay_ports,
+            spec,
+            event_log,
+            dir,
+        };
         server.wait_ready(Duration::from_secs(10));
         server
     }
@@ -146,7 +163,9 @@ impl RunningServer {
             if !udp_ok {
                 udp_ok = wait_for_udp(self.addr, &probe, Duration::from_millis(200)).is_ok();
             }
-            if udp_ok && (!self.spec.tcp || wait_for_tcp(self.addr, Duration::from_millis(200)).is_ok()) {
+            if udp_ok
+                && (!self.spec.tcp || wait_for_tcp(self.addr, Duration::from_millis(200)).is_ok())
+            {
                 return;
             }
         }
@@ -180,9 +199,13 @@ impl RunningServer {
 
     /// The event-log records written so far (empty for a server without an event log).
     pub fn events(&self) -> Vec<Value> {
-        let Some(path) = &self.event_log else { return Vec::new() };
+        let Some(path) = &self.event_log else {
+            return Vec::new();
+        };
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits, at most `limit`, for an event-log record matching `pred`.
@@ -215,21 +238,38 @@ pub fn turnpike_binary() -> Option<PathBuf> {
 fn locate_or_build_turnpike() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("TURNPIKE_BIN") {
         let p = PathBuf::from(p);
-        return if p.is_file() { Ok(p) } else { Err(format!("TURNPIKE_BIN={} is not a file", p.display())) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("TURNPIKE_BIN={} is not a file", p.display()))
+        };
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).ok_or("no workspace directory")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or("no workspace directory")?;
     let profile_dir = profile_dir(&workspace);
-    let release = profile_dir.file_name().map(|n| n == "release").unwrap_or(false);
+    let release = profile_dir
+        .file_name()
+        .map(|n| n == "release")
+        .unwrap_or(false);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.arg("build").arg("-p").arg("turnpike").arg("--manifest-path").arg(workspace.join("Cargo.toml"));
+    cmd.arg("build")
+        .arg("-p")
+        .arg("turnpike")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"));
     if release {
         cmd.arg("--release");
     }
     eprintln!("[e2e] building the relay: {}", crate::describe(&cmd));
     let out = crate::run_with_timeout(cmd, Duration::from_secs(900));
     if !out.success() {
-        return Err(format!("`cargo build -p turnpike` failed:\n{}", tail(&out.stderr, 40)));
+        return Err(format!(
+            "`cargo build -p turnpike` failed:\n{}",
+            tail(&out.stderr, 40)
+        ));
     }
     let bin = profile_dir.join("turnpike");
     if bin.is_file() {
@@ -243,15 +283,24 @@ fn locate_or_build_turnpike() -> Result<PathBuf, String> {
 fn profile_dir(workspace: &Path) -> PathBuf {
     let from_exe = std::env::current_exe().ok().and_then(|exe| {
         let deps = exe.parent()?;
-        (deps.file_name()? == "deps").then(|| deps.parent().map(Path::to_path_buf)).flatten()
+        (deps.file_name()? == "deps")
+            .then(|| deps.parent().map(Path::to_path_buf))
+            .flatten()
     });
     from_exe.unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
         target.join("debug")
     })
 }
 
-fn turnpike_command(spec: &ServerSpec, port: u16, relay: (u16, u16), dir: &TempDir) -> (Command, Option<PathBuf>) {
+fn turnpike_command(
+    spec: &ServerSpec,
+    port: u16,
+    relay: (u16, u16),
+    dir: &TempDir,
+) -> (Command, Option<PathBuf>) {
     let events = dir.join("events.jsonl");
     let config = dir.join("turnpike.toml");
     write_file(&config, &turnpike_config(spec, port, relay, &events));
@@ -275,11 +324,27 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
     line("turn_tcp", spec.tcp.to_string());
     line("turn_tcp_listen_port", port.to_string());
     line("proxy_protocol", spec.proxy_protocol.to_string());
-    line("proxy_protocol_trusted", format!("[{}]", spec.proxy_protocol_trusted.iter().map(|c| toml_str(c)).collect::<Vec<_>>().join(", ")));
+    line(
+        "proxy_protocol_trusted",
+        format!(
+            "[{}]",
+            spec.proxy_protocol_trusted
+                .iter()
+                .map(|c| toml_str(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
     line("relay_port_min", relay.0.to_string());
     line("relay_port_max", relay.1.to_string());
-    line("relay_port_quarantine_ms", spec.relay_port_quarantine_ms.to_string());
-    line("allow_loopback_peers", spec.allow_loopback_peers.to_string());
+    line(
+        "relay_port_quarantine_ms",
+        spec.relay_port_quarantine_ms.to_string(),
+    );
+    line(
+        "allow_loopback_peers",
+        spec.allow_loopback_peers.to_string(),
+    );
     line("event_log", toml_str(&events.to_string_lossy()));
     if let Some(q) = spec.user_quota {
         line("user_quota", q.to_string());
@@ -288,14 +353,26 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
         line("static_auth_secret", toml_str(s));
     }
     if !spec.users.is_empty() {
-        let users: Vec<String> = spec.users.iter().map(|(u, p)| format!("{} = {}", toml_str(u), toml_str(p))).collect();
+        let users: Vec<String> = spec
+            .users
+            .iter()
+            .map(|(u, p)| format!("{} = {}", toml_str(u), toml_str(p)))
+            .collect();
         line("users", format!("{{ {} }}", users.join(", ")));
     }
     t
 }
 
-fn coturn_command(spec: &ServerSpec, port: u16, relay: (u16, u16), dir: &TempDir) -> (Command, Option<PathBuf>) {
-    assert!(!spec.proxy_protocol, "coturn does not speak the PROXY protocol: this test is for turnpike only");
+fn coturn_command(
+    spec: &ServerSpec,
+    port: u16,
+    relay: (u16, u16),
+    dir: &TempDir,
+) -> (Command, Option<PathBuf>) {
+    assert!(
+        !spec.proxy_protocol,
+        "coturn does not speak the PROXY protocol: this test is for turnpike only"
+    );
     let bin = find_tool("turnserver").expect("turnserver (checked by ServerKind::available)");
     let mut cmd = Command::new(bin);
     cmd.arg("-n") // no configuration file
@@ -312,7 +389,10 @@ fn coturn_command(spec: &ServerSpec, port: u16, relay: (u16, u16), dir: &TempDir
         .arg("--no-dtls")
         .arg("--log-file=stdout")
         .arg("--simple-log")
-        .arg(format!("--pidfile={}", dir.join("turnserver.pid").display()))
+        .arg(format!(
+            "--pidfile={}",
+            dir.join("turnserver.pid").display()
+        ))
         .arg(format!("--db={}", dir.join("turndb").display()));
     if spec.allow_loopback_peers {
         cmd.arg("--allow-loopback-peers");
@@ -330,7 +410,8 @@ fn coturn_command(spec: &ServerSpec, port: u16, relay: (u16, u16), dir: &TempDir
         }
     }
     if let Some(s) = &spec.rest_secret {
-        cmd.arg("--use-auth-secret").arg(format!("--static-auth-secret={s}"));
+        cmd.arg("--use-auth-secret")
+            .arg(format!("--static-auth-secret={s}"));
     }
     (cmd, None)
 }
@@ -365,15 +446,23 @@ impl Peer {
         let dir = TempDir::new("peer");
         let port = crate::free_udp_port();
         let addr = SocketAddr::new(IpAddr::V4(LOOPBACK), port);
-        let bin = find_tool("turnutils_peer").expect("turnutils_peer (checked by ServerKind::available)");
+        let bin =
+            find_tool("turnutils_peer").expect("turnutils_peer (checked by ServerKind::available)");
         let mut cmd = Command::new(bin);
-        cmd.arg("-L").arg("127.0.0.1").arg("-p").arg(port.to_string());
+        cmd.arg("-L")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string());
         let mut child = Child::spawn("turnutils_peer", cmd, dir.path());
         if let Err(e) = wait_for_udp(addr, b"ping", Duration::from_secs(5)) {
             child.assert_running();
             panic!("turnutils_peer: {e}");
         }
-        Peer { _child: child, addr, _dir: dir }
+        Peer {
+            _child: child,
+            addr,
+            _dir: dir,
+        }
     }
 }
 

@@ -81,7 +81,12 @@ impl Message {
         let b = random_u64().to_be_bytes();
         txid[..8].copy_from_slice(&a);
         txid[8..].copy_from_slice(&b[..4]);
-        Message { method, class: Class::Request, txid, attrs: Vec::new() }
+        Message {
+            method,
+            class: Class::Request,
+            txid,
+            attrs: Vec::new(),
+        }
     }
 
     /// Appends attribute `t` with value `v`.
@@ -92,7 +97,10 @@ impl Message {
 
     /// The value of the first attribute `t`.
     pub fn attr(&self, t: u16) -> Option<&[u8]> {
-        self.attrs.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice())
+        self.attrs
+            .iter()
+            .find(|(k, _)| *k == t)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The ERROR-CODE number (e.g. 401), if any (RFC 8489 §14.8).
@@ -105,7 +113,10 @@ impl Message {
 
     /// The ERROR-CODE reason phrase, if any.
     pub fn error_reason(&self) -> String {
-        self.attr(ERROR_CODE).and_then(|v| v.get(4..)).map(|r| String::from_utf8_lossy(r).into_owned()).unwrap_or_default()
+        self.attr(ERROR_CODE)
+            .and_then(|v| v.get(4..))
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .unwrap_or_default()
     }
 
     /// Decodes an XOR-…-ADDRESS attribute `t` (RFC 8489 §14.2).
@@ -157,7 +168,8 @@ impl Message {
             // The length covers MESSAGE-INTEGRITY itself when the HMAC is computed.
             let len = out.len() - 20 + 24;
             set_len(&mut out, len);
-            let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+            let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key)
+                .expect("HMAC takes keys of any length");
             mac.update(&out);
             let tag = mac.finalize().into_bytes();
             push_attr(&mut out, MESSAGE_INTEGRITY, &tag);
@@ -175,7 +187,10 @@ impl Message {
 
     /// Decodes one whole STUN message.
     pub fn decode(buf: &[u8]) -> Result<Message, String> {
-        let header: [u8; 20] = buf.get(..20).and_then(|h| h.try_into().ok()).ok_or("shorter than a STUN header")?;
+        let header: [u8; 20] = buf
+            .get(..20)
+            .and_then(|h| h.try_into().ok())
+            .ok_or("shorter than a STUN header")?;
         let msg_type = u16::from_be_bytes([header[0], header[1]]);
         if msg_type & 0xC000 != 0 {
             return Err(format!("not STUN: first bits of type {msg_type:#06x}"));
@@ -184,7 +199,9 @@ impl Message {
         if u32::from_be_bytes([header[4], header[5], header[6], header[7]]) != MAGIC_COOKIE {
             return Err("no magic cookie".into());
         }
-        let body = buf.get(20..20 + len).ok_or("message length beyond the bytes received")?;
+        let body = buf
+            .get(20..20 + len)
+            .ok_or("message length beyond the bytes received")?;
         let mut txid = [0u8; 12];
         txid.copy_from_slice(&header[8..20]);
         let method = (msg_type & 0x000F) | ((msg_type & 0x00E0) >> 1) | ((msg_type & 0x3E00) >> 2);
@@ -199,11 +216,18 @@ impl Message {
         while at + 4 <= body.len() {
             let t = u16::from_be_bytes([body[at], body[at + 1]]);
             let l = usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]]));
-            let v = body.get(at + 4..at + 4 + l).ok_or("attribute beyond the message")?;
+            let v = body
+                .get(at + 4..at + 4 + l)
+                .ok_or("attribute beyond the message")?;
             attrs.push((t, v.to_vec()));
             at += 4 + l.div_ceil(4) * 4;
         }
-        Ok(Message { method, class, txid, attrs })
+        Ok(Message {
+            method,
+            class,
+            txid,
+            attrs,
+        })
     }
 }
 
@@ -221,14 +245,25 @@ pub fn binding_request() -> Vec<u8> {
 /// A PROXY protocol v1 header claiming `client` connected to `server` (TCP4/TCP6).
 pub fn proxy_v1(client: SocketAddr, server: SocketAddr) -> Vec<u8> {
     let fam = if client.is_ipv4() { "TCP4" } else { "TCP6" };
-    format!("PROXY {fam} {} {} {} {}\r\n", client.ip(), server.ip(), client.port(), server.port()).into_bytes()
+    format!(
+        "PROXY {fam} {} {} {} {}\r\n",
+        client.ip(),
+        server.ip(),
+        client.port(),
+        server.port()
+    )
+    .into_bytes()
 }
 
 /// A TCP connection to `server` from `local` (any port), so that a test can appear to come
 /// from several loopback addresses (127.0.0.0/8 is all loopback on Linux).
 pub fn tcp_connect_from(local: IpAddr, server: SocketAddr) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if server.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if server.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     s.bind(&SocketAddr::new(local, 0).into())?;
     s.connect_timeout(&server.into(), Duration::from_secs(2))?;
@@ -271,14 +306,24 @@ pub struct TurnClient {
 impl TurnClient {
     /// A client on a fresh UDP socket (bound to 127.0.0.1) talking to `server`.
     pub fn udp(server: SocketAddr, user: &str, password: &str) -> std::io::Result<TurnClient> {
-        let local: SocketAddr = if server.is_ipv4() { (Ipv4Addr::LOCALHOST, 0).into() } else { (Ipv6Addr::LOCALHOST, 0).into() };
+        let local: SocketAddr = if server.is_ipv4() {
+            (Ipv4Addr::LOCALHOST, 0).into()
+        } else {
+            (Ipv6Addr::LOCALHOST, 0).into()
+        };
         let sock = UdpSocket::bind(local)?;
         Ok(Self::with(Conn::Udp(sock, server), user, password))
     }
 
     /// A client on a new TCP connection to `server` from `local`, which first sends
     /// `preamble` (e.g. a PROXY header) when given.
-    pub fn tcp(server: SocketAddr, local: IpAddr, preamble: Option<&[u8]>, user: &str, password: &str) -> std::io::Result<TurnClient> {
+    pub fn tcp(
+        server: SocketAddr,
+        local: IpAddr,
+        preamble: Option<&[u8]>,
+        user: &str,
+        password: &str,
+    ) -> std::io::Result<TurnClient> {
         let mut s = tcp_connect_from(local, server)?;
         s.set_nodelay(true)?;
         if let Some(p) = preamble {
@@ -288,7 +333,13 @@ impl TurnClient {
     }
 
     fn with(conn: Conn, user: &str, password: &str) -> TurnClient {
-        TurnClient { conn, user: user.into(), password: password.into(), realm: None, nonce: None }
+        TurnClient {
+            conn,
+            user: user.into(),
+            password: password.into(),
+            realm: None,
+            nonce: None,
+        }
     }
 
     /// This client's local address.
@@ -305,8 +356,13 @@ impl TurnClient {
         req.attrs.clear();
         let resp = self.exchange(&req.encode(None, true), &req.txid)?;
         match resp.class {
-            Class::Success => resp.xor_address(XOR_MAPPED_ADDRESS).ok_or(Failure::Transport("no XOR-MAPPED-ADDRESS".into())),
-            _ => Err(Failure::Refused(resp.error_code().unwrap_or(0), resp.error_reason())),
+            Class::Success => resp
+                .xor_address(XOR_MAPPED_ADDRESS)
+                .ok_or(Failure::Transport("no XOR-MAPPED-ADDRESS".into())),
+            _ => Err(Failure::Refused(
+                resp.error_code().unwrap_or(0),
+                resp.error_reason(),
+            )),
         }
     }
 
@@ -314,17 +370,23 @@ impl TurnClient {
     /// long-term mechanism; returns the relayed address.
     pub fn allocate(&mut self) -> Result<SocketAddr, Failure> {
         let resp = self.authenticated(ALLOCATE, &[(REQUESTED_TRANSPORT, vec![17, 0, 0, 0])])?;
-        resp.xor_address(XOR_RELAYED_ADDRESS).ok_or_else(|| Failure::Transport("success without XOR-RELAYED-ADDRESS".into()))
+        resp.xor_address(XOR_RELAYED_ADDRESS)
+            .ok_or_else(|| Failure::Transport("success without XOR-RELAYED-ADDRESS".into()))
     }
 
     /// A Refresh request with LIFETIME `lifetime_s` (0 deletes the allocation, RFC 8656 §8).
     pub fn refresh(&mut self, lifetime_s: u32) -> Result<(), Failure> {
-        self.authenticated(REFRESH, &[(LIFETIME, lifetime_s.to_be_bytes().to_vec())]).map(|_| ())
+        self.authenticated(REFRESH, &[(LIFETIME, lifetime_s.to_be_bytes().to_vec())])
+            .map(|_| ())
     }
 
     /// A CreatePermission request for `peer` (RFC 8656 §9).
     pub fn create_permission(&mut self, peer: SocketAddr) -> Result<(), Failure> {
-        self.authenticated(CREATE_PERMISSION, &[(XOR_PEER_ADDRESS, xor_address_value(peer))]).map(|_| ())
+        self.authenticated(
+            CREATE_PERMISSION,
+            &[(XOR_PEER_ADDRESS, xor_address_value(peer))],
+        )
+        .map(|_| ())
     }
 
     /// Sends a request with credentials, learning realm and nonce from a 401 / 438 answer
@@ -337,8 +399,13 @@ impl TurnClient {
             }
             let bytes = match (&self.realm, &self.nonce) {
                 (Some(realm), Some(nonce)) => {
-                    req.add(USERNAME, self.user.as_bytes()).add(REALM, realm.as_bytes()).add(NONCE, nonce);
-                    req.encode(Some(&long_term_key(&self.user, realm, &self.password)), true)
+                    req.add(USERNAME, self.user.as_bytes())
+                        .add(REALM, realm.as_bytes())
+                        .add(NONCE, nonce);
+                    req.encode(
+                        Some(&long_term_key(&self.user, realm, &self.password)),
+                        true,
+                    )
                 }
                 _ => req.encode(None, true),
             };
@@ -362,7 +429,9 @@ impl TurnClient {
             }
             return Err(Failure::Refused(code, resp.error_reason()));
         }
-        Err(Failure::Transport("authentication did not settle in three rounds".into()))
+        Err(Failure::Transport(
+            "authentication did not settle in three rounds".into(),
+        ))
     }
 
     /// Sends `bytes` and waits for the response with transaction id `txid`; over UDP the
@@ -371,13 +440,16 @@ impl TurnClient {
         let io = |e: std::io::Error| Failure::Transport(e.to_string());
         match &mut self.conn {
             Conn::Udp(sock, server) => {
-                sock.set_read_timeout(Some(Duration::from_millis(500))).map_err(io)?;
+                sock.set_read_timeout(Some(Duration::from_millis(500)))
+                    .map_err(io)?;
                 let mut buf = [0u8; 2048];
                 for _ in 0..6 {
                     sock.send_to(bytes, *server).map_err(io)?;
                     let deadline = Instant::now() + Duration::from_millis(500);
                     while Instant::now() < deadline {
-                        let Ok((n, from)) = sock.recv_from(&mut buf) else { break };
+                        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                            break;
+                        };
                         if from != *server {
                             continue;
                         }
@@ -388,7 +460,9 @@ impl TurnClient {
                         }
                     }
                 }
-                Err(Failure::Transport(format!("no answer from {server} over UDP in 3 s")))
+                Err(Failure::Transport(format!(
+                    "no answer from {server} over UDP in 3 s"
+                )))
             }
             Conn::Tcp(stream, pending) => {
                 stream.write_all(bytes).map_err(io)?;
@@ -407,9 +481,15 @@ impl TurnClient {
                     stream.set_read_timeout(Some(left)).map_err(io)?;
                     let mut buf = [0u8; 4096];
                     match stream.read(&mut buf) {
-                        Ok(0) => return Err(Failure::Transport("the server closed the connection".into())),
+                        Ok(0) => {
+                            return Err(Failure::Transport(
+                                "the server closed the connection".into(),
+                            ))
+                        }
                         Ok(n) => pending.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                        Err(e) => return Err(Failure::Transport(format!("reading the answer: {e}"))),
+                        Err(e) => {
+                            return Err(Failure::Transport(format!("reading the answer: {e}")))
+                        }
                     }
                 }
             }
@@ -421,21 +501,32 @@ impl TurnClient {
 /// frames, RFC 8656 §12.5, padded to 4 bytes on streams); None when more bytes are needed.
 fn take_frame(pending: &mut Vec<u8>) -> Result<Option<Message>, Failure> {
     loop {
-        let (Some(&b0), Some(&b1), Some(&b2), Some(&b3)) = (pending.first(), pending.get(1), pending.get(2), pending.get(3)) else {
+        let (Some(&b0), Some(&b1), Some(&b2), Some(&b3)) = (
+            pending.first(),
+            pending.get(1),
+            pending.get(2),
+            pending.get(3),
+        ) else {
             return Ok(None);
         };
         let len = usize::from(u16::from_be_bytes([b2, b3]));
         let total = match b0 >> 6 {
             0 => 20 + len,
             1 => 4 + len.div_ceil(4) * 4,
-            _ => return Err(Failure::Transport(format!("neither STUN nor ChannelData on the stream: {b0:#04x} {b1:#04x}"))),
+            _ => {
+                return Err(Failure::Transport(format!(
+                    "neither STUN nor ChannelData on the stream: {b0:#04x} {b1:#04x}"
+                )))
+            }
         };
         if pending.len() < total {
             return Ok(None);
         }
         let frame: Vec<u8> = pending.drain(..total).collect();
         if b0 >> 6 == 0 {
-            return Message::decode(&frame).map(Some).map_err(Failure::Transport);
+            return Message::decode(&frame)
+                .map(Some)
+                .map_err(Failure::Transport);
         }
     }
 }
@@ -481,7 +572,8 @@ mod tests {
     #[test]
     fn encode_decode_round_trip_with_integrity_and_fingerprint() {
         let mut m = Message::request(ALLOCATE);
-        m.add(REQUESTED_TRANSPORT, &[17, 0, 0, 0]).add(USERNAME, b"alice");
+        m.add(REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .add(USERNAME, b"alice");
         let key = long_term_key("alice", "turn.test", "secret");
         let bytes = m.encode(Some(&key), true);
         assert_eq!(bytes.len() % 4, 0);
@@ -498,7 +590,10 @@ mod tests {
     #[test]
     fn long_term_key_is_md5_of_user_realm_password() {
         // `printf 'user:realm:pass' | md5sum`
-        let hex: String = long_term_key("user", "realm", "pass").iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = long_term_key("user", "realm", "pass")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, "8493fbc53ba582fb4c044c456bdc40eb");
     }
 

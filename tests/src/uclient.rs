@@ -102,29 +102,50 @@ impl Uclient {
         if self.no_rtcp {
             a.push("-c".into());
         }
-        for (flag, v) in [("-n", self.messages), ("-m", self.clients), ("-l", self.length)] {
+        for (flag, v) in [
+            ("-n", self.messages),
+            ("-m", self.clients),
+            ("-l", self.length),
+        ] {
             a.push(flag.into());
             a.push(v.to_string());
         }
         match &self.credentials {
-            Credentials::Static { user, password } => a.extend(["-u".into(), user.clone(), "-w".into(), password.clone()]),
-            Credentials::Rest { user, secret } => a.extend(["-u".into(), user.clone(), "-W".into(), secret.clone()]),
+            Credentials::Static { user, password } => {
+                a.extend(["-u".into(), user.clone(), "-w".into(), password.clone()])
+            }
+            Credentials::Rest { user, secret } => {
+                a.extend(["-u".into(), user.clone(), "-W".into(), secret.clone()])
+            }
         }
         if let Some(l) = self.local {
             a.extend(["-L".into(), l.to_string()]);
         }
-        a.extend(["-e".into(), self.peer.ip().to_string(), "-r".into(), self.peer.port().to_string()]);
-        a.extend(["-p".into(), self.server.port().to_string(), self.server.ip().to_string()]);
+        a.extend([
+            "-e".into(),
+            self.peer.ip().to_string(),
+            "-r".into(),
+            self.peer.port().to_string(),
+        ]);
+        a.extend([
+            "-p".into(),
+            self.server.port().to_string(),
+            self.server.ip().to_string(),
+        ]);
         a
     }
 
     /// Runs uclient to completion or its time limit.
     pub fn run(&self) -> UclientRun {
-        let bin = find_tool("turnutils_uclient").expect("turnutils_uclient (checked by ServerKind::available)");
+        let bin = find_tool("turnutils_uclient")
+            .expect("turnutils_uclient (checked by ServerKind::available)");
         let mut cmd = Command::new(bin);
         cmd.args(self.args());
         let output = run_with_timeout(cmd, self.timeout);
-        UclientRun { output, expected_messages: u64::from(self.messages) * u64::from(self.clients) }
+        UclientRun {
+            output,
+            expected_messages: u64::from(self.messages) * u64::from(self.clients),
+        }
     }
 
     /// Runs uclient and asserts that it relayed every message and got every echo back;
@@ -151,29 +172,72 @@ impl UclientRun {
     /// The summary, or an error with the whole output when there is none (uclient hung, or
     /// failed before sending).
     pub fn summary(&self) -> Result<Summary, String> {
-        parse_summary(&self.output.combined()).map_err(|e| format!("uclient printed no usable summary ({e})\n{}", self.output.report()))
+        parse_summary(&self.output.combined()).map_err(|e| {
+            format!(
+                "uclient printed no usable summary ({e})\n{}",
+                self.output.report()
+            )
+        })
     }
 
-    /// Asserts what a clean run means: exit 0, all messages sent, all of them received
-    /// back, nothing lost or dropped.
+    /// What keeps this run from being clean (empty when it is): exit 0, every message sent,
+    /// every one received back, nothing lost or dropped.
+    pub fn zero_loss_problems(&self, s: &Summary) -> Vec<String> {
+        let mut p = Vec::new();
+        if !self.output.success() {
+            p.push("uclient did not exit with status 0".to_string());
+        }
+        if s.sent_msgs == 0 {
+            p.push("uclient sent nothing".to_string());
+        }
+        if s.sent_msgs != self.expected_messages {
+            p.push(format!(
+                "uclient sent {} messages of {}",
+                s.sent_msgs, self.expected_messages
+            ));
+        }
+        if s.recv_msgs != s.sent_msgs {
+            p.push(format!(
+                "{} of {} messages came back through the relay",
+                s.recv_msgs, s.sent_msgs
+            ));
+        }
+        if s.lost_packets != 0 || s.send_dropped != 0 {
+            p.push(format!(
+                "uclient counted {} lost and {} dropped",
+                s.lost_packets, s.send_dropped
+            ));
+        }
+        p
+    }
+
+    /// Asserts that the run was clean (see [`UclientRun::zero_loss_problems`]).
     pub fn assert_zero_loss(&self, s: &Summary) {
-        let report = || self.output.report();
-        assert!(self.output.success(), "uclient failed\n{}", report());
-        assert!(s.sent_msgs > 0, "uclient sent nothing\n{}", report());
-        assert_eq!(s.sent_msgs, self.expected_messages, "uclient did not send every message\n{}", report());
-        assert_eq!(s.recv_msgs, s.sent_msgs, "messages were lost through the relay\n{}", report());
-        assert_eq!(s.lost_packets, 0, "uclient counted lost packets\n{}", report());
-        assert_eq!(s.send_dropped, 0, "uclient counted dropped sends\n{}", report());
+        let p = self.zero_loss_problems(s);
+        assert!(
+            p.is_empty(),
+            "uclient run not clean: {}\n{}",
+            p.join("; "),
+            self.output.report()
+        );
     }
 
     /// Asserts that the run failed to allocate (e.g. bad credentials): non-zero exit in
     /// time, an allocation error printed, nothing received.
     pub fn assert_allocation_refused(&self) {
         let report = self.output.report();
-        assert!(!self.output.timed_out(), "uclient hung instead of failing\n{report}");
-        assert!(!self.output.success(), "uclient succeeded with bad credentials\n{report}");
         assert!(
-            self.output.combined().contains("Cannot complete Allocation"),
+            !self.output.timed_out(),
+            "uclient hung instead of failing\n{report}"
+        );
+        assert!(
+            !self.output.success(),
+            "uclient succeeded with bad credentials\n{report}"
+        );
+        assert!(
+            self.output
+                .combined()
+                .contains("Cannot complete Allocation"),
             "uclient failed, but not at the allocation\n{report}"
         );
         if let Ok(s) = parse_summary(&self.output.combined()) {
@@ -236,29 +300,45 @@ impl std::fmt::Display for Summary {
 /// Parses uclient's final summary out of its whole output. Every line of the summary is
 /// required; the last occurrence of each counts.
 pub fn parse_summary(text: &str) -> Result<Summary, String> {
-    let last = |needle: &str| text.lines().rev().find_map(|l| l.find(needle).map(|i| &l[i + needle.len()..]));
+    let last = |needle: &str| {
+        text.lines()
+            .rev()
+            .find_map(|l| l.find(needle).map(|i| &l[i + needle.len()..]))
+    };
     let mut s = Summary::default();
 
     // "start_mclient: tot_send_msgs=100, tot_recv_msgs=100" (the progress lines carry "msz=").
     let msgs = last("start_mclient: tot_send_msgs=").ok_or("no `tot_send_msgs` total line")?;
-    let (sent, rest) = msgs.split_once(", tot_recv_msgs=").ok_or("malformed `tot_send_msgs` line")?;
+    let (sent, rest) = msgs
+        .split_once(", tot_recv_msgs=")
+        .ok_or("malformed `tot_send_msgs` line")?;
     s.sent_msgs = num(sent)?;
     s.recv_msgs = num(rest)?;
 
     let bytes = last("start_mclient: tot_send_bytes ~ ").ok_or("no `tot_send_bytes` total line")?;
-    let (sent, rest) = bytes.split_once(", tot_recv_bytes ~ ").ok_or("malformed `tot_send_bytes` line")?;
+    let (sent, rest) = bytes
+        .split_once(", tot_recv_bytes ~ ")
+        .ok_or("malformed `tot_send_bytes` line")?;
     s.sent_bytes = num(sent)?;
     s.recv_bytes = num(rest)?;
 
-    s.transmit_time_s = num(last("Total transmit time is ").ok_or("no `Total transmit time` line")?)?;
+    s.transmit_time_s =
+        num(last("Total transmit time is ").ok_or("no `Total transmit time` line")?)?;
 
     // "Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)"
     let lost = last("Total lost packets ").ok_or("no `Total lost packets` line")?;
-    let (n, rest) = lost.split_once(" (").ok_or("malformed `Total lost packets` line")?;
+    let (n, rest) = lost
+        .split_once(" (")
+        .ok_or("malformed `Total lost packets` line")?;
     s.lost_packets = num(n)?;
-    let (pct, rest) = rest.split_once("%)").ok_or("malformed `Total lost packets` line")?;
+    let (pct, rest) = rest
+        .split_once("%)")
+        .ok_or("malformed `Total lost packets` line")?;
     s.lost_percent = float(pct)?;
-    let dropped = rest.split_once("total send dropped ").ok_or("no `total send dropped` figure")?.1;
+    let dropped = rest
+        .split_once("total send dropped ")
+        .ok_or("no `total send dropped` figure")?
+        .1;
     s.send_dropped = num(dropped.split_once(" (").map(|p| p.0).unwrap_or(dropped))?;
 
     // "Average round trip delay 0.000000 ms; min = 0 ms, max = 0 ms"
@@ -273,8 +353,12 @@ pub fn parse_summary(text: &str) -> Result<Summary, String> {
 
 /// "A ms; min = B ms, max = C ms" → (A, B, C).
 fn avg_min_max(rest: &str) -> Result<(f64, u64, u64), String> {
-    let (avg, rest) = rest.split_once(" ms; min = ").ok_or_else(|| format!("malformed figures: {rest}"))?;
-    let (min, rest) = rest.split_once(" ms, max = ").ok_or_else(|| format!("malformed figures: {rest}"))?;
+    let (avg, rest) = rest
+        .split_once(" ms; min = ")
+        .ok_or_else(|| format!("malformed figures: {rest}"))?;
+    let (min, rest) = rest
+        .split_once(" ms, max = ")
+        .ok_or_else(|| format!("malformed figures: {rest}"))?;
     let max = rest.split_once(" ms").map(|p| p.0).unwrap_or(rest);
     Ok((float(avg)?, num(min)?, num(max)?))
 }
@@ -315,7 +399,10 @@ mod tests {
         let s = parse_summary(CLEAN).unwrap();
         assert_eq!((s.sent_msgs, s.recv_msgs), (100, 100));
         assert_eq!((s.sent_bytes, s.recv_bytes), (17000, 17000));
-        assert_eq!((s.lost_packets, s.send_dropped, s.transmit_time_s), (0, 0, 6));
+        assert_eq!(
+            (s.lost_packets, s.send_dropped, s.transmit_time_s),
+            (0, 0, 6)
+        );
         assert_eq!((s.rtt_min_ms, s.rtt_max_ms), (0, 0));
         assert!((s.jitter_avg_ms - 0.56).abs() < 1e-9);
     }
@@ -349,7 +436,10 @@ mod tests {
         let mut u = Uclient::new(
             "127.0.0.1:3478".parse().unwrap(),
             "127.0.0.1:3480".parse().unwrap(),
-            Credentials::Rest { user: "bob".into(), secret: "s".into() },
+            Credentials::Rest {
+                user: "bob".into(),
+                secret: "s".into(),
+            },
         );
         u.tcp = true;
         u.send_indications = true;

@@ -22,9 +22,16 @@ use std::time::Duration;
 use turnpike_tests::nginx::{self, Nginx, TwoHopPorts};
 use turnpike_tests::server::Peer;
 use turnpike_tests::uclient::{Credentials, Uclient};
-use turnpike_tests::{free_tcp_port, per_server, require_tools, skip_or_fail, RunningServer, ServerKind, ServerSpec, TempDir, LOOPBACK};
+use turnpike_tests::{
+    free_tcp_port, per_server, require_tools, skip_or_fail, RunningServer, ServerKind, ServerSpec,
+    TempDir, LOOPBACK,
+};
 
-per_server!(tls_through_nginx_with_proxy_protocol, two_hop_without_sni_is_turn_tcp, two_hop_with_sni_is_turn_tls);
+per_server!(
+    tls_through_nginx_with_proxy_protocol,
+    two_hop_without_sni_is_turn_tcp,
+    two_hop_with_sni_is_turn_tls
+);
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct-horse";
@@ -36,7 +43,11 @@ fn nginx_available() -> bool {
     if !require_tools(&["nginx", "openssl"]) {
         return false;
     }
-    nginx::has_stream_module() || skip_or_fail(&format!("nginx has no stream module ({} missing: apt-get install libnginx-mod-stream)", nginx::STREAM_MODULE))
+    nginx::has_stream_module()
+        || skip_or_fail(&format!(
+            "nginx has no stream module ({} missing: apt-get install libnginx-mod-stream)",
+            nginx::STREAM_MODULE
+        ))
 }
 
 /// A server behind nginx: PROXY protocol on its TCP listener when it speaks it.
@@ -48,7 +59,14 @@ fn server_behind_nginx(kind: ServerKind) -> RunningServer {
 }
 
 fn uclient(server: SocketAddr, peer: &Peer) -> Uclient {
-    let mut u = Uclient::new(server, peer.addr, Credentials::Static { user: USER.into(), password: PASSWORD.into() });
+    let mut u = Uclient::new(
+        server,
+        peer.addr,
+        Credentials::Static {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        },
+    );
     u.tcp = true;
     u
 }
@@ -66,7 +84,13 @@ fn tls_through_nginx_with_proxy_protocol(kind: ServerKind) {
     let dir = TempDir::new("nginx-tls");
     let cert = nginx::self_signed_cert(dir.path());
     let tls = loopback(free_tcp_port());
-    let conf = nginx::tls_terminator_conf(dir.path(), &cert, tls, server.addr, kind.speaks_proxy_protocol());
+    let conf = nginx::tls_terminator_conf(
+        dir.path(),
+        &cert,
+        tls,
+        server.addr,
+        kind.speaks_proxy_protocol(),
+    );
     let nginx = Nginx::start(&dir, &conf, &[tls]);
 
     let mut u = uclient(tls, &peer);
@@ -86,7 +110,11 @@ fn two_hop_without_sni_is_turn_tcp(kind: ServerKind) {
     let server = server_behind_nginx(kind);
     let dir = TempDir::new("nginx-2hop");
     let cert = nginx::self_signed_cert(dir.path());
-    let ports = TwoHopPorts { front: loopback(free_tcp_port()), sni_bridge: loopback(free_tcp_port()), relay_tcp: server.addr };
+    let ports = TwoHopPorts {
+        front: loopback(free_tcp_port()),
+        sni_bridge: loopback(free_tcp_port()),
+        relay_tcp: server.addr,
+    };
     let conf = nginx::two_hop_conf(dir.path(), &cert, ports, kind.speaks_proxy_protocol());
     let nginx = Nginx::start(&dir, &conf, &[ports.front, ports.sni_bridge]);
 
@@ -97,7 +125,11 @@ fn two_hop_without_sni_is_turn_tcp(kind: ServerKind) {
 
     let seen = client_ports_seen_by_nginx(&nginx, CLIENT_IP);
     assert!(
-        nginx.access_log().lines().filter(|l| l.starts_with("127.0.0.2:")).all(|l| l.contains(&format!("-> {}", server.addr))),
+        nginx
+            .access_log()
+            .lines()
+            .filter(|l| l.starts_with("127.0.0.2:"))
+            .all(|l| l.contains(&format!("-> {}", server.addr))),
         "the no-SNI route did not go straight to the relay:\n{}",
         nginx.access_log()
     );
@@ -112,7 +144,11 @@ fn two_hop_with_sni_is_turn_tls(kind: ServerKind) {
     let server = server_behind_nginx(kind);
     let dir = TempDir::new("nginx-2hop-sni");
     let cert = nginx::self_signed_cert(dir.path());
-    let ports = TwoHopPorts { front: loopback(free_tcp_port()), sni_bridge: loopback(free_tcp_port()), relay_tcp: server.addr };
+    let ports = TwoHopPorts {
+        front: loopback(free_tcp_port()),
+        sni_bridge: loopback(free_tcp_port()),
+        relay_tcp: server.addr,
+    };
     let conf = nginx::two_hop_conf(dir.path(), &cert, ports, kind.speaks_proxy_protocol());
     let nginx = Nginx::start(&dir, &conf, &[ports.front, ports.sni_bridge]);
 
@@ -122,10 +158,27 @@ fn two_hop_with_sni_is_turn_tls(kind: ServerKind) {
     u.run_zero_loss();
 
     let log = nginx.access_log();
-    let tls_hops = log.lines().filter(|l| l.contains(&format!("sni={}", nginx::TURNS_NAME)) && l.contains(&format!("-> {}", server.addr))).count();
-    assert!(tls_hops >= 2, "expected a session per client through the TLS-terminating hop, nginx logged:\n{log}");
-    let routed = log.lines().filter(|l| l.contains(&format!("preread_sni={}", nginx::TURNS_NAME)) && l.contains("-> unix:")).count();
-    assert!(routed >= 2, "ssl_preread did not route the SNI sessions to the TLS hop:\n{log}");
+    let tls_hops = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("sni={}", nginx::TURNS_NAME))
+                && l.contains(&format!("-> {}", server.addr))
+        })
+        .count();
+    assert!(
+        tls_hops >= 2,
+        "expected a session per client through the TLS-terminating hop, nginx logged:\n{log}"
+    );
+    let routed = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("preread_sni={}", nginx::TURNS_NAME)) && l.contains("-> unix:")
+        })
+        .count();
+    assert!(
+        routed >= 2,
+        "ssl_preread did not route the SNI sessions to the TLS hop:\n{log}"
+    );
 
     if server.kind.has_event_log() {
         // The client's address is lost on this route (nginx says UNKNOWN): the relay falls
@@ -133,8 +186,15 @@ fn two_hop_with_sni_is_turn_tls(kind: ServerKind) {
         let created = wait_allocations(&server, 2);
         for e in &created {
             assert_eq!(e["transport"], "tcp", "{e}");
-            let client: SocketAddr = e["client"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no client in {e}"));
-            assert_eq!(client.ip(), IpAddr::V4(LOOPBACK), "PROXY UNKNOWN must fall back to the connection's address: {e}");
+            let client: SocketAddr = e["client"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no client in {e}"));
+            assert_eq!(
+                client.ip(),
+                IpAddr::V4(LOOPBACK),
+                "PROXY UNKNOWN must fall back to the connection's address: {e}"
+            );
         }
     }
 }
@@ -158,10 +218,19 @@ fn client_ports_seen_by_nginx(nginx: &Nginx, ip: IpAddr) -> BTreeSet<SocketAddr>
 /// The server's allocations over TCP, at least `n` of them, from its event log.
 fn wait_allocations(server: &RunningServer, n: usize) -> Vec<serde_json::Value> {
     let created = turnpike_tests::wait_until(Duration::from_secs(3), || {
-        let v: Vec<_> = server.events().into_iter().filter(|e| e["event"] == "allocation_created").collect();
+        let v: Vec<_> = server
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "allocation_created")
+            .collect();
         (v.len() >= n).then_some(v)
     });
-    created.unwrap_or_else(|| panic!("fewer than {n} allocation_created records: {:#?}", server.events()))
+    created.unwrap_or_else(|| {
+        panic!(
+            "fewer than {n} allocation_created records: {:#?}",
+            server.events()
+        )
+    })
 }
 
 /// With an event log: the allocations of the run (at least one per uclient client) name
@@ -173,8 +242,18 @@ fn assert_real_clients_logged(server: &RunningServer, seen_by_nginx: &BTreeSet<S
         return;
     }
     let created = wait_allocations(server, 2);
-    let logged: BTreeSet<SocketAddr> = created.iter().filter_map(|e| e["client"].as_str().and_then(|s| s.parse().ok())).collect();
+    let logged: BTreeSet<SocketAddr> = created
+        .iter()
+        .filter_map(|e| e["client"].as_str().and_then(|s| s.parse().ok()))
+        .collect();
     println!("the relay logged clients {logged:?}");
-    assert_eq!(logged.len(), created.len(), "every allocation must name its client: {created:#?}");
-    assert!(logged.is_subset(seen_by_nginx), "the event log must name the clients nginx saw, not nginx: {created:#?}");
+    assert_eq!(
+        logged.len(),
+        created.len(),
+        "every allocation must name its client: {created:#?}"
+    );
+    assert!(
+        logged.is_subset(seen_by_nginx),
+        "the event log must name the clients nginx saw, not nginx: {created:#?}"
+    );
 }
