@@ -24,6 +24,7 @@ per_server!(
     wrong_password_is_refused,
     unknown_user_is_refused,
     expired_rest_username_is_refused,
+    stunclient_learns_its_reflexive_address,
 );
 
 const USER: &str = "alice";
@@ -188,6 +189,39 @@ fn expired_rest_username_is_refused(kind: ServerKind) {
         ServerSpec::rest(SECRET),
         Credentials::Static { user, password },
         "expired",
+    );
+}
+
+/// coturn's `turnutils_stunclient` from 127.0.0.3: the Binding answer (RFC 8489 §7.3)
+/// carries the client's own address.
+fn stunclient_learns_its_reflexive_address(kind: ServerKind) {
+    let Some(stunclient) = turnpike_tests::require_tool("turnutils_stunclient") else {
+        return;
+    };
+    let server = RunningServer::start(kind, ServerSpec::static_user(USER, PASSWORD));
+    let mut cmd = std::process::Command::new(stunclient);
+    cmd.args([
+        "-L",
+        "127.0.0.3",
+        "-p",
+        &server.addr.port().to_string(),
+        "127.0.0.1",
+    ]);
+    let out = turnpike_tests::run_with_timeout(cmd, Duration::from_secs(10));
+    let text = out.combined();
+    println!(
+        "turnutils_stunclient: {}",
+        text.lines().next().unwrap_or("")
+    );
+    assert!(
+        out.success(),
+        "turnutils_stunclient failed\n{}",
+        out.report()
+    );
+    assert!(
+        text.contains("UDP reflexive addr: 127.0.0.3:"),
+        "the reflexive address must be the client's own\n{}",
+        out.report()
     );
 }
 
