@@ -125,6 +125,11 @@ pub fn tls_terminator_conf(
     )
 }
 
+/// The address the SNI bridge connects to the front from (`proxy_bind`), so that the
+/// relay can tell the bridge's connection (the "client" of the TLS route) from nginx's
+/// own hops, which come from 127.0.0.1.
+pub const BRIDGE_SOURCE: &str = "127.0.0.4";
+
 /// The ports of the two-hop layout.
 #[derive(Clone, Copy, Debug)]
 pub struct TwoHopPorts {
@@ -142,9 +147,17 @@ pub struct TwoHopPorts {
 /// unix socket where a second server terminates TLS and passes TURN-TCP on to the relay.
 /// Both hops send PROXY headers when `proxy_protocol` (the first hop to the second always
 /// does, as in the guide; the second hop then sends `PROXY UNKNOWN`, nginx's own
-/// behaviour on unix sockets). The upstream names follow the guide's `proxy_pass
-/// $ssl_server_name` pattern.
-pub fn two_hop_conf(dir: &Path, cert: &Cert, ports: TwoHopPorts, proxy_protocol: bool) -> String {
+/// behaviour on unix sockets). With `real_ip_from_unix`, the second server also has
+/// `set_real_ip_from unix:;`, after which nginx sends the client's address with the socket
+/// path as destination (`PROXY TCP4 <client> unix:/path <port> 0`). The upstream names
+/// follow the guide's `proxy_pass $ssl_server_name` pattern.
+pub fn two_hop_conf(
+    dir: &Path,
+    cert: &Cert,
+    ports: TwoHopPorts,
+    proxy_protocol: bool,
+    real_ip_from_unix: bool,
+) -> String {
     let sock = dir.join("tls.sock");
     format!(
         "{pre}stream {{
@@ -168,7 +181,7 @@ pub fn two_hop_conf(dir: &Path, cert: &Cert, ports: TwoHopPorts, proxy_protocol:
     }}
 
     server {{
-        listen unix:{sock} ssl{listen_pp};
+        listen unix:{sock} ssl{listen_pp};{real_ip}
         proxy_pass $ssl_server_name;
         proxy_protocol {pp};
         ssl_certificate {cert};
@@ -181,6 +194,7 @@ pub fn two_hop_conf(dir: &Path, cert: &Cert, ports: TwoHopPorts, proxy_protocol:
 
     server {{
         listen {bridge};
+        proxy_bind {bridge_source};
         proxy_pass {front};
         proxy_ssl on;
         proxy_ssl_server_name on;
@@ -197,6 +211,8 @@ pub fn two_hop_conf(dir: &Path, cert: &Cert, ports: TwoHopPorts, proxy_protocol:
         bridge = ports.sni_bridge,
         pp = on_off(proxy_protocol),
         listen_pp = if proxy_protocol { " proxy_protocol" } else { "" },
+        real_ip = if real_ip_from_unix { "\n        set_real_ip_from unix:;" } else { "" },
+        bridge_source = BRIDGE_SOURCE,
         cert = cert.cert.display(),
         key = cert.key.display(),
     )

@@ -8,7 +8,9 @@
 //! - the guide's two-hop layout on one port: `ssl_preread` sends connections without SNI
 //!   to the TURN-TCP listener (PROXY TCP4 with the client's address) and the TURN-TLS name
 //!   to a unix socket where a second server terminates TLS and passes TURN-TCP on (nginx
-//!   sends `PROXY UNKNOWN` there, which the relay must accept).
+//!   sends `PROXY UNKNOWN` there, which the relay must accept); and, for turnpike, the
+//!   same route with `set_real_ip_from unix:;`, which keeps the client's address in a
+//!   header whose destination is a socket path.
 //!
 //! uclient sends no SNI, so the TLS route is reached through a third nginx server that
 //! opens TLS with SNI `turns.test` on uclient's behalf (plain TCP in, TLS out).
@@ -23,8 +25,8 @@ use turnpike_tests::nginx::{self, Nginx, TwoHopPorts};
 use turnpike_tests::server::Peer;
 use turnpike_tests::uclient::{Credentials, Uclient};
 use turnpike_tests::{
-    free_tcp_port, per_server, require_tools, skip_or_fail, RunningServer, ServerKind, ServerSpec,
-    TempDir, LOOPBACK,
+    free_tcp_port, per_server, require_tools, run_on, skip_or_fail, RunningServer, ServerKind,
+    ServerSpec, TempDir, LOOPBACK,
 };
 
 per_server!(
@@ -115,7 +117,13 @@ fn two_hop_without_sni_is_turn_tcp(kind: ServerKind) {
         sni_bridge: loopback(free_tcp_port()),
         relay_tcp: server.addr,
     };
-    let conf = nginx::two_hop_conf(dir.path(), &cert, ports, kind.speaks_proxy_protocol());
+    let conf = nginx::two_hop_conf(
+        dir.path(),
+        &cert,
+        ports,
+        kind.speaks_proxy_protocol(),
+        false,
+    );
     let nginx = Nginx::start(&dir, &conf, &[ports.front, ports.sni_bridge]);
 
     // Plain TURN-TCP on the shared port: no ClientHello, so no SNI: the default route.
@@ -137,6 +145,20 @@ fn two_hop_without_sni_is_turn_tcp(kind: ServerKind) {
 }
 
 fn two_hop_with_sni_is_turn_tls(kind: ServerKind) {
+    two_hop_tls_route(kind, false);
+}
+
+/// The seed's remedy for the lost address: `set_real_ip_from unix:;` on the second hop
+/// makes nginx send `PROXY TCP4 <client> unix:/path <port> 0`, not valid PROXY v1 (the
+/// destination is no address). The relay should read the source and tolerate the rest.
+#[test]
+fn two_hop_with_set_real_ip_from_keeps_the_client_address() {
+    run_on(ServerKind::Turnpike, |kind| two_hop_tls_route(kind, true));
+}
+
+/// The TLS route of the two-hop layout: uclient → SNI bridge (TLS with SNI `turns.test`,
+/// from 127.0.0.4) → front (`ssl_preread`) → unix socket (TLS terminated) → relay.
+fn two_hop_tls_route(kind: ServerKind, real_ip_from_unix: bool) {
     if !nginx_available() {
         return;
     }
@@ -149,13 +171,11 @@ fn two_hop_with_sni_is_turn_tls(kind: ServerKind) {
         sni_bridge: loopback(free_tcp_port()),
         relay_tcp: server.addr,
     };
-    let conf = nginx::two_hop_conf(dir.path(), &cert, ports, kind.speaks_proxy_protocol());
+    let pp = kind.speaks_proxy_protocol();
+    let conf = nginx::two_hop_conf(dir.path(), &cert, ports, pp, real_ip_from_unix);
     let nginx = Nginx::start(&dir, &conf, &[ports.front, ports.sni_bridge]);
 
-    // uclient → bridge (adds TLS with SNI turns.test) → front (ssl_preread: TLS route) →
-    // unix socket (TLS terminated) → relay, with `PROXY UNKNOWN` from the last hop.
-    let u = uclient(ports.sni_bridge, &peer);
-    u.run_zero_loss();
+    uclient(ports.sni_bridge, &peer).run_zero_loss();
 
     let log = nginx.access_log();
     let tls_hops = log
@@ -180,9 +200,14 @@ fn two_hop_with_sni_is_turn_tls(kind: ServerKind) {
         "ssl_preread did not route the SNI sessions to the TLS hop:\n{log}"
     );
 
-    if server.kind.has_event_log() {
+    let bridge: IpAddr = nginx::BRIDGE_SOURCE.parse().expect("an address");
+    if real_ip_from_unix {
+        // The client of the front is the bridge, from 127.0.0.4.
+        let seen = client_ports_seen_by_nginx(&nginx, bridge);
+        assert_real_clients_logged(&server, &seen);
+    } else if server.kind.has_event_log() {
         // The client's address is lost on this route (nginx says UNKNOWN): the relay falls
-        // back to the connection's own peer, nginx on 127.0.0.1.
+        // back to the connection's own peer, nginx's second hop on 127.0.0.1.
         let created = wait_allocations(&server, 2);
         for e in &created {
             assert_eq!(e["transport"], "tcp", "{e}");
