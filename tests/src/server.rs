@@ -1,0 +1,494 @@
+//! The TURN servers under test, behind one launcher: the `turnpike` binary (the product)
+//! or coturn's `turnserver` (a reference that proves the harness and its assertions), both
+//! on 127.0.0.1 with UDP and TCP on one free port, an own relay port range and the same
+//! credentials.
+
+use crate::{
+    find_tool, free_port_udp_tcp, free_udp_range, skip_or_fail, tail, turn, wait_for_tcp,
+    wait_for_udp, write_file, Child, TempDir, LOOPBACK,
+};
+use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Which server a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    /// The `turnpike` binary of this workspace.
+    Turnpike,
+    /// coturn's `turnserver`.
+    Coturn,
+}
+
+impl ServerKind {
+    /// Lower-case name (as in `TURNPIKE_E2E_SERVER`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Turnpike => "turnpike",
+            ServerKind::Coturn => "coturn",
+        }
+    }
+
+    /// True when the server can be started here; otherwise the test is skipped (or fails
+    /// under `TURNPIKE_E2E=1`) with the reason printed.
+    pub fn available(self) -> bool {
+        let tools = crate::require_tools(&["turnutils_uclient", "turnutils_peer"]);
+        tools
+            && match self {
+                ServerKind::Coturn => crate::require_tool("turnserver").is_some(),
+                ServerKind::Turnpike => turnpike_binary().is_some(),
+            }
+    }
+
+    /// True when the server accepts a PROXY protocol header on its TCP listener (coturn
+    /// does not).
+    pub fn speaks_proxy_protocol(self) -> bool {
+        self == ServerKind::Turnpike
+    }
+
+    /// True when the server writes the JSON-lines event log the tests read.
+    pub fn has_event_log(self) -> bool {
+        self == ServerKind::Turnpike
+    }
+}
+
+/// What a test wants of the server. Both launchers map it onto their own options.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    /// The realm.
+    pub realm: String,
+    /// Static long-term users (name, password).
+    pub users: Vec<(String, String)>,
+    /// TURN REST shared secret.
+    pub rest_secret: Option<String>,
+    /// Listen for TURN over TCP too (on the same port number as UDP).
+    pub tcp: bool,
+    /// The TCP listener expects a PROXY protocol header (turnpike only).
+    pub proxy_protocol: bool,
+    /// Sources trusted to send a PROXY header, CIDR.
+    pub proxy_protocol_trusted: Vec<String>,
+    /// Relay port range (inclusive); None: 64 free ports picked for this server.
+    pub relay_ports: Option<(u16, u16)>,
+    /// How long a freed relay port stays out of use (turnpike; coturn has no quarantine).
+    pub relay_port_quarantine_ms: u64,
+    /// Let peers be on loopback (all peers in these tests are).
+    pub allow_loopback_peers: bool,
+    /// Allocations per user, if limited.
+    pub user_quota: Option<u32>,
+}
+
+impl ServerSpec {
+    /// A server with one static long-term user.
+    pub fn static_user(user: &str, password: &str) -> ServerSpec {
+        ServerSpec {
+            users: vec![(user.into(), password.into())],
+            ..ServerSpec::base()
+        }
+    }
+
+    /// A server taking TURN REST credentials made with `secret`.
+    pub fn rest(secret: &str) -> ServerSpec {
+        ServerSpec {
+            rest_secret: Some(secret.into()),
+            ..ServerSpec::base()
+        }
+    }
+
+    fn base() -> ServerSpec {
+        ServerSpec {
+            realm: "turn.test".into(),
+            users: Vec::new(),
+            rest_secret: None,
+            tcp: true,
+            proxy_protocol: false,
+            proxy_protocol_trusted: vec!["127.0.0.1/32".into()],
+            relay_ports: None,
+            relay_port_quarantine_ms: 1000,
+            allow_loopback_peers: true,
+            user_quota: None,
+        }
+    }
+}
+
+/// A server process on loopback, killed when dropped (its log printed if the test fails).
+pub struct RunningServer {
+    child: Child,
+    /// Which server it is.
+    pub kind: ServerKind,
+    /// Its UDP listener (the TCP listener has the same port).
+    pub addr: SocketAddr,
+    /// The relay port range it was given.
+    pub relay_ports: (u16, u16),
+    /// What it was asked for.
+    pub spec: ServerSpec,
+    event_log: Option<PathBuf>,
+    dir: TempDir,
+}
+
+impl RunningServer {
+    /// Starts server `kind` as `spec` says and waits (at most 10 s) until it answers a STUN
+    /// Binding request over UDP and accepts TCP connections.
+    pub fn start(kind: ServerKind, spec: ServerSpec) -> RunningServer {
+        let dir = TempDir::new(kind.name());
+        let port = free_port_udp_tcp();
+        let relay_ports = spec.relay_ports.unwrap_or_else(|| free_udp_range(64));
+        let addr = SocketAddr::new(IpAddr::V4(LOOPBACK), port);
+        let (cmd, event_log) = match kind {
+            ServerKind::Turnpike => turnpike_command(&spec, port, relay_ports, &dir),
+            ServerKind::Coturn => coturn_command(&spec, port, relay_ports, &dir),
+        };
+        let child = Child::spawn(kind.name(), cmd, dir.path());
+        let mut server = RunningServer {
+            child,
+            kind,
+            addr,
+            relay_ports,
+            spec,
+            event_log,
+            dir,
+        };
+        server.wait_ready(Duration::from_secs(10));
+        server
+    }
+
+    fn wait_ready(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let probe = turn::binding_request();
+        let mut udp_ok = false;
+        while Instant::now() < deadline {
+            self.child.assert_running();
+            if !udp_ok {
+                udp_ok = wait_for_udp(self.addr, &probe, Duration::from_millis(200)).is_ok();
+            }
+            if udp_ok
+                && (!self.spec.tcp || wait_for_tcp(self.addr, Duration::from_millis(200)).is_ok())
+            {
+                return;
+            }
+        }
+        panic!(
+            "{} did not become ready on {} within {limit:?} (UDP answered: {udp_ok}); its log:\n{}",
+            self.kind.name(),
+            self.addr,
+            tail(&self.child.log_text(), 200)
+        );
+    }
+
+    /// The scratch directory of this server (configs, logs).
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
+    }
+
+    /// What the server printed so far (stdout and stderr).
+    pub fn log_text(&self) -> String {
+        self.child.log_text()
+    }
+
+    /// Path of the server's log.
+    pub fn log_path(&self) -> &Path {
+        self.child.log_path()
+    }
+
+    /// Panics, with the server's log, if it has exited.
+    pub fn assert_running(&mut self) {
+        self.child.assert_running();
+    }
+
+    /// The event-log records written so far (empty for a server without an event log).
+    pub fn events(&self) -> Vec<Value> {
+        let Some(path) = &self.event_log else {
+            return Vec::new();
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits, at most `limit`, for an event-log record matching `pred`.
+    pub fn wait_event(&self, limit: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        crate::wait_until(limit, || self.events().into_iter().find(|e| pred(e)))
+    }
+
+    /// Asks the server to stop (SIGTERM) and waits up to 3 s; returns its exit status (None
+    /// if it had to be killed).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.child.terminate(Duration::from_secs(3))
+    }
+}
+
+/// The `turnpike` binary to test: `TURNPIKE_BIN` if set, else the workspace's own, built
+/// once per test process with `cargo build -p turnpike` in the profile these tests were
+/// built with (a no-op when it is up to date). None (after a SKIP line, or a panic under
+/// `TURNPIKE_E2E=1`) when it cannot be had.
+pub fn turnpike_binary() -> Option<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(locate_or_build_turnpike) {
+        Ok(p) => Some(p.clone()),
+        Err(why) => {
+            skip_or_fail(why);
+            None
+        }
+    }
+}
+
+fn locate_or_build_turnpike() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("TURNPIKE_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("TURNPIKE_BIN={} is not a file", p.display()))
+        };
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or("no workspace directory")?;
+    let profile_dir = profile_dir(&workspace);
+    let release = profile_dir
+        .file_name()
+        .map(|n| n == "release")
+        .unwrap_or(false);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("-p")
+        .arg("turnpike")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"));
+    if release {
+        cmd.arg("--release");
+    }
+    eprintln!("[e2e] building the relay: {}", crate::describe(&cmd));
+    let out = crate::run_with_timeout(cmd, Duration::from_secs(900));
+    if !out.success() {
+        return Err(format!(
+            "`cargo build -p turnpike` failed:\n{}",
+            tail(&out.stderr, 40)
+        ));
+    }
+    let bin = profile_dir.join("turnpike");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("built, but {} is missing", bin.display()))
+    }
+}
+
+/// `target/<profile>` of this test run: the test executable lives in `<it>/deps/`.
+fn profile_dir(workspace: &Path) -> PathBuf {
+    let from_exe = std::env::current_exe().ok().and_then(|exe| {
+        let deps = exe.parent()?;
+        (deps.file_name()? == "deps")
+            .then(|| deps.parent().map(Path::to_path_buf))
+            .flatten()
+    });
+    from_exe.unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        target.join("debug")
+    })
+}
+
+fn turnpike_command(
+    spec: &ServerSpec,
+    port: u16,
+    relay: (u16, u16),
+    dir: &TempDir,
+) -> (Command, Option<PathBuf>) {
+    let events = dir.join("events.jsonl");
+    let config = dir.join("turnpike.toml");
+    write_file(&config, &turnpike_config(spec, port, relay, &events));
+    let bin = turnpike_binary().expect("the turnpike binary (checked by ServerKind::available)");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config").arg(&config);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    (cmd, Some(events))
+}
+
+/// The TOML configuration of turnpike for `spec` (key names of the relay's config file).
+pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: &Path) -> String {
+    let mut t = String::new();
+    let mut line = |k: &str, v: String| t.push_str(&format!("{k} = {v}\n"));
+    line("realm", toml_str(&spec.realm));
+    line("listen_address", toml_str("127.0.0.1"));
+    line("ipv4_address", toml_str("127.0.0.1"));
+    line("turn_udp_port", port.to_string());
+    line("turn_tcp", spec.tcp.to_string());
+    line("turn_tcp_listen_port", port.to_string());
+    line("proxy_protocol", spec.proxy_protocol.to_string());
+    line(
+        "proxy_protocol_trusted",
+        format!(
+            "[{}]",
+            spec.proxy_protocol_trusted
+                .iter()
+                .map(|c| toml_str(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    line("relay_port_min", relay.0.to_string());
+    line("relay_port_max", relay.1.to_string());
+    line(
+        "relay_port_quarantine_ms",
+        spec.relay_port_quarantine_ms.to_string(),
+    );
+    line(
+        "allow_loopback_peers",
+        spec.allow_loopback_peers.to_string(),
+    );
+    line("event_log", toml_str(&events.to_string_lossy()));
+    if let Some(q) = spec.user_quota {
+        line("user_quota", q.to_string());
+    }
+    if let Some(s) = &spec.rest_secret {
+        line("static_auth_secret", toml_str(s));
+    }
+    if !spec.users.is_empty() {
+        let users: Vec<String> = spec
+            .users
+            .iter()
+            .map(|(u, p)| format!("{} = {}", toml_str(u), toml_str(p)))
+            .collect();
+        line("users", format!("{{ {} }}", users.join(", ")));
+    }
+    t
+}
+
+fn coturn_command(
+    spec: &ServerSpec,
+    port: u16,
+    relay: (u16, u16),
+    dir: &TempDir,
+) -> (Command, Option<PathBuf>) {
+    assert!(
+        !spec.proxy_protocol,
+        "coturn does not speak the PROXY protocol: this test is for turnpike only"
+    );
+    let bin = find_tool("turnserver").expect("turnserver (checked by ServerKind::available)");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-n") // no configuration file
+        .arg("--verbose") // a line per session, with the client's address
+        .arg("--listening-ip=127.0.0.1")
+        .arg(format!("--listening-port={port}"))
+        .arg("--relay-ip=127.0.0.1")
+        .arg(format!("--min-port={}", relay.0))
+        .arg(format!("--max-port={}", relay.1))
+        .arg(format!("--realm={}", spec.realm))
+        .arg("--fingerprint")
+        .arg("--no-cli")
+        .arg("--no-tls")
+        .arg("--no-dtls")
+        .arg("--log-file=stdout")
+        .arg("--simple-log")
+        .arg(format!(
+            "--pidfile={}",
+            dir.join("turnserver.pid").display()
+        ))
+        .arg(format!("--db={}", dir.join("turndb").display()));
+    if spec.allow_loopback_peers {
+        cmd.arg("--allow-loopback-peers");
+    }
+    if !spec.tcp {
+        cmd.arg("--no-tcp");
+    }
+    if let Some(q) = spec.user_quota {
+        cmd.arg(format!("--user-quota={q}"));
+    }
+    if !spec.users.is_empty() {
+        cmd.arg("--lt-cred-mech");
+        for (u, p) in &spec.users {
+            cmd.arg(format!("--user={u}:{p}"));
+        }
+    }
+    if let Some(s) = &spec.rest_secret {
+        cmd.arg("--use-auth-secret")
+            .arg(format!("--static-auth-secret={s}"));
+    }
+    (cmd, None)
+}
+
+/// `s` as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A UDP echo peer: coturn's `turnutils_peer` on 127.0.0.1, killed when dropped.
+pub struct Peer {
+    _child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Peer {
+    /// Starts `turnutils_peer -L 127.0.0.1 -p PORT` and waits until it echoes.
+    pub fn start() -> Peer {
+        let dir = TempDir::new("peer");
+        let port = crate::free_udp_port();
+        let addr = SocketAddr::new(IpAddr::V4(LOOPBACK), port);
+        let bin =
+            find_tool("turnutils_peer").expect("turnutils_peer (checked by ServerKind::available)");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-L")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string());
+        let mut child = Child::spawn("turnutils_peer", cmd, dir.path());
+        if let Err(e) = wait_for_udp(addr, b"ping", Duration::from_secs(5)) {
+            child.assert_running();
+            panic!("turnutils_peer: {e}");
+        }
+        Peer {
+            _child: child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turnpike_config_uses_the_documented_keys() {
+        let mut spec = ServerSpec::static_user("alice", "se\"cret");
+        spec.rest_secret = Some("s3".into());
+        let t = turnpike_config(&spec, 3478, (61000, 61003), Path::new("/tmp/e.jsonl"));
+        for key in [
+            "realm = \"turn.test\"",
+            "turn_udp_port = 3478",
+            "turn_tcp_listen_port = 3478",
+            "relay_port_min = 61000",
+            "relay_port_max = 61003",
+            "proxy_protocol = false",
+            "proxy_protocol_trusted = [\"127.0.0.1/32\"]",
+            "static_auth_secret = \"s3\"",
+            "users = { \"alice\" = \"se\\\"cret\" }",
+            "allow_loopback_peers = true",
+            "event_log = \"/tmp/e.jsonl\"",
+        ] {
+            assert!(t.contains(key), "{key} missing from:\n{t}");
+        }
+    }
+}
