@@ -1,1 +1,0 @@
-//! A sans-IO TURN client (RFC 8656 §6–§12 client side).
