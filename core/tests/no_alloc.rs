@@ -126,11 +126,17 @@ fn channel_data_from_a_udp_client_allocates_nothing() {
     let (now, client) = (s.rig.now, s.client);
     let n = count(|| {
         let len = buf.len();
-        let f = s.rig.server.handle_datagram(now, UDP, client, &mut buf, 0..len);
+        let f = s
+            .rig
+            .server
+            .handle_datagram(now, UDP, client, &mut buf, 0..len);
         assert!(matches!(f, Some(Forward::ToPeer { ref range, .. }) if range.len() == PAYLOAD));
     });
     no_outputs(&mut s.rig.server);
-    assert_eq!(n, 0, "allocations over {ITERATIONS} ChannelData client→peer");
+    assert_eq!(
+        n, 0,
+        "allocations over {ITERATIONS} ChannelData client→peer"
+    );
 }
 
 #[test]
@@ -140,7 +146,10 @@ fn send_indication_from_a_udp_client_allocates_nothing() {
     let (now, client) = (s.rig.now, s.client);
     let n = count(|| {
         let len = buf.len();
-        let f = s.rig.server.handle_datagram(now, UDP, client, &mut buf, 0..len);
+        let f = s
+            .rig
+            .server
+            .handle_datagram(now, UDP, client, &mut buf, 0..len);
         assert!(matches!(f, Some(Forward::ToPeer { ref range, .. }) if range.len() == PAYLOAD));
     });
     no_outputs(&mut s.rig.server);
@@ -165,7 +174,10 @@ fn peer_datagram_on_a_channel_allocates_nothing() {
         );
     });
     no_outputs(&mut s.rig.server);
-    assert_eq!(n, 0, "allocations over {ITERATIONS} peer→client ChannelData");
+    assert_eq!(
+        n, 0,
+        "allocations over {ITERATIONS} peer→client ChannelData"
+    );
 }
 
 #[test]
@@ -204,11 +216,16 @@ fn peer_datagram_to_a_stream_client_allocates_nothing() {
             &mut buf,
             HEADROOM..HEADROOM + PAYLOAD + 1,
         );
-        assert!(matches!(f, Some(Forward::ToStream { conn: c, ref range }) if c == conn
-            && range.len() == 4 + PAYLOAD + 4));
+        assert!(
+            matches!(f, Some(Forward::ToStream { conn: c, ref range }) if c == conn
+            && range.len() == 4 + PAYLOAD + 4)
+        );
     });
     no_outputs(&mut s.rig.server);
-    assert_eq!(n, 0, "allocations over {ITERATIONS} peer→stream ChannelData");
+    assert_eq!(
+        n, 0,
+        "allocations over {ITERATIONS} peer→stream ChannelData"
+    );
 }
 
 #[test]
@@ -228,7 +245,9 @@ fn channel_data_on_a_stream_allocates_nothing() {
     };
     let n = count(|| {
         s.rig.server.handle_stream_data(now, conn, first, &mut sink);
-        s.rig.server.handle_stream_data(now, conn, second, &mut sink);
+        s.rig
+            .server
+            .handle_stream_data(now, conn, second, &mut sink);
     });
     no_outputs(&mut s.rig.server);
     assert_eq!(relayed, 2 * (ITERATIONS + 100));

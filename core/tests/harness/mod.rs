@@ -14,7 +14,7 @@ use turnpike_core::cidr::IpNet;
 use turnpike_core::config::ListenerConfig;
 use turnpike_core::stun::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 use turnpike_core::{
-    ConnId, Config, Forward, Instant, ListenerId, Output, RelayId, Server, Transport,
+    Config, ConnId, Forward, Instant, ListenerId, Output, RelayId, Server, Transport,
 };
 
 pub const REALM: &str = "turnpike.test";
@@ -208,6 +208,9 @@ pub fn split_stun(mut bytes: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// Payloads handed to the stream sink: relay socket, peer, bytes.
+pub type Relayed = Vec<(RelayId, SocketAddr, Vec<u8>)>;
+
 /// A server under test with its clock; BindRelay commands are answered at once.
 pub struct Rig {
     pub server: Server,
@@ -261,7 +264,11 @@ impl Rig {
         let answers: Vec<Answer> = outs
             .iter()
             .filter_map(|o| match o {
-                Output::Transmit { listener: l, to, data } => {
+                Output::Transmit {
+                    listener: l,
+                    to,
+                    data,
+                } => {
                     assert_eq!((*l, *to), (listener, from), "answer to the sender");
                     Some(parse_answer(data))
                 }
@@ -273,8 +280,17 @@ impl Rig {
     }
 
     /// The 401 round of a UDP client: the nonce to sign with.
-    pub fn udp_nonce(&mut self, listener: ListenerId, from: SocketAddr, t: TransactionId) -> Vec<u8> {
-        let a = self.udp_request(listener, from, &request(Method::ALLOCATE, t, None, udp_transport));
+    pub fn udp_nonce(
+        &mut self,
+        listener: ListenerId,
+        from: SocketAddr,
+        t: TransactionId,
+    ) -> Vec<u8> {
+        let a = self.udp_request(
+            listener,
+            from,
+            &request(Method::ALLOCATE, t, None, udp_transport),
+        );
         assert_eq!(a.code, Some(401));
         a.nonce.expect("a 401 carries a NONCE")
     }
@@ -305,11 +321,7 @@ impl Rig {
     }
 
     /// Bytes on a stream; returns the relayed payloads and the drained outputs.
-    pub fn stream(
-        &mut self,
-        conn: ConnId,
-        bytes: &[u8],
-    ) -> (Vec<(RelayId, SocketAddr, Vec<u8>)>, Vec<Output>) {
+    pub fn stream(&mut self, conn: ConnId, bytes: &[u8]) -> (Relayed, Vec<Output>) {
         let mut relayed = Vec::new();
         self.server
             .handle_stream_data(self.now, conn, bytes, &mut |r, p, d| {
@@ -326,7 +338,12 @@ impl Rig {
             .filter_map(|o| match o {
                 Output::StreamWrite { conn: c, data } => {
                     assert_eq!(*c, conn);
-                    Some(split_stun(data).into_iter().map(parse_answer).collect::<Vec<_>>())
+                    Some(
+                        split_stun(data)
+                            .into_iter()
+                            .map(parse_answer)
+                            .collect::<Vec<_>>(),
+                    )
                 }
                 _ => None,
             })
