@@ -339,6 +339,8 @@ struct Expect {
     closed: Vec<(ConnId, CloseReason)>,
     /// An allocation was made (one BindRelay).
     created: Option<usize>,
+    /// The LIFETIME a success answer carries (Allocate, Refresh).
+    lifetime: Option<u32>,
 }
 
 struct Model {
@@ -418,6 +420,7 @@ impl Model {
                 if self.allocations().count() >= TOTAL_QUOTA || self.free_ports() == 0 {
                     return 508;
                 }
+                exp.lifetime = Some(Self::grant(*lifetime));
                 let life = Duration::from_secs(u64::from(Self::grant(*lifetime)));
                 self.clients[c].alloc = Some(MAllocation {
                     user,
@@ -441,8 +444,10 @@ impl Model {
                 }
                 if *lifetime == Some(0) {
                     self.delete(c, DeleteReason::Refreshed0, exp);
+                    exp.lifetime = Some(0);
                     return 0;
                 }
+                exp.lifetime = Some(Self::grant(*lifetime));
                 let life = Duration::from_secs(u64::from(Self::grant(*lifetime)));
                 if let Some(a) = self.clients[c].alloc.as_mut() {
                     a.expires = now + life;
@@ -762,6 +767,9 @@ impl Run {
                     code,
                     "client {c} {who:?} {req:?}: answer {a:?}, model predicted {code}"
                 );
+                if code == 0 {
+                    assert_eq!(a.lifetime, exp.lifetime, "LIFETIME of {req:?}");
+                }
                 // Authenticated answers are cached; 401 and 441 are not.
                 (code != 401 && code != 441).then(|| now + Duration::from_secs(CACHE_S))
             }
@@ -773,7 +781,16 @@ impl Run {
                 .expect("XOR-RELAYED-ADDRESS in an Allocate success");
             assert_eq!(relayed.ip(), IpAddr::V4(RELAY_IP));
         }
+        let created = exp.created.is_some();
         self.check_outputs(&outs, &mut exp, Some(c));
+        if created {
+            let port = self.model.clients[c].alloc.as_ref().map(|m| m.port);
+            assert_eq!(
+                a.relayed.map(|r| r.port()),
+                port,
+                "the bound port is the one told"
+            );
+        }
         self.model.clients[c].last = Some(Last {
             who,
             req,

@@ -161,6 +161,7 @@ pub struct Answer {
     pub code: Option<u16>,
     pub nonce: Option<Vec<u8>>,
     pub relayed: Option<SocketAddr>,
+    pub mapped: Option<SocketAddr>,
     pub lifetime: Option<u32>,
 }
 
@@ -189,6 +190,9 @@ pub fn parse_answer(bytes: &[u8]) -> Answer {
         relayed: m
             .get(attr::XOR_RELAYED_ADDRESS)
             .map(|v| attr::decode_xor_address(v, &t).expect("XOR-RELAYED-ADDRESS")),
+        mapped: m
+            .get(attr::XOR_MAPPED_ADDRESS)
+            .map(|v| attr::decode_xor_address(v, &t).expect("XOR-MAPPED-ADDRESS")),
         lifetime: m
             .get(attr::LIFETIME)
             .map(|v| attr::decode_u32(v).expect("LIFETIME")),
