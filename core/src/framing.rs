@@ -289,7 +289,6 @@ impl StreamFramer {
                     }
                 }
                 Head::Frame { kind, len, total } => {
-                    self.buf.reserve_exact(total.saturating_sub(self.buf.len()));
                     self.pending = Some((kind, len, total));
                 }
             }
@@ -313,6 +312,7 @@ impl StreamFramer {
     fn take_until(&mut self, data: &mut &[u8], target: usize) -> bool {
         let missing = target.saturating_sub(self.buf.len());
         let (take, rest) = data.split_at(missing.min(data.len()));
+        self.grow(target, take.len());
         self.buf.extend_from_slice(take);
         *data = rest;
         self.buf.len() >= target
@@ -321,14 +321,27 @@ impl StreamFramer {
     /// Keeps an incomplete tail (`buf` is empty). `pending` is the frame's kind, length
     /// and total once its header is decided.
     fn keep_tail(&mut self, tail: &[u8], pending: Option<(Kind, usize, usize)>) {
-        // Reserve exactly what the frame (or the undecided header) needs, so capacity
-        // never exceeds the limit plus the slack.
-        let want = pending
+        let target = pending
             .map_or(DECIDE_LEN, |(_, _, total)| total)
             .max(tail.len());
-        self.buf.reserve_exact(want.saturating_sub(self.buf.len()));
+        self.grow(target, tail.len());
         self.buf.extend_from_slice(tail);
         self.pending = pending;
+    }
+
+    /// Makes room for `incoming` more bytes of a frame of `target` bytes. The buffer grows
+    /// with what has arrived (doubling), never past `target`: a header announcing a large
+    /// frame costs nothing until its bytes come, and capacity never exceeds the limit
+    /// plus the slack.
+    fn grow(&mut self, target: usize, incoming: usize) {
+        let needed = self.buf.len() + incoming;
+        if needed <= self.buf.capacity() {
+            return;
+        }
+        let new_cap = needed
+            .max(self.buf.capacity().saturating_mul(2))
+            .min(target.max(needed));
+        self.buf.reserve_exact(new_cap - self.buf.len());
     }
 
     /// Frees the buffer once the framer will take no more input.
@@ -507,7 +520,8 @@ mod tests {
         let (frames, err) = feed(&mut framer, [&s[..10]]);
         assert_eq!((frames, err), (vec![], None));
         assert_eq!(framer.buffered(), 10);
-        assert_eq!(framer.capacity(), s.len(), "reserved exactly the frame");
+        // Room for what arrived, never more than the frame: a header alone pins nothing.
+        assert!(framer.capacity() >= 10 && framer.capacity() <= s.len());
 
         // The rest of the STUN message, a whole ChannelData, and half a STUN message.
         let second = [&s[10..], &w[..], &s[..5]].concat();

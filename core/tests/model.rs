@@ -194,7 +194,7 @@ fn req() -> impl Strategy<Value = Req> {
     ];
     let number = prop_oneof![
         8 => 0x4000u16..0x4003,
-        1 => prop::sample::select(vec![0x3fffu16, 0x5000])
+        1 => prop::sample::select(vec![0x3fffu16, 0x5000, 0x8000])
     ];
     prop_oneof![
         4 => (transport, lifetime.clone())
@@ -483,7 +483,8 @@ impl Model {
                 let Some(a) = self.clients[c].alloc.as_mut() else {
                     return 437;
                 };
-                if !(0x4000..=0x4fff).contains(number) {
+                // The RFC 5766 range by default (`strict_channel_numbers` is off).
+                if !(0x4000..=0x7fff).contains(number) {
                     return 400;
                 }
                 if is_v6(*p) {
@@ -1345,7 +1346,7 @@ fn a_walk_through_every_code() {
             c: 0,
             who: home,
             req: Bind {
-                number: 0x5000,
+                number: 0x8000,
                 peer: 2,
             },
         }, // 400 (range)
