@@ -354,6 +354,10 @@ impl Api {
                 log::warn!("API connection from {peer} refused: api_loopback_address_only = true");
                 let r = Response::error(403, "the API answers loopback peers only");
                 let _ = stream.write(&r.encode(true, false));
+                // Fewer resets: take what the peer already sent before closing.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let mut sink = [0u8; 1024];
+                let _ = stream.read(&mut sink);
                 continue;
             }
             if self.conns.len() >= MAX_CONNECTIONS {
