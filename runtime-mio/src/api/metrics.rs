@@ -366,8 +366,7 @@ mod tests {
                         let (k, v) = pair
                             .split_once('=')
                             .ok_or_else(|| format!("bad label: {line}"))?;
-                        if !name_ok(k) || !(v.starts_with('"') && v.ends_with('"') && v.len() >= 2)
-                        {
+                        if !(name_ok(k) && v.starts_with('"') && v.ends_with('"') && v.len() >= 2) {
                             return Err(format!("bad label: {line}"));
                         }
                     }
