@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use turnpike_core::cidr::IpNet;
 
@@ -39,8 +39,32 @@ pub struct FileConfig {
     pub ipv6_address: Option<Ipv6Addr>,
     /// Bind address of the IPv6 listeners and relay sockets (used when `ipv6 = true`).
     pub ipv6_listen_address: Ipv6Addr,
-    /// Port of the TURN-over-UDP listeners.
-    pub turn_udp_port: u16,
+    /// Port of the TURN-over-UDP listeners, or `"dynamic"`: no shared UDP port, but one
+    /// opened for each issued ICE configuration (Sora's only mode).
+    pub turn_udp_port: UdpPort,
+    /// Lowest port of dynamic UDP ports.
+    pub turn_udp_dynamic_port_min: u16,
+    /// Highest port of dynamic UDP ports (inclusive).
+    pub turn_udp_dynamic_port_max: u16,
+    /// Verification mode: issue TURN-TCP URLs only (a warning is logged at start).
+    pub turn_tcp_only: bool,
+    /// Verification mode: issue TURN-TLS URLs only (a warning is logged at start).
+    pub turn_tls_only: bool,
+    /// Serve the HTTP API.
+    pub api: bool,
+    /// Address of the HTTP API.
+    pub api_listen: SocketAddr,
+    /// Refuse every API peer that is not on loopback (strongly recommended).
+    pub api_loopback_address_only: bool,
+    /// Default validity of issued credentials, seconds.
+    pub ice_ttl_s: u64,
+    /// Longest validity a caller may ask for, seconds.
+    pub ice_max_ttl_s: u64,
+    /// Secret that signs issued credentials; relays sharing it accept each other's
+    /// credentials, across restarts. Random at start when unset.
+    pub issuance_secret: Option<Secret>,
+    /// `http://` URL to which allocation events are posted as JSON.
+    pub event_webhook_url: Option<String>,
     /// Listen for TURN over TCP.
     pub turn_tcp: bool,
     /// Port of the TURN-over-TCP listeners.
@@ -102,7 +126,18 @@ impl Default for FileConfig {
             ipv6: false,
             ipv6_address: None,
             ipv6_listen_address: Ipv6Addr::UNSPECIFIED,
-            turn_udp_port: 3478,
+            turn_udp_port: UdpPort::Fixed(3478),
+            turn_udp_dynamic_port_min: 40000,
+            turn_udp_dynamic_port_max: 49151,
+            turn_tcp_only: false,
+            turn_tls_only: false,
+            api: true,
+            api_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 3000)),
+            api_loopback_address_only: true,
+            ice_ttl_s: 300,
+            ice_max_ttl_s: 3600,
+            issuance_secret: None,
+            event_webhook_url: None,
             turn_tcp: true,
             turn_tcp_listen_port: 3478,
             turn_tcp_port: None,
@@ -191,12 +226,6 @@ impl FileConfig {
     /// Checks the rules the types cannot express. On failure: the key at fault and why.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         check_realm(&self.realm).map_err(|m| ("realm", m))?;
-        if self.ipv4_address.is_none() && self.listen_address.is_unspecified() {
-            return Err((
-                "ipv4_address",
-                "required when `listen_address` is a wildcard: the address clients are told".into(),
-            ));
-        }
         if let Some(a) = self.ipv4_address {
             if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
                 return Err(("ipv4_address", format!("{a} cannot be advertised")));
@@ -222,9 +251,10 @@ impl FileConfig {
                 ));
             }
         }
-        if self.turn_udp_port == 0 {
+        if self.turn_udp_port == UdpPort::Fixed(0) {
             return Err(("turn_udp_port", "must be 1..=65535".into()));
         }
+        self.check_issuance()?;
         if self.turn_tcp_listen_port == 0 {
             return Err(("turn_tcp_listen_port", "must be 1..=65535".into()));
         }
@@ -254,10 +284,13 @@ impl FileConfig {
         }
         check_secrets(&self.static_auth_secret).map_err(|m| ("static_auth_secret", m))?;
         check_users(&self.users).map_err(|m| ("users", m))?;
-        if self.static_auth_secret.0.is_empty() && self.users.is_empty() {
+        if self.static_auth_secret.0.is_empty()
+            && self.users.is_empty()
+            && !(self.api && self.issuance_secret.is_some())
+        {
             return Err((
                 "static_auth_secret",
-                "no credentials: set `static_auth_secret` or `users`".into(),
+                "no credentials: set `static_auth_secret`, `users` or `issuance_secret`".into(),
             ));
         }
         if self.user_quota == 0 {
@@ -298,6 +331,110 @@ impl FileConfig {
         check_cidrs(&self.proxy_protocol_trusted).map_err(|m| ("proxy_protocol_trusted", m))?;
         check_cidrs(&self.allowed_peer_ip).map_err(|m| ("allowed_peer_ip", m))?;
         check_cidrs(&self.denied_peer_ip).map_err(|m| ("denied_peer_ip", m))?;
+        Ok(())
+    }
+}
+
+/// `turn_udp_port`: a fixed port, or `"dynamic"` (one port per issued configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpPort {
+    /// One shared UDP port.
+    Fixed(u16),
+    /// A port opened for each issued ICE configuration.
+    Dynamic,
+}
+
+impl<'de> Deserialize<'de> for UdpPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UdpPortVisitor)
+    }
+}
+
+struct UdpPortVisitor;
+
+impl Visitor<'_> for UdpPortVisitor {
+    type Value = UdpPort;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer 0..=65535 or \"dynamic\"")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<UdpPort, E> {
+        u16::try_from(v).map(UdpPort::Fixed).map_err(|_| {
+            E::custom(format!(
+                "{v} is not a port: expected an integer 0..=65535 or \"dynamic\""
+            ))
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<UdpPort, E> {
+        self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<UdpPort, E> {
+        if v == "dynamic" {
+            Ok(UdpPort::Dynamic)
+        } else {
+            Err(E::custom(format!(
+                "`{v}`: expected an integer 0..=65535 or \"dynamic\""
+            )))
+        }
+    }
+}
+
+impl FileConfig {
+    /// The rules of the HTTP API and of issuance.
+    fn check_issuance(&self) -> Result<(), (&'static str, String)> {
+        let (dmin, dmax) = (
+            self.turn_udp_dynamic_port_min,
+            self.turn_udp_dynamic_port_max,
+        );
+        if self.turn_udp_port == UdpPort::Dynamic {
+            if dmin == 0 || dmin > dmax {
+                return Err((
+                    "turn_udp_dynamic_port_min",
+                    format!("{dmin}..={dmax} is not a port range"),
+                ));
+            }
+            if dmin <= self.relay_port_max && self.relay_port_min <= dmax {
+                return Err((
+                    "turn_udp_dynamic_port_min",
+                    format!(
+                        "{dmin}..={dmax} overlaps the relay ports {}..={}",
+                        self.relay_port_min, self.relay_port_max
+                    ),
+                ));
+            }
+            if !self.api && !self.turn_tcp_only && !self.turn_tls_only {
+                return Err((
+                    "turn_udp_port",
+                    "\"dynamic\" ports are opened by issuance: it needs `api = true`".into(),
+                ));
+            }
+        }
+        if self.turn_tcp_only && !self.turn_tcp {
+            return Err(("turn_tcp_only", "needs `turn_tcp = true`".into()));
+        }
+        if self.turn_tls_only && !self.turn_tls {
+            return Err(("turn_tls_only", "needs `turn_tls = true`".into()));
+        }
+        if !(1..=86_400).contains(&self.ice_max_ttl_s) {
+            return Err(("ice_max_ttl_s", "must be 1..=86400 seconds".into()));
+        }
+        if self.ice_ttl_s == 0 || self.ice_ttl_s > self.ice_max_ttl_s {
+            return Err((
+                "ice_ttl_s",
+                format!("must be 1..={} (`ice_max_ttl_s`)", self.ice_max_ttl_s),
+            ));
+        }
+        if let Some(s) = &self.issuance_secret {
+            if s.0.len() < 16 {
+                return Err(("issuance_secret", "at least 16 characters".into()));
+            }
+        }
+        if let Some(u) = &self.event_webhook_url {
+            crate::api::webhook::parse_url(u).map_err(|m| ("event_webhook_url", m))?;
+        }
         Ok(())
     }
 }
@@ -415,6 +552,17 @@ const KEYS: &[&str] = &[
     "ipv6_address",
     "ipv6_listen_address",
     "turn_udp_port",
+    "turn_udp_dynamic_port_min",
+    "turn_udp_dynamic_port_max",
+    "turn_tcp_only",
+    "turn_tls_only",
+    "api",
+    "api_listen",
+    "api_loopback_address_only",
+    "ice_ttl_s",
+    "ice_max_ttl_s",
+    "issuance_secret",
+    "event_webhook_url",
     "turn_tcp",
     "turn_tcp_listen_port",
     "turn_tcp_port",
@@ -602,7 +750,8 @@ fn check_buffer(n: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn check_host_name(n: &str) -> Result<(), String> {
+/// Checks a host name (or an IP address) written into URLs.
+pub fn check_host_name(n: &str) -> Result<(), String> {
     let ok = !n.is_empty()
         && n.len() <= 253
         && n.chars()
@@ -676,7 +825,7 @@ turn_fqdn = "relay.example.com"
         assert_eq!(c.ipv6_listen_address, Ipv6Addr::UNSPECIFIED);
         assert_eq!(
             (c.turn_udp_port, c.turn_tcp_listen_port, c.turn_tcp_port),
-            (3479, 3480, Some(443))
+            (UdpPort::Fixed(3479), 3480, Some(443))
         );
         assert!(c.turn_tcp && c.proxy_protocol && c.allow_loopback_peers && c.turn_tls);
         assert_eq!(c.proxy_protocol_trusted, vec!["127.0.0.1/32"]);
@@ -754,7 +903,7 @@ turn_fqdn = "relay.example.com"
             (Some(2), Some("turn_udp_port")),
             "{e}"
         );
-        assert!(e.message.ends_with("expected an integer 0..=65535"), "{e}");
+        assert!(e.message.contains("expected an integer 0..=65535"), "{e}");
         let e = parse("static_auth_secret = \"s\"\nlisten_address = \"1.2.3\"\n").unwrap_err();
         assert_eq!(
             (e.line, e.key.as_deref()),
@@ -794,9 +943,8 @@ turn_fqdn = "relay.example.com"
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("user_quota")));
         let e = parse("static_auth_secret = \"s\"\ntotal_quota = 0\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("total_quota")));
-        let e = parse("static_auth_secret = \"s\"\nlisten_address = \"0.0.0.0\"\n").unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("ipv4_address"));
-        assert_eq!(e.line, None);
+        // A wildcard without an address is fine: the interfaces' addresses are used.
+        assert!(parse("static_auth_secret = \"s\"\nlisten_address = \"0.0.0.0\"\n").is_ok());
         let e = parse("realm = \"r\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("static_auth_secret"));
         let e = parse("static_auth_secret = \"s\"\n[users]\nalice = \"\"\n").unwrap_err();
@@ -829,11 +977,60 @@ turn_fqdn = "relay.example.com"
     }
 
     #[test]
+    fn issuance_keys() {
+        let c = parse(
+            "turn_udp_port = \"dynamic\"\nturn_udp_dynamic_port_min = 30000\n\
+             turn_udp_dynamic_port_max = 30099\nissuance_secret = \"0123456789abcdef\"\n\
+             api_listen = \"127.0.0.1:0\"\nevent_webhook_url = \"http://127.0.0.1:9/e\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.turn_udp_port, UdpPort::Dynamic);
+        assert_eq!(c.api_listen.port(), 0);
+        let err = |text: &str| {
+            parse(&format!("static_auth_secret = \"s\"\n{text}\n"))
+                .unwrap_err()
+                .key
+        };
+        assert_eq!(
+            err("turn_udp_port = \"dynamic\"\nturn_udp_dynamic_port_min = 50000"),
+            Some("turn_udp_dynamic_port_min".into()),
+            "overlaps the relay ports"
+        );
+        assert_eq!(
+            err("turn_udp_port = \"random\""),
+            Some("turn_udp_port".into())
+        );
+        assert_eq!(
+            err("turn_udp_port = \"dynamic\"\napi = false"),
+            Some("turn_udp_port".into())
+        );
+        assert_eq!(err("turn_tls_only = true"), Some("turn_tls_only".into()));
+        assert_eq!(err("ice_ttl_s = 0"), Some("ice_ttl_s".into()));
+        assert_eq!(
+            err("ice_ttl_s = 100\nice_max_ttl_s = 50"),
+            Some("ice_ttl_s".into())
+        );
+        assert_eq!(
+            err("event_webhook_url = \"https://x/\""),
+            Some("event_webhook_url".into())
+        );
+        assert_eq!(
+            err("issuance_secret = \"short\""),
+            Some("issuance_secret".into())
+        );
+    }
+
+    #[test]
     fn default_config_is_safe() {
         let d = FileConfig::default();
         assert_eq!(d.listen_address, Ipv4Addr::LOCALHOST);
         assert!(!d.allow_loopback_peers && !d.ipv6 && !d.proxy_protocol);
-        assert_eq!((d.turn_udp_port, d.turn_tcp_listen_port), (3478, 3478));
+        assert_eq!(
+            (d.turn_udp_port, d.turn_tcp_listen_port),
+            (UdpPort::Fixed(3478), 3478)
+        );
+        assert_eq!(d.api_listen.to_string(), "127.0.0.1:3000");
+        assert!(d.api && d.api_loopback_address_only);
         assert_eq!((d.relay_port_min, d.relay_port_max), (49152, 65535));
         assert_eq!(d.socket_receive_buffer_size, 1 << 20);
         // A file with no credentials at all is refused.

@@ -110,7 +110,9 @@ mod tests {
 
     #[test]
     fn ice_config_is_relay_only() {
-        let urls = turn_urls(&FileConfig::builtin_default("s".into()));
+        let urls = Settings::from_file(&FileConfig::builtin_default("s".into()), "t")
+            .unwrap()
+            .urls;
         let v = ice_config(&urls, "1:demo", "pw");
         assert_eq!(
             v.to_string(),
@@ -121,6 +123,7 @@ mod tests {
     #[test]
     fn banner_names_listeners_and_a_client_command() {
         let fc = FileConfig::builtin_default("s".into());
+        let ice = crate::settings::ice_settings(&fc, Vec::new());
         // A hand-made Settings: building one needs the core's credential store.
         let settings = Settings {
             core: Config::new(Default::default(), IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -130,9 +133,11 @@ mod tests {
                 send: 0,
             },
             event_log: None,
-            urls: turn_urls(&fc),
+            urls: turn_urls(&ice, fc.turn_udp_port),
             rest_secret: Some("s".into()),
             total_quota: 10,
+            ice,
+            api: None,
         };
         let listening = [
             (Transport::Udp, "127.0.0.1:3478".parse().unwrap()),

@@ -11,6 +11,7 @@
 //! a flood, one socket gets at most [`READ_BUDGET`] reads per turn and is then put back in
 //! a queue served before the next poll.
 
+use crate::api::Api;
 use crate::clock::{wait_until, Clock};
 use crate::event_log::EventLog;
 use crate::report::Reporter;
@@ -28,8 +29,11 @@ use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use turnpike_core::config::ListenerConfig;
 use turnpike_core::event::Output;
-use turnpike_core::{ConnId, Forward, Instant, RelayId, Server, Transport, HEADROOM, TAILROOM};
+use turnpike_core::{
+    ConnId, Forward, Instant, ListenerId, RelayId, Server, Transport, HEADROOM, TAILROOM,
+};
 
 /// Reads from one socket per turn before the others get theirs.
 pub const READ_BUDGET: usize = 256;
@@ -78,6 +82,10 @@ pub struct RuntimeStats {
     pub streams_accepted: u64,
     /// Relay sockets that failed to bind.
     pub relay_bind_failures: u64,
+    /// How late the last once-a-second tick ran, microseconds (event-loop lag).
+    pub loop_lag_us: u64,
+    /// The largest lag seen, microseconds.
+    pub loop_lag_max_us: u64,
 }
 
 /// The relay: sockets, the core, and the loop that joins them.
@@ -101,6 +109,8 @@ pub struct Runtime {
     accept_blocked: bool,
     last_send_error: Option<io::ErrorKind>,
     reported_send_errors: u64,
+    /// The HTTP API, when served (taken out while it runs, see `with_api`).
+    api: Option<Api>,
 }
 
 struct Listener {
@@ -166,6 +176,23 @@ impl Runtime {
         server.set_wall_clock(now, Clock::unix_ms());
         let mut reporter = Reporter::new(event_log);
         reporter.record(Clock::unix_ms(), "start", json!({"version": env!("CARGO_PKG_VERSION"), "seed": hex(&seed), "urls": settings.urls}));
+        let api = match settings.api {
+            Some(a) => {
+                let listen = a.listen;
+                let api = Api::start(a, settings.ice.clone(), poll.registry()).map_err(|e| {
+                    StartError::Io(format!("cannot serve the HTTP API on {listen}"), e)
+                })?;
+                server.credentials_mut().add_rest_secret(api.secret());
+                let addr = api.local_addr().map_or(listen, |a| a);
+                log::info!("HTTP API on http://{addr}");
+                reporter.record(Clock::unix_ms(), "api", json!({"listen": addr.to_string()}));
+                Some(api)
+            }
+            None => None,
+        };
+        for w in settings.ice.start_warnings() {
+            log::warn!("{w}");
+        }
         Ok(Runtime {
             poll,
             server,
@@ -185,7 +212,13 @@ impl Runtime {
             accept_blocked: false,
             last_send_error: None,
             reported_send_errors: 0,
+            api,
         })
+    }
+
+    /// Where the HTTP API listens, if it is served.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The bound address of each listener (useful when a port was 0).
@@ -257,6 +290,9 @@ impl Runtime {
                 self.drain(now);
             }
             if now >= next_tick {
+                let lag = u64::try_from(now.since(next_tick).as_micros()).unwrap_or(u64::MAX);
+                self.stats.loop_lag_us = lag;
+                self.stats.loop_lag_max_us = self.stats.loop_lag_max_us.max(lag);
                 self.tick(now);
                 next_tick = now + TICK;
             }
@@ -279,6 +315,20 @@ impl Runtime {
             },
             Source::Relay(r) => self.read_relay(r),
             Source::Conn(c) => self.read_conn(c),
+            Source::ApiListener => {
+                self.with_api(|api, rt| {
+                    api.accept(&rt.poll.registry().try_clone()?, rt);
+                    Ok(())
+                });
+                false
+            }
+            Source::ApiConn(n) => {
+                self.with_api(|api, rt| {
+                    api.serve(n, &rt.poll.registry().try_clone()?, rt);
+                    Ok(())
+                });
+                false
+            }
         };
         if more && !self.again.contains(&src) {
             self.again.push_back(src);
@@ -548,7 +598,12 @@ impl Runtime {
                         let _ = self.poll.registry().deregister(&mut sock);
                     }
                 }
-                Output::Event(ev) => self.reporter.event(Clock::unix_ms(), &ev),
+                Output::Event(ev) => {
+                    if let Some(api) = self.api.as_mut() {
+                        api.event(Clock::unix_ms(), &ev);
+                    }
+                    self.reporter.event(Clock::unix_ms(), &ev)
+                }
             }
         }
     }
@@ -677,6 +732,10 @@ impl Runtime {
                 }
             }
         }
+        self.with_api(|api, rt| {
+            api.tick(&rt.poll.registry().try_clone()?, rt);
+            Ok(())
+        });
         self.reporter.flush();
     }
 
@@ -723,6 +782,106 @@ impl Runtime {
             json!({"signal": name, "allocations": open.len(), "connections": self.conns.len()}),
         );
         self.reporter.flush();
+    }
+}
+
+// ---- HTTP API glue ------------------------------------------------------------------
+
+impl Runtime {
+    /// Runs `f` with the API taken out of `self`, so that it can use the runtime as its
+    /// host.
+    fn with_api(&mut self, f: impl FnOnce(&mut Api, &mut Runtime) -> io::Result<()>) {
+        if let Some(mut api) = self.api.take() {
+            if let Err(e) = f(&mut api, self) {
+                log::warn!("HTTP API: {e}");
+            }
+            self.api = Some(api);
+        }
+    }
+}
+
+impl crate::api::Host for Runtime {
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        Clock::unix_ms()
+    }
+
+    fn server(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
+    fn open_udp(&mut self, addr: SocketAddr) -> io::Result<ListenerId> {
+        let slot = self
+            .listeners
+            .iter()
+            .position(|l| matches!(l.socket, ListenerSocket::Closed))
+            .unwrap_or(self.listeners.len());
+        let id = ListenerId(u32::try_from(slot).map_err(|_| io::ErrorKind::OutOfMemory)?);
+        let mut sock = sockets::udp_listener(addr, self.buffers)?;
+        self.poll.registry().register(
+            &mut sock,
+            Source::Listener(id.0).token(),
+            Interest::READABLE,
+        )?;
+        let local = sock.local_addr()?;
+        let config = ListenerConfig {
+            id,
+            transport: Transport::Udp,
+            local,
+            proxy_protocol: false,
+        };
+        if let Err(e) = self.server.add_listener(config) {
+            let _ = self.poll.registry().deregister(&mut sock);
+            return Err(io::Error::other(e.0));
+        }
+        let listener = Listener {
+            spec: ListenerSpec {
+                id,
+                transport: Transport::Udp,
+                addr: local,
+                proxy_protocol: false,
+            },
+            socket: ListenerSocket::Udp(sock),
+        };
+        match self.listeners.get_mut(slot) {
+            Some(l) => *l = listener,
+            None => self.listeners.push(listener),
+        }
+        Ok(id)
+    }
+
+    fn close_udp(&mut self, id: ListenerId) {
+        let now = self.clock.now();
+        self.server.remove_listener(now, id);
+        if let Some(l) = self.listeners.get_mut(id.0 as usize) {
+            if let ListenerSocket::Udp(mut s) =
+                std::mem::replace(&mut l.socket, ListenerSocket::Closed)
+            {
+                let _ = self.poll.registry().deregister(&mut s);
+            }
+        }
+        self.drain(now);
+    }
+
+    fn runtime_metrics(&self) -> crate::api::metrics::RuntimeMetrics {
+        let s = self.stats;
+        crate::api::metrics::RuntimeMetrics {
+            loop_lag_s: s.loop_lag_us as f64 / 1e6,
+            loop_lag_max_s: s.loop_lag_max_us as f64 / 1e6,
+            slow_readers_closed: s.slow_readers_closed,
+            send_would_block: s.send_would_block,
+            send_errors: s.send_errors,
+            relay_bind_failures: s.relay_bind_failures,
+            ..Default::default()
+        }
+    }
+
+    fn flush(&mut self) {
+        let now = self.clock.now();
+        self.drain(now);
     }
 }
 

@@ -10,6 +10,7 @@
 //! the built-in loopback default.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;

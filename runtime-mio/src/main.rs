@@ -95,13 +95,9 @@ fn main() -> ExitCode {
     for (t, a) in &listening {
         log::info!("listening on {} {a}", t.as_str());
     }
+    // Warnings about the URLs (more than 5 for Firefox, verification modes) come from
+    // the runtime, which knows the rules of issued configurations.
     log::info!("TURN URLs: {}", urls.join(" "));
-    if urls.len() > 5 {
-        log::warn!(
-            "{} TURN URLs: Firefox complains when given more than 5",
-            urls.len()
-        );
-    }
     if let Some(s) = banner_settings {
         if let Some(text) = connect_info::banner(&s, &listening, Clock::unix_ms() / 1000) {
             print!("{text}");

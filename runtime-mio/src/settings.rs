@@ -1,7 +1,9 @@
 //! A checked [`FileConfig`] turned into what the runtime runs: the core's
 //! [`turnpike_core::Config`], the sockets to open, and the URLs to hand out.
 
-use crate::config::{ConfigError, FileConfig};
+use crate::api::ice::IceSettings;
+use crate::api::ApiSettings;
+use crate::config::{ConfigError, FileConfig, UdpPort};
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -50,12 +52,27 @@ pub struct Settings {
     pub rest_secret: Option<String>,
     /// Allocations in total (for the file-descriptor estimate).
     pub total_quota: u32,
+    /// The URL rules of issued ICE configurations.
+    pub ice: IceSettings,
+    /// The HTTP API, if served.
+    pub api: Option<ApiSettings>,
 }
 
 impl Settings {
     /// Builds the settings from a checked file configuration. `file` names the source in
     /// errors.
     pub fn from_file(fc: &FileConfig, file: &str) -> Result<Self, ConfigError> {
+        Self::from_file_with(fc, file, &crate::api::local_addrs::collect())
+    }
+
+    /// As [`Settings::from_file`], with the addresses found on the interfaces given
+    /// (`interfaces`): used when the listen address is a wildcard and no address is
+    /// configured, for the relayed address and the URLs.
+    pub fn from_file_with(
+        fc: &FileConfig,
+        file: &str,
+        interfaces: &[IpAddr],
+    ) -> Result<Self, ConfigError> {
         let cidrs = |key: &'static str, list: &[String]| -> Result<Vec<IpNet>, ConfigError> {
             list.iter()
                 .map(|s| {
@@ -80,10 +97,25 @@ impl Settings {
         let v4_bind = IpAddr::V4(fc.listen_address);
         let v6_bind = IpAddr::V6(fc.ipv6_listen_address);
         let listeners = listener_specs(fc);
+        let collected = collected_addresses(fc, interfaces);
+        let advertised_v4 = if fc.ipv4_address.is_some() || !fc.listen_address.is_unspecified() {
+            IpAddr::V4(fc.advertised_v4())
+        } else {
+            collected
+                .iter()
+                .copied()
+                .find(IpAddr::is_ipv4)
+                .ok_or_else(|| ConfigError {
+                    file: file.to_string(),
+                    line: None,
+                    key: Some("ipv4_address".into()),
+                    message: "required: `listen_address` is a wildcard and no IPv4 address was found on the interfaces".into(),
+                })?
+        };
         let mut core = Config::new(credentials, v4_bind);
         core.relay_v4 = Some(RelayAddress {
             bind: v4_bind,
-            advertised: IpAddr::V4(fc.advertised_v4()),
+            advertised: advertised_v4,
         });
         if fc.ipv6 {
             core.relay_v6 = Some(RelayAddress {
@@ -118,7 +150,22 @@ impl Settings {
             core.default_lifetime = core.max_lifetime;
         }
 
+        let ice = ice_settings(fc, collected);
+        let api = fc.api.then(|| ApiSettings {
+            listen: fc.api_listen,
+            loopback_only: fc.api_loopback_address_only,
+            ttl_s: fc.ice_ttl_s,
+            max_ttl_s: fc.ice_max_ttl_s,
+            issuance_secret: fc.issuance_secret.as_ref().map(|s| s.0.as_bytes().to_vec()),
+            udp_port: fc.turn_udp_port,
+            dynamic_ports: (fc.turn_udp_dynamic_port_min, fc.turn_udp_dynamic_port_max),
+            udp_binds: udp_binds(fc),
+            webhook_url: fc.event_webhook_url.clone(),
+        });
         Ok(Settings {
+            urls: turn_urls(&ice, fc.turn_udp_port),
+            ice,
+            api,
             core,
             listeners,
             buffers: SocketBuffers {
@@ -126,7 +173,6 @@ impl Settings {
                 send: fc.socket_send_buffer_size,
             },
             event_log: fc.event_log.clone(),
-            urls: turn_urls(fc),
             rest_secret: fc.static_auth_secret.0.first().map(|s| s.0.clone()),
             total_quota: fc.total_quota,
         })
@@ -150,7 +196,9 @@ pub fn listener_specs(fc: &FileConfig) -> Vec<ListenerSpec> {
                 proxy_protocol,
             });
         };
-        push(Transport::Udp, fc.turn_udp_port, false);
+        if let UdpPort::Fixed(port) = fc.turn_udp_port {
+            push(Transport::Udp, port, false);
+        }
         if fc.turn_tcp {
             push(Transport::Tcp, fc.turn_tcp_listen_port, fc.proxy_protocol);
         }
@@ -176,27 +224,67 @@ pub fn own_addresses(fc: &FileConfig) -> Vec<IpAddr> {
     v
 }
 
-/// TURN URLs (RFC 7065) for the advertised addresses: `turn:…?transport=udp` and
-/// `turn:…?transport=tcp` per address (IPv4, then IPv6 when enabled), then
-/// `turns:FQDN:PORT?transport=tcp` when TLS is on (`turn_tls_fqdn` wins over `turn_fqdn`).
-pub fn turn_urls(fc: &FileConfig) -> Vec<String> {
-    let mut hosts = vec![fc.advertised_v4().to_string()];
+/// TURN URLs (RFC 7065) of a client without overrides, for the start log and the banner:
+/// the rules of [`crate::api::ice`]. With dynamic UDP ports the UDP URLs are left out
+/// (each issuance gets its own port).
+pub fn turn_urls(ice: &IceSettings, udp: UdpPort) -> Vec<String> {
+    match udp {
+        UdpPort::Fixed(port) => ice.urls(&Default::default(), port),
+        UdpPort::Dynamic => {
+            let no_udp = IceSettings {
+                udp: false,
+                ..ice.clone()
+            };
+            no_udp.urls(&Default::default(), 0)
+        }
+    }
+}
+
+/// The URL rules of a configuration, with the addresses collected at start.
+pub fn ice_settings(fc: &FileConfig, collected: Vec<IpAddr>) -> IceSettings {
+    IceSettings {
+        udp: true,
+        tcp: fc.turn_tcp,
+        tcp_port: fc.url_tcp_port(),
+        tls: fc.turn_tls,
+        tls_fqdn: fc.turn_tls_fqdn.clone(),
+        fqdn: fc.turn_fqdn.clone(),
+        tls_port: fc.turn_tls_port,
+        ipv6: fc.ipv6,
+        ipv4_address: fc.ipv4_address,
+        ipv6_address: fc.ipv6_address,
+        collected,
+        tcp_only: fc.turn_tcp_only,
+        tls_only: fc.turn_tls_only,
+    }
+}
+
+/// The addresses the relay is reachable on when none is configured: the listen
+/// addresses when they are specific, else those found on the interfaces.
+pub fn collected_addresses(fc: &FileConfig, interfaces: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if fc.listen_address.is_unspecified() {
+        out.extend(interfaces.iter().copied().filter(IpAddr::is_ipv4));
+    } else {
+        out.push(IpAddr::V4(fc.listen_address));
+    }
     if fc.ipv6 {
-        hosts.push(format!("[{}]", fc.advertised_v6()));
-    }
-    let mut urls = Vec::new();
-    for h in &hosts {
-        urls.push(format!("turn:{h}:{}?transport=udp", fc.turn_udp_port));
-        if fc.turn_tcp {
-            urls.push(format!("turn:{h}:{}?transport=tcp", fc.url_tcp_port()));
+        if fc.ipv6_listen_address.is_unspecified() {
+            out.extend(interfaces.iter().copied().filter(IpAddr::is_ipv6));
+        } else {
+            out.push(IpAddr::V6(fc.ipv6_listen_address));
         }
     }
-    if fc.turn_tls {
-        if let Some(name) = fc.turn_tls_fqdn.as_ref().or(fc.turn_fqdn.as_ref()) {
-            urls.push(format!("turns:{name}:{}?transport=tcp", fc.turn_tls_port));
-        }
+    out
+}
+
+/// Where dynamic UDP ports are bound: the IPv4 listen address, and the IPv6 one when on.
+pub fn udp_binds(fc: &FileConfig) -> Vec<IpAddr> {
+    let mut v = vec![IpAddr::V4(fc.listen_address)];
+    if fc.ipv6 {
+        v.push(IpAddr::V6(fc.ipv6_listen_address));
     }
-    urls
+    v
 }
 
 #[cfg(test)]
@@ -243,24 +331,80 @@ mod tests {
 
     #[test]
     fn urls_follow_the_rules() {
+        let urls = |fc: &FileConfig| {
+            let s = Settings::from_file_with(fc, "t", &[]).unwrap();
+            assert_eq!(s.urls, turn_urls(&s.ice, fc.turn_udp_port));
+            s.urls
+        };
+        // turn_fqdn wins over the configured addresses (seed example 1).
         assert_eq!(
-            turn_urls(&dual()),
+            urls(&dual()),
+            vec![
+                "turn:relay.example.com:3478?transport=udp",
+                "turn:relay.example.com:443?transport=tcp",
+                "turns:relay.example.com:443?transport=tcp",
+            ]
+        );
+        let no_fqdn = FileConfig {
+            turn_fqdn: None,
+            turn_tls_fqdn: Some("tls.example.com".into()),
+            ..dual()
+        };
+        assert_eq!(
+            urls(&no_fqdn),
             vec![
                 "turn:192.0.2.10:3478?transport=udp",
                 "turn:192.0.2.10:443?transport=tcp",
                 "turn:[2001:db8::10]:3478?transport=udp",
                 "turn:[2001:db8::10]:443?transport=tcp",
-                "turns:relay.example.com:443?transport=tcp",
+                "turns:tls.example.com:443?transport=tcp",
             ]
         );
+        let dynamic = FileConfig {
+            turn_udp_port: UdpPort::Dynamic,
+            ..no_fqdn
+        };
+        assert_eq!(urls(&dynamic).len(), 3, "no UDP URL before issuance");
+        assert!(listener_specs(&dynamic)
+            .iter()
+            .all(|l| l.transport == Transport::Tcp));
         let d = FileConfig::builtin_default("s".into());
         assert_eq!(
-            turn_urls(&d),
+            urls(&d),
             vec![
                 "turn:127.0.0.1:3478?transport=udp",
                 "turn:127.0.0.1:3478?transport=tcp"
             ]
         );
+    }
+
+    #[test]
+    fn wildcard_without_address_uses_the_interfaces() {
+        let fc = FileConfig {
+            listen_address: Ipv4Addr::UNSPECIFIED,
+            ..FileConfig::builtin_default("s".into())
+        };
+        let found: Vec<IpAddr> = vec![
+            "192.0.2.10".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+            "192.0.2.20".parse().unwrap(),
+        ];
+        let s = Settings::from_file_with(&fc, "t", &found).unwrap();
+        assert_eq!(
+            s.core.relay_v4.unwrap().advertised,
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))
+        );
+        assert_eq!(
+            s.urls,
+            vec![
+                "turn:192.0.2.10:3478?transport=udp",
+                "turn:192.0.2.10:3478?transport=tcp",
+                "turn:192.0.2.20:3478?transport=udp",
+                "turn:192.0.2.20:3478?transport=tcp",
+            ]
+        );
+        let e = Settings::from_file_with(&fc, "t", &[]).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ipv4_address"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! mio tokens: which socket an event is for, packed into one `usize`.
 //!
-//! The low two bits say the kind (control, relay, stream), the rest the index or id, so
+//! The low two bits say the kind (control, relay, stream, HTTP API), the rest the index or id, so
 //! no table lookup is needed to route an event.
 
 use mio::Token;
@@ -17,12 +17,17 @@ pub enum Source {
     Relay(RelayId),
     /// A TCP connection.
     Conn(ConnId),
+    /// The HTTP API's listener.
+    ApiListener,
+    /// HTTP API connection number `n`.
+    ApiConn(u64),
 }
 
 const KIND_BITS: u32 = 2;
 const CONTROL: usize = 0;
 const RELAY: usize = 1;
 const CONN: usize = 2;
+const API: usize = 3;
 
 impl Source {
     /// The token for this source.
@@ -33,6 +38,8 @@ impl Source {
             Source::Relay(r) => (RELAY, r.0 as usize),
             // Connection ids count up from 0 and stay far below 2^62 on 64-bit hosts.
             Source::Conn(c) => (CONN, c.0 as usize),
+            Source::ApiListener => (API, 0),
+            Source::ApiConn(n) => (API, n as usize + 1),
         };
         Token((id << KIND_BITS) | kind)
     }
@@ -45,6 +52,8 @@ impl Source {
             CONTROL => u32::try_from(id - 1).ok().map(Source::Listener),
             RELAY => u32::try_from(id).ok().map(|r| Source::Relay(RelayId(r))),
             CONN => Some(Source::Conn(ConnId(id as u64))),
+            API if id == 0 => Some(Source::ApiListener),
+            API => Some(Source::ApiConn(id as u64 - 1)),
             _ => None,
         }
     }
@@ -64,9 +73,16 @@ mod tests {
             Source::Relay(RelayId(u32::MAX)),
             Source::Conn(ConnId(0)),
             Source::Conn(ConnId(1 << 40)),
+            Source::ApiListener,
+            Source::ApiConn(0),
+            Source::ApiConn(77),
         ] {
             assert_eq!(Source::from_token(s.token()), Some(s), "{s:?}");
         }
-        assert_eq!(Source::from_token(Token(3)), None);
+        assert_eq!(
+            Source::from_token(Token(3)),
+            Some(Source::ApiListener),
+            "kind 3 is the API"
+        );
     }
 }

@@ -346,6 +346,8 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
         spec.allow_loopback_peers.to_string(),
     );
     line("event_log", toml_str(&events.to_string_lossy()));
+    // Tests run in parallel: the API takes a free port (the event log says which).
+    line("api_listen", toml_str("127.0.0.1:0"));
     if let Some(q) = spec.user_quota {
         line("user_quota", q.to_string());
     }

@@ -46,6 +46,8 @@ pub struct Credentials {
     userhashes: BTreeMap<[u8; 32], String>,
     rest_secrets: Vec<Vec<u8>>,
     one_time: BTreeMap<String, OneTimeCredential>,
+    /// Listeners reserved for one username (dynamic UDP ports of issued configurations).
+    reserved: BTreeMap<ListenerId, String>,
 }
 
 impl Credentials {
@@ -89,6 +91,18 @@ impl Credentials {
         self.one_time
             .retain(|_, cred| cred.expires_unix_s >= wall_unix_s);
     }
+    /// Reserves `listener` for `username`: every other username is refused there
+    /// ([`LookupError::WrongListener`]), while `username` stays valid wherever its own kind
+    /// of credential is. A dynamic UDP port opened for one issued configuration accepts
+    /// only that configuration's credentials, yet the same credentials still work on the
+    /// shared TCP port for the client's parallel attempts.
+    pub fn reserve_listener(&mut self, listener: ListenerId, username: &str) {
+        self.reserved.insert(listener, username.to_owned());
+    }
+    /// Lifts the reservation of `listener` (when the listener closes). False if it had none.
+    pub fn release_listener(&mut self, listener: ListenerId) -> bool {
+        self.reserved.remove(&listener).is_some()
+    }
     /// The username of a static user whose USERHASH is `hash` (RFC 8489 §14.4).
     pub fn resolve_userhash(&self, hash: &[u8]) -> Option<&str> {
         // USERHASH has a fixed length of 32 bytes; anything else matches nobody.
@@ -105,6 +119,9 @@ impl Credentials {
         wall_unix_s: u64,
         mut each: impl FnMut(CredentialKind, &str) -> bool,
     ) -> Result<bool, LookupError> {
+        if self.reserved.get(&listener).is_some_and(|u| u != username) {
+            return Err(LookupError::WrongListener);
+        }
         if let Some(password) = self.users.get(username) {
             return Ok(each(CredentialKind::Static, password));
         }
@@ -286,6 +303,38 @@ mod tests {
         assert!(!c.remove_one_time("old"));
         assert!(c.remove_one_time("edge"));
         assert!(c.remove_one_time("new"));
+    }
+
+    #[test]
+    fn reserved_listener_takes_its_owner_only() {
+        let mut c = Credentials::new("r");
+        c.add_user("alice", "pw");
+        c.add_rest_secret(b"s");
+        let owner = "1800000000:abc";
+        let other = "1800000000:def";
+        c.reserve_listener(L2, owner);
+        // On the reserved listener: its owner only, static users included in the refusal.
+        let owner_pw = rest_password(b"s", owner);
+        assert_eq!(offered(&c, owner, L2, NOW, Some(&owner_pw)).0, Ok(true));
+        assert_eq!(
+            offered(&c, other, L2, NOW, None).0,
+            Err(LookupError::WrongListener)
+        );
+        assert_eq!(
+            offered(&c, "alice", L2, NOW, None).0,
+            Err(LookupError::WrongListener)
+        );
+        // Elsewhere, everyone as before: the owner too (parallel TCP attempts).
+        assert_eq!(offered(&c, owner, L1, NOW, Some(&owner_pw)).0, Ok(true));
+        assert_eq!(offered(&c, "alice", L1, NOW, Some("pw")).0, Ok(true));
+        // Still subject to its own expiry on its listener.
+        assert_eq!(
+            offered(&c, owner, L2, 1_800_000_001, None).0,
+            Err(LookupError::Expired)
+        );
+        assert!(c.release_listener(L2));
+        assert!(!c.release_listener(L2));
+        assert_eq!(offered(&c, "alice", L2, NOW, Some("pw")).0, Ok(true));
     }
 
     #[test]

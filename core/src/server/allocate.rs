@@ -10,7 +10,7 @@ use super::reply::{self, finish};
 use super::{RelayOwner, Reservation, Server, Source, Timer, RESERVATION_LIFETIME};
 use crate::allocation::{Allocation, RelaySide};
 use crate::event::{Event, Output, TrafficCounters};
-use crate::ids::{AllocationId, RelayId};
+use crate::ids::{AllocationId, ListenerId, RelayId};
 use crate::server::BindError;
 use crate::stun::{attr, Class, DecodeError, Message, MessageBuilder, Method, TransactionId};
 use crate::time::Instant;
@@ -40,6 +40,13 @@ pub(super) struct Pending {
     /// allocation still succeeds, with ADDRESS-ERROR-CODE).
     address_error: Option<u8>,
     token_out: Option<[u8; 8]>,
+}
+
+impl Pending {
+    /// The listener its client came through.
+    pub(super) fn listener(&self) -> ListenerId {
+        self.src.info.listener
+    }
 }
 
 impl Server {

@@ -400,6 +400,65 @@ impl Server {
         self.remove_allocation(now, id, DeleteReason::Admin)
     }
 
+    /// Adds a listener at run time (e.g. a UDP port opened for one issued configuration).
+    /// Refused if its id is taken or the configuration is inconsistent.
+    pub fn add_listener(&mut self, listener: ListenerConfig) -> Result<(), ConfigError> {
+        if self.listeners.contains_key(&listener.id) {
+            return Err(ConfigError(format!(
+                "listener {} already exists",
+                listener.id.0
+            )));
+        }
+        if listener.proxy_protocol && listener.transport != Transport::Tcp {
+            return Err(ConfigError(
+                "the PROXY protocol is only for TCP listeners".into(),
+            ));
+        }
+        // The relay's own addresses are never peers (RFC 8656 §21.4).
+        let ip = crate::policy::canonical(listener.local.ip());
+        let own = &mut self.cfg.peer_policy.own_addresses;
+        if !ip.is_unspecified() && !ip.is_loopback() && !own.contains(&ip) {
+            own.push(ip);
+        }
+        self.cfg.listeners.push(listener.clone());
+        self.listeners.insert(listener.id, listener);
+        Ok(())
+    }
+
+    /// Removes a listener. The allocations of UDP clients that came through it end now
+    /// (their answers would have nowhere to go); its reservation, if any, is lifted.
+    /// False if there was no such listener. Streams accepted on a TCP listener live on:
+    /// they no longer need it.
+    pub fn remove_listener(&mut self, now: Instant, id: ListenerId) -> bool {
+        if self.listeners.remove(&id).is_none() {
+            return false;
+        }
+        self.cfg.listeners.retain(|l| l.id != id);
+        self.cfg.credentials.release_listener(id);
+        let doomed: Vec<AllocationId> = self
+            .allocations
+            .values()
+            .filter(|a| matches!(a.key5, ClientKey::Udp(l, _) if l == id))
+            .map(|a| a.id)
+            .collect();
+        for a in doomed {
+            self.remove_allocation(now, a, DeleteReason::Admin);
+        }
+        true
+    }
+
+    /// How many allocations (live or waiting for their relay socket) came through each
+    /// listener, for a driver deciding whether a per-client listener may close.
+    pub fn allocations_per_listener(&self) -> BTreeMap<ListenerId, usize> {
+        let mut out = BTreeMap::new();
+        let live = self.allocations.values().map(|a| a.client.listener);
+        let pending = self.pending.values().map(|p| p.listener());
+        for l in live.chain(pending) {
+            *out.entry(l).or_insert(0) += 1;
+        }
+        out
+    }
+
     /// The credential store, to add or revoke one-time credentials.
     pub fn credentials_mut(&mut self) -> &mut Credentials {
         &mut self.cfg.credentials

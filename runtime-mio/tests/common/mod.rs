@@ -39,7 +39,7 @@ impl Relay {
         let text = format!(
             "realm = \"live.test\"\nturn_udp_port = {port}\nturn_tcp_listen_port = {port}\n\
              {ports}users = {{ alice = \"pw\" }}\n\
-             allow_loopback_peers = true\nevent_log = \"{}\"\n{extra}\n",
+             allow_loopback_peers = true\nevent_log = \"{}\"\napi_listen = \"127.0.0.1:0\"\n{extra}\n",
             event_log.display()
         );
         std::fs::write(&config, text).unwrap();

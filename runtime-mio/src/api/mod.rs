@@ -1,0 +1,526 @@
+//! The HTTP API: issued ICE configurations, allocations, metrics, health.
+//!
+//! It runs inside the event loop, on the same `mio::Poll` as the relay, so it reads the
+//! core directly and needs no locking; every request is answered at once from memory
+//! (nothing in it waits on the network), so it cannot hold relaying up for long. The
+//! webhook, which does wait on the network, has its own thread behind a bounded queue.
+//!
+//! With `api_loopback_address_only = true` (the default) a connection from any other
+//! address is answered 403 and closed at once ([`peer_allowed`]).
+//!
+//! Credentials of issued configurations are stateless (see [`ice`]); dynamic UDP ports
+//! are the state: each is a core listener reserved for one username, closed once its
+//! credential has expired and no allocation uses it any more.
+
+pub mod http;
+pub mod ice;
+pub mod local_addrs;
+pub mod metrics;
+pub mod routes;
+pub mod webhook;
+
+use crate::config::UdpPort;
+use crate::token::Source;
+use http::{Parse, Response};
+use ice::IceSettings;
+use metrics::RuntimeMetrics;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+use rand_core::{OsRng, RngCore};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use turnpike_core::event::Event;
+use turnpike_core::{Instant, ListenerId, Server};
+
+/// Open API connections, at most; more are refused (closed) until some end.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Connections accepted per readiness event before others get their turn.
+const ACCEPT_BUDGET: usize = 64;
+/// Ports tried before an issuance is refused for want of a dynamic UDP port.
+const DYNAMIC_PORT_TRIES: usize = 32;
+
+/// What the API is configured with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Refuse peers that are not on loopback.
+    pub loopback_only: bool,
+    /// Default validity of issued credentials, seconds.
+    pub ttl_s: u64,
+    /// Longest validity a caller may ask for, seconds.
+    pub max_ttl_s: u64,
+    /// Secret signing issued credentials (random at start when None).
+    pub issuance_secret: Option<Vec<u8>>,
+    /// Fixed or dynamic UDP port.
+    pub udp_port: UdpPort,
+    /// Range of dynamic UDP ports (inclusive).
+    pub dynamic_ports: (u16, u16),
+    /// Addresses dynamic UDP ports are bound to (IPv4, and IPv6 when on).
+    pub udp_binds: Vec<IpAddr>,
+    /// Where allocation events are posted.
+    pub webhook_url: Option<String>,
+}
+
+/// What the API needs from the event loop that owns it.
+pub trait Host {
+    /// The core's time now.
+    fn now(&self) -> Instant;
+    /// The wall clock, unix milliseconds.
+    fn unix_ms(&self) -> u64;
+    /// The core.
+    fn server(&mut self) -> &mut Server;
+    /// Opens a UDP listener on `addr`, registered with the poll and known to the core.
+    fn open_udp(&mut self, addr: SocketAddr) -> io::Result<ListenerId>;
+    /// Closes a listener opened with `open_udp` (the core forgets it too).
+    fn close_udp(&mut self, id: ListenerId);
+    /// The runtime's own counters (lag, send failures...).
+    fn runtime_metrics(&self) -> RuntimeMetrics;
+    /// Acts on what the core queued (after a change made through `server`).
+    fn flush(&mut self);
+}
+
+/// True if a peer at `ip` may use the API: anyone, or only loopback (IPv4, IPv6, and
+/// IPv4-mapped loopback on a dual-stack socket) when `loopback_only`.
+pub fn peer_allowed(ip: IpAddr, loopback_only: bool) -> bool {
+    if !loopback_only {
+        return true;
+    }
+    match ip {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+/// The API server.
+pub struct Api {
+    listener: TcpListener,
+    conns: HashMap<u64, HttpConn>,
+    next_conn: u64,
+    pub(crate) settings: ApiSettings,
+    pub(crate) ice: IceSettings,
+    pub(crate) secret: Vec<u8>,
+    pub(crate) rng: OsRng,
+    /// Dynamic UDP ports by port number.
+    dynamic: BTreeMap<u16, DynamicPort>,
+    webhook: Option<webhook::Webhook>,
+    pub(crate) issued: u64,
+    exhausted: u64,
+    refused_peers: u64,
+}
+
+struct HttpConn {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// When the first byte of the request being read arrived.
+    request_started: Option<Instant>,
+    last_active: Instant,
+    /// Close once `output` is written.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct DynamicPort {
+    listeners: Vec<ListenerId>,
+    expires_unix_s: u64,
+}
+
+impl Api {
+    /// Binds the API listener and registers it with `registry`. Starts the webhook
+    /// thread if configured.
+    pub fn start(settings: ApiSettings, ice: IceSettings, registry: &Registry) -> io::Result<Api> {
+        let mut listener = TcpListener::bind(settings.listen)?;
+        registry.register(
+            &mut listener,
+            Source::ApiListener.token(),
+            Interest::READABLE,
+        )?;
+        let secret = settings.issuance_secret.clone().unwrap_or_else(|| {
+            let mut k = vec![0u8; 32];
+            OsRng.fill_bytes(&mut k);
+            k
+        });
+        let webhook = match &settings.webhook_url {
+            Some(u) => {
+                let target = webhook::parse_url(u)
+                    .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+                Some(webhook::Webhook::start(target)?)
+            }
+            None => None,
+        };
+        Ok(Api {
+            listener,
+            conns: HashMap::new(),
+            next_conn: 0,
+            settings,
+            ice,
+            secret,
+            rng: OsRng,
+            dynamic: BTreeMap::new(),
+            webhook,
+            issued: 0,
+            exhausted: 0,
+            refused_peers: 0,
+        })
+    }
+
+    /// The secret that signs issued credentials: the core must accept it as a REST secret.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    /// Where the API listens (its port, when it was 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Once a second: close timed-out connections and dynamic ports that are done.
+    pub fn tick(&mut self, registry: &Registry, host: &mut dyn Host) {
+        let now = host.now();
+        let stale: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.request_started
+                    .is_some_and(|t| now.since(t) > http::REQUEST_TIMEOUT)
+                    || now.since(c.last_active) > http::IDLE_TIMEOUT
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for n in stale {
+            if let Some(c) = self.conns.get_mut(&n) {
+                if c.request_started.is_some() {
+                    let r = Response::error(408, "request not received in time");
+                    let _ = c.stream.write(&r.encode(true, false));
+                }
+            }
+            self.close(n, registry);
+        }
+        if self.dynamic.is_empty() {
+            return;
+        }
+        let wall_s = host.unix_ms() / 1000;
+        let busy = host.server().allocations_per_listener();
+        let done: Vec<u16> = self
+            .dynamic
+            .iter()
+            .filter(|(_, d)| {
+                d.expires_unix_s < wall_s && d.listeners.iter().all(|l| !busy.contains_key(l))
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for port in done {
+            if let Some(d) = self.dynamic.remove(&port) {
+                for l in d.listeners {
+                    host.close_udp(l);
+                }
+                log::debug!("dynamic UDP port {port} closed");
+            }
+        }
+    }
+
+    /// Sends allocation events to the webhook, if there is one.
+    pub fn event(&mut self, unix_ms: u64, ev: &Event) {
+        let Some(hook) = &self.webhook else {
+            return;
+        };
+        let body = match ev {
+            Event::AllocationCreated {
+                id,
+                client,
+                username,
+                relayed,
+                lifetime_s,
+            } => json!({
+                "type": "allocation_created",
+                "unix_ms": unix_ms,
+                "id": id.0,
+                "client": client.addr.to_string(),
+                "transport": client.transport.as_str(),
+                "username": username,
+                "label": ice::label_of(username),
+                "relayed": relayed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "lifetime_s": lifetime_s,
+            }),
+            Event::AllocationDeleted {
+                id,
+                client,
+                username,
+                reason,
+                traffic,
+                age_ms,
+            } => json!({
+                "type": "allocation_deleted",
+                "unix_ms": unix_ms,
+                "id": id.0,
+                "client": client.addr.to_string(),
+                "transport": client.transport.as_str(),
+                "username": username,
+                "label": ice::label_of(username),
+                "reason": reason.as_str(),
+                "age_ms": age_ms,
+                "to_peer_bytes": traffic.to_peer_bytes,
+                "from_peer_bytes": traffic.from_peer_bytes,
+            }),
+            _ => return,
+        };
+        hook.push(body);
+    }
+
+    /// The runtime's counters plus the API's.
+    pub fn runtime_metrics(&self, host: &dyn Host) -> RuntimeMetrics {
+        let mut r = host.runtime_metrics();
+        r.ice_issued = self.issued;
+        r.dynamic_ports = self.dynamic.len() as u64;
+        r.dynamic_ports_exhausted = self.exhausted;
+        r.api_refused_peers = self.refused_peers;
+        if let Some(h) = &self.webhook {
+            (r.webhook_sent, r.webhook_failed, r.webhook_dropped) = h.counts();
+        }
+        r
+    }
+
+    /// Opens a UDP port for one issuance, on every bind address, reserved for
+    /// `username` until its credential expires. None when no port could be opened.
+    pub(crate) fn open_dynamic(
+        &mut self,
+        host: &mut dyn Host,
+        username: &str,
+        expires_unix_s: u64,
+    ) -> Option<u16> {
+        let (min, max) = self.settings.dynamic_ports;
+        let span = u32::from(max - min) + 1;
+        for _ in 0..DYNAMIC_PORT_TRIES {
+            let port = min + (self.rng.next_u32() % span) as u16;
+            if self.dynamic.contains_key(&port) {
+                continue;
+            }
+            let mut opened = Vec::new();
+            for ip in self.settings.udp_binds.clone() {
+                match host.open_udp(SocketAddr::new(ip, port)) {
+                    Ok(id) => opened.push(id),
+                    Err(e) => {
+                        log::debug!("dynamic UDP port {ip} {port}: {e}");
+                        break;
+                    }
+                }
+            }
+            if opened.len() != self.settings.udp_binds.len() {
+                for id in opened {
+                    host.close_udp(id);
+                }
+                continue;
+            }
+            for id in &opened {
+                host.server()
+                    .credentials_mut()
+                    .reserve_listener(*id, username);
+            }
+            self.dynamic.insert(
+                port,
+                DynamicPort {
+                    listeners: opened,
+                    expires_unix_s,
+                },
+            );
+            return Some(port);
+        }
+        self.exhausted += 1;
+        log::warn!(
+            "no dynamic UDP port could be opened in {min}..={max} ({} open)",
+            self.dynamic.len()
+        );
+        None
+    }
+
+    /// The API listener is readable: accepts connections (refusing non-loopback peers
+    /// when so configured).
+    pub fn accept(&mut self, registry: &Registry, host: &mut dyn Host) {
+        for _ in 0..ACCEPT_BUDGET {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("API accept failed: {e}");
+                    return;
+                }
+            };
+            if !peer_allowed(peer.ip(), self.settings.loopback_only) {
+                self.refused_peers += 1;
+                log::warn!("API connection from {peer} refused: api_loopback_address_only = true");
+                let r = Response::error(403, "the API answers loopback peers only");
+                let _ = stream.write(&r.encode(true, false));
+                // Fewer resets: take what the peer already sent before closing.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let mut sink = [0u8; 1024];
+                let _ = stream.read(&mut sink);
+                continue;
+            }
+            if self.conns.len() >= MAX_CONNECTIONS {
+                let r = Response::error(503, "too many API connections");
+                let _ = stream.write(&r.encode(true, false));
+                continue;
+            }
+            let n = self.next_conn;
+            self.next_conn += 1;
+            if let Err(e) = registry.register(
+                &mut stream,
+                Source::ApiConn(n).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::debug!("API connection from {peer}: {e}");
+                continue;
+            }
+            self.conns.insert(
+                n,
+                HttpConn {
+                    stream,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    request_started: None,
+                    last_active: host.now(),
+                    closing: false,
+                },
+            );
+            // Edge-triggered: bytes may already be there.
+            self.serve(n, registry, host);
+        }
+    }
+
+    /// Connection `n` is readable or writable: reads what is there, answers every whole
+    /// request, writes what it can.
+    pub fn serve(&mut self, n: u64, registry: &Registry, host: &mut dyn Host) {
+        let now = host.now();
+        let limit = http::MAX_HEAD + http::MAX_BODY;
+        let mut eof = false;
+        {
+            let Some(c) = self.conns.get_mut(&n) else {
+                return;
+            };
+            let mut chunk = [0u8; 4096];
+            // Bounded: stop reading once a whole request's worth waits unparsed.
+            while !c.closing && c.input.len() <= limit {
+                match c.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(k) => {
+                        if c.input.is_empty() {
+                            c.request_started = Some(now);
+                        }
+                        c.input
+                            .extend_from_slice(chunk.get(..k).unwrap_or_default());
+                        c.last_active = now;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+        }
+        loop {
+            let Some(c) = self.conns.get_mut(&n) else {
+                return;
+            };
+            if c.closing || c.input.is_empty() {
+                break;
+            }
+            match http::parse(&c.input) {
+                Parse::Partial => {
+                    if c.input.len() > limit {
+                        let r = Response::error(413, "request too large");
+                        c.output.extend(r.encode(true, false));
+                        c.closing = true;
+                    }
+                    break;
+                }
+                Parse::Error(r) => {
+                    c.output.extend(r.encode(true, false));
+                    c.closing = true;
+                    break;
+                }
+                Parse::Complete(req, used) => {
+                    c.input.drain(..used.min(c.input.len()));
+                    c.request_started = (!c.input.is_empty()).then_some(now);
+                    let resp = routes::handle(self, host, &req);
+                    let Some(c) = self.conns.get_mut(&n) else {
+                        return;
+                    };
+                    c.output
+                        .extend(resp.encode(req.close, req.method == "HEAD"));
+                    if req.close {
+                        c.closing = true;
+                    }
+                }
+            }
+        }
+        let Some(c) = self.conns.get_mut(&n) else {
+            return;
+        };
+        let mut failed = false;
+        while !c.output.is_empty() {
+            match c.stream.write(&c.output) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(k) => {
+                    c.output.drain(..k.min(c.output.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let done = failed
+            || (c.closing && c.output.is_empty())
+            || (eof && c.output.is_empty())
+            || c.output.len() > http::MAX_PENDING_OUTPUT;
+        if done {
+            self.close(n, registry);
+        }
+    }
+
+    fn close(&mut self, n: u64, registry: &Registry) {
+        if let Some(mut c) = self.conns.remove(&n) {
+            let _ = registry.deregister(&mut c.stream);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only_refuses_every_other_peer() {
+        for ip in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(peer_allowed(ip, true), "{ip}");
+            assert!(peer_allowed(ip, false), "{ip}");
+        }
+        for ip in [
+            "192.0.2.1",
+            "10.0.0.1",
+            "::ffff:192.0.2.1",
+            "2001:db8::1",
+            "0.0.0.0",
+            "::",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(!peer_allowed(ip, true), "{ip}");
+            assert!(peer_allowed(ip, false), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The API's routes:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/ice-servers` | an ICE configuration for one client ([`super::ice`]) |
+//! | `GET /v1/allocations` | every allocation: client, transport, relayed addresses, user, label, age, traffic |
+//! | `DELETE /v1/allocations/{id}` | ends one allocation now (204, or 404) |
+//! | `GET /metrics` | Prometheus text ([`super::metrics`]) |
+//! | `GET /health` | `{"status": "ok"}` for load balancers and systemd |
+
+use super::http::{Request, Response};
+use super::ice::{check_request, issue_credential, label_of, IceRequest};
+use super::{Api, Host};
+use crate::config::UdpPort;
+use rand_core::RngCore;
+use serde_json::{json, Value};
+use turnpike_core::AllocationId;
+
+/// Answers one request. `HEAD` is answered as `GET` (the caller leaves the body out).
+pub fn handle(api: &mut Api, host: &mut dyn Host, req: &Request) -> Response {
+    let method = if req.method == "HEAD" {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    let path = req.path.trim_end_matches('/');
+    match (method, path) {
+        ("GET", "/health") => Response::json(200, &json!({"status": "ok"})),
+        ("GET", "/metrics") => {
+            let now = host.now();
+            let stats = host.server().stats(now);
+            let r = api.runtime_metrics(host);
+            Response::text(
+                200,
+                super::metrics::CONTENT_TYPE,
+                super::metrics::render(&stats, &r),
+            )
+        }
+        ("POST", "/v1/ice-servers") => ice_servers(api, host, &req.body),
+        ("GET", "/v1/allocations") => allocations(host),
+        (_, "/health" | "/metrics" | "/v1/allocations") => not_allowed("GET, HEAD"),
+        (_, "/v1/ice-servers") => not_allowed("POST"),
+        (m, p) => match p.strip_prefix("/v1/allocations/") {
+            Some(id) if m == "DELETE" => delete_allocation(host, id),
+            Some(_) => not_allowed("DELETE"),
+            None => Response::error(404, &format!("no route {p}")),
+        },
+    }
+}
+
+fn not_allowed(allow: &str) -> Response {
+    Response::error(405, &format!("method not allowed; use {allow}"))
+        .with_header("Allow", allow.to_string())
+}
+
+/// `POST /v1/ice-servers`.
+fn ice_servers(api: &mut Api, host: &mut dyn Host, body: &[u8]) -> Response {
+    let req: IceRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IceRequest::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return Response::error(400, &format!("body: {e}")),
+        }
+    };
+    if let Err(m) = check_request(&req, api.settings.max_ttl_s) {
+        return Response::error(400, &m);
+    }
+    let ttl = req.ttl.unwrap_or(api.settings.ttl_s);
+    let expires = host.unix_ms() / 1000 + ttl;
+    let mut random = [0u8; 12];
+    api.rng.fill_bytes(&mut random);
+    let cred = issue_credential(&api.secret, expires, &random, req.label.as_deref());
+    let udp_port = if api.ice.wants_udp() {
+        match api.settings.udp_port {
+            UdpPort::Fixed(p) => p,
+            UdpPort::Dynamic => match api.open_dynamic(host, &cred.username, expires) {
+                Some(p) => p,
+                None => {
+                    return Response::error(503, "no dynamic UDP port could be opened; try again")
+                }
+            },
+        }
+    } else {
+        0
+    };
+    api.issued += 1;
+    let urls = api.ice.urls(&req, udp_port);
+    log::info!(
+        "issued an ICE configuration for {:?} ({} URLs, valid {ttl}s{})",
+        cred.username,
+        urls.len(),
+        if api.ice.wants_udp() && api.settings.udp_port == UdpPort::Dynamic {
+            format!(", UDP port {udp_port}")
+        } else {
+            String::new()
+        }
+    );
+    Response::json(
+        200,
+        &json!({
+            "iceTransportPolicy": "relay",
+            "iceServers": [{
+                "urls": urls,
+                "username": cred.username,
+                "credential": cred.credential,
+            }],
+        }),
+    )
+}
+
+/// `GET /v1/allocations`.
+fn allocations(host: &mut dyn Host) -> Response {
+    let now = host.now();
+    let list: Vec<Value> = host
+        .server()
+        .allocations(now)
+        .iter()
+        .map(|a| {
+            let t = a.traffic;
+            json!({
+                "id": a.id.0,
+                "client": a.client.addr.to_string(),
+                "transport": a.client.transport.as_str(),
+                "relayed": a.relayed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "username": a.username,
+                "label": label_of(&a.username),
+                "age_ms": a.age_ms,
+                "expires_in_ms": a.expires_in_ms,
+                "permissions": a.permissions,
+                "channels": a.channels,
+                "to_peer_packets": t.to_peer_packets,
+                "to_peer_bytes": t.to_peer_bytes,
+                "from_peer_packets": t.from_peer_packets,
+                "from_peer_bytes": t.from_peer_bytes,
+            })
+        })
+        .collect();
+    Response::json(200, &json!({ "allocations": list }))
+}
+
+/// `DELETE /v1/allocations/{id}`.
+fn delete_allocation(host: &mut dyn Host, id: &str) -> Response {
+    let Ok(n) = id.parse::<u64>() else {
+        return Response::error(400, &format!("`{id}` is not an allocation id"));
+    };
+    let now = host.now();
+    if host.server().delete_allocation(now, AllocationId(n)) {
+        host.flush();
+        Response {
+            status: 204,
+            content_type: "application/json",
+            body: Vec::new(),
+            headers: Vec::new(),
+        }
+    } else {
+        Response::error(404, &format!("no allocation {n}"))
+    }
+}
