@@ -178,14 +178,32 @@ impl Runtime {
         reporter.record(Clock::unix_ms(), "start", json!({"version": env!("CARGO_PKG_VERSION"), "seed": hex(&seed), "urls": settings.urls}));
         let api = match settings.api {
             Some(a) => {
-                let listen = a.listen;
-                let api = Api::start(a, settings.ice.clone(), poll.registry()).map_err(|e| {
-                    StartError::Io(format!("cannot serve the HTTP API on {listen}"), e)
-                })?;
+                let (listen, optional) = (a.listen, a.optional);
+                let started = Api::start(a, settings.ice.clone(), poll.registry());
+                let api = match started {
+                    Ok(api) => Some(api),
+                    Err(e) if optional => {
+                        log::warn!("no HTTP API: cannot listen on {listen}: {e}");
+                        None
+                    }
+                    Err(e) => {
+                        return Err(StartError::Io(
+                            format!("cannot serve the HTTP API on {listen}"),
+                            e,
+                        ));
+                    }
+                };
+                api
+            }
+            None => None,
+        };
+        let api = match api {
+            Some(api) => {
+                let listen = api.local_addr().ok();
                 server.credentials_mut().add_rest_secret(api.secret());
-                let addr = api.local_addr().map_or(listen, |a| a);
+                let addr = listen.map_or_else(|| "?".to_string(), |a| a.to_string());
                 log::info!("HTTP API on http://{addr}");
-                reporter.record(Clock::unix_ms(), "api", json!({"listen": addr.to_string()}));
+                reporter.record(Clock::unix_ms(), "api", json!({"listen": addr}));
                 Some(api)
             }
             None => None,

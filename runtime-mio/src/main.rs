@@ -49,7 +49,14 @@ fn main() -> ExitCode {
         ),
     };
     let settings = match Settings::from_file(&file_config, &source) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            if opts.config.is_none() {
+                if let Some(api) = s.api.as_mut() {
+                    api.optional = true;
+                }
+            }
+            s
+        }
         Err(e) => {
             eprintln!("turnpike: {e}");
             return bad_config;
@@ -101,6 +108,12 @@ fn main() -> ExitCode {
     if let Some(s) = banner_settings {
         if let Some(text) = connect_info::banner(&s, &listening, Clock::unix_ms() / 1000) {
             print!("{text}");
+        }
+        if let Some(api) = runtime.api_addr() {
+            println!();
+            println!("One-time credentials and ICE configurations from the HTTP API:");
+            println!("  curl -s -X POST http://{api}/v1/ice-servers -d '{{\"label\":\"alice\"}}'");
+            println!("  metrics: http://{api}/metrics   allocations: http://{api}/v1/allocations");
         }
     }
     match runtime.run() {

@@ -160,6 +160,7 @@ impl Settings {
             udp_port: fc.turn_udp_port,
             dynamic_ports: (fc.turn_udp_dynamic_port_min, fc.turn_udp_dynamic_port_max),
             udp_binds: udp_binds(fc),
+            optional: false,
             webhook_url: fc.event_webhook_url.clone(),
         });
         Ok(Settings {

@@ -62,6 +62,10 @@ pub struct ApiSettings {
     pub udp_binds: Vec<IpAddr>,
     /// Where allocation events are posted.
     pub webhook_url: Option<String>,
+    /// The relay may run without the API when its port cannot be bound (the built-in
+    /// default: port 3000 may be taken on a developer's machine). A configured API that
+    /// cannot listen stops the start instead.
+    pub optional: bool,
 }
 
 /// What the API needs from the event loop that owns it.
