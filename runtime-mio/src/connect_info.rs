@@ -133,6 +133,7 @@ mod tests {
             urls: turn_urls(&fc),
             rest_secret: Some("s".into()),
             total_quota: 10,
+            trace: None,
         };
         let listening = [
             (Transport::Udp, "127.0.0.1:3478".parse().unwrap()),

@@ -48,13 +48,20 @@ fn main() -> ExitCode {
             "<built-in>".to_string(),
         ),
     };
-    let settings = match Settings::from_file(&file_config, &source) {
+    let mut settings = match Settings::from_file(&file_config, &source) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("turnpike: {e}");
             return bad_config;
         }
     };
+    if let Some(path) = &opts.record_trace {
+        settings.trace = Some(turnpike::trace_recorder::TraceSettings {
+            path: path.clone(),
+            payloads: file_config.trace_payloads,
+            max_bytes: file_config.trace_max_bytes,
+        });
+    }
     if opts.check_config {
         println!("{source}: configuration is valid");
         return ExitCode::SUCCESS;

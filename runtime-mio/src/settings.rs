@@ -50,6 +50,8 @@ pub struct Settings {
     pub rest_secret: Option<String>,
     /// Allocations in total (for the file-descriptor estimate).
     pub total_quota: u32,
+    /// Trace recording, when on.
+    pub trace: Option<crate::trace_recorder::TraceSettings>,
 }
 
 impl Settings {
@@ -129,6 +131,14 @@ impl Settings {
             urls: turn_urls(fc),
             rest_secret: fc.static_auth_secret.0.first().map(|s| s.0.clone()),
             total_quota: fc.total_quota,
+            trace: fc
+                .trace_file
+                .as_ref()
+                .map(|path| crate::trace_recorder::TraceSettings {
+                    path: path.clone(),
+                    payloads: fc.trace_payloads,
+                    max_bytes: fc.trace_max_bytes,
+                }),
         })
     }
 }
