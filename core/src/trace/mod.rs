@@ -210,7 +210,11 @@ impl Payload<'_> {
         Payload::masked(data, scratch)
     }
 
-    fn masked<'b>(data: &[u8], segments: &'b [u8]) -> Payload<'b> {
+    fn masked<'b>(data: &'b [u8], segments: &'b [u8]) -> Payload<'b> {
+        // Nothing was left out (a control message): keep it simple, in full.
+        if segments.len() == 5 + data.len() && segments.first() == Some(&0) {
+            return Payload::Full(data);
+        }
         Payload::Masked {
             len: u32::try_from(data.len()).unwrap_or(u32::MAX),
             crc: crc32fast::hash(data),
