@@ -306,3 +306,137 @@ fn dump_and_to_scenario_read_the_committed_trace() {
     assert_eq!(rep.allocations_created, 2, "{rep:?}");
     assert!(rep.answers >= 10, "{rep:?}");
 }
+
+/// The cost of recording: relayed ChannelData per second through the relay, with and
+/// without a trace (payloads masked). Not a CI test: run it by hand on an otherwise idle
+/// machine with a release build, e.g.
+/// `TURNPIKE_BIN=target/release/turnpike cargo test -p turnpike-tests --release --test
+/// trace_replay relay_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn relay_throughput_with_and_without_recording() {
+    for round in 0..2 {
+        for label in ["without recording", "with recording"] {
+            let spec = ServerSpec::static_user(USER, PASSWORD);
+            let rec = if label == "with recording" {
+                start_recording(&spec, "tput-rec", "")
+            } else {
+                start_plain(&spec, "tput-plain")
+            };
+            let Some(rec) = rec else { return };
+            let (pps, lost) = blast(rec.addr, 200_000, 200);
+            let size = std::fs::metadata(&rec.trace).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "round {round}: {label}: {pps:.0} packets/s relayed ({:.1} Mbit/s of payload), {lost} lost, trace {size} bytes",
+                pps * 200.0 * 8.0 / 1e6
+            );
+            drop(rec);
+        }
+    }
+}
+
+/// Like `start_recording` without the trace flag.
+fn start_plain(spec: &ServerSpec, label: &str) -> Option<Recording> {
+    let bin = turnpike_binary()?;
+    let dir = TempDir::new(label);
+    let port = free_port_udp_tcp();
+    let relay = free_udp_range(64);
+    let config = dir.join("turnpike.toml");
+    std::fs::write(
+        &config,
+        turnpike_config(spec, port, relay, &dir.join("events.jsonl")),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
+    let mut child = Child::spawn(label, cmd, dir.path());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let probe = turnpike_tests::turn::binding_request();
+    for _ in 0..50 {
+        child.assert_running();
+        if wait_for_udp(addr, &probe, Duration::from_millis(200)).is_ok() {
+            break;
+        }
+    }
+    Some(Recording {
+        child,
+        addr,
+        config,
+        trace: dir.join("none"),
+        _dir: dir,
+    })
+}
+
+/// Allocates with the core's client, binds a channel to a local peer socket, then sends
+/// `count` ChannelData packets of `len` bytes as fast as the socket takes them; returns
+/// packets per second received by the peer (first to last) and how many were lost.
+fn blast(server: SocketAddr, count: u64, len: usize) -> (f64, u64) {
+    use std::net::UdpSocket;
+    use std::time::Instant as StdInstant;
+    use turnpike_core::client::{Client, ClientConfig, ClientEvent};
+    use turnpike_core::{Instant, Transport};
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(server).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let t0 = StdInstant::now();
+    let now = || Instant::from_nanos(t0.elapsed().as_nanos() as u64);
+    let mut c = Client::new(
+        ClientConfig::new(server, Transport::Udp, USER, PASSWORD),
+        [3; 32],
+        now(),
+    );
+    c.allocate(now());
+    let mut buf = vec![0u8; 2048];
+    let mut step = 0;
+    let mut channel = None;
+    let deadline = StdInstant::now() + Duration::from_secs(10);
+    while channel.is_none() && StdInstant::now() < deadline {
+        while let Some(t) = c.poll_transmit() {
+            sock.send(&t).unwrap();
+        }
+        if let Ok(n) = sock.recv(&mut buf) {
+            c.handle_input(now(), &buf[..n]);
+        }
+        c.handle_timeout(now());
+        while let Some(ev) = c.poll_event() {
+            match (step, ev) {
+                (0, ClientEvent::Allocated { .. }) => {
+                    step = 1;
+                    c.channel_bind(now(), peer_addr);
+                }
+                (1, ClientEvent::ChannelBound { .. }) => channel = c.channel_for(peer_addr),
+                _ => {}
+            }
+        }
+    }
+    let ch = channel.expect("a channel bound within 10 s");
+    let receiver = thread::spawn(move || {
+        peer.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut b = vec![0u8; 2048];
+        let (mut n, mut first, mut last) = (0u64, None, StdInstant::now());
+        while peer.recv(&mut b).is_ok() {
+            n += 1;
+            last = StdInstant::now();
+            first.get_or_insert(last);
+        }
+        (n, first.map(|f| last.duration_since(f)))
+    });
+    let mut pkt = vec![0xABu8; 4 + len];
+    pkt[..2].copy_from_slice(&ch.to_be_bytes());
+    pkt[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    for i in 0..count {
+        // A short pause now and then, so the kernel buffers (not the relay) are not the
+        // bottleneck of the measurement.
+        while sock.send(&pkt).is_err() {}
+        if i % 64 == 63 {
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let (got, span) = receiver.join().unwrap();
+    let secs = span.map_or(f64::NAN, |d| d.as_secs_f64());
+    (got as f64 / secs, count - got)
+}
