@@ -42,6 +42,7 @@ pub mod proxy_protocol;
 pub mod server;
 pub mod stun;
 pub mod time;
+pub mod trace;
 
 mod allocation;
 mod ratelimit;

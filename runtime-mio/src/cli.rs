@@ -23,11 +23,14 @@ pub struct Options {
     pub check_config: bool,
     /// Seed of the core (64 hex digits), to reproduce a run; None: from the OS.
     pub seed: Option<String>,
+    /// Record a trace to this file (overrides `trace_file`).
+    pub record_trace: Option<PathBuf>,
 }
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: turnpike [--config FILE] [--check-config] [--seed HEX] [--version] [--help]
+usage: turnpike [--config FILE] [--check-config] [--seed HEX] [--record-trace FILE]
+                [--version] [--help]
 
 A TURN relay (RFC 8656) for WebRTC.
 
@@ -37,6 +40,9 @@ A TURN relay (RFC 8656) for WebRTC.
       --check-config  check the configuration and exit: 0 if good, 1 if not
       --seed HEX      the core's random seed (64 hex digits, as logged at start),
                       to reproduce a run
+      --record-trace FILE
+                      record every input of the protocol core to FILE, for
+                      `turnpike-sim replay` (same as `trace_file` in the config)
   -V, --version       print the version
   -h, --help          print this help
 
@@ -65,6 +71,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             "-c" | "--config" => opts.config = Some(PathBuf::from(value("a file")?)),
             "--check-config" => opts.check_config = true,
             "--seed" => opts.seed = Some(value("64 hex digits")?),
+            "--record-trace" => opts.record_trace = Some(PathBuf::from(value("a file")?)),
             _ => return Err(format!("unknown argument `{arg}` (see --help)")),
         }
     }
@@ -88,6 +95,7 @@ mod tests {
             config: Some("/etc/t.toml".into()),
             check_config: true,
             seed: None,
+            record_trace: None,
         };
         assert_eq!(
             p(&["--config", "/etc/t.toml", "--check-config"]),
@@ -102,7 +110,15 @@ mod tests {
             Ok(Command::Run(Options {
                 config: Some("a.toml".into()),
                 check_config: false,
-                seed: Some("00ff".into())
+                seed: Some("00ff".into()),
+                record_trace: None,
+            }))
+        );
+        assert_eq!(
+            p(&["--record-trace", "t.bin"]),
+            Ok(Command::Run(Options {
+                record_trace: Some("t.bin".into()),
+                ..Options::default()
             }))
         );
     }

@@ -17,6 +17,9 @@ use turnpike_core::cidr::IpNet;
 /// Default size of the kernel socket buffers (WCS uses 1 MiB each).
 pub const DEFAULT_SOCKET_BUFFER: usize = 1 << 20;
 
+/// Size at which a trace file is rotated (256 MiB).
+pub const DEFAULT_TRACE_MAX_BYTES: u64 = 256 << 20;
+
 /// The realm of the built-in default.
 pub const DEFAULT_REALM: &str = "turnpike";
 
@@ -115,6 +118,12 @@ pub struct FileConfig {
     pub turn_tls_port: u16,
     /// Name of the relay, used in `turns:` URLs when `turn_tls_fqdn` is not set.
     pub turn_fqdn: Option<String>,
+    /// Record every input of the core to this trace file (none: no recording).
+    pub trace_file: Option<PathBuf>,
+    /// Record relayed payloads in full (default: only their length and checksum).
+    pub trace_payloads: bool,
+    /// Rotate the trace file when it reaches this size, bytes.
+    pub trace_max_bytes: u64,
 }
 
 impl Default for FileConfig {
@@ -162,6 +171,9 @@ impl Default for FileConfig {
             turn_tls_fqdn: None,
             turn_tls_port: 443,
             turn_fqdn: None,
+            trace_file: None,
+            trace_payloads: false,
+            trace_max_bytes: DEFAULT_TRACE_MAX_BYTES,
         }
     }
 }
@@ -320,6 +332,14 @@ impl FileConfig {
             if let Some(n) = name {
                 check_host_name(n).map_err(|m| (key, m))?;
             }
+        }
+        if let Some(p) = &self.trace_file {
+            if p.as_os_str().is_empty() {
+                return Err(("trace_file", "empty path".into()));
+            }
+        }
+        if self.trace_max_bytes < 1 << 20 {
+            return Err(("trace_max_bytes", "at least 1048576 (1 MiB)".into()));
         }
         if self.turn_tls && self.turn_tls_fqdn.is_none() && self.turn_fqdn.is_none() {
             return Err((
@@ -587,6 +607,9 @@ const KEYS: &[&str] = &[
     "turn_tls_fqdn",
     "turn_tls_port",
     "turn_fqdn",
+    "trace_file",
+    "trace_payloads",
+    "trace_max_bytes",
 ];
 
 /// The known key closest to `k`, if it is close (a typo).

@@ -138,6 +138,7 @@ mod tests {
             total_quota: 10,
             ice,
             api: None,
+            trace: None,
         };
         let listening = [
             (Transport::Udp, "127.0.0.1:3478".parse().unwrap()),

@@ -19,6 +19,7 @@ use crate::settings::{ListenerSpec, Settings, SocketBuffers};
 use crate::sockets;
 use crate::tcp::Conn;
 use crate::token::Source;
+use crate::trace_recorder::TraceRecorder;
 use crate::write_buf::WriteError;
 use core::time::Duration;
 use mio::net::{TcpListener, UdpSocket};
@@ -111,6 +112,8 @@ pub struct Runtime {
     reported_send_errors: u64,
     /// The HTTP API, when served (taken out while it runs, see `with_api`).
     api: Option<Api>,
+    /// Trace recording of the core's inputs, when on.
+    trace: Option<TraceRecorder>,
 }
 
 struct Listener {
@@ -171,9 +174,21 @@ impl Runtime {
         };
         let clock = Clock::new();
         let now = clock.now();
+        let unix_ms = Clock::unix_ms();
+        let mut trace = match &settings.trace {
+            Some(t) => Some(
+                TraceRecorder::create(t, &settings.core, seed, now, unix_ms).map_err(|e| {
+                    StartError::Io(format!("cannot write trace {}", t.path.display()), e)
+                })?,
+            ),
+            None => None,
+        };
         let mut server =
             Server::new(settings.core, seed, now).map_err(|e| StartError::Config(e.0))?;
-        server.set_wall_clock(now, Clock::unix_ms());
+        if let Some(t) = &mut trace {
+            t.wall_clock(now, unix_ms);
+        }
+        server.set_wall_clock(now, unix_ms);
         let mut reporter = Reporter::new(event_log);
         reporter.record(Clock::unix_ms(), "start", json!({"version": env!("CARGO_PKG_VERSION"), "seed": hex(&seed), "urls": settings.urls}));
         let api = match settings.api {
@@ -231,6 +246,7 @@ impl Runtime {
             last_send_error: None,
             reported_send_errors: 0,
             api,
+            trace,
         })
     }
 
@@ -304,6 +320,9 @@ impl Runtime {
             }
             let now = self.clock.now();
             if self.server.poll_timeout().is_some_and(|t| t <= now) {
+                if let Some(t) = &mut self.trace {
+                    t.timeout(now);
+                }
                 self.server.handle_timeout(now);
                 self.drain(now);
             }
@@ -371,6 +390,14 @@ impl Runtime {
             match sock.recv_from(rx) {
                 Ok((len, from)) => {
                     let now = self.clock.now();
+                    if let Some(t) = &mut self.trace {
+                        t.datagram(
+                            now,
+                            id,
+                            from,
+                            self.buf.get(area_of(len)).unwrap_or_default(),
+                        );
+                    }
                     let fwd = self.server.handle_datagram(
                         now,
                         id,
@@ -407,6 +434,14 @@ impl Runtime {
             match sock.recv_from(rx) {
                 Ok((len, from)) => {
                     let now = self.clock.now();
+                    if let Some(t) = &mut self.trace {
+                        t.relay_datagram(
+                            now,
+                            r,
+                            from,
+                            self.buf.get(area_of(len)).unwrap_or_default(),
+                        );
+                    }
                     let fwd = self.server.handle_relay_datagram(
                         now,
                         r,
@@ -460,6 +495,9 @@ impl Runtime {
                     }
                     self.conns.insert(conn, Conn::new(stream, spec.id, remote));
                     let now = self.clock.now();
+                    if let Some(t) = &mut self.trace {
+                        t.stream_open(now, conn, spec.id, local, remote);
+                    }
                     self.server
                         .handle_stream_open(now, conn, spec.id, local, remote);
                     self.drain(now);
@@ -505,8 +543,15 @@ impl Runtime {
                     let relays = &self.relays;
                     let stats = &mut self.stats;
                     let last_error = &mut self.last_send_error;
+                    let trace = &mut self.trace;
+                    if let Some(t) = trace {
+                        t.stream_data(now, c, data);
+                    }
                     self.server
                         .handle_stream_data(now, c, data, &mut |relay, peer, payload| {
+                            if let Some(t) = trace {
+                                t.to_peer(relay, peer, payload.len());
+                            }
                             if let Some(sock) = relays.get(&relay) {
                                 send_datagram(sock, payload, peer, stats, last_error);
                             }
@@ -540,6 +585,9 @@ impl Runtime {
 
     /// Sends a relayed packet where the core says: a slice of `self.buf`.
     fn forward(&mut self, now: Instant, f: Forward) {
+        if let Some(t) = &mut self.trace {
+            t.forward(&f);
+        }
         match f {
             Forward::ToPeer { relay, peer, range } => {
                 let (Some(sock), Some(data)) = (self.relays.get(&relay), self.buf.get(range))
@@ -584,6 +632,9 @@ impl Runtime {
     /// Drains the core's outputs and acts on each.
     fn drain(&mut self, now: Instant) {
         while let Some(out) = self.server.poll_output() {
+            if let Some(t) = &mut self.trace {
+                t.output(&out);
+            }
             match out {
                 Output::Transmit { listener, to, data } => {
                     if let Some(Listener {
@@ -624,6 +675,9 @@ impl Runtime {
                 }
             }
         }
+        if let Some(t) = &mut self.trace {
+            t.end_drain();
+        }
     }
 
     /// Opens relay socket `relay` on `addr` and tells the core how it went.
@@ -657,6 +711,9 @@ impl Runtime {
             }
             kind
         });
+        if let Some(t) = &mut self.trace {
+            t.relay_bound(now, relay, result);
+        }
         self.server.handle_relay_bound(now, relay, result);
     }
 
@@ -705,6 +762,9 @@ impl Runtime {
         }
         self.close_conn(c);
         if core_knows {
+            if let Some(t) = &mut self.trace {
+                t.stream_closed(now, c);
+            }
             self.server.handle_stream_closed(now, c);
         }
     }
@@ -719,7 +779,12 @@ impl Runtime {
 
     /// Once a second: the wall clock, the event log, streams slow to close, retries.
     fn tick(&mut self, now: Instant) {
-        self.server.set_wall_clock(now, Clock::unix_ms());
+        let unix_ms = Clock::unix_ms();
+        if let Some(t) = &mut self.trace {
+            t.wall_clock(now, unix_ms);
+            t.flush();
+        }
+        self.server.set_wall_clock(now, unix_ms);
         let stale: Vec<ConnId> = self
             .conns
             .iter()
@@ -800,6 +865,9 @@ impl Runtime {
             json!({"signal": name, "allocations": open.len(), "connections": self.conns.len()}),
         );
         self.reporter.flush();
+        if let Some(t) = &mut self.trace {
+            t.finish();
+        }
     }
 }
 
@@ -829,6 +897,14 @@ impl crate::api::Host for Runtime {
 
     fn server(&mut self) -> &mut Server {
         &mut self.server
+    }
+
+    fn delete_allocation(&mut self, id: turnpike_core::AllocationId) -> bool {
+        let now = self.clock.now();
+        if let Some(t) = &mut self.trace {
+            t.delete_allocation(now, id);
+        }
+        self.server.delete_allocation(now, id)
     }
 
     fn open_udp(&mut self, addr: SocketAddr) -> io::Result<ListenerId> {
@@ -901,6 +977,11 @@ impl crate::api::Host for Runtime {
         let now = self.clock.now();
         self.drain(now);
     }
+}
+
+/// The received bytes of a datagram of `len` bytes in the packet buffer.
+fn area_of(len: usize) -> core::ops::Range<usize> {
+    HEADROOM..HEADROOM + len
 }
 
 /// Writes `data` to stream `conn`; on failure, returns what went wrong (the caller closes

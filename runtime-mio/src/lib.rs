@@ -24,4 +24,5 @@ pub mod settings;
 pub mod sockets;
 pub mod tcp;
 pub mod token;
+pub mod trace_recorder;
 pub mod write_buf;

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             "<built-in>".to_string(),
         ),
     };
-    let settings = match Settings::from_file(&file_config, &source) {
+    let mut settings = match Settings::from_file(&file_config, &source) {
         Ok(mut s) => {
             if opts.config.is_none() {
                 if let Some(api) = s.api.as_mut() {
@@ -62,6 +62,13 @@ fn main() -> ExitCode {
             return bad_config;
         }
     };
+    if let Some(path) = &opts.record_trace {
+        settings.trace = Some(turnpike::trace_recorder::TraceSettings {
+            path: path.clone(),
+            payloads: file_config.trace_payloads,
+            max_bytes: file_config.trace_max_bytes,
+        });
+    }
     if opts.check_config {
         println!("{source}: configuration is valid");
         return ExitCode::SUCCESS;

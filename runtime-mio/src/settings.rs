@@ -56,6 +56,8 @@ pub struct Settings {
     pub ice: IceSettings,
     /// The HTTP API, if served.
     pub api: Option<ApiSettings>,
+    /// Trace recording, when on.
+    pub trace: Option<crate::trace_recorder::TraceSettings>,
 }
 
 impl Settings {
@@ -176,6 +178,14 @@ impl Settings {
             event_log: fc.event_log.clone(),
             rest_secret: fc.static_auth_secret.0.first().map(|s| s.0.clone()),
             total_quota: fc.total_quota,
+            trace: fc
+                .trace_file
+                .as_ref()
+                .map(|path| crate::trace_recorder::TraceSettings {
+                    path: path.clone(),
+                    payloads: fc.trace_payloads,
+                    max_bytes: fc.trace_max_bytes,
+                }),
         })
     }
 }

@@ -1,1 +1,2 @@
 //! The deterministic simulator (issue: simulator). Nothing here yet.
+pub mod trace;

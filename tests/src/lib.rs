@@ -20,6 +20,7 @@
 
 pub mod nginx;
 pub mod server;
+pub mod trace_fixture;
 pub mod turn;
 pub mod uclient;
 

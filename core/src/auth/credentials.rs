@@ -109,6 +109,19 @@ impl Credentials {
         let hash: &[u8; 32] = hash.try_into().ok()?;
         self.userhashes.get(hash).map(String::as_str)
     }
+    /// The static users and their passwords, in name order (the trace recorder writes
+    /// keyed fingerprints of them, never the passwords).
+    pub fn users(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.users.iter().map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+    /// The REST shared secrets, in the order they were added.
+    pub fn rest_secrets(&self) -> impl Iterator<Item = &[u8]> {
+        self.rest_secrets.iter().map(Vec::as_slice)
+    }
+    /// The one-time credentials, in username order.
+    pub fn one_time(&self) -> impl Iterator<Item = (&str, &OneTimeCredential)> {
+        self.one_time.iter().map(|(u, c)| (u.as_str(), c))
+    }
     /// Calls `each(kind, password)` for every password valid for `username` on `listener`
     /// at wall time `wall_unix_s` (several with REST secret rotation), until `each`
     /// returns true (found). Static users win over one-time over REST.

@@ -74,8 +74,11 @@ pub trait Host {
     fn now(&self) -> Instant;
     /// The wall clock, unix milliseconds.
     fn unix_ms(&self) -> u64;
-    /// The core.
+    /// The core (for reading; inputs that change it go through the methods below, so
+    /// that trace recording sees them).
     fn server(&mut self) -> &mut Server;
+    /// Ends an allocation now, as the operator asked (recorded in the trace).
+    fn delete_allocation(&mut self, id: turnpike_core::AllocationId) -> bool;
     /// Opens a UDP listener on `addr`, registered with the poll and known to the core.
     fn open_udp(&mut self, addr: SocketAddr) -> io::Result<ListenerId>;
     /// Closes a listener opened with `open_udp` (the core forgets it too).

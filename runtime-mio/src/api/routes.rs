@@ -144,8 +144,7 @@ fn delete_allocation(host: &mut dyn Host, id: &str) -> Response {
     let Ok(n) = id.parse::<u64>() else {
         return Response::error(400, &format!("`{id}` is not an allocation id"));
     };
-    let now = host.now();
-    if host.server().delete_allocation(now, AllocationId(n)) {
+    if host.delete_allocation(AllocationId(n)) {
         host.flush();
         Response {
             status: 204,

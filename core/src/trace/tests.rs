@@ -1,0 +1,353 @@
+//! Tests of the trace format: round trips, torn tails, corruption, versions, secrets.
+
+use super::*;
+use crate::auth::{rest_password, Credentials, OneTimeCredential};
+use crate::config::{Config, ListenerConfig};
+use crate::ids::Transport;
+
+const SALT: [u8; 16] = [9; 16];
+
+fn config() -> Config {
+    let mut cr = Credentials::new("example.org");
+    cr.add_user("alice", "pw-a");
+    cr.add_user("bob", "pw-b");
+    cr.add_rest_secret(b"s3cret");
+    cr.insert_one_time(
+        "1700000000:x",
+        OneTimeCredential {
+            password: rest_password(b"s3cret", "1700000000:x"),
+            expires_unix_s: 1_700_000_000,
+            listener: Some(ListenerId(2)),
+        },
+    );
+    let mut c = Config::new(cr, "192.0.2.1".parse().unwrap());
+    c.listeners.push(ListenerConfig {
+        id: ListenerId(0),
+        transport: Transport::Udp,
+        local: "192.0.2.1:3478".parse().unwrap(),
+        proxy_protocol: false,
+    });
+    c.listeners.push(ListenerConfig {
+        id: ListenerId(1),
+        transport: Transport::Tcp,
+        local: "[2001:db8::1]:443".parse().unwrap(),
+        proxy_protocol: true,
+    });
+    c.proxy_protocol_trusted = vec!["10.0.0.0/8".parse().unwrap()];
+    c.peer_policy.deny = vec!["203.0.113.0/24".parse().unwrap()];
+    c.max_channels = 17;
+    c
+}
+
+fn header() -> Header {
+    Header {
+        seed: [7; 32],
+        start: Instant::from_millis(5),
+        start_unix_ms: 1_700_000_000_000,
+        salt: SALT,
+        producer: "turnpike test".into(),
+        payloads: false,
+        segment: 0,
+        config: ConfigDescription::of(&config(), &SALT),
+    }
+}
+
+fn secrets() -> ReplaySecrets {
+    ReplaySecrets {
+        users: vec![
+            ("alice".into(), "pw-a".into()),
+            ("bob".into(), "pw-b".into()),
+        ],
+        rest_secrets: vec![b"other".to_vec(), b"s3cret".to_vec()],
+    }
+}
+
+fn records() -> Vec<Record<'static>> {
+    let now = Instant::from_millis(10);
+    vec![
+        Record::Input(Input::WallClock {
+            now,
+            unix_ms: 1_700_000_000_123,
+        }),
+        Record::Input(Input::Datagram {
+            now,
+            listener: ListenerId(0),
+            from: "198.51.100.7:5000".parse().unwrap(),
+            payload: Payload::Full(b"\x00\x01\x00\x00hello"),
+        }),
+        Record::Input(Input::StreamOpen {
+            now,
+            conn: ConnId(4),
+            listener: ListenerId(1),
+            local: "[2001:db8::1]:443".parse().unwrap(),
+            remote: "[2001:db8::9]:9999".parse().unwrap(),
+        }),
+        Record::Input(Input::StreamData {
+            now,
+            conn: ConnId(4),
+            data: Payload::Masked {
+                len: 8,
+                crc: 77,
+                segments: &[0, 4, 0, 0, 0, 0x40, 0, 0, 4, 1, 4, 0, 0, 0],
+            },
+        }),
+        Record::Input(Input::StreamClosed {
+            now,
+            conn: ConnId(4),
+        }),
+        Record::Input(Input::RelayBound {
+            now,
+            relay: RelayId(3),
+            result: Err(BindError::AddrInUse),
+        }),
+        Record::Input(Input::RelayBound {
+            now,
+            relay: RelayId(4),
+            result: Ok(()),
+        }),
+        Record::Input(Input::RelayDatagram {
+            now,
+            relay: RelayId(4),
+            from: "192.0.2.99:7".parse().unwrap(),
+            payload: Payload::Full(&[1, 2, 3]),
+        }),
+        Record::Input(Input::Timeout { now }),
+        Record::Input(Input::DeleteAllocation {
+            now,
+            id: AllocationId(12),
+        }),
+        Record::Input(Input::OneTimeAdded(OneTimeDescription {
+            username: "u".into(),
+            password: [1; 16],
+            expires_unix_s: 5,
+            listener: None,
+        })),
+        Record::Input(Input::OneTimeRemoved { username: "u" }),
+        Record::Input(Input::OneTimeExpired { wall_unix_s: 6 }),
+        Record::Outputs {
+            count: 3,
+            drained: true,
+            digest: 0xDEAD_BEEF_0000_0001,
+        },
+        Record::Panic { message: "boom" },
+        Record::End { reason: "shutdown" },
+    ]
+}
+
+fn file() -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_header(&header(), &mut v);
+    for r in records() {
+        encode_record(&r, &mut v);
+    }
+    v
+}
+
+fn config_bytes(d: &ConfigDescription) -> Vec<u8> {
+    let mut v = Vec::new();
+    d.encode(&mut Put(&mut v));
+    v
+}
+
+#[test]
+fn header_and_records_round_trip() {
+    let bytes = file();
+    let (h, mut reader) = open(&bytes).unwrap();
+    assert_eq!(h.seed, [7; 32]);
+    assert_eq!(h.start, Instant::from_millis(5));
+    assert_eq!(h.producer, "turnpike test");
+    assert_eq!(
+        config_bytes(&h.config),
+        config_bytes(&header().config),
+        "every config field survives"
+    );
+    let got: Vec<Record<'_>> = reader.by_ref().map(Result::unwrap).collect();
+    assert_eq!(got, records());
+    assert_eq!(reader.tail(), Some(Tail::Clean));
+}
+
+#[test]
+fn the_config_comes_back_with_the_supplied_secrets() {
+    let h = header();
+    let c = h.config.to_config(&SALT, &secrets()).unwrap();
+    let orig = config();
+    assert_eq!(
+        config_bytes(&ConfigDescription::of(&c, &SALT)),
+        config_bytes(&ConfigDescription::of(&orig, &SALT))
+    );
+    let users: Vec<_> = c.credentials.users().collect();
+    assert_eq!(users, vec![("alice", "pw-a"), ("bob", "pw-b")]);
+    assert_eq!(
+        c.credentials.rest_secrets().collect::<Vec<_>>(),
+        vec![b"s3cret".as_slice()]
+    );
+    // The one-time credential was derived from the REST secret, so it is recovered.
+    assert_eq!(c.credentials.one_time().count(), 1);
+}
+
+#[test]
+fn wrong_or_missing_secrets_are_refused_by_name() {
+    let h = header();
+    let mut s = secrets();
+    s.users[1].1 = "wrong".into();
+    let e = h.config.to_config(&SALT, &s).unwrap_err();
+    assert!(e.to_string().contains("user `bob`"), "{e}");
+    let mut s = secrets();
+    s.users.remove(0);
+    let e = h.config.to_config(&SALT, &s).unwrap_err();
+    assert!(e.to_string().contains("`alice`"), "{e}");
+    let mut s = secrets();
+    s.rest_secrets = vec![b"nope".to_vec()];
+    let e = h.config.to_config(&SALT, &s).unwrap_err();
+    assert!(e.to_string().contains("REST secret #1"), "{e}");
+}
+
+#[test]
+fn no_secret_is_written() {
+    let bytes = file();
+    for secret in [&b"pw-a"[..], b"pw-b", b"s3cret"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret),
+            "{secret:?} leaked"
+        );
+    }
+    let otp = rest_password(b"s3cret", "1700000000:x");
+    assert!(!bytes.windows(otp.len()).any(|w| w == otp.as_bytes()));
+}
+
+#[test]
+fn a_torn_tail_is_skipped_and_reported() {
+    let bytes = file();
+    let whole = records().len();
+    let (_, reader) = open(&bytes).unwrap();
+    let last_start = {
+        let mut r = reader.clone();
+        let mut last = 0;
+        while let Some(x) = r.next() {
+            x.unwrap();
+            last = r.offset();
+        }
+        last
+    };
+    // Cut anywhere inside the last record.
+    for cut in last_start + 1..bytes.len() {
+        let (_, mut r) = open(&bytes[..cut]).unwrap();
+        let n = r.by_ref().map(Result::unwrap).count();
+        assert_eq!(n, whole - 1, "cut at {cut}");
+        assert_eq!(
+            r.tail(),
+            Some(Tail::Torn {
+                offset: last_start,
+                bytes: cut - last_start
+            })
+        );
+    }
+    // Cut exactly at a boundary: clean.
+    let (_, mut r) = open(&bytes[..last_start]).unwrap();
+    assert_eq!(r.by_ref().count(), whole - 1);
+    assert_eq!(r.tail(), Some(Tail::Clean));
+}
+
+#[test]
+fn a_bad_crc_in_the_middle_is_corruption_at_the_end_a_torn_tail() {
+    let bytes = file();
+    let (_, mut r) = open(&bytes).unwrap();
+    r.next().unwrap().unwrap();
+    let second = {
+        r.next().unwrap().unwrap();
+        r.offset()
+    };
+    let mut bad = bytes.clone();
+    bad[second + 6] ^= 0x55;
+    let (_, r) = open(&bad).unwrap();
+    let out: Vec<_> = r.collect();
+    assert_eq!(out.len(), 2);
+    assert!(out[0].is_ok());
+    assert_eq!(
+        out[1],
+        Err(TraceError::Corrupt {
+            record: 1,
+            offset: second
+        })
+    );
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    let (_, mut r) = open(&bad).unwrap();
+    assert_eq!(r.by_ref().count(), records().len() - 1);
+    assert!(matches!(r.tail(), Some(Tail::Torn { .. })));
+}
+
+#[test]
+fn another_version_is_refused_with_a_clear_message() {
+    let mut bytes = file();
+    bytes[8] = 2;
+    let e = open(&bytes).unwrap_err();
+    assert_eq!(
+        e,
+        TraceError::Version {
+            found: 2,
+            supported: 1
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "trace format version 2 not supported (this build reads 1)"
+    );
+    assert_eq!(open(b"hello").unwrap_err(), TraceError::NotATrace);
+    let mut bytes = file();
+    bytes[20] ^= 1;
+    assert!(matches!(open(&bytes), Err(TraceError::Malformed(_))));
+}
+
+#[test]
+fn garbage_never_panics() {
+    let bytes = file();
+    for cut in 0..bytes.len() {
+        if let Ok((_, r)) = open(&bytes[..cut]) {
+            for x in r {
+                let _ = x;
+            }
+        }
+    }
+    let mut x: u32 = 1;
+    for i in 0..2000 {
+        let mut b = bytes.clone();
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let at = (x as usize) % b.len();
+        b[at] = (x >> 16) as u8;
+        if i % 3 == 0 {
+            b.truncate(at.max(1));
+        }
+        if let Ok((_, r)) = open(&b) {
+            for rec in r.flatten() {
+                if let Record::Input(
+                    Input::Datagram { payload: p, .. } | Input::StreamData { data: p, .. },
+                ) = rec
+                {
+                    let _ = p.bytes();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn payload_helpers_mask_or_keep() {
+    let cd = [0x40, 0x00, 0x00, 0x03, b'a', b'b', b'c'];
+    let mut s = Vec::new();
+    let p = Payload::client_datagram(&cd, false, &mut s);
+    assert_eq!(p.len(), 7);
+    assert_eq!(&p.bytes().unwrap()[..], &[0x40, 0, 0, 3, 0, 0, 0]);
+    let mut s = Vec::new();
+    assert_eq!(
+        Payload::client_datagram(&cd, true, &mut s),
+        Payload::Full(&cd)
+    );
+    let mut s = Vec::new();
+    let p = Payload::peer_datagram(b"media", false, &mut s);
+    assert_eq!(p.bytes().unwrap().as_ref(), &[0; 5]);
+    if let Payload::Masked { crc, .. } = p {
+        assert_eq!(crc, crc32fast::hash(b"media"));
+    }
+}

@@ -1,0 +1,605 @@
+//! The trace recorder: every input the event loop feeds the core, appended to a trace file
+//! (format: `turnpike_core::trace`) that `turnpike-sim replay` runs again exactly.
+//!
+//! The event loop calls one hook per input, *before* the core sees it (so the input that
+//! makes the core panic is recorded), [`TraceRecorder::output`] for every output it drains,
+//! [`TraceRecorder::forward`] / [`TraceRecorder::to_peer`] for relayed data, and
+//! [`TraceRecorder::end_drain`] when a drain is over. Records are buffered in memory and
+//! written in blocks; the buffer is flushed once a second, on clean exit, and when a panic
+//! unwinds through the runtime (the recorder's `Drop` then adds the panic message, flushes
+//! and logs the trace's path).
+//!
+//! Files: `FILE` is the current segment; at `trace_max_bytes` it becomes `FILE.1` (older
+//! ones shift to `FILE.2`...; at most [`KEEP_ROTATED`] are kept) and a new `FILE` starts
+//! with the same header. At start, an existing trace of a previous run (perhaps the one
+//! that crashed) is moved to `FILE.prev` (with its rotated files) rather than overwritten.
+//! A write error stops the recording (logged once); the relay keeps running.
+
+use rand_core::{OsRng, RngCore};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+use turnpike_core::event::Output;
+use turnpike_core::server::BindError;
+use turnpike_core::trace::mask::Masker;
+use turnpike_core::trace::{
+    encode_header, encode_record, ConfigDescription, Header, Input, OutputDigest, Payload, Record,
+};
+use turnpike_core::{
+    AllocationId, Config, ConnId, Forward, Instant, ListenerId, RelayId, Transport,
+};
+
+/// Rotated segments kept besides the current one.
+pub const KEEP_ROTATED: u32 = 8;
+/// Buffered bytes that trigger a write to the file.
+const WRITE_AT: usize = 256 * 1024;
+
+/// What to record, from the config file or `--record-trace`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceSettings {
+    /// The trace file.
+    pub path: PathBuf,
+    /// Record relayed payloads in full.
+    pub payloads: bool,
+    /// Rotate at this size, bytes.
+    pub max_bytes: u64,
+}
+
+/// Appends the core's inputs to a trace file. See the module documentation.
+pub struct TraceRecorder {
+    settings: TraceSettings,
+    header: Header,
+    file: Option<File>,
+    buf: Vec<u8>,
+    /// Bytes of the current segment, written or buffered.
+    size: u64,
+    digest: OutputDigest,
+    /// Outputs drained since the last checkpoint.
+    popped: u32,
+    /// Something was recorded since the last checkpoint.
+    dirty: bool,
+    scratch: Vec<u8>,
+    /// Stream maskers (payloads off), by stream.
+    streams: HashMap<ConnId, Masker>,
+    /// Listeners that expect a PROXY header.
+    proxy_listeners: Vec<ListenerId>,
+}
+
+impl TraceRecorder {
+    /// Starts a trace of a core created with `config`, `seed` at `now`. Moves a previous
+    /// run's trace aside, writes the header.
+    pub fn create(
+        settings: &TraceSettings,
+        config: &Config,
+        seed: [u8; 32],
+        now: Instant,
+        unix_ms: u64,
+    ) -> io::Result<Self> {
+        install_panic_hook();
+        let mut salt = [0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        let header = Header {
+            seed,
+            start: now,
+            start_unix_ms: unix_ms,
+            salt,
+            producer: concat!("turnpike ", env!("CARGO_PKG_VERSION")).to_string(),
+            payloads: settings.payloads,
+            segment: 0,
+            config: ConfigDescription::of(config, &salt),
+        };
+        move_previous_run(&settings.path)?;
+        let mut rec = TraceRecorder {
+            settings: settings.clone(),
+            header,
+            file: None,
+            buf: Vec::with_capacity(2 * WRITE_AT),
+            size: 0,
+            digest: OutputDigest::new(),
+            popped: 0,
+            dirty: false,
+            scratch: Vec::new(),
+            streams: HashMap::new(),
+            proxy_listeners: config
+                .listeners
+                .iter()
+                .filter(|l| l.transport == Transport::Tcp && l.proxy_protocol)
+                .map(|l| l.id)
+                .collect(),
+        };
+        rec.open_segment()?;
+        rec.write_out()?;
+        log::info!(
+            "recording a trace to {} (payloads {})",
+            settings.path.display(),
+            if settings.payloads {
+                "in full"
+            } else {
+                "as length and CRC"
+            }
+        );
+        Ok(rec)
+    }
+
+    /// The trace file.
+    pub fn path(&self) -> &Path {
+        &self.settings.path
+    }
+
+    /// `set_wall_clock(now, unix_ms)` is about to be called.
+    pub fn wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.input(&Input::WallClock { now, unix_ms });
+    }
+
+    /// `handle_datagram` is about to be called with `data` from `from`.
+    pub fn datagram(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, data: &[u8]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let payload = Payload::client_datagram(data, self.settings.payloads, &mut scratch);
+        self.input(&Input::Datagram {
+            now,
+            listener,
+            from,
+            payload,
+        });
+        self.scratch = scratch;
+    }
+
+    /// `handle_stream_open` is about to be called.
+    pub fn stream_open(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        listener: ListenerId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) {
+        if !self.settings.payloads {
+            let proxy = self.proxy_listeners.contains(&listener);
+            self.streams.insert(conn, Masker::stream(proxy));
+        }
+        self.input(&Input::StreamOpen {
+            now,
+            conn,
+            listener,
+            local,
+            remote,
+        });
+    }
+
+    /// `handle_stream_data` is about to be called with `data`.
+    pub fn stream_data(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut streams = std::mem::take(&mut self.streams);
+        let masker = if self.settings.payloads {
+            None
+        } else {
+            // A stream the recorder never saw open (cannot happen): mask it from here.
+            Some(streams.entry(conn).or_insert_with(|| Masker::stream(false)))
+        };
+        let data = Payload::stream_data(data, masker, &mut scratch);
+        self.input(&Input::StreamData { now, conn, data });
+        self.scratch = scratch;
+        self.streams = streams;
+    }
+
+    /// `handle_stream_closed` is about to be called.
+    pub fn stream_closed(&mut self, now: Instant, conn: ConnId) {
+        self.streams.remove(&conn);
+        self.input(&Input::StreamClosed { now, conn });
+    }
+
+    /// `handle_relay_bound` is about to be called.
+    pub fn relay_bound(&mut self, now: Instant, relay: RelayId, result: Result<(), BindError>) {
+        self.input(&Input::RelayBound { now, relay, result });
+    }
+
+    /// `handle_relay_datagram` is about to be called with `data` from peer `from`.
+    pub fn relay_datagram(&mut self, now: Instant, relay: RelayId, from: SocketAddr, data: &[u8]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let payload = Payload::peer_datagram(data, self.settings.payloads, &mut scratch);
+        self.input(&Input::RelayDatagram {
+            now,
+            relay,
+            from,
+            payload,
+        });
+        self.scratch = scratch;
+    }
+
+    /// `handle_timeout` is about to be called.
+    pub fn timeout(&mut self, now: Instant) {
+        self.input(&Input::Timeout { now });
+    }
+
+    /// `delete_allocation` is about to be called (operator request).
+    pub fn delete_allocation(&mut self, now: Instant, id: AllocationId) {
+        self.input(&Input::DeleteAllocation { now, id });
+    }
+
+    /// A one-time credential is about to be added to the core's store (its password is
+    /// recorded as a fingerprint only).
+    pub fn one_time_added(
+        &mut self,
+        username: &str,
+        cred: &turnpike_core::auth::OneTimeCredential,
+    ) {
+        let d = turnpike_core::trace::OneTimeDescription::of(&self.header.salt, username, cred);
+        self.input(&Input::OneTimeAdded(d));
+    }
+
+    /// A one-time credential is about to be removed from the core's store.
+    pub fn one_time_removed(&mut self, username: &str) {
+        self.input(&Input::OneTimeRemoved { username });
+    }
+
+    /// `expire_one_time(wall_unix_s)` is about to be called on the core's store.
+    pub fn one_time_expired(&mut self, wall_unix_s: u64) {
+        self.input(&Input::OneTimeExpired { wall_unix_s });
+    }
+
+    /// An output was drained with `poll_output`.
+    pub fn output(&mut self, out: &Output) {
+        self.digest.output(out);
+        self.popped = self.popped.saturating_add(1);
+        self.dirty = true;
+        if let Output::CloseStream { conn, .. } = out {
+            self.streams.remove(conn);
+        }
+    }
+
+    /// The core returned `f` for a datagram.
+    pub fn forward(&mut self, f: &Forward) {
+        self.digest.forward(f);
+        self.dirty = true;
+    }
+
+    /// The core handed stream data of `len` bytes for `peer` to the `to_peer` callback.
+    pub fn to_peer(&mut self, relay: RelayId, peer: SocketAddr, len: usize) {
+        self.digest.to_peer(relay, peer, len);
+        self.dirty = true;
+    }
+
+    /// A drain is over (the output queue is empty): checkpoint the digest.
+    pub fn end_drain(&mut self) {
+        if self.dirty {
+            self.checkpoint(true);
+        }
+    }
+
+    /// Writes what is buffered (once a second, and at exit).
+    pub fn flush(&mut self) {
+        if let Err(e) = self.write_out() {
+            self.fail(&e);
+        }
+    }
+
+    /// Ends the trace cleanly (shutdown) and flushes.
+    pub fn finish(&mut self) {
+        if self.dirty {
+            self.checkpoint(false);
+        }
+        self.record(&Record::End { reason: "shutdown" });
+        self.flush();
+        if let Some(f) = &self.file {
+            let _ = f.sync_data();
+        }
+        log::info!("trace written to {}", self.settings.path.display());
+    }
+
+    fn input(&mut self, input: &Input<'_>) {
+        if self.popped > 0 {
+            // Outputs were drained before this input arrived (the runtime answers a
+            // BindRelay in the middle of a drain): say how many, so the replay interleaves
+            // them the same way.
+            self.checkpoint(false);
+        }
+        self.record(&Record::Input(input.clone()));
+        self.dirty = true;
+    }
+
+    fn checkpoint(&mut self, drained: bool) {
+        let r = Record::Outputs {
+            count: self.popped,
+            drained,
+            digest: self.digest.value(),
+        };
+        self.popped = 0;
+        self.dirty = false;
+        self.record(&r);
+    }
+
+    fn record(&mut self, r: &Record<'_>) {
+        if self.file.is_none() {
+            return;
+        }
+        let before = self.buf.len();
+        encode_record(r, &mut self.buf);
+        self.size += (self.buf.len() - before) as u64;
+        if self.buf.len() >= WRITE_AT {
+            self.flush();
+        }
+        // Rotate only between drains, so that no segment starts in the middle of one.
+        if self.size >= self.settings.max_bytes
+            && matches!(r, Record::Outputs { drained: true, .. })
+        {
+            if let Err(e) = self.rotate() {
+                self.fail(&e);
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let before = self.buf.len();
+        encode_record(&Record::End { reason: "rotated" }, &mut self.buf);
+        self.size += (self.buf.len() - before) as u64;
+        self.write_out()?;
+        self.file = None;
+        let path = self.settings.path.clone();
+        let path = path.as_path();
+        let _ = std::fs::remove_file(numbered(path, KEEP_ROTATED));
+        for n in (1..KEEP_ROTATED).rev() {
+            let from = numbered(path, n);
+            if from.exists() {
+                std::fs::rename(&from, numbered(path, n + 1))?;
+            }
+        }
+        std::fs::rename(path, numbered(path, 1))?;
+        self.header.segment += 1;
+        self.open_segment()?;
+        log::info!(
+            "trace {} rotated (segment {})",
+            path.display(),
+            self.header.segment
+        );
+        Ok(())
+    }
+
+    fn open_segment(&mut self) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&self.settings.path)?;
+        self.file = Some(file);
+        let before = self.buf.len();
+        encode_header(&self.header, &mut self.buf);
+        self.size = (self.buf.len() - before) as u64;
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        if let Some(f) = &mut self.file {
+            f.write_all(&self.buf)?;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn fail(&mut self, e: &io::Error) {
+        if self.file.is_some() {
+            log::error!(
+                "trace {}: write failed, recording stops: {e}",
+                self.settings.path.display()
+            );
+        }
+        self.file = None;
+        self.buf.clear();
+    }
+}
+
+impl Drop for TraceRecorder {
+    /// On a panic unwinding through the runtime: record it, flush, and say where the
+    /// trace is, so that the crash can be replayed.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let message = LAST_PANIC
+                .lock()
+                .ok()
+                .and_then(|m| m.clone())
+                .unwrap_or_else(|| "unknown panic".into());
+            self.record(&Record::Panic { message: &message });
+            self.flush();
+            if let Some(f) = &self.file {
+                let _ = f.sync_data();
+            }
+            log::error!(
+                "the relay panicked ({message}); the trace up to the panic is in {}: replay it with `turnpike-sim replay {}`",
+                self.settings.path.display(),
+                self.settings.path.display()
+            );
+        } else {
+            self.flush();
+        }
+    }
+}
+
+/// The message of the last panic, kept by the hook for the recorder's `Drop`.
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            if let Ok(mut m) = LAST_PANIC.lock() {
+                *m = Some(format!("{text}{at}"));
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// `path.n`.
+pub fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// `path.prev`.
+fn previous(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".prev");
+    PathBuf::from(s)
+}
+
+/// Moves a previous run's `path` and `path.N` to `path.prev` and `path.prev.N`, replacing
+/// an older `.prev` set.
+fn move_previous_run(path: &Path) -> io::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let prev = previous(path);
+    let _ = std::fs::remove_file(&prev);
+    for n in 1..=KEEP_ROTATED {
+        let _ = std::fs::remove_file(numbered(&prev, n));
+    }
+    std::fs::rename(path, &prev)?;
+    for n in 1..=KEEP_ROTATED {
+        let from = numbered(path, n);
+        if from.exists() {
+            std::fs::rename(&from, numbered(&prev, n))?;
+        }
+    }
+    log::info!("the previous run's trace was moved to {}", prev.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turnpike_core::auth::Credentials;
+    use turnpike_core::trace::{open, Tail};
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("turnpike-trace-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn config() -> Config {
+        let mut cr = Credentials::new("r");
+        cr.add_user("alice", "secret-pw");
+        Config::new(cr, "127.0.0.1".parse().unwrap())
+    }
+
+    fn settings(path: PathBuf, max_bytes: u64) -> TraceSettings {
+        TraceSettings {
+            path,
+            payloads: false,
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn records_checkpoints_and_finishes() {
+        let d = dir("basic");
+        let path = d.join("t.bin");
+        let mut r = TraceRecorder::create(
+            &settings(path.clone(), 1 << 20),
+            &config(),
+            [1; 32],
+            Instant::from_millis(1),
+            5,
+        )
+        .unwrap();
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        r.wall_clock(Instant::from_millis(1), 1000);
+        r.datagram(
+            Instant::from_millis(2),
+            ListenerId(0),
+            from,
+            &[0x40, 0, 0, 2, 9, 9],
+        );
+        r.output(&Output::CloseRelay { relay: RelayId(1) });
+        r.relay_bound(Instant::from_millis(2), RelayId(1), Ok(()));
+        r.output(&Output::CloseRelay { relay: RelayId(2) });
+        r.end_drain();
+        r.finish();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(9).any(|w| w == b"secret-pw"));
+        let (h, mut reader) = open(&bytes).unwrap();
+        assert_eq!(h.seed, [1; 32]);
+        let recs: Vec<Record<'_>> = reader.by_ref().map(Result::unwrap).collect();
+        let kinds: Vec<String> = recs
+            .iter()
+            .map(|r| match r {
+                Record::Input(i) => i.kind().to_string(),
+                Record::Outputs { count, drained, .. } => format!("outputs {count} {drained}"),
+                Record::Panic { .. } => "panic".into(),
+                Record::End { reason } => format!("end {reason}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "wall_clock",
+                "datagram",
+                "outputs 1 false",
+                "relay_bound",
+                "outputs 1 true",
+                "end shutdown"
+            ]
+        );
+        assert_eq!(reader.tail(), Some(Tail::Clean));
+        if let Record::Input(Input::Datagram { payload, .. }) = &recs[1] {
+            assert_eq!(payload.bytes().unwrap().as_ref(), &[0x40, 0, 0, 2, 0, 0]);
+        }
+        // A second run moves this one aside.
+        let r2 = TraceRecorder::create(
+            &settings(path.clone(), 1 << 20),
+            &config(),
+            [2; 32],
+            Instant::from_millis(1),
+            5,
+        )
+        .unwrap();
+        drop(r2);
+        assert_eq!(std::fs::read(previous(&path)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_a_bounded_count() {
+        let d = dir("rotate");
+        let path = d.join("t.bin");
+        let mut r = TraceRecorder::create(
+            &settings(path.clone(), 4096),
+            &config(),
+            [1; 32],
+            Instant::from_millis(1),
+            5,
+        )
+        .unwrap();
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        for i in 0..2000u64 {
+            r.datagram(Instant::from_millis(i), ListenerId(0), from, &[0u8; 100]);
+            r.end_drain();
+        }
+        r.finish();
+        drop(r);
+        assert!(path.exists());
+        for n in 1..=KEEP_ROTATED {
+            let p = numbered(&path, n);
+            assert!(p.exists(), "{}", p.display());
+            let bytes = std::fs::read(&p).unwrap();
+            let (h, _) = open(&bytes).unwrap();
+            assert!(h.segment > 0);
+            assert!(bytes.len() < 4096 + 512);
+        }
+        assert!(!numbered(&path, KEEP_ROTATED + 1).exists());
+    }
+}

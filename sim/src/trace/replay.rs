@@ -1,0 +1,425 @@
+//! Replay: a fresh core, the recorded configuration (secrets from the operator's file),
+//! the recorded seed and start instant, and every recorded input in order. At each
+//! `outputs` checkpoint the replay drains exactly as many outputs as the runtime did and
+//! compares the running digest; the first mismatch is reported with the input that led to
+//! it. A panic of the core is caught and reported with the records before it.
+
+use super::{load, record_json, secrets_from_config, ReplayError};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use turnpike_core::trace::{self, Input, OutputDigest, Record, ReplaySecrets, Tail};
+use turnpike_core::{Server, HEADROOM, TAILROOM};
+
+/// How many records before a divergence or panic the report shows.
+pub const CONTEXT_RECORDS: usize = 8;
+
+/// What a replay found.
+#[derive(Debug)]
+pub struct ReplayReport {
+    /// The files read, first segment first.
+    pub files: Vec<PathBuf>,
+    /// Records read (all segments).
+    pub records: u64,
+    /// Inputs fed to the core.
+    pub inputs: u64,
+    /// Checkpoints compared (all matched up to a divergence).
+    pub checkpoints: u64,
+    /// How the last file ended.
+    pub tail: Tail,
+    /// One-time credentials whose password could not be recovered (replies to them may
+    /// diverge).
+    pub unrecovered_credentials: Vec<String>,
+    /// The verdict.
+    pub outcome: Outcome,
+}
+
+/// The verdict of a replay.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every checkpoint matched.
+    Identical,
+    /// The first checkpoint that did not match.
+    Diverged(Divergence),
+    /// The core panicked.
+    Panicked(PanicReport),
+    /// A record could not be read (corruption in the middle of a file).
+    Unreadable(String),
+    /// The recorded run panicked (its recorder noted it at `record`) but the replay did not.
+    PanicNotReproduced {
+        /// Index of the panic record.
+        record: u64,
+        /// The recorded panic message.
+        message: String,
+    },
+}
+
+/// The first checkpoint where the replay's outputs differ from the recording's.
+#[derive(Debug)]
+pub struct Divergence {
+    /// Index of the checkpoint record (over all segments).
+    pub record: u64,
+    /// The last input before it (index, JSON).
+    pub input: Option<(u64, Value)>,
+    /// Recorded: outputs drained, queue empty after, digest.
+    pub expected: (u32, bool, u64),
+    /// Replayed: outputs available (up to one more than expected), queue empty, digest.
+    pub got: (u32, bool, u64),
+    /// The outputs the replay produced since the previous checkpoint (Debug form).
+    pub outputs: Vec<String>,
+    /// The records before it.
+    pub context: Vec<Value>,
+}
+
+/// The core panicked during a replay.
+#[derive(Debug)]
+pub struct PanicReport {
+    /// Index of the input record being handled.
+    pub record: u64,
+    /// That input.
+    pub input: Value,
+    /// The panic message.
+    pub message: String,
+    /// The panic the recording noted, if it did (the production run crashed there too).
+    pub recorded: Option<String>,
+    /// The records before it.
+    pub context: Vec<Value>,
+}
+
+impl ReplayReport {
+    /// True when the replay reproduced the recording exactly (a recorded panic reproduced
+    /// at the same record counts as exact).
+    pub fn is_identical(&self) -> bool {
+        match &self.outcome {
+            Outcome::Identical => true,
+            Outcome::Panicked(p) => p.recorded.is_some(),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ReplayReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.files.iter().map(|p| p.display().to_string()).collect();
+        writeln!(
+            f,
+            "replayed {}: {} records, {} inputs, {} checkpoints",
+            names.join(" + "),
+            self.records,
+            self.inputs,
+            self.checkpoints
+        )?;
+        if let Tail::Torn { offset, bytes } = self.tail {
+            writeln!(
+                f,
+                "the trace ends with a torn record at byte {offset} ({bytes} bytes skipped): replayed up to the last whole record"
+            )?;
+        }
+        for u in &self.unrecovered_credentials {
+            writeln!(
+                f,
+                "warning: the password of one-time credential `{u}` could not be recovered"
+            )?;
+        }
+        match &self.outcome {
+            Outcome::Identical => writeln!(f, "identical: every checkpoint matched"),
+            Outcome::Unreadable(m) => writeln!(f, "stopped: {m}"),
+            Outcome::PanicNotReproduced { record, message } => writeln!(
+                f,
+                "NOT REPRODUCED: the recorded run panicked before record {record} ({message}), the replay did not"
+            ),
+            Outcome::Diverged(d) => {
+                writeln!(f, "DIVERGED at record {}", d.record)?;
+                if let Some((i, input)) = &d.input {
+                    writeln!(f, "  after input record {i}: {input}")?;
+                }
+                let (c, e, x) = d.expected;
+                let (gc, ge, gx) = d.got;
+                writeln!(
+                    f,
+                    "  expected {c} outputs (queue empty after: {e}), digest {x:016x}"
+                )?;
+                writeln!(
+                    f,
+                    "  got      {gc} outputs (queue empty after: {ge}), digest {gx:016x}"
+                )?;
+                for o in &d.outputs {
+                    writeln!(f, "  replay output: {o}")?;
+                }
+                writeln!(f, "  records before it:")?;
+                for r in &d.context {
+                    writeln!(f, "    {r}")?;
+                }
+                Ok(())
+            }
+            Outcome::Panicked(p) => {
+                writeln!(
+                    f,
+                    "PANIC at record {} ({}): {}",
+                    p.record, p.input, p.message
+                )?;
+                match &p.recorded {
+                    Some(m) => writeln!(f, "  the recorded run panicked here too: {m}")?,
+                    None => writeln!(f, "  the recorded run did not panic here")?,
+                }
+                writeln!(f, "  records before it:")?;
+                for r in &p.context {
+                    writeln!(f, "    {r}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Replays the trace at `trace_path` (with its older rotated segments), taking the secrets
+/// from the runtime configuration file `config_path` (keys `users` and
+/// `static_auth_secret`; None when the trace needs none).
+pub fn replay(trace_path: &Path, config_path: Option<&Path>) -> Result<ReplayReport, ReplayError> {
+    let secrets = secrets_from_config(config_path)?;
+    replay_with(trace_path, &secrets)
+}
+
+/// [`replay`] with the secrets given directly.
+pub fn replay_with(
+    trace_path: &Path,
+    secrets: &ReplaySecrets,
+) -> Result<ReplayReport, ReplayError> {
+    let segs = load(trace_path)?;
+    let first = segs
+        .files
+        .first()
+        .ok_or_else(|| ReplayError::Segments("no trace file".into()))?;
+    let (header, _) = trace::open(&first.1).map_err(|e| ReplayError::Trace(first.0.clone(), e))?;
+    let config = header
+        .config
+        .to_config(&header.salt, secrets)
+        .map_err(|e| {
+            let hint = if secrets.users.is_empty() && secrets.rest_secrets.is_empty() {
+                " (give the relay's configuration file with --config)"
+            } else {
+                ""
+            };
+            ReplayError::Setup(format!("{e}{hint}"))
+        })?;
+    let server = Server::new(config, header.seed, header.start).map_err(|e| {
+        ReplayError::Setup(format!("the core refused the recorded configuration: {e}"))
+    })?;
+    let mut r = Replayer {
+        server,
+        salt: header.salt,
+        secrets,
+        digest: OutputDigest::new(),
+        window: Vec::new(),
+        context: VecDeque::new(),
+        last_input: None,
+        unrecovered: Vec::new(),
+    };
+    let mut report = ReplayReport {
+        files: segs.files.iter().map(|(p, _)| p.clone()).collect(),
+        records: 0,
+        inputs: 0,
+        checkpoints: 0,
+        tail: Tail::Clean,
+        unrecovered_credentials: Vec::new(),
+        outcome: Outcome::Identical,
+    };
+    let mut index = 0u64;
+    'files: for (path, bytes) in &segs.files {
+        let (_, mut reader) =
+            trace::open(bytes).map_err(|e| ReplayError::Trace(path.clone(), e))?;
+        for rec in reader.by_ref() {
+            let rec = match rec {
+                Ok(rec) => rec,
+                Err(e) => {
+                    report.outcome = Outcome::Unreadable(format!("{}: {e}", path.display()));
+                    break 'files;
+                }
+            };
+            report.records += 1;
+            if let Some(mut outcome) = r.step(index, &rec, &mut report) {
+                if let Outcome::Panicked(p) = &mut outcome {
+                    // Did the recorded run die here too? Its recorder notes the panic next.
+                    if let Some(Ok(Record::Panic { message })) = reader.next() {
+                        p.recorded = Some(message.to_string());
+                    }
+                }
+                report.outcome = outcome;
+                break 'files;
+            }
+            index += 1;
+        }
+        report.tail = reader.tail().unwrap_or(Tail::Clean);
+    }
+    report.unrecovered_credentials = r.unrecovered;
+    Ok(report)
+}
+
+struct Replayer<'s> {
+    server: Server,
+    salt: [u8; 16],
+    secrets: &'s ReplaySecrets,
+    digest: OutputDigest,
+    /// Outputs popped since the last checkpoint, for a divergence report.
+    window: Vec<String>,
+    context: VecDeque<Value>,
+    last_input: Option<(u64, Value)>,
+    unrecovered: Vec<String>,
+}
+
+impl Replayer<'_> {
+    /// Handles one record; Some(outcome) ends the replay.
+    fn step(&mut self, index: u64, rec: &Record<'_>, report: &mut ReplayReport) -> Option<Outcome> {
+        let json = record_json(index, rec);
+        let outcome = match rec {
+            Record::Input(input) => {
+                report.inputs += 1;
+                self.last_input = Some((index, json.clone()));
+                let applied = catch_unwind(AssertUnwindSafe(|| self.apply(input)));
+                match applied {
+                    Ok(()) => None,
+                    Err(payload) => Some(Outcome::Panicked(PanicReport {
+                        record: index,
+                        input: json.clone(),
+                        message: panic_message(&payload),
+                        recorded: None,
+                        context: self.context.iter().cloned().collect(),
+                    })),
+                }
+            }
+            Record::Outputs {
+                count,
+                drained,
+                digest,
+            } => {
+                report.checkpoints += 1;
+                self.checkpoint(index, *count, *drained, *digest)
+            }
+            Record::Panic { message } => Some(Outcome::PanicNotReproduced {
+                record: index,
+                message: message.to_string(),
+            }),
+            Record::End { .. } => None,
+        };
+        if self.context.len() == CONTEXT_RECORDS {
+            self.context.pop_front();
+        }
+        self.context.push_back(json);
+        outcome
+    }
+
+    fn checkpoint(&mut self, index: u64, count: u32, drained: bool, want: u64) -> Option<Outcome> {
+        let mut got = 0u32;
+        while got < count {
+            let Some(out) = self.server.poll_output() else {
+                break;
+            };
+            self.digest.output(&out);
+            self.window.push(format!("{out:?}"));
+            got += 1;
+        }
+        let mut empty = true;
+        if drained {
+            if let Some(extra) = self.server.poll_output() {
+                self.window.push(format!("(one more) {extra:?}"));
+                empty = false;
+                got += 1;
+            }
+        }
+        let value = self.digest.value();
+        let outputs = std::mem::take(&mut self.window);
+        if got == count && empty && value == want {
+            return None;
+        }
+        Some(Outcome::Diverged(Divergence {
+            record: index,
+            input: self.last_input.clone(),
+            expected: (count, drained, want),
+            got: (got, empty, value),
+            outputs,
+            context: self.context.iter().cloned().collect(),
+        }))
+    }
+
+    fn apply(&mut self, input: &Input<'_>) {
+        let s = &mut self.server;
+        let digest = &mut self.digest;
+        match input {
+            Input::WallClock { now, unix_ms } => s.set_wall_clock(*now, *unix_ms),
+            Input::Datagram {
+                now,
+                listener,
+                from,
+                payload,
+            } => {
+                let bytes = payload.bytes().unwrap_or_default();
+                let (mut buf, range) = packet(&bytes);
+                if let Some(f) = s.handle_datagram(*now, *listener, *from, &mut buf, range) {
+                    digest.forward(&f);
+                }
+            }
+            Input::StreamOpen {
+                now,
+                conn,
+                listener,
+                local,
+                remote,
+            } => s.handle_stream_open(*now, *conn, *listener, *local, *remote),
+            Input::StreamData { now, conn, data } => {
+                let bytes = data.bytes().unwrap_or_default();
+                s.handle_stream_data(*now, *conn, &bytes, &mut |relay, peer, payload| {
+                    digest.to_peer(relay, peer, payload.len());
+                });
+            }
+            Input::StreamClosed { now, conn } => s.handle_stream_closed(*now, *conn),
+            Input::RelayBound { now, relay, result } => s.handle_relay_bound(*now, *relay, *result),
+            Input::RelayDatagram {
+                now,
+                relay,
+                from,
+                payload,
+            } => {
+                let bytes = payload.bytes().unwrap_or_default();
+                let (mut buf, range) = packet(&bytes);
+                if let Some(f) = s.handle_relay_datagram(*now, *relay, *from, &mut buf, range) {
+                    digest.forward(&f);
+                }
+            }
+            Input::Timeout { now } => s.handle_timeout(*now),
+            Input::DeleteAllocation { now, id } => {
+                s.delete_allocation(*now, *id);
+            }
+            Input::OneTimeAdded(o) => {
+                let password = o.recover(&self.salt, self.secrets).unwrap_or_else(|| {
+                    self.unrecovered.push(o.username.clone());
+                    String::new()
+                });
+                s.credentials_mut()
+                    .insert_one_time(&o.username, o.credential(password));
+            }
+            Input::OneTimeRemoved { username } => {
+                s.credentials_mut().remove_one_time(username);
+            }
+            Input::OneTimeExpired { wall_unix_s } => {
+                s.credentials_mut().expire_one_time(*wall_unix_s);
+            }
+        }
+    }
+}
+
+/// A buffer laid out like the runtime's: headroom, the bytes, tailroom.
+fn packet(bytes: &[u8]) -> (Vec<u8>, core::ops::Range<usize>) {
+    let mut buf = vec![0u8; HEADROOM + bytes.len() + TAILROOM];
+    if let Some(dst) = buf.get_mut(HEADROOM..HEADROOM + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+    (buf, HEADROOM..HEADROOM + bytes.len())
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
