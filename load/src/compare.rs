@@ -37,18 +37,58 @@ pub struct Options {
 
 /// The metrics, in table order: (key, label, applies to the forwarder, higher is better).
 const METRICS: [(&str, &str, bool, bool); 12] = [
-    ("udp_cpu", "UDP ChannelData flat out: relayed pkts / server CPU-s", true, true),
-    ("udp_pps", "UDP flat out: relayed pkts / s (wall)", true, true),
-    ("udp_rate_cpu", "UDP at the fixed rate: relayed pkts / server CPU-s", true, true),
-    ("udp_rate_p99", "UDP at the fixed rate: p99 RTT µs", true, false),
-    ("tcp_cpu", "TCP ChannelData flat out: relayed pkts / server CPU-s", false, true),
-    ("tcp_pps", "TCP flat out: relayed pkts / s (wall)", false, true),
+    (
+        "udp_cpu",
+        "UDP ChannelData flat out: relayed pkts / server CPU-s",
+        true,
+        true,
+    ),
+    (
+        "udp_pps",
+        "UDP flat out: relayed pkts / s (wall)",
+        true,
+        true,
+    ),
+    (
+        "udp_rate_cpu",
+        "UDP at the fixed rate: relayed pkts / server CPU-s",
+        true,
+        true,
+    ),
+    (
+        "udp_rate_p99",
+        "UDP at the fixed rate: p99 RTT µs",
+        true,
+        false,
+    ),
+    (
+        "tcp_cpu",
+        "TCP ChannelData flat out: relayed pkts / server CPU-s",
+        false,
+        true,
+    ),
+    (
+        "tcp_pps",
+        "TCP flat out: relayed pkts / s (wall)",
+        false,
+        true,
+    ),
     ("peak", "UDP peak relayed pkts / s with no loss", true, true),
     ("lat_p50", "RTT p50 µs at 50% of own peak", true, false),
     ("lat_p99", "RTT p99 µs at 50% of own peak", true, false),
     ("lat_p999", "RTT p999 µs at 50% of own peak", true, false),
-    ("alloc_cpu", "Allocation sequences / server CPU-s", false, true),
-    ("rss_kib", "RSS growth per allocation, KiB (10k UDP)", false, false),
+    (
+        "alloc_cpu",
+        "Allocation sequences / server CPU-s",
+        false,
+        true,
+    ),
+    (
+        "rss_kib",
+        "RSS growth per allocation, KiB (10k UDP)",
+        false,
+        false,
+    ),
 ];
 
 /// Values per metric and process, one per round.
@@ -298,7 +338,9 @@ fn print_table(o: &Options, t: &Table) {
         procfs::load_average()
     );
     println!();
-    println!("| metric | turnpike | coturn | turnpike/coturn | bare forwarder | turnpike/forwarder |");
+    println!(
+        "| metric | turnpike | coturn | turnpike/coturn | bare forwarder | turnpike/forwarder |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     for (key, label, fwd, _) in METRICS {
         let tp = t.values(key, Kind::Turnpike);

@@ -20,7 +20,10 @@ use turnpike_core::{
 /// The phases, in the order `callgrind` runs them, with what one operation is.
 pub const PHASES: [(&str, &str); 4] = [
     ("to-peer", "ChannelData client→peer (handle_datagram)"),
-    ("to-client", "ChannelData peer→client (handle_relay_datagram)"),
+    (
+        "to-client",
+        "ChannelData peer→client (handle_relay_datagram)",
+    ),
     ("allocate", "Allocate with its 401 round (2 requests)"),
     (
         "sequence",
@@ -145,7 +148,10 @@ pub fn measured_step<T>(f: impl FnOnce() -> T) -> T {
 /// `totals:`), first number.
 pub fn parse_total(text: &str) -> Option<u64> {
     text.lines()
-        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }

@@ -150,7 +150,9 @@ impl Flow {
                 }
                 match s.write(bytes) {
                     Ok(n) if n == bytes.len() => {}
-                    Ok(n) => self.pending.extend_from_slice(bytes.get(n..).unwrap_or(&[])),
+                    Ok(n) => self
+                        .pending
+                        .extend_from_slice(bytes.get(n..).unwrap_or(&[])),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.pending.extend_from_slice(bytes)
                     }
@@ -244,20 +246,33 @@ pub enum Then {
     Delete,
 }
 
+/// How [`establish`] sets clients up.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// The peer to permit and bind a channel to.
+    pub peer: SocketAddr,
+    /// Channel or indications (raw flows need no set-up).
+    pub mode: Mode,
+    /// Keep or delete the allocations.
+    pub then: Then,
+    /// Most clients being set up at once.
+    pub concurrency: usize,
+    /// When to give up.
+    pub deadline: Duration,
+}
+
 /// Sets up every flow: Allocate (the client answers the 401 itself), CreatePermission for
 /// `peer`'s IP, then ChannelBind to `peer` in [`Mode::Channel`]; at most `concurrency`
 /// clients at a time. With [`Then::Delete`] each is then deleted (Refresh 0) and closed.
 /// Returns the number of clients that made it; gives up at `deadline`.
-pub fn establish(
-    poll: &mut Poll,
-    flows: &mut [Flow],
-    peer: SocketAddr,
-    mode: Mode,
-    then: Then,
-    concurrency: usize,
-    epoch: &Epoch,
-    deadline: Duration,
-) -> usize {
+pub fn establish(poll: &mut Poll, flows: &mut [Flow], plan: Plan, epoch: &Epoch) -> usize {
+    let Plan {
+        peer,
+        mode,
+        then,
+        concurrency,
+        deadline,
+    } = plan;
     let start = Clock::now();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 65_536];
@@ -417,7 +432,10 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
             unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin) };
-            (st, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+            (
+                st,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
         }
         SocketAddr::V6(v6) => {
             let sin6 = libc::sockaddr_in6 {
@@ -431,7 +449,10 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
             unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin6) };
-            (st, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+            (
+                st,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
         }
     }
 }
@@ -455,11 +476,8 @@ mod tests {
     #[test]
     fn tcp_bind_connect_uses_the_source_address() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let s = bind_connect_tcp(
-            SocketAddr::new(client_ip(7), 0),
-            l.local_addr().unwrap(),
-        )
-        .unwrap();
+        let s =
+            bind_connect_tcp(SocketAddr::new(client_ip(7), 0), l.local_addr().unwrap()).unwrap();
         assert_eq!(s.local_addr().unwrap().ip(), client_ip(7));
     }
 }

@@ -112,8 +112,13 @@ impl Opts {
     }
 
     fn addr(&self, key: &str) -> Result<SocketAddr, String> {
-        let v = self.0.get(key).ok_or_else(|| format!("--{key} is required"))?;
-        let a: SocketAddr = v.parse().map_err(|_| format!("--{key}: not an address: {v}"))?;
+        let v = self
+            .0
+            .get(key)
+            .ok_or_else(|| format!("--{key} is required"))?;
+        let a: SocketAddr = v
+            .parse()
+            .map_err(|_| format!("--{key}: not an address: {v}"))?;
         if !a.ip().is_loopback() {
             return Err(format!("--{key}: loopback addresses only"));
         }
@@ -193,7 +198,12 @@ fn cmd_churn(o: &Opts) -> Result<(), String> {
 }
 
 fn cmd_memory(o: &Opts) -> Result<(), String> {
-    let m = scenarios::memory(o.addr("server")?, o.pid()?, o.num("n", 10_000usize)?, 200_000)?;
+    let m = scenarios::memory(
+        o.addr("server")?,
+        o.pid()?,
+        o.num("n", 10_000usize)?,
+        200_000,
+    )?;
     println!(
         "{} allocations: VmRSS {} → {} KiB, {:.2} KiB per allocation",
         m.allocations,
@@ -223,13 +233,15 @@ fn cmd_compare(o: &Opts) -> Result<(), String> {
         port: o.num("port", 34_780u16)?,
         relay_min: o.num("relay-min", 40_000u16)?,
         relay_max: o.num("relay-max", 59_999u16)?,
-        dir: PathBuf::from(o.str(
-            "dir",
-            &std::env::temp_dir()
-                .join(format!("turnpike-compare-{}", std::process::id()))
-                .display()
-                .to_string(),
-        )),
+        dir: PathBuf::from(
+            o.str(
+                "dir",
+                &std::env::temp_dir()
+                    .join(format!("turnpike-compare-{}", std::process::id()))
+                    .display()
+                    .to_string(),
+            ),
+        ),
         turnpike: PathBuf::from(o.str("turnpike", &sibling.display().to_string())),
         exe,
         coturn_threads: o.0.get("coturn-threads").and_then(|v| v.parse().ok()),
@@ -262,8 +274,13 @@ mod tests {
 
     #[test]
     fn options() {
-        let o = parse_opts(&["--n".into(), "5".into(), "--server".into(), "127.0.0.1:9".into()])
-            .unwrap();
+        let o = parse_opts(&[
+            "--n".into(),
+            "5".into(),
+            "--server".into(),
+            "127.0.0.1:9".into(),
+        ])
+        .unwrap();
         assert_eq!(o.num("n", 0u32).unwrap(), 5);
         assert_eq!(o.num("x", 7u32).unwrap(), 7);
         assert!(o.addr("server").is_ok());

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::mem;
+#[cfg(test)]
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
@@ -46,7 +47,11 @@ impl Batch {
             .collect();
         // SAFETY: mmsghdr is plain old data; all zeroes is a valid value.
         let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { mem::zeroed() }).collect();
-        for ((h, iov), addr) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(self.addrs.iter_mut()) {
+        for ((h, iov), addr) in hdrs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(self.addrs.iter_mut())
+        {
             h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = iov;
@@ -81,6 +86,7 @@ impl Batch {
     }
 
     /// Datagram `i` of the last receive.
+    #[cfg(test)]
     pub fn datagram(&self, i: usize) -> &[u8] {
         match (self.bufs.get(i), self.lens.get(i)) {
             (Some(b), Some(&len)) => b.get(..len).unwrap_or(&[]),
@@ -89,6 +95,7 @@ impl Batch {
     }
 
     /// Source address of datagram `i` of the last receive.
+    #[cfg(test)]
     pub fn source(&self, i: usize) -> Option<SocketAddr> {
         self.addrs.get(i).and_then(from_storage)
     }
@@ -111,7 +118,11 @@ impl Batch {
             // SAFETY: mmsghdr is plain old data; all zeroes is a valid value.
             .map(|_| unsafe { mem::zeroed() })
             .collect();
-        for ((h, iov), addr) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(self.addrs.iter_mut()) {
+        for ((h, iov), addr) in hdrs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(self.addrs.iter_mut())
+        {
             h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen = storage_len(addr);
             h.msg_hdr.msg_iov = iov;
@@ -156,6 +167,7 @@ fn storage_len(s: &libc::sockaddr_storage) -> libc::socklen_t {
     }
 }
 
+#[cfg(test)]
 fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(s.ss_family) {
         libc::AF_INET => {
@@ -169,8 +181,7 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6, which it can contain.
-            let a: &libc::sockaddr_in6 =
-                unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
+            let a: &libc::sockaddr_in6 = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 a.sin6_addr.s6_addr.into(),
                 u16::from_be(a.sin6_port),
@@ -197,7 +208,9 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         for i in 0..5u8 {
-            client.send_to(&[i; 10], echo.local_addr().unwrap()).unwrap();
+            client
+                .send_to(&[i; 10], echo.local_addr().unwrap())
+                .unwrap();
         }
         std::thread::sleep(Duration::from_millis(50));
         let mut b = Batch::new();

@@ -1,7 +1,7 @@
 //! The measurements, each against one running process: relayed data (flat out, at a fixed
 //! rate, the peak rate with no loss), allocation churn, and memory per allocation.
 
-use crate::flows::{establish, open_flow, Epoch, Flow, Mode, Then};
+use crate::flows::{establish, open_flow, Epoch, Flow, Mode, Plan, Then};
 use crate::procfs;
 use crate::traffic::{self, EchoPeer, Offer, Outcome};
 use mio::Poll;
@@ -53,12 +53,14 @@ impl Session {
         let ok = establish(
             &mut poll,
             &mut flows,
-            peer,
-            mode,
-            Then::Keep,
-            64,
+            Plan {
+                peer,
+                mode,
+                then: Then::Keep,
+                concurrency: 64,
+                deadline: SETUP_DEADLINE,
+            },
             &epoch,
-            SETUP_DEADLINE,
         );
         if ok < clients {
             return Err(format!("only {ok} of {clients} clients set up"));
@@ -74,12 +76,10 @@ impl Session {
 
     /// One data phase, measuring process `pid`.
     pub fn run(&mut self, offer: Offer, pid: Option<u32>) -> Outcome {
-        let peer = self.echo.addr();
         traffic::run(
             &mut self.poll,
             &mut self.flows,
             &mut self.echo,
-            peer,
             self.mode,
             offer,
             &self.epoch,
@@ -182,12 +182,14 @@ pub fn churn(
     let completed = establish(
         &mut poll,
         &mut flows,
-        peer,
-        Mode::Channel,
-        Then::Delete,
-        concurrency,
+        Plan {
+            peer,
+            mode: Mode::Channel,
+            then: Then::Delete,
+            concurrency,
+            deadline: SETUP_DEADLINE,
+        },
         &epoch,
-        SETUP_DEADLINE,
     );
     let seconds = t0.elapsed().as_secs_f64();
     let cpu1 = procfs::cpu_seconds(pid).map_err(|e| e.to_string())?;
@@ -243,12 +245,14 @@ pub fn memory(server: SocketAddr, pid: u32, n: usize, first_ip: usize) -> Result
     let allocations = establish(
         &mut poll,
         &mut flows,
-        peer,
-        Mode::Channel,
-        Then::Keep,
-        128,
+        Plan {
+            peer,
+            mode: Mode::Channel,
+            then: Then::Keep,
+            concurrency: 128,
+            deadline: SETUP_DEADLINE,
+        },
         &epoch,
-        SETUP_DEADLINE,
     );
     std::thread::sleep(Duration::from_millis(500));
     let after_kib = procfs::rss_kib(pid).map_err(|e| e.to_string())?;

@@ -60,8 +60,6 @@ pub struct Layout {
 /// A process under test; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Running {
     child: Child,
-    /// Which process.
-    pub kind: Kind,
     /// Its PID, for /proc.
     pub pid: u32,
     /// Its client-facing address (the forwarder's base address).
@@ -129,12 +127,7 @@ pub fn start(kind: Kind, l: &Layout) -> Result<Running, String> {
         Kind::Forwarder => return Err("use start_forwarder".into()),
     };
     let pid = child.id();
-    let running = Running {
-        child,
-        kind,
-        pid,
-        addr,
-    };
+    let running = Running { child, pid, addr };
     wait_ready(addr)?;
     Ok(running)
 }
@@ -174,7 +167,6 @@ pub fn start_forwarder(
     let pid = child.id();
     Ok(Running {
         child,
-        kind: Kind::Forwarder,
         pid,
         addr: base,
     })

@@ -176,18 +176,18 @@ pub fn set_buffers(fd: i32, bytes: i32) {
     }
 }
 
-/// Runs the data phase over set-up `flows`, echoing at `echo`, and measures process
+/// Runs the data phase over set-up `flows`, to and from the echo peer `echo`, and measures process
 /// `server_pid` (the relay or the forwarder) when given.
 pub fn run(
     poll: &mut Poll,
     flows: &mut [Flow],
     echo: &mut EchoPeer,
-    peer: SocketAddr,
     mode: Mode,
     offer: Offer,
     epoch: &Epoch,
     server_pid: Option<u32>,
 ) -> Outcome {
+    let peer = echo.addr();
     let size = offer.size.max(16);
     let ready: Vec<usize> = (0..flows.len())
         .filter(|&i| flows.get(i).is_some_and(|f| f.ready && !f.closed))
@@ -229,8 +229,7 @@ pub fn run(
             let room = (offer.window as u64).saturating_sub(in_flight);
             let n = target.saturating_sub(out.sent).min(room).min(512);
             for _ in 0..n {
-                let Some(f) = ready.get(rr % ready.len()).and_then(|&i| flows.get_mut(i))
-                else {
+                let Some(f) = ready.get(rr % ready.len()).and_then(|&i| flows.get_mut(i)) else {
                     break;
                 };
                 rr = rr.wrapping_add(1);
@@ -258,9 +257,7 @@ pub fn run(
             }
         } else {
             let done_at = *sending_done_at.get_or_insert(now);
-            if out.back + presumed_lost >= out.sent
-                || now.saturating_sub(done_at) > 300_000_000
-            {
+            if out.back + presumed_lost >= out.sent || now.saturating_sub(done_at) > 300_000_000 {
                 break;
             }
             wait_ms = 5;
