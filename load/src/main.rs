@@ -30,7 +30,7 @@ usage: turnpike-load COMMAND [--key value]...
   forwarder  --listen ADDR [--count 100] --peer ADDR [--seconds 600]
   compare    [--rounds 2] [--clients 100] [--size 200] [--seconds 5] [--rate 20000]
              [--window 512] [--churn 3000] [--memory 10000] [--probes 6]
-             [--port 34780] [--relay-min 40000] [--relay-max 59999]
+             [--port 31000] [--relay-min 10000] [--relay-max 29999]
              [--turnpike target/release/turnpike] [--coturn-threads N] [--dir DIR]
   core-bench --phase to-peer|to-client|allocate|sequence [--n 100000]
   callgrind  [--n 20000]      (core-bench phases under callgrind: instructions/op)
@@ -230,9 +230,9 @@ fn cmd_compare(o: &Opts) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let sibling = exe.with_file_name("turnpike");
     let layout = servers::Layout {
-        port: o.num("port", 34_780u16)?,
-        relay_min: o.num("relay-min", 40_000u16)?,
-        relay_max: o.num("relay-max", 59_999u16)?,
+        port: o.num("port", 31_000u16)?,
+        relay_min: o.num("relay-min", 10_000u16)?,
+        relay_max: o.num("relay-max", 29_999u16)?,
         dir: PathBuf::from(
             o.str(
                 "dir",

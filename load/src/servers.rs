@@ -38,7 +38,9 @@ impl Kind {
     }
 }
 
-/// Where the relays listen and relay.
+/// Where the relays listen and relay. Keep the ports out of the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), or other programs' sockets
+/// take some of them.
 #[derive(Clone, Debug)]
 pub struct Layout {
     /// UDP and TCP listening port on 127.0.0.1.
