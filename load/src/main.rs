@@ -1,0 +1,292 @@
+//! `turnpike-load`: load generator, bare forwarder, side-by-side comparison with coturn,
+//! and the core's instruction-count benchmark. Loopback only.
+
+mod compare;
+mod corebench;
+mod flows;
+mod forwarder;
+mod mmsg;
+mod procfs;
+mod scenarios;
+mod servers;
+mod traffic;
+
+use flows::Mode;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use turnpike_core::Transport;
+
+const USAGE: &str = "\
+usage: turnpike-load COMMAND [--key value]...
+
+  run        --server ADDR --pid PID [--transport udp|tcp] [--mode channel|indication]
+             [--clients 100] [--size 200] [--rate PKT/S (0: flat out)] [--window 512]
+             [--seconds 5] [--max-packets N] [--probes 0 (peak search instead)]
+  churn      --server ADDR --pid PID [--n 3000] [--concurrency 64]
+  memory     --server ADDR --pid PID [--n 10000]
+  forwarder  --listen ADDR [--count 100] --peer ADDR [--seconds 600]
+  compare    [--rounds 2] [--clients 100] [--size 200] [--seconds 5] [--rate 20000]
+             [--window 512] [--churn 3000] [--memory 10000] [--probes 6]
+             [--port 31000] [--relay-min 10000] [--relay-max 29999]
+             [--turnpike target/release/turnpike] [--coturn-threads N] [--dir DIR]
+  core-bench --phase to-peer|to-client|allocate|sequence [--n 100000]
+  callgrind  [--n 20000]      (core-bench phases under callgrind: instructions/op)
+
+Servers listen on 127.0.0.1; the relays need user `load`, password `load-secret`,
+realm `load.test`, loopback peers allowed (compare starts them so).
+A relayed packet counts once per direction: one round trip = 2 relayed packets.
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest: Vec<String> = args.collect();
+    let opts = match parse_opts(&rest) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = match cmd.as_str() {
+        "run" => cmd_run(&opts),
+        "churn" => cmd_churn(&opts),
+        "memory" => cmd_memory(&opts),
+        "forwarder" => cmd_forwarder(&opts),
+        "compare" => cmd_compare(&opts),
+        "core-bench" => corebench::run(
+            &opts.str("phase", "to-peer"),
+            opts.num("n", 100_000u32).unwrap_or(0),
+        ),
+        "callgrind" => cmd_callgrind(&opts),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command {cmd}")),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("turnpike-load {cmd}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--key value` pairs.
+struct Opts(BTreeMap<String, String>);
+
+fn parse_opts(args: &[String]) -> Result<Opts, String> {
+    let mut m = BTreeMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let key = a
+            .strip_prefix("--")
+            .ok_or_else(|| format!("unexpected argument {a}"))?;
+        let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+        m.insert(key.to_string(), value.clone());
+    }
+    Ok(Opts(m))
+}
+
+impl Opts {
+    fn str(&self, key: &str, default: &str) -> String {
+        self.0
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("--{key}: not a number: {v}")),
+        }
+    }
+
+    fn addr(&self, key: &str) -> Result<SocketAddr, String> {
+        let v = self
+            .0
+            .get(key)
+            .ok_or_else(|| format!("--{key} is required"))?;
+        let a: SocketAddr = v
+            .parse()
+            .map_err(|_| format!("--{key}: not an address: {v}"))?;
+        if !a.ip().is_loopback() {
+            return Err(format!("--{key}: loopback addresses only"));
+        }
+        Ok(a)
+    }
+
+    fn pid(&self) -> Result<u32, String> {
+        self.0
+            .get("pid")
+            .ok_or("--pid is required (the server's process)")?
+            .parse()
+            .map_err(|_| "--pid: not a number".to_string())
+    }
+}
+
+fn cmd_run(o: &Opts) -> Result<(), String> {
+    let server = o.addr("server")?;
+    let pid = o.pid()?;
+    let transport = match o.str("transport", "udp").as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        t => return Err(format!("--transport: udp or tcp, not {t}")),
+    };
+    let mode = match o.str("mode", "channel").as_str() {
+        "channel" => Mode::Channel,
+        "indication" => Mode::Indication,
+        m => return Err(format!("--mode: channel or indication, not {m}")),
+    };
+    let clients = o.num("clients", 100usize)?;
+    let offer = traffic::Offer {
+        size: o.num("size", 200usize)?,
+        rate: o.num("rate", 0.0f64)?,
+        window: o.num("window", 512usize)?,
+        duration: Duration::from_secs_f64(o.num("seconds", 5.0f64)?.clamp(0.1, 600.0)),
+        max_packets: o.num("max-packets", u64::MAX)?,
+    };
+    let echo = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut s = scenarios::Session::open(server, transport, mode, clients, 0, echo)?;
+    println!("load average {}", procfs::load_average());
+    let probes = o.num("probes", 0usize)?;
+    if probes > 0 {
+        let flat = s.run(offer, Some(pid));
+        println!("flat out: {}", flat.summary());
+        let guess = flat.per_second() / 2.0;
+        let (rate, r) = s.peak(
+            offer.size,
+            guess * 0.25,
+            guess * 1.5,
+            probes,
+            Duration::from_secs(2),
+            Some(pid),
+        );
+        println!("peak {rate:.0} pkt/s offered: {}", r.summary());
+    } else {
+        println!("{}", s.run(offer, Some(pid)).summary());
+    }
+    Ok(())
+}
+
+fn cmd_churn(o: &Opts) -> Result<(), String> {
+    let c = scenarios::churn(
+        o.addr("server")?,
+        o.pid()?,
+        o.num("n", 3000usize)?,
+        o.num("concurrency", 64usize)?,
+        100_000,
+    )?;
+    println!(
+        "{}/{} sequences in {:.2} s; server {:.2} CPU-s → {:.0} sequences per server CPU-s",
+        c.completed,
+        c.attempted,
+        c.seconds,
+        c.server_cpu,
+        c.per_cpu_second()
+    );
+    Ok(())
+}
+
+fn cmd_memory(o: &Opts) -> Result<(), String> {
+    let m = scenarios::memory(
+        o.addr("server")?,
+        o.pid()?,
+        o.num("n", 10_000usize)?,
+        200_000,
+    )?;
+    println!(
+        "{} allocations: VmRSS {} → {} KiB, {:.2} KiB per allocation",
+        m.allocations,
+        m.before_kib,
+        m.after_kib,
+        m.per_allocation_kib()
+    );
+    Ok(())
+}
+
+fn cmd_forwarder(o: &Opts) -> Result<(), String> {
+    let n = forwarder::run(
+        o.addr("listen")?,
+        o.num("count", 100usize)?,
+        o.addr("peer")?,
+        Duration::from_secs(o.num("seconds", 600u64)?.min(3600)),
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!("forwarded {n} datagrams");
+    Ok(())
+}
+
+fn cmd_compare(o: &Opts) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let sibling = exe.with_file_name("turnpike");
+    let layout = servers::Layout {
+        port: o.num("port", 31_000u16)?,
+        relay_min: o.num("relay-min", 10_000u16)?,
+        relay_max: o.num("relay-max", 29_999u16)?,
+        dir: PathBuf::from(
+            o.str(
+                "dir",
+                &std::env::temp_dir()
+                    .join(format!("turnpike-compare-{}", std::process::id()))
+                    .display()
+                    .to_string(),
+            ),
+        ),
+        turnpike: PathBuf::from(o.str("turnpike", &sibling.display().to_string())),
+        exe,
+        coturn_threads: o.0.get("coturn-threads").and_then(|v| v.parse().ok()),
+    };
+    let opts = compare::Options {
+        rounds: o.num("rounds", 2usize)?.max(1),
+        clients: o.num("clients", 100usize)?,
+        size: o.num("size", 200usize)?,
+        duration: Duration::from_secs_f64(o.num("seconds", 5.0f64)?.clamp(0.5, 120.0)),
+        rate: o.num("rate", 20_000.0f64)?,
+        window: o.num("window", 512usize)?,
+        churn: o.num("churn", 3000usize)?,
+        memory: o.num("memory", 10_000usize)?,
+        probes: o.num("probes", 6usize)?,
+        layout,
+    };
+    compare::run(&opts)
+}
+
+fn cmd_callgrind(o: &Opts) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let n = o.num("n", 20_000u32)?;
+    println!("core-only, server side, instructions per operation (callgrind, 200-byte payloads)");
+    corebench::callgrind(&exe.display().to_string(), n).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let o = parse_opts(&[
+            "--n".into(),
+            "5".into(),
+            "--server".into(),
+            "127.0.0.1:9".into(),
+        ])
+        .unwrap();
+        assert_eq!(o.num("n", 0u32).unwrap(), 5);
+        assert_eq!(o.num("x", 7u32).unwrap(), 7);
+        assert!(o.addr("server").is_ok());
+        assert!(parse_opts(&["--n".into()]).is_err());
+        assert!(parse_opts(&["n".into()]).is_err());
+        let o = parse_opts(&["--server".into(), "10.0.0.1:9".into()]).unwrap();
+        assert!(o.addr("server").is_err());
+    }
+}
