@@ -54,6 +54,14 @@ pub enum Reply {
 /// A turnpike server for the suite: one static user, loopback peers denied (the peer
 /// tests need the built-in policy), extra config lines as given.
 pub fn start(extra: &[(&str, &str)]) -> Option<RunningServer> {
+    start_with(extra, |_| {})
+}
+
+/// As [`start`], with `adjust` applied to the spec last (e.g. to turn on PROXY headers).
+pub fn start_with(
+    extra: &[(&str, &str)],
+    adjust: impl FnOnce(&mut ServerSpec),
+) -> Option<RunningServer> {
     if !ServerKind::Turnpike.available() {
         return None;
     }
@@ -63,6 +71,7 @@ pub fn start(extra: &[(&str, &str)]) -> Option<RunningServer> {
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
         .collect();
+    adjust(&mut spec);
     Some(RunningServer::start(ServerKind::Turnpike, spec))
 }
 

@@ -52,29 +52,89 @@ fn unauthenticated_cases() -> Vec<(&'static str, Vec<u8>, Reply)> {
         ("a valid Binding request", ok.clone(), Reply::Success),
         ("empty datagram", Vec::new(), Reply::Nothing),
         ("shorter than a header", ok[..10].to_vec(), Reply::Nothing),
-        ("header only, length claims 8", with_length(ok[..20].to_vec(), 8), Reply::Nothing),
+        (
+            "header only, length claims 8",
+            with_length(ok[..20].to_vec(), 8),
+            Reply::Nothing,
+        ),
         ("wrong magic cookie", bad_cookie, Reply::Nothing),
-        ("length not a multiple of 4", with_length(ok.clone(), 6), Reply::Nothing),
-        ("length beyond the datagram", with_length(ok.clone(), 400), Reply::Nothing),
-        ("length short of the datagram", with_length(ok.clone(), 0), Reply::Nothing),
-        ("attribute overrunning the message", binding_with_body(&[0x80, 0x22, 0, 40, 1, 2, 3, 4]), Reply::Nothing),
-        ("attribute length 0xFFFF", binding_with_body(&[0x80, 0x22, 0xFF, 0xFF, 1, 2, 3, 4]), Reply::Nothing),
-        ("attribute of length 0", zero_len.encode(None, true), Reply::Success),
+        (
+            "length not a multiple of 4",
+            with_length(ok.clone(), 6),
+            Reply::Nothing,
+        ),
+        (
+            "length beyond the datagram",
+            with_length(ok.clone(), 400),
+            Reply::Nothing,
+        ),
+        (
+            "length short of the datagram",
+            with_length(ok.clone(), 0),
+            Reply::Nothing,
+        ),
+        (
+            "attribute overrunning the message",
+            binding_with_body(&[0x80, 0x22, 0, 40, 1, 2, 3, 4]),
+            Reply::Nothing,
+        ),
+        (
+            "attribute length 0xFFFF",
+            binding_with_body(&[0x80, 0x22, 0xFF, 0xFF, 1, 2, 3, 4]),
+            Reply::Nothing,
+        ),
+        (
+            "attribute of length 0",
+            zero_len.encode(None, true),
+            Reply::Success,
+        ),
         ("500 attributes", binding_with_body(&many), Reply::Nothing),
-        ("duplicate attributes", dup.encode(None, true), Reply::Success),
-        ("unknown comprehension-required attribute", unknown_required.encode(None, true), Reply::Error(420)),
-        ("unknown comprehension-optional attribute", unknown_optional.encode(None, true), Reply::Success),
+        (
+            "duplicate attributes",
+            dup.encode(None, true),
+            Reply::Success,
+        ),
+        (
+            "unknown comprehension-required attribute",
+            unknown_required.encode(None, true),
+            Reply::Error(420),
+        ),
+        (
+            "unknown comprehension-optional attribute",
+            unknown_optional.encode(None, true),
+            Reply::Success,
+        ),
         ("bad FINGERPRINT", bad_fingerprint, Reply::Nothing),
-        ("FINGERPRINT not last", {
-            let mut b = ok.clone();
-            b.extend_from_slice(&[0x80, 0x22, 0, 4, b'x', b'x', b'x', b'x']);
-            let len = (b.len() - 20) as u16;
-            with_length(b, len)
-        }, Reply::Nothing),
-        ("MESSAGE-INTEGRITY of 10 bytes", binding_with_body(&[0, 8, 0, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0]), Reply::Nothing),
-        ("a success response sent to the server", response.encode(None, true), Reply::Nothing),
-        ("a Binding indication", indication.encode(None, true), Reply::Nothing),
-        ("ChannelData-looking junk", vec![0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4], Reply::Nothing),
+        (
+            "FINGERPRINT not last",
+            {
+                let mut b = ok.clone();
+                b.extend_from_slice(&[0x80, 0x22, 0, 4, b'x', b'x', b'x', b'x']);
+                let len = (b.len() - 20) as u16;
+                with_length(b, len)
+            },
+            Reply::Nothing,
+        ),
+        (
+            "MESSAGE-INTEGRITY of 10 bytes",
+            binding_with_body(&[0, 8, 0, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0]),
+            Reply::Nothing,
+        ),
+        (
+            "a success response sent to the server",
+            response.encode(None, true),
+            Reply::Nothing,
+        ),
+        (
+            "a Binding indication",
+            indication.encode(None, true),
+            Reply::Nothing,
+        ),
+        (
+            "ChannelData-looking junk",
+            vec![0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4],
+            Reply::Nothing,
+        ),
         ("first bits 0b10", vec![0x80; 28], Reply::Nothing),
     ]
 }
@@ -106,14 +166,35 @@ fn malformed_attributes_in_authenticated_requests_are_400() {
     let mut s = Session::udp(server.addr, LOCAL);
     s.allocate();
     let xor_peer = |family: u8, len: usize| {
-        let mut v = vec![0, family, 0x21, 0x12, 198 ^ 0x21, 51 ^ 0x12, 100 ^ 0xA4, 1 ^ 0x42];
+        let mut v = vec![
+            0,
+            family,
+            0x21,
+            0x12,
+            198 ^ 0x21,
+            51 ^ 0x12,
+            100 ^ 0xA4,
+            1 ^ 0x42,
+        ];
         v.resize(len, 0);
         v
     };
     let cases: Vec<(&str, Vec<u8>, Reply)> = vec![
-        ("XOR-PEER-ADDRESS family 3", xor_peer(3, 8), Reply::Error(400)),
-        ("XOR-PEER-ADDRESS truncated", xor_peer(1, 6), Reply::Error(400)),
-        ("XOR-PEER-ADDRESS IPv4 with IPv6 length", xor_peer(1, 20), Reply::Error(400)),
+        (
+            "XOR-PEER-ADDRESS family 3",
+            xor_peer(3, 8),
+            Reply::Error(400),
+        ),
+        (
+            "XOR-PEER-ADDRESS truncated",
+            xor_peer(1, 6),
+            Reply::Error(400),
+        ),
+        (
+            "XOR-PEER-ADDRESS IPv4 with IPv6 length",
+            xor_peer(1, 20),
+            Reply::Error(400),
+        ),
         ("XOR-PEER-ADDRESS empty", Vec::new(), Reply::Error(400)),
     ];
     let mut wrong = Vec::new();
@@ -153,9 +234,21 @@ fn hostile_usernames_are_refused() {
     };
     let cases: Vec<(&str, Vec<u8>, Reply)> = vec![
         // RFC 8489 §14.3: USERNAME is at most 509 bytes (here 513, padded).
-        ("USERNAME of 513 bytes", signed_with_username(&[b'a'; 513]), Reply::Error(400)),
-        ("USERNAME of invalid UTF-8", signed_with_username(&[0xC3, 0x28, 0xFF]), Reply::Error(400)),
-        ("unknown USERNAME", signed_with_username(b"nobody"), Reply::Error(401)),
+        (
+            "USERNAME of 513 bytes",
+            signed_with_username(&[b'a'; 513]),
+            Reply::Error(400),
+        ),
+        (
+            "USERNAME of invalid UTF-8",
+            signed_with_username(&[0xC3, 0x28, 0xFF]),
+            Reply::Error(400),
+        ),
+        (
+            "unknown USERNAME",
+            signed_with_username(b"nobody"),
+            Reply::Error(401),
+        ),
     ];
     let mut wrong = Vec::new();
     for (what, bytes, want) in cases {
@@ -167,9 +260,13 @@ fn hostile_usernames_are_refused() {
     // MESSAGE-INTEGRITY present but the request is otherwise unsigned garbage: 400 or 401,
     // never success.
     let mut m = Message::request(turn::ALLOCATE);
-    m.add(turn::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).add(MESSAGE_INTEGRITY, &[0; 20]);
+    m.add(turn::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .add(MESSAGE_INTEGRITY, &[0; 20]);
     let got = s.raw(&m.encode(None, true));
-    assert!(matches!(got, Reply::Error(400) | Reply::Error(401)), "{got:?}");
+    assert!(
+        matches!(got, Reply::Error(400) | Reply::Error(401)),
+        "{got:?}"
+    );
     server.assert_running();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
