@@ -206,3 +206,15 @@ fn send_indications_are_capped_too() {
     }
     assert_eq!(sent, 64);
 }
+
+#[test]
+fn a_proxy_v1_line_ended_by_a_bare_lf_closes_the_stream_at_once() {
+    // Found by the adversarial suite: the line was held until the header timeout.
+    let mut h = Harness::new();
+    h.open_stream(ConnId(1), TCP_PROXY, proxy_addr());
+    let out = h.stream_data(ConnId(1), b"PROXY TCP4 203.0.113.7 192.0.2.1 49314 3479\n");
+    assert_eq!(
+        out.closed_streams,
+        vec![(ConnId(1), CloseReason::BadProxyHeader)]
+    );
+}
