@@ -171,7 +171,9 @@ fn authentication_attacks_get_the_rfc_answers() {
     // A new transaction with the same credentials: the 5-tuple already has an allocation.
     let again = with_creds(adversary::USER, &realm, &nonce, Some(&key));
     assert_eq!(s.raw(&again), Reply::Error(437));
-    server.wait_event(Duration::from_secs(3), |e| e["event"] == "allocation_created");
+    server.wait_event(Duration::from_secs(3), |e| {
+        e["event"] == "allocation_created"
+    });
     let created = server
         .events()
         .into_iter()
