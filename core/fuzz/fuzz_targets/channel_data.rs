@@ -18,5 +18,5 @@ fuzz_target!(|data: &[u8]| {
     channel::write_header(&mut header, number, len);
     assert_eq!(&header[..], &data[..channel::HEADER_LEN]);
     let pad = channel::stream_padding(range.len());
-    assert!(pad < 4 && (range.len() + pad) % 4 == 0);
+    assert!(pad < 4 && (range.len() + pad).is_multiple_of(4));
 });
