@@ -6,6 +6,7 @@
 use crate::auth::{Key, PasswordAlgorithm};
 use crate::event::{ClientInfo, TrafficCounters};
 use crate::ids::{AllocationId, ConnId, ListenerId, RelayId};
+use crate::server::TokenBucket;
 use crate::time::Instant;
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
@@ -75,6 +76,8 @@ pub(crate) struct Allocation {
     pub permissions: Vec<Permission>,
     pub channels: Vec<Channel>,
     pub traffic: TrafficCounters,
+    /// Bandwidth budget (`Config::max_bps`), indexed by `Direction`.
+    pub bandwidth: [TokenBucket; 2],
     /// The deadline registered in the server's timer set.
     pub deadline: Instant,
 }

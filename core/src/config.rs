@@ -91,6 +91,9 @@ pub struct Config {
     pub max_channels: u32,
     /// Open streams in total; beyond, new streams are closed at once.
     pub max_streams: u32,
+    /// Open streams per source IP address (the client's, from the PROXY header when a
+    /// trusted proxy sends one); beyond, new streams are closed at once. 0: no cap.
+    pub max_streams_per_source: u32,
     /// Longest frame (STUN or ChannelData) accepted on a stream.
     pub max_stream_frame: usize,
     /// A stream with no allocation is closed after this long without a valid request.
@@ -101,6 +104,12 @@ pub struct Config {
     pub unauth_burst: u32,
     /// Capacity of the output queue; past it, control answers are dropped and counted.
     pub max_queued_outputs: usize,
+    /// Relayed payload bytes per second per allocation, each way (coturn's `max-bps`);
+    /// beyond, packets are dropped and counted. 0: no cap.
+    pub max_bps: u64,
+    /// Relayed payload bytes per second for the whole server, each way (coturn's
+    /// `bps-capacity`); beyond, packets are dropped and counted. 0: no cap.
+    pub total_max_bps: u64,
 }
 
 impl Config {
@@ -138,11 +147,14 @@ impl Config {
             strict_channel_numbers: false,
             max_channels: 64,
             max_streams: 20_000,
+            max_streams_per_source: 64,
             max_stream_frame: 65_535 + 20,
             stream_idle_timeout: Duration::from_secs(30),
             unauth_rate_per_s: 20,
             unauth_burst: 40,
             max_queued_outputs: 65_536,
+            max_bps: 0,
+            total_max_bps: 0,
         }
     }
 }

@@ -186,7 +186,13 @@ fn same_family((src, dst): (SocketAddr, SocketAddr)) -> (SocketAddr, SocketAddr)
 fn parse_v1(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
     // The CR must sit at index V1_MAX_LEN - 2 or earlier for the line to fit.
     let window = buf.get(..V1_MAX_LEN - 1).unwrap_or(buf);
-    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+    // A bare LF can never be part of a valid line (spec §2.1: the line ends with CRLF);
+    // refusing it at once beats waiting for the header timeout.
+    let end = window.iter().position(|&b| b == b'\r' || b == b'\n');
+    if end.is_some_and(|i| window.get(i) == Some(&b'\n')) {
+        return Err(ProxyError::V1Malformed);
+    }
+    let Some(cr) = end else {
         if window.len() == V1_MAX_LEN - 1 {
             return Err(ProxyError::V1TooLong);
         }
@@ -368,6 +374,23 @@ fn walk_tlvs(mut rest: &[u8]) -> Result<(), ProxyError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn v1_with_a_bare_lf_is_malformed_at_once() {
+        assert_eq!(
+            parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", 512),
+            Err(ProxyError::V1Malformed)
+        );
+        assert_eq!(
+            parse(b"PROXY TCP4 1.2.3.4\n", 512),
+            Err(ProxyError::V1Malformed)
+        );
+        // CR then LF is the end of a good line; a prefix ending in CR is still incomplete.
+        assert_eq!(
+            parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r", 512),
+            Ok(ProxyParse::Incomplete)
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 

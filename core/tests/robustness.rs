@@ -585,7 +585,8 @@ fn a_frame_header_alone_does_not_pin_a_frame_of_memory() {
     let header = [0x00, 0x01, 0xff, 0xfc, 0x21, 0x12, 0xa4, 0x42];
     let base = live_bytes();
     for c in 0..STREAMS {
-        rig.open_stream(ConnId(20_000 + c), sa([9, 9, 9, 9], 1000 + c as u16));
+        // Each from its own address: one source is capped at `max_streams_per_source`.
+        rig.open_stream(ConnId(20_000 + c), sa([9, 9, 9, c as u8], 1000 + c as u16));
     }
     let opened = live_bytes();
     for c in 0..STREAMS {

@@ -104,6 +104,15 @@ pub struct FileConfig {
     pub total_quota: u32,
     /// Longest allocation lifetime granted, seconds.
     pub max_allocation_lifetime_s: u64,
+    /// A TCP connection with no allocation is closed after this many seconds without a
+    /// valid request (slow clients that never finish a message included).
+    pub stream_idle_timeout_s: u64,
+    /// Open TCP connections per client address (0: no cap).
+    pub max_streams_per_source: u32,
+    /// Relayed bytes per second per allocation, each way, as coturn's `max-bps` (0: no cap).
+    pub max_bps: u64,
+    /// Relayed bytes per second for the whole relay, each way (0: no cap).
+    pub total_max_bps: u64,
     /// SO_RCVBUF of every socket, bytes (0: the OS default).
     pub socket_receive_buffer_size: usize,
     /// SO_SNDBUF of every socket, bytes (0: the OS default).
@@ -164,6 +173,10 @@ impl Default for FileConfig {
             user_quota: 10,
             total_quota: 10_000,
             max_allocation_lifetime_s: 3600,
+            stream_idle_timeout_s: 30,
+            max_streams_per_source: 64,
+            max_bps: 0,
+            total_max_bps: 0,
             socket_receive_buffer_size: DEFAULT_SOCKET_BUFFER,
             socket_send_buffer_size: DEFAULT_SOCKET_BUFFER,
             event_log: None,
@@ -316,6 +329,9 @@ impl FileConfig {
                 "max_allocation_lifetime_s",
                 "must be 60..=86400 seconds".into(),
             ));
+        }
+        if !(1..=3600).contains(&self.stream_idle_timeout_s) {
+            return Err(("stream_idle_timeout_s", "must be 1..=3600 seconds".into()));
         }
         check_buffer(self.socket_receive_buffer_size)
             .map_err(|m| ("socket_receive_buffer_size", m))?;
@@ -600,6 +616,10 @@ const KEYS: &[&str] = &[
     "user_quota",
     "total_quota",
     "max_allocation_lifetime_s",
+    "stream_idle_timeout_s",
+    "max_streams_per_source",
+    "max_bps",
+    "total_max_bps",
     "socket_receive_buffer_size",
     "socket_send_buffer_size",
     "event_log",
@@ -824,6 +844,10 @@ denied_peer_ip = ["203.0.113.0/24"]
 user_quota = 5
 total_quota = 100
 max_allocation_lifetime_s = 1200
+stream_idle_timeout_s = 7
+max_streams_per_source = 9
+max_bps = 125000
+total_max_bps = 12500000
 socket_receive_buffer_size = 2097152
 socket_send_buffer_size = 0
 event_log = "turnpike.jsonl"
@@ -877,6 +901,15 @@ turn_fqdn = "relay.example.com"
         assert_eq!(
             (c.user_quota, c.total_quota, c.max_allocation_lifetime_s),
             (5, 100, 1200)
+        );
+        assert_eq!(
+            (
+                c.stream_idle_timeout_s,
+                c.max_streams_per_source,
+                c.max_bps,
+                c.total_max_bps
+            ),
+            (7, 9, 125_000, 12_500_000)
         );
         assert_eq!(
             (c.socket_receive_buffer_size, c.socket_send_buffer_size),
@@ -968,6 +1001,11 @@ turn_fqdn = "relay.example.com"
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("total_quota")));
         // A wildcard without an address is fine: the interfaces' addresses are used.
         assert!(parse("static_auth_secret = \"s\"\nlisten_address = \"0.0.0.0\"\n").is_ok());
+        let e = parse("static_auth_secret = \"s\"\nstream_idle_timeout_s = 0\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("stream_idle_timeout_s"))
+        );
         let e = parse("realm = \"r\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("static_auth_secret"));
         let e = parse("static_auth_secret = \"s\"\n[users]\nalice = \"\"\n").unwrap_err();

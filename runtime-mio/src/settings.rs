@@ -148,6 +148,10 @@ impl Settings {
         core.user_quota = fc.user_quota;
         core.total_quota = fc.total_quota;
         core.max_lifetime = Duration::from_secs(fc.max_allocation_lifetime_s);
+        core.stream_idle_timeout = Duration::from_secs(fc.stream_idle_timeout_s);
+        core.max_streams_per_source = fc.max_streams_per_source;
+        core.max_bps = fc.max_bps;
+        core.total_max_bps = fc.total_max_bps;
         if core.default_lifetime > core.max_lifetime {
             core.default_lifetime = core.max_lifetime;
         }
@@ -439,6 +443,10 @@ mod tests {
             relay_port_max: 40010,
             max_allocation_lifetime_s: 300,
             denied_peer_ip: vec!["10.0.0.0/8".into()],
+            stream_idle_timeout_s: 4,
+            max_streams_per_source: 3,
+            max_bps: 1000,
+            total_max_bps: 5000,
             ..dual()
         };
         let s = Settings::from_file(&fc, "t.toml").unwrap();
@@ -451,6 +459,15 @@ mod tests {
         assert_eq!(s.core.default_lifetime, Duration::from_secs(300));
         assert_eq!(s.core.peer_policy.deny.len(), 1);
         assert!(s.core.peer_policy.allow_loopback);
+        assert_eq!(s.core.stream_idle_timeout, Duration::from_secs(4));
+        assert_eq!(
+            (
+                s.core.max_streams_per_source,
+                s.core.max_bps,
+                s.core.total_max_bps
+            ),
+            (3, 1000, 5000)
+        );
         let v4 = s.core.relay_v4.unwrap();
         assert_eq!(
             (v4.bind, v4.advertised),

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod adversary;
 pub mod nginx;
 pub mod server;
 pub mod trace_fixture;

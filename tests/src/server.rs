@@ -78,6 +78,8 @@ pub struct ServerSpec {
     pub allow_loopback_peers: bool,
     /// Allocations per user, if limited.
     pub user_quota: Option<u32>,
+    /// More lines of turnpike's configuration file, as (key, TOML value) (turnpike only).
+    pub extra: Vec<(String, String)>,
 }
 
 impl ServerSpec {
@@ -109,6 +111,7 @@ impl ServerSpec {
             relay_port_quarantine_ms: 1000,
             allow_loopback_peers: true,
             user_quota: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -190,6 +193,11 @@ impl RunningServer {
     /// Path of the server's log.
     pub fn log_path(&self) -> &Path {
         self.child.log_path()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Panics, with the server's log, if it has exited.
@@ -353,6 +361,9 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
     }
     if let Some(s) = &spec.rest_secret {
         line("static_auth_secret", toml_str(s));
+    }
+    for (k, v) in &spec.extra {
+        line(k, v.clone());
     }
     if !spec.users.is_empty() {
         let users: Vec<String> = spec

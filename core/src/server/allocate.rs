@@ -7,7 +7,7 @@
 
 use super::authenticate::Authed;
 use super::reply::{self, finish};
-use super::{RelayOwner, Reservation, Server, Source, Timer, RESERVATION_LIFETIME};
+use super::{RelayOwner, Reservation, Server, Source, Timer, TokenBucket, RESERVATION_LIFETIME};
 use crate::allocation::{Allocation, RelaySide};
 use crate::event::{Event, Output, TrafficCounters};
 use crate::ids::{AllocationId, ListenerId, RelayId};
@@ -430,6 +430,7 @@ impl Server {
                 permissions: Vec::new(),
                 channels: Vec::new(),
                 traffic: TrafficCounters::default(),
+                bandwidth: [TokenBucket::new(self.cfg.max_bps, now); 2],
                 deadline: expires,
             },
         );

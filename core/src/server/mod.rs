@@ -12,6 +12,7 @@
 
 mod allocate;
 mod authenticate;
+mod bandwidth;
 mod cache;
 mod methods;
 mod relay;
@@ -20,7 +21,10 @@ mod request;
 mod stats;
 mod stream;
 
+pub use bandwidth::MIN_BURST;
 pub use stats::{DropCounters, Stats, TransportTraffic};
+
+pub(crate) use bandwidth::TokenBucket;
 
 use crate::allocation::{Allocation, ClientKey};
 use crate::auth::{Credentials, NonceKey};
@@ -164,6 +168,10 @@ pub struct Server {
     pending: BTreeMap<u64, Pending>,
     pending_by_client: BTreeMap<ClientKey, u64>,
     streams: BTreeMap<ConnId, Stream>,
+    /// Open streams per source address, for `max_streams_per_source`.
+    streams_per_source: BTreeMap<std::net::IpAddr, u32>,
+    /// Server-wide bandwidth budget (`total_max_bps`), indexed by `bandwidth::Direction`.
+    bandwidth: [TokenBucket; 2],
     /// Allocations (live or pending) per username, for the user quota.
     per_user: BTreeMap<String, u32>,
     /// Port pools: [IPv4, IPv6].
@@ -186,7 +194,6 @@ impl Server {
     pub fn new(mut config: Config, seed: [u8; 32], now: Instant) -> Result<Self, ConfigError> {
         validate(&config)?;
         add_own_addresses(&mut config);
-        let _ = now;
         // Separate streams of one seed, so that e.g. the number of nonces issued never
         // changes which ports are drawn (RFC 6056 wants ports unpredictable, not related).
         let stream = |n: u64| {
@@ -233,6 +240,8 @@ impl Server {
             pending: BTreeMap::new(),
             pending_by_client: BTreeMap::new(),
             streams: BTreeMap::new(),
+            streams_per_source: BTreeMap::new(),
+            bandwidth: [TokenBucket::new(config.total_max_bps, now); 2],
             per_user: BTreeMap::new(),
             pools,
             reservations: BTreeMap::new(),

@@ -4,8 +4,9 @@
 //! Nothing here allocates: payloads stay in the caller's buffer, and headers are written
 //! in place into the headroom the caller left before the payload.
 
-use super::{RelayOwner, Server, Source, Stats, TransportTraffic};
-use crate::allocation::ClientKey;
+use super::bandwidth::{self, Direction};
+use super::{RelayOwner, Server, Source, Stats, TokenBucket, TransportTraffic};
+use crate::allocation::{Allocation, ClientKey};
 use crate::channel;
 use crate::ids::{RelayId, Transport};
 use crate::server::{Forward, HEADROOM, TAILROOM};
@@ -50,6 +51,16 @@ impl Server {
             }
         };
         let len = range.len() as u64;
+        if over_cap(
+            now,
+            len,
+            Direction::ToPeer,
+            a,
+            &mut self.bandwidth,
+            &mut self.stats,
+        ) {
+            return None;
+        }
         a.traffic.to_peer_packets += 1;
         a.traffic.to_peer_bytes += len;
         let t = traffic(&mut self.stats, a.client.transport);
@@ -97,6 +108,16 @@ impl Server {
         // The DATA value is a slice of `data`: its offset is the distance between them.
         let start = (payload.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
         let len = payload.len() as u64;
+        if over_cap(
+            now,
+            len,
+            Direction::ToPeer,
+            a,
+            &mut self.bandwidth,
+            &mut self.stats,
+        ) {
+            return None;
+        }
         a.traffic.to_peer_packets += 1;
         a.traffic.to_peer_bytes += len;
         let t = traffic(&mut self.stats, a.client.transport);
@@ -134,6 +155,16 @@ impl Server {
             return None;
         }
         let len = payload.len();
+        if over_cap(
+            now,
+            len as u64,
+            Direction::FromPeer,
+            a,
+            &mut self.bandwidth,
+            &mut self.stats,
+        ) {
+            return None;
+        }
         let on_stream = matches!(a.key5, ClientKey::Stream(_));
         let (start, end) = if let Some(number) = a.channel_by_peer(from, now).map(|c| c.number) {
             let Ok(len16) = u16::try_from(len) else {
@@ -195,6 +226,29 @@ impl Server {
             },
         })
     }
+}
+
+/// Checks `len` relayed bytes against the allocation's and the server's bandwidth caps;
+/// true (dropped and counted) when either is exhausted.
+fn over_cap(
+    now: Instant,
+    len: u64,
+    dir: Direction,
+    a: &mut Allocation,
+    total: &mut [TokenBucket; 2],
+    stats: &mut Stats,
+) -> bool {
+    let i = dir as usize;
+    let (Some(own), Some(all)) = (a.bandwidth.get_mut(i), total.get_mut(i)) else {
+        return false;
+    };
+    if bandwidth::admit(now, len, own, all) {
+        return false;
+    }
+    a.traffic.dropped_packets += 1;
+    stats.dropped.bandwidth += 1;
+    stats.dropped.bandwidth_bytes += len;
+    true
 }
 
 fn traffic(stats: &mut Stats, transport: Transport) -> &mut TransportTraffic {

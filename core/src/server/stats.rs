@@ -40,6 +40,10 @@ pub struct DropCounters {
     pub queue_full: u64,
     /// Datagrams on a relay socket the core does not know (late, after its allocation).
     pub unknown_relay: u64,
+    /// Relayed packets over the bandwidth cap (`max_bps` or `total_max_bps`).
+    pub bandwidth: u64,
+    /// Payload bytes of the packets counted in `bandwidth`.
+    pub bandwidth_bytes: u64,
 }
 
 /// A snapshot of the server's counters (`Server::stats`).
@@ -65,6 +69,9 @@ pub struct Stats {
     pub streams_opened: u64,
     /// Streams closed by the core since start (bad input, timeouts, limits).
     pub streams_rejected: u64,
+    /// Streams refused because their source had `max_streams_per_source` open (counted in
+    /// `streams_rejected` too).
+    pub streams_over_source_cap: u64,
     /// Traffic relayed for UDP clients.
     pub udp: TransportTraffic,
     /// Traffic relayed for stream (TCP/TLS) clients.

@@ -10,7 +10,7 @@ use crate::ids::{AllocationId, ConnId, ListenerId, RelayId, Transport};
 use crate::policy::canonical;
 use crate::proxy_protocol::{self, ProxyHeader, ProxyParse};
 use crate::time::Instant;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// What a stream expects next.
 #[derive(Debug)]
@@ -38,6 +38,10 @@ pub(super) struct Stream {
     fresh: bool,
     /// When the stream is closed unless something happens, and why.
     deadline: Option<(Instant, CloseReason)>,
+    /// The source address this stream counts against in `max_streams_per_source`: the
+    /// TCP peer, or for a trusted proxy the client its header names (a header that names
+    /// no client counts against nobody: the proxy is trusted, the client unknown).
+    counted: Option<IpAddr>,
 }
 
 impl Server {
@@ -57,8 +61,12 @@ impl Server {
         if self.streams.len() >= self.cfg.max_streams as usize || self.streams.contains_key(&conn) {
             return self.reject_new(conn, remote, CloseReason::TooManyStreams);
         }
+        let source = canonical(remote.ip());
+        if !proxy && !self.source_has_room(source) {
+            return self.reject_new(conn, remote, CloseReason::TooManyStreams);
+        }
         if proxy {
-            let ip = canonical(remote.ip());
+            let ip = source;
             if !self
                 .cfg
                 .proxy_protocol_trusted
@@ -94,8 +102,12 @@ impl Server {
                 allocation: None,
                 fresh: true,
                 deadline: None,
+                counted: None,
             },
         );
+        if !proxy {
+            self.count_source(conn, source);
+        }
         self.set_stream_deadline(conn, Some(deadline));
         self.stats.streams_opened += 1;
     }
@@ -136,6 +148,14 @@ impl Server {
                 s.client = client;
                 s.phase = Phase::Frames;
                 let proxy = s.remote;
+                if let ProxyHeader::Proxied { source, .. } = h {
+                    let ip = canonical(source.ip());
+                    if !self.source_has_room(ip) {
+                        self.stats.proxy_accepted += 1;
+                        return self.close_stream(now, conn, CloseReason::TooManyStreams);
+                    }
+                    self.count_source(conn, ip);
+                }
                 self.stats.proxy_accepted += 1;
                 self.emit(Event::ProxyAccepted {
                     conn,
@@ -314,12 +334,40 @@ impl Server {
         });
     }
 
+    /// True when `ip` may open one more stream (`max_streams_per_source`); counts the
+    /// refusal otherwise.
+    fn source_has_room(&mut self, ip: IpAddr) -> bool {
+        let cap = self.cfg.max_streams_per_source;
+        let open = self.streams_per_source.get(&ip).copied().unwrap_or(0);
+        if cap == 0 || open < cap {
+            return true;
+        }
+        self.stats.streams_over_source_cap += 1;
+        false
+    }
+
+    /// Counts stream `conn` against source `ip`.
+    fn count_source(&mut self, conn: ConnId, ip: IpAddr) {
+        if let Some(s) = self.streams.get_mut(&conn) {
+            s.counted = Some(ip);
+            *self.streams_per_source.entry(ip).or_insert(0) += 1;
+        }
+    }
+
     /// Forgets a stream and ends what hangs off it.
     pub(super) fn forget_stream(&mut self, now: Instant, conn: ConnId) {
         self.set_stream_deadline(conn, None);
         let Some(s) = self.streams.remove(&conn) else {
             return;
         };
+        if let Some(ip) = s.counted {
+            if let Some(n) = self.streams_per_source.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.streams_per_source.remove(&ip);
+                }
+            }
+        }
         if let Some(id) = s.allocation {
             self.remove_allocation(now, id, DeleteReason::StreamClosed);
         }

@@ -103,6 +103,16 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         "TCP streams closed by the relay (bad input, timeouts, limits).",
         s.streams_rejected,
     );
+    m.counter(
+        "turnpike_streams_over_source_cap_total",
+        "TCP streams refused because their source had max_streams_per_source open.",
+        s.streams_over_source_cap,
+    );
+    m.counter(
+        "turnpike_bandwidth_dropped_bytes_total",
+        "Relayed bytes dropped by the max_bps / total_max_bps caps.",
+        s.dropped.bandwidth_bytes,
+    );
     let mut packets = Vec::new();
     let mut bytes = Vec::new();
     for (transport, t) in [("udp", &s.udp), ("tcp", &s.tcp)] {
@@ -178,6 +188,7 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         ("rate_limited", d.rate_limited),
         ("queue_full", d.queue_full),
         ("unknown_relay", d.unknown_relay),
+        ("bandwidth", d.bandwidth),
     ]
     .iter()
     .map(|(r, n)| (format!("reason=\"{r}\""), *n as f64))
