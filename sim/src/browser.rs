@@ -146,7 +146,9 @@ impl Browser {
 
     /// A datagram: the answer of the server to a UDP attempt.
     pub fn on_datagram(&mut self, cx: &mut Cx, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-        let Some(k) = self.attempt_where(|a| a.via == Via::Udp && a.local == to && a.server == from) else {
+        let Some(k) =
+            self.attempt_where(|a| a.via == Via::Udp && a.local == to && a.server == from)
+        else {
             return;
         };
         if let Some(a) = self.attempt_mut(k) {
@@ -168,7 +170,8 @@ impl Browser {
             match (a.state, a.via) {
                 (AState::Connecting, Via::Tls) => {
                     a.state = AState::Tls;
-                    cx.net.write(now, sid, Side::Connector, tls_record(TLS_CLIENT));
+                    cx.net
+                        .write(now, sid, Side::Connector, tls_record(TLS_CLIENT));
                 }
                 (AState::Connecting, _) => {
                     a.state = AState::Turn;
@@ -195,7 +198,10 @@ impl Browser {
                     while a.tls_buf.len() >= TLS_RECORD && a.state == AState::Tls {
                         let rec: Vec<u8> = a.tls_buf.drain(..TLS_RECORD).collect();
                         match rec.get(3).copied() {
-                            Some(TLS_MORE) => cx.net.write(now, sid, Side::Connector, tls_record(TLS_CLIENT)),
+                            Some(TLS_MORE) => {
+                                cx.net
+                                    .write(now, sid, Side::Connector, tls_record(TLS_CLIENT))
+                            }
                             Some(TLS_DONE) => {
                                 a.state = AState::Turn;
                                 let rest = std::mem::take(&mut a.tls_buf);
@@ -304,14 +310,25 @@ impl Browser {
         let username = format!("{expiry}:b{}s{}", self.id, self.sessions);
         let password = rest_password(cx.shared.secrets[self.issuer].as_bytes(), &username);
         let real = SocketAddr::new(self.ip, 0);
-        let record = cx.oracle.session_start(self.id, self.group, &username, real, now, self.peer.is_some());
+        let record = cx.oracle.session_start(
+            self.id,
+            self.group,
+            &username,
+            real,
+            now,
+            self.peer.is_some(),
+        );
         let session_s = between(cx.rng, self.spec.session_s[0], self.spec.session_s[1]);
         let vanish = chance(cx.rng, self.spec.vanish) && cx.shared.phase == Phase::Safety;
         let deadline = now + Duration::from_secs(self.spec.connect_timeout_s);
         let mut attempts = Vec::new();
         for ice in self.ice.clone() {
             let local = SocketAddr::new(self.ip, self.port());
-            let transport = if ice.via == Via::Udp { Transport::Udp } else { Transport::Tcp };
+            let transport = if ice.via == Via::Udp {
+                Transport::Udp
+            } else {
+                Transport::Tcp
+            };
             let cc = ClientConfig::new(ice.addr, transport, &username, &password);
             let mut client = Client::new(cc, cx.seed(), now);
             let (sid, state) = match ice.via {
@@ -319,7 +336,10 @@ impl Browser {
                     client.allocate(now);
                     (None, AState::Turn)
                 }
-                _ => (Some(cx.net.connect(now, cx.me, local, ice.addr)), AState::Connecting),
+                _ => (
+                    Some(cx.net.connect(now, cx.me, local, ice.addr)),
+                    AState::Connecting,
+                ),
             };
             attempts.push(Attempt {
                 via: ice.via,
@@ -335,7 +355,10 @@ impl Browser {
                 deadline,
             });
         }
-        cx.note(format!("browser {} starts session {} ({username})", self.id, self.sessions));
+        cx.note(format!(
+            "browser {} starts session {} ({username})",
+            self.id, self.sessions
+        ));
         self.session = Some(Session {
             record,
             attempts,
@@ -379,16 +402,26 @@ impl Browser {
         };
         let record = s.record;
         match ev {
-            ClientEvent::Allocated { relayed, mapped, .. } => {
+            ClientEvent::Allocated {
+                relayed, mapped, ..
+            } => {
                 cx.oracle.session_answer(record, now);
                 let ending = s.ending.is_some() || now >= s.end_at;
-                let Some(a) = s.attempts.get_mut(k) else { return };
+                let Some(a) = s.attempts.get_mut(k) else {
+                    return;
+                };
                 a.allocated = true;
                 let via = a.via;
                 if s.winner.is_none() && !ending && !a.loser {
                     s.winner = Some(k);
-                    cx.note(format!("browser {} kept {} allocation {:?}", self.id, via.as_str(), relayed));
-                    cx.oracle.session_connected(record, now, via, mapped, relayed);
+                    cx.note(format!(
+                        "browser {} kept {} allocation {:?}",
+                        self.id,
+                        via.as_str(),
+                        relayed
+                    ));
+                    cx.oracle
+                        .session_connected(record, now, via, mapped, relayed);
                     for j in 0..s.attempts.len() {
                         if j != k {
                             release(cx, &mut s.attempts[j], &self.spec.release);
@@ -427,9 +460,15 @@ impl Browser {
             }
             ClientEvent::PermissionCreated { peers } => {
                 if let (Some(peer), Some(a)) = (self.peer, s.attempts.get_mut(k)) {
-                    if peers.contains(&peer.ip()) && Some(k) == s.winner && a.client.channel_for(peer).is_none() {
+                    if peers.contains(&peer.ip())
+                        && Some(k) == s.winner
+                        && a.client.channel_for(peer).is_none()
+                    {
                         let _ = a.client.channel_bind(now, peer);
-                        if self.spec.data_interval_ms > 0 && s.next_data.is_none() {
+                        if self.spec.data_interval_ms > 0
+                            && s.next_data.is_none()
+                            && s.ending.is_none()
+                        {
                             s.next_data = Some(now);
                         }
                     }
@@ -477,7 +516,10 @@ impl Browser {
                 close(cx, a);
             }
         }
-        if s.winner.is_none() && s.ending.is_none() && s.attempts.iter().all(|a| a.state == AState::Closed) {
+        if s.winner.is_none()
+            && s.ending.is_none()
+            && s.attempts.iter().all(|a| a.state == AState::Closed)
+        {
             cx.oracle.session_failed(s.record, now);
             self.session = None;
             if !self.done {
@@ -490,9 +532,17 @@ impl Browser {
     /// Sends the next data packet to the peer through the kept allocation.
     fn data(&mut self, cx: &mut Cx) {
         let now = cx.now;
-        let (Some(s), Some(peer)) = (&mut self.session, self.peer) else { return };
-        let (Some(k), Some(at)) = (s.winner, s.next_data) else { return };
-        if at > now || s.ending.is_some() {
+        let (Some(s), Some(peer)) = (&mut self.session, self.peer) else {
+            return;
+        };
+        let (Some(k), Some(at)) = (s.winner, s.next_data) else {
+            return;
+        };
+        if s.ending.is_some() {
+            s.next_data = None;
+            return;
+        }
+        if at > now {
             return;
         }
         s.seq += 1;
@@ -513,6 +563,7 @@ impl Browser {
             return;
         }
         if s.ending.is_none() {
+            cx.oracle.session_ended(s.record, now);
             s.ending = Some(now + RELEASE_WAIT);
             s.next_data = None;
             if s.vanish {

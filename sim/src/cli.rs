@@ -41,7 +41,9 @@ fn cmd_run(args: &[String]) -> i32 {
         }
         i += 1;
     }
-    let Some(file) = file else { return usage("which scenario?") };
+    let Some(file) = file else {
+        return usage("which scenario?");
+    };
     let sc = match Scenario::load(&file) {
         Ok(s) => s,
         Err(e) => {
@@ -50,7 +52,13 @@ fn cmd_run(args: &[String]) -> i32 {
         }
     };
     let started = std::time::Instant::now();
-    let out = match run(&sc, &RunOptions { seed, trace_lines: TRACE_LINES }) {
+    let out = match run(
+        &sc,
+        &RunOptions {
+            seed,
+            trace_lines: TRACE_LINES,
+        },
+    ) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{}: {e}", file.display());
@@ -63,9 +71,25 @@ fn cmd_run(args: &[String]) -> i32 {
         println!("  fault: {f}");
     }
     print_summary(&out, wall);
+    if let Some(k) = &sc.known_core_bug {
+        println!(
+            "  known core bug (expected to stop on `{}`): {}",
+            k.invariant,
+            k.note.trim()
+        );
+    }
     match &out.violation {
+        None if sc.known_core_bug.is_some() => {
+            println!("result: ok, but the known core bug did not show: is it fixed?");
+            1
+        }
         None => {
             println!("result: ok");
+            0
+        }
+        Some(v) if sc.is_known_bug(v.invariant) => {
+            print_failure(&file, &out);
+            println!("result: the known core bug, as expected");
             0
         }
         Some(_) => {
@@ -103,6 +127,7 @@ fn cmd_sweep(args: &[String]) -> i32 {
         }
     };
     let mut failures = 0u32;
+    let mut known_bugs = 0u32;
     let started = std::time::Instant::now();
     let mut events = 0u64;
     let total = files.len() as u64 * (seeds.end() - seeds.start() + 1);
@@ -117,9 +142,18 @@ fn cmd_sweep(args: &[String]) -> i32 {
         };
         for seed in seeds.clone() {
             done += 1;
-            print!("\r{:<28} seed {seed:<6} [{done}/{total}] failures {failures}   ", sc.name);
+            print!(
+                "\r{:<28} seed {seed:<6} [{done}/{total}] failures {failures}   ",
+                sc.name
+            );
             let _ = std::io::stdout().flush();
-            let out = match run(&sc, &RunOptions { seed, trace_lines: TRACE_LINES }) {
+            let out = match run(
+                &sc,
+                &RunOptions {
+                    seed,
+                    trace_lines: TRACE_LINES,
+                },
+            ) {
                 Ok(o) => o,
                 Err(e) => {
                     eprintln!("\n{}: {e}", file.display());
@@ -127,7 +161,21 @@ fn cmd_sweep(args: &[String]) -> i32 {
                 }
             };
             events += out.summary.events;
-            if out.violation.is_some() {
+            let known = match (&out.violation, &sc.known_core_bug) {
+                (Some(v), Some(_)) => sc.is_known_bug(v.invariant),
+                (None, Some(_)) => {
+                    println!(
+                        "\n{}: seed {seed} passed although a known core bug is declared: fixed?",
+                        sc.name
+                    );
+                    failures += 1;
+                    true
+                }
+                _ => false,
+            };
+            if known {
+                known_bugs += 1;
+            } else if out.violation.is_some() {
                 failures += 1;
                 println!();
                 print_failure(file, &out);
@@ -139,7 +187,7 @@ fn cmd_sweep(args: &[String]) -> i32 {
     }
     let wall = started.elapsed().as_secs_f64().max(1e-9);
     println!(
-        "\n{done} runs, {failures} failures, {events} events in {wall:.1} s ({:.0} events/s)",
+        "\n{done} runs, {failures} failures, {known_bugs} runs stopped by a known core bug, {events} events in {wall:.1} s ({:.0} events/s)",
         events as f64 / wall
     );
     i32::from(failures > 0)
@@ -148,7 +196,12 @@ fn cmd_sweep(args: &[String]) -> i32 {
 fn print_summary(out: &Outcome, wall: std::time::Duration) {
     let s = &out.summary;
     let wall_s = wall.as_secs_f64().max(1e-9);
-    println!("  virtual time {:.1} s, {} events, queue high water {}", s.virtual_time.as_secs_f64(), s.events, s.queue_high_water);
+    println!(
+        "  virtual time {:.1} s, {} events, queue high water {}",
+        s.virtual_time.as_secs_f64(),
+        s.events,
+        s.queue_high_water
+    );
     println!(
         "  sessions {}: connected {:?}, failed {}; allocations {}; requests {}",
         s.sessions, s.connected, s.failed, s.allocations, s.requests
@@ -169,13 +222,22 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
 
 fn print_failure(file: &Path, out: &Outcome) {
     let Some(v) = &out.violation else { return };
-    println!("FAILED: seed {} violated `{}` at {:.6} s", out.seed, v.invariant, v.at.since(crate::runner::START).as_secs_f64());
+    println!(
+        "FAILED: seed {} violated `{}` at {:.6} s",
+        out.seed,
+        v.invariant,
+        v.at.since(crate::runner::START).as_secs_f64()
+    );
     println!("  {}", v.detail);
     println!("  last events:");
     for l in &out.trace {
         println!("    {l}");
     }
-    println!("  reproduce: turnpike-sim run {} --seed {}", file.display(), out.seed);
+    println!(
+        "  reproduce: turnpike-sim run {} --seed {}",
+        file.display(),
+        out.seed
+    );
 }
 
 /// `A..B` (inclusive of both ends, as people read it) or a single number.

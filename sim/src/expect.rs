@@ -24,7 +24,10 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
         for s in sessions {
             if let Some((_, via, _, _)) = &s.connected {
                 if !e.connected_over.iter().any(|v| v == via.as_str()) {
-                    return Err(("expect_connected_over", format!("{} kept a {} allocation", s.username, via.as_str())));
+                    return Err((
+                        "expect_connected_over",
+                        format!("{} kept a {} allocation", s.username, via.as_str()),
+                    ));
                 }
             }
         }
@@ -35,7 +38,12 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
                 if at.since(s.start) > Duration::from_secs(bound) {
                     return Err((
                         "expect_connect_within",
-                        format!("{} connected over {} after {:?}", s.username, via.as_str(), at.since(s.start)),
+                        format!(
+                            "{} connected over {} after {:?}",
+                            s.username,
+                            via.as_str(),
+                            at.since(s.start)
+                        ),
                     ));
                 }
             }
@@ -44,16 +52,27 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     let sum = |f: &dyn Fn(&turnpike_core::server::Stats) -> u64| stats.iter().map(f).sum::<u64>();
     let n508 = sum(&|s| s.insufficient_capacity);
     if n508 < e.min_508 {
-        return Err(("expect_min_508", format!("{n508} answers 508, expected at least {}", e.min_508)));
+        return Err((
+            "expect_min_508",
+            format!("{n508} answers 508, expected at least {}", e.min_508),
+        ));
     }
     let created = sum(&|s| s.allocations_created);
     if created < e.min_allocations {
-        return Err(("expect_min_allocations", format!("{created} allocations, expected at least {}", e.min_allocations)));
+        return Err((
+            "expect_min_allocations",
+            format!(
+                "{created} allocations, expected at least {}",
+                e.min_allocations
+            ),
+        ));
     }
     if e.no_allocation_left {
         for (h, s) in hosts.iter().zip(&stats) {
             let ports = s.ports_v4.in_use + s.ports_v6.in_use;
-            if s.allocations + s.allocations_pending + s.streams + u64::from(ports) > 0 || h.bound_relays() > 0 {
+            if s.allocations + s.allocations_pending + s.streams + u64::from(ports) > 0
+                || h.bound_relays() > 0
+            {
                 return Err((
                     "expect_no_allocation_left",
                     format!(
@@ -68,11 +87,16 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             }
         }
         if w.open_streams() > 0 {
-            return Err(("expect_no_allocation_left", format!("{} streams still open in the network", w.open_streams())));
+            return Err((
+                "expect_no_allocation_left",
+                format!("{} streams still open in the network", w.open_streams()),
+            ));
         }
     }
     for s in sessions {
-        let Some((_, via, mapped, relayed)) = &s.connected else { continue };
+        let Some((_, via, mapped, relayed)) = &s.connected else {
+            continue;
+        };
         let real = s.real.ip();
         let core_client = oracle
             .servers
@@ -90,32 +114,69 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
                 ));
             }
         }
-        if e.proxy_address_over.iter().any(|v| v == via.as_str()) && mapped.is_some_and(|m| m.ip() == real) {
-            return Err(("expect_proxy_address", format!("{} over {}: the relay saw the real address", s.username, via.as_str())));
+        if e.proxy_address_over.iter().any(|v| v == via.as_str())
+            && mapped.is_some_and(|m| m.ip() == real)
+        {
+            return Err((
+                "expect_proxy_address",
+                format!(
+                    "{} over {}: the relay saw the real address",
+                    s.username,
+                    via.as_str()
+                ),
+            ));
         }
     }
     for (reason, min) in &e.min_rejected {
-        let n: u64 = oracle.servers.iter().map(|sh| sh.rejected.get(reason.as_str()).copied().unwrap_or(0)).sum();
+        let n: u64 = oracle
+            .servers
+            .iter()
+            .map(|sh| sh.rejected.get(reason.as_str()).copied().unwrap_or(0))
+            .sum();
         if n < *min {
-            return Err(("expect_min_rejected", format!("{n} streams rejected for {reason}, expected at least {min}")));
+            return Err((
+                "expect_min_rejected",
+                format!("{n} streams rejected for {reason}, expected at least {min}"),
+            ));
         }
     }
     let accepted = sum(&|s| s.proxy_accepted);
     if accepted < e.min_proxy_accepted {
-        return Err(("expect_min_proxy_accepted", format!("{accepted} PROXY headers accepted, expected {}", e.min_proxy_accepted)));
+        return Err((
+            "expect_min_proxy_accepted",
+            format!(
+                "{accepted} PROXY headers accepted, expected {}",
+                e.min_proxy_accepted
+            ),
+        ));
     }
     if e.data_echoed {
         for s in sessions {
-            let Some((at, ..)) = &s.connected else { continue };
-            let lasted = s.ended.map_or(true, |end| end.since(*at) > Duration::from_secs(5));
+            let Some((at, ..)) = &s.connected else {
+                continue;
+            };
+            let lasted = s
+                .ended
+                .map_or(true, |end| end.since(*at) > Duration::from_secs(5));
             if s.with_peer && !s.lost && !s.vanished && lasted && s.echoes == 0 {
-                return Err(("expect_data_echoed", format!("{} got no echo from its peer", s.username)));
+                return Err((
+                    "expect_data_echoed",
+                    format!(
+                        "{} got no echo from its peer (connected {:?} after {:?}, ended {:?})",
+                        s.username,
+                        s.connected,
+                        at.since(s.start),
+                        s.ended.map(|e| e.since(*at))
+                    ),
+                ));
             }
         }
     }
     if let Some(bound) = e.losers_released_within_s {
         for s in sessions {
-            let Some((won, _, _, relayed)) = &s.connected else { continue };
+            let Some((won, _, _, relayed)) = &s.connected else {
+                continue;
+            };
             for a in oracle.servers.iter().flat_map(|sh| sh.history.iter()) {
                 if a.username != s.username || &a.relayed == relayed {
                     continue;
@@ -126,7 +187,10 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
                     other => {
                         return Err((
                             "expect_losers_released",
-                            format!("{}: losing allocation {:?} ended {other:?}, due by {:?}", s.username, a.relayed, due),
+                            format!(
+                                "{}: losing allocation {:?} ended {other:?}, due by {:?}",
+                                s.username, a.relayed, due
+                            ),
                         ))
                     }
                 }
@@ -134,20 +198,35 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
         }
     }
     if !e.each_transport_won.is_empty() {
-        let won: BTreeSet<&str> = sessions.iter().filter_map(|s| s.connected.as_ref().map(|c| c.1.as_str())).collect();
+        let won: BTreeSet<&str> = sessions
+            .iter()
+            .filter_map(|s| s.connected.as_ref().map(|c| c.1.as_str()))
+            .collect();
         for v in &e.each_transport_won {
             if via_named(v).is_none() || !won.contains(v.as_str()) {
-                return Err(("expect_each_transport_won", format!("no session kept a {v} allocation (won: {won:?})")));
+                return Err((
+                    "expect_each_transport_won",
+                    format!("no session kept a {v} allocation (won: {won:?})"),
+                ));
             }
         }
     }
     let limited = sum(&|s| s.dropped.rate_limited);
     if limited < e.min_rate_limited {
-        return Err(("expect_min_rate_limited", format!("{limited} answers held back, expected {}", e.min_rate_limited)));
+        return Err((
+            "expect_min_rate_limited",
+            format!(
+                "{limited} answers held back, expected {}",
+                e.min_rate_limited
+            ),
+        ));
     }
     let denied = sum(&|s| s.peers_denied);
     if denied < e.min_peers_denied {
-        return Err(("expect_min_peers_denied", format!("{denied} peers denied, expected {}", e.min_peers_denied)));
+        return Err((
+            "expect_min_peers_denied",
+            format!("{denied} peers denied, expected {}", e.min_peers_denied),
+        ));
     }
     Ok(())
 }
@@ -158,7 +237,8 @@ fn liveness(sc: &Scenario, w: &impl Finished) -> Verdict {
     let from = w.liveness_at();
     let until = w.drain_at();
     for s in &w.oracle().sessions {
-        if s.start < from || s.start + LIVENESS_ANSWER > until {
+        let held = sc.clients.get(s.group).is_some_and(|g| g.well_behaved);
+        if !held || s.start < from || s.start + LIVENESS_ANSWER > until {
             continue;
         }
         match s.first_answer {
@@ -166,12 +246,21 @@ fn liveness(sc: &Scenario, w: &impl Finished) -> Verdict {
             other => {
                 return Err((
                     "liveness_answered",
-                    format!("{} (browser {}) started at {:?}: first answer {other:?}", s.username, s.browser, s.start),
+                    format!(
+                        "{} (browser {}) started at {:?}: first answer {other:?}",
+                        s.username, s.browser, s.start
+                    ),
                 ))
             }
         }
         if sc.expect.all_connected && s.connected.is_none() {
-            return Err(("liveness_connected", format!("{} never kept an allocation (codes {:?})", s.username, s.codes)));
+            return Err((
+                "liveness_connected",
+                format!(
+                    "{} never kept an allocation (codes {:?})",
+                    s.username, s.codes
+                ),
+            ));
         }
     }
     Ok(())

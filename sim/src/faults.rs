@@ -48,7 +48,13 @@ pub struct Flooder {
 
 impl Flooder {
     /// Floods `target` from `sources` spoofed addresses at `rate_per_s` in `[start, stop)`.
-    pub fn new(target: SocketAddr, start: Instant, stop: Instant, rate_per_s: u64, sources: u32) -> Self {
+    pub fn new(
+        target: SocketAddr,
+        start: Instant,
+        stop: Instant,
+        rate_per_s: u64,
+        sources: u32,
+    ) -> Self {
         Flooder {
             target,
             start,
@@ -79,7 +85,8 @@ impl Flooder {
         cx.rng.fill_bytes(&mut tid);
         let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Request, TransactionId(tid));
         b.add(attr::REQUESTED_TRANSPORT, &[attr::TRANSPORT_UDP, 0, 0, 0]);
-        cx.net.send_datagram(cx.now, cx.me, src, self.target, b.finish());
+        cx.net
+            .send_datagram(cx.now, cx.me, src, self.target, b.finish());
         self.sent += 1;
         self.next = Some(cx.now + self.every);
     }

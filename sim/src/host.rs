@@ -105,7 +105,13 @@ impl Node {
     }
 
     /// A connection request: true to accept.
-    pub fn on_syn(&mut self, cx: &mut Cx, sid: StreamId, local: SocketAddr, remote: SocketAddr) -> bool {
+    pub fn on_syn(
+        &mut self,
+        cx: &mut Cx,
+        sid: StreamId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> bool {
         match self {
             Node::Server(h) => h.on_syn(cx, sid, local, remote),
             Node::Nginx(n) => n.on_syn(cx, sid, local, remote),

@@ -166,7 +166,9 @@ mod tests {
         let mut rng = ChaCha20Rng::from_seed([7; 32]);
         let p = Path::new(LinkProfile::default(), LinkProfile::default());
         for _ in 0..100 {
-            assert!(matches!(p.datagram(&mut rng), Fate::Arrives { delay, duplicate: None } if delay == Duration::from_millis(20)));
+            assert!(
+                matches!(p.datagram(&mut rng), Fate::Arrives { delay, duplicate: None } if delay == Duration::from_millis(20))
+            );
         }
     }
 

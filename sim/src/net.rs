@@ -398,7 +398,12 @@ impl Net {
 
     /// Bytes due for the reader of `writer`'s direction: all that arrived by `now`, or a
     /// random first piece of it (the rest follows shortly).
-    pub fn take_delivery(&mut self, now: Instant, sid: StreamId, writer: Side) -> Option<StreamNews> {
+    pub fn take_delivery(
+        &mut self,
+        now: Instant,
+        sid: StreamId,
+        writer: Side,
+    ) -> Option<StreamNews> {
         let split = self.faults.split;
         let s = self.streams.get_mut(&sid)?;
         let reader = writer.other();

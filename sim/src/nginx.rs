@@ -51,7 +51,12 @@ pub struct Nginx {
 
 impl Nginx {
     /// A hop at `ip` forwarding to `upstream` (and TLS to `tls_upstream` with preread).
-    pub fn new(spec: ProxySpec, ip: IpAddr, upstream: SocketAddr, tls_upstream: Option<SocketAddr>) -> Self {
+    pub fn new(
+        spec: ProxySpec,
+        ip: IpAddr,
+        upstream: SocketAddr,
+        tls_upstream: Option<SocketAddr>,
+    ) -> Self {
         Nginx {
             spec,
             ip,
@@ -64,7 +69,13 @@ impl Nginx {
     }
 
     /// A connection from a client or the hop in front.
-    pub fn on_syn(&mut self, cx: &mut Cx, sid: StreamId, local: SocketAddr, remote: SocketAddr) -> bool {
+    pub fn on_syn(
+        &mut self,
+        cx: &mut Cx,
+        sid: StreamId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> bool {
         if local.port() != self.spec.listen_port {
             return false;
         }
@@ -115,12 +126,16 @@ impl Nginx {
             }
             return;
         }
-        let Some(c) = self.down.get_mut(&sid) else { return };
+        let Some(c) = self.down.get_mut(&sid) else {
+            return;
+        };
         c.buf.extend_from_slice(&data);
         // Each pass consumes input or changes phase; a handful of passes suffice.
         for _ in 0..8 {
             let next_phase = self.after_proxy_in();
-            let Some(c) = self.down.get_mut(&sid) else { return };
+            let Some(c) = self.down.get_mut(&sid) else {
+                return;
+            };
             match c.phase {
                 Phase::ProxyIn => match proxy_protocol::parse(&c.buf, 512) {
                     Ok(ProxyParse::Incomplete) => return,
@@ -257,9 +272,12 @@ impl Nginx {
             ("v1", None) | ("unknown", _) => proxy_protocol::encode_v1(None),
             ("v2", Some(s)) => proxy_protocol::encode_v2(Some((s, same_family(dst, s)))),
             ("v2", None) => proxy_protocol::encode_v2(None),
-            ("v1-unix", Some(s)) => {
-                format!("PROXY TCP4 {} unix:/tmp/tls.sock {} 0\r\n", s.ip(), s.port()).into_bytes()
-            }
+            ("v1-unix", Some(s)) => format!(
+                "PROXY TCP4 {} unix:/tmp/tls.sock {} 0\r\n",
+                s.ip(),
+                s.port()
+            )
+            .into_bytes(),
             ("v1-unix", None) => proxy_protocol::encode_v1(None),
             _ => Vec::new(),
         }
@@ -270,7 +288,9 @@ impl Nginx {
 /// as v4-mapped).
 fn same_family(dst: SocketAddr, src: SocketAddr) -> SocketAddr {
     match (dst.ip(), src.ip()) {
-        (IpAddr::V4(v4), IpAddr::V6(_)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), dst.port()),
+        (IpAddr::V4(v4), IpAddr::V6(_)) => {
+            SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), dst.port())
+        }
         _ => dst,
     }
 }

@@ -223,7 +223,9 @@ impl Oracle {
     /// A datagram fed to a UDP listener.
     pub fn udp_input(&mut self, s: usize, listener: ListenerId, from: SocketAddr, data: &[u8]) {
         let key = Key::Udp(listener, from);
-        let Some(sh) = self.servers.get_mut(s) else { return };
+        let Some(sh) = self.servers.get_mut(s) else {
+            return;
+        };
         match data.first().map(|b| b >> 6) {
             None => {}
             Some(0) => sh.stun_input(key, data),
@@ -278,8 +280,17 @@ impl Oracle {
     }
 
     /// The driver's answer to a BindRelay.
-    pub fn bind_result(&mut self, s: usize, now: Instant, relay: RelayId, addr: SocketAddr, result: Result<(), BindError>) {
-        let Some(sh) = self.servers.get_mut(s) else { return };
+    pub fn bind_result(
+        &mut self,
+        s: usize,
+        now: Instant,
+        relay: RelayId,
+        addr: SocketAddr,
+        result: Result<(), BindError>,
+    ) {
+        let Some(sh) = self.servers.get_mut(s) else {
+            return;
+        };
         if result.is_err() {
             // The pool quarantines a port that failed to bind.
             sh.relays.remove(&relay);
@@ -291,16 +302,29 @@ impl Oracle {
     // ---- outputs the core produced ------------------------------------------------------
 
     /// A fast-path forward towards a client (ToPeer is seen through [`Oracle::to_peer`]).
-    pub fn forward(&mut self, s: usize, now: Instant, fwd: &Forward, from_peer: Option<(RelayId, SocketAddr)>) {
+    pub fn forward(
+        &mut self,
+        s: usize,
+        now: Instant,
+        fwd: &Forward,
+        from_peer: Option<(RelayId, SocketAddr)>,
+    ) {
         let dest = match *fwd {
             Forward::ToPeer { .. } => return,
-            Forward::ToClient { listener, client, .. } => Key::Udp(listener, client),
+            Forward::ToClient {
+                listener, client, ..
+            } => Key::Udp(listener, client),
             Forward::ToStream { conn, .. } => Key::Stream(StreamId(conn.0)),
         };
         let Some((relay, from)) = from_peer else {
-            return self.fail("relay_to_wrong_client", format!("data for {dest:?} without a peer datagram"));
+            return self.fail(
+                "relay_to_wrong_client",
+                format!("data for {dest:?} without a peer datagram"),
+            );
         };
-        let Some(sh) = self.servers.get_mut(s) else { return };
+        let Some(sh) = self.servers.get_mut(s) else {
+            return;
+        };
         sh.fwd_client += 1;
         let result = sh.check_peer_path(now, relay, from, Some(dest));
         if let Err((inv, d)) = result {
@@ -310,22 +334,33 @@ impl Oracle {
 
     /// Relayed data leaves relay socket `relay` for `peer`.
     pub fn to_peer(&mut self, s: usize, now: Instant, relay: RelayId, peer: SocketAddr) {
-        let Some(sh) = self.servers.get_mut(s) else { return };
+        let Some(sh) = self.servers.get_mut(s) else {
+            return;
+        };
         sh.fwd_peer += 1;
         if let Err((inv, d)) = sh.check_peer_path(now, relay, peer, None) {
             return self.fail(inv, d);
         }
         if denied(peer, &sh.cfg.allow) {
-            self.fail("no_relay_to_denied_address", format!("relay {} sent to {peer}", relay.0));
+            self.fail(
+                "no_relay_to_denied_address",
+                format!("relay {} sent to {peer}", relay.0),
+            );
         }
     }
 
     /// One output drained from the core.
     pub fn output(&mut self, s: usize, now: Instant, out: &Output) {
-        let Some(sh) = self.servers.get_mut(s) else { return };
+        let Some(sh) = self.servers.get_mut(s) else {
+            return;
+        };
         let r = match out {
-            Output::Transmit { listener, to, data } => sh.response(now, Key::Udp(*listener, *to), data),
-            Output::StreamWrite { conn, data } => sh.response(now, Key::Stream(StreamId(conn.0)), data),
+            Output::Transmit { listener, to, data } => {
+                sh.response(now, Key::Udp(*listener, *to), data)
+            }
+            Output::StreamWrite { conn, data } => {
+                sh.response(now, Key::Stream(StreamId(conn.0)), data)
+            }
             Output::CloseStream { conn, .. } => {
                 sh.close_stream(StreamId(conn.0));
                 Ok(())
@@ -347,7 +382,9 @@ impl Oracle {
 
     /// An event from the core.
     pub fn event(&mut self, s: usize, now: Instant, e: &Event) {
-        let Some(sh) = self.servers.get_mut(s) else { return };
+        let Some(sh) = self.servers.get_mut(s) else {
+            return;
+        };
         if let Err((inv, d)) = sh.event(now, e) {
             self.fail(inv, d);
         }
@@ -359,7 +396,9 @@ impl Oracle {
     pub fn after_step(&mut self, now: Instant, hosts: &[&ServerHost]) {
         self.now = now;
         for (i, host) in hosts.iter().enumerate() {
-            let Some(sh) = self.servers.get_mut(i) else { continue };
+            let Some(sh) = self.servers.get_mut(i) else {
+                continue;
+            };
             let stats = host.server.stats(now);
             let checks: [fn(&mut Shadow, Instant, &ServerHost, &Stats) -> Check; 6] = [
                 Shadow::one_response_per_request,
@@ -383,7 +422,15 @@ impl Oracle {
     // ---- sessions ------------------------------------------------------------------------
 
     /// A browser starts a session; returns its record number.
-    pub fn session_start(&mut self, browser: usize, group: usize, username: &str, real: SocketAddr, now: Instant, with_peer: bool) -> usize {
+    pub fn session_start(
+        &mut self,
+        browser: usize,
+        group: usize,
+        username: &str,
+        real: SocketAddr,
+        now: Instant,
+        with_peer: bool,
+    ) -> usize {
         self.sessions.push(SessionRecord {
             browser,
             group,
@@ -411,7 +458,14 @@ impl Oracle {
     }
 
     /// The session kept an allocation.
-    pub fn session_connected(&mut self, r: usize, now: Instant, via: Via, mapped: Option<SocketAddr>, relayed: Vec<SocketAddr>) {
+    pub fn session_connected(
+        &mut self,
+        r: usize,
+        now: Instant,
+        via: Via,
+        mapped: Option<SocketAddr>,
+        relayed: Vec<SocketAddr>,
+    ) {
         if let Some(s) = self.sessions.get_mut(r) {
             s.connected = Some((now, via, mapped, relayed));
         }
@@ -534,7 +588,9 @@ impl Shadow {
     }
 
     fn stream_input(&mut self, sid: StreamId, data: &[u8]) {
-        let Some(obs) = self.streams.get_mut(&sid) else { return };
+        let Some(obs) = self.streams.get_mut(&sid) else {
+            return;
+        };
         let mut rest: Vec<u8> = data.to_vec();
         if let Some(h) = &mut obs.header {
             h.extend_from_slice(data);
@@ -552,7 +608,9 @@ impl Shadow {
                 }
             }
         }
-        let Some(mut framer) = obs.framer.take() else { return };
+        let Some(mut framer) = obs.framer.take() else {
+            return;
+        };
         let mut frames: Vec<Vec<u8>> = Vec::new();
         let mut channel_data = 0u64;
         let result = framer.push(&rest, |f| {
@@ -587,7 +645,10 @@ impl Shadow {
 
     fn response(&mut self, now: Instant, key: Key, data: &[u8]) -> Check {
         let Ok(msg) = Message::parse(data) else {
-            return Err(("one_response_per_request", format!("unparsable answer to {key:?}")));
+            return Err((
+                "one_response_per_request",
+                format!("unparsable answer to {key:?}"),
+            ));
         };
         let class = msg.class();
         if class != Class::Success && class != Class::Error {
@@ -601,7 +662,10 @@ impl Shadow {
         else {
             return Err((
                 "one_response_per_request",
-                format!("{} answer to {key:?} for no request of this step", msg.method().name()),
+                format!(
+                    "{} answer to {key:?} for no request of this step",
+                    msg.method().name()
+                ),
             ));
         };
         req.answers += 1;
@@ -612,7 +676,10 @@ impl Shadow {
         let (method, peers) = (req.method, req.peers.clone());
         if method == Method::CREATE_PERMISSION || method == Method::CHANNEL_BIND {
             let Some(a) = self.by_key.get(&key).and_then(|id| self.allocs.get_mut(id)) else {
-                return Err(("no_relay_without_permission", format!("permission granted to {key:?} without allocation")));
+                return Err((
+                    "no_relay_without_permission",
+                    format!("permission granted to {key:?} without allocation"),
+                ));
             };
             for p in peers {
                 let e = a.perms.entry(p.ip()).or_insert(until);
@@ -626,14 +693,22 @@ impl Shadow {
         if let Some(other) = self.holders.get(&addr) {
             return Err((
                 "no_port_in_two_allocations",
-                format!("bind of {addr} for relay {} while relay {} holds it", relay.0, other.0),
+                format!(
+                    "bind of {addr} for relay {} while relay {} holds it",
+                    relay.0, other.0
+                ),
             ));
         }
         if let Some(at) = self.released.get(&(addr.is_ipv6(), addr.port())) {
             if now < *at + self.cfg.quarantine {
                 return Err((
                     "no_bind_in_quarantine",
-                    format!("port {} bound {:?} after release (quarantine {:?})", addr.port(), now.since(*at), self.cfg.quarantine),
+                    format!(
+                        "port {} bound {:?} after release (quarantine {:?})",
+                        addr.port(),
+                        now.since(*at),
+                        self.cfg.quarantine
+                    ),
                 ));
             }
         }
@@ -658,7 +733,9 @@ impl Shadow {
                 let mut relays = Vec::new();
                 for r in relayed {
                     let found = self.relays.iter_mut().find(|(_, s)| {
-                        s.owner.is_none() && s.addr.port() == r.port() && s.addr.is_ipv6() == r.is_ipv6()
+                        s.owner.is_none()
+                            && s.addr.port() == r.port()
+                            && s.addr.is_ipv6() == r.is_ipv6()
                     });
                     match found {
                         Some((rid, s)) => {
@@ -668,13 +745,19 @@ impl Shadow {
                         None => {
                             return Err((
                                 "relay_released_with_allocation",
-                                format!("allocation {} announces {r} with no bound relay socket", id.0),
+                                format!(
+                                    "allocation {} announces {r} with no bound relay socket",
+                                    id.0
+                                ),
                             ))
                         }
                     }
                 }
                 if let Some(other) = self.by_key.insert(key, *id) {
-                    return Err(("one_allocation_per_5tuple", format!("{key:?} has allocations {} and {}", other.0, id.0)));
+                    return Err((
+                        "one_allocation_per_5tuple",
+                        format!("{key:?} has allocations {} and {}", other.0, id.0),
+                    ));
                 }
                 let expires = now + Duration::from_secs(u64::from(*lifetime_s));
                 self.expiry.insert((expires, *id));
@@ -705,7 +788,10 @@ impl Shadow {
             }
             Event::AllocationDeleted { id, reason, .. } => {
                 let Some(a) = self.allocs.remove(id) else {
-                    return Err(("allocation_table_matches_events", format!("deleted unknown allocation {}", id.0)));
+                    return Err((
+                        "allocation_table_matches_events",
+                        format!("deleted unknown allocation {}", id.0),
+                    ));
                 };
                 self.expiry.remove(&(a.expires, *id));
                 self.by_key.remove(&a.key);
@@ -725,35 +811,68 @@ impl Shadow {
     /// Data between relay `relay` and `peer` needs a live allocation owning the relay
     /// and a live permission for the peer's address; towards a client it must go to the
     /// allocation's own client.
-    fn check_peer_path(&self, now: Instant, relay: RelayId, peer: SocketAddr, dest: Option<Key>) -> Check {
+    fn check_peer_path(
+        &self,
+        now: Instant,
+        relay: RelayId,
+        peer: SocketAddr,
+        dest: Option<Key>,
+    ) -> Check {
         let Some(owner) = self.relays.get(&relay).and_then(|r| r.owner) else {
-            return Err(("no_relay_without_permission", format!("relay {} has no live allocation ({peer})", relay.0)));
+            return Err((
+                "no_relay_without_permission",
+                format!("relay {} has no live allocation ({peer})", relay.0),
+            ));
         };
         let Some(a) = self.allocs.get(&owner) else {
-            return Err(("no_relay_without_permission", format!("allocation {} is gone ({peer})", owner.0)));
+            return Err((
+                "no_relay_without_permission",
+                format!("allocation {} is gone ({peer})", owner.0),
+            ));
         };
         let live = a.perms.get(&peer.ip()).is_some_and(|until| now < *until);
         if !live {
             return Err((
                 "no_relay_without_permission",
-                format!("allocation {} relayed {} {peer} without a live permission", owner.0, if dest.is_some() { "from" } else { "to" }),
+                format!(
+                    "allocation {} relayed {} {peer} without a live permission",
+                    owner.0,
+                    if dest.is_some() { "from" } else { "to" }
+                ),
             ));
         }
         if let Some(d) = dest {
             if d != a.key {
-                return Err(("relay_to_wrong_client", format!("allocation {} of {:?} sent to {d:?}", owner.0, a.key)));
+                return Err((
+                    "relay_to_wrong_client",
+                    format!("allocation {} of {:?} sent to {d:?}", owner.0, a.key),
+                ));
             }
         }
         Ok(())
     }
 
-    fn one_response_per_request(&mut self, _now: Instant, host: &ServerHost, stats: &Stats) -> Check {
-        let excused = (stats.dropped.rate_limited - self.prev_rate_limited.min(stats.dropped.rate_limited))
+    fn one_response_per_request(
+        &mut self,
+        _now: Instant,
+        host: &ServerHost,
+        stats: &Stats,
+    ) -> Check {
+        let excused = (stats.dropped.rate_limited
+            - self.prev_rate_limited.min(stats.dropped.rate_limited))
             + (stats.dropped.queue_full - self.prev_queue_full.min(stats.dropped.queue_full));
         let mut unanswered = 0u64;
         for r in &self.step_requests {
             if r.answers > 1 {
-                return Err(("one_response_per_request", format!("{} from {:?} answered {} times", r.method.name(), r.key, r.answers)));
+                return Err((
+                    "one_response_per_request",
+                    format!(
+                        "{} from {:?} answered {} times",
+                        r.method.name(),
+                        r.key,
+                        r.answers
+                    ),
+                ));
             }
             if r.answers == 0 {
                 let closed = matches!(r.key, Key::Stream(sid) if self.step_closed.contains(&sid));
@@ -773,10 +892,21 @@ impl Shadow {
         Ok(())
     }
 
-    fn relay_released_with_allocation(&mut self, _now: Instant, _host: &ServerHost, stats: &Stats) -> Check {
+    fn relay_released_with_allocation(
+        &mut self,
+        _now: Instant,
+        _host: &ServerHost,
+        stats: &Stats,
+    ) -> Check {
         for r in &self.step_deleted {
             if let Some(s) = self.relays.get(r) {
-                return Err(("relay_released_with_allocation", format!("relay {} ({}) still open after its allocation ended", r.0, s.addr)));
+                return Err((
+                    "relay_released_with_allocation",
+                    format!(
+                        "relay {} ({}) still open after its allocation ended",
+                        r.0, s.addr
+                    ),
+                ));
             }
         }
         Ok(())
@@ -788,30 +918,50 @@ impl Shadow {
         if stats.ports_v4.in_use != v4 || stats.ports_v6.in_use != v6 {
             return Err((
                 "port_pool_matches_sockets",
-                format!("pool says {}+{} ports in use, {v4}+{v6} relay sockets are open", stats.ports_v4.in_use, stats.ports_v6.in_use),
+                format!(
+                    "pool says {}+{} ports in use, {v4}+{v6} relay sockets are open",
+                    stats.ports_v4.in_use, stats.ports_v6.in_use
+                ),
             ));
         }
         if stats.allocations != self.allocs.len() as u64 {
             return Err((
                 "allocation_table_matches_events",
-                format!("core holds {} allocations, events say {}", stats.allocations, self.allocs.len()),
+                format!(
+                    "core holds {} allocations, events say {}",
+                    stats.allocations,
+                    self.allocs.len()
+                ),
             ));
         }
         if stats.streams != host.open_conns() as u64 {
             return Err((
                 "stream_table_matches_driver",
-                format!("core holds {} streams, the driver {}", stats.streams, host.open_conns()),
+                format!(
+                    "core holds {} streams, the driver {}",
+                    stats.streams,
+                    host.open_conns()
+                ),
             ));
         }
         Ok(())
     }
 
-    fn allocation_expires_on_time(&mut self, now: Instant, _host: &ServerHost, stats: &Stats) -> Check {
+    fn allocation_expires_on_time(
+        &mut self,
+        now: Instant,
+        _host: &ServerHost,
+        stats: &Stats,
+    ) -> Check {
         if let Some(&(at, id)) = self.expiry.first() {
             if now > at + Duration::from_millis(1) {
                 return Err((
                     "allocation_expires_on_time",
-                    format!("allocation {} alive {:?} past its expiry", id.0, now.since(at)),
+                    format!(
+                        "allocation {} alive {:?} past its expiry",
+                        id.0,
+                        now.since(at)
+                    ),
                 ));
             }
         }
@@ -825,11 +975,20 @@ impl Shadow {
         if to_peer != self.fwd_peer || to_client != self.fwd_client {
             return Err((
                 "relayed_counters_match",
-                format!("core counts {to_peer}/{to_client} relayed, the driver forwarded {}/{}", self.fwd_peer, self.fwd_client),
+                format!(
+                    "core counts {to_peer}/{to_client} relayed, the driver forwarded {}/{}",
+                    self.fwd_peer, self.fwd_client
+                ),
             ));
         }
         let d = s.dropped;
-        let drops = d.no_allocation + d.no_permission + d.unbound_channel + d.too_large + d.denied_peer + d.unknown_relay + d.malformed;
+        let drops = d.no_allocation
+            + d.no_permission
+            + d.unbound_channel
+            + d.too_large
+            + d.denied_peer
+            + d.unknown_relay
+            + d.malformed;
         let out = to_peer + to_client + drops;
         let input = self.data_in + self.garbage_in;
         if out > input || input > out + self.step_slack {
@@ -848,7 +1007,10 @@ impl Shadow {
     fn memory_bounded(&mut self, now: Instant, host: &ServerHost, stats: &Stats) -> Check {
         let s = stats;
         if s.streams > self.cfg.max_streams || s.allocations > self.cfg.total_quota {
-            return Err(("memory_bounded", format!("{} streams, {} allocations", s.streams, s.allocations)));
+            return Err((
+                "memory_bounded",
+                format!("{} streams, {} allocations", s.streams, s.allocations),
+            ));
         }
         Ok(())
     }
@@ -912,7 +1074,16 @@ mod tests {
 
     #[test]
     fn denied_addresses() {
-        for a in ["127.0.0.1:1", "10.0.0.1:1", "[::ffff:127.0.0.1]:1", "[::1]:1", "0.0.0.0:1", "11.0.0.1:0", "[fe80::1]:1", "100.64.0.1:1"] {
+        for a in [
+            "127.0.0.1:1",
+            "10.0.0.1:1",
+            "[::ffff:127.0.0.1]:1",
+            "[::1]:1",
+            "0.0.0.0:1",
+            "11.0.0.1:0",
+            "[fe80::1]:1",
+            "100.64.0.1:1",
+        ] {
             assert!(denied(a.parse().unwrap(), &[]), "{a}");
         }
         assert!(!denied("11.0.0.1:5000".parse().unwrap(), &[]));

@@ -57,14 +57,24 @@ impl Peer {
 
     /// Rogue peers send on a timer.
     pub fn on_wake(&mut self, cx: &mut Cx) {
-        let PeerKind::Rogue { target, ports, every } = self.kind else {
+        let PeerKind::Rogue {
+            target,
+            ports,
+            every,
+        } = self.kind
+        else {
             return;
         };
         let span = u64::from(ports[1].saturating_sub(ports[0])) + 1;
         let port = ports[0] + (cx.rng.next_u64() % span) as u16;
         let data = b"\x80rogue datagram".to_vec();
-        cx.net
-            .send_datagram(cx.now, cx.me, self.addr, SocketAddr::new(target, port), data);
+        cx.net.send_datagram(
+            cx.now,
+            cx.me,
+            self.addr,
+            SocketAddr::new(target, port),
+            data,
+        );
         self.next = Some(cx.now + every);
     }
 

@@ -177,7 +177,8 @@ impl World {
             });
             let mut core_seed = [0u8; 32];
             seeds.fill_bytes(&mut core_seed);
-            let mut server = Server::new(cfg, core_seed, START).map_err(|e| format!("{}: {e}", spec.name))?;
+            let mut server =
+                Server::new(cfg, core_seed, START).map_err(|e| format!("{}: {e}", spec.name))?;
             let wall = WallClock::new(START, WALL_START_MS);
             server.set_wall_clock(START, wall.unix_ms(START));
             let span = u64::from(spec.relay_ports[1].saturating_sub(spec.relay_ports[0])) + 1;
@@ -186,10 +187,17 @@ impl World {
                 foreign.insert(spec.relay_ports[0] + (topo.next_u64() % span) as u16);
             }
             if !foreign.is_empty() {
-                fault_profile.push(format!("{}: relay ports held by others: {foreign:?}", spec.name));
+                fault_profile.push(format!(
+                    "{}: relay ports held by others: {foreign:?}",
+                    spec.name
+                ));
             }
             let node = nodes.len();
-            net.add_node(node, link_of(&spec.link.unwrap_or(sc.network.link), &mut topo), spec.firewall);
+            net.add_node(
+                node,
+                link_of(&spec.link.unwrap_or(sc.network.link), &mut topo),
+                spec.firewall,
+            );
             net.add_address(IpAddr::V4(spec.address), node);
             if let Some(v6) = spec.address_v6 {
                 net.add_address(IpAddr::V6(v6), node);
@@ -197,15 +205,21 @@ impl World {
             names.insert(spec.name.clone(), (spec.address, spec.address_v6));
             walls.push(wall);
             secrets.push(spec.rest_secret.clone());
-            nodes.push(Node::Server(Box::new(ServerHost::new(i, spec, server, foreign))));
+            nodes.push(Node::Server(Box::new(ServerHost::new(
+                i, spec, server, foreign,
+            ))));
         }
         let servers = nodes.len();
         for p in &sc.proxies {
             names.insert(p.name.clone(), (p.address, None));
         }
         let resolve = |target: &str, v6: bool| -> Result<SocketAddr, String> {
-            let (name, port) = target.rsplit_once(':').ok_or(format!("bad target {target:?}"))?;
-            let port: u16 = port.parse().map_err(|_| format!("bad port in {target:?}"))?;
+            let (name, port) = target
+                .rsplit_once(':')
+                .ok_or(format!("bad target {target:?}"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("bad port in {target:?}"))?;
             let (v4, v6addr) = names.get(name).ok_or(format!("unknown host {name:?}"))?;
             Ok(match (v6, v6addr) {
                 (true, Some(a)) => SocketAddr::new(IpAddr::V6(*a), port),
@@ -215,11 +229,30 @@ impl World {
         // Proxies.
         for p in &sc.proxies {
             let up = resolve(&p.upstream, false)?;
-            let tls_up = p.tls_upstream.as_deref().map(|t| resolve(t, false)).transpose()?;
+            let tls_up = p
+                .tls_upstream
+                .as_deref()
+                .map(|t| resolve(t, false))
+                .transpose()?;
             let node = nodes.len();
-            net.add_node(node, link_of(&LinkSpec { latency_ms: [0, 1], ..sc.network.link }, &mut topo), Default::default());
+            net.add_node(
+                node,
+                link_of(
+                    &LinkSpec {
+                        latency_ms: [0, 1],
+                        ..sc.network.link
+                    },
+                    &mut topo,
+                ),
+                Default::default(),
+            );
             net.add_address(IpAddr::V4(p.address), node);
-            nodes.push(Node::Nginx(Box::new(Nginx::new(p.clone(), IpAddr::V4(p.address), up, tls_up))));
+            nodes.push(Node::Nginx(Box::new(Nginx::new(
+                p.clone(),
+                IpAddr::V4(p.address),
+                up,
+                tls_up,
+            ))));
         }
         // Peers.
         let mut peers: BTreeMap<String, SocketAddr> = BTreeMap::new();
@@ -236,7 +269,11 @@ impl World {
                 PeerKind::Echo
             };
             let node = nodes.len();
-            net.add_node(node, link_of(&sc.network.link, &mut topo), Default::default());
+            net.add_node(
+                node,
+                link_of(&sc.network.link, &mut topo),
+                Default::default(),
+            );
             net.add_address(p.address, node);
             peers.insert(p.name.clone(), addr);
             nodes.push(Node::Peer(Peer::new(addr, kind, START)));
@@ -258,24 +295,63 @@ impl World {
                 id += 1;
                 let n = id as u32;
                 let ip = if group.ipv6 {
-                    IpAddr::V6(Ipv6Addr::new(0x2a01, 0, 0, 0, 0, 0, (n >> 16) as u16, n as u16))
+                    IpAddr::V6(Ipv6Addr::new(
+                        0x2a01,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        (n >> 16) as u16,
+                        n as u16,
+                    ))
                 } else {
                     IpAddr::V4(Ipv4Addr::from(0x1400_0000u32 + n))
                 };
-                let start = START + Duration::from_millis(between(&mut topo, group.start_s[0] * 1000, group.start_s[1] * 1000));
+                let start = START
+                    + Duration::from_millis(between(
+                        &mut topo,
+                        group.start_s[0] * 1000,
+                        group.start_s[1] * 1000,
+                    ));
                 let node = nodes.len();
-                net.add_node(node, link_of(&group.link.unwrap_or(sc.network.link), &mut topo), group.firewall);
+                net.add_node(
+                    node,
+                    link_of(&group.link.unwrap_or(sc.network.link), &mut topo),
+                    group.firewall,
+                );
                 net.add_address(ip, node);
-                nodes.push(Node::Browser(Box::new(Browser::new(id, g, group.clone(), ip, ice.clone(), peer, start))));
+                nodes.push(Node::Browser(Box::new(Browser::new(
+                    id,
+                    g,
+                    group.clone(),
+                    ip,
+                    ice.clone(),
+                    peer,
+                    start,
+                ))));
             }
         }
         // Floods.
         for f in &sc.faults.floods {
             let target = resolve(&f.target, false)?;
             let node = nodes.len();
-            net.add_node(node, link_of(&sc.network.link, &mut topo), Default::default());
-            nodes.push(Node::Flooder(Flooder::new(target, secs(f.at_s), secs(f.at_s + f.for_s), f.rate_per_s, f.sources)));
-            fault_profile.push(format!("flood of {target} at {} s for {} s, {}/s", f.at_s, f.for_s, f.rate_per_s));
+            net.add_node(
+                node,
+                link_of(&sc.network.link, &mut topo),
+                Default::default(),
+            );
+            nodes.push(Node::Flooder(Flooder::new(
+                target,
+                secs(f.at_s),
+                secs(f.at_s + f.for_s),
+                f.rate_per_s,
+                f.sources,
+            )));
+            fault_profile.push(format!(
+                "flood of {target} at {} s for {} s, {}/s",
+                f.at_s, f.for_s, f.rate_per_s
+            ));
         }
         // Partitions, drawn from the seed.
         let ps = &sc.network.partitions;
@@ -295,27 +371,52 @@ impl World {
             let len = between(&mut topo, ps.length_s[0] * 1000, ps.length_s[1] * 1000);
             let start = START + Duration::from_millis(between(&mut topo, 0, sc.duration_s * 1000));
             let heal = (start + Duration::from_millis(len)).min(liveness_at);
-            fault_profile.push(format!("partition of host {node} from {:.1} s to {:.1} s", secs_of(start), secs_of(heal)));
+            fault_profile.push(format!(
+                "partition of host {node} from {:.1} s to {:.1} s",
+                secs_of(start),
+                secs_of(heal)
+            ));
             net.add_partition(Partition { node, start, heal });
         }
         // Scheduled controls.
         for j in &sc.faults.wall_clock_jumps {
             for s in 0..servers {
-                net.schedule(secs(j.at_s), Ev::Control(Control::WallJump { server: s, by_ms: j.by_s * 1000 }));
+                net.schedule(
+                    secs(j.at_s),
+                    Ev::Control(Control::WallJump {
+                        server: s,
+                        by_ms: j.by_s * 1000,
+                    }),
+                );
             }
             fault_profile.push(format!("wall clock jumps by {} s at {} s", j.by_s, j.at_s));
         }
         let mut fd_windows = Vec::new();
         for w in &sc.faults.fd_exhaustion {
             for s in 0..servers {
-                net.schedule(secs(w.at_s), Ev::Control(Control::FdExhaustion { server: s, on: true }));
-                net.schedule(secs(w.at_s + w.for_s), Ev::Control(Control::FdExhaustion { server: s, on: false }));
+                net.schedule(
+                    secs(w.at_s),
+                    Ev::Control(Control::FdExhaustion {
+                        server: s,
+                        on: true,
+                    }),
+                );
+                net.schedule(
+                    secs(w.at_s + w.for_s),
+                    Ev::Control(Control::FdExhaustion {
+                        server: s,
+                        on: false,
+                    }),
+                );
                 fd_windows.push((s, secs(w.at_s), secs(w.at_s + w.for_s)));
             }
             fault_profile.push(format!("fd exhaustion at {} s for {} s", w.at_s, w.for_s));
         }
         if sc.faults.bind_addr_in_use > 0.0 {
-            fault_profile.push(format!("relay binds fail with AddrInUse with p={}", sc.faults.bind_addr_in_use));
+            fault_profile.push(format!(
+                "relay binds fail with AddrInUse with p={}",
+                sc.faults.bind_addr_in_use
+            ));
         }
         net.schedule(liveness_at, Ev::Control(Control::Phase(Phase::Liveness)));
         net.schedule(drain_at, Ev::Control(Control::Phase(Phase::Drain)));
@@ -356,15 +457,16 @@ impl World {
     fn run(&mut self) {
         while let Some((at, ev)) = self.net.queue.pop() {
             if !self.clock.advance_to(at) {
-                self.oracle.fail("time_monotonic", format!("event at {at:?} before now"));
+                self.oracle
+                    .fail("time_monotonic", format!("event at {at:?} before now"));
                 break;
             }
             self.events += 1;
             if self.events > MAX_EVENTS {
-                self.oracle.fail("progress_bounded", format!("more than {MAX_EVENTS} events"));
+                self.oracle
+                    .fail("progress_bounded", format!("more than {MAX_EVENTS} events"));
                 break;
             }
-            if std::env::var_os("SIMDBG").is_some() && self.events % 200_000 == 0 { eprintln!("{} events at {:?} queue {} ev {:?}", self.events, at, self.net.queue.len(), ev); }
             let end = matches!(ev, Ev::Control(Control::End));
             self.step(ev);
             let now = self.clock.now();
@@ -377,7 +479,10 @@ impl World {
                 .collect();
             self.oracle.after_step(now, &hosts);
             if self.net.overflow {
-                self.oracle.fail("sim_queue_bounded", format!("more than {QUEUE_CAPACITY} events waiting"));
+                self.oracle.fail(
+                    "sim_queue_bounded",
+                    format!("more than {QUEUE_CAPACITY} events waiting"),
+                );
             }
             if self.oracle.violation().is_some() || end {
                 break;
@@ -390,46 +495,77 @@ impl World {
         let now = self.clock.now();
         self.oracle.set_now(now);
         match ev {
-            Ev::Datagram { to_node, from, to, data } => {
+            Ev::Datagram {
+                to_node,
+                from,
+                to,
+                data,
+            } => {
                 self.digest.record(b'D', now);
                 self.digest.write(from.to_string().as_bytes());
                 self.digest.write(to.to_string().as_bytes());
                 self.digest.write(&data);
-                self.trace.note(now, format!("datagram {from} -> {to} ({} bytes)", data.len()));
+                self.trace.note(
+                    now,
+                    format!("datagram {from} -> {to} ({} bytes)", data.len()),
+                );
                 self.with(to_node, |n, cx| n.on_datagram(cx, from, to, data));
             }
             Ev::Syn(sid) => {
-                let Some([(_, local), (acceptor, remote)]) = self.net.ends(sid) else { return };
+                let Some([(_, local), (acceptor, remote)]) = self.net.ends(sid) else {
+                    return;
+                };
                 self.digest.record(b'S', now);
                 self.digest.write_u64(sid.0);
-                self.trace.note(now, format!("connect {local} -> {remote} (stream {})", sid.0));
+                self.trace.note(
+                    now,
+                    format!("connect {local} -> {remote} (stream {})", sid.0),
+                );
                 if acceptor == usize::MAX {
                     return;
                 }
                 let mut accepted = false;
-                self.with(acceptor, |n, cx| accepted = n.on_syn(cx, sid, remote, local));
+                self.with(acceptor, |n, cx| {
+                    accepted = n.on_syn(cx, sid, remote, local)
+                });
                 self.net.answer_syn(now, sid, accepted);
             }
             Ev::SynAck(sid) => {
-                let Some([(connector, _), _]) = self.net.ends(sid) else { return };
+                let Some([(connector, _), _]) = self.net.ends(sid) else {
+                    return;
+                };
                 self.digest.record(b'A', now);
                 self.digest.write_u64(sid.0);
                 self.with(connector, |n, cx| n.on_established(cx, sid));
             }
             Ev::Refused(sid) => {
-                let Some([(connector, _), (_, remote)]) = self.net.ends(sid) else { return };
+                let Some([(connector, _), (_, remote)]) = self.net.ends(sid) else {
+                    return;
+                };
                 self.digest.record(b'R', now);
                 self.digest.write_u64(sid.0);
-                self.trace.note(now, format!("stream {} to {remote} refused", sid.0));
+                self.trace
+                    .note(now, format!("stream {} to {remote} refused", sid.0));
                 self.net.refused(sid);
-                self.with(connector, |n, cx| n.on_stream_closed(cx, sid, Side::Connector));
+                self.with(connector, |n, cx| {
+                    n.on_stream_closed(cx, sid, Side::Connector)
+                });
             }
             Ev::Deliver(sid, writer) => {
-                if let Some(StreamNews::Data(node, side, bytes)) = self.net.take_delivery(now, sid, writer) {
+                if let Some(StreamNews::Data(node, side, bytes)) =
+                    self.net.take_delivery(now, sid, writer)
+                {
                     self.digest.record(b'B', now);
                     self.digest.write_u64(sid.0);
                     self.digest.write(&bytes);
-                    self.trace.note(now, format!("stream {} delivers {} bytes to host {node}", sid.0, bytes.len()));
+                    self.trace.note(
+                        now,
+                        format!(
+                            "stream {} delivers {} bytes to host {node}",
+                            sid.0,
+                            bytes.len()
+                        ),
+                    );
                     self.with(node, |n, cx| n.on_stream_data(cx, sid, side, bytes));
                 }
             }
@@ -437,7 +573,8 @@ impl World {
                 if let Some(StreamNews::Closed(node, side)) = self.net.take_fin(now, sid, closer) {
                     self.digest.record(b'F', now);
                     self.digest.write_u64(sid.0);
-                    self.trace.note(now, format!("stream {} closed for host {node}", sid.0));
+                    self.trace
+                        .note(now, format!("stream {} closed for host {node}", sid.0));
                     self.with(node, |n, cx| n.on_stream_closed(cx, sid, side));
                 }
             }
@@ -445,7 +582,8 @@ impl World {
                 if let Some(StreamNews::Closed(node, side)) = self.net.take_reset(sid, side) {
                     self.digest.record(b'X', now);
                     self.digest.write_u64(sid.0);
-                    self.trace.note(now, format!("stream {} reset for host {node}", sid.0));
+                    self.trace
+                        .note(now, format!("stream {} reset for host {node}", sid.0));
                     self.with(node, |n, cx| n.on_stream_closed(cx, sid, side));
                 }
             }
@@ -486,7 +624,13 @@ impl World {
                 // Faults stop: servers get their file descriptors back.
                 for &(s, start, stop) in &self.fd_windows {
                     if start <= now && now < stop {
-                        self.net.schedule(now, Ev::Control(Control::FdExhaustion { server: s, on: false }));
+                        self.net.schedule(
+                            now,
+                            Ev::Control(Control::FdExhaustion {
+                                server: s,
+                                on: false,
+                            }),
+                        );
                     }
                 }
             }
@@ -498,7 +642,9 @@ impl World {
 
     /// Runs `f` on host `node` with a context, then re-arms its timer.
     fn with(&mut self, node: NodeId, f: impl FnOnce(&mut Node, &mut Cx)) {
-        let Some(n) = self.nodes.get_mut(node) else { return };
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
         let mut cx = Cx {
             now: self.clock.now(),
             me: node,
@@ -569,7 +715,11 @@ impl World {
                     at: now,
                 });
             } else if let Err((inv, detail)) = crate::expect::check(sc, &self, now) {
-                violation = Some(Violation { invariant: inv, detail, at: now });
+                violation = Some(Violation {
+                    invariant: inv,
+                    detail,
+                    at: now,
+                });
             }
         }
         Outcome {

@@ -58,6 +58,29 @@ pub struct Scenario {
     /// What must hold at the end.
     #[serde(default)]
     pub expect: Expect,
+    /// A core bug this scenario exposes: until it is fixed, the run is expected to stop
+    /// on this invariant (a sweep counts it as known, and flags it once it passes).
+    #[serde(default)]
+    pub known_core_bug: Option<KnownBug>,
+}
+
+/// A known core bug.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownBug {
+    /// The invariant the run stops on.
+    pub invariant: String,
+    /// What is wrong in the core, and where.
+    pub note: String,
+}
+
+impl Scenario {
+    /// Whether `invariant` is the known bug's.
+    pub fn is_known_bug(&self, invariant: &str) -> bool {
+        self.known_core_bug
+            .as_ref()
+            .is_some_and(|k| k.invariant == invariant)
+    }
 }
 
 /// A turnpike server host.
@@ -253,6 +276,9 @@ pub struct ClientGroup {
     /// Their access link.
     #[serde(default)]
     pub link: Option<LinkSpec>,
+    /// Held to liveness (false for browsers whose only path is deliberately broken).
+    #[serde(default = "d_true")]
+    pub well_behaved: bool,
 }
 
 /// An access link.
@@ -572,6 +598,9 @@ impl IceUrl {
     }
 }
 
+fn d_true() -> bool {
+    true
+}
 fn d_liveness() -> u64 {
     60
 }

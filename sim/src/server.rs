@@ -186,7 +186,13 @@ impl ServerHost {
     }
 
     /// A connection to one of our TCP listeners.
-    pub fn on_syn(&mut self, cx: &mut Cx, sid: StreamId, local: SocketAddr, remote: SocketAddr) -> bool {
+    pub fn on_syn(
+        &mut self,
+        cx: &mut Cx,
+        sid: StreamId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> bool {
         let Some(l) = self
             .listeners
             .iter()
@@ -246,7 +252,11 @@ impl ServerHost {
             Control::WallJump { server, .. } if server == self.index => {
                 let wall = cx.shared.walls[server];
                 self.server.set_wall_clock(cx.now, wall.unix_ms(cx.now));
-                cx.note(format!("{}: wall clock now {} s", self.name, wall.unix_s(cx.now)));
+                cx.note(format!(
+                    "{}: wall clock now {} s",
+                    self.name,
+                    wall.unix_s(cx.now)
+                ));
             }
             Control::FdExhaustion { server, on } if server == self.index => {
                 self.fd_exhausted = on;
@@ -261,7 +271,13 @@ impl ServerHost {
     }
 
     /// Acts on a fast-path answer.
-    fn forward(&mut self, cx: &mut Cx, fwd: Option<Forward>, buf: &[u8], from_peer: Option<(RelayId, SocketAddr)>) {
+    fn forward(
+        &mut self,
+        cx: &mut Cx,
+        fwd: Option<Forward>,
+        buf: &[u8],
+        from_peer: Option<(RelayId, SocketAddr)>,
+    ) {
         let Some(fwd) = fwd else {
             return;
         };
@@ -276,7 +292,12 @@ impl ServerHost {
                 client,
                 range,
             } => {
-                let Some(port) = self.listeners.iter().find(|l| l.id == listener).map(|l| l.port) else {
+                let Some(port) = self
+                    .listeners
+                    .iter()
+                    .find(|l| l.id == listener)
+                    .map(|l| l.port)
+                else {
                     return;
                 };
                 let local = SocketAddr::new(self.ip_for(client.ip()), port);
@@ -285,7 +306,8 @@ impl ServerHost {
             }
             Forward::ToStream { conn, range } => {
                 let payload = buf.get(range).map(<[u8]>::to_vec).unwrap_or_default();
-                cx.net.write(cx.now, StreamId(conn.0), Side::Acceptor, payload);
+                cx.net
+                    .write(cx.now, StreamId(conn.0), Side::Acceptor, payload);
             }
         }
     }
@@ -309,7 +331,11 @@ impl ServerHost {
             match out {
                 Output::Transmit { listener, to, data } => {
                     cx.digest.write(&data);
-                    let Some(port) = self.listeners.iter().find(|l| l.id == listener).map(|l| l.port)
+                    let Some(port) = self
+                        .listeners
+                        .iter()
+                        .find(|l| l.id == listener)
+                        .map(|l| l.port)
                     else {
                         continue;
                     };
@@ -321,15 +347,22 @@ impl ServerHost {
                     cx.net.write(cx.now, StreamId(conn.0), Side::Acceptor, data);
                 }
                 Output::CloseStream { conn, reason } => {
-                    cx.note(format!("{}: core closes stream {} ({})", self.name, conn.0, reason.as_str()));
+                    cx.note(format!(
+                        "{}: core closes stream {} ({})",
+                        self.name,
+                        conn.0,
+                        reason.as_str()
+                    ));
                     let sid = StreamId(conn.0);
                     self.conns.remove(&sid);
                     cx.net.close(cx.now, sid, Side::Acceptor);
                 }
                 Output::BindRelay { relay, addr } => {
                     let result = self.bind(cx, relay, addr);
-                    cx.digest.write_u64(u64::from(relay.0) << 16 | u64::from(addr.port()));
-                    cx.oracle.bind_result(self.index, cx.now, relay, addr, result);
+                    cx.digest
+                        .write_u64(u64::from(relay.0) << 16 | u64::from(addr.port()));
+                    cx.oracle
+                        .bind_result(self.index, cx.now, relay, addr, result);
                     self.server.handle_relay_bound(cx.now, relay, result);
                 }
                 Output::CloseRelay { relay } => {
@@ -345,7 +378,13 @@ impl ServerHost {
                 }
             }
         }
-        cx.oracle.fail("drain_bounded", format!("{}: more than {MAX_OUTPUTS_PER_INPUT} outputs after one input", self.name));
+        cx.oracle.fail(
+            "drain_bounded",
+            format!(
+                "{}: more than {MAX_OUTPUTS_PER_INPUT} outputs after one input",
+                self.name
+            ),
+        );
     }
 
     /// Binds a relay socket in the virtual port table.
