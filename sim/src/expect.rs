@@ -155,9 +155,10 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             let Some((at, ..)) = &s.connected else {
                 continue;
             };
-            let lasted = s
-                .ended
-                .map_or(true, |end| end.since(*at) > Duration::from_secs(5));
+            let lasted = match s.ended {
+                Some(end) => end.since(*at) > Duration::from_secs(5),
+                None => true,
+            };
             if s.with_peer && !s.lost && !s.vanished && lasted && s.echoes == 0 {
                 return Err((
                     "expect_data_echoed",

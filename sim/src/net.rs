@@ -475,7 +475,10 @@ impl Net {
 
     /// Whether faults (loss, resets, stalls) apply at `now`.
     pub fn faulty(&self, now: Instant) -> bool {
-        self.healed_from.map_or(true, |t| now < t)
+        match self.healed_from {
+            Some(t) => now < t,
+            None => true,
+        }
     }
 
     fn firewall(&self, node: NodeId) -> Firewall {

@@ -400,7 +400,12 @@ impl Oracle {
                 continue;
             };
             let stats = host.server.stats(now);
-            let checks: [fn(&mut Shadow, Instant, &ServerHost, &Stats) -> Check; 6] = [
+            let step = Step {
+                now,
+                host,
+                stats: &stats,
+            };
+            let checks: [StepCheck; 6] = [
                 Shadow::one_response_per_request,
                 Shadow::relay_released_with_allocation,
                 Shadow::tables_match,
@@ -409,7 +414,7 @@ impl Oracle {
                 Shadow::memory_bounded,
             ];
             for check in checks {
-                if let Err((inv, d)) = check(sh, now, host, &stats) {
+                if let Err((inv, d)) = check(sh, &step) {
                     let d = format!("{}: {d}", host.name);
                     self.fail(inv, d);
                     return;
@@ -518,6 +523,15 @@ impl Oracle {
 }
 
 type Check = Result<(), (&'static str, String)>;
+
+/// What a per-step check looks at.
+struct Step<'a> {
+    now: Instant,
+    host: &'a ServerHost,
+    stats: &'a Stats,
+}
+
+type StepCheck = fn(&mut Shadow, &Step) -> Check;
 
 impl Shadow {
     fn new(cfg: ShadowConfig) -> Self {
@@ -852,12 +866,9 @@ impl Shadow {
         Ok(())
     }
 
-    fn one_response_per_request(
-        &mut self,
-        _now: Instant,
-        host: &ServerHost,
-        stats: &Stats,
-    ) -> Check {
+    fn one_response_per_request(&mut self, step: &Step) -> Check {
+        let (now, host, stats) = (step.now, step.host, step.stats);
+        let _ = (now, host, stats);
         let excused = (stats.dropped.rate_limited
             - self.prev_rate_limited.min(stats.dropped.rate_limited))
             + (stats.dropped.queue_full - self.prev_queue_full.min(stats.dropped.queue_full));
@@ -892,12 +903,9 @@ impl Shadow {
         Ok(())
     }
 
-    fn relay_released_with_allocation(
-        &mut self,
-        _now: Instant,
-        _host: &ServerHost,
-        stats: &Stats,
-    ) -> Check {
+    fn relay_released_with_allocation(&mut self, step: &Step) -> Check {
+        let (now, host, stats) = (step.now, step.host, step.stats);
+        let _ = (now, host, stats);
         for r in &self.step_deleted {
             if let Some(s) = self.relays.get(r) {
                 return Err((
@@ -912,7 +920,9 @@ impl Shadow {
         Ok(())
     }
 
-    fn tables_match(&mut self, now: Instant, host: &ServerHost, stats: &Stats) -> Check {
+    fn tables_match(&mut self, step: &Step) -> Check {
+        let (now, host, stats) = (step.now, step.host, step.stats);
+        let _ = (now, host, stats);
         let v4 = self.relays.values().filter(|r| r.addr.is_ipv4()).count() as u32;
         let v6 = self.relays.values().filter(|r| r.addr.is_ipv6()).count() as u32;
         if stats.ports_v4.in_use != v4 || stats.ports_v6.in_use != v6 {
@@ -947,12 +957,9 @@ impl Shadow {
         Ok(())
     }
 
-    fn allocation_expires_on_time(
-        &mut self,
-        now: Instant,
-        _host: &ServerHost,
-        stats: &Stats,
-    ) -> Check {
+    fn allocation_expires_on_time(&mut self, step: &Step) -> Check {
+        let (now, host, stats) = (step.now, step.host, step.stats);
+        let _ = (now, host, stats);
         if let Some(&(at, id)) = self.expiry.first() {
             if now > at + Duration::from_millis(1) {
                 return Err((
@@ -968,7 +975,9 @@ impl Shadow {
         Ok(())
     }
 
-    fn counters_balance(&mut self, now: Instant, host: &ServerHost, stats: &Stats) -> Check {
+    fn counters_balance(&mut self, step: &Step) -> Check {
+        let (now, host, stats) = (step.now, step.host, step.stats);
+        let _ = (now, host, stats);
         let s = stats;
         let to_peer = s.udp.to_peer_packets + s.tcp.to_peer_packets;
         let to_client = s.udp.from_peer_packets + s.tcp.from_peer_packets;
@@ -1004,7 +1013,9 @@ impl Shadow {
         Ok(())
     }
 
-    fn memory_bounded(&mut self, now: Instant, host: &ServerHost, stats: &Stats) -> Check {
+    fn memory_bounded(&mut self, step: &Step) -> Check {
+        let (now, host, stats) = (step.now, step.host, step.stats);
+        let _ = (now, host, stats);
         let s = stats;
         if s.streams > self.cfg.max_streams || s.allocations > self.cfg.total_quota {
             return Err((

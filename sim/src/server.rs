@@ -225,7 +225,7 @@ impl ServerHost {
                 sends.push((relay, peer, payload.to_vec()));
             });
         for (relay, peer, payload) in sends {
-            self.to_peer(cx, relay, peer, payload);
+            self.send_to_peer(cx, relay, peer, payload);
         }
         self.drain(cx);
     }
@@ -285,7 +285,7 @@ impl ServerHost {
         match fwd {
             Forward::ToPeer { relay, peer, range } => {
                 let payload = buf.get(range).map(<[u8]>::to_vec).unwrap_or_default();
-                self.to_peer(cx, relay, peer, payload);
+                self.send_to_peer(cx, relay, peer, payload);
             }
             Forward::ToClient {
                 listener,
@@ -313,7 +313,7 @@ impl ServerHost {
     }
 
     /// Sends relayed data from a relay socket.
-    fn to_peer(&mut self, cx: &mut Cx, relay: RelayId, peer: SocketAddr, payload: Vec<u8>) {
+    fn send_to_peer(&mut self, cx: &mut Cx, relay: RelayId, peer: SocketAddr, payload: Vec<u8>) {
         cx.oracle.to_peer(self.index, cx.now, relay, peer);
         if let Some(&local) = self.relays.get(&relay) {
             cx.net.send_datagram(cx.now, cx.me, local, peer, payload);
