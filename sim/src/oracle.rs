@@ -867,8 +867,7 @@ impl Shadow {
     }
 
     fn one_response_per_request(&mut self, step: &Step) -> Check {
-        let (now, host, stats) = (step.now, step.host, step.stats);
-        let _ = (now, host, stats);
+        let stats = step.stats;
         let excused = (stats.dropped.rate_limited
             - self.prev_rate_limited.min(stats.dropped.rate_limited))
             + (stats.dropped.queue_full - self.prev_queue_full.min(stats.dropped.queue_full));
@@ -903,9 +902,7 @@ impl Shadow {
         Ok(())
     }
 
-    fn relay_released_with_allocation(&mut self, step: &Step) -> Check {
-        let (now, host, stats) = (step.now, step.host, step.stats);
-        let _ = (now, host, stats);
+    fn relay_released_with_allocation(&mut self, _step: &Step) -> Check {
         for r in &self.step_deleted {
             if let Some(s) = self.relays.get(r) {
                 return Err((
@@ -921,8 +918,7 @@ impl Shadow {
     }
 
     fn tables_match(&mut self, step: &Step) -> Check {
-        let (now, host, stats) = (step.now, step.host, step.stats);
-        let _ = (now, host, stats);
+        let (host, stats) = (step.host, step.stats);
         let v4 = self.relays.values().filter(|r| r.addr.is_ipv4()).count() as u32;
         let v6 = self.relays.values().filter(|r| r.addr.is_ipv6()).count() as u32;
         if stats.ports_v4.in_use != v4 || stats.ports_v6.in_use != v6 {
@@ -958,8 +954,7 @@ impl Shadow {
     }
 
     fn allocation_expires_on_time(&mut self, step: &Step) -> Check {
-        let (now, host, stats) = (step.now, step.host, step.stats);
-        let _ = (now, host, stats);
+        let now = step.now;
         if let Some(&(at, id)) = self.expiry.first() {
             if now > at + Duration::from_millis(1) {
                 return Err((
@@ -976,8 +971,7 @@ impl Shadow {
     }
 
     fn counters_balance(&mut self, step: &Step) -> Check {
-        let (now, host, stats) = (step.now, step.host, step.stats);
-        let _ = (now, host, stats);
+        let stats = step.stats;
         let s = stats;
         let to_peer = s.udp.to_peer_packets + s.tcp.to_peer_packets;
         let to_client = s.udp.from_peer_packets + s.tcp.from_peer_packets;
@@ -1014,8 +1008,7 @@ impl Shadow {
     }
 
     fn memory_bounded(&mut self, step: &Step) -> Check {
-        let (now, host, stats) = (step.now, step.host, step.stats);
-        let _ = (now, host, stats);
+        let stats = step.stats;
         let s = stats;
         if s.streams > self.cfg.max_streams || s.allocations > self.cfg.total_quota {
             return Err((

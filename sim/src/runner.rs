@@ -118,7 +118,6 @@ struct World {
     end_at: Instant,
     fault_profile: Vec<String>,
     fd_windows: Vec<(usize, Instant, Instant)>,
-    scenario_bind_fail: f64,
 }
 
 /// A ChaCha stream `n` of the run's seed: one independent sub-stream per purpose.
@@ -446,7 +445,6 @@ impl World {
             end_at,
             fault_profile,
             fd_windows,
-            scenario_bind_fail: sc.faults.bind_addr_in_use,
         };
         for node in 0..n {
             w.arm(node);
@@ -637,7 +635,6 @@ impl World {
             Control::Phase(p) => self.shared.phase = p,
             _ => {}
         }
-        let _ = self.scenario_bind_fail;
     }
 
     /// Runs `f` on host `node` with a context, then re-arms its timer.
