@@ -70,6 +70,9 @@ pub struct StreamFramer {
     pending: Option<(Kind, usize, usize)>,
     max_frame_len: usize,
     state: State,
+    /// The stream must open with a STUN message (see [`StreamFramer::stun_first`]); true
+    /// until the first byte has been judged.
+    stun_first: bool,
 }
 
 impl Default for StreamFramer {
@@ -90,7 +93,18 @@ impl StreamFramer {
             pending: None,
             max_frame_len,
             state: State::Running,
+            stun_first: false,
         }
+    }
+
+    /// Requires the stream to open with a STUN message: a first byte that reads as
+    /// ChannelData is `NotTurn`. A TURN client's first message is always a request
+    /// (ChannelData needs an allocation first, RFC 8656 §12), while every HTTP method and
+    /// a PROXY v1 line sent to the wrong listener start with bits 01; without this rule
+    /// they would be read as a ChannelData header and wait for thousands of bytes.
+    pub fn stun_first(mut self) -> Self {
+        self.stun_first = true;
+        self
     }
 
     /// Feeds `data`; calls `on_frame` for each complete frame in order. `on_frame` returns
@@ -110,6 +124,14 @@ impl StreamFramer {
             State::Running => {}
             State::Stopped => return Ok(()),
             State::Failed(e) => return Err(e),
+        }
+        if let (true, Some(first)) = (self.stun_first, data.first()) {
+            self.stun_first = false;
+            if first >> 6 != 0b00 {
+                self.state = State::Failed(FramingError::NotTurn);
+                self.release();
+                return Err(FramingError::NotTurn);
+            }
         }
         match self.run(data, &mut on_frame) {
             Ok(Flow::Continue) => Ok(()),
@@ -510,6 +532,33 @@ mod tests {
             })
             .unwrap();
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn stun_first_refuses_a_stream_that_opens_like_channel_data() {
+        let mut framer = StreamFramer::new(1500).stun_first();
+        assert_eq!(
+            framer.push(b"GET / HTTP/1.1\r\n", |_| true),
+            Err(FramingError::NotTurn)
+        );
+        let mut framer = StreamFramer::new(1500).stun_first();
+        let s = stun_with_attrs(1);
+        let (c, w) = channel(0x4001, b"x", 0);
+        let mut n = 0;
+        framer
+            .push(&[&s[..], &w[..]].concat(), |_| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(n, 2, "ChannelData after the first STUN message is fine");
+        let _ = c;
+        let mut plain = StreamFramer::new(1500);
+        assert_eq!(
+            plain.push(&w, |_| true),
+            Ok(()),
+            "without the rule, ChannelData may open"
+        );
     }
 
     #[test]

@@ -1,2 +1,37 @@
-//! The deterministic simulator (issue: simulator). Nothing here yet.
+//! # turnpike-sim: the deterministic simulator
+//!
+//! Runs the very same core as production under virtual time, over a virtual network,
+//! from one seed, and checks invariants at every step.
+//!
+//! - [`clock`], [`queue`]: virtual time and the one event queue (time, then sequence).
+//! - [`net`], [`link`], [`firewall`]: hosts by address, UDP datagrams, TCP-like streams
+//!   split anywhere, latency, jitter, loss, duplication, reordering, bandwidth, partitions.
+//! - [`host`], [`server`], [`browser`], [`nginx`], [`peer`]: the hosts.
+//! - [`faults`]: wall-clock jumps, bind failures, fd exhaustion, floods.
+//! - [`oracle`], [`expect`]: the invariants, after every step and at the end.
+//! - [`scenario`], [`runner`], [`digest`], [`cli`]: scenario files, runs, digests, the tool.
+//! - [`trace`]: replay of traces recorded by the runtime, dump and cut to a script.
+//!
+//! Same seed, same run: nothing iterates a hash map, nothing reads a clock, and every
+//! random choice comes from sub-streams of one ChaCha seed.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod browser;
+pub mod cli;
+pub mod clock;
+pub mod digest;
+pub mod expect;
+pub mod faults;
+pub mod firewall;
+pub mod host;
+pub mod link;
+pub mod net;
+pub mod nginx;
+pub mod oracle;
+pub mod peer;
+pub mod queue;
+pub mod runner;
+pub mod scenario;
+pub mod server;
 pub mod trace;

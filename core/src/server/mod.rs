@@ -365,10 +365,14 @@ impl Server {
             pool.handle_timeout(now);
         }
         self.cache.expire(now);
+        // Each due timer is handled once per call: a timer rescheduled into the past (a
+        // bug) then shows as a timeout due again, not as a loop that never returns.
+        let mut budget = self.timers.len();
         while let Some(&(at, timer)) = self.timers.first() {
-            if at > now {
+            if at > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             self.timers.pop_first();
             match timer {
                 Timer::Allocation(id) => self.allocation_timer(now, id),
@@ -587,6 +591,10 @@ impl Server {
         }
         a.expire(now);
         self.reschedule_allocation(id);
+        debug_assert!(
+            self.allocations.get(&id).is_none_or(|a| a.deadline > now),
+            "allocation {id:?} rescheduled into the past"
+        );
     }
 
     /// Ends allocation `id`: closes its relay sockets, quarantines its ports, reports it.

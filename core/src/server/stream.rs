@@ -33,9 +33,6 @@ pub(super) struct Stream {
     /// Taken out while frames are handled, so the handlers can borrow the server.
     framer: Option<StreamFramer>,
     allocation: Option<AllocationId>,
-    /// Nothing has been framed yet: a TURN client opens with a STUN request, so a first
-    /// byte that reads as ChannelData (every HTTP method does) is not TURN.
-    fresh: bool,
     /// When the stream is closed unless something happens, and why.
     deadline: Option<(Instant, CloseReason)>,
     /// The source address this stream counts against in `max_streams_per_source`: the
@@ -98,9 +95,8 @@ impl Server {
                 remote,
                 client: remote,
                 phase,
-                framer: Some(StreamFramer::new(self.cfg.max_stream_frame)),
+                framer: Some(StreamFramer::new(self.cfg.max_stream_frame).stun_first()),
                 allocation: None,
-                fresh: true,
                 deadline: None,
                 counted: None,
             },
@@ -181,12 +177,8 @@ impl Server {
         data: &[u8],
         to_peer: &mut dyn FnMut(RelayId, SocketAddr, &[u8]),
     ) {
-        let Some(first) = data.first() else { return };
-        if let Some(s) = self.streams.get_mut(&conn) {
-            if std::mem::take(&mut s.fresh) && first >> 6 != 0 {
-                self.stats.dropped.malformed += 1;
-                return self.close_stream(now, conn, CloseReason::NotTurn);
-            }
+        if data.is_empty() {
+            return;
         }
         let Some(mut framer) = self.streams.get_mut(&conn).and_then(|s| s.framer.take()) else {
             return;

@@ -1,0 +1,673 @@
+//! Browser-like clients, built on the core's sans-IO TURN client.
+//!
+//! A browser gets an ICE configuration (urls and one REST username/credential), tries
+//! TURN-UDP, TURN-TCP and TURN-TLS at once with the same credential, keeps the first
+//! allocation that succeeds and releases the others (Refresh 0, or closing the stream),
+//! then installs a permission, binds a channel and exchanges data with its peer. The
+//! client refreshes by itself, as browsers do. A session ends with a release, or with the
+//! browser vanishing (no Refresh 0); then, after a pause, a new session begins.
+
+use crate::faults::Control;
+use crate::host::{Cx, Phase};
+use crate::link::{between, chance};
+use crate::net::{Side, StreamId};
+use crate::scenario::{ClientGroup, Via};
+use core::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use turnpike_core::auth::rest_password;
+use turnpike_core::client::{Client, ClientConfig, ClientEvent};
+use turnpike_core::stun::Method;
+use turnpike_core::{Instant, Transport};
+
+/// Length of a modelled TLS handshake record.
+pub const TLS_RECORD: usize = 16;
+/// First byte of a TLS handshake record (what ssl_preread looks at).
+pub const TLS_HANDSHAKE: u8 = 0x16;
+/// Record kinds of the modelled handshake.
+pub const TLS_CLIENT: u8 = b'C';
+/// The server wants another round trip.
+pub const TLS_MORE: u8 = b'S';
+/// The handshake is over.
+pub const TLS_DONE: u8 = b'F';
+/// Longest wait for Refresh 0 answers before the streams are closed anyway.
+const RELEASE_WAIT: Duration = Duration::from_secs(45);
+/// Addresses a probing browser tries to reach: all must be refused by the relay.
+pub const DENIED_PROBES: [&str; 6] = [
+    "127.0.0.1:9",
+    "10.1.2.3:5000",
+    "[::ffff:127.0.0.1]:80",
+    "169.254.169.254:80",
+    "0.0.0.0:1",
+    "[::1]:22",
+];
+
+/// One ICE server the browser may use.
+#[derive(Clone, Copy, Debug)]
+pub struct IceServer {
+    /// Transport.
+    pub via: Via,
+    /// Where to send (the relay, or a proxy in front).
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AState {
+    /// Waiting for the TCP handshake.
+    Connecting,
+    /// Modelled TLS handshake; bytes gathered so far.
+    Tls,
+    /// TURN runs.
+    Turn,
+    /// A Refresh 0 is on its way.
+    Releasing,
+    /// Done with it (failed, released, or closed).
+    Closed,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    via: Via,
+    server: SocketAddr,
+    local: SocketAddr,
+    client: Client,
+    sid: Option<StreamId>,
+    state: AState,
+    tls_buf: Vec<u8>,
+    allocated: bool,
+    failed: bool,
+    /// Lost the race (or the session ended): release as soon as allocated.
+    loser: bool,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Session {
+    record: usize,
+    attempts: Vec<Attempt>,
+    winner: Option<usize>,
+    end_at: Instant,
+    vanish: bool,
+    ending: Option<Instant>,
+    next_data: Option<Instant>,
+    seq: u64,
+}
+
+/// A browser.
+#[derive(Debug)]
+pub struct Browser {
+    /// Index among browsers.
+    pub id: usize,
+    /// Its group.
+    pub group: usize,
+    spec: ClientGroup,
+    ip: IpAddr,
+    ice: Vec<IceServer>,
+    peer: Option<SocketAddr>,
+    /// Whose REST secret and wall clock issue the credentials.
+    issuer: usize,
+    next_port: u16,
+    next_start: Option<Instant>,
+    session: Option<Session>,
+    sessions: u32,
+    done: bool,
+}
+
+impl Browser {
+    /// A browser at `ip` that starts its first session at `start`.
+    pub fn new(
+        id: usize,
+        group: usize,
+        spec: ClientGroup,
+        ip: IpAddr,
+        ice: Vec<IceServer>,
+        peer: Option<SocketAddr>,
+        start: Instant,
+    ) -> Self {
+        Browser {
+            id,
+            group,
+            spec,
+            ip,
+            ice,
+            peer,
+            issuer: 0,
+            next_port: 40_000,
+            next_start: Some(start),
+            session: None,
+            sessions: 0,
+            done: false,
+        }
+    }
+
+    /// Its address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// A datagram: the answer of the server to a UDP attempt.
+    pub fn on_datagram(&mut self, cx: &mut Cx, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        let Some(k) =
+            self.attempt_where(|a| a.via == Via::Udp && a.local == to && a.server == from)
+        else {
+            return;
+        };
+        if let Some(a) = self.attempt_mut(k) {
+            if a.state != AState::Closed {
+                a.client.handle_input(cx.now, data);
+            }
+        }
+        self.after(cx);
+    }
+
+    /// A stream of an attempt is up.
+    pub fn on_established(&mut self, cx: &mut Cx, sid: StreamId) {
+        let Some(k) = self.attempt_where(|a| a.sid == Some(sid)) else {
+            cx.net.close(cx.now, sid, Side::Connector);
+            return;
+        };
+        let now = cx.now;
+        if let Some(a) = self.attempt_mut(k) {
+            match (a.state, a.via) {
+                (AState::Connecting, Via::Tls) => {
+                    a.state = AState::Tls;
+                    cx.net
+                        .write(now, sid, Side::Connector, tls_record(TLS_CLIENT));
+                }
+                (AState::Connecting, _) => {
+                    a.state = AState::Turn;
+                    a.client.allocate(now);
+                }
+                _ => {}
+            }
+        }
+        self.after(cx);
+    }
+
+    /// Bytes from the server (or the proxy in front).
+    pub fn on_stream_data(&mut self, cx: &mut Cx, sid: StreamId, data: &[u8]) {
+        let Some(k) = self.attempt_where(|a| a.sid == Some(sid)) else {
+            return;
+        };
+        let now = cx.now;
+        if let Some(a) = self.attempt_mut(k) {
+            match a.state {
+                AState::Tls => {
+                    a.tls_buf.extend_from_slice(data);
+                    // Bounded: a peer that never completes a record is cut off by the
+                    // connect deadline.
+                    while a.tls_buf.len() >= TLS_RECORD && a.state == AState::Tls {
+                        let rec: Vec<u8> = a.tls_buf.drain(..TLS_RECORD).collect();
+                        match rec.get(3).copied() {
+                            Some(TLS_MORE) => {
+                                cx.net
+                                    .write(now, sid, Side::Connector, tls_record(TLS_CLIENT))
+                            }
+                            Some(TLS_DONE) => {
+                                a.state = AState::Turn;
+                                let rest = std::mem::take(&mut a.tls_buf);
+                                a.client.allocate(now);
+                                if !rest.is_empty() {
+                                    a.client.handle_input(now, &rest);
+                                }
+                            }
+                            _ => a.failed = true,
+                        }
+                    }
+                }
+                AState::Turn | AState::Releasing => a.client.handle_input(now, data),
+                AState::Connecting | AState::Closed => {}
+            }
+        }
+        self.after(cx);
+    }
+
+    /// A stream of an attempt closed (refused, reset, or closed by the relay).
+    pub fn on_stream_closed(&mut self, cx: &mut Cx, sid: StreamId) {
+        let Some(k) = self.attempt_where(|a| a.sid == Some(sid)) else {
+            return;
+        };
+        let winner = self.session.as_ref().and_then(|s| s.winner);
+        if let Some(a) = self.attempt_mut(k) {
+            a.sid = None;
+            if a.state != AState::Closed {
+                a.state = AState::Closed;
+                if !a.allocated {
+                    a.failed = true;
+                }
+            }
+        }
+        if winner == Some(k) {
+            if let Some(s) = &self.session {
+                cx.oracle.session_lost(s.record, cx.now);
+            }
+        }
+        self.after(cx);
+    }
+
+    /// Timers: session start and end, client timers, data, deadlines.
+    pub fn on_wake(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        if self.next_start.is_some_and(|t| t <= now) && self.session.is_none() {
+            self.next_start = None;
+            self.start_session(cx);
+        }
+        if let Some(s) = &mut self.session {
+            for a in &mut s.attempts {
+                if a.state != AState::Closed && a.client.poll_timeout().is_some_and(|t| t <= now) {
+                    a.client.handle_timeout(now);
+                }
+            }
+        }
+        self.after(cx);
+    }
+
+    /// Phase changes: in the drain phase, sessions end and no new one starts.
+    pub fn on_control(&mut self, cx: &mut Cx, c: &Control) {
+        if let Control::Phase(Phase::Drain) = c {
+            self.next_start = None;
+            if let Some(s) = &mut self.session {
+                s.end_at = s.end_at.min(cx.now);
+            }
+            self.done = true;
+            self.after(cx);
+        }
+    }
+
+    /// The next instant something is due.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let mut next = self.next_start;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        if let Some(s) = &self.session {
+            if s.ending.is_none() {
+                consider(Some(s.end_at));
+            }
+            consider(s.ending);
+            consider(s.next_data);
+            for a in &s.attempts {
+                if a.state == AState::Closed {
+                    continue;
+                }
+                consider(a.client.poll_timeout());
+                if !a.allocated {
+                    consider(Some(a.deadline));
+                }
+            }
+        }
+        next
+    }
+
+    // ---- helpers ---------------------------------------------------------------------
+
+    fn start_session(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        self.sessions += 1;
+        let wall = cx.shared.walls[self.issuer];
+        let expiry = wall.unix_s(now) + self.spec.credential_ttl_s;
+        let username = format!("{expiry}:b{}s{}", self.id, self.sessions);
+        let password = rest_password(cx.shared.secrets[self.issuer].as_bytes(), &username);
+        let real = SocketAddr::new(self.ip, 0);
+        let record = cx.oracle.session_start(
+            self.id,
+            self.group,
+            &username,
+            real,
+            now,
+            self.peer.is_some(),
+        );
+        let session_s = between(cx.rng, self.spec.session_s[0], self.spec.session_s[1]);
+        let vanish = chance(cx.rng, self.spec.vanish) && cx.shared.phase == Phase::Safety;
+        let deadline = now + Duration::from_secs(self.spec.connect_timeout_s);
+        let mut attempts = Vec::new();
+        for ice in self.ice.clone() {
+            let local = SocketAddr::new(self.ip, self.port());
+            let transport = if ice.via == Via::Udp {
+                Transport::Udp
+            } else {
+                Transport::Tcp
+            };
+            let cc = ClientConfig::new(ice.addr, transport, &username, &password);
+            let mut client = Client::new(cc, cx.seed(), now);
+            let (sid, state) = match ice.via {
+                Via::Udp => {
+                    client.allocate(now);
+                    (None, AState::Turn)
+                }
+                _ => (
+                    Some(cx.net.connect(now, cx.me, local, ice.addr)),
+                    AState::Connecting,
+                ),
+            };
+            attempts.push(Attempt {
+                via: ice.via,
+                server: ice.addr,
+                local,
+                client,
+                sid,
+                state,
+                tls_buf: Vec::new(),
+                allocated: false,
+                failed: false,
+                loser: false,
+                deadline,
+            });
+        }
+        cx.note(format!(
+            "browser {} starts session {} ({username})",
+            self.id, self.sessions
+        ));
+        self.session = Some(Session {
+            record,
+            attempts,
+            winner: None,
+            end_at: now + Duration::from_secs(session_s),
+            vanish,
+            ending: None,
+            next_data: None,
+            seq: 0,
+        });
+    }
+
+    /// After any input: process client events, flush transmits, check deadlines.
+    fn after(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        // Bounded: each pass handles what is queued; events rarely cascade twice.
+        for _ in 0..4 {
+            let mut progressed = false;
+            let n = self.session.as_ref().map_or(0, |s| s.attempts.len());
+            for k in 0..n {
+                while let Some(ev) = self.attempt_mut(k).and_then(|a| a.client.poll_event()) {
+                    progressed = true;
+                    self.on_client_event(cx, k, ev);
+                }
+            }
+            self.deadlines(cx);
+            self.data(cx);
+            self.session_end(cx);
+            self.flush(cx);
+            if !progressed {
+                break;
+            }
+        }
+        let _ = now;
+    }
+
+    fn on_client_event(&mut self, cx: &mut Cx, k: usize, ev: ClientEvent) {
+        let now = cx.now;
+        let Some(s) = &mut self.session else {
+            return;
+        };
+        let record = s.record;
+        match ev {
+            ClientEvent::Allocated {
+                relayed, mapped, ..
+            } => {
+                cx.oracle.session_answer(record, now);
+                let ending = s.ending.is_some() || now >= s.end_at;
+                let Some(a) = s.attempts.get_mut(k) else {
+                    return;
+                };
+                a.allocated = true;
+                let via = a.via;
+                if s.winner.is_none() && !ending && !a.loser {
+                    s.winner = Some(k);
+                    cx.note(format!(
+                        "browser {} kept {} allocation {:?}",
+                        self.id,
+                        via.as_str(),
+                        relayed
+                    ));
+                    cx.oracle
+                        .session_connected(record, now, via, mapped, relayed);
+                    for j in 0..s.attempts.len() {
+                        if j != k {
+                            release(cx, &mut s.attempts[j], &self.spec.release);
+                        }
+                    }
+                    if let (Some(peer), Some(a)) = (self.peer, s.attempts.get_mut(k)) {
+                        a.client.create_permission(now, &[peer.ip()]);
+                        if self.spec.probe_denied {
+                            for p in DENIED_PROBES {
+                                if let Ok(addr) = p.parse::<SocketAddr>() {
+                                    a.client.create_permission(now, &[addr.ip()]);
+                                    a.client.send_indication(now, addr, b"probe");
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    release(cx, a, &self.spec.release);
+                }
+            }
+            ClientEvent::AllocateFailed { code, .. } => {
+                cx.oracle.session_answer(record, now);
+                cx.oracle.session_code(record, code);
+                if let Some(a) = s.attempts.get_mut(k) {
+                    fail(cx, a);
+                }
+            }
+            ClientEvent::TimedOut { method } => {
+                if let Some(a) = s.attempts.get_mut(k) {
+                    if method == Method::ALLOCATE {
+                        fail(cx, a);
+                    } else if a.state == AState::Releasing {
+                        close(cx, a);
+                    }
+                }
+            }
+            ClientEvent::PermissionCreated { peers } => {
+                if let (Some(peer), Some(a)) = (self.peer, s.attempts.get_mut(k)) {
+                    if peers.contains(&peer.ip())
+                        && Some(k) == s.winner
+                        && a.client.channel_for(peer).is_none()
+                    {
+                        let _ = a.client.channel_bind(now, peer);
+                        if self.spec.data_interval_ms > 0
+                            && s.next_data.is_none()
+                            && s.ending.is_none()
+                        {
+                            s.next_data = Some(now);
+                        }
+                    }
+                }
+            }
+            ClientEvent::PermissionFailed { code, .. } => cx.oracle.session_code(record, code),
+            ClientEvent::Data { .. } => cx.oracle.session_echo(record),
+            ClientEvent::Deleted => {
+                if let Some(a) = s.attempts.get_mut(k) {
+                    close(cx, a);
+                }
+            }
+            ClientEvent::RefreshFailed { code } => {
+                cx.oracle.session_code(record, code);
+                if let Some(a) = s.attempts.get_mut(k) {
+                    if a.state == AState::Releasing || code == 437 {
+                        close(cx, a);
+                    }
+                }
+                if code == 437 && s.winner == Some(k) {
+                    cx.oracle.session_lost(record, now);
+                }
+            }
+            ClientEvent::Expired | ClientEvent::StreamError => {
+                if let Some(a) = s.attempts.get_mut(k) {
+                    close(cx, a);
+                }
+                if s.winner == Some(k) {
+                    cx.oracle.session_lost(record, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Attempts that got nowhere in time fail; a session with nothing left retries.
+    fn deadlines(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let Some(s) = &mut self.session else { return };
+        for a in &mut s.attempts {
+            if !a.allocated && a.state != AState::Closed && now >= a.deadline {
+                fail(cx, a);
+            }
+            if a.failed && a.state != AState::Closed {
+                close(cx, a);
+            }
+        }
+        if s.winner.is_none()
+            && s.ending.is_none()
+            && s.attempts.iter().all(|a| a.state == AState::Closed)
+        {
+            cx.oracle.session_failed(s.record, now);
+            self.session = None;
+            if !self.done {
+                let wait = between(cx.rng, self.spec.retry_s[0], self.spec.retry_s[1]);
+                self.next_start = Some(now + Duration::from_secs(wait));
+            }
+        }
+    }
+
+    /// Sends the next data packet to the peer through the kept allocation.
+    fn data(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let (Some(s), Some(peer)) = (&mut self.session, self.peer) else {
+            return;
+        };
+        let (Some(k), Some(at)) = (s.winner, s.next_data) else {
+            return;
+        };
+        if s.ending.is_some() {
+            s.next_data = None;
+            return;
+        }
+        if at > now {
+            return;
+        }
+        s.seq += 1;
+        let payload = format!("b{} #{}", self.id, s.seq);
+        if let Some(a) = s.attempts.get_mut(k) {
+            if a.state == AState::Turn {
+                a.client.send(now, peer, payload.as_bytes());
+            }
+        }
+        s.next_data = Some(now + Duration::from_millis(self.spec.data_interval_ms));
+    }
+
+    /// Ends the session: vanish, or release everything and wait for the answers.
+    fn session_end(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let Some(s) = &mut self.session else { return };
+        if now < s.end_at {
+            return;
+        }
+        if s.ending.is_none() {
+            cx.oracle.session_ended(s.record, now);
+            s.ending = Some(now + RELEASE_WAIT);
+            s.next_data = None;
+            if s.vanish {
+                cx.note(format!("browser {} vanishes", self.id));
+                cx.oracle.session_vanished(s.record);
+                for a in &mut s.attempts {
+                    a.state = AState::Closed;
+                }
+            } else {
+                for a in &mut s.attempts {
+                    release(cx, a, &self.spec.release);
+                }
+            }
+        }
+        let all_closed = s.attempts.iter().all(|a| a.state == AState::Closed);
+        if all_closed || s.ending.is_some_and(|t| now >= t) {
+            if !s.vanish {
+                for a in &mut s.attempts {
+                    close(cx, a);
+                }
+            }
+            cx.oracle.session_ended(s.record, now);
+            self.session = None;
+            let last = self.spec.sessions.is_some_and(|n| self.sessions >= n);
+            if !self.done && !last {
+                let pause = between(cx.rng, self.spec.pause_s[0], self.spec.pause_s[1]);
+                self.next_start = Some(now + Duration::from_secs(pause));
+            }
+        }
+    }
+
+    /// Sends what the clients queued.
+    fn flush(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let me = cx.me;
+        let Some(s) = &mut self.session else { return };
+        for a in &mut s.attempts {
+            while let Some(bytes) = a.client.poll_transmit() {
+                if a.state == AState::Closed {
+                    continue;
+                }
+                match (a.via, a.sid) {
+                    (Via::Udp, _) => cx.net.send_datagram(now, me, a.local, a.server, bytes),
+                    (_, Some(sid)) => cx.net.write(now, sid, Side::Connector, bytes),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn port(&mut self) -> u16 {
+        let p = self.next_port;
+        self.next_port = if p >= 60_000 { 40_000 } else { p + 1 };
+        p
+    }
+
+    fn attempt_where(&self, f: impl Fn(&Attempt) -> bool) -> Option<usize> {
+        self.session.as_ref()?.attempts.iter().position(f)
+    }
+
+    fn attempt_mut(&mut self, k: usize) -> Option<&mut Attempt> {
+        self.session.as_mut()?.attempts.get_mut(k)
+    }
+}
+
+/// Lets go of an attempt that lost the race or whose session ends.
+fn release(cx: &mut Cx, a: &mut Attempt, mode: &str) {
+    a.loser = true;
+    if a.state == AState::Closed || a.state == AState::Releasing {
+        return;
+    }
+    let refresh0 = match mode {
+        "refresh0" => true,
+        "close" => false,
+        _ => chance(cx.rng, 0.5),
+    };
+    if a.allocated && (a.via == Via::Udp || refresh0) {
+        a.client.refresh(cx.now, 0);
+        a.state = AState::Releasing;
+    } else if a.via != Via::Udp {
+        close(cx, a);
+    }
+    // A UDP attempt still allocating stays, marked as a loser: should its allocation
+    // arrive, it is released at once.
+}
+
+fn fail(cx: &mut Cx, a: &mut Attempt) {
+    a.failed = true;
+    close(cx, a);
+}
+
+fn close(cx: &mut Cx, a: &mut Attempt) {
+    if let Some(sid) = a.sid.take() {
+        cx.net.close(cx.now, sid, Side::Connector);
+    }
+    a.state = AState::Closed;
+}
+
+/// A record of the modelled TLS handshake.
+pub fn tls_record(kind: u8) -> Vec<u8> {
+    let mut r = vec![0u8; TLS_RECORD];
+    r[0] = TLS_HANDSHAKE;
+    r[1] = 3;
+    r[2] = 3;
+    r[3] = kind;
+    r
+}

@@ -1,0 +1,384 @@
+//! The command line: `run` one scenario with one seed, or `sweep` many seeds over many
+//! scenarios. Wall time is measured here only, outside the simulated world, to report
+//! events per second and how much faster than real time the run went.
+
+use crate::runner::{run, Outcome, RunOptions, TRACE_LINES};
+use crate::scenario::Scenario;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "usage:
+  turnpike-sim run SCENARIO.toml [--seed N]
+  turnpike-sim sweep DIR|SCENARIO.toml... [--seeds A..B] [--keep-going]
+  turnpike-sim replay TRACE [--config FILE]
+  turnpike-sim trace dump TRACE
+  turnpike-sim trace to-scenario TRACE [--name NAME]";
+
+/// Runs the tool with `args` (without the program name); returns the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    match args.first().map(String::as_str) {
+        Some("run") => cmd_run(&args[1..]),
+        Some("sweep") => cmd_sweep(&args[1..]),
+        Some("replay") => cmd_replay(&args[1..]),
+        Some("trace") => match args.get(1).map(String::as_str) {
+            Some("dump") => cmd_dump(&args[2..]),
+            Some("to-scenario") => cmd_to_scenario(&args[2..]),
+            _ => {
+                eprintln!("{USAGE}");
+                2
+            }
+        },
+        _ => {
+            eprintln!("{USAGE}");
+            2
+        }
+    }
+}
+
+/// `replay TRACE [--config FILE]`: feeds a recorded trace to a fresh core; exit 0 when
+/// every output digest matched.
+fn cmd_replay(args: &[String]) -> i32 {
+    let (trace, opts) = split_args(args);
+    let Some(trace) = trace else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let config = opts.get("--config").map(PathBuf::from);
+    match crate::trace::replay::replay(&trace, config.as_deref()) {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_identical() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("turnpike-sim: {e}");
+            2
+        }
+    }
+}
+
+/// `trace dump TRACE`: the trace as JSON lines on stdout.
+fn cmd_dump(args: &[String]) -> i32 {
+    let (Some(trace), _) = split_args(args) else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match crate::trace::dump::dump(&trace, &mut out) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("turnpike-sim: {e}");
+            2
+        }
+    }
+}
+
+/// `trace to-scenario TRACE [--name NAME]`: the clients' traffic as a script, on stdout.
+fn cmd_to_scenario(args: &[String]) -> i32 {
+    let (Some(trace), opts) = split_args(args) else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let name = opts
+        .get("--name")
+        .cloned()
+        .unwrap_or_else(|| "from-trace".to_string());
+    match crate::trace::to_scenario::to_scenario(&trace, &name) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("turnpike-sim: {e}");
+            2
+        }
+    }
+}
+
+/// The first positional argument and the `--key value` options.
+fn split_args(args: &[String]) -> (Option<PathBuf>, std::collections::BTreeMap<String, String>) {
+    let mut positional = None;
+    let mut opts = std::collections::BTreeMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a.starts_with("--") {
+            if let Some(v) = it.next() {
+                opts.insert(a.clone(), v.clone());
+            }
+        } else if positional.is_none() {
+            positional = Some(PathBuf::from(a));
+        }
+    }
+    (positional, opts)
+}
+
+fn cmd_run(args: &[String]) -> i32 {
+    let mut file = None;
+    let mut seed = 1u64;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--seed" => {
+                i += 1;
+                match args.get(i).and_then(|s| s.parse().ok()) {
+                    Some(s) => seed = s,
+                    None => return usage("--seed needs a number"),
+                }
+            }
+            f if file.is_none() => file = Some(PathBuf::from(f)),
+            other => return usage(&format!("unexpected {other:?}")),
+        }
+        i += 1;
+    }
+    let Some(file) = file else {
+        return usage("which scenario?");
+    };
+    let sc = match Scenario::load(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let started = std::time::Instant::now();
+    let out = match run(
+        &sc,
+        &RunOptions {
+            seed,
+            trace_lines: TRACE_LINES,
+        },
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return 2;
+        }
+    };
+    let wall = started.elapsed();
+    println!("scenario {} ({}), seed {seed}", sc.name, file.display());
+    for f in &out.summary.fault_profile {
+        println!("  fault: {f}");
+    }
+    print_summary(&out, wall);
+    if let Some(k) = &sc.known_core_bug {
+        println!(
+            "  known core bug (expected to stop on `{}`): {}",
+            k.invariant,
+            k.note.trim()
+        );
+    }
+    match &out.violation {
+        None if sc.known_core_bug.is_some() => {
+            println!("result: ok, but the known core bug did not show: is it fixed?");
+            1
+        }
+        None => {
+            println!("result: ok");
+            0
+        }
+        Some(v) if sc.is_known_bug(v.invariant) => {
+            print_failure(&file, &out);
+            println!("result: the known core bug, as expected");
+            0
+        }
+        Some(_) => {
+            print_failure(&file, &out);
+            1
+        }
+    }
+}
+
+fn cmd_sweep(args: &[String]) -> i32 {
+    let mut paths = Vec::new();
+    let mut seeds = 1..=100u64;
+    let mut keep_going = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--seeds" => {
+                i += 1;
+                match args.get(i).and_then(|s| parse_range(s)) {
+                    Some(r) => seeds = r,
+                    None => return usage("--seeds wants A..B"),
+                }
+            }
+            "--keep-going" => keep_going = true,
+            p => paths.push(PathBuf::from(p)),
+        }
+        i += 1;
+    }
+    let files = match scenario_files(&paths) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => return usage("no scenario files"),
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let mut failures = 0u32;
+    let mut known_bugs = 0u32;
+    let started = std::time::Instant::now();
+    let mut events = 0u64;
+    let total = files.len() as u64 * (seeds.end() - seeds.start() + 1);
+    let mut done = 0u64;
+    for file in &files {
+        let sc = match Scenario::load(file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        };
+        for seed in seeds.clone() {
+            done += 1;
+            print!(
+                "\r{:<28} seed {seed:<6} [{done}/{total}] failures {failures}   ",
+                sc.name
+            );
+            let _ = std::io::stdout().flush();
+            let out = match run(
+                &sc,
+                &RunOptions {
+                    seed,
+                    trace_lines: TRACE_LINES,
+                },
+            ) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("\n{}: {e}", file.display());
+                    return 2;
+                }
+            };
+            events += out.summary.events;
+            let known = match (&out.violation, &sc.known_core_bug) {
+                (Some(v), Some(_)) => sc.is_known_bug(v.invariant),
+                (None, Some(_)) => {
+                    println!(
+                        "\n{}: seed {seed} passed although a known core bug is declared: fixed?",
+                        sc.name
+                    );
+                    failures += 1;
+                    true
+                }
+                _ => false,
+            };
+            if known {
+                known_bugs += 1;
+            } else if out.violation.is_some() {
+                failures += 1;
+                println!();
+                print_failure(file, &out);
+                if !keep_going {
+                    return 1;
+                }
+            }
+        }
+    }
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "\n{done} runs, {failures} failures, {known_bugs} runs stopped by a known core bug, {events} events in {wall:.1} s ({:.0} events/s)",
+        events as f64 / wall
+    );
+    i32::from(failures > 0)
+}
+
+fn print_summary(out: &Outcome, wall: std::time::Duration) {
+    let s = &out.summary;
+    let wall_s = wall.as_secs_f64().max(1e-9);
+    println!(
+        "  virtual time {:.1} s, {} events, queue high water {}",
+        s.virtual_time.as_secs_f64(),
+        s.events,
+        s.queue_high_water
+    );
+    println!(
+        "  sessions {}: connected {:?}, failed {}; allocations {}; requests {}",
+        s.sessions, s.connected, s.failed, s.allocations, s.requests
+    );
+    println!(
+        "  508 answers {}, rate-limited {}, PROXY accepted {}, streams rejected {:?}",
+        s.answers_508, s.rate_limited, s.proxy_accepted, s.rejected
+    );
+    println!("  datagrams {} (lost {})", s.datagrams.0, s.datagrams.1);
+    println!(
+        "  wall {:.3} s: {:.0} events/s, virtual/wall {:.0}x",
+        wall_s,
+        s.events as f64 / wall_s,
+        s.virtual_time.as_secs_f64() / wall_s
+    );
+    println!("  digest {:016x}", out.digest);
+}
+
+fn print_failure(file: &Path, out: &Outcome) {
+    let Some(v) = &out.violation else { return };
+    println!(
+        "FAILED: seed {} violated `{}` at {:.6} s",
+        out.seed,
+        v.invariant,
+        v.at.since(crate::runner::START).as_secs_f64()
+    );
+    println!("  {}", v.detail);
+    println!("  last events:");
+    for l in &out.trace {
+        println!("    {l}");
+    }
+    println!(
+        "  reproduce: turnpike-sim run {} --seed {}",
+        file.display(),
+        out.seed
+    );
+}
+
+/// `A..B` (inclusive of both ends, as people read it) or a single number.
+fn parse_range(s: &str) -> Option<std::ops::RangeInclusive<u64>> {
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b): (u64, u64) = (a.parse().ok()?, b.trim_start_matches('=').parse().ok()?);
+            (a <= b).then_some(a..=b)
+        }
+        None => {
+            let n = s.parse().ok()?;
+            Some(n..=n)
+        }
+    }
+}
+
+/// The `.toml` files named, or found (sorted) in the directories named.
+pub fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn usage(msg: &str) -> i32 {
+    eprintln!("{msg}\n{USAGE}");
+    2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("1..1000"), Some(1..=1000));
+        assert_eq!(parse_range("7"), Some(7..=7));
+        assert_eq!(parse_range("5..1"), None);
+    }
+}

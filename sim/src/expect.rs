@@ -1,0 +1,268 @@
+//! End-of-run judgement: liveness (every well-behaved client got through once faults
+//! stopped) and the scenario's own expectations.
+
+use crate::runner::{via_named, Finished};
+use crate::scenario::Scenario;
+use core::time::Duration;
+use std::collections::BTreeSet;
+use turnpike_core::Instant;
+
+/// Answers a well-behaved session must get in the liveness phase, at the latest.
+pub const LIVENESS_ANSWER: Duration = Duration::from_secs(15);
+
+type Verdict = Result<(), (&'static str, String)>;
+
+/// Checks liveness and every expectation of `sc` against a finished world.
+pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
+    liveness(sc, w)?;
+    let e = &sc.expect;
+    let oracle = w.oracle();
+    let sessions = &oracle.sessions;
+    let hosts = w.server_hosts();
+    let stats: Vec<_> = hosts.iter().map(|h| h.server.stats(now)).collect();
+    if !e.connected_over.is_empty() {
+        for s in sessions {
+            if let Some((_, via, _, _)) = &s.connected {
+                if !e.connected_over.iter().any(|v| v == via.as_str()) {
+                    return Err((
+                        "expect_connected_over",
+                        format!("{} kept a {} allocation", s.username, via.as_str()),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(bound) = e.connect_within_s {
+        for s in sessions {
+            if let Some((at, via, _, _)) = &s.connected {
+                if at.since(s.start) > Duration::from_secs(bound) {
+                    return Err((
+                        "expect_connect_within",
+                        format!(
+                            "{} connected over {} after {:?}",
+                            s.username,
+                            via.as_str(),
+                            at.since(s.start)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let sum = |f: &dyn Fn(&turnpike_core::server::Stats) -> u64| stats.iter().map(f).sum::<u64>();
+    let n508 = sum(&|s| s.insufficient_capacity);
+    if n508 < e.min_508 {
+        return Err((
+            "expect_min_508",
+            format!("{n508} answers 508, expected at least {}", e.min_508),
+        ));
+    }
+    let created = sum(&|s| s.allocations_created);
+    if created < e.min_allocations {
+        return Err((
+            "expect_min_allocations",
+            format!(
+                "{created} allocations, expected at least {}",
+                e.min_allocations
+            ),
+        ));
+    }
+    if e.no_allocation_left {
+        for (h, s) in hosts.iter().zip(&stats) {
+            let ports = s.ports_v4.in_use + s.ports_v6.in_use;
+            if s.allocations + s.allocations_pending + s.streams + u64::from(ports) > 0
+                || h.bound_relays() > 0
+            {
+                return Err((
+                    "expect_no_allocation_left",
+                    format!(
+                        "{}: {} allocations, {} pending, {} streams, {ports} ports in use, {} relay sockets",
+                        h.name,
+                        s.allocations,
+                        s.allocations_pending,
+                        s.streams,
+                        h.bound_relays()
+                    ),
+                ));
+            }
+        }
+        if w.open_streams() > 0 {
+            return Err((
+                "expect_no_allocation_left",
+                format!("{} streams still open in the network", w.open_streams()),
+            ));
+        }
+    }
+    for s in sessions {
+        let Some((_, via, mapped, relayed)) = &s.connected else {
+            continue;
+        };
+        let real = s.real.ip();
+        let core_client = oracle
+            .servers
+            .iter()
+            .flat_map(|sh| sh.history.iter())
+            .find(|a| a.username == s.username && &a.relayed == relayed)
+            .map(|a| a.client);
+        if e.real_address_over.iter().any(|v| v == via.as_str()) {
+            let mapped_ok = mapped.is_some_and(|m| m.ip() == real);
+            let event_ok = core_client.is_some_and(|c| c.ip() == real);
+            if !mapped_ok || !event_ok {
+                return Err((
+                    "expect_real_address",
+                    format!("{} over {}: real {real}, mapped {mapped:?}, AllocationCreated says {core_client:?}", s.username, via.as_str()),
+                ));
+            }
+        }
+        if e.proxy_address_over.iter().any(|v| v == via.as_str())
+            && mapped.is_some_and(|m| m.ip() == real)
+        {
+            return Err((
+                "expect_proxy_address",
+                format!(
+                    "{} over {}: the relay saw the real address",
+                    s.username,
+                    via.as_str()
+                ),
+            ));
+        }
+    }
+    for (reason, min) in &e.min_rejected {
+        let n: u64 = oracle
+            .servers
+            .iter()
+            .map(|sh| sh.rejected.get(reason.as_str()).copied().unwrap_or(0))
+            .sum();
+        if n < *min {
+            return Err((
+                "expect_min_rejected",
+                format!("{n} streams rejected for {reason}, expected at least {min}"),
+            ));
+        }
+    }
+    let accepted = sum(&|s| s.proxy_accepted);
+    if accepted < e.min_proxy_accepted {
+        return Err((
+            "expect_min_proxy_accepted",
+            format!(
+                "{accepted} PROXY headers accepted, expected {}",
+                e.min_proxy_accepted
+            ),
+        ));
+    }
+    if e.data_echoed {
+        for s in sessions {
+            let Some((at, ..)) = &s.connected else {
+                continue;
+            };
+            let lasted = match s.ended {
+                Some(end) => end.since(*at) > Duration::from_secs(5),
+                None => true,
+            };
+            if s.with_peer && !s.lost && !s.vanished && lasted && s.echoes == 0 {
+                return Err((
+                    "expect_data_echoed",
+                    format!(
+                        "{} got no echo from its peer (connected {:?} after {:?}, ended {:?})",
+                        s.username,
+                        s.connected,
+                        at.since(s.start),
+                        s.ended.map(|e| e.since(*at))
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(bound) = e.losers_released_within_s {
+        for s in sessions {
+            let Some((won, _, _, relayed)) = &s.connected else {
+                continue;
+            };
+            for a in oracle.servers.iter().flat_map(|sh| sh.history.iter()) {
+                if a.username != s.username || &a.relayed == relayed {
+                    continue;
+                }
+                let due = (*won).max(a.created) + Duration::from_secs(bound);
+                match a.deleted {
+                    Some((at, _)) if at <= due => {}
+                    other => {
+                        return Err((
+                            "expect_losers_released",
+                            format!(
+                                "{}: losing allocation {:?} ended {other:?}, due by {:?}",
+                                s.username, a.relayed, due
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    if !e.each_transport_won.is_empty() {
+        let won: BTreeSet<&str> = sessions
+            .iter()
+            .filter_map(|s| s.connected.as_ref().map(|c| c.1.as_str()))
+            .collect();
+        for v in &e.each_transport_won {
+            if via_named(v).is_none() || !won.contains(v.as_str()) {
+                return Err((
+                    "expect_each_transport_won",
+                    format!("no session kept a {v} allocation (won: {won:?})"),
+                ));
+            }
+        }
+    }
+    let limited = sum(&|s| s.dropped.rate_limited);
+    if limited < e.min_rate_limited {
+        return Err((
+            "expect_min_rate_limited",
+            format!(
+                "{limited} answers held back, expected {}",
+                e.min_rate_limited
+            ),
+        ));
+    }
+    let denied = sum(&|s| s.peers_denied);
+    if denied < e.min_peers_denied {
+        return Err((
+            "expect_min_peers_denied",
+            format!("{denied} peers denied, expected {}", e.min_peers_denied),
+        ));
+    }
+    Ok(())
+}
+
+/// Every session a well-behaved browser started in the liveness phase got an answer in
+/// bounded time; with `all_connected`, it kept an allocation.
+fn liveness(sc: &Scenario, w: &impl Finished) -> Verdict {
+    let from = w.liveness_at();
+    let until = w.drain_at();
+    for s in &w.oracle().sessions {
+        let held = sc.clients.get(s.group).is_some_and(|g| g.well_behaved);
+        if !held || s.start < from || s.start + LIVENESS_ANSWER > until {
+            continue;
+        }
+        match s.first_answer {
+            Some(at) if at.since(s.start) <= LIVENESS_ANSWER => {}
+            other => {
+                return Err((
+                    "liveness_answered",
+                    format!(
+                        "{} (browser {}) started at {:?}: first answer {other:?}",
+                        s.username, s.browser, s.start
+                    ),
+                ))
+            }
+        }
+        if sc.expect.all_connected && s.connected.is_none() {
+            return Err((
+                "liveness_connected",
+                format!(
+                    "{} never kept an allocation (codes {:?})",
+                    s.username, s.codes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

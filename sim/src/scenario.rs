@@ -1,0 +1,749 @@
+//! Scenario files: a human-readable description of one simulated world (topology,
+//! configuration, client behaviour, faults, duration) and of what must hold at the end.
+//!
+//! ```toml
+//! name = "blocked-udp"
+//! duration_s = 60
+//! [[servers]]
+//! name = "relay"
+//! listeners = [{ transport = "udp", port = 3478 }, { transport = "tcp", port = 3478 }]
+//! firewall = "drop-udp-inbound"
+//! [[clients]]
+//! count = 20
+//! ice = ["turn:relay:3478?transport=udp", "turn:relay:3478?transport=tcp"]
+//! [expect]
+//! all_connected = true
+//! connected_over = ["tcp"]
+//! ```
+
+use crate::firewall::Firewall;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+/// A whole scenario.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Its name (the file's stem by convention).
+    pub name: String,
+    /// What it is about, for humans.
+    #[serde(default)]
+    pub description: String,
+    /// Length of the safety phase (faults on), seconds of virtual time.
+    pub duration_s: u64,
+    /// Length of the liveness phase (faults off, network healed), seconds.
+    #[serde(default = "d_liveness")]
+    pub liveness_s: u64,
+    /// Length of the drain phase (clients leave; what they left behind must expire).
+    #[serde(default = "d_drain")]
+    pub drain_s: u64,
+    /// The network.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// TURN servers.
+    pub servers: Vec<ServerSpec>,
+    /// nginx-like hops.
+    #[serde(default)]
+    pub proxies: Vec<ProxySpec>,
+    /// Peers.
+    #[serde(default)]
+    pub peers: Vec<PeerSpec>,
+    /// Groups of browser-like clients.
+    pub clients: Vec<ClientGroup>,
+    /// Faults.
+    #[serde(default)]
+    pub faults: FaultSpec,
+    /// What must hold at the end.
+    #[serde(default)]
+    pub expect: Expect,
+    /// A core bug this scenario exposes: until it is fixed, the run is expected to stop
+    /// on this invariant (a sweep counts it as known, and flags it once it passes).
+    #[serde(default)]
+    pub known_core_bug: Option<KnownBug>,
+}
+
+/// A known core bug.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownBug {
+    /// The invariant the run stops on.
+    pub invariant: String,
+    /// What is wrong in the core, and where.
+    pub note: String,
+}
+
+impl Scenario {
+    /// Whether `invariant` is the known bug's.
+    pub fn is_known_bug(&self, invariant: &str) -> bool {
+        self.known_core_bug
+            .as_ref()
+            .is_some_and(|k| k.invariant == invariant)
+    }
+}
+
+/// A turnpike server host.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// Name used in ICE urls and proxy upstreams.
+    pub name: String,
+    /// Its IPv4 address (listeners and relay).
+    #[serde(default = "d_server_v4")]
+    pub address: Ipv4Addr,
+    /// Its IPv6 address, if it has one (listeners and an IPv6 relay).
+    #[serde(default)]
+    pub address_v6: Option<Ipv6Addr>,
+    /// Realm.
+    #[serde(default = "d_realm")]
+    pub realm: String,
+    /// TURN REST shared secret.
+    #[serde(default = "d_secret")]
+    pub rest_secret: String,
+    /// Relay port range, inclusive.
+    #[serde(default = "d_ports")]
+    pub relay_ports: [u16; 2],
+    /// Quarantine of a freed relay port, seconds.
+    #[serde(default = "d_quarantine")]
+    pub quarantine_s: u64,
+    /// Listeners.
+    pub listeners: Vec<ListenerSpec>,
+    /// Sources trusted to send a PROXY header (CIDR).
+    #[serde(default)]
+    pub proxy_trusted: Vec<String>,
+    /// Peers allowed although the built-in policy denies them (CIDR).
+    #[serde(default)]
+    pub allow_peers: Vec<String>,
+    /// Firewall in front of the server.
+    #[serde(default)]
+    pub firewall: Firewall,
+    /// Default allocation lifetime, seconds.
+    #[serde(default = "d_lifetime")]
+    pub lifetime_s: u64,
+    /// Permission lifetime, seconds.
+    #[serde(default = "d_permission")]
+    pub permission_lifetime_s: u64,
+    /// Channel lifetime, seconds.
+    #[serde(default = "d_channel")]
+    pub channel_lifetime_s: u64,
+    /// Allocations per user.
+    #[serde(default = "d_user_quota")]
+    pub user_quota: u32,
+    /// Allocations in total.
+    #[serde(default = "d_total_quota")]
+    pub total_quota: u32,
+    /// Streams in total.
+    #[serde(default = "d_max_streams")]
+    pub max_streams: u32,
+    /// Idle stream timeout, seconds.
+    #[serde(default = "d_idle")]
+    pub stream_idle_s: u64,
+    /// Unauthenticated answers per source and second.
+    #[serde(default = "d_unauth_rate")]
+    pub unauth_rate_per_s: u32,
+    /// Burst of the above.
+    #[serde(default = "d_unauth_burst")]
+    pub unauth_burst: u32,
+    /// Relay ports held by other processes (binds answer AddrInUse).
+    #[serde(default)]
+    pub foreign_ports: u32,
+    /// The server's access link.
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
+}
+
+/// One listener of a server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    /// `udp` or `tcp`.
+    pub transport: String,
+    /// Port.
+    pub port: u16,
+    /// Every connection starts with a PROXY header.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+/// An nginx-like hop.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    /// Name used in urls and upstreams.
+    pub name: String,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// Port it listens on.
+    #[serde(default = "d_443")]
+    pub listen_port: u16,
+    /// Terminates TLS (a handshake of `handshake_rtts` round trips) before forwarding.
+    #[serde(default)]
+    pub terminate_tls: bool,
+    /// Round trips of the modelled TLS handshake.
+    #[serde(default = "d_rtts")]
+    pub handshake_rtts: u32,
+    /// Where plain connections go: `name:port`.
+    pub upstream: String,
+    /// With ssl_preread: where connections that start with a TLS ClientHello go.
+    #[serde(default)]
+    pub tls_upstream: Option<String>,
+    /// The PROXY header sent upstream: none, v1, v2, unknown, v1-unix (nginx's two-hop
+    /// variant with a unix socket as destination).
+    #[serde(default = "d_none")]
+    pub send_proxy: String,
+    /// Reads a PROXY header from its own clients (the second hop of a chain).
+    #[serde(default)]
+    pub accept_proxy: bool,
+    /// With `accept_proxy`: use the address from that header (`set_real_ip_from`) in the
+    /// header it sends; without, it only knows a unix socket and sends `PROXY UNKNOWN`.
+    #[serde(default)]
+    pub real_ip_from_header: bool,
+}
+
+/// A peer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    /// Name used by client groups.
+    pub name: String,
+    /// Address.
+    pub address: IpAddr,
+    /// Port.
+    #[serde(default = "d_peer_port")]
+    pub port: u16,
+    /// `echo` (sends back what it gets) or `rogue` (sprays the relay's port range).
+    #[serde(default = "d_echo")]
+    pub kind: String,
+    /// For a rogue peer: datagrams per second.
+    #[serde(default = "d_rogue_rate")]
+    pub rate_per_s: u64,
+}
+
+/// A group of browser-like clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientGroup {
+    /// Name.
+    #[serde(default = "d_group")]
+    pub name: String,
+    /// How many browsers.
+    pub count: u32,
+    /// ICE server urls: `turn:NAME:PORT?transport=udp|tcp`, `turns:NAME:PORT?transport=tcp`.
+    pub ice: Vec<String>,
+    /// Their firewall.
+    #[serde(default)]
+    pub firewall: Firewall,
+    /// They use IPv6 (their address, and the server's IPv6 address).
+    #[serde(default)]
+    pub ipv6: bool,
+    /// First session starts uniformly in this window, seconds.
+    #[serde(default = "d_start")]
+    pub start_s: [u64; 2],
+    /// Session length, seconds.
+    #[serde(default = "d_session")]
+    pub session_s: [u64; 2],
+    /// Pause between sessions, seconds.
+    #[serde(default = "d_pause")]
+    pub pause_s: [u64; 2],
+    /// Sessions per browser (unlimited when absent).
+    #[serde(default)]
+    pub sessions: Option<u32>,
+    /// Probability that a session ends with the browser vanishing (no Refresh 0).
+    #[serde(default)]
+    pub vanish: f64,
+    /// How the losers and the final allocation are released: refresh0, close, random.
+    #[serde(default = "d_release")]
+    pub release: String,
+    /// The peer to talk to.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// Interval between data packets, ms (0: no data).
+    #[serde(default = "d_data_interval")]
+    pub data_interval_ms: u64,
+    /// Also try to reach denied addresses (loopback, private, v4-mapped loopback...).
+    #[serde(default)]
+    pub probe_denied: bool,
+    /// Give up an attempt that has no allocation after this long, seconds.
+    #[serde(default = "d_connect_timeout")]
+    pub connect_timeout_s: u64,
+    /// After every attempt failed, wait this long before a new session, seconds.
+    #[serde(default = "d_retry")]
+    pub retry_s: [u64; 2],
+    /// Validity of the REST credential in the ICE configuration, seconds.
+    #[serde(default = "d_ttl")]
+    pub credential_ttl_s: u64,
+    /// Their access link.
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
+    /// Held to liveness (false for browsers whose only path is deliberately broken).
+    #[serde(default = "d_true")]
+    pub well_behaved: bool,
+}
+
+/// An access link.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// One-way latency range, ms (each host draws one).
+    #[serde(default = "d_latency")]
+    pub latency_ms: [u64; 2],
+    /// Jitter, ms.
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// Loss probability.
+    #[serde(default)]
+    pub loss: f64,
+    /// Duplication probability.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Reordering probability.
+    #[serde(default)]
+    pub reorder: f64,
+    /// Uplink, kbit/s (0: unlimited).
+    #[serde(default)]
+    pub bandwidth_kbps: u64,
+}
+
+impl Default for LinkSpec {
+    fn default() -> Self {
+        LinkSpec {
+            latency_ms: d_latency(),
+            jitter_ms: 0,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            bandwidth_kbps: 0,
+        }
+    }
+}
+
+/// The network as a whole.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Default access link of every host.
+    #[serde(default)]
+    pub link: LinkSpec,
+    /// Probability that arrived stream bytes are handed over in two pieces.
+    #[serde(default = "d_split")]
+    pub split: f64,
+    /// Probability that a stream is reset during its first `reset_within_s`.
+    #[serde(default)]
+    pub stream_reset: f64,
+    /// Window for resets, seconds.
+    #[serde(default = "d_reset_within")]
+    pub reset_within_s: u64,
+    /// Probability that a stream segment stalls.
+    #[serde(default)]
+    pub stream_stall: f64,
+    /// Longest stall, ms.
+    #[serde(default = "d_stall")]
+    pub stall_max_ms: u64,
+    /// Partitions that cut a host off and heal.
+    #[serde(default)]
+    pub partitions: PartitionSpec,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            link: LinkSpec::default(),
+            split: d_split(),
+            stream_reset: 0.0,
+            reset_within_s: d_reset_within(),
+            stream_stall: 0.0,
+            stall_max_ms: d_stall(),
+            partitions: PartitionSpec::default(),
+        }
+    }
+}
+
+/// Random partitions, drawn from the seed.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// How many, range.
+    #[serde(default)]
+    pub count: [u32; 2],
+    /// Length of each, seconds, range.
+    #[serde(default)]
+    pub length_s: [u64; 2],
+    /// Who is cut off: `clients`, `servers` or `any`.
+    #[serde(default)]
+    pub targets: String,
+}
+
+/// Scheduled faults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Wall-clock steps on every server.
+    #[serde(default)]
+    pub wall_clock_jumps: Vec<ClockJump>,
+    /// Probability that a relay bind fails with AddrInUse.
+    #[serde(default)]
+    pub bind_addr_in_use: f64,
+    /// Windows of file-descriptor exhaustion on every server.
+    #[serde(default)]
+    pub fd_exhaustion: Vec<Window>,
+    /// Spoofed-source floods of unauthenticated Allocates.
+    #[serde(default)]
+    pub floods: Vec<Flood>,
+}
+
+/// A wall-clock step.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockJump {
+    /// When, seconds.
+    pub at_s: u64,
+    /// By how much, seconds (negative: backwards).
+    pub by_s: i64,
+}
+
+/// A window of time.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Start, seconds.
+    pub at_s: u64,
+    /// Length, seconds.
+    pub for_s: u64,
+}
+
+/// A flood of unauthenticated Allocate requests from spoofed sources.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flood {
+    /// Start, seconds.
+    pub at_s: u64,
+    /// Length, seconds.
+    pub for_s: u64,
+    /// Requests per second.
+    pub rate_per_s: u64,
+    /// Target `name:port` (a UDP listener).
+    pub target: String,
+    /// Distinct spoofed sources (few: the per-source budget bites).
+    #[serde(default = "d_sources")]
+    pub sources: u32,
+}
+
+/// What must hold at the end of the run.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Every session started in the liveness phase got an allocation.
+    #[serde(default)]
+    pub all_connected: bool,
+    /// Transports the kept allocation may use (udp, tcp, tls); empty: any.
+    #[serde(default)]
+    pub connected_over: Vec<String>,
+    /// Every session that connected did so within this bound of its start, seconds.
+    #[serde(default)]
+    pub connect_within_s: Option<u64>,
+    /// At least this many 508 answers.
+    #[serde(default)]
+    pub min_508: u64,
+    /// No allocation, stream, bound relay port or port in use at the end.
+    #[serde(default)]
+    pub no_allocation_left: bool,
+    /// At least this many allocations created.
+    #[serde(default)]
+    pub min_allocations: u64,
+    /// Over these transports the client's real address must reach the relay (mapped
+    /// address and AllocationCreated).
+    #[serde(default)]
+    pub real_address_over: Vec<String>,
+    /// Over these transports the relay sees the last proxy's address (PROXY UNKNOWN).
+    #[serde(default)]
+    pub proxy_address_over: Vec<String>,
+    /// Streams rejected by the core, at least, by reason (e.g. bad_proxy_header).
+    #[serde(default)]
+    pub min_rejected: BTreeMap<String, u64>,
+    /// PROXY headers accepted, at least.
+    #[serde(default)]
+    pub min_proxy_accepted: u64,
+    /// Every connected session with a peer got at least one echo.
+    #[serde(default)]
+    pub data_echoed: bool,
+    /// Allocations that lost the race are gone within this long of the win, seconds.
+    #[serde(default)]
+    pub losers_released_within_s: Option<u64>,
+    /// Each transport of the list won at least once.
+    #[serde(default)]
+    pub each_transport_won: Vec<String>,
+    /// At least this many answers were held back by the per-source budget.
+    #[serde(default)]
+    pub min_rate_limited: u64,
+    /// At least this many peers refused by the policy.
+    #[serde(default)]
+    pub min_peers_denied: u64,
+}
+
+/// Why a scenario file cannot be used.
+#[derive(Debug)]
+pub struct ScenarioError(pub String);
+
+impl core::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError(format!("{}: {e}", path.display())))?;
+        Scenario::parse(&text).map_err(|e| ScenarioError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses and checks scenario text.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError(e.to_string()))?;
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), ScenarioError> {
+        let err = |m: String| Err(ScenarioError(m));
+        if self.servers.is_empty() {
+            return err("at least one server is needed".into());
+        }
+        if self.duration_s == 0 || self.duration_s > 7 * 24 * 3600 {
+            return err("duration_s must be between 1 s and a week".into());
+        }
+        let total: u64 = self.clients.iter().map(|g| u64::from(g.count)).sum();
+        if total > 20_000 {
+            return err("at most 20000 clients".into());
+        }
+        for g in &self.clients {
+            for url in &g.ice {
+                if IceUrl::parse(url).is_none() {
+                    return err(format!("bad ICE url {url:?}"));
+                }
+            }
+            if !["refresh0", "close", "random"].contains(&g.release.as_str()) {
+                return err(format!("bad release {:?}", g.release));
+            }
+        }
+        for p in &self.proxies {
+            if !["none", "v1", "v2", "unknown", "v1-unix"].contains(&p.send_proxy.as_str()) {
+                return err(format!("bad send_proxy {:?}", p.send_proxy));
+            }
+        }
+        for s in &self.servers {
+            for l in &s.listeners {
+                if l.transport != "udp" && l.transport != "tcp" {
+                    return err(format!("bad listener transport {:?}", l.transport));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The transport a browser uses for one ICE url.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Via {
+    /// turn:...?transport=udp
+    Udp,
+    /// turn:...?transport=tcp
+    Tcp,
+    /// turns:...?transport=tcp
+    Tls,
+}
+
+impl Via {
+    /// Name as in scenario files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Udp => "udp",
+            Via::Tcp => "tcp",
+            Via::Tls => "tls",
+        }
+    }
+}
+
+/// A parsed ICE url.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceUrl {
+    /// Transport.
+    pub via: Via,
+    /// Host name (a server or proxy of the scenario).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl IceUrl {
+    /// Parses `turn:HOST:PORT?transport=udp|tcp` or `turns:HOST:PORT?transport=tcp`.
+    pub fn parse(url: &str) -> Option<IceUrl> {
+        let (scheme, rest) = url.split_once(':')?;
+        let (hostport, query) = rest.split_once('?')?;
+        let (host, port) = hostport.rsplit_once(':')?;
+        let transport = query.strip_prefix("transport=")?;
+        let via = match (scheme, transport) {
+            ("turn", "udp") => Via::Udp,
+            ("turn", "tcp") => Via::Tcp,
+            ("turns", "tcp") => Via::Tls,
+            _ => return None,
+        };
+        Some(IceUrl {
+            via,
+            host: host.to_string(),
+            port: port.parse().ok()?,
+        })
+    }
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_liveness() -> u64 {
+    60
+}
+fn d_drain() -> u64 {
+    900
+}
+fn d_server_v4() -> Ipv4Addr {
+    Ipv4Addr::new(30, 0, 0, 1)
+}
+fn d_realm() -> String {
+    "turnpike.test".into()
+}
+fn d_secret() -> String {
+    "rest-secret".into()
+}
+fn d_ports() -> [u16; 2] {
+    [49152, 65535]
+}
+fn d_quarantine() -> u64 {
+    5
+}
+fn d_lifetime() -> u64 {
+    600
+}
+fn d_permission() -> u64 {
+    300
+}
+fn d_channel() -> u64 {
+    600
+}
+fn d_user_quota() -> u32 {
+    10
+}
+fn d_total_quota() -> u32 {
+    10_000
+}
+fn d_max_streams() -> u32 {
+    20_000
+}
+fn d_idle() -> u64 {
+    30
+}
+fn d_unauth_rate() -> u32 {
+    20
+}
+fn d_unauth_burst() -> u32 {
+    40
+}
+fn d_443() -> u16 {
+    443
+}
+fn d_rtts() -> u32 {
+    2
+}
+fn d_none() -> String {
+    "none".into()
+}
+fn d_peer_port() -> u16 {
+    5000
+}
+fn d_echo() -> String {
+    "echo".into()
+}
+fn d_rogue_rate() -> u64 {
+    50
+}
+fn d_group() -> String {
+    "browsers".into()
+}
+fn d_start() -> [u64; 2] {
+    [0, 10]
+}
+fn d_session() -> [u64; 2] {
+    [20, 40]
+}
+fn d_pause() -> [u64; 2] {
+    [2, 10]
+}
+fn d_release() -> String {
+    "random".into()
+}
+fn d_data_interval() -> u64 {
+    1000
+}
+fn d_connect_timeout() -> u64 {
+    10
+}
+fn d_retry() -> [u64; 2] {
+    [1, 5]
+}
+fn d_ttl() -> u64 {
+    86_400
+}
+fn d_latency() -> [u64; 2] {
+    [5, 40]
+}
+fn d_split() -> f64 {
+    0.5
+}
+fn d_reset_within() -> u64 {
+    30
+}
+fn d_stall() -> u64 {
+    2000
+}
+fn d_sources() -> u32 {
+    1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_urls() {
+        assert_eq!(
+            IceUrl::parse("turns:edge:443?transport=tcp"),
+            Some(IceUrl {
+                via: Via::Tls,
+                host: "edge".into(),
+                port: 443
+            })
+        );
+        assert!(IceUrl::parse("turns:edge:443?transport=udp").is_none());
+        assert!(IceUrl::parse("stun:edge:443").is_none());
+    }
+
+    #[test]
+    fn minimal_scenario_parses() {
+        let s = Scenario::parse(
+            r#"
+            name = "t"
+            duration_s = 10
+            [[servers]]
+            name = "relay"
+            listeners = [{ transport = "udp", port = 3478 }]
+            [[clients]]
+            count = 1
+            ice = ["turn:relay:3478?transport=udp"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.servers[0].relay_ports, [49152, 65535]);
+        assert!(Scenario::parse("name = 1").is_err());
+    }
+}

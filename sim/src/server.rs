@@ -1,0 +1,413 @@
+//! A turnpike server host: the production core, driven exactly as the runtime drives it
+//! (feed one input, drain every output, arm the next timeout), on virtual sockets.
+//!
+//! Relay sockets live in a virtual port table: a bind fails with AddrInUse when another
+//! process holds the port or a fault says so, and with `Other` while file descriptors are
+//! exhausted (when new streams are refused too).
+
+use crate::faults::Control;
+use crate::host::Cx;
+use crate::link::chance;
+use crate::net::{Side, StreamId};
+use crate::scenario::ServerSpec;
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use turnpike_core::auth::Credentials;
+use turnpike_core::cidr::IpNet;
+use turnpike_core::config::{ListenerConfig, RelayAddress};
+use turnpike_core::server::BindError;
+use turnpike_core::{
+    Config, ConnId, Forward, Instant, ListenerId, Output, RelayId, Server, Transport, HEADROOM,
+    TAILROOM,
+};
+
+/// Most outputs drained after one input; past it the core is looping.
+pub const MAX_OUTPUTS_PER_INPUT: usize = 1_000_000;
+
+/// One listener of the host.
+#[derive(Clone, Copy, Debug)]
+pub struct Listener {
+    /// The core's id for it.
+    pub id: ListenerId,
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// Port (on every address of the host).
+    pub port: u16,
+    /// Expects a PROXY header.
+    pub proxy: bool,
+}
+
+/// A turnpike server host.
+#[derive(Debug)]
+pub struct ServerHost {
+    /// Index among the servers (for the oracle and the shared wall clocks).
+    pub index: usize,
+    /// Name.
+    pub name: String,
+    /// The core.
+    pub server: Server,
+    v4: Ipv4Addr,
+    v6: Option<Ipv6Addr>,
+    /// Listeners.
+    pub listeners: Vec<Listener>,
+    /// Bound relay sockets.
+    relays: BTreeMap<RelayId, SocketAddr>,
+    by_addr: BTreeMap<SocketAddr, RelayId>,
+    /// Ports held by other processes.
+    foreign: BTreeSet<u16>,
+    /// Streams open towards the core.
+    conns: BTreeSet<StreamId>,
+    /// File descriptors exhausted: binds fail, streams are refused.
+    fd_exhausted: bool,
+    /// Relay port range (for rogue peers).
+    pub relay_ports: [u16; 2],
+}
+
+/// Builds the core configuration of a server spec.
+pub fn config_of(spec: &ServerSpec) -> Result<Config, String> {
+    let mut creds = Credentials::new(&spec.realm);
+    creds.add_rest_secret(spec.rest_secret.as_bytes());
+    let mut cfg = Config::new(creds, IpAddr::V4(spec.address));
+    if let Some(v6) = spec.address_v6 {
+        cfg.relay_v6 = Some(RelayAddress {
+            bind: IpAddr::V6(v6),
+            advertised: IpAddr::V6(v6),
+        });
+    }
+    cfg.relay_port_min = spec.relay_ports[0];
+    cfg.relay_port_max = spec.relay_ports[1];
+    cfg.relay_port_quarantine = Duration::from_secs(spec.quarantine_s);
+    cfg.default_lifetime = Duration::from_secs(spec.lifetime_s);
+    cfg.max_lifetime = cfg.max_lifetime.max(cfg.default_lifetime);
+    cfg.permission_lifetime = Duration::from_secs(spec.permission_lifetime_s);
+    cfg.channel_lifetime = Duration::from_secs(spec.channel_lifetime_s);
+    cfg.user_quota = spec.user_quota;
+    cfg.total_quota = spec.total_quota;
+    cfg.max_streams = spec.max_streams;
+    cfg.stream_idle_timeout = Duration::from_secs(spec.stream_idle_s);
+    cfg.unauth_rate_per_s = spec.unauth_rate_per_s;
+    cfg.unauth_burst = spec.unauth_burst;
+    let nets = |v: &[String]| -> Result<Vec<IpNet>, String> {
+        v.iter()
+            .map(|s| s.parse::<IpNet>().map_err(|e| format!("{s}: {e:?}")))
+            .collect()
+    };
+    cfg.proxy_protocol_trusted = nets(&spec.proxy_trusted)?;
+    cfg.peer_policy.allow = nets(&spec.allow_peers)?;
+    cfg.peer_policy.own_addresses = std::iter::once(IpAddr::V4(spec.address))
+        .chain(spec.address_v6.map(IpAddr::V6))
+        .collect();
+    for (i, l) in spec.listeners.iter().enumerate() {
+        let transport = if l.transport == "udp" {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
+        cfg.listeners.push(ListenerConfig {
+            id: ListenerId(i as u32 + 1),
+            transport,
+            local: SocketAddr::new(IpAddr::V4(spec.address), l.port),
+            proxy_protocol: l.proxy_protocol,
+        });
+    }
+    Ok(cfg)
+}
+
+impl ServerHost {
+    /// A host running `server` (already configured from `spec`).
+    pub fn new(index: usize, spec: &ServerSpec, server: Server, foreign: BTreeSet<u16>) -> Self {
+        let listeners = server
+            .config()
+            .listeners
+            .iter()
+            .map(|l| Listener {
+                id: l.id,
+                transport: l.transport,
+                port: l.local.port(),
+                proxy: l.proxy_protocol,
+            })
+            .collect();
+        ServerHost {
+            index,
+            name: spec.name.clone(),
+            server,
+            v4: spec.address,
+            v6: spec.address_v6,
+            listeners,
+            relays: BTreeMap::new(),
+            by_addr: BTreeMap::new(),
+            foreign,
+            conns: BTreeSet::new(),
+            fd_exhausted: false,
+            relay_ports: spec.relay_ports,
+        }
+    }
+
+    /// Relay sockets bound now.
+    pub fn bound_relays(&self) -> usize {
+        self.relays.len()
+    }
+
+    /// Streams open towards the core.
+    pub fn open_conns(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// A datagram for one of our addresses: a UDP listener, a relay socket, or nothing.
+    pub fn on_datagram(&mut self, cx: &mut Cx, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        let now = cx.now;
+        if let Some(l) = self
+            .listeners
+            .iter()
+            .find(|l| l.transport == Transport::Udp && l.port == to.port())
+            .copied()
+        {
+            cx.oracle.udp_input(self.index, l.id, from, &data);
+            let mut buf = data;
+            let n = buf.len();
+            let fwd = self.server.handle_datagram(now, l.id, from, &mut buf, 0..n);
+            self.forward(cx, fwd, &buf, None);
+            self.drain(cx);
+            return;
+        }
+        let Some(&relay) = self.by_addr.get(&to) else {
+            return;
+        };
+        cx.oracle.relay_input(self.index, relay, from);
+        let mut buf = vec![0u8; HEADROOM + data.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + data.len()].copy_from_slice(&data);
+        let range = HEADROOM..HEADROOM + data.len();
+        let fwd = self
+            .server
+            .handle_relay_datagram(now, relay, from, &mut buf, range);
+        self.forward(cx, fwd, &buf, Some((relay, from)));
+        self.drain(cx);
+    }
+
+    /// A connection to one of our TCP listeners.
+    pub fn on_syn(
+        &mut self,
+        cx: &mut Cx,
+        sid: StreamId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> bool {
+        let Some(l) = self
+            .listeners
+            .iter()
+            .find(|l| l.transport == Transport::Tcp && l.port == local.port())
+            .copied()
+        else {
+            return false;
+        };
+        if self.fd_exhausted {
+            cx.oracle.stream_refused(self.index);
+            return false;
+        }
+        self.conns.insert(sid);
+        cx.oracle.stream_open(self.index, sid, l.proxy);
+        self.server
+            .handle_stream_open(cx.now, ConnId(sid.0), l.id, local, remote);
+        self.drain(cx);
+        true
+    }
+
+    /// Bytes from a client (or a proxy) on a stream.
+    pub fn on_stream_data(&mut self, cx: &mut Cx, sid: StreamId, data: &[u8]) {
+        if !self.conns.contains(&sid) {
+            return;
+        }
+        cx.oracle.stream_input(self.index, sid, data);
+        let mut sends: Vec<(RelayId, SocketAddr, Vec<u8>)> = Vec::new();
+        self.server
+            .handle_stream_data(cx.now, ConnId(sid.0), data, &mut |relay, peer, payload| {
+                sends.push((relay, peer, payload.to_vec()));
+            });
+        for (relay, peer, payload) in sends {
+            self.send_to_peer(cx, relay, peer, payload);
+        }
+        self.drain(cx);
+    }
+
+    /// The client side closed (or the stream was reset).
+    pub fn on_stream_closed(&mut self, cx: &mut Cx, sid: StreamId) {
+        if !self.conns.remove(&sid) {
+            return;
+        }
+        cx.oracle.stream_closed(self.index, sid);
+        self.server.handle_stream_closed(cx.now, ConnId(sid.0));
+        self.drain(cx);
+    }
+
+    /// The core's timer.
+    pub fn on_wake(&mut self, cx: &mut Cx) {
+        self.server.handle_timeout(cx.now);
+        self.drain(cx);
+    }
+
+    /// Faults aimed at servers.
+    pub fn on_control(&mut self, cx: &mut Cx, c: &Control) {
+        match *c {
+            Control::WallJump { server, .. } if server == self.index => {
+                let wall = cx.shared.walls[server];
+                self.server.set_wall_clock(cx.now, wall.unix_ms(cx.now));
+                cx.note(format!(
+                    "{}: wall clock now {} s",
+                    self.name,
+                    wall.unix_s(cx.now)
+                ));
+            }
+            Control::FdExhaustion { server, on } if server == self.index => {
+                self.fd_exhausted = on;
+            }
+            _ => {}
+        }
+    }
+
+    /// When the core wants `handle_timeout`.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.server.poll_timeout()
+    }
+
+    /// Acts on a fast-path answer.
+    fn forward(
+        &mut self,
+        cx: &mut Cx,
+        fwd: Option<Forward>,
+        buf: &[u8],
+        from_peer: Option<(RelayId, SocketAddr)>,
+    ) {
+        let Some(fwd) = fwd else {
+            return;
+        };
+        cx.oracle.forward(self.index, cx.now, &fwd, from_peer);
+        match fwd {
+            Forward::ToPeer { relay, peer, range } => {
+                let payload = buf.get(range).map(<[u8]>::to_vec).unwrap_or_default();
+                self.send_to_peer(cx, relay, peer, payload);
+            }
+            Forward::ToClient {
+                listener,
+                client,
+                range,
+            } => {
+                let Some(port) = self
+                    .listeners
+                    .iter()
+                    .find(|l| l.id == listener)
+                    .map(|l| l.port)
+                else {
+                    return;
+                };
+                let local = SocketAddr::new(self.ip_for(client.ip()), port);
+                let payload = buf.get(range).map(<[u8]>::to_vec).unwrap_or_default();
+                cx.net.send_datagram(cx.now, cx.me, local, client, payload);
+            }
+            Forward::ToStream { conn, range } => {
+                let payload = buf.get(range).map(<[u8]>::to_vec).unwrap_or_default();
+                cx.net
+                    .write(cx.now, StreamId(conn.0), Side::Acceptor, payload);
+            }
+        }
+    }
+
+    /// Sends relayed data from a relay socket.
+    fn send_to_peer(&mut self, cx: &mut Cx, relay: RelayId, peer: SocketAddr, payload: Vec<u8>) {
+        cx.oracle.to_peer(self.index, cx.now, relay, peer);
+        if let Some(&local) = self.relays.get(&relay) {
+            cx.net.send_datagram(cx.now, cx.me, local, peer, payload);
+        }
+    }
+
+    /// Drains the core's outputs after an input, acting on each.
+    fn drain(&mut self, cx: &mut Cx) {
+        for _ in 0..MAX_OUTPUTS_PER_INPUT {
+            let Some(out) = self.server.poll_output() else {
+                return;
+            };
+            cx.oracle.output(self.index, cx.now, &out);
+            cx.digest.record(b'O', cx.now);
+            match out {
+                Output::Transmit { listener, to, data } => {
+                    cx.digest.write(&data);
+                    let Some(port) = self
+                        .listeners
+                        .iter()
+                        .find(|l| l.id == listener)
+                        .map(|l| l.port)
+                    else {
+                        continue;
+                    };
+                    let local = SocketAddr::new(self.ip_for(to.ip()), port);
+                    cx.net.send_datagram(cx.now, cx.me, local, to, data);
+                }
+                Output::StreamWrite { conn, data } => {
+                    cx.digest.write(&data);
+                    cx.net.write(cx.now, StreamId(conn.0), Side::Acceptor, data);
+                }
+                Output::CloseStream { conn, reason } => {
+                    cx.note(format!(
+                        "{}: core closes stream {} ({})",
+                        self.name,
+                        conn.0,
+                        reason.as_str()
+                    ));
+                    let sid = StreamId(conn.0);
+                    self.conns.remove(&sid);
+                    cx.net.close(cx.now, sid, Side::Acceptor);
+                }
+                Output::BindRelay { relay, addr } => {
+                    let result = self.bind(cx, relay, addr);
+                    cx.digest
+                        .write_u64(u64::from(relay.0) << 16 | u64::from(addr.port()));
+                    cx.oracle
+                        .bind_result(self.index, cx.now, relay, addr, result);
+                    self.server.handle_relay_bound(cx.now, relay, result);
+                }
+                Output::CloseRelay { relay } => {
+                    if let Some(addr) = self.relays.remove(&relay) {
+                        self.by_addr.remove(&addr);
+                    }
+                }
+                Output::Event(e) => {
+                    let line = format!("{}: {e:?}", self.name);
+                    cx.digest.write(line.as_bytes());
+                    cx.note(line);
+                    cx.oracle.event(self.index, cx.now, &e);
+                }
+            }
+        }
+        cx.oracle.fail(
+            "drain_bounded",
+            format!(
+                "{}: more than {MAX_OUTPUTS_PER_INPUT} outputs after one input",
+                self.name
+            ),
+        );
+    }
+
+    /// Binds a relay socket in the virtual port table.
+    fn bind(&mut self, cx: &mut Cx, relay: RelayId, addr: SocketAddr) -> Result<(), BindError> {
+        if self.fd_exhausted {
+            return Err(BindError::Other);
+        }
+        if self.foreign.contains(&addr.port())
+            || self.by_addr.contains_key(&addr)
+            || chance(cx.rng, cx.shared.bind_addr_in_use)
+        {
+            return Err(BindError::AddrInUse);
+        }
+        self.relays.insert(relay, addr);
+        self.by_addr.insert(addr, relay);
+        Ok(())
+    }
+
+    /// Our address of the family of `ip`.
+    fn ip_for(&self, ip: IpAddr) -> IpAddr {
+        match (ip, self.v6) {
+            (IpAddr::V6(_), Some(v6)) => IpAddr::V6(v6),
+            _ => IpAddr::V4(self.v4),
+        }
+    }
+}
