@@ -32,40 +32,24 @@ impl Server {
             self.stats.dropped.malformed += 1;
             return None;
         };
-        let Some(id) = self.by_client.get(&key) else {
+        let Some(&id) = self.by_client.get(&key) else {
             self.stats.dropped.no_allocation += 1;
             return None;
         };
-        let a = self.allocations.get_mut(id)?;
+        let a = self.allocations.get_mut(&id)?;
         let Some(peer) = a.channel_by_number(number, now).map(|c| c.peer) else {
             a.traffic.dropped_packets += 1;
             self.stats.dropped.unbound_channel += 1;
             return None;
         };
-        let relay = match (a.permits(peer.ip(), now), a.side_for(peer.ip())) {
-            (true, Some(side)) => side.relay,
-            _ => {
-                a.traffic.dropped_packets += 1;
-                self.stats.dropped.no_permission += 1;
-                return None;
-            }
-        };
-        let len = range.len() as u64;
-        if over_cap(
+        let relay = admit_to_peer(
             now,
-            len,
-            Direction::ToPeer,
             a,
+            peer,
+            range.len(),
             &mut self.bandwidth,
             &mut self.stats,
-        ) {
-            return None;
-        }
-        a.traffic.to_peer_packets += 1;
-        a.traffic.to_peer_bytes += len;
-        let t = traffic(&mut self.stats, a.client.transport);
-        t.to_peer_packets += 1;
-        t.to_peer_bytes += len;
+        )?;
         Some((relay, peer, range))
     }
 
@@ -78,7 +62,7 @@ impl Server {
         msg: &Message<'_>,
         data: &[u8],
     ) -> Option<(RelayId, SocketAddr, Range<usize>)> {
-        let Some(id) = self.by_client.get(&src.key) else {
+        let Some(&id) = self.by_client.get(&src.key) else {
             self.stats.dropped.no_allocation += 1;
             return None;
         };
@@ -90,39 +74,23 @@ impl Server {
             self.stats.dropped.malformed += 1;
             return None;
         };
-        let a = self.allocations.get_mut(id)?;
+        let a = self.allocations.get_mut(&id)?;
         if peer.port() == 0 {
             // The permission covered the address; port 0 is never a destination.
             a.traffic.dropped_packets += 1;
             self.stats.dropped.denied_peer += 1;
             return None;
         }
-        let relay = match (a.permits(peer.ip(), now), a.side_for(peer.ip())) {
-            (true, Some(side)) => side.relay,
-            _ => {
-                a.traffic.dropped_packets += 1;
-                self.stats.dropped.no_permission += 1;
-                return None;
-            }
-        };
         // The DATA value is a slice of `data`: its offset is the distance between them.
         let start = (payload.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
-        let len = payload.len() as u64;
-        if over_cap(
+        let relay = admit_to_peer(
             now,
-            len,
-            Direction::ToPeer,
             a,
+            peer,
+            payload.len(),
             &mut self.bandwidth,
             &mut self.stats,
-        ) {
-            return None;
-        }
-        a.traffic.to_peer_packets += 1;
-        a.traffic.to_peer_bytes += len;
-        let t = traffic(&mut self.stats, a.client.transport);
-        t.to_peer_packets += 1;
-        t.to_peer_bytes += len;
+        )?;
         Some((relay, peer, start..start + payload.len()))
     }
 
@@ -230,6 +198,37 @@ impl Server {
 
 /// Checks `len` relayed bytes against the allocation's and the server's bandwidth caps;
 /// true (dropped and counted) when either is exhausted.
+/// The checks every packet to a peer passes (RFC 8656 §11.2, §12.6): a live permission
+/// for its address, a relay of its family, and the bandwidth caps. Counts the packet
+/// either way; returns the relay socket to send from.
+fn admit_to_peer(
+    now: Instant,
+    a: &mut Allocation,
+    peer: SocketAddr,
+    len: usize,
+    total: &mut [TokenBucket; 2],
+    stats: &mut Stats,
+) -> Option<RelayId> {
+    let relay = match (a.permits(peer.ip(), now), a.side_for(peer.ip())) {
+        (true, Some(side)) => side.relay,
+        _ => {
+            a.traffic.dropped_packets += 1;
+            stats.dropped.no_permission += 1;
+            return None;
+        }
+    };
+    let len = len as u64;
+    if over_cap(now, len, Direction::ToPeer, a, total, stats) {
+        return None;
+    }
+    a.traffic.to_peer_packets += 1;
+    a.traffic.to_peer_bytes += len;
+    let t = traffic(stats, a.client.transport);
+    t.to_peer_packets += 1;
+    t.to_peer_bytes += len;
+    Some(relay)
+}
+
 fn over_cap(
     now: Instant,
     len: u64,
