@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 seconds="${1:-60}"
 sanitizer="${FUZZ_SANITIZER:-none}"
-targets="${FUZZ_TARGETS:-stun_decode channel_data proxy_v1_v2 stream_framer whole_server}"
+targets="${FUZZ_TARGETS:-stun_decode channel_data proxy_v1_v2 stream_framer whole_server http_api}"
 export RUSTC_BOOTSTRAP=1
 
 command -v cargo-fuzz >/dev/null 2>&1 || {
@@ -36,8 +36,10 @@ summary=()
 for t in $targets; do
     mkdir -p "corpus/$t"
     echo "=== $t: ${seconds} s"
+    dict=stun.dict
+    [ "$t" = http_api ] && dict=http.dict
     if ! cargo fuzz run -O -a -s "$sanitizer" "$t" -- \
-        -max_total_time="$seconds" -dict=stun.dict -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" -dict="$dict" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -close_fd_mask=3 >"$logs/$t.log" 2>&1; then
         tail -n 60 "$logs/$t.log"
         echo "FAIL: $t crashed; the input is in core/fuzz/artifacts/$t/" >&2

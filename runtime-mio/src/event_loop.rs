@@ -14,6 +14,7 @@
 use crate::api::Api;
 use crate::clock::{wait_until, Clock};
 use crate::event_log::EventLog;
+use crate::log_limit::CapWatch;
 use crate::report::Reporter;
 use crate::settings::{ListenerSpec, Settings, SocketBuffers};
 use crate::sockets;
@@ -110,6 +111,8 @@ pub struct Runtime {
     accept_blocked: bool,
     last_send_error: Option<io::ErrorKind>,
     reported_send_errors: u64,
+    /// Which cap counters were last logged, and when (one line per cap per window).
+    caps: CapWatch,
     /// The HTTP API, when served (taken out while it runs, see `with_api`).
     api: Option<Api>,
     /// Trace recording of the core's inputs, when on.
@@ -245,6 +248,7 @@ impl Runtime {
             accept_blocked: false,
             last_send_error: None,
             reported_send_errors: 0,
+            caps: CapWatch::new(crate::log_limit::DEFAULT_INTERVAL_MS),
             api,
             trace,
         })
@@ -805,6 +809,7 @@ impl Runtime {
                 .relay_warning(Clock::unix_ms(), "send_failed", &msg, rec);
             self.reported_send_errors = failed;
         }
+        self.log_caps(now, unix_ms);
         if std::mem::take(&mut self.accept_blocked) {
             for n in 0..self.listeners.len() {
                 if matches!(
@@ -820,6 +825,48 @@ impl Runtime {
             Ok(())
         });
         self.reporter.flush();
+    }
+
+    /// Logs, at most once per window each, that a cap dropped or refused something since
+    /// the last line (the counters are in `/metrics` too).
+    fn log_caps(&mut self, now: Instant, unix_ms: u64) {
+        let st = self.server.stats(now);
+        let caps = [
+            ("rate_limited", st.dropped.rate_limited),
+            ("bandwidth_dropped", st.dropped.bandwidth),
+            ("queue_full", st.dropped.queue_full),
+            ("streams_over_source_cap", st.streams_over_source_cap),
+            ("insufficient_capacity", st.insufficient_capacity),
+        ];
+        for (kind, value) in caps {
+            let Some(line) = self.caps.observe(unix_ms, kind, value) else {
+                continue;
+            };
+            let (n, s) = (line.count, line.seconds);
+            let msg = match kind {
+                "rate_limited" => format!(
+                    "{n} answers to unauthenticated requests dropped by the per-source budget in the last {s} s"
+                ),
+                "bandwidth_dropped" => format!(
+                    "{n} relayed packets dropped by the bandwidth cap (max_bps or total_max_bps) in the last {s} s"
+                ),
+                "queue_full" => {
+                    format!("{n} outputs dropped on a full output queue in the last {s} s")
+                }
+                "streams_over_source_cap" => format!(
+                    "{n} streams refused over the per-source cap (max_streams_per_source) in the last {s} s"
+                ),
+                _ => format!(
+                    "{n} requests refused with 508 by a capacity cap (permissions, channels, allocations) in the last {s} s"
+                ),
+            };
+            log::warn!("{msg}");
+            self.reporter.record(
+                unix_ms,
+                "cap_reached",
+                json!({"cap": kind, "count": n, "seconds": s}),
+            );
+        }
     }
 
     /// Stops accepting, records what is still open, flushes.

@@ -145,6 +145,84 @@ impl Window {
     }
 }
 
+/// Watches the counters of the relay's caps (drops and refusals counted by the core) and
+/// says when to log that one grew: at most one line per cap per interval, each giving how
+/// many were counted since the last line. A flood that keeps hitting a cap makes one line
+/// per window, not one per packet.
+#[derive(Debug)]
+pub struct CapWatch {
+    interval_ms: u64,
+    caps: Vec<CapState>,
+}
+
+/// One line to log: `count` more of `kind` over the last `seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapLine {
+    /// The cap, as given to [`CapWatch::observe`].
+    pub kind: &'static str,
+    /// How much the counter grew since the last line.
+    pub count: u64,
+    /// Over how many seconds (since the counter was last seen quiet), at least 1.
+    pub seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CapState {
+    kind: &'static str,
+    reported: u64,
+    /// The last time nothing was pending (the counter equal to `reported`).
+    quiet_ms: u64,
+    last_line_ms: Option<u64>,
+}
+
+impl CapWatch {
+    /// A watch allowing one line per cap per `interval_ms`.
+    pub fn new(interval_ms: u64) -> Self {
+        CapWatch {
+            interval_ms,
+            caps: Vec::new(),
+        }
+    }
+
+    /// The counter of cap `kind` reads `value` at `now_ms`: the line to log, if one is due.
+    /// Call it periodically (once a second) with each cap's counter.
+    pub fn observe(&mut self, now_ms: u64, kind: &'static str, value: u64) -> Option<CapLine> {
+        let interval = self.interval_ms;
+        let state = match self.caps.iter().position(|c| c.kind == kind) {
+            Some(n) => self.caps.get_mut(n)?,
+            None => {
+                self.caps.push(CapState {
+                    kind,
+                    reported: 0,
+                    quiet_ms: now_ms,
+                    last_line_ms: None,
+                });
+                self.caps.last_mut()?
+            }
+        };
+        if value <= state.reported {
+            state.reported = value;
+            state.quiet_ms = now_ms;
+            return None;
+        }
+        if state
+            .last_line_ms
+            .is_some_and(|l| now_ms.saturating_sub(l) < interval)
+        {
+            return None;
+        }
+        let line = CapLine {
+            kind,
+            count: value - state.reported,
+            seconds: now_ms.saturating_sub(state.quiet_ms).div_ceil(1000).max(1),
+        };
+        state.reported = value;
+        state.quiet_ms = now_ms;
+        state.last_line_ms = Some(now_ms);
+        Some(line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +320,37 @@ mod tests {
                 suppressed: 3,
                 shared: true
             }
+        );
+    }
+
+    #[test]
+    fn a_cap_is_logged_at_most_once_per_window_with_what_it_counted() {
+        let mut w = CapWatch::new(10_000);
+        assert_eq!(w.observe(0, "rate_limited", 0), None);
+        // Growth seen at the next tick: one line at once.
+        let first = w.observe(1_000, "rate_limited", 500);
+        assert_eq!(
+            first,
+            Some(CapLine {
+                kind: "rate_limited",
+                count: 500,
+                seconds: 1
+            })
+        );
+        // More within the window: held back...
+        for t in 2..10u64 {
+            assert_eq!(w.observe(t * 1_000, "rate_limited", 500 + t * 10), None);
+        }
+        // ...and reported, summed, when the window ends.
+        let second = w.observe(11_000, "rate_limited", 700);
+        assert_eq!(second.map(|l| (l.count, l.seconds)), Some((200, 10)));
+        // Nothing more: nothing logged, however long.
+        assert_eq!(w.observe(30_000, "rate_limited", 700), None);
+        // Caps are independent.
+        assert_eq!(w.observe(30_000, "bandwidth", 3).map(|l| l.count), Some(3));
+        assert_eq!(
+            w.observe(31_000, "rate_limited", 701).map(|l| l.seconds),
+            Some(1)
         );
     }
 }

@@ -4,7 +4,8 @@
 //! - spoofed-source Allocates from 1,000 loopback addresses: no state before
 //!   authentication, memory flat, no allocation;
 //! - a 401 flood towards one source: answers held to the per-source budget (burst 40, then
-//!   20 per second), one `auth_failed` log line per 10 s window;
+//!   20 per second), one `auth_failed` log line and one line counting the answers held
+//!   back per 10 s window;
 //! - an invalid-packet flood: memory flat, the relay still answers;
 //! - permission and channel floods on one allocation: capped with 508 (RFC 8656 §9, §12);
 //! - slow TCP clients that never finish a message: closed after `stream_idle_timeout_s`;
@@ -125,6 +126,44 @@ fn a_401_flood_towards_one_source_is_rate_limited_and_logged_once() {
         .filter(|l| l.contains("authentication failed"))
         .count();
     assert_eq!(log_lines, 1, "log lines:\n{}", server.log_text());
+    // The answers the budget held back: counted, and one line per 10 s window says how
+    // many (the once-a-second tick notices the counter grew).
+    const BUDGET_LINE: &str = "dropped by the per-source budget";
+    let budget_lines = |server: &RunningServer| {
+        server
+            .log_text()
+            .lines()
+            .filter(|l| l.contains(BUDGET_LINE))
+            .count()
+    };
+    let logged = turnpike_tests::wait_until(Duration::from_secs(3), || {
+        (budget_lines(&server) > 0).then_some(())
+    });
+    assert!(logged.is_some(), "no budget line:\n{}", server.log_text());
+    // A second burst within the same window: still counted, not logged again.
+    for _ in 0..200 {
+        let mut m = Message::request(turn::ALLOCATE);
+        m.add(turn::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .add(turn::USERNAME, adversary::USER.as_bytes())
+            .add(turn::REALM, realm.as_bytes())
+            .add(turn::NONCE, &nonce);
+        s.send(&m.encode(Some(b"wrong key"), true));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        budget_lines(&server),
+        1,
+        "budget lines:\n{}",
+        server.log_text()
+    );
+    let records: Vec<_> = server
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "cap_reached" && e["cap"] == "rate_limited")
+        .collect();
+    assert_eq!(records.len(), 1, "cap_reached records: {records:#?}");
+    let held_back = records[0]["count"].as_u64().unwrap_or(0);
+    assert!(held_back > 0, "the line counts nothing: {records:#?}");
     let after = settled_rss(&server);
     report("401 flood", before, after);
     assert!(after <= before + FLAT_KIB);

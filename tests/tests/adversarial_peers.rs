@@ -226,3 +226,54 @@ fn on_an_ipv4_only_allocation_ipv6_spellings_are_443() {
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     });
 }
+
+/// The relay's own listener, its relayed addresses and its HTTP API port, named as peers:
+/// with loopback peers not allowed (the default) each is refused with 403 and a Send
+/// towards it goes nowhere, so a client can neither loop the relay into itself nor reach
+/// the API through it (RFC 8656 §21.4). Non-loopback own addresses are denied even where
+/// loopback is allowed (the core adds every listener address to the deny list); loopback
+/// ones follow `allow_loopback_peers`, which only test setups turn on.
+#[test]
+fn the_relays_own_addresses_and_api_port_are_403() {
+    with_server(&[], |server| {
+        let api: SocketAddr = server
+            .wait_event(Duration::from_secs(3), |e| e["event"] == "api")
+            .and_then(|e| e["listen"].as_str()?.parse().ok())
+            .expect("the API address in the event log");
+        let mut s = Session::udp(server.addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let relayed = s.allocate_dual();
+        let mut other = Session::udp(server.addr, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)));
+        let other_relayed = other.allocate();
+        let own = [
+            ("the TURN listener", server.addr),
+            ("the HTTP API", api),
+            ("this allocation's relayed address", relayed),
+            ("another allocation's relayed address", other_relayed),
+        ];
+        let mut wrong = Vec::new();
+        for (i, (what, peer)) in own.iter().enumerate() {
+            let r = s.create_permission(*peer);
+            if r != Reply::Error(403) {
+                wrong.push(format!("CreatePermission {what} {peer}: {r:?}"));
+            }
+            let r = s.channel_bind(0x4100 + i as u16, *peer);
+            if r != Reply::Error(403) {
+                wrong.push(format!("ChannelBind {what} {peer}: {r:?}"));
+            }
+            let r = s.send_indication(*peer, b"GET /metrics HTTP/1.1\r\n\r\n");
+            if r != Reply::Nothing {
+                wrong.push(format!("Send {what} {peer}: {r:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "not refused:\n{}", wrong.join("\n"));
+        // Nothing was relayed: the other allocation got no Data indication.
+        assert_eq!(
+            other
+                .answer(Duration::from_millis(300))
+                .ok()
+                .map(|m| m.method),
+            None,
+            "a Send reached the relay's own address"
+        );
+    });
+}

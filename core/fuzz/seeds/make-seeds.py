@@ -102,6 +102,22 @@ def main():
     out("whole_server", "proxy-allocate", proxy_open + stream_req(0, 0, 1) + stream_req(0, 0, 2) + bind_ok())
     out("whole_server", "floods", (tcp_open * 8) + udp_req(1, 0, 0, 9) * 20 + bytes([0, 2, 8]) + b"\x00\x01\x00\x00" * 2)
 
+    # http_api: a seed byte (how the input is cut), then the bytes a connection receives.
+    body = b'{"username":"alice","ttl":3600}'
+    ice = (b"POST /v1/ice-servers HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+           b"Authorization: Bearer secret\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    metrics = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\n\r\n"
+    close = b"GET /health?verbose=1 HTTP/1.0\r\nConnection: close\r\n\r\n"
+    chunked = (b"POST /v1/ice-servers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
+    out("http_api", "ice-servers", b"\x11" + ice)
+    out("http_api", "metrics", b"\x85" + metrics)
+    out("http_api", "pipelined", b"\x07" + metrics + ice + metrics + close + metrics)
+    out("http_api", "chunked", b"\x23" + metrics + chunked)
+    out("http_api", "head-and-lengths", b"\x42HEAD /metrics HTTP/1.1\r\nContent-Length: 0\r\n"
+        b"Content-Length: 0\r\nConnection: keep-alive, close\r\n\r\n")
+
 
 if __name__ == "__main__":
     main()

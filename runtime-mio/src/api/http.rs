@@ -209,6 +209,79 @@ pub fn parse(buf: &[u8]) -> Parse {
     )
 }
 
+/// What the bytes buffered on a connection hold next (RFC 9112 §9.3: requests may be
+/// pipelined on one keep-alive connection).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// No whole request yet: read more.
+    Wait,
+    /// A whole request, already taken off the buffer.
+    Request(Request),
+    /// A request that cannot be served: answer this and close (nothing more is read).
+    Refuse(Response),
+}
+
+/// Longest run of unparsed bytes a connection may buffer: one whole request.
+pub const MAX_REQUEST: usize = MAX_HEAD + MAX_BODY;
+
+/// Takes the next request off `input` (the bytes a connection has received and not yet
+/// used). A buffer that has grown beyond [`MAX_REQUEST`] without holding a whole request
+/// is refused with 413, so the caller's memory per connection stays bounded.
+pub fn next_request(input: &mut Vec<u8>) -> Next {
+    if input.is_empty() {
+        return Next::Wait;
+    }
+    match parse(input) {
+        Parse::Partial if input.len() > MAX_REQUEST => {
+            Next::Refuse(Response::error(413, "request too large"))
+        }
+        Parse::Partial => Next::Wait,
+        Parse::Error(r) => Next::Refuse(r),
+        Parse::Complete(req, used) => {
+            input.drain(..used.min(input.len()));
+            Next::Request(req)
+        }
+    }
+}
+
+/// Feeds `pieces` in order to one connection's reader, as the API server does (reading
+/// stops once a refusal is due, or once more than [`MAX_REQUEST`] bytes wait unparsed),
+/// and returns the requests served and the status of the refusal that closed the
+/// connection, if any. For tests and fuzzing: however the same bytes are cut into pieces,
+/// the result is the same.
+pub fn read_requests(pieces: &[&[u8]]) -> (Vec<Request>, Option<u16>) {
+    let mut input = Vec::new();
+    let mut requests = Vec::new();
+    for piece in pieces {
+        let mut piece: &[u8] = piece;
+        while !piece.is_empty() {
+            // As the server reads: at most 4 KiB at a time, never beyond one request's
+            // worth of unparsed bytes.
+            if input.len() > MAX_REQUEST {
+                break;
+            }
+            let n = piece.len().min(4096);
+            let (now, rest) = piece.split_at(n);
+            input.extend_from_slice(now);
+            piece = rest;
+            loop {
+                match next_request(&mut input) {
+                    Next::Wait => break,
+                    Next::Request(r) => {
+                        let close = r.close;
+                        requests.push(r);
+                        if close {
+                            return (requests, None);
+                        }
+                    }
+                    Next::Refuse(r) => return (requests, Some(r.status)),
+                }
+            }
+        }
+    }
+    (requests, None)
+}
+
 /// The reason phrase of a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -341,5 +414,27 @@ mod tests {
                 .collect();
             let _ = parse(&bytes);
         }
+    }
+
+    #[test]
+    fn the_reader_serves_pipelined_requests_however_they_are_cut() {
+        let body = br#"{"username":"alice"}"#;
+        let mut bytes = format!(
+            "POST /v1/ice-servers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(b"GET /metrics HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n");
+        let (whole, refused) = read_requests(&[&bytes]);
+        assert_eq!(refused, None);
+        let paths: Vec<&str> = whole.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/v1/ice-servers", "/metrics", "/health"]);
+        assert_eq!(whole[0].body, body);
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(read_requests(&bytewise), (whole, None));
+        // A chunked body is refused, and nothing after it is served.
+        let chunked = b"POST /v1/ice-servers HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        assert_eq!(read_requests(&[chunked]), (vec![], Some(411)));
     }
 }

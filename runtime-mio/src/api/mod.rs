@@ -21,7 +21,7 @@ pub mod webhook;
 
 use crate::config::UdpPort;
 use crate::token::Source;
-use http::{Parse, Response};
+use http::Response;
 use ice::IceSettings;
 use metrics::RuntimeMetrics;
 use mio::net::{TcpListener, TcpStream};
@@ -402,7 +402,7 @@ impl Api {
     /// request, writes what it can.
     pub fn serve(&mut self, n: u64, registry: &Registry, host: &mut dyn Host) {
         let now = host.now();
-        let limit = http::MAX_HEAD + http::MAX_BODY;
+        let limit = http::MAX_REQUEST;
         let mut eof = false;
         {
             let Some(c) = self.conns.get_mut(&n) else {
@@ -440,22 +440,14 @@ impl Api {
             if c.closing || c.input.is_empty() {
                 break;
             }
-            match http::parse(&c.input) {
-                Parse::Partial => {
-                    if c.input.len() > limit {
-                        let r = Response::error(413, "request too large");
-                        c.output.extend(r.encode(true, false));
-                        c.closing = true;
-                    }
-                    break;
-                }
-                Parse::Error(r) => {
+            match http::next_request(&mut c.input) {
+                http::Next::Wait => break,
+                http::Next::Refuse(r) => {
                     c.output.extend(r.encode(true, false));
                     c.closing = true;
                     break;
                 }
-                Parse::Complete(req, used) => {
-                    c.input.drain(..used.min(c.input.len()));
+                http::Next::Request(req) => {
                     c.request_started = (!c.input.is_empty()).then_some(now);
                     let resp = routes::handle(self, host, &req);
                     let Some(c) = self.conns.get_mut(&n) else {
