@@ -122,6 +122,10 @@ pub fn to_scenario(trace_path: &Path, name: &str) -> Result<String, ReplayError>
                     continue;
                 }
                 Input::Timeout { .. }
+                | Input::ListenerAdded { .. }
+                | Input::ListenerRemoved { .. }
+                | Input::ListenerReserved { .. }
+                | Input::RestSecretAdded { .. }
                 | Input::OneTimeAdded(_)
                 | Input::OneTimeRemoved { .. }
                 | Input::OneTimeExpired { .. } => continue,
