@@ -218,6 +218,9 @@ impl Runtime {
         let api = match api {
             Some(api) => {
                 let listen = api.local_addr().ok();
+                if let Some(t) = &mut trace {
+                    t.rest_secret_added(api.secret());
+                }
                 server.credentials_mut().add_rest_secret(api.secret());
                 let addr = listen.map_or_else(|| "?".to_string(), |a| a.to_string());
                 log::info!("HTTP API on http://{addr}");
@@ -946,6 +949,13 @@ impl crate::api::Host for Runtime {
         &mut self.server
     }
 
+    fn reserve_listener(&mut self, id: ListenerId, username: &str) {
+        if let Some(t) = &mut self.trace {
+            t.listener_reserved(id, username);
+        }
+        self.server.credentials_mut().reserve_listener(id, username);
+    }
+
     fn delete_allocation(&mut self, id: turnpike_core::AllocationId) -> bool {
         let now = self.clock.now();
         if let Some(t) = &mut self.trace {
@@ -974,9 +984,13 @@ impl crate::api::Host for Runtime {
             local,
             proxy_protocol: false,
         };
+        let recorded = config.clone();
         if let Err(e) = self.server.add_listener(config) {
             let _ = self.poll.registry().deregister(&mut sock);
             return Err(io::Error::other(e.0));
+        }
+        if let Some(t) = &mut self.trace {
+            t.listener_added(self.clock.now(), &recorded);
         }
         let listener = Listener {
             spec: ListenerSpec {
@@ -996,6 +1010,9 @@ impl crate::api::Host for Runtime {
 
     fn close_udp(&mut self, id: ListenerId) {
         let now = self.clock.now();
+        if let Some(t) = &mut self.trace {
+            t.listener_removed(now, id);
+        }
         self.server.remove_listener(now, id);
         if let Some(l) = self.listeners.get_mut(id.0 as usize) {
             if let ListenerSocket::Udp(mut s) =

@@ -230,6 +230,39 @@ impl TraceRecorder {
         self.input(&Input::OneTimeAdded(d));
     }
 
+    /// A listener was added to the core after start (a dynamic UDP port of the HTTP API).
+    pub fn listener_added(&mut self, now: Instant, l: &turnpike_core::config::ListenerConfig) {
+        self.input(&Input::ListenerAdded {
+            now,
+            id: l.id,
+            transport: l.transport,
+            local: l.local,
+            proxy_protocol: l.proxy_protocol,
+        });
+    }
+
+    /// A listener is about to be removed from the core.
+    pub fn listener_removed(&mut self, now: Instant, id: turnpike_core::ListenerId) {
+        self.input(&Input::ListenerRemoved { now, id });
+    }
+
+    /// A listener is about to be reserved for one username.
+    pub fn listener_reserved(&mut self, listener: turnpike_core::ListenerId, username: &str) {
+        self.input(&Input::ListenerReserved { listener, username });
+    }
+
+    /// A REST secret (the HTTP API's issuance secret) is about to be added to the core's
+    /// store: recorded as a fingerprint only.
+    pub fn rest_secret_added(&mut self, secret: &[u8]) {
+        let fingerprint = turnpike_core::trace::config::fingerprint(
+            &self.header.salt,
+            turnpike_core::trace::SecretKind::RestSecret,
+            "",
+            secret,
+        );
+        self.input(&Input::RestSecretAdded { fingerprint });
+    }
+
     /// A one-time credential is about to be removed from the core's store.
     pub fn one_time_removed(&mut self, username: &str) {
         self.input(&Input::OneTimeRemoved { username });

@@ -4,6 +4,7 @@
 
 use crate::runner::{run, Outcome, RunOptions, TRACE_LINES};
 use crate::scenario::Scenario;
+use crate::trace::to_scenario::is_trace_script_file;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,10 @@ const USAGE: &str = "usage:
   turnpike-sim sweep DIR|SCENARIO.toml... [--seeds A..B] [--keep-going]
   turnpike-sim replay TRACE [--config FILE]
   turnpike-sim trace dump TRACE
-  turnpike-sim trace to-scenario TRACE [--name NAME]";
+  turnpike-sim trace to-scenario TRACE [--name NAME] [--config FILE]
+
+A trace script (kind = \"trace-script\", from `trace to-scenario`) is run once by `run` and
+`sweep`, whatever the seed, with the secrets of its sibling FILE-STEM.secrets.toml.";
 
 /// Runs the tool with `args` (without the program name); returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
@@ -77,7 +81,9 @@ fn cmd_dump(args: &[String]) -> i32 {
     }
 }
 
-/// `trace to-scenario TRACE [--name NAME]`: the clients' traffic as a script, on stdout.
+/// `trace to-scenario TRACE [--name NAME] [--config FILE]`: the clients' traffic as a
+/// script, on stdout. With `--config` (the relay's secrets), the script is run once and an
+/// `[expect]` table pins what it did.
 fn cmd_to_scenario(args: &[String]) -> i32 {
     let (Some(trace), opts) = split_args(args) else {
         eprintln!("{USAGE}");
@@ -89,8 +95,28 @@ fn cmd_to_scenario(args: &[String]) -> i32 {
         .unwrap_or_else(|| "from-trace".to_string());
     match crate::trace::to_scenario::to_scenario(&trace, &name) {
         Ok(text) => {
-            print!("{text}");
-            0
+            let Some(config) = opts.get("--config") else {
+                print!("{text}");
+                return 0;
+            };
+            let secrets =
+                match crate::trace::secrets_from_config(Some(std::path::Path::new(config))) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("turnpike-sim: {e}");
+                        return 2;
+                    }
+                };
+            match crate::trace::to_scenario::run_script(&text, &secrets) {
+                Ok(rep) => {
+                    print!("{text}{}", crate::trace::to_scenario::expect_table(&rep));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("turnpike-sim: the script does not run: {e}");
+                    1
+                }
+            }
         }
         Err(e) => {
             eprintln!("turnpike-sim: {e}");
@@ -137,6 +163,15 @@ fn cmd_run(args: &[String]) -> i32 {
     let Some(file) = file else {
         return usage("which scenario?");
     };
+    if is_trace_script_file(&file) {
+        return match run_trace_script(&file) {
+            Ok(_) => {
+                println!("result: ok");
+                0
+            }
+            Err(()) => 1,
+        };
+    }
     let sc = match Scenario::load(&file) {
         Ok(s) => s,
         Err(e) => {
@@ -223,9 +258,32 @@ fn cmd_sweep(args: &[String]) -> i32 {
     let mut known_bugs = 0u32;
     let started = std::time::Instant::now();
     let mut events = 0u64;
-    let total = files.len() as u64 * (seeds.end() - seeds.start() + 1);
+    // A trace script runs once, whatever the seeds.
+    let total: u64 = files
+        .iter()
+        .map(|f| {
+            if is_trace_script_file(f) {
+                1
+            } else {
+                seeds.end() - seeds.start() + 1
+            }
+        })
+        .sum();
     let mut done = 0u64;
     for file in &files {
+        if is_trace_script_file(file) {
+            done += 1;
+            match run_trace_script(file) {
+                Ok(rep) => events += rep.inputs + rep.timeouts,
+                Err(()) => {
+                    failures += 1;
+                    if !keep_going {
+                        return 1;
+                    }
+                }
+            }
+            continue;
+        }
         let sc = match Scenario::load(file) {
             Ok(s) => s,
             Err(e) => {
@@ -284,6 +342,26 @@ fn cmd_sweep(args: &[String]) -> i32 {
         events as f64 / wall
     );
     i32::from(failures > 0)
+}
+
+/// Runs a trace script once and prints what it did, or why it failed (with the command that
+/// reproduces it).
+fn run_trace_script(file: &Path) -> Result<crate::trace::to_scenario::ScriptReport, ()> {
+    let started = std::time::Instant::now();
+    match crate::trace::to_scenario::run_script_file(file) {
+        Ok(rep) => {
+            println!(
+                "\ntrace script {}: {rep} in {:.3} s",
+                file.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(rep)
+        }
+        Err(e) => {
+            println!("\nFAILED: trace script {e}");
+            Err(())
+        }
+    }
 }
 
 fn print_summary(out: &Outcome, wall: std::time::Duration) {
@@ -347,7 +425,8 @@ fn parse_range(s: &str) -> Option<std::ops::RangeInclusive<u64>> {
     }
 }
 
-/// The `.toml` files named, or found (sorted) in the directories named.
+/// The `.toml` files named, or found (sorted) in the directories named; a trace script's
+/// secrets (`*.secrets.toml`) are not scenarios and are left out of directories.
 pub fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for p in paths {
@@ -356,6 +435,10 @@ pub fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
                 .map_err(|e| format!("{}: {e}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .filter(|f| {
+                    !f.file_name()
+                        .is_some_and(|n| n.to_string_lossy().ends_with(".secrets.toml"))
+                })
                 .collect();
             found.sort();
             files.extend(found);

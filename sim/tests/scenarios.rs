@@ -62,3 +62,16 @@ fn every_scenario_passes_on_fixed_seeds() {
         }
     }
 }
+
+/// Every trace script under `scenarios/` (field traces kept as regression tests) runs with
+/// its secrets and does what its `[expect]` table says.
+#[test]
+fn trace_scripts_pass() {
+    let scripts = common::trace_scripts();
+    assert!(!scripts.is_empty(), "no trace script under scenarios/");
+    for file in scripts {
+        if let Err(e) = turnpike_sim::trace::to_scenario::run_script_file(&file) {
+            panic!("{e}");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! `turnutils_uclient` (UDP on the configuration's own dynamic port, and TCP), the
 //! allocations seen in `/v1/allocations` and `/metrics` (checked by `promtool` when it is
 //! installed), ended with `DELETE`; expired credentials refused; a credential issued for
-//! one dynamic port refused on another; non-loopback API peers refused.
+//! one dynamic port refused on another; non-loopback API peers refused; a run recorded with
+//! dynamic listeners and the issuance secret replays identically.
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -24,7 +25,8 @@ struct Relay {
     api: SocketAddr,
     tcp_port: u16,
     dynamic: (u16, u16),
-    _dir: TempDir,
+    config: PathBuf,
+    dir: TempDir,
 }
 
 impl Relay {
@@ -48,12 +50,13 @@ impl Relay {
                  turn_tcp_listen_port = {tcp_port}\n\
                  relay_port_min = {}\nrelay_port_max = {}\nrelay_port_quarantine_ms = 500\n\
                  allow_loopback_peers = true\nissuance_secret = \"a test issuance secret\"\n\
-                 event_log = \"{}\"\n{extra}\n",
+                 event_log = \"{}\"\n{}\n",
                 dynamic.0,
                 dynamic.1,
                 relay.0,
                 relay.1,
-                events.display()
+                events.display(),
+                extra.replace("{dir}", &dir.path().display().to_string())
             ),
         );
         if !extra.contains("api_listen") {
@@ -79,7 +82,8 @@ impl Relay {
             api,
             tcp_port,
             dynamic,
-            _dir: dir,
+            config,
+            dir,
         })
     }
 
@@ -381,4 +385,46 @@ fn promtool_check(metrics: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A relay recording a trace while it issues a configuration over HTTP (a dynamic UDP
+/// listener, reserved for the issued username, and credentials derived from the issuance
+/// secret) and relays with it: the trace replays identically, the issuance secret taken
+/// from the config file's `issuance_secret`.
+#[test]
+fn recorded_api_run_replays_identically() {
+    let Some(mut relay) = Relay::start("trace_file = \"{dir}/trace.bin\"") else {
+        return;
+    };
+    let issued = relay.issue(&json!({"label": "traced", "ttl": 120}));
+    let peer = Peer::start();
+    let creds = Credentials::Static {
+        user: issued.username.clone(),
+        password: issued.credential.clone(),
+    };
+    let mut udp = Uclient::new(issued.udp_addr(), peer.addr, creds);
+    udp.messages = 10;
+    udp.run_zero_loss();
+    let st = relay.child.terminate(Duration::from_secs(5));
+    assert!(st.is_some_and(|s| s.success()), "SIGTERM: {st:?}");
+    let trace = relay.dir.join("trace.bin");
+    let report = turnpike_sim::trace::replay::replay(&trace, Some(&relay.config))
+        .unwrap_or_else(|e| panic!("replay: {e}"));
+    println!("{report}");
+    assert!(
+        matches!(
+            report.outcome,
+            turnpike_sim::trace::replay::Outcome::Identical
+        ),
+        "{report}\nrelay log:\n{}",
+        relay.child.log_text()
+    );
+    assert!(report.unrecovered_credentials.is_empty(), "{report}");
+    let mut dump = Vec::new();
+    turnpike_sim::trace::dump::dump(&trace, &mut dump).expect("dump");
+    let dump = String::from_utf8(dump).expect("UTF-8");
+    for kind in ["listener_added", "listener_reserved", "rest_secret_added"] {
+        assert!(dump.contains(kind), "no {kind} record:\n{dump}");
+    }
+    assert!(!dump.contains("a test issuance secret"));
 }

@@ -568,14 +568,14 @@ fn to_usize(v: u64) -> Result<usize, TraceError> {
     usize::try_from(v).map_err(|_| TraceError::Malformed(format!("{v} does not fit this machine")))
 }
 
-fn transport_code(t: Transport) -> u8 {
+pub(crate) fn transport_code(t: Transport) -> u8 {
     match t {
         Transport::Udp => 0,
         Transport::Tcp => 1,
     }
 }
 
-fn transport_of(b: u8) -> Result<Transport, TraceError> {
+pub(crate) fn transport_of(b: u8) -> Result<Transport, TraceError> {
     match b {
         0 => Ok(Transport::Udp),
         1 => Ok(Transport::Tcp),

@@ -317,6 +317,41 @@ pub enum Input<'a> {
         /// Wall clock, unix seconds.
         wall_unix_s: u64,
     },
+    /// `add_listener(listener)`: a listener opened after start (the HTTP API's dynamic
+    /// UDP ports). Added in format 1 without a version change: older traces lack it.
+    ListenerAdded {
+        /// Instant (the runtime's clock when it opened the socket).
+        now: Instant,
+        /// Its id.
+        id: ListenerId,
+        /// UDP or TCP.
+        transport: crate::Transport,
+        /// The address it is bound to.
+        local: SocketAddr,
+        /// TCP only: PROXY protocol required.
+        proxy_protocol: bool,
+    },
+    /// `remove_listener(now, id)`.
+    ListenerRemoved {
+        /// Instant.
+        now: Instant,
+        /// The listener.
+        id: ListenerId,
+    },
+    /// `credentials_mut().reserve_listener(listener, username)`.
+    ListenerReserved {
+        /// The listener.
+        listener: ListenerId,
+        /// The only username it accepts.
+        username: &'a str,
+    },
+    /// `credentials_mut().add_rest_secret(secret)` after start (the HTTP API's issuance
+    /// secret), as a fingerprint of kind [`SecretKind::RestSecret`]; replay finds the
+    /// secret among the supplied ones (`issuance_secret`, `static_auth_secret`).
+    RestSecretAdded {
+        /// The secret's fingerprint.
+        fingerprint: Fingerprint,
+    },
 }
 
 impl Input<'_> {
@@ -332,9 +367,12 @@ impl Input<'_> {
             | Input::RelayDatagram { now, .. }
             | Input::Timeout { now }
             | Input::DeleteAllocation { now, .. } => Some(*now),
+            Input::ListenerAdded { now, .. } | Input::ListenerRemoved { now, .. } => Some(*now),
             Input::OneTimeAdded(_)
             | Input::OneTimeRemoved { .. }
-            | Input::OneTimeExpired { .. } => None,
+            | Input::OneTimeExpired { .. }
+            | Input::ListenerReserved { .. }
+            | Input::RestSecretAdded { .. } => None,
         }
     }
 
@@ -353,6 +391,10 @@ impl Input<'_> {
             Input::OneTimeAdded(_) => "one_time_added",
             Input::OneTimeRemoved { .. } => "one_time_removed",
             Input::OneTimeExpired { .. } => "one_time_expired",
+            Input::ListenerAdded { .. } => "listener_added",
+            Input::ListenerRemoved { .. } => "listener_removed",
+            Input::ListenerReserved { .. } => "listener_reserved",
+            Input::RestSecretAdded { .. } => "rest_secret_added",
         }
     }
 }
@@ -397,6 +439,10 @@ mod kind {
     pub const ONE_TIME_ADDED: u8 = 10;
     pub const ONE_TIME_REMOVED: u8 = 11;
     pub const ONE_TIME_EXPIRED: u8 = 12;
+    pub const LISTENER_ADDED: u8 = 13;
+    pub const LISTENER_REMOVED: u8 = 14;
+    pub const LISTENER_RESERVED: u8 = 15;
+    pub const REST_SECRET_ADDED: u8 = 16;
     pub const OUTPUTS: u8 = 20;
     pub const PANIC: u8 = 21;
     pub const END: u8 = 22;
@@ -729,6 +775,34 @@ fn encode_input(i: &Input<'_>, p: &mut Put<'_>) {
             p.u8(kind::ONE_TIME_EXPIRED);
             p.u64(*wall_unix_s);
         }
+        Input::ListenerAdded {
+            now,
+            id,
+            transport,
+            local,
+            proxy_protocol,
+        } => {
+            p.u8(kind::LISTENER_ADDED);
+            p.u64(now.as_nanos());
+            p.u32(id.0);
+            p.u8(config::transport_code(*transport));
+            p.addr(*local);
+            p.bool(*proxy_protocol);
+        }
+        Input::ListenerRemoved { now, id } => {
+            p.u8(kind::LISTENER_REMOVED);
+            p.u64(now.as_nanos());
+            p.u32(id.0);
+        }
+        Input::ListenerReserved { listener, username } => {
+            p.u8(kind::LISTENER_RESERVED);
+            p.u32(listener.0);
+            p.str(username);
+        }
+        Input::RestSecretAdded { fingerprint } => {
+            p.u8(kind::REST_SECRET_ADDED);
+            p.raw(fingerprint);
+        }
     }
 }
 
@@ -790,6 +864,24 @@ fn decode_record(body: &[u8]) -> Result<Record<'_>, TraceError> {
         kind::ONE_TIME_REMOVED => Record::Input(Input::OneTimeRemoved { username: g.str()? }),
         kind::ONE_TIME_EXPIRED => Record::Input(Input::OneTimeExpired {
             wall_unix_s: g.u64()?,
+        }),
+        kind::LISTENER_ADDED => Record::Input(Input::ListenerAdded {
+            now: now(&mut g)?,
+            id: ListenerId(g.u32()?),
+            transport: config::transport_of(g.u8()?)?,
+            local: g.addr()?,
+            proxy_protocol: g.bool()?,
+        }),
+        kind::LISTENER_REMOVED => Record::Input(Input::ListenerRemoved {
+            now: now(&mut g)?,
+            id: ListenerId(g.u32()?),
+        }),
+        kind::LISTENER_RESERVED => Record::Input(Input::ListenerReserved {
+            listener: ListenerId(g.u32()?),
+            username: g.str()?,
+        }),
+        kind::REST_SECRET_ADDED => Record::Input(Input::RestSecretAdded {
+            fingerprint: g.array()?,
         }),
         kind::OUTPUTS => Record::Outputs {
             count: g.u32()?,

@@ -124,6 +124,24 @@ fn records() -> Vec<Record<'static>> {
         })),
         Record::Input(Input::OneTimeRemoved { username: "u" }),
         Record::Input(Input::OneTimeExpired { wall_unix_s: 6 }),
+        Record::Input(Input::ListenerAdded {
+            now: Instant::from_nanos(7),
+            id: ListenerId(4),
+            transport: Transport::Udp,
+            local: "127.0.0.1:40000".parse().unwrap(),
+            proxy_protocol: false,
+        }),
+        Record::Input(Input::ListenerReserved {
+            listener: ListenerId(4),
+            username: "u",
+        }),
+        Record::Input(Input::ListenerRemoved {
+            now: Instant::from_nanos(8),
+            id: ListenerId(4),
+        }),
+        Record::Input(Input::RestSecretAdded {
+            fingerprint: [3; 16],
+        }),
         Record::Outputs {
             count: 3,
             drained: true,

@@ -79,6 +79,8 @@ pub trait Host {
     fn server(&mut self) -> &mut Server;
     /// Ends an allocation now, as the operator asked (recorded in the trace).
     fn delete_allocation(&mut self, id: turnpike_core::AllocationId) -> bool;
+    /// Reserves `id` for `username` in the core's credentials (recorded in a trace).
+    fn reserve_listener(&mut self, id: ListenerId, username: &str);
     /// Opens a UDP listener on `addr`, registered with the poll and known to the core.
     fn open_udp(&mut self, addr: SocketAddr) -> io::Result<ListenerId>;
     /// Closes a listener opened with `open_udp` (the core forgets it too).
@@ -322,9 +324,7 @@ impl Api {
                 continue;
             }
             for id in &opened {
-                host.server()
-                    .credentials_mut()
-                    .reserve_listener(*id, username);
+                host.reserve_listener(*id, username);
             }
             self.dynamic.insert(
                 port,

@@ -94,8 +94,9 @@ pub fn numbered(path: &Path, n: u32) -> PathBuf {
 }
 
 /// The secrets for a replay from a runtime configuration file: only the keys `users`
-/// (table of name → password) and `static_auth_secret` (a string or a list) are read;
-/// every other key is ignored. No file: no secrets.
+/// (table of name → password), `static_auth_secret` (a string or a list) and
+/// `issuance_secret` (the HTTP API's, a string; taken as one more REST secret, which is
+/// what the relay makes of it) are read; every other key is ignored. No file: no secrets.
 pub fn secrets_from_config(path: Option<&Path>) -> Result<ReplaySecrets, ReplayError> {
     let Some(path) = path else {
         return Ok(ReplaySecrets::default());
@@ -129,6 +130,11 @@ pub fn secrets_from_config(path: Option<&Path>) -> Result<ReplaySecrets, ReplayE
             }
         }
         Some(_) => return Err(bad("`static_auth_secret`: a string or a list of strings")),
+    }
+    match table.get("issuance_secret") {
+        None => {}
+        Some(toml::Value::String(x)) => s.rest_secrets.push(x.as_bytes().to_vec()),
+        Some(_) => return Err(bad("`issuance_secret`: a string")),
     }
     Ok(s)
 }
@@ -232,6 +238,20 @@ pub fn input_json(i: &Input<'_>) -> Value {
         }
         Input::OneTimeRemoved { username } => json!({"username": username}),
         Input::OneTimeExpired { wall_unix_s } => json!({"wall_unix_s": wall_unix_s}),
+        Input::ListenerAdded {
+            id,
+            transport,
+            local,
+            proxy_protocol,
+            ..
+        } => {
+            json!({"listener": id.0, "transport": transport.as_str(), "local": local.to_string(), "proxy_protocol": proxy_protocol})
+        }
+        Input::ListenerRemoved { id, .. } => json!({"listener": id.0}),
+        Input::ListenerReserved { listener, username } => {
+            json!({"listener": listener.0, "username": username})
+        }
+        Input::RestSecretAdded { .. } => json!({}),
     };
     if let Some(o) = v.as_object_mut() {
         o.insert("kind".into(), json!(i.kind()));

@@ -28,8 +28,8 @@ pub struct ReplayReport {
     pub checkpoints: u64,
     /// How the last file ended.
     pub tail: Tail,
-    /// One-time credentials whose password could not be recovered (replies to them may
-    /// diverge).
+    /// One-time credentials whose password could not be recovered, and the issuance
+    /// secret if it could not (replies to them may diverge).
     pub unrecovered_credentials: Vec<String>,
     /// The verdict.
     pub outcome: Outcome,
@@ -117,10 +117,17 @@ impl std::fmt::Display for ReplayReport {
             )?;
         }
         for u in &self.unrecovered_credentials {
-            writeln!(
-                f,
-                "warning: the password of one-time credential `{u}` could not be recovered"
-            )?;
+            if u.starts_with("the issuance secret") {
+                writeln!(
+                    f,
+                    "warning: {u} of the trace is not in the config file: replies to issued credentials may diverge"
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "warning: the password of one-time credential `{u}` could not be recovered"
+                )?;
+            }
         }
         match &self.outcome {
             Outcome::Identical => writeln!(f, "identical: every checkpoint matched"),
@@ -403,6 +410,39 @@ impl Replayer<'_> {
             }
             Input::OneTimeExpired { wall_unix_s } => {
                 s.credentials_mut().expire_one_time(*wall_unix_s);
+            }
+            Input::ListenerAdded {
+                id,
+                transport,
+                local,
+                proxy_protocol,
+                ..
+            } => {
+                // The recording added it successfully (it records only what the core took).
+                let _ = s.add_listener(turnpike_core::config::ListenerConfig {
+                    id: *id,
+                    transport: *transport,
+                    local: *local,
+                    proxy_protocol: *proxy_protocol,
+                });
+            }
+            Input::ListenerRemoved { now, id } => {
+                s.remove_listener(*now, *id);
+            }
+            Input::ListenerReserved { listener, username } => {
+                s.credentials_mut().reserve_listener(*listener, username);
+            }
+            Input::RestSecretAdded { fingerprint } => {
+                let found = self.secrets.rest_secrets.iter().find(|x| {
+                    trace::config::fingerprint(&self.salt, trace::SecretKind::RestSecret, "", x)
+                        == *fingerprint
+                });
+                match found {
+                    Some(x) => s.credentials_mut().add_rest_secret(x),
+                    None => self
+                        .unrecovered
+                        .push("the issuance secret (`issuance_secret`)".into()),
+                }
             }
         }
     }

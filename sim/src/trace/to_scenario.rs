@@ -22,6 +22,16 @@
 //! hex = "000100002112a442..."
 //! ```
 //!
+//! An optional `[expect]` table pins what a run must do: `inputs`, `answers`,
+//! `allocations_created`, `outputs` (counts) and `digest` (hex, the running digest of
+//! every output, as `turnpike-sim run` prints it). A run that differs fails.
+//!
+//! `turnpike-sim run FILE` and `turnpike-sim sweep DIR` recognise a script by its `kind`
+//! and run it with [`run_script_file`]; the relay's secrets are read from a sibling file
+//! `FILE-STEM.secrets.toml` (same keys as the `--config` file of a replay: `users`,
+//! `static_auth_secret`; every other key ignored), so the script itself stays free of them.
+//! Secrets files are never taken for scenarios.
+//!
 //! What the driver did on its own is left out and redone by the runner: timeouts (fired
 //! whenever the core's `poll_timeout` falls before the next input) and binds (each
 //! `BindRelay` answered with the next of `bind_results`, then `ok`). Relayed media that the
@@ -33,7 +43,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use turnpike_core::event::Output;
 use turnpike_core::server::BindError;
-use turnpike_core::trace::{self, Input, Record, ReplaySecrets};
+use turnpike_core::trace::{self, Input, OutputDigest, Record, ReplaySecrets};
 use turnpike_core::{ConnId, Event, Instant, ListenerId, RelayId, Server, HEADROOM, TAILROOM};
 
 /// The scripted scenario of the trace at `trace_path` (with its older segments), named
@@ -112,6 +122,10 @@ pub fn to_scenario(trace_path: &Path, name: &str) -> Result<String, ReplayError>
                     continue;
                 }
                 Input::Timeout { .. }
+                | Input::ListenerAdded { .. }
+                | Input::ListenerRemoved { .. }
+                | Input::ListenerReserved { .. }
+                | Input::RestSecretAdded { .. }
                 | Input::OneTimeAdded(_)
                 | Input::OneTimeRemoved { .. }
                 | Input::OneTimeExpired { .. } => continue,
@@ -122,8 +136,8 @@ pub fn to_scenario(trace_path: &Path, name: &str) -> Result<String, ReplayError>
     let _ = writeln!(
         out,
         "# A field trace cut down to its clients' and peers' traffic (a scripted scenario).\n\
-         # Run it with the relay's secrets: run_script(text, secrets); timeouts and relay binds\n\
-         # are redone by the runner."
+         # Run it: turnpike-sim run FILE (the relay's secrets in FILE-STEM.secrets.toml beside\n\
+         # it: `users`, `static_auth_secret`). Timeouts and relay binds are redone by the runner."
     );
     let _ = writeln!(out, "kind = \"trace-script\"");
     let _ = writeln!(out, "name = {}", toml_str(name));
@@ -152,6 +166,111 @@ pub struct ScriptReport {
     pub allocations_created: u64,
     /// Answers sent to clients (Transmit and StreamWrite).
     pub answers: u64,
+    /// The running digest of every output drained, in order.
+    pub digest: u64,
+}
+
+impl std::fmt::Display for ScriptReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} inputs, {} timeouts, {} outputs, {} answers, {} allocations created, digest {:016x}",
+            self.inputs,
+            self.timeouts,
+            self.outputs,
+            self.answers,
+            self.allocations_created,
+            self.digest
+        )
+    }
+}
+
+/// True when `text` is a scripted scenario (`kind = "trace-script"`), not a world scenario.
+pub fn is_trace_script(text: &str) -> bool {
+    text.parse::<toml::Table>()
+        .ok()
+        .and_then(|t| {
+            t.get("kind")
+                .and_then(|k| k.as_str())
+                .map(|k| k == "trace-script")
+        })
+        .unwrap_or(false)
+}
+
+/// True when the file at `path` is a scripted scenario (unreadable files are not).
+pub fn is_trace_script_file(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| is_trace_script(&t))
+}
+
+/// The secrets file of the script at `path`: `STEM.secrets.toml` beside it.
+pub fn secrets_path(path: &Path) -> std::path::PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}.secrets.toml"))
+}
+
+/// Runs the script at `path` with the secrets of its sibling secrets file (none if there
+/// is no such file) and checks its `[expect]` table. The error says what went wrong and
+/// how to reproduce it.
+pub fn run_script_file(path: &Path) -> Result<ScriptReport, String> {
+    let reproduce = format!("reproduce: turnpike-sim run {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let sp = secrets_path(path);
+    let secrets = super::secrets_from_config(sp.exists().then_some(sp.as_path()))
+        .map_err(|e| e.to_string())?;
+    let rep =
+        run_script(&text, &secrets).map_err(|e| format!("{}: {e}\n{reproduce}", path.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    if let Some(expect) = doc.get("expect") {
+        check_expect(expect, &rep)
+            .map_err(|e| format!("{}: diverged: {e} ({rep})\n{reproduce}", path.display()))?;
+    }
+    Ok(rep)
+}
+
+/// The `[expect]` table for what `rep` did (counts only; add `digest` by hand to pin the
+/// exact outputs).
+pub fn expect_table(rep: &ScriptReport) -> String {
+    format!(
+        "\n[expect]\ninputs = {}\nallocations_created = {}\nanswers = {}\n",
+        rep.inputs, rep.allocations_created, rep.answers
+    )
+}
+
+/// Compares a run with the script's `[expect]` table.
+fn check_expect(expect: &toml::Value, rep: &ScriptReport) -> Result<(), String> {
+    let t = expect.as_table().ok_or("`expect` must be a table")?;
+    for (k, v) in t {
+        let got = match k.as_str() {
+            "inputs" => rep.inputs,
+            "answers" => rep.answers,
+            "allocations_created" => rep.allocations_created,
+            "outputs" => rep.outputs,
+            "digest" => {
+                let want = v
+                    .as_str()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .ok_or("`expect.digest` must be a hex string")?;
+                if want != rep.digest {
+                    return Err(format!("digest {:016x}, expected {want:016x}", rep.digest));
+                }
+                continue;
+            }
+            other => return Err(format!("unknown expectation `{other}`")),
+        };
+        let want = v
+            .as_integer()
+            .and_then(|x| u64::try_from(x).ok())
+            .ok_or_else(|| format!("`expect.{k}` must be a count"))?;
+        if want != got {
+            return Err(format!("{k} = {got}, expected {want}"));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a scripted scenario (see the module documentation) with `secrets`. Errors name the
@@ -188,6 +307,7 @@ pub fn run_script(text: &str, secrets: &ReplaySecrets) -> Result<ScriptReport, S
         .unwrap_or_default();
     let mut server = Server::new(config, h.seed, h.start).map_err(|e| e.to_string())?;
     let mut rep = ScriptReport::default();
+    let mut digest = OutputDigest::new();
     let empty = Vec::new();
     let script = doc
         .get("script")
@@ -231,7 +351,7 @@ pub fn run_script(text: &str, secrets: &ReplaySecrets) -> Result<ScriptReport, S
             guard += 1;
             server.handle_timeout(t);
             rep.timeouts += 1;
-            drain(&mut server, t, &mut binds, &mut rep);
+            drain(&mut server, t, &mut binds, &mut rep, &mut digest);
         }
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             match kind {
@@ -274,8 +394,9 @@ pub fn run_script(text: &str, secrets: &ReplaySecrets) -> Result<ScriptReport, S
             Err(_) => return Err(format!("the core panicked at script entry {i} ({kind})")),
         }
         rep.inputs += 1;
-        drain(&mut server, now, &mut binds, &mut rep);
+        drain(&mut server, now, &mut binds, &mut rep, &mut digest);
     }
+    rep.digest = digest.value();
     Ok(rep)
 }
 
@@ -285,9 +406,11 @@ fn drain(
     now: Instant,
     binds: &mut std::collections::VecDeque<Result<(), BindError>>,
     rep: &mut ScriptReport,
+    digest: &mut OutputDigest,
 ) {
     while let Some(out) = server.poll_output() {
         rep.outputs += 1;
+        digest.output(&out);
         match out {
             Output::BindRelay { relay, .. } => {
                 let r = binds.pop_front().unwrap_or(Ok(()));
