@@ -155,8 +155,13 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             let Some((at, ..)) = &s.connected else {
                 continue;
             };
-            let lasted = match s.ended {
-                Some(end) => end.since(*at) > Duration::from_secs(5),
+            // With a browser pair, echoes are due only while both ends were up.
+            let (from, until) = match s.pair_window {
+                Some((known, gone)) => ((*at).max(known), min_of(s.ended, gone)),
+                None => (*at, s.ended),
+            };
+            let lasted = match until {
+                Some(end) => end > from && end.since(from) > Duration::from_secs(5),
                 None => true,
             };
             if s.with_peer && !s.lost && !s.vanished && lasted && s.echoes == 0 {
@@ -230,6 +235,13 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
         ));
     }
     Ok(())
+}
+
+fn min_of(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Every session a well-behaved browser started in the liveness phase got an answer in

@@ -22,6 +22,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+/// The `peer` of a client group whose browsers talk to each other in pairs.
+pub const PAIR: &str = "pair";
+
 /// A whole scenario.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,7 +258,8 @@ pub struct ClientGroup {
     /// How the losers and the final allocation are released: refresh0, close, random.
     #[serde(default = "d_release")]
     pub release: String,
-    /// The peer to talk to.
+    /// The peer to talk to: a peer's name, or [`PAIR`] (browsers of the group talk to
+    /// each other two by two, each through its own allocation: relay to relay).
     #[serde(default)]
     pub peer: Option<String>,
     /// Interval between data packets, ms (0: no data).
