@@ -34,6 +34,8 @@ pub const TLS_DONE: u8 = b'F';
 const RELEASE_WAIT: Duration = Duration::from_secs(45);
 /// First byte of a packet a browser of a pair sends back to its partner.
 const ECHO: u8 = b'e';
+/// Round trip of an ICE configuration fetch from the HTTP API.
+const API_DELAY: Duration = Duration::from_millis(30);
 /// Addresses a probing browser tries to reach: all must be refused by the relay.
 pub const DENIED_PROBES: [&str; 6] = [
     "127.0.0.1:9",
@@ -49,6 +51,12 @@ pub const DENIED_PROBES: [&str; 6] = [
 #[derive(Debug, Default)]
 pub struct Board {
     relayed: BTreeMap<usize, SocketAddr>,
+    /// ICE configurations asked of the HTTP API: browser, expiry (unix seconds), label.
+    pub requests: Vec<(usize, u64, String)>,
+    /// The API's answers, by browser.
+    pub answers: BTreeMap<usize, crate::server::Issued>,
+    /// The last credential issued to a well-behaved browser (what a thief could copy).
+    pub last_issued: Option<(String, String)>,
 }
 
 impl Board {
@@ -130,6 +138,8 @@ pub struct Browser {
     issuer: usize,
     next_port: u16,
     next_start: Option<Instant>,
+    /// An ICE configuration fetch is under way; its answer is there at this instant.
+    fetching: Option<Instant>,
     session: Option<Session>,
     sessions: u32,
     done: bool,
@@ -157,6 +167,7 @@ impl Browser {
             issuer: 0,
             next_port: 40_000,
             next_start: Some(start),
+            fetching: None,
             session: None,
             sessions: 0,
             done: false,
@@ -279,7 +290,23 @@ impl Browser {
         let now = cx.now;
         if self.next_start.is_some_and(|t| t <= now) && self.session.is_none() {
             self.next_start = None;
-            self.start_session(cx);
+            if self.spec.issued_dynamic_udp {
+                let wall = cx.shared.walls[self.issuer].unix_s(now);
+                let expiry =
+                    (wall + self.spec.credential_ttl_s).saturating_sub(self.spec.config_age_s);
+                cx.board
+                    .requests
+                    .push((self.id, expiry, format!("b{}", self.id)));
+                self.fetching = Some(now + API_DELAY);
+            } else {
+                self.start_session(cx, None);
+            }
+        }
+        if self.fetching.is_some_and(|t| t <= now) {
+            self.fetching = None;
+            if let Some(issued) = cx.board.answers.remove(&self.id) {
+                self.start_session(cx, Some(issued));
+            }
         }
         if let Some(s) = &mut self.session {
             for a in &mut s.attempts {
@@ -305,7 +332,7 @@ impl Browser {
 
     /// The next instant something is due.
     pub fn next_wake(&self) -> Option<Instant> {
-        let mut next = self.next_start;
+        let mut next = self.next_start.or(self.fetching);
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
@@ -332,13 +359,28 @@ impl Browser {
 
     // ---- helpers ---------------------------------------------------------------------
 
-    fn start_session(&mut self, cx: &mut Cx) {
+    fn start_session(&mut self, cx: &mut Cx, issued: Option<crate::server::Issued>) {
         let now = cx.now;
         self.sessions += 1;
         let wall = cx.shared.walls[self.issuer];
         let expiry = wall.unix_s(now) + self.spec.credential_ttl_s;
-        let username = format!("{expiry}:b{}s{}", self.id, self.sessions);
-        let password = rest_password(cx.shared.secrets[self.issuer].as_bytes(), &username);
+        let (mut username, mut password, udp_port) = match issued {
+            Some(i) => (i.username, i.password, i.udp_port),
+            None => {
+                let u = format!("{expiry}:b{}s{}", self.id, self.sessions);
+                let p = rest_password(cx.shared.secrets[self.issuer].as_bytes(), &u);
+                (u, p, None)
+            }
+        };
+        if self.spec.borrow_credential {
+            // Someone else's credential, on the port reserved for our own.
+            if let Some((u, p)) = cx.board.last_issued.clone() {
+                username = u;
+                password = p;
+            }
+        } else if self.spec.issued_dynamic_udp && self.spec.config_age_s == 0 {
+            cx.board.last_issued = Some((username.clone(), password.clone()));
+        }
         let real = SocketAddr::new(self.ip, 0);
         let record = cx.oracle.session_start(
             self.id,
@@ -352,7 +394,10 @@ impl Browser {
         let vanish = chance(cx.rng, self.spec.vanish) && cx.shared.phase == Phase::Safety;
         let deadline = now + Duration::from_secs(self.spec.connect_timeout_s);
         let mut attempts = Vec::new();
-        for ice in self.ice.clone() {
+        for mut ice in self.ice.clone() {
+            if let (Via::Udp, Some(port)) = (ice.via, udp_port) {
+                ice.addr.set_port(port);
+            }
             let local = SocketAddr::new(self.ip, self.port());
             let transport = if ice.via == Via::Udp {
                 Transport::Udp

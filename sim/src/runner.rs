@@ -661,7 +661,31 @@ impl World {
             board: &mut self.board,
         };
         f(n, &mut cx);
+        self.api();
         self.arm(node);
+    }
+
+    /// The HTTP API of the first server: issues the ICE configurations asked for.
+    fn api(&mut self) {
+        if self.board.requests.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let secret = self.shared.secrets.first().cloned().unwrap_or_default();
+        for (browser, expiry, label) in std::mem::take(&mut self.board.requests) {
+            if let Some(Node::Server(h)) = self.nodes.first_mut() {
+                let issued = h.issue(now, &secret, expiry, &label);
+                self.trace.note(
+                    now,
+                    format!(
+                        "API issues {} (udp port {:?}) to browser {browser}",
+                        issued.username, issued.udp_port
+                    ),
+                );
+                self.board.answers.insert(browser, issued);
+            }
+        }
+        self.arm(0);
     }
 
     /// Schedules a host's wake-up if its wish changed.
