@@ -13,6 +13,7 @@ use crate::link::{between, chance};
 use crate::net::{Side, StreamId};
 use crate::scenario::{ClientGroup, Via};
 use core::time::Duration;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use turnpike_core::auth::rest_password;
 use turnpike_core::client::{Client, ClientConfig, ClientEvent};
@@ -31,6 +32,10 @@ pub const TLS_MORE: u8 = b'S';
 pub const TLS_DONE: u8 = b'F';
 /// Longest wait for Refresh 0 answers before the streams are closed anyway.
 const RELEASE_WAIT: Duration = Duration::from_secs(45);
+/// First byte of a packet a browser of a pair sends back to its partner.
+const ECHO: u8 = b'e';
+/// Round trip of an ICE configuration fetch from the HTTP API.
+const API_DELAY: Duration = Duration::from_millis(30);
 /// Addresses a probing browser tries to reach: all must be refused by the relay.
 pub const DENIED_PROBES: [&str; 6] = [
     "127.0.0.1:9",
@@ -40,6 +45,26 @@ pub const DENIED_PROBES: [&str; 6] = [
     "0.0.0.0:1",
     "[::1]:22",
 ];
+
+/// What browsers learn of each other out of band, as a web application's signalling
+/// would tell them: the relayed address each one currently keeps.
+#[derive(Debug, Default)]
+pub struct Board {
+    relayed: BTreeMap<usize, SocketAddr>,
+    /// ICE configurations asked of the HTTP API: browser, expiry (unix seconds), label.
+    pub requests: Vec<(usize, u64, String)>,
+    /// The API's answers, by browser.
+    pub answers: BTreeMap<usize, crate::server::Issued>,
+    /// The last credential issued to a well-behaved browser (what a thief could copy).
+    pub last_issued: Option<(String, String)>,
+}
+
+impl Board {
+    /// The relayed address browser `id` keeps now, if any.
+    pub fn relayed(&self, id: usize) -> Option<SocketAddr> {
+        self.relayed.get(&id).copied()
+    }
+}
 
 /// One ICE server the browser may use.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +115,10 @@ struct Session {
     ending: Option<Instant>,
     next_data: Option<Instant>,
     seq: u64,
+    /// Who it talks to: the group's peer, or the partner's relayed address once known.
+    peer: Option<SocketAddr>,
+    /// The relay confirmed the permission for `peer`: data may flow.
+    permitted: bool,
 }
 
 /// A browser.
@@ -103,10 +132,14 @@ pub struct Browser {
     ip: IpAddr,
     ice: Vec<IceServer>,
     peer: Option<SocketAddr>,
+    /// The browser it talks to through the relay, for a browser pair.
+    partner: Option<usize>,
     /// Whose REST secret and wall clock issue the credentials.
     issuer: usize,
     next_port: u16,
     next_start: Option<Instant>,
+    /// An ICE configuration fetch is under way; its answer is there at this instant.
+    fetching: Option<Instant>,
     session: Option<Session>,
     sessions: u32,
     done: bool,
@@ -130,13 +163,20 @@ impl Browser {
             ip,
             ice,
             peer,
+            partner: None,
             issuer: 0,
             next_port: 40_000,
             next_start: Some(start),
+            fetching: None,
             session: None,
             sessions: 0,
             done: false,
         }
+    }
+
+    /// Makes it one half of a browser pair with browser `partner`.
+    pub fn pair_with(&mut self, partner: usize) {
+        self.partner = Some(partner);
     }
 
     /// Its address.
@@ -239,6 +279,7 @@ impl Browser {
         if winner == Some(k) {
             if let Some(s) = &self.session {
                 cx.oracle.session_lost(s.record, cx.now);
+                cx.board.relayed.remove(&self.id);
             }
         }
         self.after(cx);
@@ -249,7 +290,23 @@ impl Browser {
         let now = cx.now;
         if self.next_start.is_some_and(|t| t <= now) && self.session.is_none() {
             self.next_start = None;
-            self.start_session(cx);
+            if self.spec.issued_dynamic_udp {
+                let wall = cx.shared.walls[self.issuer].unix_s(now);
+                let expiry =
+                    (wall + self.spec.credential_ttl_s).saturating_sub(self.spec.config_age_s);
+                cx.board
+                    .requests
+                    .push((self.id, expiry, format!("b{}", self.id)));
+                self.fetching = Some(now + API_DELAY);
+            } else {
+                self.start_session(cx, None);
+            }
+        }
+        if self.fetching.is_some_and(|t| t <= now) {
+            self.fetching = None;
+            if let Some(issued) = cx.board.answers.remove(&self.id) {
+                self.start_session(cx, Some(issued));
+            }
         }
         if let Some(s) = &mut self.session {
             for a in &mut s.attempts {
@@ -275,7 +332,7 @@ impl Browser {
 
     /// The next instant something is due.
     pub fn next_wake(&self) -> Option<Instant> {
-        let mut next = self.next_start;
+        let mut next = self.next_start.or(self.fetching);
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
@@ -302,13 +359,28 @@ impl Browser {
 
     // ---- helpers ---------------------------------------------------------------------
 
-    fn start_session(&mut self, cx: &mut Cx) {
+    fn start_session(&mut self, cx: &mut Cx, issued: Option<crate::server::Issued>) {
         let now = cx.now;
         self.sessions += 1;
         let wall = cx.shared.walls[self.issuer];
         let expiry = wall.unix_s(now) + self.spec.credential_ttl_s;
-        let username = format!("{expiry}:b{}s{}", self.id, self.sessions);
-        let password = rest_password(cx.shared.secrets[self.issuer].as_bytes(), &username);
+        let (mut username, mut password, udp_port) = match issued {
+            Some(i) => (i.username, i.password, i.udp_port),
+            None => {
+                let u = format!("{expiry}:b{}s{}", self.id, self.sessions);
+                let p = rest_password(cx.shared.secrets[self.issuer].as_bytes(), &u);
+                (u, p, None)
+            }
+        };
+        if self.spec.borrow_credential {
+            // Someone else's credential, on the port reserved for our own.
+            if let Some((u, p)) = cx.board.last_issued.clone() {
+                username = u;
+                password = p;
+            }
+        } else if self.spec.issued_dynamic_udp && self.spec.config_age_s == 0 {
+            cx.board.last_issued = Some((username.clone(), password.clone()));
+        }
         let real = SocketAddr::new(self.ip, 0);
         let record = cx.oracle.session_start(
             self.id,
@@ -322,7 +394,10 @@ impl Browser {
         let vanish = chance(cx.rng, self.spec.vanish) && cx.shared.phase == Phase::Safety;
         let deadline = now + Duration::from_secs(self.spec.connect_timeout_s);
         let mut attempts = Vec::new();
-        for ice in self.ice.clone() {
+        for mut ice in self.ice.clone() {
+            if let (Via::Udp, Some(port)) = (ice.via, udp_port) {
+                ice.addr.set_port(port);
+            }
             let local = SocketAddr::new(self.ip, self.port());
             let transport = if ice.via == Via::Udp {
                 Transport::Udp
@@ -368,6 +443,8 @@ impl Browser {
             ending: None,
             next_data: None,
             seq: 0,
+            peer: self.peer,
+            permitted: false,
         });
     }
 
@@ -420,14 +497,21 @@ impl Browser {
                         via.as_str(),
                         relayed
                     ));
+                    if let Some(r) = relayed.first() {
+                        cx.board.relayed.insert(self.id, *r);
+                    }
                     cx.oracle
                         .session_connected(record, now, via, mapped, relayed);
+                    if self.partner.is_some() && self.spec.data_interval_ms > 0 {
+                        // Polls the signalling for the partner's address.
+                        s.next_data = Some(now);
+                    }
                     for j in 0..s.attempts.len() {
                         if j != k {
                             release(cx, &mut s.attempts[j], &self.spec.release);
                         }
                     }
-                    if let (Some(peer), Some(a)) = (self.peer, s.attempts.get_mut(k)) {
+                    if let (Some(peer), Some(a)) = (s.peer, s.attempts.get_mut(k)) {
                         a.client.create_permission(now, &[peer.ip()]);
                         if self.spec.probe_denied {
                             for p in DENIED_PROBES {
@@ -459,7 +543,10 @@ impl Browser {
                 }
             }
             ClientEvent::PermissionCreated { peers } => {
-                if let (Some(peer), Some(a)) = (self.peer, s.attempts.get_mut(k)) {
+                if let (Some(peer), Some(a)) = (s.peer, s.attempts.get_mut(k)) {
+                    if peers.contains(&peer.ip()) && Some(k) == s.winner {
+                        s.permitted = true;
+                    }
                     if peers.contains(&peer.ip())
                         && Some(k) == s.winner
                         && a.client.channel_for(peer).is_none()
@@ -475,7 +562,18 @@ impl Browser {
                 }
             }
             ClientEvent::PermissionFailed { code, .. } => cx.oracle.session_code(record, code),
-            ClientEvent::Data { .. } => cx.oracle.session_echo(record),
+            ClientEvent::Data { peer, data } => {
+                if self.partner.is_none() || data.first() == Some(&ECHO) {
+                    cx.oracle.session_echo(record);
+                } else if let Some(a) = s.attempts.get_mut(k) {
+                    // The partner's packet goes back the way it came: relay to relay.
+                    let mut back = data;
+                    back.insert(0, ECHO);
+                    if a.state == AState::Turn {
+                        a.client.send(now, peer, &back);
+                    }
+                }
+            }
             ClientEvent::Deleted => {
                 if let Some(a) = s.attempts.get_mut(k) {
                     close(cx, a);
@@ -490,6 +588,7 @@ impl Browser {
                 }
                 if code == 437 && s.winner == Some(k) {
                     cx.oracle.session_lost(record, now);
+                    cx.board.relayed.remove(&self.id);
                 }
             }
             ClientEvent::Expired | ClientEvent::StreamError => {
@@ -498,6 +597,7 @@ impl Browser {
                 }
                 if s.winner == Some(k) {
                     cx.oracle.session_lost(record, now);
+                    cx.board.relayed.remove(&self.id);
                 }
             }
             _ => {}
@@ -532,7 +632,7 @@ impl Browser {
     /// Sends the next data packet to the peer through the kept allocation.
     fn data(&mut self, cx: &mut Cx) {
         let now = cx.now;
-        let (Some(s), Some(peer)) = (&mut self.session, self.peer) else {
+        let Some(s) = &mut self.session else {
             return;
         };
         let (Some(k), Some(at)) = (s.winner, s.next_data) else {
@@ -545,6 +645,25 @@ impl Browser {
         if at > now {
             return;
         }
+        if let Some(partner) = self.partner {
+            let known = cx.board.relayed(partner);
+            if known != s.peer {
+                if s.peer.is_some() {
+                    cx.oracle.session_partner_gone(s.record, now);
+                }
+                s.peer = known;
+                s.permitted = false;
+                if let (Some(p), Some(a)) = (known, s.attempts.get_mut(k)) {
+                    cx.note(format!("browser {} learns its partner at {p}", self.id));
+                    cx.oracle.session_partner(s.record, now);
+                    a.client.create_permission(now, &[p.ip()]);
+                }
+            }
+        }
+        let (Some(peer), true) = (s.peer, s.permitted) else {
+            s.next_data = Some(now + Duration::from_millis(self.spec.data_interval_ms));
+            return;
+        };
         s.seq += 1;
         let payload = format!("b{} #{}", self.id, s.seq);
         if let Some(a) = s.attempts.get_mut(k) {
@@ -563,6 +682,7 @@ impl Browser {
             return;
         }
         if s.ending.is_none() {
+            cx.board.relayed.remove(&self.id);
             cx.oracle.session_ended(s.record, now);
             s.ending = Some(now + RELEASE_WAIT);
             s.next_data = None;

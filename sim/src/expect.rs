@@ -155,8 +155,13 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             let Some((at, ..)) = &s.connected else {
                 continue;
             };
-            let lasted = match s.ended {
-                Some(end) => end.since(*at) > Duration::from_secs(5),
+            // With a browser pair, echoes are due only while both ends were up.
+            let (from, until) = match s.pair_window {
+                Some((known, gone)) => ((*at).max(known), min_of(s.ended, gone)),
+                None => (*at, s.ended),
+            };
+            let lasted = match until {
+                Some(end) => end > from && end.since(from) > Duration::from_secs(5),
                 None => true,
             };
             if s.with_peer && !s.lost && !s.vanished && lasted && s.echoes == 0 {
@@ -212,6 +217,62 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             }
         }
     }
+    if e.dynamic_listeners_closed {
+        for h in &hosts {
+            let core = h.server.config().listeners.len();
+            if !h.dynamic.is_empty() || core != h.listeners.len() {
+                return Err((
+                    "expect_dynamic_listeners_closed",
+                    format!(
+                        "{}: {} dynamic listeners left ({} in the core)",
+                        h.name,
+                        h.dynamic.len(),
+                        core
+                    ),
+                ));
+            }
+        }
+    }
+    if e.misuse_refused {
+        let misusing = |g: usize| {
+            sc.clients
+                .get(g)
+                .is_some_and(|c| c.borrow_credential || c.config_age_s > 0)
+        };
+        let mut seen = 0;
+        for s in sessions.iter().filter(|s| misusing(s.group)) {
+            if s.first_answer.is_none() {
+                continue;
+            }
+            seen += 1;
+            if s.connected.is_some() || !s.codes.contains(&401) {
+                return Err((
+                    "expect_misuse_refused",
+                    format!(
+                        "{}: connected {:?}, codes {:?}",
+                        s.username, s.connected, s.codes
+                    ),
+                ));
+            }
+        }
+        if seen == 0 {
+            return Err((
+                "expect_misuse_refused",
+                "no misusing session got an answer".into(),
+            ));
+        }
+    }
+    for s in sessions {
+        let held = sc.clients.get(s.group).is_some_and(|g| g.well_behaved);
+        if let Some(c) = s.codes.iter().find(|c| e.codes_never_seen.contains(c)) {
+            if held {
+                return Err((
+                    "expect_codes_never_seen",
+                    format!("{} got {c} (codes {:?})", s.username, s.codes),
+                ));
+            }
+        }
+    }
     let limited = sum(&|s| s.dropped.rate_limited);
     if limited < e.min_rate_limited {
         return Err((
@@ -230,6 +291,13 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
         ));
     }
     Ok(())
+}
+
+fn min_of(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Every session a well-behaved browser started in the liveness phase got an answer in

@@ -4,7 +4,7 @@
 //! a close, its timer, a fault) through a [`Cx`]: the clock reading, the network, its
 //! share of the randomness, and the oracle that watches.
 
-use crate::browser::Browser;
+use crate::browser::{Board, Browser};
 use crate::clock::WallClock;
 use crate::digest::{Digest, Trace};
 use crate::faults::{Control, Flooder};
@@ -62,6 +62,8 @@ pub struct Cx<'a> {
     pub digest: &'a mut Digest,
     /// World-wide facts.
     pub shared: &'a Shared,
+    /// What browsers tell each other out of band (signalling).
+    pub board: &'a mut Board,
 }
 
 impl Cx<'_> {

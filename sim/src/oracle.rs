@@ -17,7 +17,7 @@ use crate::net::StreamId;
 use crate::scenario::Via;
 use crate::server::ServerHost;
 use core::time::Duration;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use turnpike_core::channel;
 use turnpike_core::cidr::IpNet;
@@ -101,6 +101,9 @@ pub struct SessionRecord {
     pub echoes: u64,
     /// It talks to a peer.
     pub with_peer: bool,
+    /// For a browser pair: when the partner's relayed address was learnt, and when it
+    /// went away (the window in which echoes are expected).
+    pub pair_window: Option<(Instant, Option<Instant>)>,
     /// Every attempt failed.
     pub failed: bool,
     /// The kept allocation was lost.
@@ -155,6 +158,10 @@ pub struct Shadow {
     released: BTreeMap<(bool, u16), Instant>,
     allocs: BTreeMap<AllocationId, AllocShadow>,
     by_key: BTreeMap<Key, AllocationId>,
+    /// Permission-granting answers already given (key, transaction), oldest first: the
+    /// core replays them to retransmissions for 40 s (RFC 8489 §6.3.1), even once the
+    /// allocation is gone; a replay grants nothing.
+    granted: VecDeque<(Instant, Key, [u8; 12])>,
     expiry: BTreeSet<(Instant, AllocationId)>,
     streams: BTreeMap<StreamId, StreamObs>,
     data_in: u64,
@@ -447,6 +454,7 @@ impl Oracle {
             codes: Vec::new(),
             echoes: 0,
             with_peer,
+            pair_window: None,
             failed: false,
             lost: false,
             vanished: false,
@@ -492,6 +500,25 @@ impl Oracle {
         }
     }
 
+    /// A browser pair: the partner's relayed address is known from `now` on.
+    pub fn session_partner(&mut self, r: usize, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(r) {
+            s.with_peer = true;
+            if s.pair_window.is_none_or(|(_, gone)| gone.is_some()) {
+                s.pair_window = Some((now, None));
+            }
+        }
+    }
+
+    /// A browser pair: the partner left (its session ended) at `now`.
+    pub fn session_partner_gone(&mut self, r: usize, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(r) {
+            if let Some((_, gone)) = &mut s.pair_window {
+                gone.get_or_insert(now);
+            }
+        }
+    }
+
     /// Every attempt failed.
     pub fn session_failed(&mut self, r: usize, now: Instant) {
         if let Some(s) = self.sessions.get_mut(r) {
@@ -522,6 +549,9 @@ impl Oracle {
     }
 }
 
+/// How long the core keeps answers for retransmissions (with a margin).
+const REPLAY_WINDOW: Duration = Duration::from_secs(45);
+
 type Check = Result<(), (&'static str, String)>;
 
 /// What a per-step check looks at.
@@ -546,6 +576,7 @@ impl Shadow {
             released: BTreeMap::new(),
             allocs: BTreeMap::new(),
             by_key: BTreeMap::new(),
+            granted: VecDeque::new(),
             expiry: BTreeSet::new(),
             streams: BTreeMap::new(),
             data_in: 0,
@@ -689,6 +720,16 @@ impl Shadow {
         let until = now + self.cfg.permission_lifetime;
         let (method, peers) = (req.method, req.peers.clone());
         if method == Method::CREATE_PERMISSION || method == Method::CHANNEL_BIND {
+            while self
+                .granted
+                .front()
+                .is_some_and(|(at, ..)| now.since(*at) > REPLAY_WINDOW)
+            {
+                self.granted.pop_front();
+            }
+            if self.granted.iter().any(|g| g.1 == key && g.2 == tid) {
+                return Ok(());
+            }
             let Some(a) = self.by_key.get(&key).and_then(|id| self.allocs.get_mut(id)) else {
                 return Err((
                     "no_relay_without_permission",
@@ -699,6 +740,7 @@ impl Shadow {
                 let e = a.perms.entry(p.ip()).or_insert(until);
                 *e = (*e).max(until);
             }
+            self.granted.push_back((now, key, tid));
         }
         Ok(())
     }

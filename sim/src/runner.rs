@@ -5,7 +5,7 @@
 //! faults off and the network healed (every well-behaved client must get through), and a
 //! drain phase where clients leave and everything they held must be released.
 
-use crate::browser::{Browser, IceServer};
+use crate::browser::{Board, Browser, IceServer};
 use crate::clock::{Clock, WallClock};
 use crate::digest::{Digest, Trace};
 use crate::faults::{Control, Flooder};
@@ -15,7 +15,7 @@ use crate::net::{Ev, Net, NodeId, Side, StreamFaults, StreamNews};
 use crate::nginx::Nginx;
 use crate::oracle::{Oracle, ShadowConfig, Violation};
 use crate::peer::{Peer, PeerKind};
-use crate::scenario::{IceUrl, LinkSpec, Scenario, Via};
+use crate::scenario::{IceUrl, LinkSpec, Scenario, Via, PAIR};
 use crate::server::{config_of, ServerHost};
 use core::time::Duration;
 use rand_chacha::ChaCha20Rng;
@@ -112,6 +112,7 @@ struct World {
     trace: Trace,
     digest: Digest,
     shared: Shared,
+    board: Board,
     events: u64,
     liveness_at: Instant,
     drain_at: Instant,
@@ -280,10 +281,17 @@ impl World {
         // Browsers.
         let mut id = 0usize;
         for (g, group) in sc.clients.iter().enumerate() {
+            let pairs = group.peer.as_deref() == Some(PAIR);
+            if pairs && group.count % 2 != 0 {
+                return Err(format!("{}: browser pairs need an even count", group.name));
+            }
             let peer = match &group.peer {
-                Some(name) => Some(*peers.get(name).ok_or(format!("unknown peer {name:?}"))?),
-                None => None,
+                Some(name) if name != PAIR => {
+                    Some(*peers.get(name).ok_or(format!("unknown peer {name:?}"))?)
+                }
+                _ => None,
             };
+            let first = id + 1;
             let mut ice = Vec::new();
             for url in &group.ice {
                 let u = IceUrl::parse(url).ok_or(format!("bad url {url:?}"))?;
@@ -320,15 +328,12 @@ impl World {
                     group.firewall,
                 );
                 net.add_address(ip, node);
-                nodes.push(Node::Browser(Box::new(Browser::new(
-                    id,
-                    g,
-                    group.clone(),
-                    ip,
-                    ice.clone(),
-                    peer,
-                    start,
-                ))));
+                let mut b = Browser::new(id, g, group.clone(), ip, ice.clone(), peer, start);
+                if pairs {
+                    // Neighbours in the group talk to each other: 1-2, 3-4...
+                    b.pair_with(first + ((id - first) ^ 1));
+                }
+                nodes.push(Node::Browser(Box::new(b)));
             }
         }
         // Floods.
@@ -439,6 +444,7 @@ impl World {
                 secrets,
                 bind_addr_in_use: sc.faults.bind_addr_in_use,
             },
+            board: Board::default(),
             events: 0,
             liveness_at,
             drain_at,
@@ -652,9 +658,34 @@ impl World {
             trace: &mut self.trace,
             digest: &mut self.digest,
             shared: &self.shared,
+            board: &mut self.board,
         };
         f(n, &mut cx);
+        self.api();
         self.arm(node);
+    }
+
+    /// The HTTP API of the first server: issues the ICE configurations asked for.
+    fn api(&mut self) {
+        if self.board.requests.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let secret = self.shared.secrets.first().cloned().unwrap_or_default();
+        for (browser, expiry, label) in std::mem::take(&mut self.board.requests) {
+            if let Some(Node::Server(h)) = self.nodes.first_mut() {
+                let issued = h.issue(now, &secret, expiry, &label);
+                self.trace.note(
+                    now,
+                    format!(
+                        "API issues {} (udp port {:?}) to browser {browser}",
+                        issued.username, issued.udp_port
+                    ),
+                );
+                self.board.answers.insert(browser, issued);
+            }
+        }
+        self.arm(0);
     }
 
     /// Schedules a host's wake-up if its wish changed.

@@ -22,6 +22,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+/// The `peer` of a client group whose browsers talk to each other in pairs.
+pub const PAIR: &str = "pair";
+
 /// A whole scenario.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +154,9 @@ pub struct ServerSpec {
     /// The server's access link.
     #[serde(default)]
     pub link: Option<LinkSpec>,
+    /// Ports of the UDP listeners opened per issued credential, inclusive.
+    #[serde(default = "d_dynamic_ports")]
+    pub dynamic_udp_ports: [u16; 2],
 }
 
 /// One listener of a server.
@@ -255,7 +261,8 @@ pub struct ClientGroup {
     /// How the losers and the final allocation are released: refresh0, close, random.
     #[serde(default = "d_release")]
     pub release: String,
-    /// The peer to talk to.
+    /// The peer to talk to: a peer's name, or [`PAIR`] (browsers of the group talk to
+    /// each other two by two, each through its own allocation: relay to relay).
     #[serde(default)]
     pub peer: Option<String>,
     /// Interval between data packets, ms (0: no data).
@@ -276,6 +283,16 @@ pub struct ClientGroup {
     /// Their access link.
     #[serde(default)]
     pub link: Option<LinkSpec>,
+    /// Fetch the ICE configuration from the API: it issues the credential and opens a UDP
+    /// listener for it alone; the browser's UDP urls use that port.
+    #[serde(default)]
+    pub issued_dynamic_udp: bool,
+    /// Misbehaving: on its own dynamic port, use the credential issued to another browser.
+    #[serde(default)]
+    pub borrow_credential: bool,
+    /// The ICE configuration was fetched this long ago (an old page), seconds.
+    #[serde(default)]
+    pub config_age_s: u64,
     /// Held to liveness (false for browsers whose only path is deliberately broken).
     #[serde(default = "d_true")]
     pub well_behaved: bool,
@@ -464,6 +481,17 @@ pub struct Expect {
     /// PROXY headers accepted, at least.
     #[serde(default)]
     pub min_proxy_accepted: u64,
+    /// Every dynamic UDP listener was closed by the end (credential expired, unused).
+    #[serde(default)]
+    pub dynamic_listeners_closed: bool,
+    /// Every session of a group that borrows credentials or uses a stale configuration
+    /// was refused with 401 and kept nothing (and there was at least one).
+    #[serde(default)]
+    pub misuse_refused: bool,
+    /// Codes no session of a well-behaved group may get (e.g. 401, 486: a parallel
+    /// attempt refused).
+    #[serde(default)]
+    pub codes_never_seen: Vec<u16>,
     /// Every connected session with a peer got at least one echo.
     #[serde(default)]
     pub data_echoed: bool,
@@ -606,6 +634,9 @@ fn d_liveness() -> u64 {
 }
 fn d_drain() -> u64 {
     900
+}
+fn d_dynamic_ports() -> [u16; 2] {
+    [49152, 49407]
 }
 fn d_server_v4() -> Ipv4Addr {
     Ipv4Addr::new(30, 0, 0, 1)

@@ -13,13 +13,13 @@ use crate::scenario::ServerSpec;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use turnpike_core::auth::Credentials;
+use turnpike_core::auth::{rest_password, Credentials};
 use turnpike_core::cidr::IpNet;
 use turnpike_core::config::{ListenerConfig, RelayAddress};
 use turnpike_core::server::BindError;
 use turnpike_core::{
-    Config, ConnId, Forward, Instant, ListenerId, Output, RelayId, Server, Transport, HEADROOM,
-    TAILROOM,
+    AllocationId, Config, ConnId, Event, Forward, Instant, ListenerId, Output, RelayId, Server,
+    Transport, HEADROOM, TAILROOM,
 };
 
 /// Most outputs drained after one input; past it the core is looping.
@@ -62,7 +62,31 @@ pub struct ServerHost {
     fd_exhausted: bool,
     /// Relay port range (for rogue peers).
     pub relay_ports: [u16; 2],
+    /// Ports for listeners opened per issued credential.
+    dynamic_ports: [u16; 2],
+    /// Dynamic UDP listeners: credential expiry (unix seconds) and username.
+    pub dynamic: BTreeMap<ListenerId, (u64, String)>,
+    /// Allocations of UDP clients, by the listener they came through.
+    udp_allocs: BTreeMap<AllocationId, ListenerId>,
+    next_listener: u32,
+    next_sweep: Option<Instant>,
+    issued: u64,
 }
+
+/// An ICE configuration issued by the HTTP API: a REST credential and, with a dynamic
+/// UDP port, the port of the listener opened for (and reserved to) that username.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// `<expiry>:<random>[:<label>]`.
+    pub username: String,
+    /// base64(HMAC-SHA1(secret, username)).
+    pub password: String,
+    /// The dynamic UDP port, if one could be opened.
+    pub udp_port: Option<u16>,
+}
+
+/// How often expired dynamic listeners are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Builds the core configuration of a server spec.
 pub fn config_of(spec: &ServerSpec) -> Result<Config, String> {
@@ -141,7 +165,74 @@ impl ServerHost {
             conns: BTreeSet::new(),
             fd_exhausted: false,
             relay_ports: spec.relay_ports,
+            dynamic_ports: spec.dynamic_udp_ports,
+            dynamic: BTreeMap::new(),
+            udp_allocs: BTreeMap::new(),
+            next_listener: 1000,
+            next_sweep: None,
+            issued: 0,
         }
+    }
+
+    /// The HTTP API's issuance (as the runtime does with a dynamic UDP port): a REST
+    /// credential valid until `expiry` (unix seconds), and a UDP listener on a free
+    /// dynamic port that only this username may use (401 for any other).
+    pub fn issue(&mut self, now: Instant, secret: &str, expiry: u64, label: &str) -> Issued {
+        self.issued += 1;
+        let username = format!("{expiry}:i{}:{label}", self.issued);
+        let password = rest_password(secret.as_bytes(), &username);
+        let free = (self.dynamic_ports[0]..=self.dynamic_ports[1])
+            .find(|p| !self.listeners.iter().any(|l| l.port == *p));
+        let mut udp_port = None;
+        if let Some(port) = free {
+            let id = ListenerId(self.next_listener);
+            self.next_listener += 1;
+            let cfg = ListenerConfig {
+                id,
+                transport: Transport::Udp,
+                local: SocketAddr::new(IpAddr::V4(self.v4), port),
+                proxy_protocol: false,
+            };
+            if self.server.add_listener(cfg).is_ok() {
+                self.server
+                    .credentials_mut()
+                    .reserve_listener(id, &username);
+                self.listeners.push(Listener {
+                    id,
+                    transport: Transport::Udp,
+                    port,
+                    proxy: false,
+                });
+                self.dynamic.insert(id, (expiry, username.clone()));
+                self.next_sweep.get_or_insert(now + SWEEP_EVERY);
+                udp_port = Some(port);
+            }
+        }
+        Issued {
+            username,
+            password,
+            udp_port,
+        }
+    }
+
+    /// Closes the dynamic listeners whose credential expired and that no allocation uses.
+    fn sweep(&mut self, cx: &mut Cx) {
+        let unix = cx.shared.walls[self.index].unix_s(cx.now);
+        let doomed: Vec<ListenerId> = self
+            .dynamic
+            .iter()
+            .filter(|(id, (expiry, _))| {
+                *expiry < unix && !self.udp_allocs.values().any(|l| l == *id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in doomed {
+            self.dynamic.remove(&id);
+            self.listeners.retain(|l| l.id != id);
+            self.server.remove_listener(cx.now, id);
+            cx.note(format!("{}: dynamic listener {} closed", self.name, id.0));
+        }
+        self.next_sweep = (!self.dynamic.is_empty()).then_some(cx.now + SWEEP_EVERY);
     }
 
     /// Relay sockets bound now.
@@ -244,6 +335,10 @@ impl ServerHost {
     pub fn on_wake(&mut self, cx: &mut Cx) {
         self.server.handle_timeout(cx.now);
         self.drain(cx);
+        if self.next_sweep.is_some_and(|t| t <= cx.now) {
+            self.sweep(cx);
+            self.drain(cx);
+        }
     }
 
     /// Faults aimed at servers.
@@ -267,7 +362,10 @@ impl ServerHost {
 
     /// When the core wants `handle_timeout`.
     pub fn next_wake(&self) -> Option<Instant> {
-        self.server.poll_timeout()
+        match (self.server.poll_timeout(), self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Acts on a fast-path answer.
@@ -371,6 +469,17 @@ impl ServerHost {
                     }
                 }
                 Output::Event(e) => {
+                    match &e {
+                        Event::AllocationCreated { id, client, .. }
+                            if client.transport == Transport::Udp =>
+                        {
+                            self.udp_allocs.insert(*id, client.listener);
+                        }
+                        Event::AllocationDeleted { id, .. } => {
+                            self.udp_allocs.remove(id);
+                        }
+                        _ => {}
+                    }
                     let line = format!("{}: {e:?}", self.name);
                     cx.digest.write(line.as_bytes());
                     cx.note(line);
