@@ -30,9 +30,6 @@ static COUNTING: Counting = Counting;
 
 const RUNS: usize = 5;
 const PAYLOAD: usize = 200;
-const PEER_CHAN: [u8; 4] = [93, 184, 216, 34];
-const PEER_PERM: [u8; 4] = [151, 101, 1, 69];
-const CHANNEL: u16 = 0x4000;
 const NONCE_KEY: [u8; 32] = [0x5a; 32];
 
 fn main() {
@@ -67,37 +64,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn one_client() -> (Rig, SocketAddr, RelayId) {
     let mut rig = Rig::new(config());
     let client = sa([5, 6, 7, 8], 40_000);
-    let nonce = rig.udp_nonce(UDP, client, tid(1));
-    let cred = Cred::user(0, &nonce);
-    let (_, outs) = rig.udp(
-        UDP,
-        client,
-        &request(Method::ALLOCATE, tid(2), Some(&cred), udp_transport),
-    );
-    let relay = outs
-        .iter()
-        .find_map(|o| match o {
-            Output::BindRelay { relay, .. } => Some(*relay),
-            _ => None,
-        })
-        .expect("a relay socket");
-    let a = rig.udp_request(
-        UDP,
-        client,
-        &request(Method::CREATE_PERMISSION, tid(3), Some(&cred), |b| {
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, sa(PEER_PERM, 5000));
-        }),
-    );
-    assert_eq!(a.outcome(), 0);
-    let a = rig.udp_request(
-        UDP,
-        client,
-        &request(Method::CHANNEL_BIND, tid(4), Some(&cred), |b| {
-            b.add_u32(attr::CHANNEL_NUMBER, u32::from(CHANNEL) << 16);
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, sa(PEER_CHAN, 6000));
-        }),
-    );
-    assert_eq!(a.outcome(), 0);
+    let (_, relay) = udp_session_with_channel(&mut rig, client);
     (rig, client, relay)
 }
 

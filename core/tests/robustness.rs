@@ -23,46 +23,13 @@ static COUNTING: Counting = Counting;
 
 /// The legitimate client, its channel and permitted peers.
 const CLIENT: [u8; 4] = [5, 6, 7, 8];
-const PEER_CHAN: [u8; 4] = [93, 184, 216, 34];
-const PEER_PERM: [u8; 4] = [151, 101, 1, 69];
-const CHANNEL: u16 = 0x4000;
 
 /// A server with one UDP client holding an allocation, a permission for PEER_PERM and a
 /// channel to PEER_CHAN. Returns the rig, the client's credentials and relay socket.
 fn with_client() -> (Rig, Cred, RelayId) {
     let mut rig = Rig::new(config());
     let client = sa(CLIENT, 40_000);
-    let nonce = rig.udp_nonce(UDP, client, tid(1));
-    let cred = Cred::user(0, &nonce);
-    let (_, outs) = rig.udp(
-        UDP,
-        client,
-        &request(Method::ALLOCATE, tid(2), Some(&cred), udp_transport),
-    );
-    let relay = outs
-        .iter()
-        .find_map(|o| match o {
-            Output::BindRelay { relay, .. } => Some(*relay),
-            _ => None,
-        })
-        .expect("a relay socket");
-    let a = rig.udp_request(
-        UDP,
-        client,
-        &request(Method::CREATE_PERMISSION, tid(3), Some(&cred), |b| {
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, sa(PEER_PERM, 5000));
-        }),
-    );
-    assert_eq!(a.outcome(), 0);
-    let a = rig.udp_request(
-        UDP,
-        client,
-        &request(Method::CHANNEL_BIND, tid(4), Some(&cred), |b| {
-            b.add_u32(attr::CHANNEL_NUMBER, u32::from(CHANNEL) << 16);
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, sa(PEER_CHAN, 6000));
-        }),
-    );
-    assert_eq!(a.outcome(), 0);
+    let (cred, relay) = udp_session_with_channel(&mut rig, client);
     (rig, cred, relay)
 }
 

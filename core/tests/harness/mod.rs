@@ -26,6 +26,11 @@ pub const UDP2: ListenerId = ListenerId(2);
 pub const TCP: ListenerId = ListenerId(3);
 /// The relay's IPv4 address.
 pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+/// The peer of the relay-path tests' channel, and a peer with a permission only.
+pub const PEER_CHAN: [u8; 4] = [93, 184, 216, 34];
+pub const PEER_PERM: [u8; 4] = [151, 101, 1, 69];
+/// The channel bound to PEER_CHAN.
+pub const CHANNEL: u16 = 0x4000;
 /// A private range the configuration allows (a local media server).
 pub const ALLOWED_PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
 
@@ -421,4 +426,41 @@ pub fn allocs() -> u64 {
 /// Bytes this thread holds (allocated minus freed) so far.
 pub fn live_bytes() -> i64 {
     LIVE.with(Cell::get)
+}
+
+/// Gives the UDP client at `client` an allocation (with the 401 round), a permission for
+/// PEER_PERM and CHANNEL bound to PEER_CHAN; returns its credentials and relay socket.
+pub fn udp_session_with_channel(rig: &mut Rig, client: SocketAddr) -> (Cred, RelayId) {
+    let nonce = rig.udp_nonce(UDP, client, tid(1));
+    let cred = Cred::user(0, &nonce);
+    let (_, outs) = rig.udp(
+        UDP,
+        client,
+        &request(Method::ALLOCATE, tid(2), Some(&cred), udp_transport),
+    );
+    let relay = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::BindRelay { relay, .. } => Some(*relay),
+            _ => None,
+        })
+        .expect("a relay socket");
+    let a = rig.udp_request(
+        UDP,
+        client,
+        &request(Method::CREATE_PERMISSION, tid(3), Some(&cred), |b| {
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, sa(PEER_PERM, 5000));
+        }),
+    );
+    assert_eq!(a.outcome(), 0);
+    let a = rig.udp_request(
+        UDP,
+        client,
+        &request(Method::CHANNEL_BIND, tid(4), Some(&cred), |b| {
+            b.add_u32(attr::CHANNEL_NUMBER, u32::from(CHANNEL) << 16);
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, sa(PEER_CHAN, 6000));
+        }),
+    );
+    assert_eq!(a.outcome(), 0);
+    (cred, relay)
 }
