@@ -353,11 +353,13 @@ impl Runtime {
                 false
             }
             Source::Listener(n) => match self.listeners.get(n as usize).map(|l| &l.socket) {
-                Some(ListenerSocket::Udp(_)) => self.read_listener(n as usize),
+                Some(ListenerSocket::Udp(_)) => {
+                    self.read_datagrams(UdpSource::Listener(n as usize))
+                }
                 Some(ListenerSocket::Tcp(_)) => self.accept(n as usize),
                 _ => false,
             },
-            Source::Relay(r) => self.read_relay(r),
+            Source::Relay(r) => self.read_datagrams(UdpSource::Relay(r)),
             Source::Conn(c) => self.read_conn(c),
             Source::ApiListener => {
                 self.with_api(|api, rt| {
@@ -379,49 +381,33 @@ impl Runtime {
         }
     }
 
-    /// Reads datagrams of UDP listener `n`. True if its budget ran out first.
-    fn read_listener(&mut self, n: usize) -> bool {
+    /// Reads datagrams from a UDP listener or a relay socket, drained until `WouldBlock`.
+    /// True if its budget ran out first.
+    fn read_datagrams(&mut self, src: UdpSource) -> bool {
         for _ in 0..READ_BUDGET {
-            let Some(Listener {
-                spec,
-                socket: ListenerSocket::Udp(sock),
-            }) = self.listeners.get(n)
-            else {
-                return false;
+            let sock = match src {
+                UdpSource::Listener(n) => match self.listeners.get(n) {
+                    Some(Listener {
+                        socket: ListenerSocket::Udp(sock),
+                        ..
+                    }) => sock,
+                    _ => return false,
+                },
+                UdpSource::Relay(r) => match self.relays.get(&r) {
+                    Some(sock) => sock,
+                    None => return false,
+                },
             };
-            let id = spec.id;
-            let area = HEADROOM..HEADROOM + MAX_DATAGRAM;
-            let Some(rx) = self.buf.get_mut(area) else {
+            let Some(rx) = self.buf.get_mut(HEADROOM..HEADROOM + MAX_DATAGRAM) else {
                 return false;
             };
             match sock.recv_from(rx) {
-                Ok((len, from)) => {
-                    let now = self.clock.now();
-                    if let Some(t) = &mut self.trace {
-                        t.datagram(
-                            now,
-                            id,
-                            from,
-                            self.buf.get(area_of(len)).unwrap_or_default(),
-                        );
-                    }
-                    let fwd = self.server.handle_datagram(
-                        now,
-                        id,
-                        from,
-                        &mut self.buf,
-                        HEADROOM..HEADROOM + len,
-                    );
-                    if let Some(f) = fwd {
-                        self.forward(now, f);
-                    }
-                    self.drain(now);
-                }
+                Ok((len, from)) => self.datagram_in(src, from, len),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Not worth a spin: wait for the next readiness event.
-                    log::debug!("udp listener {}: receive failed: {e}", id.0);
+                    log::debug!("{src:?}: receive failed: {e}");
                     return false;
                 }
             }
@@ -429,48 +415,34 @@ impl Runtime {
         true
     }
 
-    /// Reads datagrams from peers on relay socket `r`. True if its budget ran out first.
-    fn read_relay(&mut self, r: RelayId) -> bool {
-        for _ in 0..READ_BUDGET {
-            let Some(sock) = self.relays.get(&r) else {
-                return false;
-            };
-            let Some(rx) = self.buf.get_mut(HEADROOM..HEADROOM + MAX_DATAGRAM) else {
-                return false;
-            };
-            match sock.recv_from(rx) {
-                Ok((len, from)) => {
-                    let now = self.clock.now();
-                    if let Some(t) = &mut self.trace {
-                        t.relay_datagram(
-                            now,
-                            r,
-                            from,
-                            self.buf.get(area_of(len)).unwrap_or_default(),
-                        );
-                    }
-                    let fwd = self.server.handle_relay_datagram(
-                        now,
-                        r,
-                        from,
-                        &mut self.buf,
-                        HEADROOM..HEADROOM + len,
-                    );
-                    if let Some(f) = fwd {
-                        self.forward(now, f);
-                    }
-                    self.drain(now);
+    /// Feeds the datagram of `len` bytes now in the packet buffer to the core (recorded
+    /// first when tracing), then acts on what it says.
+    fn datagram_in(&mut self, src: UdpSource, from: SocketAddr, len: usize) {
+        let now = self.clock.now();
+        let received = self.buf.get(area_of(len)).unwrap_or_default();
+        let fwd = match src {
+            UdpSource::Listener(n) => {
+                let Some(id) = self.listeners.get(n).map(|l| l.spec.id) else {
+                    return;
+                };
+                if let Some(t) = &mut self.trace {
+                    t.datagram(now, id, from, received);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Not worth a spin: wait for the next readiness event.
-                    log::debug!("relay {}: receive failed: {e}", r.0);
-                    return false;
-                }
+                self.server
+                    .handle_datagram(now, id, from, &mut self.buf, area_of(len))
             }
+            UdpSource::Relay(r) => {
+                if let Some(t) = &mut self.trace {
+                    t.relay_datagram(now, r, from, received);
+                }
+                self.server
+                    .handle_relay_datagram(now, r, from, &mut self.buf, area_of(len))
+            }
+        };
+        if let Some(f) = fwd {
+            self.forward(now, f);
         }
-        true
+        self.drain(now);
     }
 
     /// Accepts connections on TCP listener `n`. True if its budget ran out first.
@@ -1041,6 +1013,15 @@ impl crate::api::Host for Runtime {
         let now = self.clock.now();
         self.drain(now);
     }
+}
+
+/// A UDP socket the loop reads datagrams from.
+#[derive(Clone, Copy, Debug)]
+enum UdpSource {
+    /// A listener, by its index in `Runtime::listeners`.
+    Listener(usize),
+    /// A relay socket.
+    Relay(RelayId),
 }
 
 /// The received bytes of a datagram of `len` bytes in the packet buffer.
