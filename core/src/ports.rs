@@ -29,6 +29,16 @@ pub struct PortStats {
     pub reserved: u32,
 }
 
+impl PortStats {
+    /// Adds `o`'s counts to these (pools of several servers).
+    pub fn add(&mut self, o: &PortStats) {
+        self.free += o.free;
+        self.in_use += o.in_use;
+        self.quarantined += o.quarantined;
+        self.reserved += o.reserved;
+    }
+}
+
 /// A pool of ports `min..=max`.
 ///
 /// Invariant: a port is handed out (by [`acquire`](Self::acquire) or

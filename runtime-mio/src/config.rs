@@ -20,6 +20,9 @@ pub const DEFAULT_SOCKET_BUFFER: usize = 1 << 20;
 /// Size at which a trace file is rotated (256 MiB).
 pub const DEFAULT_TRACE_MAX_BYTES: u64 = 256 << 20;
 
+/// Most event loops a relay runs (`workers`); see [`crate::workers`].
+pub const MAX_WORKERS: u32 = 256;
+
 /// The realm of the built-in default.
 pub const DEFAULT_REALM: &str = "turnpike";
 
@@ -133,6 +136,8 @@ pub struct FileConfig {
     pub trace_payloads: bool,
     /// Rotate the trace file when it reaches this size, bytes.
     pub trace_max_bytes: u64,
+    /// Event loops (threads), each with its own sockets and core; 0: one per core.
+    pub workers: u32,
 }
 
 impl Default for FileConfig {
@@ -187,6 +192,7 @@ impl Default for FileConfig {
             trace_file: None,
             trace_payloads: false,
             trace_max_bytes: DEFAULT_TRACE_MAX_BYTES,
+            workers: 0,
         }
     }
 }
@@ -353,6 +359,12 @@ impl FileConfig {
             if p.as_os_str().is_empty() {
                 return Err(("trace_file", "empty path".into()));
             }
+        }
+        if self.workers > MAX_WORKERS {
+            return Err((
+                "workers",
+                format!("at most {MAX_WORKERS} (0: one per core)"),
+            ));
         }
         if self.trace_max_bytes < 1 << 20 {
             return Err(("trace_max_bytes", "at least 1048576 (1 MiB)".into()));
@@ -630,6 +642,7 @@ const KEYS: &[&str] = &[
     "trace_file",
     "trace_payloads",
     "trace_max_bytes",
+    "workers",
 ];
 
 /// The known key closest to `k`, if it is close (a typo).

@@ -139,6 +139,7 @@ mod tests {
             ice,
             api: None,
             trace: None,
+            workers: 1,
         };
         let listening = [
             (Transport::Udp, "127.0.0.1:3478".parse().unwrap()),

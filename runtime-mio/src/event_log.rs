@@ -1,16 +1,24 @@
 //! The JSON-lines event log (`event_log = "path"`): one object per line, appended, flushed
 //! about once a second and at exit. What goes in it is decided by [`crate::report`].
+//!
+//! Several event loops append to the same file, each through its own `EventLog`: the file
+//! is opened with `O_APPEND` and records are written only as whole lines, each batch in
+//! one `write(2)`, so lines of different loops never interleave mid-line.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// Buffered records are written once they reach this many bytes (else at the next flush).
+const FLUSH_AT: usize = 64 * 1024;
 
 /// An append-only JSON-lines file.
 #[derive(Debug)]
 pub struct EventLog {
     path: PathBuf,
-    out: BufWriter<File>,
-    dirty: bool,
+    file: File,
+    /// Whole lines waiting for the next flush.
+    pending: Vec<u8>,
     failed: bool,
 }
 
@@ -20,8 +28,8 @@ impl EventLog {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(EventLog {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
-            dirty: false,
+            file,
+            pending: Vec::new(),
             failed: false,
         })
     }
@@ -34,20 +42,29 @@ impl EventLog {
     /// Appends one record (a JSON object on one line). A write error is logged once, then
     /// records are dropped until a write works again: the relay keeps relaying.
     pub fn write(&mut self, record: &serde_json::Value) {
-        let res = serde_json::to_writer(&mut self.out, record)
-            .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
-        self.note(res);
-        self.dirty = true;
+        let start = self.pending.len();
+        match serde_json::to_writer(&mut self.pending, record) {
+            Ok(()) => self.pending.push(b'\n'),
+            Err(e) => {
+                // Never leave half a record behind.
+                self.pending.truncate(start);
+                self.note(Err(io::Error::from(e)));
+                return;
+            }
+        }
+        if self.pending.len() >= FLUSH_AT {
+            self.flush();
+        }
     }
 
-    /// Pushes buffered records to the file.
+    /// Pushes buffered records to the file, whole lines in one write.
     pub fn flush(&mut self) {
-        if self.dirty {
-            let res = self.out.flush();
-            self.note(res);
-            self.dirty = false;
+        if self.pending.is_empty() {
+            return;
         }
+        let res = self.file.write_all(&self.pending);
+        self.pending.clear();
+        self.note(res);
     }
 
     fn note(&mut self, res: io::Result<()>) {
@@ -141,5 +158,47 @@ mod tests {
             })
             .collect();
         assert_eq!(events, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn writers_on_threads_never_interleave_lines() {
+        let path = std::env::temp_dir().join(format!(
+            "turnpike-evlog-threads-{}.jsonl",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let pad = "x".repeat(300);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (path, pad) = (path.clone(), pad.clone());
+                std::thread::spawn(move || {
+                    let mut log = EventLog::open(&path).unwrap();
+                    for n in 0..2000 {
+                        log.write(&serde_json::json!({"loop": t, "n": n, "pad": pad}));
+                        if n % 97 == 0 {
+                            log.flush();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut seen = [0u32; 4];
+        for l in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let t = v["loop"].as_u64().unwrap() as usize;
+            assert_eq!(
+                v["n"].as_u64().unwrap(),
+                u64::from(seen[t]),
+                "order within a writer"
+            );
+            seen[t] += 1;
+        }
+        assert_eq!(seen, [2000; 4]);
     }
 }

@@ -21,6 +21,7 @@ use crate::sockets;
 use crate::tcp::Conn;
 use crate::token::Source;
 use crate::trace_recorder::TraceRecorder;
+use crate::workers::{self, Command, LoopHandle, Place};
 use crate::write_buf::WriteError;
 use core::time::Duration;
 use mio::net::{TcpListener, UdpSocket};
@@ -31,6 +32,7 @@ use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
 use turnpike_core::config::ListenerConfig;
 use turnpike_core::event::Output;
 use turnpike_core::{
@@ -117,6 +119,12 @@ pub struct Runtime {
     api: Option<Api>,
     /// Trace recording of the core's inputs, when on.
     trace: Option<TraceRecorder>,
+    /// Which loop this is, of how many.
+    place: Place,
+    /// Requests from other threads (set by `handle`).
+    inbox: Option<mpsc::Receiver<Command>>,
+    /// Loop 0: the other loops, which the API asks for their counters and allocations.
+    peers: Vec<LoopHandle>,
 }
 
 struct Listener {
@@ -133,8 +141,16 @@ enum ListenerSocket {
 
 impl Runtime {
     /// Opens the listeners, the event log and the signal pipe, and creates the core with
-    /// `seed` (all of its randomness).
+    /// `seed` (all of its randomness): the only event loop.
     pub fn new(settings: Settings, seed: [u8; 32]) -> Result<Self, StartError> {
+        Self::new_loop(settings, seed, Place::SOLE)
+    }
+
+    /// As [`Runtime::new`], for loop `place` of several ([`crate::workers`]): listeners
+    /// shared with `SO_REUSEPORT` when there are several loops, allocation ids in the
+    /// loop's own range, the start record and the API on loop 0 only.
+    pub fn new_loop(settings: Settings, seed: [u8; 32], place: Place) -> Result<Self, StartError> {
+        let shared = place.count > 1;
         let poll = Poll::new().map_err(|e| StartError::Io("cannot create the poll".into(), e))?;
         let mut listeners = Vec::new();
         for spec in &settings.listeners {
@@ -142,7 +158,7 @@ impl Runtime {
             let token = Source::Listener(spec.id.0).token();
             let socket = match spec.transport {
                 Transport::Udp => {
-                    let mut s = sockets::udp_listener(spec.addr, settings.buffers)
+                    let mut s = sockets::udp_listener_with(spec.addr, settings.buffers, shared)
                         .map_err(|e| StartError::Io(what(), e))?;
                     poll.registry()
                         .register(&mut s, token, Interest::READABLE)
@@ -150,7 +166,7 @@ impl Runtime {
                     ListenerSocket::Udp(s)
                 }
                 Transport::Tcp => {
-                    let mut s = sockets::tcp_listener(spec.addr, settings.buffers)
+                    let mut s = sockets::tcp_listener_with(spec.addr, settings.buffers, shared)
                         .map_err(|e| StartError::Io(what(), e))?;
                     poll.registry()
                         .register(&mut s, token, Interest::READABLE)
@@ -188,12 +204,21 @@ impl Runtime {
         };
         let mut server =
             Server::new(settings.core, seed, now).map_err(|e| StartError::Config(e.0))?;
+        if place.index > 0 {
+            server.set_allocation_id_base(workers::allocation_id_base(place.index));
+        }
         if let Some(t) = &mut trace {
             t.wall_clock(now, unix_ms);
         }
         server.set_wall_clock(now, unix_ms);
         let mut reporter = Reporter::new(event_log);
-        reporter.record(Clock::unix_ms(), "start", json!({"version": env!("CARGO_PKG_VERSION"), "seed": hex(&seed), "urls": settings.urls}));
+        if place.index == 0 {
+            let mut start = json!({"version": env!("CARGO_PKG_VERSION"), "seed": hex(&seed), "urls": settings.urls});
+            if shared {
+                start["loops"] = json!(place.count);
+            }
+            reporter.record(Clock::unix_ms(), "start", start);
+        }
         let api = match settings.api {
             Some(a) => {
                 let (listen, optional) = (a.listen, a.optional);
@@ -229,8 +254,10 @@ impl Runtime {
             }
             None => None,
         };
-        for w in settings.ice.start_warnings() {
-            log::warn!("{w}");
+        if place.index == 0 {
+            for w in settings.ice.start_warnings() {
+                log::warn!("{w}");
+            }
         }
         Ok(Runtime {
             poll,
@@ -254,7 +281,81 @@ impl Runtime {
             caps: CapWatch::new(crate::log_limit::DEFAULT_INTERVAL_MS),
             api,
             trace,
+            place,
+            inbox: None,
+            peers: Vec::new(),
         })
+    }
+
+    /// A handle other threads reach this loop with (a command channel and a waker on its
+    /// poll). The channel is created on the first call.
+    pub fn handle(&mut self) -> io::Result<LoopHandle> {
+        let waker = Arc::new(mio::Waker::new(
+            self.poll.registry(),
+            Source::Waker.token(),
+        )?);
+        let (tx, rx) = mpsc::channel();
+        self.inbox = Some(rx);
+        Ok(LoopHandle::new(self.place.index, tx, waker))
+    }
+
+    /// Loop 0: the other loops, for the API.
+    pub fn set_peers(&mut self, peers: Vec<LoopHandle>) {
+        self.peers = peers;
+    }
+
+    /// The secret of the HTTP API's issued credentials, when the API is served: the other
+    /// loops must accept it as a REST secret.
+    pub fn api_secret(&self) -> Option<Vec<u8>> {
+        self.api.as_ref().map(|a| a.secret().to_vec())
+    }
+
+    /// The bound address of each configured listener, in `ListenerId` order (a port 0
+    /// resolved), for the loops that share them.
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                let a = match &l.socket {
+                    ListenerSocket::Udp(s) => s.local_addr().ok(),
+                    ListenerSocket::Tcp(s) => s.local_addr().ok(),
+                    ListenerSocket::Closed => None,
+                };
+                a.unwrap_or(l.spec.addr)
+            })
+            .collect()
+    }
+
+    /// This loop's counters, with its index.
+    fn own_stats(&self) -> crate::api::metrics::LoopStats {
+        crate::api::metrics::LoopStats {
+            index: self.place.index,
+            core: self.server.stats(self.clock.now()),
+            runtime: crate::api::Host::runtime_metrics(self),
+        }
+    }
+
+    /// Serves what other threads asked (the waker fired).
+    fn serve_commands(&mut self) {
+        while let Some(cmd) = self.inbox.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            let now = self.clock.now();
+            match cmd {
+                Command::Stats(reply) => {
+                    let _ = reply.try_send(self.own_stats());
+                }
+                Command::Allocations(reply) => {
+                    let _ = reply.try_send(self.server.allocations(now));
+                }
+                Command::Delete(id, reply) => {
+                    let found = crate::api::Host::delete_allocation(self, id);
+                    self.drain(now);
+                    let _ = reply.try_send(found);
+                }
+                Command::Stop => {
+                    self.stop.get_or_insert(0);
+                }
+            }
+        }
     }
 
     /// Where the HTTP API listens, if it is served.
@@ -350,6 +451,10 @@ impl Runtime {
                 for sig in self.signals.pending() {
                     self.stop = Some(sig);
                 }
+                false
+            }
+            Source::Waker => {
+                self.serve_commands();
                 false
             }
             Source::Listener(n) => match self.listeners.get(n as usize).map(|l| &l.socket) {
@@ -846,15 +951,25 @@ impl Runtime {
 
     /// Stops accepting, records what is still open, flushes.
     fn shutdown(&mut self, sig: i32) {
-        let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+        let name = match sig {
+            SIGTERM => "SIGTERM",
+            SIGINT => "SIGINT",
+            // Told to by another thread: another loop ended.
+            _ => "stop",
+        };
         for l in &mut self.listeners {
             l.socket = ListenerSocket::Closed;
         }
         let now = self.clock.now();
         let unix_ms = Clock::unix_ms();
         let open = self.server.allocations(now);
+        let which = if self.place.count > 1 {
+            format!(" (loop {})", self.place.index)
+        } else {
+            String::new()
+        };
         log::info!(
-            "{name}: stopping with {} allocations and {} connections open; {} slow readers were closed",
+            "{name}{which}: stopping with {} allocations and {} connections open; {} slow readers were closed",
             open.len(),
             self.conns.len(),
             self.stats.slow_readers_closed
@@ -884,7 +999,7 @@ impl Runtime {
         self.reporter.record(
             unix_ms,
             "stop",
-            json!({"signal": name, "allocations": open.len(), "connections": self.conns.len()}),
+            json!({"signal": name, "loop": self.place.index, "allocations": open.len(), "connections": self.conns.len()}),
         );
         self.reporter.flush();
         if let Some(t) = &mut self.trace {
@@ -929,6 +1044,16 @@ impl crate::api::Host for Runtime {
     }
 
     fn delete_allocation(&mut self, id: turnpike_core::AllocationId) -> bool {
+        let owner = workers::loop_of(id);
+        if owner != self.place.index {
+            // Another loop's allocation: ask it (only loop 0 has peers).
+            return self
+                .peers
+                .iter()
+                .find(|p| p.index == owner)
+                .and_then(|p| p.ask(|reply| Command::Delete(id, reply)))
+                .unwrap_or(false);
+        }
         let now = self.clock.now();
         if let Some(t) = &mut self.trace {
             t.delete_allocation(now, id);
@@ -1012,6 +1137,27 @@ impl crate::api::Host for Runtime {
     fn flush(&mut self) {
         let now = self.clock.now();
         self.drain(now);
+    }
+
+    fn loop_stats(&mut self) -> Vec<crate::api::metrics::LoopStats> {
+        let mut all = vec![self.own_stats()];
+        for p in &self.peers {
+            if let Some(s) = p.ask(Command::Stats) {
+                all.push(s);
+            }
+        }
+        all
+    }
+
+    fn all_allocations(&mut self) -> Vec<turnpike_core::server::AllocationInfo> {
+        let now = self.clock.now();
+        let mut all = self.server.allocations(now);
+        for p in &self.peers {
+            if let Some(list) = p.ask(Command::Allocations) {
+                all.extend(list);
+            }
+        }
+        all
     }
 }
 

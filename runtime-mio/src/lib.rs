@@ -5,6 +5,9 @@
 //! listeners (TURN over UDP and TCP, IPv4 and IPv6, TCP optionally behind a PROXY-protocol
 //! proxy such as nginx terminating TLS) and one UDP socket per relayed address.
 //!
+//! Several such loops, one per core, run side by side ([`workers`]): each has its own
+//! sockets (listeners shared with `SO_REUSEPORT`), core and slice of the relay ports.
+//!
 //! Configuration is one TOML file ([`config`]), turned into the core's configuration and
 //! the list of sockets ([`settings`]). Without a file, [`connect_info`] prints how to use
 //! the built-in loopback default.
@@ -25,4 +28,5 @@ pub mod sockets;
 pub mod tcp;
 pub mod token;
 pub mod trace_recorder;
+pub mod workers;
 pub mod write_buf;

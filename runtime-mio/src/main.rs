@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use turnpike::cli::{self, Command, USAGE};
 use turnpike::clock::Clock;
 use turnpike::config::FileConfig;
-use turnpike::event_loop::{hex, parse_seed, Runtime};
+use turnpike::event_loop::{hex, parse_seed};
 use turnpike::settings::Settings;
+use turnpike::workers::Workers;
 use turnpike::{connect_info, fdlimit};
 
 /// Exit code for a bad configuration or command line.
@@ -98,7 +99,8 @@ fn main() -> ExitCode {
     let builtin = opts.config.is_none();
     let banner_settings = builtin.then(|| settings.clone());
     let urls = settings.urls.clone();
-    let mut runtime = match Runtime::new(settings, seed) {
+    // Every loop is started before the banner, which is printed once.
+    let runtime = match Workers::start(settings, seed) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("turnpike: {e}");

@@ -58,6 +58,9 @@ pub struct Settings {
     pub api: Option<ApiSettings>,
     /// Trace recording, when on.
     pub trace: Option<crate::trace_recorder::TraceSettings>,
+    /// Event loops asked for (`workers`; 0: one per core). [`crate::workers`] decides how
+    /// many run.
+    pub workers: u32,
 }
 
 impl Settings {
@@ -182,6 +185,7 @@ impl Settings {
             event_log: fc.event_log.clone(),
             rest_secret: fc.static_auth_secret.0.first().map(|s| s.0.clone()),
             total_quota: fc.total_quota,
+            workers: fc.workers,
             trace: fc
                 .trace_file
                 .as_ref()

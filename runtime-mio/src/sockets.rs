@@ -1,6 +1,7 @@
 //! Socket creation with socket2: listeners (SO_REUSEADDR, so a restart does not wait for
 //! TIME_WAIT) and relay sockets (no SO_REUSEADDR: a port in use must fail with
-//! EADDRINUSE so the core picks another). All non-blocking, IPV6_V6ONLY on IPv6 (the
+//! EADDRINUSE so the core picks another). Listeners of several event loops share their
+//! addresses with SO_REUSEPORT, which spreads clients over them. All non-blocking, IPV6_V6ONLY on IPv6 (the
 //! IPv4 and IPv6 listeners are separate sockets), buffer sizes from the configuration.
 
 use crate::settings::SocketBuffers;
@@ -14,8 +15,22 @@ pub const TCP_BACKLOG: i32 = 1024;
 
 /// A UDP listener bound to `addr`.
 pub fn udp_listener(addr: SocketAddr, buffers: SocketBuffers) -> io::Result<mio::net::UdpSocket> {
+    udp_listener_with(addr, buffers, false)
+}
+
+/// A UDP listener bound to `addr`; with `reuse_port`, SO_REUSEPORT (socket(7)): several
+/// sockets of this user share the address and the kernel picks one per source address and
+/// port, so a client always reaches the same event loop.
+pub fn udp_listener_with(
+    addr: SocketAddr,
+    buffers: SocketBuffers,
+    reuse_port: bool,
+) -> io::Result<mio::net::UdpSocket> {
     let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
     s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     set_buffers(&s, buffers)?;
     s.bind(&addr.into())?;
     Ok(mio::net::UdpSocket::from_std(s.into()))
@@ -23,8 +38,21 @@ pub fn udp_listener(addr: SocketAddr, buffers: SocketBuffers) -> io::Result<mio:
 
 /// A TCP listener bound to `addr`.
 pub fn tcp_listener(addr: SocketAddr, buffers: SocketBuffers) -> io::Result<mio::net::TcpListener> {
+    tcp_listener_with(addr, buffers, false)
+}
+
+/// A TCP listener bound to `addr`; with `reuse_port`, SO_REUSEPORT (socket(7)): the
+/// kernel hands each new connection to one of the listeners sharing the address.
+pub fn tcp_listener_with(
+    addr: SocketAddr,
+    buffers: SocketBuffers,
+    reuse_port: bool,
+) -> io::Result<mio::net::TcpListener> {
     let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
     s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     // Accepted sockets inherit the buffer sizes; they must be set before listen().
     set_buffers(&s, buffers)?;
     s.bind(&addr.into())?;
@@ -128,6 +156,18 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(ok);
+    }
+
+    #[test]
+    fn reuse_port_listeners_share_an_address() {
+        let a = udp_listener_with("127.0.0.1:0".parse().unwrap(), SMALL, true).unwrap();
+        let addr = a.local_addr().unwrap();
+        assert!(udp_listener_with(addr, SMALL, true).is_ok());
+        let t = tcp_listener_with("127.0.0.1:0".parse().unwrap(), SMALL, true).unwrap();
+        let addr = t.local_addr().unwrap();
+        assert!(tcp_listener_with(addr, SMALL, true).is_ok());
+        // Without the option on both, a second TCP listener fails as before.
+        assert!(tcp_listener(addr, SMALL).is_err());
     }
 
     #[test]

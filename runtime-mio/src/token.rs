@@ -11,6 +11,9 @@ use turnpike_core::{ConnId, RelayId};
 pub enum Source {
     /// The signal pipe.
     Signals,
+    /// The waker of the loop's command channel (other loops ask for counters, allocation
+    /// lists, deletions, a stop).
+    Waker,
     /// Listener number `n` (its `ListenerId`).
     Listener(u32),
     /// A relay socket.
@@ -34,7 +37,8 @@ impl Source {
     pub fn token(self) -> Token {
         let (kind, id) = match self {
             Source::Signals => (CONTROL, 0),
-            Source::Listener(n) => (CONTROL, n as usize + 1),
+            Source::Waker => (CONTROL, 1),
+            Source::Listener(n) => (CONTROL, n as usize + 2),
             Source::Relay(r) => (RELAY, r.0 as usize),
             // Connection ids count up from 0 and stay far below 2^62 on 64-bit hosts.
             Source::Conn(c) => (CONN, c.0 as usize),
@@ -49,7 +53,8 @@ impl Source {
         let id = t.0 >> KIND_BITS;
         match t.0 & ((1 << KIND_BITS) - 1) {
             CONTROL if id == 0 => Some(Source::Signals),
-            CONTROL => u32::try_from(id - 1).ok().map(Source::Listener),
+            CONTROL if id == 1 => Some(Source::Waker),
+            CONTROL => u32::try_from(id - 2).ok().map(Source::Listener),
             RELAY => u32::try_from(id).ok().map(|r| Source::Relay(RelayId(r))),
             CONN => Some(Source::Conn(ConnId(id as u64))),
             API if id == 0 => Some(Source::ApiListener),
@@ -67,6 +72,7 @@ mod tests {
     fn tokens_round_trip() {
         for s in [
             Source::Signals,
+            Source::Waker,
             Source::Listener(0),
             Source::Listener(3),
             Source::Relay(RelayId(0)),

@@ -256,6 +256,25 @@ impl Server {
         })
     }
 
+    /// The nonce key a server born from `seed` derives when its configuration has none.
+    /// Event loops that share a process give every loop the key of the first loop's seed,
+    /// so that a nonce issued by one loop is accepted by another (RFC 8489 §9.2: the nonce
+    /// is the server's to check, not the loop's).
+    pub fn nonce_key_of_seed(seed: [u8; 32]) -> NonceKey {
+        let mut r = ChaCha20Rng::from_seed(seed);
+        r.set_stream(3);
+        let mut k = [0u8; 32];
+        r.fill_bytes(&mut k);
+        NonceKey(k)
+    }
+
+    /// Makes allocation ids count up from `base + 1` instead of 1, so that several servers
+    /// in one process hand out ids that never collide (the runtime puts a loop's index in
+    /// the high bits). Only ids of allocations created afterwards change.
+    pub fn set_allocation_id_base(&mut self, base: u64) {
+        self.next_allocation = base.saturating_add(1);
+    }
+
     /// Sets the wall clock: at monotonic `now` it is `unix_ms` milliseconds since 1970.
     /// Call it at start and whenever the driver notices the wall clock moved (once a second
     /// is plenty); timers are unaffected, only credential expiry uses it.

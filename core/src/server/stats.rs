@@ -99,3 +99,64 @@ pub struct Stats {
     /// IPv6 relay port pool.
     pub ports_v6: PortStats,
 }
+
+impl TransportTraffic {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &TransportTraffic) {
+        self.to_peer_packets += o.to_peer_packets;
+        self.to_peer_bytes += o.to_peer_bytes;
+        self.from_peer_packets += o.from_peer_packets;
+        self.from_peer_bytes += o.from_peer_bytes;
+    }
+}
+
+impl DropCounters {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &DropCounters) {
+        self.malformed += o.malformed;
+        self.unexpected += o.unexpected;
+        self.no_allocation += o.no_allocation;
+        self.no_permission += o.no_permission;
+        self.unbound_channel += o.unbound_channel;
+        self.too_large += o.too_large;
+        self.denied_peer += o.denied_peer;
+        self.rate_limited += o.rate_limited;
+        self.queue_full += o.queue_full;
+        self.unknown_relay += o.unknown_relay;
+        self.bandwidth += o.bandwidth;
+        self.bandwidth_bytes += o.bandwidth_bytes;
+    }
+}
+
+impl Stats {
+    /// Adds `o`'s counters and gauges to these: the totals of several servers (one per
+    /// event loop) that together are one relay.
+    pub fn add(&mut self, o: &Stats) {
+        self.allocations += o.allocations;
+        self.allocations_pending += o.allocations_pending;
+        self.allocations_created += o.allocations_created;
+        self.allocations_deleted += o.allocations_deleted;
+        for (code, n) in &o.allocation_failures {
+            *self.allocation_failures.entry(*code).or_default() += n;
+        }
+        self.permissions += o.permissions;
+        self.channels += o.channels;
+        self.streams += o.streams;
+        self.streams_opened += o.streams_opened;
+        self.streams_rejected += o.streams_rejected;
+        self.streams_over_source_cap += o.streams_over_source_cap;
+        self.udp.add(&o.udp);
+        self.tcp.add(&o.tcp);
+        self.unauthorized += o.unauthorized;
+        self.stale_nonce += o.stale_nonce;
+        self.auth_failures += o.auth_failures;
+        self.insufficient_capacity += o.insufficient_capacity;
+        self.peers_denied += o.peers_denied;
+        self.proxy_accepted += o.proxy_accepted;
+        self.proxy_rejected += o.proxy_rejected;
+        self.retransmissions += o.retransmissions;
+        self.dropped.add(&o.dropped);
+        self.ports_v4.add(&o.ports_v4);
+        self.ports_v6.add(&o.ports_v6);
+    }
+}

@@ -39,6 +39,94 @@ pub struct RuntimeMetrics {
     pub webhook_dropped: u64,
 }
 
+impl RuntimeMetrics {
+    /// Adds another event loop's counters to these: sums, and the largest lag.
+    pub fn add(&mut self, o: &RuntimeMetrics) {
+        self.loop_lag_s = self.loop_lag_s.max(o.loop_lag_s);
+        self.loop_lag_max_s = self.loop_lag_max_s.max(o.loop_lag_max_s);
+        self.slow_readers_closed += o.slow_readers_closed;
+        self.send_would_block += o.send_would_block;
+        self.send_errors += o.send_errors;
+        self.relay_bind_failures += o.relay_bind_failures;
+        self.ice_issued += o.ice_issued;
+        self.dynamic_ports += o.dynamic_ports;
+        self.dynamic_ports_exhausted += o.dynamic_ports_exhausted;
+        self.api_refused_peers += o.api_refused_peers;
+        self.webhook_sent += o.webhook_sent;
+        self.webhook_failed += o.webhook_failed;
+        self.webhook_dropped += o.webhook_dropped;
+    }
+}
+
+/// The counters of one event loop ([`crate::workers`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoopStats {
+    /// The loop's index.
+    pub index: usize,
+    /// Its core's counters.
+    pub core: Stats,
+    /// Its runtime's counters.
+    pub runtime: RuntimeMetrics,
+}
+
+/// The relay's counters: the sum over its loops.
+pub fn sum(loops: &[LoopStats]) -> (Stats, RuntimeMetrics) {
+    let mut s = Stats::default();
+    let mut r = RuntimeMetrics::default();
+    for l in loops {
+        s.add(&l.core);
+        r.add(&l.runtime);
+    }
+    (s, r)
+}
+
+/// Per-loop families (label `loop`), appended to [`render`]'s when several loops run:
+/// how the kernel spread the clients.
+pub fn render_loops(loops: &[LoopStats]) -> String {
+    let mut m = Writer::default();
+    let per = |f: &dyn Fn(&LoopStats) -> f64| -> Vec<(String, f64)> {
+        loops
+            .iter()
+            .map(|l| (format!("loop=\"{}\"", l.index), f(l)))
+            .collect()
+    };
+    m.family(
+        "turnpike_loop_allocations",
+        "gauge",
+        "Allocations now, by event loop.",
+        &per(&|l| l.core.allocations as f64),
+    );
+    m.family(
+        "turnpike_loop_allocations_created_total",
+        "counter",
+        "Allocations created since start, by event loop.",
+        &per(&|l| l.core.allocations_created as f64),
+    );
+    m.family(
+        "turnpike_loop_streams_opened_total",
+        "counter",
+        "TCP streams accepted since start, by event loop.",
+        &per(&|l| l.core.streams_opened as f64),
+    );
+    m.family(
+        "turnpike_loop_relayed_packets_total",
+        "counter",
+        "Packets relayed (both transports, both directions), by event loop.",
+        &per(&|l| {
+            let (u, t) = (&l.core.udp, &l.core.tcp);
+            (u.to_peer_packets + u.from_peer_packets + t.to_peer_packets + t.from_peer_packets)
+                as f64
+        }),
+    );
+    m.family(
+        "turnpike_loop_lag_seconds",
+        "gauge",
+        "How late the last housekeeping tick ran, by event loop.",
+        &per(&|l| l.runtime.loop_lag_s),
+    );
+    m.out
+}
+
 /// The whole exposition.
 pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
     let mut m = Writer::default();
@@ -391,6 +479,46 @@ mod tests {
             }
         }
         Ok(samples)
+    }
+
+    #[test]
+    fn loops_add_up_and_are_listed_by_index() {
+        let mut a = LoopStats::default();
+        a.core.allocations = 2;
+        a.core.udp.to_peer_packets = 5;
+        a.core.allocation_failures.insert(508, 1);
+        a.runtime.loop_lag_s = 0.002;
+        a.runtime.send_errors = 1;
+        let mut b = LoopStats {
+            index: 1,
+            ..LoopStats::default()
+        };
+        b.core.allocations = 3;
+        b.core.tcp.from_peer_packets = 7;
+        b.core.allocation_failures.insert(508, 2);
+        b.core.ports_v4.free = 10;
+        b.runtime.loop_lag_s = 0.001;
+        b.runtime.send_errors = 2;
+        let (s, r) = sum(&[a.clone(), b.clone()]);
+        assert_eq!(s.allocations, 5);
+        assert_eq!(s.allocation_failures.get(&508), Some(&3));
+        assert_eq!((s.udp.to_peer_packets, s.tcp.from_peer_packets), (5, 7));
+        assert_eq!(s.ports_v4.free, 10);
+        assert_eq!((r.loop_lag_s, r.send_errors), (0.002, 3));
+        let text = format!("{}{}", render(&s, &r), render_loops(&[a, b]));
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            samples.get("turnpike_loop_allocations{loop=\"0\"}"),
+            Some(&2.0)
+        );
+        assert_eq!(
+            samples.get("turnpike_loop_allocations{loop=\"1\"}"),
+            Some(&3.0)
+        );
+        assert_eq!(
+            samples.get("turnpike_loop_relayed_packets_total{loop=\"1\"}"),
+            Some(&7.0)
+        );
     }
 
     #[test]

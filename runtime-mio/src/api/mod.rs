@@ -1,7 +1,8 @@
 //! The HTTP API: issued ICE configurations, allocations, metrics, health.
 //!
-//! It runs inside the event loop, on the same `mio::Poll` as the relay, so it reads the
-//! core directly and needs no locking; every request is answered at once from memory
+//! It runs inside the event loop (loop 0 when there are several: it asks the others for
+//! their counters and allocations, see [`crate::workers`]), on the same `mio::Poll` as the
+//! relay, so it reads the core directly and needs no locking; every request is answered at once from memory
 //! (nothing in it waits on the network), so it cannot hold relaying up for long. The
 //! webhook, which does wait on the network, has its own thread behind a bounded queue.
 //!
@@ -23,7 +24,7 @@ use crate::config::UdpPort;
 use crate::token::Source;
 use http::Response;
 use ice::IceSettings;
-use metrics::RuntimeMetrics;
+use metrics::{LoopStats, RuntimeMetrics};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use rand_core::{OsRng, RngCore};
@@ -89,6 +90,22 @@ pub trait Host {
     fn runtime_metrics(&self) -> RuntimeMetrics;
     /// Acts on what the core queued (after a change made through `server`).
     fn flush(&mut self);
+    /// The counters of every event loop, this one first (see [`crate::workers`]); a loop
+    /// that does not answer in time is missing.
+    fn loop_stats(&mut self) -> Vec<LoopStats> {
+        let now = self.now();
+        let core = self.server().stats(now);
+        vec![LoopStats {
+            index: 0,
+            core,
+            runtime: self.runtime_metrics(),
+        }]
+    }
+    /// The allocations of every event loop.
+    fn all_allocations(&mut self) -> Vec<turnpike_core::server::AllocationInfo> {
+        let now = self.now();
+        self.server().allocations(now)
+    }
 }
 
 /// True if a peer at `ip` may use the API: anyone, or only loopback (IPv4, IPv6, and
@@ -282,6 +299,12 @@ impl Api {
     /// The runtime's counters plus the API's.
     pub fn runtime_metrics(&self, host: &dyn Host) -> RuntimeMetrics {
         let mut r = host.runtime_metrics();
+        self.add_own_metrics(&mut r);
+        r
+    }
+
+    /// Sets the API's own counters in `r`.
+    pub fn add_own_metrics(&self, r: &mut RuntimeMetrics) {
         r.ice_issued = self.issued;
         r.dynamic_ports = self.dynamic.len() as u64;
         r.dynamic_ports_exhausted = self.exhausted;
@@ -289,7 +312,6 @@ impl Api {
         if let Some(h) = &self.webhook {
             (r.webhook_sent, r.webhook_failed, r.webhook_dropped) = h.counts();
         }
-        r
     }
 
     /// Opens a UDP port for one issuance, on every bind address, reserved for

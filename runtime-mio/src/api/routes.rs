@@ -27,14 +27,14 @@ pub fn handle(api: &mut Api, host: &mut dyn Host, req: &Request) -> Response {
     match (method, path) {
         ("GET", "/health") => Response::json(200, &json!({"status": "ok"})),
         ("GET", "/metrics") => {
-            let now = host.now();
-            let stats = host.server().stats(now);
-            let r = api.runtime_metrics(host);
-            Response::text(
-                200,
-                super::metrics::CONTENT_TYPE,
-                super::metrics::render(&stats, &r),
-            )
+            let loops = host.loop_stats();
+            let (stats, mut r) = super::metrics::sum(&loops);
+            api.add_own_metrics(&mut r);
+            let mut text = super::metrics::render(&stats, &r);
+            if loops.len() > 1 {
+                text.push_str(&super::metrics::render_loops(&loops));
+            }
+            Response::text(200, super::metrics::CONTENT_TYPE, text)
         }
         ("POST", "/v1/ice-servers") => ice_servers(api, host, &req.body),
         ("GET", "/v1/allocations") => allocations(host),
@@ -111,10 +111,8 @@ fn ice_servers(api: &mut Api, host: &mut dyn Host, body: &[u8]) -> Response {
 
 /// `GET /v1/allocations`.
 fn allocations(host: &mut dyn Host) -> Response {
-    let now = host.now();
     let list: Vec<Value> = host
-        .server()
-        .allocations(now)
+        .all_allocations()
         .iter()
         .map(|a| {
             let t = a.traffic;
