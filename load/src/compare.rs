@@ -115,12 +115,15 @@ impl Table {
 /// Runs the comparison and prints the table.
 pub fn run(o: &Options) -> Result<(), String> {
     println!(
-        "compare: {} rounds, {} clients, {}-byte payloads, {} s per data test, fixed rate {} pkt/s offered, load average {}",
+        "compare: {} rounds, {} clients, {}-byte payloads, {} s per data test, fixed rate {} pkt/s offered, turnpike event loops {}, load average {}",
         o.rounds,
         o.clients,
         o.size,
         o.duration.as_secs_f64(),
         o.rate,
+        o.layout
+            .workers
+            .map_or_else(|| "its default (one per core)".to_string(), |n| n.to_string()),
         procfs::load_average()
     );
     let mut t = Table::default();
@@ -153,7 +156,7 @@ pub fn run(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
-fn flat(o: &Options) -> Offer {
+pub(crate) fn flat(o: &Options) -> Offer {
     Offer {
         size: o.size,
         rate: 0.0,
@@ -173,7 +176,7 @@ fn fixed(o: &Options, rate: f64) -> Offer {
     }
 }
 
-fn echo_any() -> SocketAddr {
+pub(crate) fn echo_any() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
@@ -289,7 +292,7 @@ fn forwarder_round(o: &Options, t: &mut Table) -> Result<(), String> {
     Ok(())
 }
 
-fn report(what: &str, r: Outcome) -> Outcome {
+pub(crate) fn report(what: &str, r: Outcome) -> Outcome {
     println!("  {what:<12} {}", r.summary());
     r
 }

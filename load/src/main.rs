@@ -7,6 +7,7 @@ mod flows;
 mod forwarder;
 mod mmsg;
 mod procfs;
+mod scaling;
 mod scenarios;
 mod servers;
 mod traffic;
@@ -32,6 +33,12 @@ usage: turnpike-load COMMAND [--key value]...
              [--window 512] [--churn 3000] [--memory 10000] [--probes 6]
              [--port 31000] [--relay-min 10000] [--relay-max 29999]
              [--turnpike target/release/turnpike] [--coturn-threads N] [--dir DIR]
+             [--workers N (turnpike's event loops; default: its own, one per core)]
+  scaling    [--rounds 1] [--max-workers 2] [--clients 100] [--size 200] [--seconds 5]
+             [--window 512] [--churn 3000] [--probes 6] [--port 31000] [--relay-min 10000]
+             [--relay-max 29999] [--turnpike PATH] [--dir DIR]
+             (turnpike alone with 1, 2, ... event loops: relayed pkts/s, peak with no loss,
+             relayed / server CPU-s, allocations/s)
   core-bench --phase to-peer|to-client|allocate|sequence [--n 100000]
   callgrind  [--n 20000]      (core-bench phases under callgrind: instructions/op)
 
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
         "memory" => cmd_memory(&opts),
         "forwarder" => cmd_forwarder(&opts),
         "compare" => cmd_compare(&opts),
+        "scaling" => cmd_scaling(&opts),
         "core-bench" => corebench::run(
             &opts.str("phase", "to-peer"),
             opts.num("n", 100_000u32).unwrap_or(0),
@@ -227,6 +235,19 @@ fn cmd_forwarder(o: &Opts) -> Result<(), String> {
 }
 
 fn cmd_compare(o: &Opts) -> Result<(), String> {
+    compare::run(&compare_options(o)?)
+}
+
+fn cmd_scaling(o: &Opts) -> Result<(), String> {
+    let opts = compare::Options {
+        rounds: o.num("rounds", 1usize)?.max(1),
+        ..compare_options(o)?
+    };
+    scaling::run(&opts, o.num("max-workers", 2u32)?.clamp(1, 64))
+}
+
+/// The options of `compare` (and `scaling`) from the command line.
+fn compare_options(o: &Opts) -> Result<compare::Options, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let sibling = exe.with_file_name("turnpike");
     let layout = servers::Layout {
@@ -245,8 +266,15 @@ fn cmd_compare(o: &Opts) -> Result<(), String> {
         turnpike: PathBuf::from(o.str("turnpike", &sibling.display().to_string())),
         exe,
         coturn_threads: o.0.get("coturn-threads").and_then(|v| v.parse().ok()),
+        workers: match o.0.get("workers") {
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|_| format!("--workers: not a number: {v}"))?,
+            ),
+            None => None,
+        },
     };
-    let opts = compare::Options {
+    Ok(compare::Options {
         rounds: o.num("rounds", 2usize)?.max(1),
         clients: o.num("clients", 100usize)?,
         size: o.num("size", 200usize)?,
@@ -257,8 +285,7 @@ fn cmd_compare(o: &Opts) -> Result<(), String> {
         memory: o.num("memory", 10_000usize)?,
         probes: o.num("probes", 6usize)?,
         layout,
-    };
-    compare::run(&opts)
+    })
 }
 
 fn cmd_callgrind(o: &Opts) -> Result<(), String> {

@@ -57,6 +57,8 @@ pub struct Layout {
     pub exe: PathBuf,
     /// coturn relay threads (`-m`); None: coturn's default.
     pub coturn_threads: Option<u32>,
+    /// turnpike event loops (`workers`); None: turnpike's default (one per core).
+    pub workers: Option<u32>,
 }
 
 /// A process under test; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -187,12 +189,16 @@ relay_port_max = {max}
 allow_loopback_peers = true
 user_quota = 100000
 total_quota = 100000
-[users]
+{workers}[users]
 {USER} = "{PASS}"
 "#,
         port = l.port,
         min = l.relay_min,
         max = l.relay_max,
+        workers = l
+            .workers
+            .map(|n| format!("workers = {n}\n"))
+            .unwrap_or_default(),
     )
 }
 
@@ -282,6 +288,7 @@ mod tests {
             turnpike: PathBuf::from("turnpike"),
             exe: PathBuf::from("turnpike-load"),
             coturn_threads: Some(1),
+            workers: Some(2),
         }
     }
 
@@ -292,6 +299,12 @@ mod tests {
         assert!(t.contains("turn_udp_port = 34780"));
         assert!(t.contains("relay_port_max = 59999"));
         assert!(t.contains("allow_loopback_peers = true"));
+        assert!(t.contains("workers = 2\n[users]"));
+        let none = turnpike_config(&Layout {
+            workers: None,
+            ..l.clone()
+        });
+        assert!(!none.contains("workers"));
         let c = coturn_args(&l).join(" ");
         assert!(c.contains("-p 34780"));
         assert!(c.contains("--max-port 59999"));
