@@ -189,6 +189,7 @@ relay_port_max = {max}
 allow_loopback_peers = true
 user_quota = 100000
 total_quota = 100000
+api_listen = "127.0.0.1:0"
 {workers}[users]
 {USER} = "{PASS}"
 "#,

@@ -468,4 +468,63 @@ mod tests {
         assert_ne!(a, loop_seed(seed, 2));
         assert_eq!(a, loop_seed(seed, 1));
     }
+
+    /// Sends the client's Allocate to `first` (learning realm and nonce from its 401),
+    /// then its authenticated Allocate to `second`: true if `second` accepted the nonce
+    /// and went on to bind a relay socket.
+    fn nonce_carries_over(first: &mut Server, second: &mut Server) -> bool {
+        use turnpike_core::client::{Client, ClientConfig};
+        use turnpike_core::event::Output;
+        use turnpike_core::{Instant, ListenerId};
+        let now = Instant::from_secs(1);
+        let relay: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let cfg = ClientConfig::new(relay, Transport::Udp, "u", "pw");
+        let mut client = Client::new(cfg, [9; 32], now);
+        client.allocate(now);
+        let mut feed = |server: &mut Server, client: &mut Client| -> Vec<Output> {
+            let mut bytes = client.poll_transmit().expect("a request");
+            let len = bytes.len();
+            let _ = server.handle_datagram(now, ListenerId(0), from, &mut bytes, 0..len);
+            let mut outs = Vec::new();
+            while let Some(o) = server.poll_output() {
+                if let Output::Transmit { data, .. } = &o {
+                    client.handle_input(now, data);
+                }
+                outs.push(o);
+            }
+            outs
+        };
+        feed(first, &mut client);
+        feed(second, &mut client)
+            .iter()
+            .any(|o| matches!(o, Output::BindRelay { .. }))
+    }
+
+    #[test]
+    fn a_nonce_from_one_loop_is_good_on_another() {
+        use turnpike_core::auth::Credentials;
+        use turnpike_core::config::ListenerConfig;
+        use turnpike_core::{Config, Instant, ListenerId};
+        let mut credentials = Credentials::new("loops.test");
+        credentials.add_user("u", "pw");
+        let mut cfg = Config::new(credentials, "127.0.0.1".parse().unwrap());
+        cfg.listeners = vec![ListenerConfig {
+            id: ListenerId(0),
+            transport: Transport::Udp,
+            local: "127.0.0.1:3478".parse().unwrap(),
+            proxy_protocol: false,
+        }];
+        let seed = [5u8; 32];
+        let now = Instant::from_secs(1);
+        let mut loop0 = Server::new(cfg.clone(), seed, now).unwrap();
+        let mut shared = cfg.clone();
+        shared.nonce_key = Some(Server::nonce_key_of_seed(seed));
+        let mut loop1 = Server::new(shared, loop_seed(seed, 1), now).unwrap();
+        assert!(nonce_carries_over(&mut loop0, &mut loop1));
+        // Control: a loop with a key of its own would answer 438 instead.
+        let mut loop0 = Server::new(cfg.clone(), seed, now).unwrap();
+        let mut alone = Server::new(cfg, loop_seed(seed, 1), now).unwrap();
+        assert!(!nonce_carries_over(&mut loop0, &mut alone));
+    }
 }
