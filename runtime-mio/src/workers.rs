@@ -482,7 +482,7 @@ mod tests {
         let cfg = ClientConfig::new(relay, Transport::Udp, "u", "pw");
         let mut client = Client::new(cfg, [9; 32], now);
         client.allocate(now);
-        let mut feed = |server: &mut Server, client: &mut Client| -> Vec<Output> {
+        let feed = |server: &mut Server, client: &mut Client| -> Vec<Output> {
             let mut bytes = client.poll_transmit().expect("a request");
             let len = bytes.len();
             let _ = server.handle_datagram(now, ListenerId(0), from, &mut bytes, 0..len);
