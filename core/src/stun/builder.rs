@@ -497,6 +497,25 @@ mod tests {
     }
 
     #[test]
+    fn prepared_keys_write_what_the_raw_key_writes() {
+        for kind in [IntegrityKind::Sha1, IntegrityKind::Sha256] {
+            let tid = TransactionId([3; 12]);
+            let mut raw = MessageBuilder::new(Method::BINDING, Class::Request, tid);
+            raw.add(attr::USERNAME, b"u");
+            let mut prepared = MessageBuilder::new(Method::BINDING, Class::Request, tid);
+            prepared.add(attr::USERNAME, b"u");
+            match kind {
+                IntegrityKind::Sha1 => raw.add_integrity_sha1(b"secret"),
+                IntegrityKind::Sha256 => raw.add_integrity_sha256(b"secret"),
+            };
+            prepared.add_integrity_with(&IntegrityKey::new(kind, b"secret"));
+            raw.add_fingerprint();
+            prepared.add_fingerprint();
+            assert_eq!(raw.as_bytes(), prepared.as_bytes(), "{kind:?}");
+        }
+    }
+
+    #[test]
     fn integrity_and_fingerprint_round_trip() {
         let key = b"secret";
         round_trip(

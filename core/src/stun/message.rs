@@ -769,6 +769,8 @@ mod tests {
         assert_eq!(msg.integrity(), Some(IntegrityKind::Sha256));
         assert!(msg.check_integrity_sha256(KEY));
         assert!(!msg.check_integrity_sha1(KEY));
+        assert!(msg.check_integrity_with(&IntegrityKey::new(IntegrityKind::Sha256, KEY)));
+        assert!(!msg.check_integrity_with(&IntegrityKey::new(IntegrityKind::Sha1, KEY)));
     }
 
     #[test]
@@ -782,6 +784,11 @@ mod tests {
             let msg = Message::parse(&bytes).unwrap();
             assert!(msg.check_integrity_sha256(KEY), "truncated to {n}");
             assert!(!msg.check_integrity_sha256(b"nope"));
+            let prepared = IntegrityKey::new(IntegrityKind::Sha256, KEY);
+            assert!(msg.check_integrity_with(&prepared), "truncated to {n}");
+            assert!(!msg.check_integrity_with(&IntegrityKey::new(IntegrityKind::Sha256, b"nope")));
+            // No MESSAGE-INTEGRITY to check with a SHA-1 key.
+            assert!(!msg.check_integrity_with(&IntegrityKey::new(IntegrityKind::Sha1, KEY)));
             let mut flipped = bytes.clone();
             *flipped.last_mut().unwrap() ^= 0x80;
             assert!(!Message::parse(&flipped)
