@@ -7,6 +7,7 @@ use crate::auth::{Key, PasswordAlgorithm};
 use crate::event::{ClientInfo, TrafficCounters};
 use crate::ids::{AllocationId, ConnId, ListenerId, RelayId};
 use crate::server::TokenBucket;
+use crate::stun::IntegrityKey;
 use crate::time::Instant;
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
@@ -67,6 +68,9 @@ pub(crate) struct Allocation {
     pub client: ClientInfo,
     pub username: String,
     pub key: Key,
+    /// `key` prepared for the integrity attribute of the Allocate, which the client's
+    /// later requests most likely use too.
+    pub integrity: IntegrityKey,
     pub algorithm: PasswordAlgorithm,
     /// Index 0: IPv4 side, index 1: IPv6 side.
     pub sides: [Option<RelaySide>; 2],

@@ -747,9 +747,10 @@ impl Runtime {
                 }
                 Output::BindRelay { relay, addr } => self.bind_relay(now, relay, addr),
                 Output::CloseRelay { relay } => {
-                    if let Some(mut sock) = self.relays.remove(&relay) {
-                        let _ = self.poll.registry().deregister(&mut sock);
-                    }
+                    // close(2) takes the socket out of the epoll set (its descriptor is
+                    // never duplicated), so no EPOLL_CTL_DEL first: one syscall fewer
+                    // per allocation.
+                    drop(self.relays.remove(&relay));
                 }
                 Output::Event(ev) => {
                     if let Some(api) = self.api.as_mut() {

@@ -3,8 +3,12 @@
 //!
 //! Lines caused by remote input (failed authentication, rejected streams, denied peers...)
 //! go through a [`LogLimiter`]: one per source and kind per interval, with the count of
-//! lines held back. Allocation lifecycle lines are not limited: an allocation needs valid
-//! credentials, and the operator wants every one of them in the event log.
+//! lines held back. Allocation lifecycle records are not limited: an allocation needs
+//! valid credentials, and the operator wants every one of them in the event log. Their
+//! human lines are written one by one up to [`LIFECYCLE_LINES_PER_S`] a second; beyond
+//! that (allocation churn, where formatting and writing the lines would cost more than
+//! the allocations themselves) they are counted, and a summary line at the next flush
+//! (about once a second) says how many allocations came and went unseen.
 
 use crate::event_log::{rfc3339_ms, EventLog};
 use crate::log_limit::{LogLimiter, Verdict};
@@ -21,6 +25,50 @@ pub struct Reporter {
     event_log: Option<EventLog>,
     /// Relayed addresses of live allocations, for their `allocation_deleted` record.
     relayed: HashMap<AllocationId, Vec<SocketAddr>>,
+    lifecycle: LifecycleLines,
+}
+
+/// Allocation created/deleted lines written one by one per second at most (every one at
+/// debug level, and every one as a record in the event log).
+pub const LIFECYCLE_LINES_PER_S: u32 = 100;
+
+/// The budget of allocation lifecycle lines in the current one-second window, and the
+/// lines held back since the last summary.
+#[derive(Debug, Default)]
+struct LifecycleLines {
+    window_start_ms: u64,
+    written: u32,
+    held_created: u64,
+    held_deleted: u64,
+}
+
+impl LifecycleLines {
+    /// Whether one more line may be written at `unix_ms`; if not, it is counted.
+    fn admit(&mut self, unix_ms: u64, created: bool) -> bool {
+        if unix_ms.saturating_sub(self.window_start_ms) >= 1000 || unix_ms < self.window_start_ms {
+            self.window_start_ms = unix_ms;
+            self.written = 0;
+        }
+        // Who turned on debug logging wants every line.
+        if self.written < LIFECYCLE_LINES_PER_S || log::log_enabled!(log::Level::Debug) {
+            self.written = self.written.saturating_add(1);
+            return true;
+        }
+        if created {
+            self.held_created += 1;
+        } else {
+            self.held_deleted += 1;
+        }
+        false
+    }
+
+    /// The counts held back since the last call, zeroed.
+    fn take_held(&mut self) -> (u64, u64) {
+        let held = (self.held_created, self.held_deleted);
+        self.held_created = 0;
+        self.held_deleted = 0;
+        held
+    }
 }
 
 /// The source used for warnings that concern the whole relay, not one remote.
@@ -33,6 +81,7 @@ impl Reporter {
             limiter: LogLimiter::default(),
             event_log,
             relayed: HashMap::new(),
+            lifecycle: LifecycleLines::default(),
         }
     }
 
@@ -46,18 +95,25 @@ impl Reporter {
                 relayed,
                 lifetime_s,
             } => {
-                log::info!(
-                    "allocation {} created: client {} over {}, user {:?}, relayed {}, lifetime {}s",
-                    id.0,
-                    client.addr,
-                    client.transport.as_str(),
-                    username,
-                    join(relayed),
-                    lifetime_s
-                );
-                // Bounded by the core's total quota.
-                self.relayed.insert(*id, relayed.clone());
-                self.record(unix_ms, "allocation_created", with_client(json!({"id": id.0, "username": username, "relayed": addrs(relayed), "lifetime_s": lifetime_s}), client));
+                if log::log_enabled!(log::Level::Info) && self.lifecycle.admit(unix_ms, true) {
+                    log::info!(
+                        "allocation {} created: client {} over {}, user {:?}, relayed {}, lifetime {}s",
+                        id.0,
+                        client.addr,
+                        client.transport.as_str(),
+                        username,
+                        Joined(relayed),
+                        lifetime_s
+                    );
+                }
+                // The JSON record (and the relayed addresses its deletion record repeats)
+                // only when there is an event log to write it to: allocation churn is a
+                // hot path of its own.
+                if self.event_log.is_some() {
+                    // Bounded by the core's total quota.
+                    self.relayed.insert(*id, relayed.clone());
+                    self.record(unix_ms, "allocation_created", with_client(json!({"id": id.0, "username": username, "relayed": addrs(relayed), "lifetime_s": lifetime_s}), client));
+                }
             }
             Event::AllocationRefreshed { id, lifetime_s } => {
                 log::debug!("allocation {} refreshed: lifetime {}s", id.0, lifetime_s);
@@ -70,20 +126,25 @@ impl Reporter {
                 traffic,
                 age_ms,
             } => {
+                if log::log_enabled!(log::Level::Info) && self.lifecycle.admit(unix_ms, false) {
+                    log::info!(
+                        "allocation {} deleted ({}): client {}, user {:?}, after {} ms; to peers {} packets {} bytes, from peers {} packets {} bytes, dropped {}",
+                        id.0,
+                        reason.as_str(),
+                        client.addr,
+                        username,
+                        age_ms,
+                        traffic.to_peer_packets,
+                        traffic.to_peer_bytes,
+                        traffic.from_peer_packets,
+                        traffic.from_peer_bytes,
+                        traffic.dropped_packets
+                    );
+                }
+                if self.event_log.is_none() {
+                    return;
+                }
                 let relayed = self.relayed.remove(id).unwrap_or_default();
-                log::info!(
-                    "allocation {} deleted ({}): client {}, user {:?}, after {} ms; to peers {} packets {} bytes, from peers {} packets {} bytes, dropped {}",
-                    id.0,
-                    reason.as_str(),
-                    client.addr,
-                    username,
-                    age_ms,
-                    traffic.to_peer_packets,
-                    traffic.to_peer_bytes,
-                    traffic.from_peer_packets,
-                    traffic.from_peer_bytes,
-                    traffic.dropped_packets
-                );
                 let body = json!({
                     "id": id.0,
                     "username": username,
@@ -257,8 +318,20 @@ impl Reporter {
         log.write(&Value::Object(rec));
     }
 
-    /// Flushes the event log.
+    /// Writes the summary of allocation lines held back, and flushes the event log.
+    /// Called about once a second, and at exit.
     pub fn flush(&mut self) {
+        let (created, deleted) = self.lifecycle.take_held();
+        if created + deleted > 0 {
+            let where_ = if self.event_log.is_some() {
+                "every one is in the event log"
+            } else {
+                "set event_log for a record of every one"
+            };
+            log::info!(
+                "{created} allocations created and {deleted} deleted without a line each (more than {LIFECYCLE_LINES_PER_S} such lines a second; {where_})"
+            );
+        }
         if let Some(l) = self.event_log.as_mut() {
             l.flush();
         }
@@ -288,8 +361,19 @@ fn addrs(list: &[SocketAddr]) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
 }
 
-fn join(list: &[SocketAddr]) -> String {
-    addrs(list).join(", ")
+/// Addresses shown comma-separated, formatted straight into the log line.
+struct Joined<'a>(&'a [SocketAddr]);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +445,47 @@ mod tests {
         assert_eq!(recs[1]["to_peer_bytes"], 200);
         assert_eq!(recs[1]["reason"], "stream_closed");
         assert_eq!(recs[1]["conn"], 9);
+    }
+
+    #[test]
+    fn lifecycle_lines_beyond_the_budget_are_counted_for_the_summary() {
+        let mut l = LifecycleLines::default();
+        let t0 = 1_000_000;
+        for i in 0..LIFECYCLE_LINES_PER_S {
+            assert!(l.admit(t0 + u64::from(i % 7), i % 2 == 0));
+        }
+        assert!(!l.admit(t0 + 10, true));
+        assert!(!l.admit(t0 + 999, false));
+        assert!(!l.admit(t0 + 999, false));
+        assert_eq!(l.take_held(), (1, 2));
+        assert_eq!(l.take_held(), (0, 0));
+        // A new second, a new budget; a clock stepping back starts one too.
+        assert!(l.admit(t0 + 1000, true));
+        assert!(l.admit(t0 - 5000, true));
+    }
+
+    #[test]
+    fn without_an_event_log_nothing_is_kept_per_allocation() {
+        let mut r = Reporter::new(None);
+        r.event(
+            1000,
+            &Event::AllocationCreated {
+                id: AllocationId(1),
+                client: client(),
+                username: "alice".into(),
+                relayed: vec!["192.0.2.10:40001".parse().unwrap()],
+                lifetime_s: 600,
+            },
+        );
+        assert!(r.relayed.is_empty());
+        assert_eq!(
+            Joined(&[
+                "192.0.2.10:40001".parse().unwrap(),
+                "[2001:db8::1]:40002".parse().unwrap()
+            ])
+            .to_string(),
+            "192.0.2.10:40001, [2001:db8::1]:40002"
+        );
     }
 
     #[test]

@@ -44,6 +44,96 @@ pub enum NonceCheck {
     Invalid,
 }
 
+/// A [`NonceKey`] made ready for HMAC once (RFC 2104 §2: the inner and outer padded key
+/// blocks are hashed ahead), so that issuing or checking a nonce hashes two blocks, not
+/// four. The server keeps one; every request with credentials checks a nonce.
+#[derive(Clone)]
+pub struct NonceSigner {
+    mac: Hmac<Sha256>,
+}
+
+impl core::fmt::Debug for NonceSigner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("NonceSigner(..)")
+    }
+}
+
+impl NonceSigner {
+    /// The signer for `key`.
+    pub fn new(key: &NonceKey) -> Self {
+        let mac = match Hmac::<Sha256>::new_from_slice(&key.0) {
+            Ok(mac) => mac,
+            // HMAC takes keys of any length: there is no invalid one.
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        NonceSigner { mac }
+    }
+
+    /// A nonce for `client` issued at `now` (see [`make_nonce`]).
+    pub fn make(&self, client: SocketAddr, now: Instant, security_features: bool) -> String {
+        let ts_ms = now.as_millis();
+        let mac = self.mac(security_features, ts_ms, client);
+        let mut out = String::with_capacity(NONCE_COOKIE.len() + FEATURES.len() + PAYLOAD_LEN);
+        if security_features {
+            out.push_str(NONCE_COOKIE);
+            out.push_str(FEATURES);
+        }
+        push_hex(&mut out, &ts_ms.to_be_bytes());
+        push_hex(&mut out, &mac);
+        out
+    }
+
+    /// Checks a nonce presented by `client` at `now` (see [`check_nonce`]).
+    pub fn check(
+        &self,
+        nonce: &[u8],
+        client: SocketAddr,
+        now: Instant,
+        lifetime: Duration,
+    ) -> NonceCheck {
+        let Some(parsed) = parse(nonce) else {
+            return NonceCheck::Invalid;
+        };
+        let expected = self.mac(parsed.security_features, parsed.ts_ms, client);
+        // Constant time, so the MAC cannot be guessed byte by byte from response timing.
+        if !bool::from(expected.ct_eq(&parsed.mac)) {
+            return NonceCheck::Invalid;
+        }
+        let now_ms = now.as_millis();
+        // Our own clock never issues from the future; a little slack covers event loops
+        // whose clocks were read a moment apart.
+        if parsed.ts_ms > now_ms.saturating_add(FUTURE_SLACK_MS) {
+            return NonceCheck::Invalid;
+        }
+        let age_ms = now_ms.saturating_sub(parsed.ts_ms);
+        if u128::from(age_ms) > lifetime.as_millis() {
+            return NonceCheck::Stale;
+        }
+        NonceCheck::Valid {
+            security_features: parsed.security_features,
+        }
+    }
+
+    /// The truncated HMAC that signs a nonce for `client`.
+    fn mac(&self, security_features: bool, ts_ms: u64, client: SocketAddr) -> [u8; MAC_LEN] {
+        let mut mac = self.mac.clone();
+        mac.update(&[u8::from(security_features)]);
+        mac.update(&ts_ms.to_be_bytes());
+        // Fixed-length fields around the address, whose length tells the family apart.
+        match client.ip() {
+            IpAddr::V4(ip) => mac.update(&ip.octets()),
+            IpAddr::V6(ip) => mac.update(&ip.octets()),
+        }
+        mac.update(&client.port().to_be_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        for (o, b) in out.iter_mut().zip(full.iter()) {
+            *o = *b;
+        }
+        out
+    }
+}
+
 /// A nonce for `client` issued at `now`. With `security_features` it starts with the
 /// nonce cookie and the feature bits for password algorithms and USERHASH.
 pub fn make_nonce(
@@ -52,16 +142,7 @@ pub fn make_nonce(
     now: Instant,
     security_features: bool,
 ) -> String {
-    let ts_ms = now.as_millis();
-    let mac = nonce_mac(key, security_features, ts_ms, client);
-    let mut out = String::with_capacity(NONCE_COOKIE.len() + FEATURES.len() + PAYLOAD_LEN);
-    if security_features {
-        out.push_str(NONCE_COOKIE);
-        out.push_str(FEATURES);
-    }
-    push_hex(&mut out, &ts_ms.to_be_bytes());
-    push_hex(&mut out, &mac);
-    out
+    NonceSigner::new(key).make(client, now, security_features)
 }
 
 /// Checks a nonce presented by `client` at `now`; older than `lifetime` is stale.
@@ -72,27 +153,7 @@ pub fn check_nonce(
     now: Instant,
     lifetime: Duration,
 ) -> NonceCheck {
-    let Some(parsed) = parse(nonce) else {
-        return NonceCheck::Invalid;
-    };
-    let expected = nonce_mac(key, parsed.security_features, parsed.ts_ms, client);
-    // Constant time, so the MAC cannot be guessed byte by byte from response timing.
-    if !bool::from(expected.ct_eq(&parsed.mac)) {
-        return NonceCheck::Invalid;
-    }
-    let now_ms = now.as_millis();
-    // Our own clock never issues from the future; a little slack covers event loops whose
-    // clocks were read a moment apart.
-    if parsed.ts_ms > now_ms.saturating_add(FUTURE_SLACK_MS) {
-        return NonceCheck::Invalid;
-    }
-    let age_ms = now_ms.saturating_sub(parsed.ts_ms);
-    if u128::from(age_ms) > lifetime.as_millis() {
-        return NonceCheck::Stale;
-    }
-    NonceCheck::Valid {
-        security_features: parsed.security_features,
-    }
+    NonceSigner::new(key).check(nonce, client, now, lifetime)
 }
 
 /// The 24-bit STUN Security Feature set we announce, as 4 base64 characters
@@ -141,34 +202,6 @@ fn parse(nonce: &[u8]) -> Option<Parsed> {
         ts_ms: u64::from_be_bytes(ts),
         mac,
     })
-}
-
-/// The truncated HMAC that signs a nonce for `client`.
-fn nonce_mac(
-    key: &NonceKey,
-    security_features: bool,
-    ts_ms: u64,
-    client: SocketAddr,
-) -> [u8; MAC_LEN] {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(&key.0) {
-        Ok(mac) => mac,
-        // HMAC takes keys of any length: there is no invalid one.
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    };
-    mac.update(&[u8::from(security_features)]);
-    mac.update(&ts_ms.to_be_bytes());
-    // Fixed-length fields around the address, whose length tells the family apart.
-    match client.ip() {
-        IpAddr::V4(ip) => mac.update(&ip.octets()),
-        IpAddr::V6(ip) => mac.update(&ip.octets()),
-    }
-    mac.update(&client.port().to_be_bytes());
-    let full = mac.finalize().into_bytes();
-    let mut out = [0u8; MAC_LEN];
-    for (o, b) in out.iter_mut().zip(full.iter()) {
-        *o = *b;
-    }
-    out
 }
 
 /// Appends `bytes` as lower-case hex.
@@ -232,6 +265,24 @@ mod tests {
         assert_eq!(bits, [0x00, 0x00, 0x03]);
         // RFC 8489 Appendix B.1 announces username anonymity alone as "AAAC": bit 1.
         assert_eq!(STANDARD.decode("AAAC").unwrap(), [0x00, 0x00, 0x02]);
+    }
+
+    #[test]
+    fn signer_agrees_with_the_key() {
+        let signer = NonceSigner::new(&KEY);
+        for features in [true, false] {
+            let n = signer.make(client(), t0(), features);
+            assert_eq!(n, make_nonce(&KEY, client(), t0(), features));
+            assert_eq!(
+                signer.check(n.as_bytes(), client(), t0(), LIFETIME),
+                check(&n, client(), t0())
+            );
+            let other = NonceSigner::new(&NonceKey([8u8; 32]));
+            assert_eq!(
+                other.check(n.as_bytes(), client(), t0(), LIFETIME),
+                NonceCheck::Invalid
+            );
+        }
     }
 
     #[test]

@@ -422,6 +422,7 @@ impl Server {
                 client: p.src.info,
                 username: p.auth.username.clone(),
                 key: p.auth.signer.key,
+                integrity: p.auth.signer.mac.clone(),
                 algorithm: p.auth.algorithm,
                 sides,
                 created: now,

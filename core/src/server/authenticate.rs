@@ -4,12 +4,11 @@
 use super::reply::{self, Signer};
 use super::{Server, Source};
 use crate::auth::{
-    check_nonce, long_term_key, make_nonce, rest_expiry, CredentialKind, Key, LookupError,
-    NonceCheck, PasswordAlgorithm,
+    long_term_key, rest_expiry, CredentialKind, Key, LookupError, NonceCheck, PasswordAlgorithm,
 };
 use crate::event::{AuthFailure, Event};
 use crate::ids::AllocationId;
-use crate::stun::{attr, IntegrityKind, Message};
+use crate::stun::{attr, IntegrityKey, Message};
 use crate::time::Instant;
 
 /// What PASSWORD-ALGORITHMS says in our 401 and 438 answers: SHA-256 first (preferred),
@@ -52,13 +51,10 @@ impl Server {
             return self.bad_request(now, src, msg);
         }
         // Step 3: the nonce.
-        let features = match check_nonce(
-            &self.nonce_key,
-            nonce,
-            src.info.addr,
-            now,
-            self.cfg.nonce_lifetime,
-        ) {
+        let features = match self
+            .nonce
+            .check(nonce, src.info.addr, now, self.cfg.nonce_lifetime)
+        {
             NonceCheck::Valid { security_features } => security_features,
             NonceCheck::Stale | NonceCheck::Invalid => {
                 self.challenge(now, src, msg, 438, Some(AuthFailure::BadNonce));
@@ -101,10 +97,15 @@ impl Server {
         if let Some(a) = existing.and_then(|id| self.allocations.get(&id)) {
             if a.username == username && a.algorithm == algorithm {
                 let key = a.key;
-                if verify(msg, kind, &key) {
+                let mac = if a.integrity.kind() == kind {
+                    a.integrity.clone()
+                } else {
+                    IntegrityKey::new(kind, key.as_bytes())
+                };
+                if msg.check_integrity_with(&mac) {
                     return Some(Authed {
                         username,
-                        signer: Signer { key, kind },
+                        signer: Signer { key, mac },
                         algorithm,
                     });
                 }
@@ -114,7 +115,7 @@ impl Server {
         }
         // Step 5: the credential store.
         let wall = self.wall_unix_s(now);
-        let mut found: Option<(Key, CredentialKind)> = None;
+        let mut found: Option<(Key, IntegrityKey, CredentialKind)> = None;
         let result = self.cfg.credentials.passwords(
             &username,
             src.info.listener,
@@ -122,9 +123,10 @@ impl Server {
             wall.unwrap_or(u64::MAX),
             |ck, password| {
                 let key = long_term_key(algorithm, &username, realm, password);
-                let ok = verify(msg, kind, &key);
+                let mac = IntegrityKey::new(kind, key.as_bytes());
+                let ok = msg.check_integrity_with(&mac);
                 if ok {
-                    found = Some((key, ck));
+                    found = Some((key, mac, ck));
                 }
                 ok
             },
@@ -136,7 +138,7 @@ impl Server {
             Ok(false) => Some(AuthFailure::BadIntegrity),
             Ok(true) => None,
         };
-        let (key, ck) = match (failure, found) {
+        let (key, mac, ck) = match (failure, found) {
             (None, Some(f)) => f,
             (f, _) => {
                 self.challenge(
@@ -159,7 +161,7 @@ impl Server {
                 return None;
             }
         }
-        let signer = Signer { key, kind };
+        let signer = Signer { key, mac };
         // RFC 8656 §5: a request on an allocation must come from its creator (441).
         if let Some(a) = existing.and_then(|id| self.allocations.get(&id)) {
             if a.username != username {
@@ -232,7 +234,7 @@ impl Server {
         failure: Option<AuthFailure>,
     ) {
         let features = self.cfg.security_features;
-        let nonce = make_nonce(&self.nonce_key, src.info.addr, now, features);
+        let nonce = self.nonce.make(src.info.addr, now, features);
         let mut b = reply::error(msg, code);
         b.add(attr::REALM, self.cfg.credentials.realm().as_bytes());
         b.add(attr::NONCE, nonce.as_bytes());
@@ -263,12 +265,5 @@ impl Server {
     fn bad_request(&mut self, now: Instant, src: &Source, msg: &Message<'_>) -> Option<Authed> {
         self.answer_unauthenticated(now, src, reply::error(msg, 400), msg.has_fingerprint());
         None
-    }
-}
-
-fn verify(msg: &Message<'_>, kind: IntegrityKind, key: &Key) -> bool {
-    match kind {
-        IntegrityKind::Sha1 => msg.check_integrity_sha1(key.as_bytes()),
-        IntegrityKind::Sha256 => msg.check_integrity_sha256(key.as_bytes()),
     }
 }

@@ -27,7 +27,7 @@ pub use stats::{DropCounters, Stats, TransportTraffic};
 pub(crate) use bandwidth::TokenBucket;
 
 use crate::allocation::{Allocation, ClientKey};
-use crate::auth::{Credentials, NonceKey};
+use crate::auth::{Credentials, NonceKey, NonceSigner};
 use crate::config::{Config, ListenerConfig};
 use crate::event::{ClientInfo, DeleteReason, Event, Output};
 use crate::ids::{AllocationId, ConnId, ListenerId, RelayId, Transport};
@@ -158,7 +158,8 @@ pub struct Server {
     port_rng: ChaCha20Rng,
     /// Transaction ids of Data indications and reservation tokens.
     token_rng: ChaCha20Rng,
-    nonce_key: NonceKey,
+    /// Issues and checks nonces, its key made ready once.
+    nonce: NonceSigner,
     /// Wall clock in ms minus monotonic ms, once the driver has told us.
     wall_offset_ms: Option<i128>,
     budget: SourceBudget,
@@ -231,7 +232,7 @@ impl Server {
             listeners,
             port_rng: stream(1),
             token_rng: stream(2),
-            nonce_key,
+            nonce: NonceSigner::new(&nonce_key),
             wall_offset_ms: None,
             budget,
             allocations: BTreeMap::new(),

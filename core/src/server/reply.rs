@@ -2,14 +2,15 @@
 //! (SOFTWARE, integrity with the request's algorithm, FINGERPRINT when the request had one).
 
 use crate::auth::Key;
-use crate::stun::{attr, Class, IntegrityKind, Message, MessageBuilder};
+use crate::stun::{attr, Class, IntegrityKey, Message, MessageBuilder};
 
 /// How to sign an answer: with the key that authenticated the request, using the same
-/// integrity attribute it used (RFC 8489 §9.2.4).
-#[derive(Clone, Copy, Debug)]
+/// integrity attribute it used (RFC 8489 §9.2.4). `mac` is `key` prepared for that
+/// attribute's HMAC: the one that checked the request signs the answer.
+#[derive(Clone, Debug)]
 pub(crate) struct Signer {
     pub key: Key,
-    pub kind: IntegrityKind,
+    pub mac: IntegrityKey,
 }
 
 /// The reason phrase for an error code (RFC 8489 §14.8, RFC 8656 §19).
@@ -51,10 +52,7 @@ pub(crate) fn finish(
         b.add(attr::SOFTWARE, sw.as_bytes());
     }
     if let Some(s) = signer {
-        match s.kind {
-            IntegrityKind::Sha1 => b.add_integrity_sha1(s.key.as_bytes()),
-            IntegrityKind::Sha256 => b.add_integrity_sha256(s.key.as_bytes()),
-        };
+        b.add_integrity_with(&s.mac);
     }
     if fingerprint {
         b.add_fingerprint();

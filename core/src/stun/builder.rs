@@ -1,8 +1,8 @@
 //! Emitting STUN messages (RFC 8489 §5, §14).
 
 use super::{
-    attr, fingerprint, hmac_sha1, hmac_sha256, Class, Message, Method, TransactionId, HEADER_LEN,
-    MAGIC_COOKIE,
+    attr, fingerprint, hmac_sha1, hmac_sha256, Class, IntegrityKey, IntegrityKind, Message, Method,
+    TransactionId, HEADER_LEN, MAGIC_COOKIE,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -125,6 +125,19 @@ impl MessageBuilder {
         let mac = hmac_sha256(key, &[&self.buf]);
         self.set_body_len(old);
         self.add(attr::MESSAGE_INTEGRITY_SHA256, &mac)
+    }
+    /// Appends the integrity attribute `key` is prepared for (as
+    /// [`MessageBuilder::add_integrity_sha1`] or [`MessageBuilder::add_integrity_sha256`]).
+    pub fn add_integrity_with(&mut self, key: &IntegrityKey) -> &mut Self {
+        let (ty, len) = match key.kind() {
+            IntegrityKind::Sha1 => (attr::MESSAGE_INTEGRITY, 20),
+            IntegrityKind::Sha256 => (attr::MESSAGE_INTEGRITY_SHA256, 32),
+        };
+        let old = self.body_len();
+        self.set_body_len(old + 4 + len);
+        let (mac, mac_len) = key.mac(&[&self.buf]);
+        self.set_body_len(old);
+        self.add(ty, mac.get(..mac_len).unwrap_or_default())
     }
     /// Appends FINGERPRINT (RFC 8489 §14.7). Must come last. The CRC covers the message so
     /// far with its length field counting the FINGERPRINT attribute.
@@ -481,6 +494,25 @@ mod tests {
                 );
             },
         );
+    }
+
+    #[test]
+    fn prepared_keys_write_what_the_raw_key_writes() {
+        for kind in [IntegrityKind::Sha1, IntegrityKind::Sha256] {
+            let tid = TransactionId([3; 12]);
+            let mut raw = MessageBuilder::new(Method::BINDING, Class::Request, tid);
+            raw.add(attr::USERNAME, b"u");
+            let mut prepared = MessageBuilder::new(Method::BINDING, Class::Request, tid);
+            prepared.add(attr::USERNAME, b"u");
+            match kind {
+                IntegrityKind::Sha1 => raw.add_integrity_sha1(b"secret"),
+                IntegrityKind::Sha256 => raw.add_integrity_sha256(b"secret"),
+            };
+            prepared.add_integrity_with(&IntegrityKey::new(kind, b"secret"));
+            raw.add_fingerprint();
+            prepared.add_fingerprint();
+            assert_eq!(raw.as_bytes(), prepared.as_bytes(), "{kind:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Parsing: a zero-copy, validated view of one STUN message (RFC 8489 §5, §14).
 
 use super::{
-    attr, fingerprint, hmac_sha1, hmac_sha256, DecodeError, HEADER_LEN, MAGIC_COOKIE,
+    attr, fingerprint, hmac_sha1, hmac_sha256, DecodeError, IntegrityKey, HEADER_LEN, MAGIC_COOKIE,
     MAX_ATTRIBUTES,
 };
 use subtle::ConstantTimeEq;
@@ -294,6 +294,29 @@ impl<'a> Message<'a> {
         let mac = hmac_sha256(key, &[c.head, &c.length, c.rest]);
         // RFC 8489 §14.6: a truncated value is compared with the same-length prefix.
         match mac.get(..len) {
+            Some(prefix) => bool::from(prefix.ct_eq(c.given)),
+            None => false,
+        }
+    }
+    /// Checks the integrity attribute `key` is prepared for, in constant time (as
+    /// [`Message::check_integrity_sha1`] or [`Message::check_integrity_sha256`]).
+    pub fn check_integrity_with(&self, key: &IntegrityKey) -> bool {
+        let (at, len) = match key.kind() {
+            IntegrityKind::Sha1 => match self.mi_at {
+                Some(at) => (at, MI_SHA1_LEN),
+                None => return false,
+            },
+            IntegrityKind::Sha256 => match self.mi_sha256_at {
+                Some(found) => found,
+                None => return false,
+            },
+        };
+        let Some(c) = self.covered(at, len) else {
+            return false;
+        };
+        let (mac, mac_len) = key.mac(&[c.head, &c.length, c.rest]);
+        // RFC 8489 §14.6: a truncated SHA-256 value is compared with the same-length prefix.
+        match mac.get(..mac_len).and_then(|m| m.get(..len)) {
             Some(prefix) => bool::from(prefix.ct_eq(c.given)),
             None => false,
         }
@@ -746,6 +769,8 @@ mod tests {
         assert_eq!(msg.integrity(), Some(IntegrityKind::Sha256));
         assert!(msg.check_integrity_sha256(KEY));
         assert!(!msg.check_integrity_sha1(KEY));
+        assert!(msg.check_integrity_with(&IntegrityKey::new(IntegrityKind::Sha256, KEY)));
+        assert!(!msg.check_integrity_with(&IntegrityKey::new(IntegrityKind::Sha1, KEY)));
     }
 
     #[test]
@@ -759,6 +784,11 @@ mod tests {
             let msg = Message::parse(&bytes).unwrap();
             assert!(msg.check_integrity_sha256(KEY), "truncated to {n}");
             assert!(!msg.check_integrity_sha256(b"nope"));
+            let prepared = IntegrityKey::new(IntegrityKind::Sha256, KEY);
+            assert!(msg.check_integrity_with(&prepared), "truncated to {n}");
+            assert!(!msg.check_integrity_with(&IntegrityKey::new(IntegrityKind::Sha256, b"nope")));
+            // No MESSAGE-INTEGRITY to check with a SHA-1 key.
+            assert!(!msg.check_integrity_with(&IntegrityKey::new(IntegrityKind::Sha1, KEY)));
             let mut flipped = bytes.clone();
             *flipped.last_mut().unwrap() ^= 0x80;
             assert!(!Message::parse(&flipped)

@@ -15,7 +15,7 @@ mod message;
 
 pub use builder::{encode_xor_address, MessageBuilder};
 pub use error::DecodeError;
-pub use integrity::{fingerprint, hmac_sha1, hmac_sha256};
+pub use integrity::{fingerprint, hmac_sha1, hmac_sha256, IntegrityKey};
 pub use message::{
     is_stun, Class, IntegrityKind, Message, Method, TransactionId, UnknownAttributes,
 };
