@@ -25,4 +25,5 @@ pub mod sockets;
 pub mod tcp;
 pub mod token;
 pub mod trace_recorder;
+pub mod udp_batch;
 pub mod write_buf;
