@@ -21,6 +21,7 @@ use crate::sockets;
 use crate::tcp::Conn;
 use crate::token::Source;
 use crate::trace_recorder::TraceRecorder;
+use crate::udp_batch::{RecvBatch, RECV_SLOTS};
 use crate::write_buf::WriteError;
 use core::time::Duration;
 use mio::net::{TcpListener, UdpSocket};
@@ -33,9 +34,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use turnpike_core::config::ListenerConfig;
 use turnpike_core::event::Output;
-use turnpike_core::{
-    ConnId, Forward, Instant, ListenerId, RelayId, Server, Transport, HEADROOM, TAILROOM,
-};
+use turnpike_core::{ConnId, Forward, Instant, ListenerId, RelayId, Server, Transport, HEADROOM};
 
 /// Reads from one socket per turn before the others get theirs.
 pub const READ_BUDGET: usize = 256;
@@ -88,6 +87,8 @@ pub struct RuntimeStats {
     pub loop_lag_us: u64,
     /// The largest lag seen, microseconds.
     pub loop_lag_max_us: u64,
+    /// Datagrams longer than the receive slot (MSG_TRUNC): dropped.
+    pub recv_truncated: u64,
 }
 
 /// The relay: sockets, the core, and the loop that joins them.
@@ -99,8 +100,8 @@ pub struct Runtime {
     relays: HashMap<RelayId, UdpSocket>,
     conns: HashMap<ConnId, Conn>,
     next_conn: u64,
-    /// Datagram buffer: HEADROOM, then up to MAX_DATAGRAM bytes, then TAILROOM.
-    buf: Vec<u8>,
+    /// Receive slots of UDP datagrams: HEADROOM, up to MAX_DATAGRAM bytes, TAILROOM each.
+    rx: RecvBatch,
     stream_buf: Vec<u8>,
     reporter: Reporter,
     buffers: SocketBuffers,
@@ -240,7 +241,7 @@ impl Runtime {
             relays: HashMap::new(),
             conns: HashMap::new(),
             next_conn: 0,
-            buf: vec![0; HEADROOM + MAX_DATAGRAM + TAILROOM],
+            rx: RecvBatch::new(),
             stream_buf: vec![0; STREAM_READ],
             reporter,
             buffers: settings.buffers,
@@ -321,6 +322,8 @@ impl Runtime {
             for src in std::mem::take(&mut self.again) {
                 self.ready(src);
             }
+            // Whatever the sockets that were ready queued leaves now, together.
+            self.end_batch();
             if let Some(sig) = self.stop {
                 self.shutdown(sig);
                 return Ok(());
@@ -381,10 +384,18 @@ impl Runtime {
         }
     }
 
-    /// Reads datagrams from a UDP listener or a relay socket, drained until `WouldBlock`.
-    /// True if its budget ran out first.
+    /// Reads datagrams from a UDP listener or a relay socket, a batch of slots per system
+    /// call, until the socket's queue is empty. True if its budget ran out first.
+    ///
+    /// A batch that comes back smaller than asked emptied the queue: the socket is not read
+    /// again until the next (edge-triggered) readiness event, which saves the call that
+    /// would only say `WouldBlock`.
     fn read_datagrams(&mut self, src: UdpSource) -> bool {
-        for _ in 0..READ_BUDGET {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            if self.rx.free() == 0 {
+                self.end_batch();
+            }
             let sock = match src {
                 UdpSource::Listener(n) => match self.listeners.get(n) {
                     Some(Listener {
@@ -398,11 +409,20 @@ impl Runtime {
                     None => return false,
                 },
             };
-            let Some(rx) = self.buf.get_mut(HEADROOM..HEADROOM + MAX_DATAGRAM) else {
-                return false;
-            };
-            match sock.recv_from(rx) {
-                Ok((len, from)) => self.datagram_in(src, from, len),
+            let want = budget.min(RECV_SLOTS).min(self.rx.free());
+            match self.rx.recv(sock, want) {
+                Ok(slots) => {
+                    let got = slots.len();
+                    // One clock reading per batch.
+                    let now = self.clock.now();
+                    for slot in slots {
+                        self.datagram_in(now, src, slot);
+                    }
+                    budget = budget.saturating_sub(got);
+                    if got < want {
+                        return false;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -415,32 +435,46 @@ impl Runtime {
         true
     }
 
-    /// Feeds the datagram of `len` bytes now in the packet buffer to the core (recorded
-    /// first when tracing), then acts on what it says.
-    fn datagram_in(&mut self, src: UdpSource, from: SocketAddr, len: usize) {
-        let now = self.clock.now();
-        let received = self.buf.get(area_of(len)).unwrap_or_default();
+    /// The end of a batch: what it queued is sent, and its receive slots are free again.
+    fn end_batch(&mut self) {
+        self.rx.reset();
+    }
+
+    /// Feeds the datagram in receive slot `slot` to the core (recorded first when
+    /// tracing), then acts on what it says.
+    fn datagram_in(&mut self, now: Instant, src: UdpSource, slot: usize) {
+        let Some(got) = self.rx.received(slot) else {
+            return;
+        };
+        if got.truncated {
+            self.stats.recv_truncated += 1;
+            return;
+        }
+        let (from, len) = (got.from, got.len);
+        let Some(buf) = self.rx.slot_mut(slot) else {
+            return;
+        };
         let fwd = match src {
             UdpSource::Listener(n) => {
                 let Some(id) = self.listeners.get(n).map(|l| l.spec.id) else {
                     return;
                 };
                 if let Some(t) = &mut self.trace {
-                    t.datagram(now, id, from, received);
+                    t.datagram(now, id, from, buf.get(area_of(len)).unwrap_or_default());
                 }
                 self.server
-                    .handle_datagram(now, id, from, &mut self.buf, area_of(len))
+                    .handle_datagram(now, id, from, buf, area_of(len))
             }
             UdpSource::Relay(r) => {
                 if let Some(t) = &mut self.trace {
-                    t.relay_datagram(now, r, from, received);
+                    t.relay_datagram(now, r, from, buf.get(area_of(len)).unwrap_or_default());
                 }
                 self.server
-                    .handle_relay_datagram(now, r, from, &mut self.buf, area_of(len))
+                    .handle_relay_datagram(now, r, from, buf, area_of(len))
             }
         };
         if let Some(f) = fwd {
-            self.forward(now, f);
+            self.forward(now, f, slot);
         }
         self.drain(now);
     }
@@ -562,15 +596,17 @@ impl Runtime {
         }
     }
 
-    /// Sends a relayed packet where the core says: a slice of `self.buf`.
-    fn forward(&mut self, now: Instant, f: Forward) {
+    /// Sends a relayed packet where the core says: a slice of receive slot `slot`.
+    fn forward(&mut self, now: Instant, f: Forward, slot: usize) {
         if let Some(t) = &mut self.trace {
             t.forward(&f);
         }
         match f {
             Forward::ToPeer { relay, peer, range } => {
-                let (Some(sock), Some(data)) = (self.relays.get(&relay), self.buf.get(range))
-                else {
+                let (Some(sock), Some(data)) = (
+                    self.relays.get(&relay),
+                    self.rx.slot_mut(slot).and_then(|b| b.get(range)),
+                ) else {
                     return;
                 };
                 send_datagram(sock, data, peer, &mut self.stats, &mut self.last_send_error);
@@ -580,7 +616,7 @@ impl Runtime {
                 client,
                 range,
             } => {
-                let Some(data) = self.buf.get(range) else {
+                let Some(data) = self.rx.slot_mut(slot).and_then(|b| b.get(range)) else {
                     return;
                 };
                 if let Some(Listener {
@@ -598,7 +634,7 @@ impl Runtime {
                 }
             }
             Forward::ToStream { conn, range } => {
-                let Some(data) = self.buf.get(range) else {
+                let Some(data) = self.rx.slot_mut(slot).and_then(|b| b.get(range)) else {
                     return;
                 };
                 if let Some(problem) = write_conn(&mut self.conns, conn, data) {

@@ -156,7 +156,9 @@ impl RecvBatch {
         if want == 0 {
             return Ok(first..first);
         }
-        let n = self.sys.recv(sock, &mut self.buf, &mut self.got, first, want)?;
+        let n = self
+            .sys
+            .recv(sock, &mut self.buf, &mut self.got, first, want)?;
         self.used = first + n;
         Ok(first..first + n)
     }
@@ -246,7 +248,12 @@ impl SendQueue {
 
     /// Queues the datagram at `range` of the receive slots ([`RecvBatch::bytes`]). False
     /// (and nothing queued) when the queue is full: flush, then queue again.
-    pub fn push_received(&mut self, via: Via, to: SocketAddr, range: core::ops::Range<usize>) -> bool {
+    pub fn push_received(
+        &mut self,
+        via: Via,
+        to: SocketAddr,
+        range: core::ops::Range<usize>,
+    ) -> bool {
         if self.entries.len() >= SEND_ENTRIES {
             return false;
         }
@@ -336,7 +343,12 @@ impl SendQueue {
     /// Splits the entries at `group` (sorted positions, one socket) into messages: GSO
     /// runs where allowed, single datagrams otherwise. Calls `msg(first, end, segment)`
     /// per message (`segment` is Some for a GSO run of two or more).
-    fn messages(&self, group: core::ops::Range<usize>, gso: bool, mut msg: impl FnMut(usize, usize, Option<usize>)) {
+    fn messages(
+        &self,
+        group: core::ops::Range<usize>,
+        gso: bool,
+        mut msg: impl FnMut(usize, usize, Option<usize>),
+    ) {
         let mut j = group.start;
         while j < group.end {
             let Some(head) = self.entry_at(j) else {
@@ -367,7 +379,13 @@ impl SendQueue {
         }
     }
 
-    fn send_group(&mut self, sock: &UdpSocket, group: core::ops::Range<usize>, recv: &[u8], tally: &mut Tally<'_>) {
+    fn send_group(
+        &mut self,
+        sock: &UdpSocket,
+        group: core::ops::Range<usize>,
+        recv: &[u8],
+        tally: &mut Tally<'_>,
+    ) {
         let mut start = group.start;
         loop {
             let mut sys = std::mem::take(&mut self.sys);
@@ -661,7 +679,10 @@ mod sys {
                     Some(libc::EAGAIN) => {
                         // The socket buffer is full: the rest of this socket's datagrams
                         // are dropped, as one send_to each would have been.
-                        let rest: usize = self.spans.get(done..m).map_or(0, |s| s.iter().map(|x| x.1).sum());
+                        let rest: usize = self
+                            .spans
+                            .get(done..m)
+                            .map_or(0, |s| s.iter().map(|x| x.1).sum());
                         tally.failed(&e, rest);
                         return out;
                     }
@@ -702,7 +723,8 @@ mod sys {
             libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
                 // SAFETY: the family says the storage holds a sockaddr_in, which fits in
                 // (and is no more aligned than) sockaddr_storage.
-                let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let a =
+                    unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
                 Some(SocketAddr::V4(SocketAddrV4::new(
                     Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                     u16::from_be(a.sin_port),
@@ -710,7 +732,8 @@ mod sys {
             }
             libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
                 // SAFETY: as above, for sockaddr_in6.
-                let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let a =
+                    unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
                 Some(SocketAddr::V6(SocketAddrV6::new(
                     Ipv6Addr::from(a.sin6_addr.s6_addr),
                     u16::from_be(a.sin6_port),
@@ -728,7 +751,9 @@ mod sys {
         let len = match a {
             SocketAddr::V4(v4) => {
                 // SAFETY: sockaddr_in fits in (and is no more aligned than) the storage.
-                let sin = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let sin = unsafe {
+                    &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
                 sin.sin_family = libc::AF_INET as libc::sa_family_t;
                 sin.sin_port = v4.port().to_be();
                 sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
@@ -736,7 +761,9 @@ mod sys {
             }
             SocketAddr::V6(v6) => {
                 // SAFETY: as above, for sockaddr_in6.
-                let sin6 = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let sin6 = unsafe {
+                    &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
                 sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 sin6.sin6_port = v6.port().to_be();
                 sin6.sin6_addr.s6_addr = v6.ip().octets();
@@ -796,7 +823,9 @@ mod sys {
             let mut n = 0;
             while n < want {
                 let i = first + n;
-                let Some(rx) = buf.get_mut(i * SLOT_LEN + HEADROOM..(i + 1) * SLOT_LEN - turnpike_core::TAILROOM) else {
+                let Some(rx) = buf
+                    .get_mut(i * SLOT_LEN + HEADROOM..(i + 1) * SLOT_LEN - turnpike_core::TAILROOM)
+                else {
                     break;
                 };
                 match sock.recv_from(rx) {
@@ -929,7 +958,11 @@ mod tests {
             assert_eq!(got.len(), 40, "{mode}");
             for (k, (from, data)) in got.iter().enumerate() {
                 assert_eq!(*from, a.local_addr().unwrap());
-                assert_eq!(data.len(), if k % 10 == 9 { 50 } else { 100 }, "{mode} #{k}");
+                assert_eq!(
+                    data.len(),
+                    if k % 10 == 9 { 50 } else { 100 },
+                    "{mode} #{k}"
+                );
                 assert!(data.iter().all(|&x| x == k as u8), "{mode} #{k}");
             }
             // Fewer than asked: the queue is empty.
@@ -983,12 +1016,18 @@ mod tests {
     fn gso_runs_take_equal_sizes_and_a_shorter_last() {
         let p: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         let mut q = arena_queue(&[(100, p), (100, p), (100, p), (60, p), (100, p), (100, p)]);
-        assert_eq!(plan(&mut q, true), vec![(0, 4, Some(100)), (4, 2, Some(100))]);
+        assert_eq!(
+            plan(&mut q, true),
+            vec![(0, 4, Some(100)), (4, 2, Some(100))]
+        );
         // A longer one starts a new run.
         let mut q = arena_queue(&[(100, p), (120, p), (120, p)]);
         assert_eq!(plan(&mut q, true), vec![(0, 1, None), (1, 2, Some(120))]);
         // Without GSO, one message per datagram.
-        assert_eq!(plan(&mut q, false), vec![(0, 1, None), (1, 1, None), (2, 1, None)]);
+        assert_eq!(
+            plan(&mut q, false),
+            vec![(0, 1, None), (1, 1, None), (2, 1, None)]
+        );
     }
 
     #[test]
@@ -1030,7 +1069,7 @@ mod tests {
             vec![(0, 64, Some(10)), (64, 64, Some(10)), (128, 2, Some(10))]
         );
         // Segments above the MTU-safe size are never segmented.
-        let mut q = arena_queue(&vec![(GSO_MAX_SEGMENT + 1, p); 3]);
+        let mut q = arena_queue(&[(GSO_MAX_SEGMENT + 1, p); 3]);
         assert!(plan(&mut q, true).iter().all(|m| m.1 == 1));
         // 64 segments of 1452 bytes exceed one datagram's 65,507: the run stops before.
         let mut q = SendQueue::new(SendMode::default());
