@@ -21,7 +21,7 @@ use crate::sockets;
 use crate::tcp::Conn;
 use crate::token::Source;
 use crate::trace_recorder::TraceRecorder;
-use crate::udp_batch::{RecvBatch, RECV_SLOTS};
+use crate::udp_batch::{RecvBatch, SendMode, SendQueue, Tally, Via, RECV_SLOTS};
 use crate::write_buf::WriteError;
 use core::time::Duration;
 use mio::net::{TcpListener, UdpSocket};
@@ -102,6 +102,8 @@ pub struct Runtime {
     next_conn: u64,
     /// Receive slots of UDP datagrams: HEADROOM, up to MAX_DATAGRAM bytes, TAILROOM each.
     rx: RecvBatch,
+    /// Datagrams the current batch produced, sent when it ends.
+    tx: SendQueue,
     stream_buf: Vec<u8>,
     reporter: Reporter,
     buffers: SocketBuffers,
@@ -242,6 +244,7 @@ impl Runtime {
             conns: HashMap::new(),
             next_conn: 0,
             rx: RecvBatch::new(),
+            tx: SendQueue::new(send_mode()),
             stream_buf: vec![0; STREAM_READ],
             reporter,
             buffers: settings.buffers,
@@ -437,7 +440,54 @@ impl Runtime {
 
     /// The end of a batch: what it queued is sent, and its receive slots are free again.
     fn end_batch(&mut self) {
+        self.flush_sends();
         self.rx.reset();
+    }
+
+    /// Sends the queued datagrams, each from the socket its [`Via`] names now (a relay
+    /// closed since is skipped).
+    fn flush_sends(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let listeners = &self.listeners;
+        let relays = &self.relays;
+        let mut tally = Tally {
+            would_block: &mut self.stats.send_would_block,
+            errors: &mut self.stats.send_errors,
+            last_error: &mut self.last_send_error,
+        };
+        self.tx.flush(
+            self.rx.bytes(),
+            &mut |via| match via {
+                Via::Listener(n) => match listeners.get(n as usize) {
+                    Some(Listener {
+                        socket: ListenerSocket::Udp(sock),
+                        ..
+                    }) => Some(sock),
+                    _ => None,
+                },
+                Via::Relay(r) => relays.get(&r),
+            },
+            &mut tally,
+        );
+    }
+
+    /// Queues `range` of receive slot `slot` to leave from `via` to `to` when the batch
+    /// ends.
+    fn queue_send(
+        &mut self,
+        via: Via,
+        to: SocketAddr,
+        slot: usize,
+        range: core::ops::Range<usize>,
+    ) {
+        let base = RecvBatch::slot_start(slot);
+        let range = base + range.start..base + range.end;
+        if !self.tx.push_received(via, to, range.clone()) {
+            self.flush_sends();
+            self.tx.push_received(via, to, range);
+        }
     }
 
     /// Feeds the datagram in receive slot `slot` to the core (recorded first when
@@ -603,36 +653,13 @@ impl Runtime {
         }
         match f {
             Forward::ToPeer { relay, peer, range } => {
-                let (Some(sock), Some(data)) = (
-                    self.relays.get(&relay),
-                    self.rx.slot_mut(slot).and_then(|b| b.get(range)),
-                ) else {
-                    return;
-                };
-                send_datagram(sock, data, peer, &mut self.stats, &mut self.last_send_error);
+                self.queue_send(Via::Relay(relay), peer, slot, range);
             }
             Forward::ToClient {
                 listener,
                 client,
                 range,
-            } => {
-                let Some(data) = self.rx.slot_mut(slot).and_then(|b| b.get(range)) else {
-                    return;
-                };
-                if let Some(Listener {
-                    socket: ListenerSocket::Udp(sock),
-                    ..
-                }) = self.listeners.get(listener.0 as usize)
-                {
-                    send_datagram(
-                        sock,
-                        data,
-                        client,
-                        &mut self.stats,
-                        &mut self.last_send_error,
-                    );
-                }
-            }
+            } => self.queue_send(Via::Listener(listener.0), client, slot, range),
             Forward::ToStream { conn, range } => {
                 let Some(data) = self.rx.slot_mut(slot).and_then(|b| b.get(range)) else {
                     return;
@@ -652,6 +679,8 @@ impl Runtime {
             }
             match out {
                 Output::Transmit { listener, to, data } => {
+                    // Keep the order of what this batch already queued.
+                    self.flush_sends();
                     if let Some(Listener {
                         socket: ListenerSocket::Udp(sock),
                         ..
@@ -678,6 +707,8 @@ impl Runtime {
                 }
                 Output::BindRelay { relay, addr } => self.bind_relay(now, relay, addr),
                 Output::CloseRelay { relay } => {
+                    // What the batch queued for it still leaves.
+                    self.flush_sends();
                     if let Some(mut sock) = self.relays.remove(&relay) {
                         let _ = self.poll.registry().deregister(&mut sock);
                     }
@@ -882,6 +913,7 @@ impl Runtime {
 
     /// Stops accepting, records what is still open, flushes.
     fn shutdown(&mut self, sig: i32) {
+        self.end_batch();
         let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
         for l in &mut self.listeners {
             l.socket = ListenerSocket::Closed;
@@ -1058,6 +1090,20 @@ enum UdpSource {
     Listener(usize),
     /// A relay socket.
     Relay(RelayId),
+}
+
+/// How queued datagrams go out: `TURNPIKE_UDP_SEND` = `single`, `mmsg`, `gso` or
+/// `mmsg+gso` (the default), for measuring one against another.
+fn send_mode() -> SendMode {
+    match std::env::var("TURNPIKE_UDP_SEND") {
+        Ok(v) => SendMode::parse(&v).unwrap_or_else(|| {
+            log::warn!(
+                "TURNPIKE_UDP_SEND={v} is not single, mmsg, gso or mmsg+gso: using mmsg+gso"
+            );
+            SendMode::default()
+        }),
+        Err(_) => SendMode::default(),
+    }
 }
 
 /// The received bytes of a datagram of `len` bytes in the packet buffer.

@@ -388,6 +388,7 @@ impl SendQueue {
     ) {
         let mut start = group.start;
         loop {
+            // Moving the buffers out and back costs nothing: the placeholder is empty.
             let mut sys = std::mem::take(&mut self.sys);
             let outcome = sys.send(self, sock, start..group.end, recv, tally);
             self.sys = sys;
@@ -563,9 +564,16 @@ mod sys {
         spans: Vec<(usize, usize, bool)>,
     }
 
+    /// Empty, allocating nothing: the placeholder while the real buffers are in use.
     impl Default for SendSys {
         fn default() -> Self {
-            Self::new()
+            SendSys {
+                hdrs: Vec::new(),
+                iovs: Vec::new(),
+                addrs: Vec::new(),
+                cmsgs: Vec::new(),
+                spans: Vec::new(),
+            }
         }
     }
 
