@@ -104,6 +104,8 @@ pub struct Runtime {
     rx: RecvBatch,
     /// Datagrams the current batch produced, sent when it ends.
     tx: SendQueue,
+    /// Streams with bytes queued by the current batch, written when it ends.
+    dirty: Vec<ConnId>,
     stream_buf: Vec<u8>,
     reporter: Reporter,
     buffers: SocketBuffers,
@@ -245,6 +247,7 @@ impl Runtime {
             next_conn: 0,
             rx: RecvBatch::new(),
             tx: SendQueue::new(send_mode()),
+            dirty: Vec::with_capacity(RECV_SLOTS),
             stream_buf: vec![0; STREAM_READ],
             reporter,
             buffers: settings.buffers,
@@ -318,6 +321,12 @@ impl Runtime {
                     }
                     if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
                         continue;
+                    }
+                    if ev.is_read_closed() || ev.is_error() {
+                        // The end of the stream may be queued behind data: read to it.
+                        if let Some(conn) = self.conns.get_mut(&c) {
+                            conn.hup = true;
+                        }
                     }
                 }
                 self.ready(src);
@@ -441,36 +450,42 @@ impl Runtime {
     /// The end of a batch: what it queued is sent, and its receive slots are free again.
     fn end_batch(&mut self) {
         self.flush_sends();
+        self.flush_streams();
         self.rx.reset();
     }
 
     /// Sends the queued datagrams, each from the socket its [`Via`] names now (a relay
     /// closed since is skipped).
     fn flush_sends(&mut self) {
-        if self.tx.is_empty() {
+        flush_queue(
+            &mut self.tx,
+            &self.rx,
+            &self.listeners,
+            &self.relays,
+            &mut self.stats,
+            &mut self.last_send_error,
+        );
+    }
+
+    /// Writes what the batch queued on streams, once per stream.
+    fn flush_streams(&mut self) {
+        if self.dirty.is_empty() {
             return;
         }
-        let listeners = &self.listeners;
-        let relays = &self.relays;
-        let mut tally = Tally {
-            would_block: &mut self.stats.send_would_block,
-            errors: &mut self.stats.send_errors,
-            last_error: &mut self.last_send_error,
-        };
-        self.tx.flush(
-            self.rx.bytes(),
-            &mut |via| match via {
-                Via::Listener(n) => match listeners.get(n as usize) {
-                    Some(Listener {
-                        socket: ListenerSocket::Udp(sock),
-                        ..
-                    }) => Some(sock),
-                    _ => None,
-                },
-                Via::Relay(r) => relays.get(&r),
-            },
-            &mut tally,
-        );
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for c in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(&c) else {
+                continue;
+            };
+            conn.queued = false;
+            if let Err(e) = conn.out.flush(&mut conn.stream) {
+                let now = self.clock.now();
+                self.stream_write_failed(now, c, WriteError::Io(e));
+            }
+        }
+        // Keep the list's memory; anything queued meanwhile (nothing, today) stays.
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
     }
 
     /// Queues `range` of receive slot `slot` to leave from `via` to `to` when the batch
@@ -597,29 +612,50 @@ impl Runtime {
                     return false;
                 }
                 Ok(n) => {
+                    // A short read emptied the socket: its next bytes bring a new
+                    // (edge-triggered) event, so skip the read that would say WouldBlock.
+                    // Not once the peer closed: that edge has come already.
+                    let drained = n < self.stream_buf.len() && !conn.hup;
                     if conn.closing.is_some() {
                         // The core is done with it; discard what still arrives.
+                        if drained {
+                            return false;
+                        }
                         continue;
                     }
                     let now = self.clock.now();
                     let data = self.stream_buf.get(..n).unwrap_or_default();
-                    let relays = &self.relays;
+                    let (tx, rx) = (&mut self.tx, &self.rx);
+                    let (listeners, relays) = (&self.listeners, &self.relays);
                     let stats = &mut self.stats;
                     let last_error = &mut self.last_send_error;
                     let trace = &mut self.trace;
                     if let Some(t) = trace {
                         t.stream_data(now, c, data);
                     }
+                    // The frames of one read leave together when the batch ends (GSO runs
+                    // when they are equal-sized, as media often is).
                     self.server
                         .handle_stream_data(now, c, data, &mut |relay, peer, payload| {
                             if let Some(t) = trace {
                                 t.to_peer(relay, peer, payload.len());
                             }
-                            if let Some(sock) = relays.get(&relay) {
-                                send_datagram(sock, payload, peer, stats, last_error);
+                            let via = Via::Relay(relay);
+                            if !tx.push_copy(via, peer, payload) {
+                                flush_queue(tx, rx, listeners, relays, stats, last_error);
+                                if !tx.push_copy(via, peer, payload) {
+                                    // Larger than the whole arena: cannot happen for a
+                                    // datagram, but never drop silently.
+                                    if let Some(sock) = relays.get(&relay) {
+                                        send_datagram(sock, payload, peer, stats, last_error);
+                                    }
+                                }
                             }
                         });
                     self.drain(now);
+                    if drained {
+                        return false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -664,8 +700,18 @@ impl Runtime {
                 let Some(data) = self.rx.slot_mut(slot).and_then(|b| b.get(range)) else {
                     return;
                 };
-                if let Some(problem) = write_conn(&mut self.conns, conn, data) {
-                    self.stream_write_failed(now, conn, problem);
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                // Appended now, written once per stream when the batch ends.
+                match c.out.queue(&mut c.stream, data) {
+                    Ok(()) => {
+                        if !c.queued && !c.out.is_empty() {
+                            c.queued = true;
+                            self.dirty.push(conn);
+                        }
+                    }
+                    Err(problem) => self.stream_write_failed(now, conn, problem),
                 }
             }
         }
@@ -1109,6 +1155,39 @@ fn send_mode() -> SendMode {
 /// The received bytes of a datagram of `len` bytes in the packet buffer.
 fn area_of(len: usize) -> core::ops::Range<usize> {
     HEADROOM..HEADROOM + len
+}
+
+/// Sends what `tx` holds from the sockets named now (see [`Runtime::flush_sends`]).
+fn flush_queue(
+    tx: &mut SendQueue,
+    rx: &RecvBatch,
+    listeners: &[Listener],
+    relays: &HashMap<RelayId, UdpSocket>,
+    stats: &mut RuntimeStats,
+    last_error: &mut Option<io::ErrorKind>,
+) {
+    if tx.is_empty() {
+        return;
+    }
+    let mut tally = Tally {
+        would_block: &mut stats.send_would_block,
+        errors: &mut stats.send_errors,
+        last_error,
+    };
+    tx.flush(
+        rx.bytes(),
+        &mut |via| match via {
+            Via::Listener(n) => match listeners.get(n as usize) {
+                Some(Listener {
+                    socket: ListenerSocket::Udp(sock),
+                    ..
+                }) => Some(sock),
+                _ => None,
+            },
+            Via::Relay(r) => relays.get(&r),
+        },
+        &mut tally,
+    );
 }
 
 /// Writes `data` to stream `conn`; on failure, returns what went wrong (the caller closes
