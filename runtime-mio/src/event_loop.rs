@@ -14,6 +14,7 @@
 use crate::api::Api;
 use crate::clock::{wait_until, Clock};
 use crate::event_log::EventLog;
+use crate::id_hash::IdMap;
 use crate::log_limit::CapWatch;
 use crate::report::Reporter;
 use crate::settings::{ListenerSpec, Settings, SocketBuffers};
@@ -29,7 +30,7 @@ use mio::{Events, Interest, Poll};
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use turnpike_core::config::ListenerConfig;
@@ -97,8 +98,8 @@ pub struct Runtime {
     server: Server,
     clock: Clock,
     listeners: Vec<Listener>,
-    relays: HashMap<RelayId, UdpSocket>,
-    conns: HashMap<ConnId, Conn>,
+    relays: IdMap<RelayId, UdpSocket>,
+    conns: IdMap<ConnId, Conn>,
     next_conn: u64,
     /// Receive slots of UDP datagrams: HEADROOM, up to MAX_DATAGRAM bytes, TAILROOM each.
     rx: RecvBatch,
@@ -242,8 +243,8 @@ impl Runtime {
             server,
             clock,
             listeners,
-            relays: HashMap::new(),
-            conns: HashMap::new(),
+            relays: IdMap::default(),
+            conns: IdMap::default(),
             next_conn: 0,
             rx: RecvBatch::new(),
             tx: SendQueue::new(send_mode()),
@@ -1162,7 +1163,7 @@ fn flush_queue(
     tx: &mut SendQueue,
     rx: &RecvBatch,
     listeners: &[Listener],
-    relays: &HashMap<RelayId, UdpSocket>,
+    relays: &IdMap<RelayId, UdpSocket>,
     stats: &mut RuntimeStats,
     last_error: &mut Option<io::ErrorKind>,
 ) {
@@ -1192,7 +1193,7 @@ fn flush_queue(
 
 /// Writes `data` to stream `conn`; on failure, returns what went wrong (the caller closes
 /// the stream).
-fn write_conn(conns: &mut HashMap<ConnId, Conn>, conn: ConnId, data: &[u8]) -> Option<WriteError> {
+fn write_conn(conns: &mut IdMap<ConnId, Conn>, conn: ConnId, data: &[u8]) -> Option<WriteError> {
     let c = conns.get_mut(&conn)?;
     c.out.write(&mut c.stream, data).err()
 }

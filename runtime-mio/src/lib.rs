@@ -18,6 +18,7 @@ pub mod connect_info;
 pub mod event_log;
 pub mod event_loop;
 pub mod fdlimit;
+pub mod id_hash;
 pub mod log_limit;
 pub mod report;
 pub mod settings;
