@@ -508,6 +508,11 @@ mod sys {
         addrs: Vec<libc::sockaddr_storage>,
     }
 
+    // SAFETY: the raw pointers in the headers are scratch: each call rewrites them to
+    // point at memory it borrows for the duration of the system call, and they are never
+    // read otherwise, so the owner may move to another thread (an event loop per thread).
+    unsafe impl Send for RecvSys {}
+
     impl RecvSys {
         pub fn new() -> Self {
             RecvSys {
@@ -592,6 +597,10 @@ mod sys {
         /// Per message: sorted position of its first datagram, and how many it carries.
         spans: Vec<(usize, usize, bool)>,
     }
+
+    // SAFETY: as for RecvSys: the pointers are rewritten before each call and only used
+    // during it.
+    unsafe impl Send for SendSys {}
 
     /// Empty, allocating nothing: the placeholder while the real buffers are in use.
     impl Default for SendSys {
@@ -1174,6 +1183,14 @@ mod tests {
         let got = recv_n(&mut batch, &b, 5);
         let firsts: Vec<u8> = got.iter().map(|(_, d)| d[0]).collect();
         assert_eq!(firsts, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn the_runtime_can_move_to_another_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<RecvBatch>();
+        is_send::<SendQueue>();
+        is_send::<crate::event_loop::Runtime>();
     }
 
     #[test]
