@@ -532,37 +532,59 @@ mod sys {
             want: usize,
         ) -> io::Result<usize> {
             let want = want.min(RECV_SLOTS.saturating_sub(first));
-            let slots = buf
-                .get_mut(first * SLOT_LEN..(first + want) * SLOT_LEN)
-                .ok_or(io::ErrorKind::InvalidInput)?;
-            for (((h, iov), addr), slot) in self
+            if want == 0 {
+                return Ok(0);
+            }
+            // The headers keep pointing at their slot, iovec and address between calls
+            // (none of these buffers is ever resized). Check the ends of the range (the
+            // slots would have moved if reallocated; a header never built is null) and
+            // rebuild them all only then.
+            let linked = |i: usize| {
+                let want_base = buf.as_ptr().wrapping_add(i * SLOT_LEN + HEADROOM);
+                self.hdrs.get(i).is_some_and(|h| {
+                    let iov = h.msg_hdr.msg_iov;
+                    // SAFETY: a non-null msg_iov points at the header's own entry of
+                    // `self.iovs`, alive as long as `self`.
+                    !iov.is_null() && unsafe { (*iov).iov_base } as *const u8 == want_base
+                })
+            };
+            if !(linked(first) && linked(first + want - 1)) {
+                for (((h, iov), addr), slot) in self
+                    .hdrs
+                    .iter_mut()
+                    .zip(self.iovs.iter_mut())
+                    .zip(self.addrs.iter_mut())
+                    .zip(buf.chunks_exact_mut(SLOT_LEN))
+                {
+                    let rx = slot
+                        .get_mut(HEADROOM..HEADROOM + crate::event_loop::MAX_DATAGRAM)
+                        .ok_or(io::ErrorKind::InvalidInput)?;
+                    *iov = libc::iovec {
+                        iov_base: rx.as_mut_ptr().cast(),
+                        iov_len: rx.len(),
+                    };
+                    *h = zeroed_mmsghdr();
+                    h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+                    h.msg_hdr.msg_iov = iov;
+                    h.msg_hdr.msg_iovlen = 1;
+                }
+            }
+            let hdrs = self
                 .hdrs
-                .iter_mut()
-                .zip(self.iovs.iter_mut())
-                .zip(self.addrs.iter_mut())
-                .zip(slots.chunks_exact_mut(SLOT_LEN))
-            {
-                let rx = slot
-                    .get_mut(HEADROOM..HEADROOM + crate::event_loop::MAX_DATAGRAM)
-                    .ok_or(io::ErrorKind::InvalidInput)?;
-                *iov = libc::iovec {
-                    iov_base: rx.as_mut_ptr().cast(),
-                    iov_len: rx.len(),
-                };
-                *h = zeroed_mmsghdr();
-                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+                .get_mut(first..first + want)
+                .ok_or(io::ErrorKind::InvalidInput)?;
+            for h in hdrs.iter_mut() {
+                // The kernel wrote the last sender's length here.
                 h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
             }
             let n = loop {
-                // SAFETY: the first `want` headers point at an iovec over a live slot of
-                // `buf` and at an address slot, all borrowed for this call; the kernel
-                // writes within the lengths given.
+                // SAFETY: headers `first..first + want` point at an iovec over their
+                // slot of `buf` (linked above) and at their address entry, all alive and
+                // borrowed for this call; the kernel writes within the lengths given.
                 let rc = unsafe {
                     libc::recvmmsg(
                         sock.as_raw_fd(),
-                        self.hdrs.as_mut_ptr(),
+                        hdrs.as_mut_ptr(),
                         want as libc::c_uint,
                         libc::MSG_DONTWAIT,
                         std::ptr::null_mut(),
@@ -576,7 +598,8 @@ mod sys {
                     return Err(e);
                 }
             };
-            for (k, (h, addr)) in self.hdrs.iter().zip(self.addrs.iter()).take(n).enumerate() {
+            let addrs = self.addrs.iter().skip(first);
+            for (k, (h, addr)) in hdrs.iter().zip(addrs).take(n).enumerate() {
                 let slot = got.get_mut(first + k).ok_or(io::ErrorKind::InvalidInput)?;
                 *slot = to_socket_addr(addr, h.msg_hdr.msg_namelen).map(|from| Received {
                     from,
@@ -690,9 +713,30 @@ mod sys {
                         )
                     }
                 } else {
-                    // SAFETY: as above, for the one header `done`.
-                    let rc = unsafe {
-                        libc::sendmsg(fd, &self.hdrs.as_ptr().add(done).read().msg_hdr, 0)
+                    let (Some(h), Some(&(_, count, gso))) =
+                        (self.hdrs.get(done), self.spans.get(done))
+                    else {
+                        break;
+                    };
+                    let rc = if count == 1 && !gso {
+                        // One plain datagram: sendto(2) spares the kernel copying in a
+                        // message header and an iovec array.
+                        // SAFETY: msg_iov points at one live iovec over the payload and
+                        // msg_name at a live address of msg_namelen bytes.
+                        unsafe {
+                            let iov = &*h.msg_hdr.msg_iov;
+                            libc::sendto(
+                                fd,
+                                iov.iov_base,
+                                iov.iov_len,
+                                0,
+                                h.msg_hdr.msg_name.cast(),
+                                h.msg_hdr.msg_namelen,
+                            )
+                        }
+                    } else {
+                        // SAFETY: as for sendmmsg, for the one header `done`.
+                        unsafe { libc::sendmsg(fd, &h.msg_hdr, 0) }
                     };
                     if rc >= 0 {
                         1
@@ -1014,6 +1058,30 @@ mod tests {
             // Fewer than asked: the queue is empty.
             assert!(matches!(batch.recv(&b, 8).map(|r| r.len()), Err(_) | Ok(0)));
         }
+    }
+
+    #[test]
+    fn small_then_large_receive_calls_fill_every_slot_whole() {
+        let (a, b) = pair();
+        let to = b.local_addr().unwrap();
+        for k in 0..10u8 {
+            a.send_to(&[k; 300], to).unwrap();
+        }
+        let mut batch = RecvBatch::new();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut ask = 2;
+        while got.len() < 10 && Instant::now() < deadline {
+            if let Ok(slots) = batch.recv(&b, ask) {
+                for i in slots {
+                    let r = batch.received(i).unwrap();
+                    got.push((r.len, batch.slot_mut(i).unwrap()[HEADROOM]));
+                }
+            }
+            ask = 64;
+        }
+        let want: Vec<(usize, u8)> = (0..10).map(|k| (300, k)).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
