@@ -508,9 +508,10 @@ mod sys {
         addrs: Vec<libc::sockaddr_storage>,
     }
 
-    // SAFETY: the raw pointers in the headers are scratch: each call rewrites them to
-    // point at memory it borrows for the duration of the system call, and they are never
-    // read otherwise, so the owner may move to another thread (an event loop per thread).
+    // SAFETY: the raw pointers in the headers point only into heap buffers owned by the
+    // same RecvBatch (its slots, and these iovecs and addresses), which move with it and
+    // are shared with no one; they are checked before each call and used only during it.
+    // So the owner may move to another thread (an event loop per thread).
     unsafe impl Send for RecvSys {}
 
     impl RecvSys {
