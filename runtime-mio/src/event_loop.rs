@@ -14,6 +14,7 @@
 use crate::api::Api;
 use crate::clock::{wait_until, Clock};
 use crate::event_log::EventLog;
+use crate::id_hash::IdMap;
 use crate::log_limit::CapWatch;
 use crate::report::Reporter;
 use crate::settings::{ListenerSpec, Settings, SocketBuffers};
@@ -21,6 +22,7 @@ use crate::sockets;
 use crate::tcp::Conn;
 use crate::token::Source;
 use crate::trace_recorder::TraceRecorder;
+use crate::udp_batch::{RecvBatch, SendMode, SendQueue, Tally, Via, RECV_SLOTS};
 use crate::workers::{self, Command, LoopHandle, Place};
 use crate::write_buf::WriteError;
 use core::time::Duration;
@@ -29,15 +31,13 @@ use mio::{Events, Interest, Poll};
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use turnpike_core::config::ListenerConfig;
 use turnpike_core::event::Output;
-use turnpike_core::{
-    ConnId, Forward, Instant, ListenerId, RelayId, Server, Transport, HEADROOM, TAILROOM,
-};
+use turnpike_core::{ConnId, Forward, Instant, ListenerId, RelayId, Server, Transport, HEADROOM};
 
 /// Reads from one socket per turn before the others get theirs.
 pub const READ_BUDGET: usize = 256;
@@ -90,6 +90,8 @@ pub struct RuntimeStats {
     pub loop_lag_us: u64,
     /// The largest lag seen, microseconds.
     pub loop_lag_max_us: u64,
+    /// Datagrams longer than the receive slot (MSG_TRUNC): dropped.
+    pub recv_truncated: u64,
 }
 
 /// The relay: sockets, the core, and the loop that joins them.
@@ -98,11 +100,15 @@ pub struct Runtime {
     server: Server,
     clock: Clock,
     listeners: Vec<Listener>,
-    relays: HashMap<RelayId, UdpSocket>,
-    conns: HashMap<ConnId, Conn>,
+    relays: IdMap<RelayId, UdpSocket>,
+    conns: IdMap<ConnId, Conn>,
     next_conn: u64,
-    /// Datagram buffer: HEADROOM, then up to MAX_DATAGRAM bytes, then TAILROOM.
-    buf: Vec<u8>,
+    /// Receive slots of UDP datagrams: HEADROOM, up to MAX_DATAGRAM bytes, TAILROOM each.
+    rx: RecvBatch,
+    /// Datagrams the current batch produced, sent when it ends.
+    tx: SendQueue,
+    /// Streams with bytes queued by the current batch, written when it ends.
+    dirty: Vec<ConnId>,
     stream_buf: Vec<u8>,
     reporter: Reporter,
     buffers: SocketBuffers,
@@ -264,10 +270,12 @@ impl Runtime {
             server,
             clock,
             listeners,
-            relays: HashMap::new(),
-            conns: HashMap::new(),
+            relays: IdMap::default(),
+            conns: IdMap::default(),
             next_conn: 0,
-            buf: vec![0; HEADROOM + MAX_DATAGRAM + TAILROOM],
+            rx: RecvBatch::new(),
+            tx: SendQueue::new(send_mode()),
+            dirty: Vec::with_capacity(RECV_SLOTS),
             stream_buf: vec![0; STREAM_READ],
             reporter,
             buffers: settings.buffers,
@@ -416,12 +424,20 @@ impl Runtime {
                     if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
                         continue;
                     }
+                    if ev.is_read_closed() || ev.is_error() {
+                        // The end of the stream may be queued behind data: read to it.
+                        if let Some(conn) = self.conns.get_mut(&c) {
+                            conn.hup = true;
+                        }
+                    }
                 }
                 self.ready(src);
             }
             for src in std::mem::take(&mut self.again) {
                 self.ready(src);
             }
+            // Whatever the sockets that were ready queued leaves now, together.
+            self.end_batch();
             if let Some(sig) = self.stop {
                 self.shutdown(sig);
                 return Ok(());
@@ -486,10 +502,18 @@ impl Runtime {
         }
     }
 
-    /// Reads datagrams from a UDP listener or a relay socket, drained until `WouldBlock`.
-    /// True if its budget ran out first.
+    /// Reads datagrams from a UDP listener or a relay socket, a batch of slots per system
+    /// call, until the socket's queue is empty. True if its budget ran out first.
+    ///
+    /// A batch that comes back smaller than asked emptied the queue: the socket is not read
+    /// again until the next (edge-triggered) readiness event, which saves the call that
+    /// would only say `WouldBlock`.
     fn read_datagrams(&mut self, src: UdpSource) -> bool {
-        for _ in 0..READ_BUDGET {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            if self.rx.free() == 0 {
+                self.end_batch();
+            }
             let sock = match src {
                 UdpSource::Listener(n) => match self.listeners.get(n) {
                     Some(Listener {
@@ -503,11 +527,20 @@ impl Runtime {
                     None => return false,
                 },
             };
-            let Some(rx) = self.buf.get_mut(HEADROOM..HEADROOM + MAX_DATAGRAM) else {
-                return false;
-            };
-            match sock.recv_from(rx) {
-                Ok((len, from)) => self.datagram_in(src, from, len),
+            let want = budget.min(RECV_SLOTS).min(self.rx.free());
+            match self.rx.recv(sock, want) {
+                Ok(slots) => {
+                    let got = slots.len();
+                    // One clock reading per batch.
+                    let now = self.clock.now();
+                    for slot in slots {
+                        self.datagram_in(now, src, slot);
+                    }
+                    budget = budget.saturating_sub(got);
+                    if got < want {
+                        return false;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -520,32 +553,99 @@ impl Runtime {
         true
     }
 
-    /// Feeds the datagram of `len` bytes now in the packet buffer to the core (recorded
-    /// first when tracing), then acts on what it says.
-    fn datagram_in(&mut self, src: UdpSource, from: SocketAddr, len: usize) {
-        let now = self.clock.now();
-        let received = self.buf.get(area_of(len)).unwrap_or_default();
+    /// The end of a batch: what it queued is sent, and its receive slots are free again.
+    fn end_batch(&mut self) {
+        self.flush_sends();
+        self.flush_streams();
+        self.rx.reset();
+    }
+
+    /// Sends the queued datagrams, each from the socket its [`Via`] names now (a relay
+    /// closed since is skipped).
+    fn flush_sends(&mut self) {
+        flush_queue(
+            &mut self.tx,
+            &self.rx,
+            &self.listeners,
+            &self.relays,
+            &mut self.stats,
+            &mut self.last_send_error,
+        );
+    }
+
+    /// Writes what the batch queued on streams, once per stream.
+    fn flush_streams(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for c in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(&c) else {
+                continue;
+            };
+            conn.queued = false;
+            if let Err(e) = conn.out.flush(&mut conn.stream) {
+                let now = self.clock.now();
+                self.stream_write_failed(now, c, WriteError::Io(e));
+            }
+        }
+        // Keep the list's memory; anything queued meanwhile (nothing, today) stays.
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
+    }
+
+    /// Queues `range` of receive slot `slot` to leave from `via` to `to` when the batch
+    /// ends.
+    fn queue_send(
+        &mut self,
+        via: Via,
+        to: SocketAddr,
+        slot: usize,
+        range: core::ops::Range<usize>,
+    ) {
+        let base = RecvBatch::slot_start(slot);
+        let range = base + range.start..base + range.end;
+        if !self.tx.push_received(via, to, range.clone()) {
+            self.flush_sends();
+            self.tx.push_received(via, to, range);
+        }
+    }
+
+    /// Feeds the datagram in receive slot `slot` to the core (recorded first when
+    /// tracing), then acts on what it says.
+    fn datagram_in(&mut self, now: Instant, src: UdpSource, slot: usize) {
+        let Some(got) = self.rx.received(slot) else {
+            return;
+        };
+        if got.truncated {
+            self.stats.recv_truncated += 1;
+            return;
+        }
+        let (from, len) = (got.from, got.len);
+        let Some(buf) = self.rx.slot_mut(slot) else {
+            return;
+        };
         let fwd = match src {
             UdpSource::Listener(n) => {
                 let Some(id) = self.listeners.get(n).map(|l| l.spec.id) else {
                     return;
                 };
                 if let Some(t) = &mut self.trace {
-                    t.datagram(now, id, from, received);
+                    t.datagram(now, id, from, buf.get(area_of(len)).unwrap_or_default());
                 }
                 self.server
-                    .handle_datagram(now, id, from, &mut self.buf, area_of(len))
+                    .handle_datagram(now, id, from, buf, area_of(len))
             }
             UdpSource::Relay(r) => {
                 if let Some(t) = &mut self.trace {
-                    t.relay_datagram(now, r, from, received);
+                    t.relay_datagram(now, r, from, buf.get(area_of(len)).unwrap_or_default());
                 }
                 self.server
-                    .handle_relay_datagram(now, r, from, &mut self.buf, area_of(len))
+                    .handle_relay_datagram(now, r, from, buf, area_of(len))
             }
         };
         if let Some(f) = fwd {
-            self.forward(now, f);
+            self.forward(now, f, slot);
         }
         self.drain(now);
     }
@@ -618,29 +718,50 @@ impl Runtime {
                     return false;
                 }
                 Ok(n) => {
+                    // A short read emptied the socket: its next bytes bring a new
+                    // (edge-triggered) event, so skip the read that would say WouldBlock.
+                    // Not once the peer closed: that edge has come already.
+                    let drained = n < self.stream_buf.len() && !conn.hup;
                     if conn.closing.is_some() {
                         // The core is done with it; discard what still arrives.
+                        if drained {
+                            return false;
+                        }
                         continue;
                     }
                     let now = self.clock.now();
                     let data = self.stream_buf.get(..n).unwrap_or_default();
-                    let relays = &self.relays;
+                    let (tx, rx) = (&mut self.tx, &self.rx);
+                    let (listeners, relays) = (&self.listeners, &self.relays);
                     let stats = &mut self.stats;
                     let last_error = &mut self.last_send_error;
                     let trace = &mut self.trace;
                     if let Some(t) = trace {
                         t.stream_data(now, c, data);
                     }
+                    // The frames of one read leave together when the batch ends (GSO runs
+                    // when they are equal-sized, as media often is).
                     self.server
                         .handle_stream_data(now, c, data, &mut |relay, peer, payload| {
                             if let Some(t) = trace {
                                 t.to_peer(relay, peer, payload.len());
                             }
-                            if let Some(sock) = relays.get(&relay) {
-                                send_datagram(sock, payload, peer, stats, last_error);
+                            let via = Via::Relay(relay);
+                            if !tx.push_copy(via, peer, payload) {
+                                flush_queue(tx, rx, listeners, relays, stats, last_error);
+                                if !tx.push_copy(via, peer, payload) {
+                                    // Larger than the whole arena: cannot happen for a
+                                    // datagram, but never drop silently.
+                                    if let Some(sock) = relays.get(&relay) {
+                                        send_datagram(sock, payload, peer, stats, last_error);
+                                    }
+                                }
                             }
                         });
                     self.drain(now);
+                    if drained {
+                        return false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -667,47 +788,36 @@ impl Runtime {
         }
     }
 
-    /// Sends a relayed packet where the core says: a slice of `self.buf`.
-    fn forward(&mut self, now: Instant, f: Forward) {
+    /// Sends a relayed packet where the core says: a slice of receive slot `slot`.
+    fn forward(&mut self, now: Instant, f: Forward, slot: usize) {
         if let Some(t) = &mut self.trace {
             t.forward(&f);
         }
         match f {
             Forward::ToPeer { relay, peer, range } => {
-                let (Some(sock), Some(data)) = (self.relays.get(&relay), self.buf.get(range))
-                else {
-                    return;
-                };
-                send_datagram(sock, data, peer, &mut self.stats, &mut self.last_send_error);
+                self.queue_send(Via::Relay(relay), peer, slot, range);
             }
             Forward::ToClient {
                 listener,
                 client,
                 range,
-            } => {
-                let Some(data) = self.buf.get(range) else {
-                    return;
-                };
-                if let Some(Listener {
-                    socket: ListenerSocket::Udp(sock),
-                    ..
-                }) = self.listeners.get(listener.0 as usize)
-                {
-                    send_datagram(
-                        sock,
-                        data,
-                        client,
-                        &mut self.stats,
-                        &mut self.last_send_error,
-                    );
-                }
-            }
+            } => self.queue_send(Via::Listener(listener.0), client, slot, range),
             Forward::ToStream { conn, range } => {
-                let Some(data) = self.buf.get(range) else {
+                let Some(data) = self.rx.slot_mut(slot).and_then(|b| b.get(range)) else {
                     return;
                 };
-                if let Some(problem) = write_conn(&mut self.conns, conn, data) {
-                    self.stream_write_failed(now, conn, problem);
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                // Appended now, written once per stream when the batch ends.
+                match c.out.queue(&mut c.stream, data) {
+                    Ok(()) => {
+                        if !c.queued && !c.out.is_empty() {
+                            c.queued = true;
+                            self.dirty.push(conn);
+                        }
+                    }
+                    Err(problem) => self.stream_write_failed(now, conn, problem),
                 }
             }
         }
@@ -721,6 +831,8 @@ impl Runtime {
             }
             match out {
                 Output::Transmit { listener, to, data } => {
+                    // Keep the order of what this batch already queued.
+                    self.flush_sends();
                     if let Some(Listener {
                         socket: ListenerSocket::Udp(sock),
                         ..
@@ -747,6 +859,8 @@ impl Runtime {
                 }
                 Output::BindRelay { relay, addr } => self.bind_relay(now, relay, addr),
                 Output::CloseRelay { relay } => {
+                    // What the batch queued for it still leaves.
+                    self.flush_sends();
                     // close(2) takes the socket out of the epoll set (its descriptor is
                     // never duplicated), so no EPOLL_CTL_DEL first: one syscall fewer
                     // per allocation.
@@ -952,6 +1066,7 @@ impl Runtime {
 
     /// Stops accepting, records what is still open, flushes.
     fn shutdown(&mut self, sig: i32) {
+        self.end_batch();
         let name = match sig {
             SIGTERM => "SIGTERM",
             SIGINT => "SIGINT",
@@ -1171,14 +1286,61 @@ enum UdpSource {
     Relay(RelayId),
 }
 
+/// How queued datagrams go out: `TURNPIKE_UDP_SEND` = `single`, `mmsg`, `gso` or
+/// `mmsg+gso` (the default), for measuring one against another.
+fn send_mode() -> SendMode {
+    match std::env::var("TURNPIKE_UDP_SEND") {
+        Ok(v) => SendMode::parse(&v).unwrap_or_else(|| {
+            log::warn!(
+                "TURNPIKE_UDP_SEND={v} is not single, mmsg, gso or mmsg+gso: using mmsg+gso"
+            );
+            SendMode::default()
+        }),
+        Err(_) => SendMode::default(),
+    }
+}
+
 /// The received bytes of a datagram of `len` bytes in the packet buffer.
 fn area_of(len: usize) -> core::ops::Range<usize> {
     HEADROOM..HEADROOM + len
 }
 
+/// Sends what `tx` holds from the sockets named now (see [`Runtime::flush_sends`]).
+fn flush_queue(
+    tx: &mut SendQueue,
+    rx: &RecvBatch,
+    listeners: &[Listener],
+    relays: &IdMap<RelayId, UdpSocket>,
+    stats: &mut RuntimeStats,
+    last_error: &mut Option<io::ErrorKind>,
+) {
+    if tx.is_empty() {
+        return;
+    }
+    let mut tally = Tally {
+        would_block: &mut stats.send_would_block,
+        errors: &mut stats.send_errors,
+        last_error,
+    };
+    tx.flush(
+        rx.bytes(),
+        &mut |via| match via {
+            Via::Listener(n) => match listeners.get(n as usize) {
+                Some(Listener {
+                    socket: ListenerSocket::Udp(sock),
+                    ..
+                }) => Some(sock),
+                _ => None,
+            },
+            Via::Relay(r) => relays.get(&r),
+        },
+        &mut tally,
+    );
+}
+
 /// Writes `data` to stream `conn`; on failure, returns what went wrong (the caller closes
 /// the stream).
-fn write_conn(conns: &mut HashMap<ConnId, Conn>, conn: ConnId, data: &[u8]) -> Option<WriteError> {
+fn write_conn(conns: &mut IdMap<ConnId, Conn>, conn: ConnId, data: &[u8]) -> Option<WriteError> {
     let c = conns.get_mut(&conn)?;
     c.out.write(&mut c.stream, data).err()
 }

@@ -20,6 +20,11 @@ pub struct Conn {
     /// Set once the core closed the stream (`Output::CloseStream`): the time by which the
     /// pending bytes must be flushed, after which the socket is closed anyway.
     pub closing: Option<Instant>,
+    /// On the runtime's list of streams to write at the end of the batch.
+    pub queued: bool,
+    /// The peer closed its side or the socket failed: read until the end, even after a
+    /// short read.
+    pub hup: bool,
 }
 
 impl Conn {
@@ -31,6 +36,8 @@ impl Conn {
             remote,
             out: WriteBuf::new(DEFAULT_LIMIT),
             closing: None,
+            queued: false,
+            hup: false,
         }
     }
 }

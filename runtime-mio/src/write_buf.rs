@@ -72,6 +72,22 @@ impl WriteBuf {
         Ok(())
     }
 
+    /// Appends `data` after what is pending without writing it yet (a later
+    /// [`WriteBuf::flush`] writes everything in one go). Only when the bound would be
+    /// passed are pending bytes written to `w` first; `Overflow` if that does not make
+    /// room.
+    pub fn queue<W: Write>(&mut self, w: &mut W, data: &[u8]) -> Result<(), WriteError> {
+        if self.len() + data.len() > self.limit {
+            self.flush(w).map_err(WriteError::Io)?;
+            if self.len() + data.len() > self.limit {
+                return Err(WriteError::Overflow);
+            }
+        }
+        self.compact();
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
     /// Writes pending bytes to `w` until none are left or `w` would block.
     pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<()> {
         let pending = self.buf.get(self.head..).unwrap_or_default();
@@ -179,6 +195,29 @@ mod tests {
         b.write(&mut s, b"0123456789").unwrap();
         assert!(matches!(b.write(&mut s, b"x"), Err(WriteError::Overflow)));
         assert_eq!(b.len(), 10, "nothing queued past the bound");
+    }
+
+    #[test]
+    fn queued_bytes_wait_for_the_flush_and_keep_order() {
+        let mut s = Sink {
+            room: 100,
+            got: Vec::new(),
+        };
+        let mut b = WriteBuf::new(8);
+        b.queue(&mut s, b"abc").unwrap();
+        b.queue(&mut s, b"def").unwrap();
+        assert!(s.got.is_empty(), "nothing written before the flush");
+        // Past the bound, what waits is written first to make room.
+        b.queue(&mut s, b"ghi").unwrap();
+        assert_eq!(s.got, b"abcdef");
+        b.write(&mut s, b"jk").unwrap();
+        b.flush(&mut s).unwrap();
+        assert_eq!(s.got, b"abcdefghijk");
+        assert!(b.is_empty());
+        // A reader that takes nothing overflows the bound.
+        s.room = 0;
+        b.queue(&mut s, b"01234567").unwrap();
+        assert!(matches!(b.queue(&mut s, b"8"), Err(WriteError::Overflow)));
     }
 
     #[test]
