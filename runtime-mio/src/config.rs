@@ -23,6 +23,13 @@ pub const DEFAULT_TRACE_MAX_BYTES: u64 = 256 << 20;
 /// Most event loops a relay runs (`workers`); see [`crate::workers`].
 pub const MAX_WORKERS: u32 = 256;
 
+/// Default `coalesce_us`: how long a loop that just handled a small batch waits before
+/// polling again, microseconds (see [`crate::event_loop::COALESCE_BELOW`]).
+pub const DEFAULT_COALESCE_US: u32 = 200;
+
+/// Longest `coalesce_us` accepted: beyond it the added latency is felt by media.
+pub const MAX_COALESCE_US: u32 = 1000;
+
 /// The realm of the built-in default.
 pub const DEFAULT_REALM: &str = "turnpike";
 
@@ -138,6 +145,9 @@ pub struct FileConfig {
     pub trace_max_bytes: u64,
     /// Event loops (threads), each with its own sockets and core; 0: one per core.
     pub workers: u32,
+    /// After a poll round that moved only a few datagrams, wait this long (µs) before
+    /// polling again, so that the next round carries a batch; 0: never wait.
+    pub coalesce_us: u32,
 }
 
 impl Default for FileConfig {
@@ -193,6 +203,7 @@ impl Default for FileConfig {
             trace_payloads: false,
             trace_max_bytes: DEFAULT_TRACE_MAX_BYTES,
             workers: 0,
+            coalesce_us: DEFAULT_COALESCE_US,
         }
     }
 }
@@ -364,6 +375,12 @@ impl FileConfig {
             return Err((
                 "workers",
                 format!("at most {MAX_WORKERS} (0: one per core)"),
+            ));
+        }
+        if self.coalesce_us > MAX_COALESCE_US {
+            return Err((
+                "coalesce_us",
+                format!("at most {MAX_COALESCE_US} (0: never wait)"),
             ));
         }
         if self.trace_max_bytes < 1 << 20 {
@@ -643,6 +660,7 @@ const KEYS: &[&str] = &[
     "trace_payloads",
     "trace_max_bytes",
     "workers",
+    "coalesce_us",
 ];
 
 /// The known key closest to `k`, if it is close (a typo).
@@ -1034,6 +1052,9 @@ turn_fqdn = "relay.example.com"
         assert_eq!(e.key.as_deref(), Some("max_allocation_lifetime_s"));
         let e = parse("static_auth_secret = \"s\"\nrealm = \"\"\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("realm")));
+        let e = parse("static_auth_secret = \"s\"\ncoalesce_us = 5000\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("coalesce_us")));
+        assert!(parse("static_auth_secret = \"s\"\ncoalesce_us = 0\n").is_ok());
     }
 
     #[test]

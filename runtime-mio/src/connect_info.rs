@@ -140,6 +140,7 @@ mod tests {
             api: None,
             trace: None,
             workers: 1,
+            coalesce: None,
         };
         let listening = [
             (Transport::Udp, "127.0.0.1:3478".parse().unwrap()),

@@ -61,6 +61,8 @@ pub struct Settings {
     /// Event loops asked for (`workers`; 0: one per core). [`crate::workers`] decides how
     /// many run.
     pub workers: u32,
+    /// Pause after a small poll round (`coalesce_us`), or none.
+    pub coalesce: Option<core::time::Duration>,
 }
 
 impl Settings {
@@ -186,6 +188,8 @@ impl Settings {
             rest_secret: fc.static_auth_secret.0.first().map(|s| s.0.clone()),
             total_quota: fc.total_quota,
             workers: fc.workers,
+            coalesce: (fc.coalesce_us > 0)
+                .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
             trace: fc
                 .trace_file
                 .as_ref()
