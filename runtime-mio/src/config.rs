@@ -25,7 +25,7 @@ pub const MAX_WORKERS: u32 = 256;
 
 /// Default `coalesce_us`: how long a loop that just handled a small batch waits before
 /// polling again, microseconds (see [`crate::event_loop::COALESCE_BELOW`]).
-pub const DEFAULT_COALESCE_US: u32 = 200;
+pub const DEFAULT_COALESCE_US: u32 = 100;
 
 /// Longest `coalesce_us` accepted: beyond it the added latency is felt by media.
 pub const MAX_COALESCE_US: u32 = 1000;

@@ -51,7 +51,7 @@ pub const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 pub const TICK: Duration = Duration::from_secs(1);
 /// A poll round that received fewer datagrams (or stream reads) than this is "small": the
 /// loop then pauses for `coalesce_us` before polling again.
-pub const COALESCE_BELOW: usize = 32;
+pub const COALESCE_BELOW: usize = 16;
 
 // The packet buffer holds the largest UDP payload (65,507 bytes over IPv4).
 const _: () = assert!(MAX_DATAGRAM >= 65_507);
