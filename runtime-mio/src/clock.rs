@@ -2,8 +2,12 @@
 //! wall clock read separately (the core only uses it for REST-username expiry).
 
 use core::time::Duration;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 use turnpike_core::Instant;
+
+/// The epoch of every [`Clock`] of the process, set by the first.
+static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
 
 /// The runtime's clock: nanoseconds since the process started, on the monotonic clock.
 #[derive(Clone, Copy, Debug)]
@@ -18,10 +22,11 @@ impl Default for Clock {
 }
 
 impl Clock {
-    /// A clock whose epoch is now.
+    /// A clock whose epoch is the process's first clock: every event loop's core then
+    /// counts time on one scale, so a nonce dated by one loop is dated alike by another.
     pub fn new() -> Self {
         Clock {
-            start: std::time::Instant::now(),
+            start: *EPOCH.get_or_init(std::time::Instant::now),
         }
     }
 
@@ -89,5 +94,17 @@ mod tests {
         let b = c.now();
         assert!(b >= a);
         assert!(Clock::unix_ms() > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn clocks_of_one_process_share_their_epoch() {
+        let first = Clock::new();
+        std::thread::sleep(Duration::from_millis(5));
+        let later = Clock::new();
+        // Read the later clock first: with one epoch it cannot be behind the first.
+        let b = later.now();
+        let a = first.now();
+        assert!(a >= b);
+        assert!(b >= Instant::from_millis(5));
     }
 }
