@@ -1277,6 +1277,7 @@ impl crate::api::Host for Runtime {
             slow_readers_closed: s.slow_readers_closed,
             send_would_block: s.send_would_block,
             send_errors: s.send_errors,
+            recv_truncated: s.recv_truncated,
             relay_bind_failures: s.relay_bind_failures,
             ..Default::default()
         }

@@ -21,6 +21,8 @@ pub struct RuntimeMetrics {
     pub send_would_block: u64,
     /// Datagrams that failed to send otherwise.
     pub send_errors: u64,
+    /// Datagrams received larger than the receive slot: dropped.
+    pub recv_truncated: u64,
     /// Relay sockets that failed to bind.
     pub relay_bind_failures: u64,
     /// ICE configurations issued.
@@ -47,6 +49,7 @@ impl RuntimeMetrics {
         self.slow_readers_closed += o.slow_readers_closed;
         self.send_would_block += o.send_would_block;
         self.send_errors += o.send_errors;
+        self.recv_truncated += o.recv_truncated;
         self.relay_bind_failures += o.relay_bind_failures;
         self.ice_issued += o.ice_issued;
         self.dynamic_ports += o.dynamic_ports;
@@ -334,6 +337,11 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         ],
     );
     m.counter(
+        "turnpike_datagrams_truncated_total",
+        "Datagrams dropped because they were larger than the receive buffer.",
+        r.recv_truncated,
+    );
+    m.counter(
         "turnpike_relay_bind_failures_total",
         "Relay sockets that failed to bind.",
         r.relay_bind_failures,
@@ -540,12 +548,14 @@ mod tests {
         let r = RuntimeMetrics {
             loop_lag_s: 0.0015,
             webhook_dropped: 5,
+            recv_truncated: 6,
             ..RuntimeMetrics::default()
         };
         let text = render(&s, &r);
         let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         for (series, v) in [
             ("turnpike_allocations", 3.0),
+            ("turnpike_datagrams_truncated_total", 6.0),
             ("turnpike_allocations_created_total", 10.0),
             ("turnpike_allocation_failures_total{code=\"401\"}", 2.0),
             ("turnpike_allocation_failures_total{code=\"508\"}", 1.0),
