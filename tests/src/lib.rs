@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod adversary;
+pub mod http;
 pub mod nginx;
 pub mod server;
 pub mod trace_fixture;

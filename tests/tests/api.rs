@@ -6,11 +6,12 @@
 //! dynamic listeners and the issuance secret replays identically.
 
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use turnpike_tests::http::{self, sample};
 use turnpike_tests::server::{turnpike_binary, Peer};
 use turnpike_tests::turn::{tcp_connect_from, TurnClient};
 use turnpike_tests::uclient::{Credentials, Uclient};
@@ -170,37 +171,8 @@ fn http(
     body: Option<&Value>,
 ) -> Result<(u16, String), String> {
     let mut s = tcp_connect_from(local, api).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
     let body = body.map(Value::to_string).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    read_response(&mut s)
-}
-
-fn read_response(s: &mut TcpStream) -> Result<(u16, String), String> {
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {text:?}"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((status, body.to_string()))
-}
-
-/// The value of one sample of the exposition, if present.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    http::exchange(&mut s, method, path, &body)
 }
 
 #[test]

@@ -6,11 +6,11 @@
 //! which record their open allocations, and the process exits 0 within a second.
 
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use turnpike_tests::http::{self, sample};
 use turnpike_tests::server::{turnpike_binary, Peer};
 use turnpike_tests::turn::TurnClient;
 use turnpike_tests::uclient::{Credentials, Uclient};
@@ -110,33 +110,8 @@ fn http(
     body: Option<&Value>,
 ) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(api).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
     let body = body.map(Value::to_string).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: api\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {text:?}"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((status, body.to_string()))
-}
-
-/// The value of one sample of the exposition, if present.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    http::exchange(&mut s, method, path, &body)
 }
 
 fn loop_of(a: &Value) -> u64 {
