@@ -447,6 +447,7 @@ mod tests {
             },
             LoopMsg::UserGranted {
                 req: 9,
+                username: "alice".into(),
                 granted: true,
             },
             LoopMsg::UserRelease {
