@@ -907,7 +907,7 @@ mod tests {
         assert!(b.acquire(&mut r).is_some_and(|p| lent.contains(&p)));
         // An even pair, and a port adopted in use (a redeemed token).
         let pair = a.lend(PortWant::EvenPair, 64);
-        assert!(pair.is_empty() || (pair[0] % 2 == 0 && pair[1] == pair[0] + 1));
+        assert!(pair.is_empty() || (pair[0].is_multiple_of(2) && pair[1] == pair[0] + 1));
         for p in &pair {
             assert!(b.adopt(*p));
         }
