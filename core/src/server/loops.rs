@@ -53,7 +53,7 @@ impl Server {
                     .and_then(Option::as_mut)
                 {
                     for port in ports {
-                        pool.adopt(port);
+                        pool.adopt(port, now);
                     }
                 }
                 let waiting = self

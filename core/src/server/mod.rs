@@ -565,6 +565,14 @@ impl Server {
             .collect()
     }
 
+    /// Since when this loop has had a free relay port of `family` (0 IPv4, 1 IPv6)
+    /// without a break; None when it has none now. A node that answers 508 for want of
+    /// ports must have had no loop free since before that Allocate arrived (the
+    /// simulator's node oracle).
+    pub fn free_ports_since(&self, family: usize) -> Option<Instant> {
+        self.pools.get(family)?.as_ref()?.free_since()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.cfg
