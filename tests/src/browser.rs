@@ -338,12 +338,9 @@ impl BrowserNet {
             "the data channels did not open\n{}",
             ctx()
         );
-        for (i, got) in [0, 1]
-            .into_iter()
-            .zip(v["received"].as_array().into_iter().flatten())
-        {
+        for i in 0..2 {
             let expected: Vec<String> = (0..MESSAGES).map(|k| format!("{}>{k}", 1 - i)).collect();
-            let got: Vec<&str> = got
+            let got: Vec<&str> = v["received"][i]
                 .as_array()
                 .into_iter()
                 .flatten()
