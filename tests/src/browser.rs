@@ -289,6 +289,8 @@ impl BrowserNet {
         let profile = TempDir::new("chromium-profile");
         let limit = waits.connect + waits.messages + Duration::from_secs(15);
         let mut cmd = self.ns.exec(&self.python);
+        // Whatever Chromium keeps outside its profile (e.g. ~/.pki) goes there too.
+        cmd.env("HOME", profile.path());
         cmd.arg(self.dir.join("driver.py"))
             .arg("page")
             .arg(&self.chromium)
@@ -329,8 +331,9 @@ impl BrowserNet {
     /// order, over a selected pair of relay candidates whose local side came from `want`'s
     /// URL with `want`'s relay protocol, on both connections; and that the relay's event
     /// log has an allocation for each selected relayed address, with the expected client
-    /// transport, that relayed packets both ways before it was deleted.
-    pub fn expect_relayed(&self, v: &Value, want: &Expected) {
+    /// transport, that relayed packets both ways. Stops the relay (to read its final
+    /// counters).
+    pub fn expect_relayed(&mut self, v: &Value, want: &Expected) {
         let ctx = || format!("verdict: {v:#}");
         assert_eq!(
             v["outcome"],
@@ -406,15 +409,16 @@ impl BrowserNet {
             "{}",
             ctx()
         );
-        // The page closed both connections: Chromium deletes its allocations (Refresh 0).
+        // The page closed both connections (Chromium sends Refresh 0); stopping the relay
+        // records whatever allocation is left, with its counters, so the log is complete.
+        self.relay.terminate(Duration::from_secs(5));
+        let events = self.events();
         for addr in &relayed {
-            let deleted = crate::wait_until(Duration::from_secs(5), || {
-                self.events().into_iter().find(|e| {
-                    e["event"] == "allocation_deleted"
-                        && e["relayed"]
-                            .as_array()
-                            .is_some_and(|r| r.iter().any(|a| a == addr.as_str()))
-                })
+            let deleted = events.iter().find(|e| {
+                e["event"] == "allocation_deleted"
+                    && e["relayed"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|a| a == addr.as_str()))
             });
             let Some(e) = deleted else {
                 panic!(

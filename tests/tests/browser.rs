@@ -14,7 +14,7 @@ use turnpike_tests::browser::{BrowserNet, Expected, PageWaits, RelayOptions, PAS
 
 /// A call through `turn:...?transport=T` (the only URL given) is relayed over T.
 fn plain_turn(tag: &str, transport: &str) {
-    let Some(net) = BrowserNet::start(tag, &[], RelayOptions::default()) else {
+    let Some(mut net) = BrowserNet::start(tag, &[], RelayOptions::default()) else {
         return;
     };
     let url = BrowserNet::turn_url(transport);
@@ -62,7 +62,7 @@ fn turns_through_nginx() {
 
 #[test]
 fn udp_blocked_falls_back_to_tcp() {
-    let Some(net) = BrowserNet::start("bb", &["nft"], RelayOptions::default()) else {
+    let Some(mut net) = BrowserNet::start("bb", &["nft"], RelayOptions::default()) else {
         return;
     };
     net.block_udp(TURN_PORT);
