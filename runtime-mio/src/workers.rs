@@ -52,8 +52,9 @@ impl Workers {
             settings.core.relay_port_max,
             settings.trace.is_some(),
         );
+        // Fewer loops than asked is a capacity surprise for whoever sized the machine.
         for n in &plan.notes {
-            log::info!("{n}");
+            log::warn!("{n}");
         }
         let count = plan.count;
         let first_place = Place { index: 0, count };
