@@ -20,6 +20,7 @@ mod api_host;
 mod commands;
 mod housekeeping;
 mod outputs;
+mod read_again;
 mod setup;
 mod tcp;
 mod udp;
@@ -39,8 +40,8 @@ use crate::udp_batch::{RecvBatch, SendQueue};
 use core::time::Duration;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Poll};
+use read_again::ReadAgain;
 use signal_hook_mio::v1_0::Signals;
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
@@ -100,7 +101,8 @@ pub struct Runtime {
     buffers: SocketBuffers,
     stats: RuntimeStats,
     signals: Signals,
-    again: VecDeque<Source>,
+    /// Sockets whose read budget ran out, read again before the next poll.
+    again: ReadAgain,
     stop: Option<i32>,
     accept_blocked: bool,
     last_send_error: Option<io::ErrorKind>,
@@ -245,8 +247,11 @@ impl Runtime {
                 }
                 self.ready(src);
             }
-            for src in std::mem::take(&mut self.again) {
-                self.ready(src);
+            // Those that were waiting; what runs out of budget again waits for the next round.
+            for _ in 0..self.again.len() {
+                if let Some(src) = self.again.pop() {
+                    self.ready(src);
+                }
             }
             // Whatever the sockets that were ready queued leaves now, together.
             self.end_batch();
@@ -327,8 +332,8 @@ impl Runtime {
                 false
             }
         };
-        if more && !self.again.contains(&src) {
-            self.again.push_back(src);
+        if more {
+            self.again.push(src);
         }
     }
 }

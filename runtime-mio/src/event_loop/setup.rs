@@ -1,5 +1,6 @@
 //! Opening a loop: its listeners, signal pipe, event log, trace, core and (on loop 0) the HTTP API.
 
+use super::read_again::ReadAgain;
 use super::{Listener, ListenerSocket, Runtime, RuntimeStats, STREAM_READ};
 use crate::api::Api;
 use crate::clock::Clock;
@@ -19,7 +20,6 @@ use mio::{Interest, Poll};
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::VecDeque;
 use turnpike_core::{Server, Transport};
 
 impl Runtime {
@@ -158,7 +158,7 @@ impl Runtime {
             buffers: settings.buffers,
             stats: RuntimeStats::default(),
             signals,
-            again: VecDeque::new(),
+            again: ReadAgain::default(),
             stop: None,
             accept_blocked: false,
             last_send_error: None,
