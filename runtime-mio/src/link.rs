@@ -1,15 +1,16 @@
-//! The link to a loop from another thread: a command channel and a [`mio::Waker`] on the
-//! loop's poll.
+//! The link to an event loop from another thread (another loop, the HTTP API, the thread
+//! that started them): a command channel and a [`mio::Waker`] on the loop's poll.
+//!
+//! A loop only ever receives over its inbox and answers over the reply channel a command
+//! brings, with `try_send` on a channel of one slot kept for it: it never waits on anyone.
+//! Whoever asks may wait for the answer (the HTTP API does, bounded); no loop does.
 
 use crate::api::metrics::LoopStats;
-use core::time::Duration;
+use mio::net::UdpSocket;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 use turnpike_core::server::AllocationInfo;
 use turnpike_core::AllocationId;
-
-/// How long loop 0 waits for another loop's answer to an API request.
-pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request to a loop, served when its waker fires.
 pub enum Command {
@@ -19,8 +20,23 @@ pub enum Command {
     Allocations(SyncSender<Vec<AllocationInfo>>),
     /// End one of its allocations (true if it had it).
     Delete(AllocationId, SyncSender<bool>),
+    /// Serve a dynamic UDP port the HTTP API opened for one issued configuration.
+    DynamicPort(DynamicPort),
     /// Stop, as on SIGTERM (another loop stopped).
     Stop,
+}
+
+/// A UDP port opened for one issuance (`turn_udp_port = "dynamic"`): bound by the HTTP
+/// API, which must know its number at once, and handed to the loop that serves it.
+#[derive(Debug)]
+pub struct DynamicPort {
+    /// The port's sockets, one per bind address, bound and non-blocking.
+    pub sockets: Vec<UdpSocket>,
+    /// The only username the port accepts.
+    pub username: String,
+    /// When the username's credential expires, unix seconds: the port closes after it,
+    /// once no allocation uses it.
+    pub expires_unix_s: u64,
 }
 
 /// How to reach a loop from another thread.
@@ -38,27 +54,8 @@ impl LoopHandle {
         LoopHandle { index, tx, waker }
     }
 
-    /// Queues `cmd` and wakes the loop. False if the loop is gone.
+    /// Queues `cmd` and wakes the loop; never blocks. False if the loop is gone.
     pub fn send(&self, cmd: Command) -> bool {
         self.tx.send(cmd).is_ok() && self.waker.wake().is_ok()
-    }
-
-    /// Sends the command `make` builds around a reply channel and waits for the answer,
-    /// at most [`ASK_TIMEOUT`]. None if the loop is gone or too slow.
-    pub fn ask<T>(&self, make: impl FnOnce(SyncSender<T>) -> Command) -> Option<T> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        if !self.send(make(tx)) {
-            return None;
-        }
-        match rx.recv_timeout(ASK_TIMEOUT) {
-            Ok(v) => Some(v),
-            Err(_) => {
-                log::warn!(
-                    "event loop {} did not answer within {ASK_TIMEOUT:?}",
-                    self.index
-                );
-                None
-            }
-        }
     }
 }

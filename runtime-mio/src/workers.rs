@@ -10,19 +10,21 @@
 //! What must agree across loops is stateless and fixed at start: REST and issued
 //! credentials are an HMAC of secrets every loop is given before it starts (the HTTP
 //! API's issuance secret included: it never changes at run time), and every loop signs
-//! nonces with the key of the main seed ([`turnpike_core::Server::nonce_key_of_seed`]), so a nonce from
-//! one loop is good on another.
+//! nonces with the key of the main seed ([`turnpike_core::Server::nonce_key_of_seed`]), so
+//! a nonce from one loop is good on another.
 //!
-//! The HTTP API and the dynamic UDP ports live on loop 0. For `/metrics`,
-//! `/v1/allocations` and `DELETE`, loop 0 asks the other loops over a command channel
-//! with a [`mio::Waker`] and waits for the answer, at most [`crate::link::ASK_TIMEOUT`]. Only loop 0
-//! ever waits, and never on itself, so this cannot deadlock; a loop that does not answer
-//! in time is left out of the answer. Allocation ids carry their loop's index in the
-//! bits from [`crate::plan::ID_SHIFT`] up, which routes a `DELETE`.
+//! The HTTP API runs on a thread of its own ([`crate::api::thread`]) and reaches the loops
+//! only through their inboxes ([`crate::link`]): for `/metrics`, `/v1/allocations` and
+//! `DELETE` it asks the loops and waits for their answers (at most
+//! [`crate::api::loops::ASK_TIMEOUT`]); a loop answers when its waker fires and never
+//! waits on anyone, so relaying is never held up by the API. Dynamic UDP ports are bound
+//! by the API and served by loop 0. Allocation ids carry their loop's index in the bits
+//! from [`crate::plan::ID_SHIFT`] up, which routes a `DELETE`.
 //!
 //! Limits are split: `total_quota`, `total_max_bps` and `max_streams` are divided among
 //! the loops ([`crate::plan::share`]); `user_quota` holds per loop.
 
+use crate::api::thread::ApiThread;
 use crate::event_loop::Runtime;
 use crate::link::{Command, LoopHandle};
 use crate::plan::{loop_settings, plan, port_slice, Place};
@@ -34,15 +36,17 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use turnpike_core::Transport;
 
-/// The loops of the relay, started but not yet running.
+/// The loops of the relay and its HTTP API, started but not yet running.
 pub struct Workers {
     loops: Vec<Runtime>,
     handles: Vec<LoopHandle>,
+    api: Option<ApiThread>,
 }
 
 impl Workers {
-    /// Decides how many loops run (logging why fewer than asked), opens every loop's
-    /// sockets (loop 0 first: the others bind the addresses it got) and its core.
+    /// Decides how many loops run (logging why fewer than asked), binds the HTTP API (the
+    /// loops take its issuance secret), opens every loop's sockets (loop 0 first: the
+    /// others bind the addresses it got) and its core.
     pub fn start(settings: Settings, seed: [u8; 32]) -> Result<Workers, StartError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let plan = plan(
@@ -56,23 +60,33 @@ impl Workers {
         for n in &plan.notes {
             log::warn!("{n}");
         }
+        let api = start_api(&settings)?;
+        let share = match &api {
+            Some(a) => Some(
+                a.share()
+                    .map_err(|e| StartError::Io("HTTP API listener".into(), e))?,
+            ),
+            None => None,
+        };
         let count = plan.count;
         let first_place = Place { index: 0, count };
         let first = Runtime::new_loop(
             loop_settings(&settings, first_place, seed, &[]),
             seed,
             first_place,
+            share.as_ref(),
         )?;
         let addrs = first.listener_addrs();
-        let secret = first.api_secret();
         let mut loops = vec![first];
         for index in 1..count {
             let place = Place { index, count };
-            let mut s = loop_settings(&settings, place, seed, &addrs);
-            if let Some(k) = &secret {
-                s.core.credentials.add_rest_secret(k);
-            }
-            loops.push(Runtime::new_loop(s, loop_seed(seed, index), place)?);
+            let s = loop_settings(&settings, place, seed, &addrs);
+            loops.push(Runtime::new_loop(
+                s,
+                loop_seed(seed, index),
+                place,
+                share.as_ref(),
+            )?);
         }
         let mut handles = Vec::new();
         for rt in &mut loops {
@@ -80,9 +94,6 @@ impl Workers {
                 rt.handle()
                     .map_err(|e| StartError::Io("cannot create a loop's waker".into(), e))?,
             );
-        }
-        if let Some(first) = loops.first_mut() {
-            first.set_peers(handles.iter().skip(1).cloned().collect());
         }
         if count > 1 {
             let slices: Vec<String> = (0..count)
@@ -98,7 +109,11 @@ impl Workers {
                 .collect();
             log::info!("{count} event loops; relay ports {}", slices.join(", "));
         }
-        Ok(Workers { loops, handles })
+        Ok(Workers {
+            loops,
+            handles,
+            api,
+        })
     }
 
     /// How many loops run.
@@ -114,66 +129,116 @@ impl Workers {
             .unwrap_or_default()
     }
 
-    /// Where the HTTP API listens (on loop 0), if it is served.
+    /// Where the HTTP API listens, if it is served.
     pub fn api_addr(&self) -> Option<SocketAddr> {
-        self.loops.first().and_then(Runtime::api_addr)
+        self.api.as_ref().and_then(|a| a.local_addr().ok())
     }
 
-    /// Runs every loop on its own thread (a single loop on this one) until SIGTERM or
-    /// SIGINT, which every loop catches. When one loop ends for any other reason, the
-    /// others are told to stop. Errors if a loop's polling failed or a loop panicked.
+    /// Runs the HTTP API on a thread of its own and every loop on its own thread (a
+    /// single loop on this one) until SIGTERM or SIGINT, which every loop catches. When
+    /// one loop ends for any other reason, the others are told to stop; the API stops
+    /// once every loop has. Errors if a loop's polling failed or a loop panicked.
     pub fn run(self) -> io::Result<()> {
-        let Workers { mut loops, handles } = self;
-        if loops.len() == 1 {
-            return match loops.pop() {
-                Some(mut rt) => rt.run(),
-                None => Ok(()),
-            };
-        }
-        let (done_tx, done_rx) = mpsc::channel::<usize>();
-        let mut threads = Vec::new();
-        for (index, mut rt) in loops.into_iter().enumerate() {
-            let done = done_tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("loop-{index}"))
-                .spawn(move || {
-                    let r = rt.run();
-                    let _ = done.send(index);
-                    r
-                });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    for h in &handles {
-                        h.send(Command::Stop);
-                    }
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(e);
-                }
+        let Workers {
+            loops,
+            handles,
+            api,
+        } = self;
+        let api = match api {
+            Some(a) => {
+                let stop = a.stopper();
+                let to_loops = handles.clone();
+                let thread = std::thread::Builder::new()
+                    .name("http-api".into())
+                    .spawn(move || a.run(to_loops))?;
+                Some((stop, thread))
             }
-        }
-        drop(done_tx);
-        if let Ok(first_done) = done_rx.recv() {
-            for h in handles.iter().filter(|h| h.index != first_done) {
-                h.send(Command::Stop);
-            }
-        }
-        let mut result = Ok(());
-        for (index, t) in threads.into_iter().enumerate() {
-            match t.join() {
+            None => None,
+        };
+        let result = run_loops(loops, &handles);
+        if let Some((stop, thread)) = api {
+            stop.stop();
+            match thread.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    log::error!("event loop {index} failed: {e}");
-                    result = Err(e);
-                }
-                Err(_) => {
-                    log::error!("event loop {index} panicked");
-                    result = Err(io::Error::other(format!("event loop {index} panicked")));
-                }
+                Ok(Err(e)) => log::error!("HTTP API failed: {e}"),
+                Err(_) => log::error!("HTTP API thread panicked"),
             }
         }
         result
     }
+}
+
+/// Binds the HTTP API when configured; an optional one (the built-in default) that cannot
+/// listen is left out with a warning.
+fn start_api(settings: &Settings) -> Result<Option<ApiThread>, StartError> {
+    let Some(a) = settings.api.clone() else {
+        return Ok(None);
+    };
+    let (listen, optional) = (a.listen, a.optional);
+    match ApiThread::start(a, settings.ice.clone(), settings.buffers) {
+        Ok(api) => Ok(Some(api)),
+        Err(e) if optional => {
+            log::warn!("no HTTP API: cannot listen on {listen}: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(StartError::Io(
+            format!("cannot serve the HTTP API on {listen}"),
+            e,
+        )),
+    }
+}
+
+/// Runs every loop on its own thread (a single loop on this one) until they end.
+fn run_loops(mut loops: Vec<Runtime>, handles: &[LoopHandle]) -> io::Result<()> {
+    if loops.len() == 1 {
+        return match loops.pop() {
+            Some(mut rt) => rt.run(),
+            None => Ok(()),
+        };
+    }
+    let (done_tx, done_rx) = mpsc::channel::<usize>();
+    let mut threads = Vec::new();
+    for (index, mut rt) in loops.into_iter().enumerate() {
+        let done = done_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("loop-{index}"))
+            .spawn(move || {
+                let r = rt.run();
+                let _ = done.send(index);
+                r
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                for h in handles {
+                    h.send(Command::Stop);
+                }
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    drop(done_tx);
+    if let Ok(first_done) = done_rx.recv() {
+        for h in handles.iter().filter(|h| h.index != first_done) {
+            h.send(Command::Stop);
+        }
+    }
+    let mut result = Ok(());
+    for (index, t) in threads.into_iter().enumerate() {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::error!("event loop {index} failed: {e}");
+                result = Err(e);
+            }
+            Err(_) => {
+                log::error!("event loop {index} panicked");
+                result = Err(io::Error::other(format!("event loop {index} panicked")));
+            }
+        }
+    }
+    result
 }

@@ -48,10 +48,7 @@ impl Runtime {
                 }
             }
         }
-        self.with_api(|api, rt| {
-            api.tick(&rt.poll.registry().try_clone()?, rt);
-            Ok(())
-        });
+        self.sweep_dynamic_ports(now, unix_ms / 1000);
         self.reporter.flush();
     }
 

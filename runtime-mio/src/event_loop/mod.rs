@@ -14,10 +14,10 @@
 //!
 //! One file per job: `setup` opens a loop, `udp` and `tcp` are the packet paths,
 //! `outputs` acts on what the core says, `housekeeping` runs once a second and at the end,
-//! `commands` serves the inbox, `api_host` is the HTTP API's glue.
+//! `commands` serves the inbox, `dynamic_ports` serves the HTTP API's dynamic UDP ports.
 
-mod api_host;
 mod commands;
+mod dynamic_ports;
 mod housekeeping;
 mod outputs;
 mod read_again;
@@ -25,7 +25,7 @@ mod setup;
 mod tcp;
 mod udp;
 
-use crate::api::Api;
+use crate::api::webhook::Webhook;
 use crate::clock::{wait_until, Clock};
 use crate::id_hash::IdMap;
 use crate::link::{Command, LoopHandle};
@@ -109,16 +109,16 @@ pub struct Runtime {
     reported_send_errors: u64,
     /// Which cap counters were last logged, and when (one line per cap per window).
     caps: CapWatch,
-    /// The HTTP API, when served (taken out while it runs, see `with_api`).
-    api: Option<Api>,
+    /// The webhook of the HTTP API, when configured: this loop's allocation events go there.
+    webhook: Option<Webhook>,
+    /// Dynamic UDP ports served for the HTTP API (loop 0).
+    dynamic: dynamic_ports::DynamicPorts,
     /// Trace recording of the core's inputs, when on.
     trace: Option<TraceRecorder>,
     /// Which loop this is, of how many.
     place: Place,
     /// Requests from other threads (set by `handle`).
     inbox: Option<mpsc::Receiver<Command>>,
-    /// Loop 0: the other loops, which the API asks for their counters and allocations.
-    peers: Vec<LoopHandle>,
     /// Pause after a small round (interrupt moderation), if on.
     coalesce: Option<Duration>,
     /// Datagrams and stream reads taken in the current poll round.
@@ -133,7 +133,7 @@ struct Listener {
 enum ListenerSocket {
     Udp(UdpSocket),
     Tcp(TcpListener),
-    /// Closed at shutdown.
+    /// Closed at shutdown, or a dynamic UDP port closed (its slot is reused).
     Closed,
 }
 
@@ -150,17 +150,6 @@ impl Runtime {
         Ok(LoopHandle::new(self.place.index, tx, waker))
     }
 
-    /// Loop 0: the other loops, for the API.
-    pub fn set_peers(&mut self, peers: Vec<LoopHandle>) {
-        self.peers = peers;
-    }
-
-    /// The secret of the HTTP API's issued credentials, when the API is served: the other
-    /// loops must accept it as a REST secret.
-    pub fn api_secret(&self) -> Option<Vec<u8>> {
-        self.api.as_ref().map(|a| a.secret().to_vec())
-    }
-
     /// The bound address of each configured listener, in `ListenerId` order (a port 0
     /// resolved), for the loops that share them.
     pub fn listener_addrs(&self) -> Vec<SocketAddr> {
@@ -175,11 +164,6 @@ impl Runtime {
                 a.unwrap_or(l.spec.addr)
             })
             .collect()
-    }
-
-    /// Where the HTTP API listens, if it is served.
-    pub fn api_addr(&self) -> Option<SocketAddr> {
-        self.api.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The bound address of each listener (useful when a port was 0).
@@ -317,20 +301,8 @@ impl Runtime {
             },
             Source::Relay(r) => self.read_datagrams(UdpSource::Relay(r)),
             Source::Conn(c) => self.read_conn(c),
-            Source::ApiListener => {
-                self.with_api(|api, rt| {
-                    api.accept(&rt.poll.registry().try_clone()?, rt);
-                    Ok(())
-                });
-                false
-            }
-            Source::ApiConn(n) => {
-                self.with_api(|api, rt| {
-                    api.serve(n, &rt.poll.registry().try_clone()?, rt);
-                    Ok(())
-                });
-                false
-            }
+            // The HTTP API has a poll of its own: never registered here.
+            Source::ApiListener | Source::ApiConn(_) => false,
         };
         if more {
             self.again.push(src);

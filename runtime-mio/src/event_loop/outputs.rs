@@ -94,8 +94,8 @@ impl Runtime {
                     drop(self.relays.remove(&relay));
                 }
                 Output::Event(ev) => {
-                    if let Some(api) = self.api.as_mut() {
-                        api.event(Clock::unix_ms(), &ev);
+                    if let Some(hook) = &self.webhook {
+                        hook.event(Clock::unix_ms(), &ev);
                     }
                     self.reporter.event(Clock::unix_ms(), &ev)
                 }

@@ -1,8 +1,10 @@
-//! Opening a loop: its listeners, signal pipe, event log, trace, core and (on loop 0) the HTTP API.
+//! Opening a loop: its listeners, signal pipe, event log, trace and core (which accepts
+//! the HTTP API's issuance secret).
 
+use super::dynamic_ports::DynamicPorts;
 use super::read_again::ReadAgain;
 use super::{Listener, ListenerSocket, Runtime, RuntimeStats, STREAM_READ};
-use crate::api::Api;
+use crate::api::thread::ApiShare;
 use crate::clock::Clock;
 use crate::event_log::EventLog;
 use crate::id_hash::IdMap;
@@ -24,15 +26,17 @@ use turnpike_core::{Server, Transport};
 
 impl Runtime {
     /// Opens the listeners, the event log and the signal pipe, and creates the core with
-    /// `seed` (all of its randomness): the only event loop.
-    pub fn new(settings: Settings, seed: [u8; 32]) -> Result<Self, StartError> {
-        Self::new_loop(settings, seed, Place::SOLE)
-    }
-
-    /// As [`Runtime::new`], for loop `place` of several ([`crate::workers`]): listeners
-    /// shared with `SO_REUSEPORT` when there are several loops, allocation ids in the
-    /// loop's own range, the start record and the API on loop 0 only.
-    pub fn new_loop(settings: Settings, seed: [u8; 32], place: Place) -> Result<Self, StartError> {
+    /// `seed` (all of its randomness), for loop `place` of the relay's loops
+    /// ([`crate::workers`]): listeners shared with `SO_REUSEPORT` when there are several
+    /// loops, allocation ids in the loop's own range, the start record on loop 0 only.
+    /// With the HTTP API served (on its own thread), `api` is what the loop takes from it:
+    /// the issuance secret, accepted as a REST secret, and the webhook.
+    pub fn new_loop(
+        settings: Settings,
+        seed: [u8; 32],
+        place: Place,
+        api: Option<&ApiShare>,
+    ) -> Result<Self, StartError> {
         let shared = place.count > 1;
         let poll = Poll::new().map_err(|e| StartError::Io("cannot create the poll".into(), e))?;
         let mut listeners = Vec::new();
@@ -102,41 +106,17 @@ impl Runtime {
             }
             reporter.record(Clock::unix_ms(), "start", start);
         }
-        let api = match settings.api {
-            Some(a) => {
-                let (listen, optional) = (a.listen, a.optional);
-                let started = Api::start(a, settings.ice.clone(), poll.registry());
-                let api = match started {
-                    Ok(api) => Some(api),
-                    Err(e) if optional => {
-                        log::warn!("no HTTP API: cannot listen on {listen}: {e}");
-                        None
-                    }
-                    Err(e) => {
-                        return Err(StartError::Io(
-                            format!("cannot serve the HTTP API on {listen}"),
-                            e,
-                        ));
-                    }
-                };
-                api
+        if let Some(api) = api {
+            if let Some(t) = &mut trace {
+                t.rest_secret_added(&api.secret);
             }
-            None => None,
-        };
-        let api = match api {
-            Some(api) => {
-                let listen = api.local_addr().ok();
-                if let Some(t) = &mut trace {
-                    t.rest_secret_added(api.secret());
-                }
-                server.credentials_mut().add_rest_secret(api.secret());
-                let addr = listen.map_or_else(|| "?".to_string(), |a| a.to_string());
+            server.credentials_mut().add_rest_secret(&api.secret);
+            if place.index == 0 {
+                let addr = api.listen.to_string();
                 log::info!("HTTP API on http://{addr}");
                 reporter.record(Clock::unix_ms(), "api", json!({"listen": addr}));
-                Some(api)
             }
-            None => None,
-        };
+        }
         if place.index == 0 {
             for w in settings.ice.start_warnings() {
                 log::warn!("{w}");
@@ -164,11 +144,11 @@ impl Runtime {
             last_send_error: None,
             reported_send_errors: 0,
             caps: CapWatch::new(crate::log_limit::DEFAULT_INTERVAL_MS),
-            api,
+            webhook: api.and_then(|a| a.webhook.clone()),
+            dynamic: DynamicPorts::default(),
             trace,
             place,
             inbox: None,
-            peers: Vec::new(),
             coalesce: settings.coalesce,
             round_inputs: 0,
         })
