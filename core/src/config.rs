@@ -110,6 +110,10 @@ pub struct Config {
     /// Relayed payload bytes per second for the whole server, each way (coturn's
     /// `bps-capacity`); beyond, packets are dropped and counted. 0: no cap.
     pub total_max_bps: u64,
+    /// This core's place in its node of event loops. `relay_port_min..=max` and
+    /// `total_quota` are the node's: the core starts with its share and borrows the rest
+    /// from the other loops ([`crate::node`]).
+    pub node: crate::node::NodePlace,
 }
 
 impl Config {
@@ -155,6 +159,7 @@ impl Config {
             max_queued_outputs: 65_536,
             max_bps: 0,
             total_max_bps: 0,
+            node: crate::node::NodePlace::SOLE,
         }
     }
 }

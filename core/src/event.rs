@@ -44,6 +44,14 @@ pub enum Output {
         /// The socket.
         relay: RelayId,
     },
+    /// Deliver `msg` to the core of loop `to` (its `Server::handle_loop_message`, with this
+    /// loop as `from`). Only nodes of several loops emit it; see [`crate::node`].
+    ToLoop {
+        /// The addressed loop.
+        to: crate::node::LoopId,
+        /// The message.
+        msg: crate::node::LoopMsg,
+    },
     /// Something worth logging, counting or checking happened.
     Event(Event),
 }

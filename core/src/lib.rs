@@ -36,6 +36,7 @@ pub mod config;
 pub mod event;
 pub mod framing;
 pub mod ids;
+pub mod node;
 pub mod policy;
 pub mod ports;
 pub mod proxy_protocol;

@@ -39,7 +39,9 @@ impl PortStats {
     }
 }
 
-/// A pool of ports `min..=max`.
+/// A pool of ports `min..=max`, of which this pool owns some (a node of several event
+/// loops splits the range, and ports change owner when one loop lends to another: see
+/// [`crate::node`]); the others are `Elsewhere` and never handed out here.
 ///
 /// Invariant: a port is handed out (by [`acquire`](Self::acquire) or
 /// [`acquire_even`](Self::acquire_even)) only while it is free: never while in use,
@@ -58,6 +60,8 @@ pub struct PortPool {
     quarantine_for: Duration,
     in_use: u32,
     reserved: u32,
+    /// Ports of the range another loop owns.
+    elsewhere: u32,
 }
 
 impl PortPool {
@@ -81,7 +85,98 @@ impl PortPool {
             quarantine_for: quarantine,
             in_use: 0,
             reserved: 0,
+            elsewhere: 0,
         }
+    }
+
+    /// A pool over the node's range `min..=max` that owns only `own` (inclusive; None:
+    /// nothing) at start; the rest belongs to other loops until lent here.
+    pub fn with_share(min: u16, max: u16, own: Option<(u16, u16)>, quarantine: Duration) -> Self {
+        let mut pool = PortPool::new(min, max, quarantine);
+        let mine = |p: u16| own.is_some_and(|(lo, hi)| (lo..=hi).contains(&p));
+        let others: Vec<u16> = pool.free.iter().copied().filter(|p| !mine(*p)).collect();
+        for port in others {
+            pool.take_free(port);
+            pool.set(port, Slot::Elsewhere);
+            pool.elsewhere += 1;
+        }
+        pool
+    }
+
+    /// Hands free ports over to another loop (they become `Elsewhere` here): for `Any`, up
+    /// to half of the free ports (at least one, at most `max`); for `Even`, one even port;
+    /// for `EvenPair`, an even port and the port above it. Empty when none fits.
+    pub fn lend(&mut self, want: crate::node::PortWant, max: usize) -> Vec<u16> {
+        use crate::node::PortWant;
+        let mut out = Vec::new();
+        match want {
+            PortWant::Any => {
+                let n = self.free.len().div_ceil(2).min(max);
+                out.extend(self.free.iter().rev().take(n).copied());
+            }
+            PortWant::Even | PortWant::EvenPair => {
+                let pair = want == PortWant::EvenPair;
+                let found = self.free.iter().copied().find(|&p| {
+                    p & 1 == 0
+                        && (!pair
+                            || p.checked_add(1).is_some_and(|next| {
+                                matches!(self.slot(next), Some(Slot::Free { .. }))
+                            }))
+                });
+                if let Some(p) = found {
+                    out.push(p);
+                    if pair {
+                        out.push(p.wrapping_add(1));
+                    }
+                }
+            }
+        }
+        for &port in &out {
+            self.take_free(port);
+            self.set(port, Slot::Elsewhere);
+            self.elsewhere += 1;
+        }
+        out
+    }
+
+    /// Takes ownership of `port`, lent by another loop, as a free port. False (nothing
+    /// changes) if it is not another loop's.
+    pub fn adopt(&mut self, port: u16) -> bool {
+        if !matches!(self.slot(port), Some(Slot::Elsewhere)) {
+            return false;
+        }
+        self.elsewhere -= 1;
+        self.put_free(port);
+        true
+    }
+
+    /// Takes ownership of `port` from another loop as in use (a RESERVATION-TOKEN redeemed
+    /// here that another loop issued). False if it is not another loop's.
+    pub fn adopt_in_use(&mut self, port: u16) -> bool {
+        if !matches!(self.slot(port), Some(Slot::Elsewhere)) {
+            return false;
+        }
+        self.elsewhere -= 1;
+        self.set(port, Slot::InUse);
+        self.in_use += 1;
+        true
+    }
+
+    /// Gives a reserved port to another loop (its token was redeemed there). False if
+    /// `port` is not reserved here.
+    pub fn give_reserved(&mut self, port: u16) -> bool {
+        if !matches!(self.slot(port), Some(Slot::Reserved)) {
+            return false;
+        }
+        self.reserved -= 1;
+        self.set(port, Slot::Elsewhere);
+        self.elsewhere += 1;
+        true
+    }
+
+    /// True if at least one port is free now.
+    pub fn has_free(&self) -> bool {
+        !self.free.is_empty()
     }
 
     /// Draws a free port at random and marks it in use.
@@ -209,6 +304,8 @@ enum Slot {
     InUse,
     Quarantined,
     Reserved,
+    /// Owned by another loop of the node.
+    Elsewhere,
 }
 
 impl PortPool {
@@ -298,7 +395,8 @@ mod tests {
         assert_eq!(s.in_use, count(|s| matches!(s, Slot::InUse)));
         assert_eq!(s.quarantined, count(|s| matches!(s, Slot::Quarantined)));
         assert_eq!(s.reserved, count(|s| matches!(s, Slot::Reserved)));
-        assert_eq!(total(s) as usize, pool.slots.len());
+        assert_eq!(pool.elsewhere, count(|s| matches!(s, Slot::Elsewhere)));
+        assert_eq!((total(s) + pool.elsewhere) as usize, pool.slots.len());
         assert!(pool
             .quarantine
             .iter()
@@ -648,6 +746,7 @@ mod tests {
             Slot::InUse => "in_use",
             Slot::Reserved => "reserved",
             Slot::Quarantined => "quarantined",
+            Slot::Elsewhere => "elsewhere",
         })
     }
 
@@ -781,6 +880,51 @@ mod tests {
             m.free.len() + m.quarantined.len()
         );
         Ok(())
+    }
+
+    #[test]
+    fn lending_moves_ownership_and_conserves_the_range() {
+        use crate::node::PortWant;
+        let mut a = PortPool::with_share(50000, 50007, Some((50000, 50003)), Q);
+        let mut b = PortPool::with_share(50000, 50007, Some((50004, 50007)), Q);
+        assert_eq!(a.stats().free, 4);
+        assert_consistent(&a);
+        let mut r = rng(3);
+        // b runs dry, then borrows from a.
+        for _ in 0..4 {
+            assert!(b.acquire(&mut r).is_some_and(|p| p >= 50004));
+        }
+        assert_eq!(b.acquire(&mut r), None);
+        let lent = a.lend(PortWant::Any, 64);
+        assert_eq!(lent.len(), 2);
+        for p in &lent {
+            assert!(b.adopt(*p));
+            assert!(!b.adopt(*p), "{p} adopted twice");
+        }
+        assert_eq!(a.stats().free, 2);
+        assert_consistent(&a);
+        assert_consistent(&b);
+        assert!(b.acquire(&mut r).is_some_and(|p| lent.contains(&p)));
+        // An even pair, and a port adopted in use (a redeemed token).
+        let pair = a.lend(PortWant::EvenPair, 64);
+        assert!(pair.is_empty() || (pair[0] % 2 == 0 && pair[1] == pair[0] + 1));
+        for p in &pair {
+            assert!(b.adopt(*p));
+        }
+        let even = b.acquire_even(&mut r, true);
+        assert!(even.is_some());
+        let reserved = even.unwrap() + 1;
+        assert!(b.give_reserved(reserved));
+        assert!(a.adopt_in_use(reserved));
+        assert!(a.is_in_use(reserved));
+        assert_consistent(&a);
+        assert_consistent(&b);
+        // A port is never owned twice: free + in use + ... across both = the range.
+        let owned = |p: &PortPool| {
+            let s = p.stats();
+            s.free + s.in_use + s.quarantined + s.reserved
+        };
+        assert_eq!(owned(&a) + owned(&b), 8);
     }
 
     fn range() -> impl Strategy<Value = (u16, u16)> {

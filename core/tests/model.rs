@@ -1077,6 +1077,7 @@ impl Run {
                     assert!(answered.is_some(), "an answer without a request: {o:?}")
                 }
                 Output::Event(_) => {}
+                Output::ToLoop { .. } => panic!("a server alone sent a loop message: {o:?}"),
             }
         }
         for d in &exp.deleted {

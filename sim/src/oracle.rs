@@ -380,7 +380,7 @@ impl Oracle {
                 }
                 Ok(())
             }
-            Output::Event(_) => Ok(()),
+            Output::Event(_) | Output::ToLoop { .. } => Ok(()),
         };
         if let Err((inv, d)) = r {
             self.fail(inv, d);

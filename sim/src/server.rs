@@ -468,6 +468,8 @@ impl ServerHost {
                         self.by_addr.remove(&addr);
                     }
                 }
+                // A server of one loop sends none (nodes of several loops: sim/ to come).
+                Output::ToLoop { .. } => {}
                 Output::Event(e) => {
                     match &e {
                         Event::AllocationCreated { id, client, .. }

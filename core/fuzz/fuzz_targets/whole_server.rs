@@ -576,6 +576,7 @@ impl World {
                     }
                     _ => {}
                 },
+                Output::ToLoop { .. } => panic!("a server alone sent a loop message"),
             }
         }
     }

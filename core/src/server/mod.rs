@@ -14,6 +14,7 @@ mod allocate;
 mod authenticate;
 mod bandwidth;
 mod cache;
+mod loops;
 mod methods;
 mod relay;
 mod reply;
@@ -377,6 +378,17 @@ impl Server {
         payload: Range<usize>,
     ) -> Option<Forward> {
         self.relay_to_client(now, relay, from, buf, payload)
+    }
+
+    /// A message from the core of loop `from` of this node (carried by the driver from that
+    /// core's `Output::ToLoop`). See [`crate::node`].
+    pub fn handle_loop_message(
+        &mut self,
+        now: Instant,
+        from: crate::node::LoopId,
+        msg: crate::node::LoopMsg,
+    ) {
+        self.loop_message(now, from, msg);
     }
 
     /// Time passed: expire what is due.

@@ -18,6 +18,7 @@
 //! | `Forward::ToClient` | 8 | listener u32, client, length u32 |
 //! | `Forward::ToStream` | 9 | conn u64, length u32 |
 //! | stream data to a peer | 10 | relay u32, peer, payload length u32 |
+//! | `Output::ToLoop` | 11 | loop u16, message length u32, `LoopMsg::encode` bytes |
 //!
 //! Control answers (Transmit, StreamWrite) are hashed in full; relayed data only by where
 //! it goes and how long it is, so a trace recorded without payloads still replays exactly.
@@ -86,6 +87,13 @@ impl OutputDigest {
             Output::Event(ev) => {
                 self.u8(6);
                 self.event(ev);
+            }
+            Output::ToLoop { to, msg } => {
+                self.u8(11);
+                self.u16(to.0);
+                let mut b = Vec::new();
+                msg.encode(&mut b);
+                self.data(&b);
             }
         }
     }
@@ -249,6 +257,9 @@ impl OutputDigest {
     }
     fn u8(&mut self, v: u8) {
         self.bytes(&[v]);
+    }
+    fn u16(&mut self, v: u16) {
+        self.bytes(&v.to_le_bytes());
     }
     fn u32(&mut self, v: u32) {
         self.bytes(&v.to_le_bytes());

@@ -225,6 +225,8 @@ pub struct Outcome {
     pub binds: Vec<(RelayId, SocketAddr, Result<(), BindError>)>,
     pub closed_relays: Vec<RelayId>,
     pub closed_streams: Vec<(ConnId, CloseReason)>,
+    /// Messages for other loops of the node.
+    pub to_loops: Vec<(turnpike_core::node::LoopId, turnpike_core::node::LoopMsg)>,
     /// What the datagram call returned (relayed data).
     pub forward: Option<Forward>,
     /// Payloads handed to the stream `to_peer` callback.
@@ -251,6 +253,7 @@ impl Outcome {
         self.binds.extend(other.binds);
         self.closed_relays.extend(other.closed_relays);
         self.closed_streams.extend(other.closed_streams);
+        self.to_loops.extend(other.to_loops);
         self.stream_to_peer.extend(other.stream_to_peer);
         if other.forward.is_some() {
             self.forward = other.forward;
@@ -499,6 +502,7 @@ impl Harness {
                 }
                 Output::CloseRelay { relay } => out.closed_relays.push(relay),
                 Output::Event(e) => out.events.push(e),
+                Output::ToLoop { to, msg } => out.to_loops.push((to, msg)),
             }
         }
         out

@@ -93,6 +93,11 @@ impl Runtime {
                     // per allocation.
                     drop(self.relays.remove(&relay));
                 }
+                // Carried between loops once the runtime wires the node's links; until then
+                // a loop's core is told it is alone (Config::node is SOLE) and sends none.
+                Output::ToLoop { to, .. } => {
+                    log::error!("a message for loop {} with no link to carry it", to.0);
+                }
                 Output::Event(ev) => {
                     if let Some(hook) = &self.webhook {
                         hook.event(Clock::unix_ms(), &ev);
