@@ -9,6 +9,7 @@ use crate::api::metrics::LoopStats;
 use mio::net::UdpSocket;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
+use turnpike_core::node::{LoopId, LoopMsg};
 use turnpike_core::server::AllocationInfo;
 use turnpike_core::AllocationId;
 
@@ -20,6 +21,14 @@ pub enum Command {
     Allocations(SyncSender<Vec<AllocationInfo>>),
     /// End one of its allocations (true if it had it).
     Delete(AllocationId, SyncSender<bool>),
+    /// A message from the core of loop `from` to this loop's core
+    /// ([`turnpike_core::event::Output::ToLoop`]).
+    Loop {
+        /// The sending loop.
+        from: LoopId,
+        /// The message.
+        msg: LoopMsg,
+    },
     /// Serve a dynamic UDP port the HTTP API opened for one issued configuration.
     DynamicPort(DynamicPort),
     /// Stop, as on SIGTERM (another loop stopped).

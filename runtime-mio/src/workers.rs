@@ -95,6 +95,10 @@ impl Workers {
                     .map_err(|e| StartError::Io("cannot create a loop's waker".into(), e))?,
             );
         }
+        // Any loop's core may address any other (cross-loop messages).
+        for rt in &mut loops {
+            rt.set_loops(handles.clone());
+        }
         if count > 1 {
             let slices: Vec<String> = (0..count)
                 .map(|i| {

@@ -46,6 +46,14 @@ impl Runtime {
                     self.drain(now);
                     let _ = reply.try_send(found);
                 }
+                Command::Loop { from, msg } => {
+                    // TRACE: record the message once the recorder has it (another change
+                    // adds `TraceRecorder::loop_message`):
+                    //     if let Some(t) = &mut self.trace { t.loop_message(now, from, &msg); }
+                    self.server.handle_loop_message(now, from, msg);
+                    // As after any input: act on what the core says at once.
+                    self.drain(now);
+                }
                 Command::DynamicPort(port) => self.serve_dynamic_port(now, port),
                 Command::Stop => {
                     self.stop.get_or_insert(0);

@@ -119,6 +119,10 @@ pub struct Runtime {
     place: Place,
     /// Requests from other threads (set by `handle`).
     inbox: Option<mpsc::Receiver<Command>>,
+    /// Every loop of the node by index, this one included: where `Output::ToLoop` goes.
+    loops: Vec<LoopHandle>,
+    /// A message could not be carried to a loop that is gone (logged once).
+    loop_gone_logged: bool,
     /// Pause after a small round (interrupt moderation), if on.
     coalesce: Option<Duration>,
     /// Datagrams and stream reads taken in the current poll round.
@@ -148,6 +152,12 @@ impl Runtime {
         let (tx, rx) = mpsc::channel();
         self.inbox = Some(rx);
         Ok(LoopHandle::new(self.place.index, tx, waker))
+    }
+
+    /// The handles of every loop of the node, by index (this one's included): its core's
+    /// messages to other loops go there.
+    pub fn set_loops(&mut self, loops: Vec<LoopHandle>) {
+        self.loops = loops;
     }
 
     /// The bound address of each configured listener, in `ListenerId` order (a port 0
@@ -328,9 +338,76 @@ fn precise_sleeps() {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+    use crate::plan::loop_settings;
+    use crate::settings::Settings;
+    use turnpike_core::node::{LoopId, LoopMsg};
+
     #[test]
     fn the_runtime_can_move_to_another_thread() {
         fn is_send<T: Send>() {}
-        is_send::<super::Runtime>();
+        is_send::<Runtime>();
+    }
+
+    /// Two loops of one node on loopback ports the kernel picks, linked to each other.
+    fn two_loops() -> (Runtime, Runtime) {
+        // A port free for UDP and TCP alike, as the kernel hands them out.
+        let port = (0..64)
+            .find_map(|_| {
+                let u = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                let p = u.local_addr().ok()?.port();
+                std::net::TcpListener::bind(("127.0.0.1", p)).ok()?;
+                Some(p)
+            })
+            .unwrap();
+        let text = format!(
+            "realm = \"t\"\nlisten_address = \"127.0.0.1\"\nturn_udp_port = {port}\n\
+             turn_tcp_listen_port = {port}\nusers = {{ a = \"pw\" }}\napi = false\n\
+             relay_port_min = 50000\nrelay_port_max = 50999\n"
+        );
+        let fc = FileConfig::parse("t.toml", &text).unwrap();
+        let base = Settings::from_file(&fc, "t.toml").unwrap();
+        let seed = [3u8; 32];
+        let place = |index| Place { index, count: 2 };
+        let mut a = Runtime::new_loop(
+            loop_settings(&base, place(0), seed, &[]),
+            seed,
+            place(0),
+            None,
+        )
+        .unwrap();
+        let addrs = a.listener_addrs();
+        let s = loop_settings(&base, place(1), seed, &addrs);
+        let mut b = Runtime::new_loop(s, [4u8; 32], place(1), None).unwrap();
+        let handles = vec![a.handle().unwrap(), b.handle().unwrap()];
+        a.set_loops(handles.clone());
+        b.set_loops(handles);
+        (a, b)
+    }
+
+    #[test]
+    fn a_core_message_reaches_the_addressed_loop_and_a_gone_loop_is_logged_once() {
+        let (mut a, mut b) = two_loops();
+        let msg = LoopMsg::UserRelease {
+            username: "a".into(),
+        };
+        a.send_to_loop(LoopId(1), msg.clone());
+        match b.inbox.as_ref().map(|rx| rx.try_recv()) {
+            Some(Ok(Command::Loop { from, msg: got })) => {
+                assert_eq!(from, LoopId(0));
+                assert_eq!(got, msg);
+            }
+            _ => panic!("loop 1 got no message"),
+        }
+        // Served as an input; the inbox is empty afterwards.
+        b.send_to_loop(LoopId(0), msg.clone());
+        a.serve_commands();
+        assert!(a.inbox.as_ref().is_some_and(|rx| rx.try_recv().is_err()));
+        drop(b);
+        assert!(!a.loop_gone_logged);
+        a.send_to_loop(LoopId(1), msg.clone());
+        a.send_to_loop(LoopId(1), msg);
+        assert!(a.loop_gone_logged);
     }
 }

@@ -5,6 +5,7 @@ use super::tcp::write_conn;
 use super::udp::send_datagram;
 use super::{Listener, ListenerSocket, Runtime, CLOSE_FLUSH};
 use crate::clock::Clock;
+use crate::link::Command;
 use crate::sockets;
 use crate::token::Source;
 use crate::udp_batch::Via;
@@ -12,6 +13,7 @@ use mio::Interest;
 use serde_json::json;
 use std::net::SocketAddr;
 use turnpike_core::event::Output;
+use turnpike_core::node::{LoopId, LoopMsg};
 use turnpike_core::{Forward, Instant, RelayId};
 
 impl Runtime {
@@ -93,11 +95,7 @@ impl Runtime {
                     // per allocation.
                     drop(self.relays.remove(&relay));
                 }
-                // Carried between loops once the runtime wires the node's links; until then
-                // a loop's core is told it is alone (Config::node is SOLE) and sends none.
-                Output::ToLoop { to, .. } => {
-                    log::error!("a message for loop {} with no link to carry it", to.0);
-                }
+                Output::ToLoop { to, msg } => self.send_to_loop(to, msg),
                 Output::Event(ev) => {
                     if let Some(hook) = &self.webhook {
                         hook.event(Clock::unix_ms(), &ev);
@@ -108,6 +106,24 @@ impl Runtime {
         }
         if let Some(t) = &mut self.trace {
             t.end_drain();
+        }
+    }
+
+    /// Carries a message of this loop's core to loop `to`'s inbox and wakes it. The channel
+    /// is unbounded, so a message is never dropped while its loop runs; a loop that is gone
+    /// (stopping) is logged once.
+    pub(super) fn send_to_loop(&mut self, to: LoopId, msg: LoopMsg) {
+        let from = LoopId(u16::try_from(self.place.index).unwrap_or(u16::MAX));
+        let sent = self
+            .loops
+            .get(usize::from(to.0))
+            .is_some_and(|h| h.send(Command::Loop { from, msg }));
+        if !sent && !std::mem::replace(&mut self.loop_gone_logged, true) {
+            log::warn!(
+                "loop {}: a message for loop {} was lost: that loop is gone (logged once)",
+                from.0,
+                to.0
+            );
         }
     }
 

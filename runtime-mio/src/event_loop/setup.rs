@@ -149,6 +149,8 @@ impl Runtime {
             trace,
             place,
             inbox: None,
+            loops: Vec::new(),
+            loop_gone_logged: false,
             coalesce: settings.coalesce,
             round_inputs: 0,
         })
