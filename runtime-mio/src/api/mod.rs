@@ -27,8 +27,8 @@ pub mod webhook;
 
 use crate::config::UdpPort;
 use crate::link::DynamicPort;
-use crate::settings::SocketBuffers;
 use crate::sockets;
+use crate::sockets::SocketBuffers;
 use crate::token::Source;
 use http::Response;
 use ice::IceSettings;

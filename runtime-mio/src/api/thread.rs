@@ -7,7 +7,7 @@ use super::loops::Loops;
 use super::webhook::Webhook;
 use super::{Api, ApiSettings};
 use crate::link::LoopHandle;
-use crate::settings::SocketBuffers;
+use crate::sockets::SocketBuffers;
 use crate::token::Source;
 use core::time::Duration;
 use mio::{Events, Poll, Waker};

@@ -14,11 +14,13 @@
 //!
 //! One file per job: `setup` opens a loop, `udp` and `tcp` are the packet paths,
 //! `outputs` acts on what the core says, `housekeeping` runs once a second and at the end,
-//! `commands` serves the inbox, `dynamic_ports` serves the HTTP API's dynamic UDP ports.
+//! `commands` serves the inbox, `listeners` adds and sweeps the HTTP API's dynamic UDP
+//! ports (`dynamic_ports` is their table, `read_again` the queue of busy sockets).
 
 mod commands;
 mod dynamic_ports;
 mod housekeeping;
+mod listeners;
 mod outputs;
 mod read_again;
 mod setup;
@@ -32,7 +34,8 @@ use crate::link::{Command, LoopHandle};
 use crate::log_limit::CapWatch;
 use crate::plan::Place;
 use crate::report::Reporter;
-use crate::settings::{ListenerSpec, SocketBuffers};
+use crate::settings::ListenerSpec;
+use crate::sockets::SocketBuffers;
 use crate::tcp::Conn;
 use crate::token::Source;
 use crate::trace_recorder::TraceRecorder;
@@ -46,7 +49,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use turnpike_core::{ConnId, RelayId, Server, Transport};
-use udp::UdpSource;
 
 /// Reads from one socket per turn before the others get theirs.
 pub const READ_BUDGET: usize = 256;
@@ -127,6 +129,15 @@ pub struct Runtime {
     coalesce: Option<Duration>,
     /// Datagrams and stream reads taken in the current poll round.
     round_inputs: usize,
+}
+
+/// A UDP socket the loop reads datagrams from.
+#[derive(Clone, Copy, Debug)]
+enum UdpSource {
+    /// A listener, by its index in `Runtime::listeners`.
+    Listener(usize),
+    /// A relay socket.
+    Relay(RelayId),
 }
 
 struct Listener {

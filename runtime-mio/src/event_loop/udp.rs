@@ -1,7 +1,7 @@
 //! The UDP path: datagrams read in batches from listeners and relay sockets, fed to the
 //! core, and the sends they cause queued until the batch ends.
 
-use super::{Listener, ListenerSocket, Runtime, RuntimeStats, READ_BUDGET};
+use super::{Listener, ListenerSocket, Runtime, RuntimeStats, UdpSource, READ_BUDGET};
 use crate::id_hash::IdMap;
 use crate::udp_batch::{RecvBatch, SendQueue, Tally, Via, RECV_SLOTS};
 use mio::net::UdpSocket;
@@ -137,15 +137,6 @@ impl Runtime {
         }
         self.drain(now);
     }
-}
-
-/// A UDP socket the loop reads datagrams from.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum UdpSource {
-    /// A listener, by its index in `Runtime::listeners`.
-    Listener(usize),
-    /// A relay socket.
-    Relay(RelayId),
 }
 
 /// The received bytes of a datagram of `len` bytes in the packet buffer.
