@@ -3,13 +3,10 @@
 
 use crate::settings::Settings;
 use std::net::SocketAddr;
-use turnpike_core::{AllocationId, Server};
+use turnpike_core::Server;
 
 /// Fewest relay ports a loop is given; with fewer, fewer loops run.
 pub const MIN_PORTS_PER_LOOP: u32 = 64;
-/// Allocation ids of loop `i` start at `i << ID_SHIFT` (2^44 ids per loop; ids of up to
-/// 256 loops stay below 2^53, exact in JavaScript numbers).
-pub const ID_SHIFT: u32 = 44;
 
 /// Where a loop stands among the loops of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,16 +84,6 @@ pub fn share(total: u64, count: usize, index: usize) -> u64 {
     let count = count.max(1) as u64;
     let part = total / count + u64::from((index as u64) < total % count);
     part.max(1)
-}
-
-/// The first allocation id of loop `index` is this plus 1.
-pub fn allocation_id_base(index: usize) -> u64 {
-    (index as u64) << ID_SHIFT
-}
-
-/// The loop that created allocation `id`.
-pub fn loop_of(id: AllocationId) -> usize {
-    usize::try_from(id.0 >> ID_SHIFT).unwrap_or(usize::MAX)
 }
 
 /// The settings of loop `place`: its port slice, its share of the total limits, the
@@ -203,18 +190,5 @@ mod tests {
         assert!(p.notes.first().is_some_and(|n| n.contains("fewer than 64")));
         assert_eq!(plan(4, 8, 50000, 50000 + 191, false).count, 3);
         assert_eq!(plan(10_000, 1_000, 1, 65535, false).count, 256);
-    }
-
-    #[test]
-    fn ids_route_to_their_loop() {
-        for index in [0usize, 1, 2, 15, 255] {
-            let base = allocation_id_base(index);
-            for n in [1u64, 2, 1 << 20, (1 << ID_SHIFT) - 1] {
-                assert_eq!(loop_of(AllocationId(base + n)), index);
-            }
-        }
-        // Ids of loop 0 are what a single loop always handed out.
-        assert_eq!(loop_of(AllocationId(1)), 0);
-        assert!(allocation_id_base(255) + (1 << ID_SHIFT) <= 1 << 53);
     }
 }

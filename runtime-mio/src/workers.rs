@@ -19,7 +19,7 @@
 //! [`crate::api::loops::ASK_TIMEOUT`]); a loop answers when its waker fires and never
 //! waits on anyone, so relaying is never held up by the API. Dynamic UDP ports are bound
 //! by the API and served by loop 0. Allocation ids carry their loop's index in the bits
-//! from [`crate::plan::ID_SHIFT`] up, which routes a `DELETE`.
+//! from [`turnpike_core::node::ID_SHIFT`] up, which routes a `DELETE`.
 //!
 //! Limits are split: `total_quota`, `total_max_bps` and `max_streams` are divided among
 //! the loops ([`crate::plan::share`]); `user_quota` holds per loop.

@@ -6,9 +6,9 @@ use super::metrics::LoopStats;
 use super::Host;
 use crate::clock::Clock;
 use crate::link::{Command, DynamicPort, LoopHandle};
-use crate::plan::loop_of;
 use core::time::Duration;
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use turnpike_core::node::loop_of;
 use turnpike_core::server::AllocationInfo;
 use turnpike_core::{AllocationId, Instant};
 
@@ -87,8 +87,10 @@ impl Host for Loops {
     }
 
     fn delete_allocation(&mut self, id: AllocationId) -> bool {
-        self.ask(loop_of(id), |reply| Command::Delete(id, reply))
-            .unwrap_or(false)
+        self.ask(usize::from(loop_of(id).0), |reply| {
+            Command::Delete(id, reply)
+        })
+        .unwrap_or(false)
     }
 
     fn serve_dynamic_port(&mut self, port: DynamicPort) -> bool {
@@ -156,11 +158,11 @@ mod tests {
         let (h1, inbox1) = fake_loop(1, &p1);
         let owner = std::thread::spawn(move || {
             if let Ok(Command::Delete(id, reply)) = inbox1.recv() {
-                let _ = reply.try_send(crate::plan::loop_of(id) == 1);
+                let _ = reply.try_send(loop_of(id).0 == 1);
             }
         });
         let mut loops = Loops::new(vec![h0, h1]);
-        let id = AllocationId(crate::plan::allocation_id_base(1) + 5);
+        let id = AllocationId(turnpike_core::node::allocation_id_base(1) + 5);
         assert!(loops.delete_allocation(id));
         owner.join().unwrap();
         assert!(inbox0.try_recv().is_err(), "loop 0 was not asked to delete");

@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::event_log::EventLog;
 use crate::id_hash::IdMap;
 use crate::log_limit::CapWatch;
-use crate::plan::{self, Place};
+use crate::plan::Place;
 use crate::report::Reporter;
 use crate::seed::hex;
 use crate::settings::{ListenerSpec, Settings};
@@ -93,7 +93,8 @@ impl Runtime {
         let mut server =
             Server::new(settings.core, seed, now).map_err(|e| StartError::Config(e.0))?;
         if place.index > 0 {
-            server.set_allocation_id_base(plan::allocation_id_base(place.index));
+            let index = u16::try_from(place.index).unwrap_or(u16::MAX);
+            server.set_allocation_id_base(turnpike_core::node::allocation_id_base(index));
         }
         if let Some(t) = &mut trace {
             t.wall_clock(now, unix_ms);
