@@ -1,8 +1,10 @@
-//! How many event loops run and what each is given: its place among them, its slice of
-//! the relay ports, its share of the node's limits, its range of allocation ids.
+//! How many event loops run and what each is given: its place in the node (from which its
+//! core takes its starting slice of the relay ports and share of `total_quota`, and its
+//! range of allocation ids) and its share of the limits the runtime divides itself.
 
 use crate::settings::Settings;
 use std::net::SocketAddr;
+use turnpike_core::node::NodePlace;
 use turnpike_core::Server;
 
 /// Fewest relay ports a loop is given; with fewer, fewer loops run.
@@ -20,6 +22,15 @@ pub struct Place {
 impl Place {
     /// The only loop.
     pub const SOLE: Place = Place { index: 0, count: 1 };
+
+    /// The same place, as the core's configuration names it (at most
+    /// [`crate::config::MAX_WORKERS`] loops run, which fits).
+    pub fn node(self) -> NodePlace {
+        NodePlace {
+            index: u16::try_from(self.index).unwrap_or(u16::MAX),
+            count: u16::try_from(self.count).unwrap_or(u16::MAX),
+        }
+    }
 }
 
 /// How many loops to run, and why fewer than asked when so.
@@ -59,22 +70,6 @@ pub fn plan(requested: u32, cores: usize, port_min: u16, port_max: u16, tracing:
     Plan { count, notes }
 }
 
-/// The slice of the relay ports `min..=max` that loop `index` of `count` owns:
-/// contiguous, disjoint, together the whole range, sizes differing by at most one.
-pub fn port_slice(min: u16, max: u16, count: usize, index: usize) -> (u16, u16) {
-    let count = count.max(1) as u32;
-    let index = (index as u32).min(count - 1);
-    let total = u32::from(max).saturating_sub(u32::from(min)) + 1;
-    let (base, extra) = (total / count, total % count);
-    let start = u32::from(min) + index * base + index.min(extra);
-    let len = base + u32::from(index < extra);
-    let last = (start + len.max(1) - 1).min(u32::from(max));
-    (
-        u16::try_from(start).unwrap_or(max),
-        u16::try_from(last).unwrap_or(max),
-    )
-}
-
 /// Loop `index`'s share of a total limit of `count` loops: shares differ by at most one
 /// and add up to `total`; 0 (no cap) stays 0, and no loop gets 0 of a non-zero limit.
 pub fn share(total: u64, count: usize, index: usize) -> u64 {
@@ -86,10 +81,12 @@ pub fn share(total: u64, count: usize, index: usize) -> u64 {
     part.max(1)
 }
 
-/// The settings of loop `place`: its port slice, its share of the total limits, the
-/// nonce key of `main_seed` (loops after the first), no API, trace or event-log
-/// start record of its own beyond loop 0. `addrs` are the listener addresses loop 0
-/// bound (ports 0 resolved), for the loops after it.
+/// The settings of loop `place`: its place in the node (`relay_port_min..=max` and
+/// `total_quota` stay the node's: the core starts with its share and borrows from the
+/// other loops), its share of `total_max_bps` and `max_streams`, the nonce key of
+/// `main_seed` (loops after the first), and no API or trace of its own beyond loop 0.
+/// `addrs` are the listener addresses loop 0 bound (ports 0 resolved), for the loops
+/// after it.
 pub fn loop_settings(
     base: &Settings,
     place: Place,
@@ -100,16 +97,8 @@ pub fn loop_settings(
     if place.count <= 1 {
         return s;
     }
-    let (lo, hi) = port_slice(
-        base.core.relay_port_min,
-        base.core.relay_port_max,
-        place.count,
-        place.index,
-    );
-    s.core.relay_port_min = lo;
-    s.core.relay_port_max = hi;
+    s.core.node = place.node();
     let split = |total: u64| share(total, place.count, place.index);
-    s.core.total_quota = u32::try_from(split(u64::from(base.core.total_quota))).unwrap_or(1);
     s.core.total_max_bps = split(base.core.total_max_bps);
     s.core.max_streams = u32::try_from(split(u64::from(base.core.max_streams))).unwrap_or(1);
     if place.index > 0 {
@@ -132,33 +121,6 @@ pub fn loop_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slices_are_contiguous_disjoint_and_cover_the_range() {
-        for (min, max) in [
-            (49152u16, 65535u16),
-            (40000, 40127),
-            (1, 1000),
-            (65000, 65535),
-        ] {
-            for count in 1..=16 {
-                let mut next = u32::from(min);
-                let mut sizes = Vec::new();
-                for i in 0..count {
-                    let (lo, hi) = port_slice(min, max, count, i);
-                    assert_eq!(u32::from(lo), next, "{min}-{max} / {count}, slice {i}");
-                    assert!(lo <= hi);
-                    sizes.push(u32::from(hi) - u32::from(lo) + 1);
-                    next = u32::from(hi) + 1;
-                }
-                assert_eq!(next, u32::from(max) + 1, "{min}-{max} / {count}");
-                let (small, big) = (sizes.iter().min(), sizes.iter().max());
-                assert!(big.unwrap() - small.unwrap() <= 1);
-            }
-        }
-        assert_eq!(port_slice(49152, 65535, 2, 0), (49152, 57343));
-        assert_eq!(port_slice(49152, 65535, 2, 1), (57344, 65535));
-    }
 
     #[test]
     fn shares_add_up_and_zero_stays_no_cap() {
@@ -190,5 +152,23 @@ mod tests {
         assert!(p.notes.first().is_some_and(|n| n.contains("fewer than 64")));
         assert_eq!(plan(4, 8, 50000, 50000 + 191, false).count, 3);
         assert_eq!(plan(10_000, 1_000, 1, 65535, false).count, 256);
+    }
+
+    #[test]
+    fn a_loop_gets_its_place_and_the_node_keeps_ports_and_total_quota() {
+        let text = "users = { a = \"pw\" }\nrelay_port_min = 50000\nrelay_port_max = 50999\n\
+                    total_quota = 100\ntotal_max_bps = 1000\n";
+        let fc = crate::config::FileConfig::parse("t.toml", text).unwrap();
+        let base = Settings::from_file(&fc, "t.toml").unwrap();
+        let one = loop_settings(&base, Place::SOLE, [1; 32], &[]);
+        assert_eq!(one.core.node, NodePlace::SOLE);
+        let s = loop_settings(&base, Place { index: 1, count: 2 }, [1; 32], &[]);
+        assert_eq!(s.core.node, NodePlace { index: 1, count: 2 });
+        // The core takes its own share of these.
+        assert_eq!((s.core.relay_port_min, s.core.relay_port_max), (50000, 50999));
+        assert_eq!(s.core.total_quota, 100);
+        // The runtime divides these.
+        assert_eq!(s.core.total_max_bps, 500);
+        assert!(s.api.is_none() && s.trace.is_none());
     }
 }

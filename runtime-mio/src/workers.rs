@@ -21,19 +21,24 @@
 //! by the API and served by loop 0. Allocation ids carry their loop's index in the bits
 //! from [`turnpike_core::node::ID_SHIFT`] up, which routes a `DELETE`.
 //!
-//! Limits are split: `total_quota`, `total_max_bps` and `max_streams` are divided among
-//! the loops ([`crate::plan::share`]); `user_quota` holds per loop.
+//! Limits of the node: `relay_port_min..=max` and `total_quota` are given whole to every
+//! core with its place in the node; each starts with its share and borrows from the others
+//! before it answers 508, and `user_quota` is counted at each user's home loop — all of it
+//! by messages between cores ([`turnpike_core::node`]), which the loops carry to each
+//! other's inboxes. `total_max_bps` and `max_streams` are divided among the loops here
+//! ([`crate::plan::share`]).
 
 use crate::api::thread::ApiThread;
 use crate::event_loop::Runtime;
 use crate::link::{Command, LoopHandle};
-use crate::plan::{loop_settings, plan, port_slice, Place};
+use crate::plan::{loop_settings, plan, Place};
 use crate::seed::loop_seed;
 use crate::settings::Settings;
 use crate::start_error::StartError;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
+use turnpike_core::node::port_slice;
 use turnpike_core::Transport;
 
 /// The loops of the relay and its HTTP API, started but not yet running.
@@ -100,18 +105,20 @@ impl Workers {
             rt.set_loops(handles.clone());
         }
         if count > 1 {
+            let (min, max) = (settings.core.relay_port_min, settings.core.relay_port_max);
             let slices: Vec<String> = (0..count)
                 .map(|i| {
-                    let (lo, hi) = port_slice(
-                        settings.core.relay_port_min,
-                        settings.core.relay_port_max,
-                        count,
-                        i,
-                    );
-                    format!("{lo}-{hi}")
+                    let node = Place { index: i, count }.node();
+                    match port_slice(min, max, node.count, node.index) {
+                        Some((lo, hi)) => format!("{lo}-{hi}"),
+                        None => "none".to_string(),
+                    }
                 })
                 .collect();
-            log::info!("{count} event loops; relay ports {}", slices.join(", "));
+            log::info!(
+                "{count} event loops; relay ports at start {} (a loop that runs out borrows from the others)",
+                slices.join(", ")
+            );
         }
         Ok(Workers {
             loops,

@@ -92,10 +92,6 @@ impl Runtime {
         };
         let mut server =
             Server::new(settings.core, seed, now).map_err(|e| StartError::Config(e.0))?;
-        if place.index > 0 {
-            let index = u16::try_from(place.index).unwrap_or(u16::MAX);
-            server.set_allocation_id_base(turnpike_core::node::allocation_id_base(index));
-        }
         if let Some(t) = &mut trace {
             t.wall_clock(now, unix_ms);
         }
