@@ -165,7 +165,10 @@ mod tests {
         let s = loop_settings(&base, Place { index: 1, count: 2 }, [1; 32], &[]);
         assert_eq!(s.core.node, NodePlace { index: 1, count: 2 });
         // The core takes its own share of these.
-        assert_eq!((s.core.relay_port_min, s.core.relay_port_max), (50000, 50999));
+        assert_eq!(
+            (s.core.relay_port_min, s.core.relay_port_max),
+            (50000, 50999)
+        );
         assert_eq!(s.core.total_quota, 100);
         // The runtime divides these.
         assert_eq!(s.core.total_max_bps, 500);
