@@ -19,8 +19,8 @@ use std::sync::Arc;
 /// Period of the API's housekeeping (timed-out connections).
 const TICK: Duration = Duration::from_secs(1);
 
-/// What the event loops take from the API at start.
-#[derive(Clone, Debug)]
+/// What the event loops take from the API at start. Not `Debug`: it holds a secret.
+#[derive(Clone)]
 pub struct ApiShare {
     /// The secret of issued credentials: every core accepts it as a REST secret.
     pub secret: Vec<u8>,
