@@ -13,7 +13,8 @@ use turnpike_core::config::{Config, ListenerConfig};
 use turnpike_core::event::Output;
 use turnpike_core::trace::mask::Masker;
 use turnpike_core::trace::{
-    encode_header, encode_record, ConfigDescription, Header, Input, OutputDigest, Payload, Record,
+    encode_header_version, encode_record, ConfigDescription, Header, Input, OutputDigest, Payload,
+    Record,
 };
 use turnpike_core::{ConnId, Forward, Instant, ListenerId, Server, Transport, HEADROOM, TAILROOM};
 
@@ -25,7 +26,8 @@ pub fn binding_request() -> Vec<u8> {
     crate::turn::binding_request()
 }
 
-/// The bytes of the fixture trace.
+/// The bytes of the fixture trace, as format version 1 wrote them (the header of version
+/// 1; the records are alike in every version).
 pub fn record() -> Vec<u8> {
     let server_addr: SocketAddr = "127.0.0.1:3478".parse().unwrap_or_else(|_| unreachable!());
     let mut cr = Credentials::new("turn.test");
@@ -60,7 +62,9 @@ pub fn record() -> Vec<u8> {
         producer: "turnpike fixture".into(),
         payloads: false,
         segment: 0,
+        place: turnpike_core::node::NodePlace::SOLE,
         config: ConfigDescription::of(&config, &salt),
+        version: 1,
     };
     let server = Server::new(config, header.seed, start).unwrap_or_else(|e| panic!("{e}"));
     let mut d = Driver {
@@ -75,7 +79,7 @@ pub fn record() -> Vec<u8> {
         masker: Masker::stream(true),
         scratch: Vec::new(),
     };
-    encode_header(&header, &mut d.out);
+    encode_header_version(&header, 1, &mut d.out).unwrap_or_else(|e| panic!("{e}"));
     d.input(&Input::WallClock {
         now: start,
         unix_ms: 1_700_000_000_000,
