@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use turnpike_core::node::{allocation_id_base, NodePlace};
-use turnpike_core::trace::{self, Input, OutputDigest, Record, ReplaySecrets, Tail};
+use turnpike_core::trace::{self, Fingerprint, Input, OutputDigest, Record, ReplaySecrets, Tail};
 use turnpike_core::{Server, HEADROOM, TAILROOM};
 
 /// How many records before a divergence or panic the report shows.
@@ -246,13 +246,10 @@ pub fn replay_node_with(
     secrets: &ReplaySecrets,
 ) -> Result<NodeReport, ReplayError> {
     let node = load_node(trace_path)?;
-    let mut secrets = secrets.clone();
-    secrets
-        .nonce_keys
-        .push(Server::nonce_key_of_seed(node.first.seed));
+    let loop0 = node.loops.first().map(FromLoop0::of);
     let mut loops = Vec::with_capacity(node.loops.len());
     for segs in &node.loops {
-        loops.push(replay_segments(segs, &secrets)?);
+        loops.push(replay_segments(segs, secrets, loop0.as_ref())?);
     }
     Ok(NodeReport { loops })
 }
@@ -266,58 +263,108 @@ pub fn replay(trace_path: &Path, config_path: Option<&Path>) -> Result<ReplayRep
     replay_with(trace_path, &secrets)
 }
 
-/// [`replay`] with the secrets given directly. A loop after the first signs nonces with
-/// the key of loop 0's seed: loop 0's file (`FILE` beside `FILE.loop<i>`) is read for it
-/// when it is there.
+/// [`replay`] with the secrets given directly. A loop after the first takes its nonce key
+/// and the HTTP API's issuance secret from loop 0: loop 0's file (`FILE`
+/// beside `FILE.loop<i>`) is read for them when it is there.
 pub fn replay_with(
     trace_path: &Path,
     secrets: &ReplaySecrets,
 ) -> Result<ReplayReport, ReplayError> {
     let segs = load(trace_path)?;
-    let mut secrets = secrets.clone();
-    if let Some(seed) = loop0_seed(trace_path, &segs) {
-        secrets.nonce_keys.push(Server::nonce_key_of_seed(seed));
-    }
-    replay_segments(&segs, &secrets)
+    let loop0 = loop0_of(trace_path, &segs);
+    replay_segments(&segs, secrets, loop0.as_ref())
 }
 
-/// The seed of loop 0 of the node `segs` (the file at `path`) belongs to, when that file
-/// is there.
-fn loop0_seed(path: &Path, segs: &Segments) -> Option<[u8; 32]> {
+/// What the runtime gives a loop after the first from loop 0: the nonce key of loop 0's
+/// seed, and the HTTP API's issuance secret (which loop 0 records as an input, the others
+/// have in their config from the start; recorded as fingerprints under the node's salt).
+struct FromLoop0 {
+    seed: [u8; 32],
+    salt: [u8; 16],
+    issuance: Vec<Fingerprint>,
+}
+
+impl FromLoop0 {
+    /// Reads loop 0's run (its segments).
+    fn of(segs: &Segments) -> FromLoop0 {
+        let mut out = FromLoop0 {
+            seed: [0; 32],
+            salt: [0; 16],
+            issuance: Vec::new(),
+        };
+        for (i, (_, bytes)) in segs.files.iter().enumerate() {
+            let Ok((h, reader)) = trace::open(bytes) else {
+                continue;
+            };
+            if i == 0 {
+                (out.seed, out.salt) = (h.seed, h.salt);
+            }
+            for rec in reader.flatten() {
+                if let Record::Input(Input::RestSecretAdded { fingerprint }) = rec {
+                    out.issuance.push(fingerprint);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Loop 0's part of the node whose loop's run `segs` (the file at `path`) is, when loop
+/// 0's file is there.
+fn loop0_of(path: &Path, segs: &Segments) -> Option<FromLoop0> {
     let (_, bytes) = segs.files.first()?;
     let (h, _) = trace::open(bytes).ok()?;
     if h.place.index == 0 {
-        return Some(h.seed);
+        return Some(FromLoop0::of(segs));
     }
-    let base = trace::loop_base(path, h.place.index)?;
-    let bytes = std::fs::read(base).ok()?;
-    let (h0, _) = trace::open(&bytes).ok()?;
-    (h0.salt == h.salt && h0.place.index == 0).then_some(h0.seed)
+    let loop0 = load(&trace::loop_base(path, h.place.index)?).ok()?;
+    Some(FromLoop0::of(&loop0)).filter(|l| l.salt == h.salt)
 }
 
-/// Replays one loop's run (its segments, oldest first).
-fn replay_segments(segs: &Segments, secrets: &ReplaySecrets) -> Result<ReplayReport, ReplayError> {
+/// Replays one loop's run (its segments, oldest first); `loop0`: what the runtime gave a
+/// loop after the first from loop 0.
+fn replay_segments(
+    segs: &Segments,
+    secrets: &ReplaySecrets,
+    loop0: Option<&FromLoop0>,
+) -> Result<ReplayReport, ReplayError> {
     let first = segs
         .files
         .first()
         .ok_or_else(|| ReplayError::Segments("no trace file".into()))?;
     let (header, _) = trace::open(&first.1).map_err(|e| ReplayError::Trace(first.0.clone(), e))?;
-    let config = header
-        .config
-        .to_config(&header.salt, secrets)
-        .map_err(|e| {
-            let hint = if secrets.users.is_empty() && secrets.rest_secrets.is_empty() {
-                " (give the relay's configuration file with --config)"
-            } else {
-                ""
-            };
-            let which = if header.place.count > 1 {
-                format!("loop {} of {}: ", header.place.index, header.place.count)
-            } else {
-                String::new()
-            };
-            ReplayError::Setup(format!("{which}{e}{hint}"))
-        })?;
+    let mut secrets = secrets.clone();
+    let mut description = header.config.clone();
+    let mut unrecovered = Vec::new();
+    if let Some(l0) = loop0.filter(|_| header.place.index > 0) {
+        secrets.nonce_keys.push(Server::nonce_key_of_seed(l0.seed));
+        // The issuance secret, when not supplied: left out, as loop 0's replay leaves it.
+        description.rest_secrets.retain(|fp| {
+            let supplied = secrets.rest_secrets.iter().any(|x| {
+                trace::config::fingerprint(&header.salt, trace::SecretKind::RestSecret, "", x)
+                    == *fp
+            });
+            let keep = supplied || !l0.issuance.contains(fp);
+            if !keep {
+                unrecovered.push("the issuance secret (`issuance_secret`)".to_string());
+            }
+            keep
+        });
+    }
+    let secrets = &secrets;
+    let config = description.to_config(&header.salt, secrets).map_err(|e| {
+        let hint = if secrets.users.is_empty() && secrets.rest_secrets.is_empty() {
+            " (give the relay's configuration file with --config)"
+        } else {
+            ""
+        };
+        let which = if header.place.count > 1 {
+            format!("loop {} of {}: ", header.place.index, header.place.count)
+        } else {
+            String::new()
+        };
+        ReplayError::Setup(format!("{which}{e}{hint}"))
+    })?;
     let mut server = Server::new(config, header.seed, header.start).map_err(|e| {
         ReplayError::Setup(format!("the core refused the recorded configuration: {e}"))
     })?;
@@ -333,7 +380,7 @@ fn replay_segments(segs: &Segments, secrets: &ReplaySecrets) -> Result<ReplayRep
         window: Vec::new(),
         context: VecDeque::new(),
         last_input: None,
-        unrecovered: Vec::new(),
+        unrecovered,
     };
     let mut report = ReplayReport {
         place: header.place,
