@@ -710,6 +710,7 @@ mod tests {
                 to: LoopId(1 - index),
                 msg: LoopMsg::UserGranted {
                     req: 4,
+                    username: "alice".into(),
                     granted: true,
                 },
             });

@@ -413,6 +413,61 @@ fn dump_and_to_scenario_read_the_committed_trace() {
     assert!(rep.answers >= 10, "{rep:?}");
 }
 
+/// A node whose cores exchange messages (the user's quota at her home loop, borrowed
+/// quota), recorded in memory loop by loop as the runtime records: every loop replays
+/// identically, fed the messages it received.
+#[test]
+fn a_node_whose_loops_exchange_messages_replays_loop_by_loop() {
+    use turnpike_core::trace::{loop_path, open, Input, Record};
+    let files = trace_fixture::record_node();
+    let dir = TempDir::new("trace-node");
+    let base = dir.join("trace.bin");
+    let mut messages = Vec::new();
+    for (i, bytes) in files.iter().enumerate() {
+        std::fs::write(loop_path(&base, i as u16), bytes).unwrap();
+        let (_, reader) = open(bytes).unwrap();
+        messages.push(
+            reader
+                .filter(|r| matches!(r, Ok(Record::Input(Input::LoopMessage { .. }))))
+                .count(),
+        );
+    }
+    assert!(
+        messages.iter().all(|&n| n > 0),
+        "messages received per loop: {messages:?}"
+    );
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/trace-v1.toml");
+    let report = replay_node(&base, Some(&config)).unwrap();
+    println!("{report}\nmessages received per loop: {messages:?}");
+    assert!(report.is_identical(), "{report}");
+    assert_eq!(report.loops.len(), 2);
+    // The generator is deterministic.
+    assert_eq!(trace_fixture::record_node(), files);
+
+    // A message left out of loop 1's file: its replay diverges, loop 0's does not.
+    let (h, reader) = open(&files[1]).unwrap();
+    let mut cut = Vec::new();
+    turnpike_core::trace::encode_header(&h, &mut cut);
+    let mut dropped = false;
+    for rec in reader {
+        let rec = rec.unwrap();
+        if !dropped && matches!(rec, Record::Input(Input::LoopMessage { .. })) {
+            dropped = true;
+            continue;
+        }
+        turnpike_core::trace::encode_record(&rec, &mut cut);
+    }
+    std::fs::write(loop_path(&base, 1), &cut).unwrap();
+    let report = replay_node(&base, Some(&config)).unwrap();
+    println!("{report}");
+    assert!(report.loops[0].is_identical(), "{report}");
+    assert!(
+        matches!(report.loops[1].outcome, Outcome::Diverged(_)),
+        "{report}"
+    );
+    assert!(report.to_string().contains("NOT"), "{report}");
+}
+
 #[test]
 fn dump_shows_loop_messages_and_the_loop() {
     use turnpike_core::node::{LoopId, LoopMsg, NodePlace};

@@ -365,8 +365,12 @@ pub fn loop_msg_json(m: &LoopMsg) -> Value {
         LoopMsg::UserAcquire { req, username } => {
             json!({"type": "user_acquire", "req": req, "username": username})
         }
-        LoopMsg::UserGranted { req, granted } => {
-            json!({"type": "user_granted", "req": req, "granted": granted})
+        LoopMsg::UserGranted {
+            req,
+            granted,
+            username,
+        } => {
+            json!({"type": "user_granted", "req": req, "granted": granted, "username": username})
         }
         LoopMsg::UserRelease { username } => json!({"type": "user_release", "username": username}),
         LoopMsg::Borrow { req, want } => {
