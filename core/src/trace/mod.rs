@@ -21,7 +21,9 @@
 //!
 //! **A node of several loops** records one file per event loop, each self-contained: its
 //! core's seed, config and every input it was fed, the [`LoopMsg`]s it received from
-//! other loops included ([`Input::LoopMessage`]); the messages it sent are outputs
+//! other loops included ([`Input::LoopMessage`], record kind 17: `now_ns:u64 from:u16
+//! len:u32 msg[len]`, the message in its [`LoopMsg::encode`] form, refused on read when it
+//! does not decode as exactly one message); the messages it sent are outputs
 //! (`Output::ToLoop`), checked through the digest like any other. `loop_index` and
 //! `loop_count` say which loop of how many the file records (the runtime's place, which
 //! names the file; `Config::node` is what the core was told, the same once the runtime
