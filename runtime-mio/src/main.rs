@@ -64,11 +64,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &opts.record_trace {
-        settings.trace = Some(turnpike::trace_recorder::TraceSettings {
-            path: path.clone(),
-            payloads: file_config.trace_payloads,
-            max_bytes: file_config.trace_max_bytes,
-        });
+        settings.trace = Some(turnpike::trace_recorder::TraceSettings::new(
+            path.clone(),
+            file_config.trace_payloads,
+            file_config.trace_max_bytes,
+        ));
     }
     if opts.check_config {
         println!("{source}: configuration is valid");

@@ -5,6 +5,7 @@
 use crate::settings::Settings;
 use std::net::SocketAddr;
 use turnpike_core::node::NodePlace;
+use turnpike_core::trace::loop_path;
 use turnpike_core::Server;
 
 /// Fewest relay ports a loop is given; with fewer, fewer loops run.
@@ -43,8 +44,8 @@ pub struct Plan {
 }
 
 /// Decides the number of loops: `requested` (0: `cores`), at most
-/// [`crate::config::MAX_WORKERS`], at most one per [`MIN_PORTS_PER_LOOP`] relay ports, and
-/// one while recording a trace (a trace records one core).
+/// [`crate::config::MAX_WORKERS`], at most one per [`MIN_PORTS_PER_LOOP`] relay ports.
+/// Recording a trace (`tracing`) changes nothing: every loop records its own file.
 pub fn plan(requested: u32, cores: usize, port_min: u16, port_max: u16, tracing: bool) -> Plan {
     let mut notes = Vec::new();
     let want = if requested == 0 {
@@ -53,12 +54,6 @@ pub fn plan(requested: u32, cores: usize, port_min: u16, port_max: u16, tracing:
         requested as usize
     };
     let mut count = want.min(crate::config::MAX_WORKERS as usize);
-    if tracing && count > 1 {
-        notes.push(format!(
-            "recording a trace: running one event loop instead of {count} (a trace records one core)"
-        ));
-        count = 1;
-    }
     let ports = u32::from(port_max).saturating_sub(u32::from(port_min)) + 1;
     let by_ports = (ports / MIN_PORTS_PER_LOOP).max(1) as usize;
     if count > by_ports {
@@ -66,6 +61,11 @@ pub fn plan(requested: u32, cores: usize, port_min: u16, port_max: u16, tracing:
             "relay ports {port_min}-{port_max} ({ports}) leave fewer than {MIN_PORTS_PER_LOOP} per loop for {count} loops: running {by_ports}"
         ));
         count = by_ports;
+    }
+    if tracing && count > 1 {
+        notes.push(format!(
+            "recording a trace of each of the {count} event loops (loop i's file is the trace file's name with .loop<i> appended, loop 0's the name itself)"
+        ));
     }
     Plan { count, notes }
 }
@@ -84,7 +84,8 @@ pub fn share(total: u64, count: usize, index: usize) -> u64 {
 /// The settings of loop `place`: its place in the node (`relay_port_min..=max` and
 /// `total_quota` stay the node's: the core starts with its share and borrows from the
 /// other loops), its share of `total_max_bps` and `max_streams`, the nonce key of
-/// `main_seed` (loops after the first), and no API or trace of its own beyond loop 0.
+/// `main_seed` (loops after the first), its own trace file (`FILE.loop<i>` after loop 0's
+/// `FILE`), and no API beyond loop 0.
 /// `addrs` are the listener addresses loop 0 bound (ports 0 resolved), for the loops
 /// after it.
 pub fn loop_settings(
@@ -101,13 +102,16 @@ pub fn loop_settings(
     let split = |total: u64| share(total, place.count, place.index);
     s.core.total_max_bps = split(base.core.total_max_bps);
     s.core.max_streams = u32::try_from(split(u64::from(base.core.max_streams))).unwrap_or(1);
+    if let Some(t) = &mut s.trace {
+        t.place = s.core.node;
+        t.path = loop_path(&t.path, s.core.node.index);
+    }
     if place.index > 0 {
         if s.core.nonce_key.is_none() {
             // Loop 0 derives this very key from the main seed itself.
             s.core.nonce_key = Some(Server::nonce_key_of_seed(main_seed));
         }
         s.api = None;
-        s.trace = None;
         for (spec, addr) in s.listeners.iter_mut().zip(addrs) {
             spec.addr = *addr;
         }
@@ -143,9 +147,11 @@ mod tests {
         assert_eq!(plan(0, 2, 49152, 65535, false).count, 2);
         assert_eq!(plan(0, 0, 49152, 65535, false).count, 1);
         assert_eq!(plan(3, 2, 49152, 65535, false).count, 3);
+        // Recording a trace runs as many loops: each records its own file.
         let p = plan(0, 8, 49152, 65535, true);
-        assert_eq!(p.count, 1);
-        assert_eq!(p.notes.len(), 1);
+        assert_eq!(p.count, 8);
+        assert!(p.notes.iter().all(|n| n.contains(".loop<i>")), "{p:?}");
+        assert_eq!(plan(0, 1, 49152, 65535, true).notes.len(), 0);
         // Four relay ports: one loop, so a fifth allocation still gets 508.
         let p = plan(0, 2, 50000, 50003, false);
         assert_eq!(p.count, 1);
@@ -172,6 +178,6 @@ mod tests {
         assert_eq!(s.core.total_quota, 100);
         // The runtime divides these.
         assert_eq!(s.core.total_max_bps, 500);
-        assert!(s.api.is_none() && s.trace.is_none());
+        assert!(s.api.is_none());
     }
 }

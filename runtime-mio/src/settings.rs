@@ -183,14 +183,13 @@ impl Settings {
             workers: fc.workers,
             coalesce: (fc.coalesce_us > 0)
                 .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
-            trace: fc
-                .trace_file
-                .as_ref()
-                .map(|path| crate::trace_recorder::TraceSettings {
-                    path: path.clone(),
-                    payloads: fc.trace_payloads,
-                    max_bytes: fc.trace_max_bytes,
-                }),
+            trace: fc.trace_file.as_ref().map(|path| {
+                crate::trace_recorder::TraceSettings::new(
+                    path.clone(),
+                    fc.trace_payloads,
+                    fc.trace_max_bytes,
+                )
+            }),
         })
     }
 }

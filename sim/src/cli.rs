@@ -15,6 +15,9 @@ const USAGE: &str = "usage:
   turnpike-sim trace dump TRACE
   turnpike-sim trace to-scenario TRACE [--name NAME] [--config FILE]
 
+A node of several event loops records one trace per loop: TRACE for loop 0, TRACE.loop1,
+TRACE.loop2... beside it. `replay` replays them all; `trace dump` shows one file.
+
 A trace script (kind = \"trace-script\", from `trace to-scenario`) is run once by `run` and
 `sweep`, whatever the seed, with the secrets of its sibling FILE-STEM.secrets.toml.";
 
@@ -39,8 +42,9 @@ pub fn main(args: Vec<String>) -> i32 {
     }
 }
 
-/// `replay TRACE [--config FILE]`: feeds a recorded trace to a fresh core; exit 0 when
-/// every output digest matched.
+/// `replay TRACE [--config FILE]`: feeds a recorded trace to a fresh core, every loop of a
+/// node of several (their files found beside TRACE); exit 0 when every output digest of
+/// every loop matched.
 fn cmd_replay(args: &[String]) -> i32 {
     let (trace, opts) = split_args(args);
     let Some(trace) = trace else {
@@ -48,7 +52,7 @@ fn cmd_replay(args: &[String]) -> i32 {
         return 2;
     };
     let config = opts.get("--config").map(PathBuf::from);
-    match crate::trace::replay::replay(&trace, config.as_deref()) {
+    match crate::trace::replay::replay_node(&trace, config.as_deref()) {
         Ok(report) => {
             println!("{report}");
             if report.is_identical() {

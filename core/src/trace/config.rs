@@ -22,6 +22,7 @@ use crate::auth::{Credentials, NonceKey, OneTimeCredential};
 use crate::cidr::IpNet;
 use crate::config::{Config, ListenerConfig, RelayAddress};
 use crate::ids::{ListenerId, Transport};
+use crate::node::NodePlace;
 use crate::policy::PeerPolicy;
 use core::time::Duration;
 use hmac::{Hmac, Mac};
@@ -69,6 +70,11 @@ pub struct ReplaySecrets {
     pub users: Vec<(String, String)>,
     /// REST shared secrets, any order.
     pub rest_secrets: Vec<Vec<u8>>,
+    /// Nonce keys the replay can derive (not from the operator: a loop after the first
+    /// signs nonces with the key of loop 0's seed, `Server::nonce_key_of_seed`, which a
+    /// replay of the node takes from loop 0's header). Used when the trace recorded an
+    /// explicit nonce key whose fingerprint one of them matches.
+    pub nonce_keys: Vec<NonceKey>,
 }
 
 /// Every field of a core [`Config`], secrets as fingerprints.
@@ -148,6 +154,9 @@ pub struct ConfigDescription {
     pub unauth_burst: u32,
     /// `max_queued_outputs`.
     pub max_queued_outputs: u64,
+    /// `node`: the core's place among the loops of its node (format 2; version 1 files
+    /// read as [`NodePlace::SOLE`]).
+    pub node: NodePlace,
 }
 
 /// A one-time credential as recorded: everything but the password.
@@ -222,6 +231,7 @@ impl ConfigDescription {
             unauth_rate_per_s: c.unauth_rate_per_s,
             unauth_burst: c.unauth_burst,
             max_queued_outputs: c.max_queued_outputs as u64,
+            node: c.node,
         }
     }
 
@@ -273,12 +283,22 @@ impl ConfigDescription {
             })?;
             cr.insert_one_time(&o.username, o.credential(password));
         }
-        if self.nonce_key.is_some() {
-            return Err(TraceError::Secrets(
-                "the trace was recorded with an explicit nonce key, which a replay cannot supply"
-                    .into(),
-            ));
-        }
+        let nonce_key = match &self.nonce_key {
+            None => None,
+            Some(fp) => Some(
+                secrets
+                    .nonce_keys
+                    .iter()
+                    .find(|k| fingerprint(salt, SecretKind::NonceKey, "", &k.0) == *fp)
+                    .cloned()
+                    .ok_or_else(|| {
+                        TraceError::Secrets(
+                            "the trace was recorded with an explicit nonce key, which a replay cannot supply (a loop after the first takes loop 0's: replay the node from loop 0's file)"
+                                .into(),
+                        )
+                    })?,
+            ),
+        };
         let mut c = Config::new(cr, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         c.software = self.software.clone();
         c.listeners = self.listeners.clone();
@@ -305,7 +325,7 @@ impl ConfigDescription {
         c.channel_lifetime = self.channel_lifetime;
         c.nonce_lifetime = self.nonce_lifetime;
         c.rest_max_validity = self.rest_max_validity;
-        c.nonce_key = None::<NonceKey>;
+        c.nonce_key = nonce_key;
         c.security_features = self.security_features;
         c.user_quota = self.user_quota;
         c.total_quota = self.total_quota;
@@ -318,10 +338,12 @@ impl ConfigDescription {
         c.unauth_rate_per_s = self.unauth_rate_per_s;
         c.unauth_burst = self.unauth_burst;
         c.max_queued_outputs = to_usize(self.max_queued_outputs)?;
+        c.node = self.node;
         Ok(c)
     }
 
-    pub(crate) fn encode(&self, p: &mut Put<'_>) {
+    /// Appends the description in format `version` (`node` from version 2 on).
+    pub(crate) fn encode(&self, p: &mut Put<'_>, version: u16) {
         p.str(&self.realm);
         p.len(self.users.len());
         for (u, fp) in &self.users {
@@ -397,9 +419,13 @@ impl ConfigDescription {
         p.u32(self.unauth_rate_per_s);
         p.u32(self.unauth_burst);
         p.u64(self.max_queued_outputs);
+        if version >= 2 {
+            super::put_place(p, self.node);
+        }
     }
 
-    pub(crate) fn decode(g: &mut Get<'_>) -> Result<Self, TraceError> {
+    /// Reads what [`ConfigDescription::encode`] wrote in format `version`.
+    pub(crate) fn decode(g: &mut Get<'_>, version: u16) -> Result<Self, TraceError> {
         let realm = g.str()?.to_owned();
         let n = g.count(20)?;
         let mut users = Vec::with_capacity(n);
@@ -492,6 +518,11 @@ impl ConfigDescription {
             unauth_rate_per_s: g.u32()?,
             unauth_burst: g.u32()?,
             max_queued_outputs: g.u64()?,
+            node: if version >= 2 {
+                super::get_place(g)?
+            } else {
+                NodePlace::SOLE
+            },
         })
     }
 }

@@ -47,9 +47,9 @@ impl Runtime {
                     let _ = reply.try_send(found);
                 }
                 Command::Loop { from, msg } => {
-                    // TRACE: record the message once the recorder has it (another change
-                    // adds `TraceRecorder::loop_message`):
-                    //     if let Some(t) = &mut self.trace { t.loop_message(now, from, &msg); }
+                    if let Some(t) = &mut self.trace {
+                        t.loop_message(now, from, &msg);
+                    }
                     self.server.handle_loop_message(now, from, msg);
                     // As after any input: act on what the core says at once.
                     self.drain(now);
