@@ -19,7 +19,8 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     let oracle = w.oracle();
     let sessions = &oracle.sessions;
     let hosts = w.server_hosts();
-    let stats: Vec<_> = hosts.iter().map(|h| h.server.stats(now)).collect();
+    let per_host: Vec<_> = hosts.iter().map(|h| h.stats(now)).collect();
+    let stats: Vec<_> = per_host.iter().flatten().collect();
     if !e.connected_over.is_empty() {
         for s in sessions {
             if let Some((_, via, _, _)) = &s.connected {
@@ -49,7 +50,7 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             }
         }
     }
-    let sum = |f: &dyn Fn(&turnpike_core::server::Stats) -> u64| stats.iter().map(f).sum::<u64>();
+    let sum = |f: &dyn Fn(&turnpike_core::server::Stats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
     let n508 = sum(&|s| s.insufficient_capacity);
     if n508 < e.min_508 {
         return Err((
@@ -68,7 +69,8 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
         ));
     }
     if e.no_allocation_left {
-        for (h, s) in hosts.iter().zip(&stats) {
+        for (h, loops) in hosts.iter().zip(&per_host) {
+            for (lp, s) in loops.iter().enumerate() {
             let ports = s.ports_v4.in_use + s.ports_v6.in_use;
             if s.allocations + s.allocations_pending + s.streams + u64::from(ports) > 0
                 || h.bound_relays() > 0
@@ -76,7 +78,7 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
                 return Err((
                     "expect_no_allocation_left",
                     format!(
-                        "{}: {} allocations, {} pending, {} streams, {ports} ports in use, {} relay sockets",
+                        "{} loop {lp}: {} allocations, {} pending, {} streams, {ports} ports in use, {} relay sockets",
                         h.name,
                         s.allocations,
                         s.allocations_pending,
@@ -84,6 +86,7 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
                         h.bound_relays()
                     ),
                 ));
+            }
             }
         }
         if w.open_streams() > 0 {
@@ -219,7 +222,7 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     }
     if e.dynamic_listeners_closed {
         for h in &hosts {
-            let core = h.server.config().listeners.len();
+            let core = h.cores[0].config().listeners.len();
             if !h.dynamic.is_empty() || core != h.listeners.len() {
                 return Err((
                     "expect_dynamic_listeners_closed",

@@ -40,6 +40,9 @@ pub struct Shared {
     pub secrets: Vec<String>,
     /// Probability that a relay bind fails with AddrInUse (0 outside the safety phase).
     pub bind_addr_in_use: f64,
+    /// Each server's spreading of 4-tuples over its loops (clients that want to land on
+    /// one loop pick their ports with it).
+    pub loop_hashes: Vec<crate::node::LoopHash>,
 }
 
 /// The context of one event.
@@ -158,6 +161,13 @@ impl Node {
             Node::Peer(p) => p.on_wake(cx),
             Node::Flooder(f) => f.on_wake(cx),
             Node::Nginx(_) => {}
+        }
+    }
+
+    /// A message between two loops of a server node.
+    pub fn on_loop_message(&mut self, cx: &mut Cx, m: crate::node::InFlight) {
+        if let Node::Server(h) = self {
+            h.on_loop_message(cx, m);
         }
     }
 

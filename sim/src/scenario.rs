@@ -78,6 +78,15 @@ pub struct KnownBug {
 }
 
 impl Scenario {
+    /// The same scenario with every server running `loops` event loops (CI runs every
+    /// scenario once more as nodes of 4 loops).
+    pub fn with_loops(mut self, loops: u16) -> Scenario {
+        for s in &mut self.servers {
+            s.loops = loops;
+        }
+        self
+    }
+
     /// Whether `invariant` is the known bug's.
     pub fn is_known_bug(&self, invariant: &str) -> bool {
         self.known_core_bug
@@ -157,6 +166,10 @@ pub struct ServerSpec {
     /// Ports of the UDP listeners opened per issued credential, inclusive.
     #[serde(default = "d_dynamic_ports")]
     pub dynamic_udp_ports: [u16; 2],
+    /// Event loops of the node (`workers` in the runtime), each with its own core; the
+    /// 4-tuples of clients are spread over them as SO_REUSEPORT does ([`crate::node`]).
+    #[serde(default = "d_loops")]
+    pub loops: u16,
 }
 
 /// One listener of a server.
@@ -562,6 +575,9 @@ impl Scenario {
             }
         }
         for s in &self.servers {
+            if s.loops == 0 || s.loops > turnpike_core::node::MAX_LOOPS {
+                return err(format!("{}: loops must be 1 to 256", s.name));
+            }
             for l in &s.listeners {
                 if l.transport != "udp" && l.transport != "tcp" {
                     return err(format!("bad listener transport {:?}", l.transport));
@@ -634,6 +650,9 @@ fn d_liveness() -> u64 {
 }
 fn d_drain() -> u64 {
     900
+}
+fn d_loops() -> u16 {
+    1
 }
 fn d_dynamic_ports() -> [u16; 2] {
     [49152, 49407]
