@@ -9,6 +9,8 @@
 //! - [`host`], [`server`], [`browser`], [`nginx`], [`peer`]: the hosts; [`node`]: a
 //!   server of several event loops (4-tuples spread as SO_REUSEPORT does, messages
 //!   between the loops' cores with virtual latency).
+//! - [`uclient`]: scripted UDP clients in the manner of coturn's `turnutils_uclient`
+//!   (EVEN-PORT pairs with a RESERVATION-TOKEN, one user racing on many 5-tuples).
 //! - [`faults`]: wall-clock jumps, bind failures, fd exhaustion, floods.
 //! - [`oracle`], [`expect`]: the invariants, after every step and at the end.
 //! - [`scenario`], [`runner`], [`digest`], [`cli`]: scenario files, runs, digests, the tool.
@@ -38,3 +40,4 @@ pub mod runner;
 pub mod scenario;
 pub mod server;
 pub mod trace;
+pub mod uclient;

@@ -279,6 +279,8 @@ pub struct Oracle {
     pub servers: Vec<Shadow>,
     /// Browser sessions.
     pub sessions: Vec<SessionRecord>,
+    /// What the scripted clients achieved.
+    pub tally: crate::uclient::Tally,
     violation: Option<Violation>,
     now: Instant,
 }
@@ -289,6 +291,7 @@ impl Oracle {
         Oracle {
             servers: configs.into_iter().map(Shadow::new).collect(),
             sessions: Vec::new(),
+            tally: Default::default(),
             violation: None,
             now: Instant::default(),
         }
@@ -1176,10 +1179,7 @@ impl Shadow {
                 if a.lp != lp {
                     return Err((
                         "allocation_owned_by_one_loop",
-                        format!(
-                            "loop {lp} deleted allocation {:#x} of loop {}",
-                            id.0, a.lp
-                        ),
+                        format!("loop {lp} deleted allocation {:#x} of loop {}", id.0, a.lp),
                     ));
                 }
                 for r in &a.relayed {
@@ -1408,10 +1408,7 @@ impl Shadow {
                 if let Some(other) = listed.insert(a.id, l as u16) {
                     return Err((
                         "allocation_owned_by_one_loop",
-                        format!(
-                            "allocation {:#x} listed by loops {other} and {l}",
-                            a.id.0
-                        ),
+                        format!("allocation {:#x} listed by loops {other} and {l}", a.id.0),
                     ));
                 }
             }
@@ -1482,10 +1479,7 @@ impl Shadow {
     fn memory_bounded(&mut self, step: &Step) -> Check {
         for (l, s) in step.loops.iter().enumerate() {
             if s.streams > self.cfg.max_streams {
-                return Err((
-                    "memory_bounded",
-                    format!("loop {l}: {} streams", s.streams),
-                ));
+                return Err(("memory_bounded", format!("loop {l}: {} streams", s.streams)));
             }
         }
         if step.stats.allocations > self.cfg.total_quota {

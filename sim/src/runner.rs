@@ -18,6 +18,7 @@ use crate::oracle::{Oracle, ShadowConfig, Violation};
 use crate::peer::{Peer, PeerKind};
 use crate::scenario::{IceUrl, LinkSpec, Scenario, Via, PAIR};
 use crate::server::{config_of, ServerHost};
+use crate::uclient::{Model, UClient};
 use core::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -340,6 +341,25 @@ impl World {
                     group.firewall,
                 );
                 net.add_address(ip, node);
+                if let Some(model) = Model::named(&group.model) {
+                    let url = group.ice.first().and_then(|u| IceUrl::parse(u));
+                    let server_index = url
+                        .and_then(|u| sc.servers.iter().position(|s| s.name == u.host))
+                        .ok_or(format!("{}: the first url must name a server", group.name))?;
+                    let server = ice.first().map(|i| i.addr).ok_or("no url")?;
+                    let quota = sc.servers[server_index].user_quota;
+                    nodes.push(Node::UClient(Box::new(UClient::new(
+                        id,
+                        model,
+                        group.clone(),
+                        ip,
+                        server,
+                        server_index,
+                        quota,
+                        start,
+                    ))));
+                    continue;
+                }
                 let mut b = Browser::new(id, g, group.clone(), ip, ice.clone(), peer, start);
                 if pairs {
                     // Neighbours in the group talk to each other: 1-2, 3-4...
@@ -615,8 +635,9 @@ impl World {
             }
             Ev::Loop { node, msg } => {
                 self.digest.record(b'L', now);
-                self.digest
-                    .write_u64(node as u64 | u64::from(msg.from.0) << 32 | u64::from(msg.to.0) << 48);
+                self.digest.write_u64(
+                    node as u64 | u64::from(msg.from.0) << 32 | u64::from(msg.to.0) << 48,
+                );
                 self.with(node, |n, cx| n.on_loop_message(cx, msg));
             }
             Ev::Control(c) => {

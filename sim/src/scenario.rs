@@ -309,6 +309,18 @@ pub struct ClientGroup {
     /// Held to liveness (false for browsers whose only path is deliberately broken).
     #[serde(default = "d_true")]
     pub well_behaved: bool,
+    /// What the clients are: `browser`, or a scripted UDP client of [`crate::uclient`]
+    /// (`uclient-even-port`, `uclient-race`, `uclient-plain`; they use the first ICE url,
+    /// which must name a server's UDP listener).
+    #[serde(default = "d_model")]
+    pub model: String,
+    /// Scripted clients: UDP 5-tuples (local ports) of each (race and plain models).
+    #[serde(default = "d_sockets")]
+    pub sockets: u32,
+    /// Scripted clients: pick local ports so that every 5-tuple hashes to this loop of
+    /// the server.
+    #[serde(default)]
+    pub land_on_loop: Option<u16>,
 }
 
 /// An access link.
@@ -520,6 +532,20 @@ pub struct Expect {
     /// At least this many peers refused by the policy.
     #[serde(default)]
     pub min_peers_denied: u64,
+    /// Scripted clients: at least this many EVEN-PORT pairs completed (token redeemed,
+    /// ports adjacent).
+    #[serde(default)]
+    pub min_even_pairs: u64,
+    /// Scripted clients: at least this many Allocates refused with 486 (user quota).
+    #[serde(default)]
+    pub min_486: u64,
+    /// Scripted clients: every race of one user's 5-tuples was won by exactly
+    /// `min(sockets, user_quota)` of them (and there was at least one race).
+    #[serde(default)]
+    pub races_fill_quota: bool,
+    /// Scripted clients: no Allocate was refused (any code but the 401/438 challenges).
+    #[serde(default)]
+    pub uclients_never_refused: bool,
 }
 
 /// Why a scenario file cannot be used.
@@ -564,6 +590,17 @@ impl Scenario {
                 if IceUrl::parse(url).is_none() {
                     return err(format!("bad ICE url {url:?}"));
                 }
+            }
+            if g.model != "browser" && crate::uclient::Model::named(&g.model).is_none() {
+                return err(format!("bad model {:?}", g.model));
+            }
+            if g.model != "browser"
+                && g.ice.first().and_then(|u| IceUrl::parse(u)).map(|u| u.via) != Some(Via::Udp)
+            {
+                return err(format!(
+                    "{}: a scripted client needs a turn: UDP url first",
+                    g.name
+                ));
             }
             if !["refresh0", "close", "random"].contains(&g.release.as_str()) {
                 return err(format!("bad release {:?}", g.release));
@@ -650,6 +687,12 @@ fn d_liveness() -> u64 {
 }
 fn d_drain() -> u64 {
     900
+}
+fn d_model() -> String {
+    "browser".into()
+}
+fn d_sockets() -> u32 {
+    2
 }
 fn d_loops() -> u16 {
     1

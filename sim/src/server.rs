@@ -216,9 +216,7 @@ impl ServerHost {
             };
             let loop0 = &mut self.cores[0];
             if loop0.add_listener(cfg).is_ok() {
-                loop0
-                    .credentials_mut()
-                    .reserve_listener(id, &username);
+                loop0.credentials_mut().reserve_listener(id, &username);
                 self.listeners.push(Listener {
                     id,
                     transport: Transport::Udp,
