@@ -112,6 +112,9 @@ pub enum LoopMsg {
     UserGranted {
         /// The asker's request number.
         req: u64,
+        /// The username asked about (so that a grant for a request that is gone can be
+        /// given back).
+        username: String,
         /// Yes: the allocation is counted at home until a [`LoopMsg::UserRelease`].
         granted: bool,
     },
@@ -175,9 +178,14 @@ impl LoopMsg {
                 out.extend_from_slice(&req.to_le_bytes());
                 put_bytes(out, username.as_bytes());
             }
-            LoopMsg::UserGranted { req, granted } => {
+            LoopMsg::UserGranted {
+                req,
+                username,
+                granted,
+            } => {
                 out.push(4);
                 out.extend_from_slice(&req.to_le_bytes());
+                put_bytes(out, username.as_bytes());
                 out.push(u8::from(*granted));
             }
             LoopMsg::UserRelease { username } => {
@@ -241,6 +249,7 @@ impl LoopMsg {
             },
             4 => LoopMsg::UserGranted {
                 req: r.u64()?,
+                username: r.string()?,
                 granted: r.u8()? != 0,
             },
             5 => LoopMsg::UserRelease {
@@ -438,6 +447,7 @@ mod tests {
             },
             LoopMsg::UserGranted {
                 req: 9,
+                username: "alice".into(),
                 granted: true,
             },
             LoopMsg::UserRelease {

@@ -62,6 +62,10 @@ pub struct PortPool {
     reserved: u32,
     /// Ports of the range another loop owns.
     elsewhere: u32,
+    /// Since when at least one port has been free without a break (None: none is free);
+    /// the start of time for the ports free at birth. For the simulator's node oracle
+    /// ("no 508 while the node has a free port").
+    free_since: Option<Instant>,
 }
 
 impl PortPool {
@@ -86,7 +90,16 @@ impl PortPool {
             in_use: 0,
             reserved: 0,
             elsewhere: 0,
+            free_since: None,
         }
+        .with_free_since_birth()
+    }
+
+    fn with_free_since_birth(mut self) -> Self {
+        if !self.free.is_empty() {
+            self.free_since = Some(Instant::from_nanos(0));
+        }
+        self
     }
 
     /// A pool over the node's range `min..=max` that owns only `own` (inclusive; None:
@@ -99,6 +112,9 @@ impl PortPool {
             pool.take_free(port);
             pool.set(port, Slot::Elsewhere);
             pool.elsewhere += 1;
+        }
+        if pool.free.is_empty() {
+            pool.free_since = None;
         }
         pool
     }
@@ -141,12 +157,12 @@ impl PortPool {
 
     /// Takes ownership of `port`, lent by another loop, as a free port. False (nothing
     /// changes) if it is not another loop's.
-    pub fn adopt(&mut self, port: u16) -> bool {
+    pub fn adopt(&mut self, port: u16, now: Instant) -> bool {
         if !matches!(self.slot(port), Some(Slot::Elsewhere)) {
             return false;
         }
         self.elsewhere -= 1;
-        self.put_free(port);
+        self.put_free(port, now);
         true
     }
 
@@ -177,6 +193,12 @@ impl PortPool {
     /// True if at least one port is free now.
     pub fn has_free(&self) -> bool {
         !self.free.is_empty()
+    }
+
+    /// Since when at least one port has been free without a break (None: none is free
+    /// now; the start of time for ports free since the pool was made).
+    pub fn free_since(&self) -> Option<Instant> {
+        self.free_since
     }
 
     /// Draws a free port at random and marks it in use.
@@ -268,7 +290,7 @@ impl PortPool {
             }
             self.quarantine.pop_front();
             if matches!(self.slot(port), Some(Slot::Quarantined)) {
-                self.put_free(port);
+                self.put_free(port, now);
             }
         }
     }
@@ -340,10 +362,16 @@ impl PortPool {
         if let Some(&moved) = self.free.get(at) {
             self.set(moved, Slot::Free { at: at as u32 });
         }
+        if self.free.is_empty() {
+            self.free_since = None;
+        }
     }
 
     /// Appends a port to the free list (capacity was reserved in `new`).
-    fn put_free(&mut self, port: u16) {
+    fn put_free(&mut self, port: u16, now: Instant) {
+        if self.free.is_empty() {
+            self.free_since = Some(now);
+        }
         let at = self.free.len() as u32;
         self.free.push(port);
         self.set(port, Slot::Free { at });
@@ -895,21 +923,24 @@ mod tests {
             assert!(b.acquire(&mut r).is_some_and(|p| p >= 50004));
         }
         assert_eq!(b.acquire(&mut r), None);
+        assert_eq!(b.free_since(), None);
+        assert_eq!(a.free_since(), Some(Instant::from_nanos(0)));
         let lent = a.lend(PortWant::Any, 64);
         assert_eq!(lent.len(), 2);
         for p in &lent {
-            assert!(b.adopt(*p));
-            assert!(!b.adopt(*p), "{p} adopted twice");
+            assert!(b.adopt(*p, t(1)));
+            assert!(!b.adopt(*p, t(1)), "{p} adopted twice");
         }
         assert_eq!(a.stats().free, 2);
+        assert_eq!(b.free_since(), Some(t(1)));
         assert_consistent(&a);
         assert_consistent(&b);
         assert!(b.acquire(&mut r).is_some_and(|p| lent.contains(&p)));
         // An even pair, and a port adopted in use (a redeemed token).
         let pair = a.lend(PortWant::EvenPair, 64);
-        assert!(pair.is_empty() || (pair[0] % 2 == 0 && pair[1] == pair[0] + 1));
+        assert!(pair.is_empty() || (pair[0].is_multiple_of(2) && pair[1] == pair[0] + 1));
         for p in &pair {
-            assert!(b.adopt(*p));
+            assert!(b.adopt(*p, t(2)));
         }
         let even = b.acquire_even(&mut r, true);
         assert!(even.is_some());

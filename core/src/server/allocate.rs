@@ -1,9 +1,12 @@
 //! Allocate (RFC 8656 §7.2) and the asynchronous bind of relay sockets.
 //!
-//! An authenticated Allocate draws a port per address family and asks the driver to bind
-//! it (`Output::BindRelay`). The answer waits in a `Pending` until every bind is reported:
-//! a port found busy is quarantined and another one tried; when none is left the client
-//! gets 508.
+//! An authenticated Allocate goes through stages, each of which may wait for another loop
+//! of the node ([`crate::node`]): the user's quota (counted at the user's home loop), a
+//! credit of `total_quota`, a port per address family (borrowed from another loop when
+//! this one has none; a RESERVATION-TOKEN is redeemed at the loop that issued it), then
+//! the binds (`Output::BindRelay`). The answer waits in a `Pending` until every bind is
+//! reported: a port found busy is quarantined and another one tried; when none is left
+//! the client gets 508. On a node of one loop every stage but the binds completes at once.
 
 use super::authenticate::Authed;
 use super::reply::{self, finish};
@@ -11,6 +14,7 @@ use super::{RelayOwner, Reservation, Server, Source, Timer, TokenBucket, RESERVA
 use crate::allocation::{Allocation, RelaySide};
 use crate::event::{Event, Output, TrafficCounters};
 use crate::ids::{AllocationId, ListenerId, RelayId};
+use crate::node::{home_of, LoopId, LoopMsg, PortWant, Want};
 use crate::server::BindError;
 use crate::stun::{attr, Class, DecodeError, Message, MessageBuilder, Method, TransactionId};
 use crate::time::Instant;
@@ -40,6 +44,52 @@ pub(super) struct Pending {
     /// allocation still succeeds, with ADDRESS-ERROR-CODE).
     address_error: Option<u8>,
     token_out: Option<[u8; 8]>,
+    /// What the request asked for.
+    ask: Ask,
+    /// Where it stands.
+    pub(super) stage: Stage,
+    /// The user's home loop counted this allocation.
+    pub(super) user_held: bool,
+    /// It holds a credit of `total_quota`.
+    credit_held: bool,
+    /// Ports drawn, not yet being bound.
+    drawn: [Option<u16>; 2],
+    /// Loops asked to lend in the current stage.
+    asked: u16,
+}
+
+/// The ports an Allocate asked for (RFC 8656 §7.2).
+#[derive(Clone, Copy, Debug)]
+struct Ask {
+    want: [bool; 2],
+    primary: usize,
+    even: Option<bool>,
+    token: Option<[u8; 8]>,
+}
+
+/// How far a pending Allocate got.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Stage {
+    /// Waiting for the user's quota (RFC 8656 §7.2 step 9, 486).
+    User,
+    /// Waiting for a credit of `total_quota` (508).
+    Credit,
+    /// Waiting for ports (508).
+    Ports,
+    /// The relay sockets are being bound.
+    Binding,
+}
+
+/// What a draw of ports came to.
+enum Draw {
+    /// Every wanted family has a port.
+    Done,
+    /// The token was issued by another loop: ask it.
+    Remote(LoopId, [u8; 8]),
+    /// No port of this family and kind is free here.
+    Short(usize, PortWant),
+    /// The token is unknown or expired (508).
+    Failed,
 }
 
 impl Pending {
@@ -147,56 +197,8 @@ impl Server {
                 address_error = Some(attr::FAMILY_IPV6);
             }
         }
-        if self.per_user.get(&auth.username).copied().unwrap_or(0) >= self.cfg.user_quota {
-            return Err(486);
-        }
-        if self.allocations.len() + self.pending.len() >= self.cfg.total_quota as usize {
-            return Err(508);
-        }
-        let mut ports: [Option<u16>; 2] = [None, None];
-        let mut token_out = None;
-        for fam in 0..2 {
-            if !want[fam] {
-                continue;
-            }
-            let drawn = if let (Some(t), 0) = (token, fam) {
-                self.redeem_token(t)
-            } else if let (Some(r), true) = (even, fam == primary) {
-                self.draw_even(now, fam, r, &mut token_out)
-            } else {
-                self.pools[fam]
-                    .as_mut()
-                    .and_then(|p| p.acquire(&mut self.port_rng))
-            };
-            match drawn {
-                Some(port) => ports[fam] = Some(port),
-                None => {
-                    for (f, p) in ports.iter().enumerate() {
-                        if let (Some(p), Some(pool)) = (p, self.pools[f].as_mut()) {
-                            pool.release(*p, now);
-                        }
-                    }
-                    self.emit(Event::PortsExhausted { client: src.info });
-                    return Err(508);
-                }
-            }
-        }
         let pid = self.next_pending;
         self.next_pending += 1;
-        let mut sides = [None, None];
-        for (fam, port) in ports.iter().enumerate() {
-            let Some(port) = *port else { continue };
-            let relay = self.new_relay_id();
-            self.relays.insert(relay, RelayOwner::Pending(pid, fam));
-            sides[fam] = Some(PendingSide {
-                relay,
-                port,
-                bound: false,
-                attempts: 0,
-            });
-            self.request_bind(relay, fam, port);
-        }
-        *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         self.pending.insert(
             pid,
             Pending {
@@ -205,13 +207,280 @@ impl Server {
                 fingerprint: msg.has_fingerprint(),
                 auth: auth.clone(),
                 lifetime_s: self.grant_lifetime(lifetime),
-                sides,
+                sides: [None, None],
                 address_error,
-                token_out,
+                token_out: None,
+                ask: Ask {
+                    want,
+                    primary,
+                    even,
+                    token,
+                },
+                stage: Stage::User,
+                user_held: false,
+                credit_held: false,
+                drawn: [None, None],
+                asked: 0,
             },
         );
         self.pending_by_client.insert(src.key, pid);
+        self.advance(now, pid)
+            .inspect_err(|_| self.drop_pending(now, pid))
+    }
+
+    /// Takes a pending Allocate as far as it can go now. Err(code): it failed (the caller
+    /// answers and forgets it). Ok: it is binding, or waits for another loop's answer.
+    pub(super) fn advance(&mut self, now: Instant, pid: u64) -> Result<(), u16> {
+        loop {
+            let Some(p) = self.pending.get(&pid) else {
+                return Ok(());
+            };
+            match p.stage {
+                Stage::User => {
+                    let home = home_of(&p.auth.username, self.node.count);
+                    if home != self.node.id() {
+                        let username = p.auth.username.clone();
+                        self.send_loop(home, LoopMsg::UserAcquire { req: pid, username });
+                        return Ok(());
+                    }
+                    if !self.acquire_user(&p.auth.username.clone()) {
+                        return Err(486);
+                    }
+                    self.set_stage(pid, Stage::Credit, |p| p.user_held = true);
+                }
+                Stage::Credit => {
+                    if self.credits_used() >= self.credits {
+                        return self.borrow(pid, Want::Credits);
+                    }
+                    self.pending_credits += 1;
+                    self.set_stage(pid, Stage::Ports, |p| p.credit_held = true);
+                }
+                Stage::Ports => match self.draw_ports(now, pid) {
+                    Draw::Done => {
+                        self.start_binds(pid);
+                        return Ok(());
+                    }
+                    Draw::Remote(owner, token) => {
+                        self.send_loop(owner, LoopMsg::RedeemToken { req: pid, token });
+                        return Ok(());
+                    }
+                    Draw::Short(family, kind) => {
+                        let want = Want::Ports {
+                            family: family as u8,
+                            kind,
+                        };
+                        return self.borrow(pid, want).inspect_err(|_| {
+                            self.emit(Event::PortsExhausted {
+                                client: p_info(self, pid),
+                            });
+                        });
+                    }
+                    Draw::Failed => {
+                        self.emit(Event::PortsExhausted {
+                            client: p_info(self, pid),
+                        });
+                        return Err(508);
+                    }
+                },
+                Stage::Binding => return Ok(()),
+            }
+        }
+    }
+
+    /// Goes on with a pending Allocate after another loop answered; answers the client if
+    /// it failed.
+    pub(super) fn resume(&mut self, now: Instant, pid: u64) {
+        if let Err(code) = self.advance(now, pid) {
+            self.end_pending(now, pid, Some(code));
+        }
+    }
+
+    /// Allocations holding a credit of `total_quota`: live ones and pending ones past the
+    /// credit stage.
+    pub(super) fn credits_used(&self) -> u32 {
+        u32::try_from(self.allocations.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.pending_credits)
+    }
+
+    /// Counts one more allocation of `username` here, its home loop, unless its quota is
+    /// reached (RFC 8656 §7.2: 486 Allocation Quota Reached).
+    pub(super) fn acquire_user(&mut self, username: &str) -> bool {
+        let held = self.per_user.get(username).copied().unwrap_or(0);
+        if held >= self.cfg.user_quota {
+            return false;
+        }
+        *self.per_user.entry(username.to_string()).or_insert(0) += 1;
+        true
+    }
+
+    /// Asks the next loop to lend `want`, or fails with 508 when every other loop has
+    /// been asked in this stage.
+    fn borrow(&mut self, pid: u64, want: Want) -> Result<(), u16> {
+        let node = self.node;
+        let Some(p) = self.pending.get_mut(&pid) else {
+            return Ok(());
+        };
+        let Some(to) = node.others().nth(usize::from(p.asked)) else {
+            return Err(508);
+        };
+        p.asked += 1;
+        self.send_loop(to, LoopMsg::Borrow { req: pid, want });
         Ok(())
+    }
+
+    fn set_stage(&mut self, pid: u64, stage: Stage, f: impl FnOnce(&mut Pending)) {
+        if let Some(p) = self.pending.get_mut(&pid) {
+            p.stage = stage;
+            p.asked = 0;
+            f(p);
+        }
+    }
+
+    /// Draws a port for every wanted family that has none yet (RFC 8656 §7.2 steps 5–7).
+    fn draw_ports(&mut self, now: Instant, pid: u64) -> Draw {
+        let Some(p) = self.pending.get(&pid) else {
+            return Draw::Failed;
+        };
+        let (ask, drawn) = (p.ask, p.drawn);
+        for (fam, done) in drawn.iter().enumerate() {
+            if !ask.want[fam] || done.is_some() {
+                continue;
+            }
+            let (got, kind) = if let (Some(t), 0) = (ask.token, fam) {
+                let owner = self.token_owner(&t);
+                if owner != self.node.id() {
+                    return Draw::Remote(owner, t);
+                }
+                match self.redeem_token(t) {
+                    Some(port) => (Some(port), PortWant::Any),
+                    None => return Draw::Failed,
+                }
+            } else if let (Some(r), true) = (ask.even, fam == ask.primary) {
+                let mut token_out = None;
+                let port = self.draw_even(now, fam, r, &mut token_out);
+                if let (Some(t), Some(p)) = (token_out, self.pending.get_mut(&pid)) {
+                    p.token_out = Some(t);
+                }
+                let kind = if r && fam == 0 {
+                    PortWant::EvenPair
+                } else {
+                    PortWant::Even
+                };
+                (port, kind)
+            } else {
+                let port = self.pools[fam]
+                    .as_mut()
+                    .and_then(|p| p.acquire(&mut self.port_rng));
+                (port, PortWant::Any)
+            };
+            match (got, self.pending.get_mut(&pid)) {
+                (Some(port), Some(p)) => p.drawn[fam] = Some(port),
+                (Some(port), None) => {
+                    if let Some(pool) = self.pools[fam].as_mut() {
+                        pool.release(port, now);
+                    }
+                }
+                (None, _) => return Draw::Short(fam, kind),
+            }
+        }
+        Draw::Done
+    }
+
+    /// The loop that issued `token`: its first byte on a node of several loops.
+    pub(super) fn token_owner(&self, token: &[u8; 8]) -> LoopId {
+        if self.node.count > 1 {
+            LoopId(u16::from(token[0]))
+        } else {
+            self.node.id()
+        }
+    }
+
+    /// Every port is drawn: ask the driver to bind them.
+    fn start_binds(&mut self, pid: u64) {
+        let Some(drawn) = self.pending.get_mut(&pid).map(|p| {
+            p.stage = Stage::Binding;
+            core::mem::take(&mut p.drawn)
+        }) else {
+            return;
+        };
+        for (fam, port) in drawn.iter().enumerate() {
+            let Some(port) = *port else { continue };
+            let relay = self.new_relay_id();
+            self.relays.insert(relay, RelayOwner::Pending(pid, fam));
+            if let Some(p) = self.pending.get_mut(&pid) {
+                p.sides[fam] = Some(PendingSide {
+                    relay,
+                    port,
+                    bound: false,
+                    attempts: 0,
+                });
+            }
+            self.request_bind(relay, fam, port);
+        }
+    }
+
+    /// A port redeemed at the loop that issued its token arrived (None: refused).
+    pub(super) fn token_port_arrived(&mut self, now: Instant, pid: u64, port: Option<u16>) {
+        let waiting = self
+            .pending
+            .get(&pid)
+            .is_some_and(|p| p.stage == Stage::Ports && p.drawn[0].is_none());
+        let adopted = port.filter(|&port| {
+            self.pools[0]
+                .as_mut()
+                .is_some_and(|pool| pool.adopt_in_use(port))
+        });
+        match (adopted, waiting) {
+            (Some(port), true) => {
+                if let Some(p) = self.pending.get_mut(&pid) {
+                    p.drawn[0] = Some(port);
+                }
+                self.resume(now, pid);
+            }
+            (Some(port), false) => {
+                // Nobody waits for it any more: it is ours, through quarantine.
+                if let Some(pool) = self.pools[0].as_mut() {
+                    pool.release(port, now);
+                }
+            }
+            (None, true) => {
+                let client = p_info(self, pid);
+                self.emit(Event::PortsExhausted { client });
+                self.end_pending(now, pid, Some(508));
+            }
+            (None, false) => {}
+        }
+    }
+
+    /// Forgets a pending Allocate without answering, giving back what it held.
+    pub(super) fn drop_pending(&mut self, now: Instant, pid: u64) {
+        let Some(p) = self.pending.remove(&pid) else {
+            return;
+        };
+        if self.pending_by_client.get(&p.src.key) == Some(&pid) {
+            self.pending_by_client.remove(&p.src.key);
+        }
+        for (fam, s) in p.sides.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if self.relays.remove(&s.relay).is_some() && s.bound {
+                self.push_output(Output::CloseRelay { relay: s.relay });
+            }
+            if let (true, Some(pool)) = (s.port != 0, self.pools[fam].as_mut()) {
+                pool.release(s.port, now);
+            }
+        }
+        for (fam, port) in p.drawn.iter().enumerate() {
+            if let (Some(port), Some(pool)) = (port, self.pools[fam].as_mut()) {
+                pool.release(*port, now);
+            }
+        }
+        if p.credit_held {
+            self.pending_credits = self.pending_credits.saturating_sub(1);
+        }
+        if p.user_held {
+            self.give_back_user(&p.auth.username);
+        }
     }
 
     /// The lifetime granted for a requested one (RFC 8656 §7.2, §8): the default when
@@ -242,6 +511,10 @@ impl Server {
         if reserve && fam == 0 {
             let mut token = [0u8; 8];
             self.token_rng.fill_bytes(&mut token);
+            if self.node.count > 1 {
+                // The token names the loop that holds the port (crate::node).
+                token[0] = u8::try_from(self.node.index).unwrap_or(u8::MAX);
+            }
             let expires = now + RESERVATION_LIFETIME;
             self.reservations.insert(
                 token,
@@ -390,6 +663,10 @@ impl Server {
             return;
         };
         self.pending_by_client.remove(&p.src.key);
+        // Its credit now counts as a live allocation.
+        if p.credit_held {
+            self.pending_credits = self.pending_credits.saturating_sub(1);
+        }
         let id = AllocationId(self.next_allocation);
         self.next_allocation += 1;
         let mut sides = [None, None];
@@ -466,41 +743,43 @@ impl Server {
     /// Abandons a pending Allocate: closes and quarantines its relay sockets, and answers
     /// `code` when there is still someone to answer.
     pub(super) fn end_pending(&mut self, now: Instant, pid: u64, code: Option<u16>) {
-        let Some(p) = self.pending.remove(&pid) else {
+        let Some(p) = self.pending.get(&pid) else {
             return;
         };
-        if self.pending_by_client.get(&p.src.key) == Some(&pid) {
-            self.pending_by_client.remove(&p.src.key);
-        }
-        for (fam, s) in p.sides.iter().enumerate() {
-            let Some(s) = s else { continue };
-            if self.relays.remove(&s.relay).is_some() && s.bound {
-                self.push_output(Output::CloseRelay { relay: s.relay });
-            }
-            if let (true, Some(pool)) = (s.port != 0, self.pools[fam].as_mut()) {
-                pool.release(s.port, now);
-            }
-        }
-        self.release_user(&p.auth.username);
+        let (src, tid, auth, fingerprint) = (p.src, p.tid, p.auth.clone(), p.fingerprint);
+        self.drop_pending(now, pid);
         if let Some(code) = code {
             self.count_failure(code);
             self.emit(Event::AllocationFailed {
-                client: p.src.info,
-                username: Some(p.auth.username.clone()),
+                client: src.info,
+                username: Some(auth.username.clone()),
                 code,
             });
-            let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Error, p.tid);
+            let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Error, tid);
             b.add_error_code(code, reply::reason(code));
             let bytes = finish(
                 b,
                 self.cfg.software.as_deref(),
-                Some(&p.auth.signer),
-                p.fingerprint,
+                Some(&auth.signer),
+                fingerprint,
             );
-            self.cache.insert(p.src.key, p.tid, bytes.clone(), now);
-            self.send_to(&p.src, bytes);
+            self.cache.insert(src.key, tid, bytes.clone(), now);
+            self.send_to(&src, bytes);
         }
     }
+}
+
+/// The client of pending Allocate `pid`, for events.
+fn p_info(server: &Server, pid: u64) -> crate::event::ClientInfo {
+    server.pending.get(&pid).map_or(
+        crate::event::ClientInfo {
+            transport: crate::ids::Transport::Udp,
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            listener: ListenerId(0),
+            conn: None,
+        },
+        |p| p.src.info,
+    )
 }
 
 fn secs_u32(d: Duration) -> u32 {

@@ -179,6 +179,13 @@ pub struct Server {
     /// Port pools: [IPv4, IPv6].
     pools: [Option<PortPool>; 2],
     reservations: BTreeMap<[u8; 8], Reservation>,
+    /// This core's place in its node of event loops.
+    node: crate::node::NodePlace,
+    /// Allocations of `total_quota` this loop may hold (its share, plus what it borrowed,
+    /// minus what it lent).
+    credits: u32,
+    /// Pending Allocates holding a credit.
+    pending_credits: u32,
     timers: BTreeSet<(Instant, Timer)>,
     cache: ResponseCache,
     outputs: VecDeque<Output>,
@@ -215,13 +222,16 @@ impl Server {
             config.unauth_burst,
             key_rng.next_u64(),
         );
+        let node = config.node;
         let pool = |present: bool| {
             present.then(|| {
-                PortPool::new(
-                    config.relay_port_min,
-                    config.relay_port_max,
-                    config.relay_port_quarantine,
-                )
+                let (min, max) = (config.relay_port_min, config.relay_port_max);
+                if node.count > 1 {
+                    let own = crate::node::port_slice(min, max, node.count, node.index);
+                    PortPool::with_share(min, max, own, config.relay_port_quarantine)
+                } else {
+                    PortPool::new(min, max, config.relay_port_quarantine)
+                }
             })
         };
         let pools = [
@@ -247,11 +257,14 @@ impl Server {
             per_user: BTreeMap::new(),
             pools,
             reservations: BTreeMap::new(),
+            node,
+            credits: crate::node::quota_share(config.total_quota, node.count, node.index),
+            pending_credits: 0,
             timers: BTreeSet::new(),
             cache: ResponseCache::new(config.max_queued_outputs.clamp(1024, 65_536)),
             outputs: VecDeque::new(),
             stats: Stats::default(),
-            next_allocation: 1,
+            next_allocation: crate::node::allocation_id_base(node.index) + 1,
             next_relay: 1,
             next_pending: 1,
             cfg: config,
@@ -270,9 +283,8 @@ impl Server {
         NonceKey(k)
     }
 
-    /// Makes allocation ids count up from `base + 1` instead of 1, so that several servers
-    /// in one process hand out ids that never collide (the runtime puts a loop's index in
-    /// the high bits). Only ids of allocations created afterwards change.
+    /// Makes allocation ids count up from `base + 1`. Superseded by `Config::node` (which
+    /// sets the base from the loop's index); kept until every driver gives the node.
     pub fn set_allocation_id_base(&mut self, base: u64) {
         self.next_allocation = base.saturating_add(1);
     }
@@ -525,6 +537,7 @@ impl Server {
             .values()
             .map(|a| a.live_channels(now) as u64)
             .sum();
+        s.quota_credits = u64::from(self.credits);
         if let Some(p) = &self.pools[0] {
             s.ports_v4 = p.stats();
         }
@@ -552,6 +565,14 @@ impl Server {
             .collect()
     }
 
+    /// Since when this loop has had a free relay port of `family` (0 IPv4, 1 IPv6)
+    /// without a break; None when it has none now. A node that answers 508 for want of
+    /// ports must have had no loop free since before that Allocate arrived (the
+    /// simulator's node oracle).
+    pub fn free_ports_since(&self, family: usize) -> Option<Instant> {
+        self.pools.get(family)?.as_ref()?.free_since()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.cfg
@@ -565,12 +586,37 @@ impl Server {
         u64::try_from(ms / 1000).ok()
     }
 
+    /// Queues an output. Past `max_queued_outputs`, answers and events are dropped and
+    /// counted; control outputs (binds, closes, loop messages) never are: dropping one
+    /// would leak a socket or a stream, or lose a port or a quota count of the node.
     fn push_output(&mut self, out: Output) {
-        if self.outputs.len() >= self.cfg.max_queued_outputs {
+        let droppable = matches!(
+            out,
+            Output::Transmit { .. } | Output::StreamWrite { .. } | Output::Event(_)
+        );
+        if droppable && self.outputs.len() >= self.cfg.max_queued_outputs {
             self.stats.dropped.queue_full += 1;
             return;
         }
         self.outputs.push_back(out);
+    }
+
+    /// Sends `msg` to loop `to` of the node.
+    fn send_loop(&mut self, to: crate::node::LoopId, msg: crate::node::LoopMsg) {
+        self.stats.loop_messages_sent += 1;
+        self.push_output(Output::ToLoop { to, msg });
+    }
+
+    /// One of `username`'s allocations ended (or was given up): its home loop counts one
+    /// fewer.
+    fn give_back_user(&mut self, username: &str) {
+        let home = crate::node::home_of(username, self.node.count);
+        if home == self.node.id() {
+            self.release_user(username);
+        } else {
+            let username = username.to_string();
+            self.send_loop(home, crate::node::LoopMsg::UserRelease { username });
+        }
     }
 
     fn emit(&mut self, event: Event) {
@@ -645,7 +691,7 @@ impl Server {
                 }
             }
         }
-        self.release_user(&a.username);
+        self.give_back_user(&a.username);
         if let ClientKey::Stream(conn) = a.key5 {
             self.stream_lost_allocation(now, conn);
         }
@@ -718,6 +764,9 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     if c.user_quota == 0 || c.total_quota == 0 {
         return err("quotas must be positive");
+    }
+    if c.node.count == 0 || c.node.count > crate::node::MAX_LOOPS || c.node.index >= c.node.count {
+        return err("the node's loop index must be below its loop count (1 to 256 loops)");
     }
     let mut ids = BTreeSet::new();
     for l in &c.listeners {

@@ -49,6 +49,13 @@ pub struct DropCounters {
 /// A snapshot of the server's counters (`Server::stats`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Messages sent to other loops of the node.
+    pub loop_messages_sent: u64,
+    /// Messages received from other loops of the node.
+    pub loop_messages_received: u64,
+    /// Allocations of `total_quota` this loop may hold now (its share, plus borrowed,
+    /// minus lent), gauge.
+    pub quota_credits: u64,
     /// Allocations now.
     pub allocations: u64,
     /// Allocations waiting for their relay socket.

@@ -340,6 +340,17 @@ impl Harness {
         self.drain(None)
     }
 
+    /// Delivers a message from loop `from` of the node (see `turnpike_core::node`).
+    pub fn loop_message(
+        &mut self,
+        from: turnpike_core::node::LoopId,
+        msg: turnpike_core::node::LoopMsg,
+    ) -> Outcome {
+        let now = self.now;
+        self.server.handle_loop_message(now, from, msg);
+        self.drain(None)
+    }
+
     /// Sends raw bytes from `via`: a datagram to the UDP listener or bytes on a stream.
     pub fn send_raw(&mut self, via: Via, bytes: &[u8]) -> Outcome {
         match via {
