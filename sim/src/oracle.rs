@@ -22,11 +22,12 @@
 //!   `user_quota` live allocations over all loops, the node never more than
 //!   `total_quota` (RFC 8656 §7.2 step 9: 486, step 10: 508);
 //! - `no_508_with_free_port`: a plain IPv4 Allocate (no EVEN-PORT, RESERVATION-TOKEN or
-//!   address family) is not answered 508 while some loop of the node has had a free port,
-//!   and the node room under `total_quota`, at the end of every step since the request
-//!   arrived, and no relay bind of the node failed meanwhile (conservative: free ports
-//!   are sampled between steps, so a pool that emptied and refilled within one step is
-//!   not held against the core);
+//!   address family) is not answered 508 while some loop of the node has had a free port
+//!   without a break since the request arrived (the core's own account,
+//!   `Server::free_ports_since`, read from every loop when the answer goes out), unless
+//!   the node lacked room under `total_quota` at the end of some step since then or a
+//!   relay bind of the node failed meanwhile (both excuse a 508: conservative, so it
+//!   cannot flake);
 //! - `reservation_redeemed_anywhere`: an Allocate carrying a RESERVATION-TOKEN that the
 //!   node issued, not yet redeemed and more than a second from expiry (30 s) is not
 //!   answered 508, whichever loop receives it (RFC 8656 §7.2);
@@ -238,7 +239,8 @@ pub struct Shadow {
     relayed: BTreeMap<SocketAddr, AllocationId>,
     /// RESERVATION-TOKENs the node answered with.
     tokens: BTreeMap<[u8; 8], TokenShadow>,
-    /// Per loop: since when it has had a free IPv4 port at the end of every step.
+    /// Per loop: since when it has had a free IPv4 port without a break, as its core
+    /// said when the answer being checked went out.
     free_since: Vec<Option<Instant>>,
     /// Since when the node has had room under `total_quota` at the end of every step.
     room_since: Option<Instant>,
@@ -495,6 +497,18 @@ impl Oracle {
         };
         if let Err((inv, d)) = r {
             self.fail(inv, d);
+        }
+    }
+
+    /// What the core of loop `lp` says now: since when it has had a free IPv4 relay port
+    /// without a break (None: it has none). Given for every loop before each answer.
+    pub fn free_ports(&mut self, s: usize, lp: u16, since: Option<Instant>) {
+        if let Some(f) = self
+            .servers
+            .get_mut(s)
+            .and_then(|sh| sh.free_since.get_mut(usize::from(lp)))
+        {
+            *f = since;
         }
     }
 
@@ -1498,15 +1512,6 @@ impl Shadow {
         let s = step.stats;
         self.prev_rate_limited = s.rate_limited;
         self.prev_queue_full = s.queue_full;
-        for (l, st) in step.loops.iter().enumerate() {
-            if let Some(f) = self.free_since.get_mut(l) {
-                if st.ports_v4.free > 0 {
-                    f.get_or_insert(step.now);
-                } else {
-                    *f = None;
-                }
-            }
-        }
         if s.allocations + s.pending < self.cfg.total_quota {
             self.room_since.get_or_insert(step.now);
         } else {

@@ -504,6 +504,12 @@ impl ServerHost {
             let Some(out) = self.cores[usize::from(lp)].poll_output() else {
                 return;
             };
+            if matches!(out, Output::Transmit { .. } | Output::StreamWrite { .. }) {
+                for (l, core) in self.cores.iter().enumerate() {
+                    cx.oracle
+                        .free_ports(self.index, l as u16, core.free_ports_since(0));
+                }
+            }
             cx.oracle.output(self.index, lp, cx.now, &out);
             cx.digest.record(b'O', cx.now);
             if multi {
