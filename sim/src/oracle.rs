@@ -230,6 +230,10 @@ pub struct Shadow {
     step_slack: u64,
     step_alloc_events: bool,
     relays: BTreeMap<LoopRelay, RelayShadow>,
+    /// Open relay sockets per loop, IPv4 and IPv6.
+    relays_per_loop: Vec<[u32; 2]>,
+    /// Live allocations per loop.
+    allocs_per_loop: Vec<u64>,
     holders: BTreeMap<SocketAddr, LoopRelay>,
     /// Live allocations per username, over the node's loops.
     by_user: BTreeMap<String, u64>,
@@ -407,7 +411,7 @@ impl Oracle {
         };
         if result.is_err() {
             // The pool quarantines a port that failed to bind.
-            sh.relays.remove(&(lp, relay));
+            sh.remove_relay((lp, relay));
             sh.holders.remove(&addr);
             sh.released.insert((addr.is_ipv6(), addr.port()), now);
             sh.last_bind_failure = Some(now);
@@ -483,7 +487,7 @@ impl Oracle {
             }
             Output::BindRelay { relay, addr } => sh.bind_request(now, (lp, *relay), *addr),
             Output::CloseRelay { relay } => {
-                if let Some(r) = sh.relays.remove(&(lp, *relay)) {
+                if let Some(r) = sh.remove_relay((lp, *relay)) {
                     sh.holders.remove(&r.addr);
                     sh.released.insert((r.addr.is_ipv6(), r.addr.port()), now);
                 }
@@ -745,6 +749,8 @@ impl Shadow {
             step_slack: 0,
             step_alloc_events: false,
             relays: BTreeMap::new(),
+            relays_per_loop: vec![[0; 2]; loops],
+            allocs_per_loop: vec![0; loops],
             holders: BTreeMap::new(),
             by_user: BTreeMap::new(),
             ids: BTreeSet::new(),
@@ -777,6 +783,19 @@ impl Shadow {
     /// Allocations alive now.
     pub fn live_allocations(&self) -> usize {
         self.allocs.len()
+    }
+
+    fn remove_relay(&mut self, relay: LoopRelay) -> Option<RelayShadow> {
+        let r = self.relays.remove(&relay)?;
+        self.count_relay(relay.0, r.addr, false);
+        Some(r)
+    }
+
+    fn count_relay(&mut self, lp: u16, addr: SocketAddr, up: bool) {
+        if let Some(c) = self.relays_per_loop.get_mut(usize::from(lp)) {
+            let n = &mut c[usize::from(addr.is_ipv6())];
+            *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        }
     }
 
     /// RESERVATION-TOKENs answered, and how many of them were redeemed.
@@ -1057,7 +1076,10 @@ impl Shadow {
                 ));
             }
         }
-        self.relays.insert(relay, RelayShadow { addr, owner: None });
+        if let Some(old) = self.relays.insert(relay, RelayShadow { addr, owner: None }) {
+            self.count_relay(relay.0, old.addr, false);
+        }
+        self.count_relay(relay.0, addr, true);
         self.holders.insert(addr, relay);
         Ok(())
     }
@@ -1151,6 +1173,9 @@ impl Shadow {
                     created: now,
                     deleted: None,
                 });
+                if let Some(n) = self.allocs_per_loop.get_mut(usize::from(lp)) {
+                    *n += 1;
+                }
                 self.allocs.insert(
                     *id,
                     AllocShadow {
@@ -1190,6 +1215,9 @@ impl Shadow {
                         format!("loop {lp} deleted unknown allocation {}", id.0),
                     ));
                 };
+                if let Some(n) = self.allocs_per_loop.get_mut(usize::from(a.lp)) {
+                    *n = n.saturating_sub(1);
+                }
                 if a.lp != lp {
                     return Err((
                         "allocation_owned_by_one_loop",
@@ -1369,13 +1397,7 @@ impl Shadow {
         let host = step.host;
         for (l, stats) in step.loops.iter().enumerate() {
             let lp = l as u16;
-            let of_loop = |v6: bool| {
-                self.relays
-                    .iter()
-                    .filter(|((rl, _), r)| *rl == lp && r.addr.is_ipv6() == v6)
-                    .count() as u32
-            };
-            let (v4, v6) = (of_loop(false), of_loop(true));
+            let [v4, v6] = self.relays_per_loop.get(l).copied().unwrap_or_default();
             if stats.ports_v4.in_use != v4 || stats.ports_v6.in_use != v6 {
                 return Err((
                     "port_pool_matches_sockets",
@@ -1385,7 +1407,7 @@ impl Shadow {
                     ),
                 ));
             }
-            let allocs = self.allocs.values().filter(|a| a.lp == lp).count() as u64;
+            let allocs = self.allocs_per_loop.get(l).copied().unwrap_or_default();
             if stats.allocations != allocs {
                 return Err((
                     "allocation_table_matches_events",

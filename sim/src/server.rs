@@ -267,6 +267,9 @@ impl ServerHost {
 
     /// Streams open towards the core of loop `l`.
     pub fn open_conns_of(&self, l: u16) -> usize {
+        if self.cores.len() == 1 {
+            return self.conns.len();
+        }
         self.conns.values().filter(|&&c| c == l).count()
     }
 
