@@ -1041,8 +1041,9 @@ impl Shadow {
                     return Err((
                         "no_508_with_free_port",
                         format!(
-                            "508 to an Allocate that arrived {:?} ago while loops {free:?} had free ports all along",
-                            now.since(arrived)
+                            "508 to an Allocate that arrived {:?} ago while loops {free:?} had free ports all along (and the node room under total_quota {}, no failed bind)",
+                            now.since(arrived),
+                            self.cfg.total_quota
                         ),
                     ));
                 }
