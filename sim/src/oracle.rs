@@ -35,9 +35,9 @@
 //!   created once in the node, by the loop its id names (`loop_of`), every loop's listing
 //!   shows exactly its own allocations, and no two live allocations share a relayed
 //!   address;
-//! - `loop_message_answered`: a request whose answer waits for another loop (the core
+//! - `loop_message_answered`: an Allocate whose answer waits for another loop (its loop
 //!   sent a loop message in the step it arrived) is answered within
-//!   [`CROSS_LOOP_ANSWER`].
+//!   [`CROSS_LOOP_ANSWER`], exactly once (retransmissions meanwhile included).
 
 use crate::net::StreamId;
 use crate::scenario::Via;
@@ -1320,9 +1320,14 @@ impl Shadow {
                     .waiting
                     .iter()
                     .any(|(_, w)| w.key == r.key && w.tid == r.tid);
+                // Only an Allocate waits for another loop (user quota at home, a token
+                // at its issuer, credits and ports borrowed), and only once
+                // authenticated, so never one the per-source budget held back.
+                let may_wait = r.method == Method::ALLOCATE
+                    && (copy_of_waiting || self.step_sent.contains(&r.lp));
                 if closed {
-                } else if copy_of_waiting || self.step_sent.contains(&r.lp) {
-                    // Its answer waits for another loop (or is a retransmission of one
+                } else if may_wait {
+                    // Its answer waits for another loop (or it is a retransmission of one
                     // that does).
                     deferred.push(i);
                 } else {
@@ -1636,5 +1641,118 @@ mod tests {
         assert!(!denied("11.0.0.1:5000".parse().unwrap(), &[]));
         let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         assert!(!denied("10.0.0.1:1".parse().unwrap(), &allow));
+    }
+
+    fn node(loops: u16, user_quota: u64, total_quota: u64) -> Oracle {
+        Oracle::new(vec![ShadowConfig {
+            quarantine: Duration::from_secs(5),
+            permission_lifetime: Duration::from_secs(300),
+            max_streams: 100,
+            total_quota,
+            user_quota,
+            allow: Vec::new(),
+            loops,
+        }])
+    }
+
+    /// Loop `lp` binds relay `relay` on `port` and creates allocation `n` of its own
+    /// on it for `user`.
+    fn create(o: &mut Oracle, lp: u16, n: u64, relay: u32, port: u16, user: &str) {
+        let id = AllocationId(turnpike_core::node::allocation_id_base(lp) + n);
+        create_id(o, lp, id, relay, port, user);
+    }
+
+    /// Loop `lp` binds relay `relay` on `port` and announces allocation `id` on it.
+    fn create_id(o: &mut Oracle, lp: u16, id: AllocationId, relay: u32, port: u16, user: &str) {
+        let now = Instant::from_secs(10);
+        let addr = SocketAddr::from(([30, 0, 0, 1], port));
+        let relay = RelayId(relay);
+        o.output(0, lp, now, &Output::BindRelay { relay, addr });
+        let client = turnpike_core::event::ClientInfo {
+            transport: turnpike_core::Transport::Udp,
+            addr: SocketAddr::from(([20, 0, 0, 1], port - 10_000)),
+            listener: ListenerId(1),
+            conn: None,
+        };
+        let e = Event::AllocationCreated {
+            id,
+            client,
+            username: user.into(),
+            relayed: vec![addr],
+            lifetime_s: 600,
+        };
+        o.event(0, lp, now, &e);
+    }
+
+    #[test]
+    fn user_quota_counts_every_loop() {
+        let mut o = node(4, 2, 100);
+        create(&mut o, 0, 1, 1, 50_000, "alice");
+        create(&mut o, 1, 1, 1, 50_002, "alice");
+        create(&mut o, 2, 1, 1, 50_004, "bob");
+        assert!(o.violation().is_none(), "{:?}", o.violation());
+        create(&mut o, 3, 1, 1, 50_006, "alice");
+        assert_eq!(
+            o.violation().map(|v| v.invariant),
+            Some("user_quota_for_node")
+        );
+    }
+
+    #[test]
+    fn total_quota_counts_every_loop() {
+        let mut o = node(2, 10, 2);
+        create(&mut o, 0, 1, 1, 50_000, "a");
+        create(&mut o, 1, 1, 1, 50_002, "b");
+        assert!(o.violation().is_none(), "{:?}", o.violation());
+        create(&mut o, 1, 2, 2, 50_004, "c");
+        assert_eq!(
+            o.violation().map(|v| v.invariant),
+            Some("total_quota_for_node")
+        );
+    }
+
+    #[test]
+    fn an_id_names_its_loop_and_relay_ids_of_loops_may_collide() {
+        let mut o = node(2, 10, 100);
+        // Relay 1 of loop 0 and relay 1 of loop 1 are two sockets.
+        create(&mut o, 0, 1, 1, 50_000, "a");
+        create(&mut o, 1, 1, 1, 50_002, "b");
+        assert!(o.violation().is_none(), "{:?}", o.violation());
+        // Loop 1 announcing an id of loop 0's range.
+        let mut o = node(2, 10, 100);
+        create_id(&mut o, 1, AllocationId(1), 1, 50_000, "a");
+        assert_eq!(
+            o.violation().map(|v| v.invariant),
+            Some("allocation_owned_by_one_loop")
+        );
+    }
+
+    #[test]
+    fn a_port_held_by_one_loop_is_not_bound_by_another() {
+        let mut o = node(2, 10, 100);
+        let now = Instant::from_secs(10);
+        let addr = SocketAddr::from(([30, 0, 0, 1], 50_000));
+        o.output(
+            0,
+            0,
+            now,
+            &Output::BindRelay {
+                relay: RelayId(1),
+                addr,
+            },
+        );
+        o.output(
+            0,
+            1,
+            now,
+            &Output::BindRelay {
+                relay: RelayId(7),
+                addr,
+            },
+        );
+        assert_eq!(
+            o.violation().map(|v| v.invariant),
+            Some("no_port_in_two_allocations")
+        );
     }
 }
