@@ -77,16 +77,23 @@ fn small_scenarios_pass() {
 #[ignore = "long: run with --release -- --ignored"]
 fn every_scenario_passes_on_fixed_seeds() {
     for (file, sc) in common::scenarios() {
-        let seeds = if sc.duration_s > 3600 { 1..=2 } else { 1..=20 };
-        for seed in seeds {
+        for seed in seeds_of(&sc) {
             check(&file, &sc, seed);
         }
     }
 }
 
+/// The CI suite's seeds for a scenario: 1..=20, or 1..=2 for a day-long one.
+fn seeds_of(sc: &Scenario) -> std::ops::RangeInclusive<u64> {
+    if sc.duration_s > 3600 {
+        1..=2
+    } else {
+        1..=20
+    }
+}
+
 /// The CI suite's second pass: every scenario whose servers run one loop, now as nodes
-/// of 4 loops, same seeds but fewer of them (10 each, 1 for the day-long one) to keep
-/// CI time in check. Run with --release -- --ignored.
+/// of 4 loops, over the same seeds. Run with --release -- --ignored.
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn every_scenario_passes_as_a_node_of_4_loops() {
@@ -94,8 +101,7 @@ fn every_scenario_passes_as_a_node_of_4_loops() {
         if sc.servers.iter().all(|s| s.loops > 1) {
             continue; // already a node of several loops in the first pass
         }
-        let seeds = if sc.duration_s > 3600 { 1..=1 } else { 1..=10 };
-        for seed in seeds {
+        for seed in seeds_of(&sc) {
             check_as(&file, &sc, seed, Some(LOOPS));
         }
     }
