@@ -394,6 +394,16 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
         "  sessions {}: connected {:?}, failed {}; allocations {}; requests {}",
         s.sessions, s.connected, s.failed, s.allocations, s.requests
     );
+    if s.loop_messages > 0 {
+        println!("  messages between event loops {}", s.loop_messages);
+    }
+    let u = &s.uclients;
+    if u.sessions > 0 {
+        println!(
+            "  scripted clients: {} sessions, {} allocated, {} EVEN-PORT pairs, races {}/{} filled the quota, refusals {:?}, timeouts {}",
+            u.sessions, u.allocated, u.pairs, u.races.1, u.races.0, u.codes, u.timeouts
+        );
+    }
     println!(
         "  508 answers {}, rate-limited {}, PROXY accepted {}, streams rejected {:?}",
         s.answers_508, s.rate_limited, s.proxy_accepted, s.rejected

@@ -77,6 +77,10 @@ pub struct Summary {
     pub queue_high_water: usize,
     /// The fault profile drawn from the seed.
     pub fault_profile: Vec<String>,
+    /// Messages between the event loops of server nodes.
+    pub loop_messages: u64,
+    /// What the scripted clients achieved.
+    pub uclients: crate::uclient::Tally,
 }
 
 /// The result of a run.
@@ -749,6 +753,7 @@ impl World {
             datagrams: (self.net.stats.datagrams, self.net.stats.lost),
             queue_high_water: self.net.queue.high_water(),
             fault_profile: self.fault_profile.clone(),
+            uclients: self.oracle.tally.clone(),
             ..Summary::default()
         };
         for s in &self.oracle.sessions {
@@ -766,6 +771,7 @@ impl World {
                 summary.answers_508 += st.insufficient_capacity;
                 summary.rate_limited += st.dropped.rate_limited;
                 summary.proxy_accepted += st.proxy_accepted;
+                summary.loop_messages += st.loop_messages_sent;
             }
             if let Some(sh) = self.oracle.servers.get(i) {
                 summary.requests += sh.requests;
