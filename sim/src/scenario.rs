@@ -6,6 +6,7 @@
 //! duration_s = 60
 //! [[servers]]
 //! name = "relay"
+//! loops = 4          # a node of 4 event loops (default 1); `--loops N` overrides
 //! listeners = [{ transport = "udp", port = 3478 }, { transport = "tcp", port = 3478 }]
 //! firewall = "drop-udp-inbound"
 //! [[clients]]
