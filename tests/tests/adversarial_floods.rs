@@ -274,7 +274,9 @@ fn slow_tcp_clients_are_closed_after_the_idle_timeout() {
     let mut ninth = Session::tcp(server.addr, IpAddr::V4(Ipv4Addr::new(127, 3, 0, 1)), None);
     assert!(
         ninth.closed_within(Duration::from_secs(1)),
-        "ninth connection from one source kept"
+        "ninth connection from one source kept (max_streams_per_source = 8 must hold for \
+         the node, across its {} event loops)",
+        server.loops
     );
     let opened = Instant::now();
     let mid = rss_kib(server.pid());

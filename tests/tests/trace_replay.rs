@@ -44,6 +44,11 @@ fn start_recording(spec: &ServerSpec, label: &str, extra: &str) -> Option<Record
     let relay = free_udp_range(64);
     let trace = dir.join("trace.bin");
     let config = dir.join("turnpike.toml");
+    // A trace records one event loop: say so, rather than leave the relay to fall back.
+    let spec = &ServerSpec {
+        workers: Some(1),
+        ..spec.clone()
+    };
     let mut text = turnpike_config(spec, port, relay, &dir.join("events.jsonl"));
     text.push_str(extra);
     std::fs::write(&config, text).unwrap();
@@ -342,6 +347,11 @@ fn start_plain(spec: &ServerSpec, label: &str) -> Option<Recording> {
     let port = free_port_udp_tcp();
     let relay = free_udp_range(64);
     let config = dir.join("turnpike.toml");
+    // One loop, as the recording relay runs, so that the two compare.
+    let spec = &ServerSpec {
+        workers: Some(1),
+        ..spec.clone()
+    };
     std::fs::write(
         &config,
         turnpike_config(spec, port, relay, &dir.join("events.jsonl")),
