@@ -575,9 +575,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loops_default_to_one_per_core() {
+        let mut spec = ServerSpec::static_user("alice", "pw");
+        assert_eq!(spec.loops(), default_loops());
+        spec.workers = Some(0);
+        assert_eq!(spec.loops(), default_loops());
+        spec.workers = Some(4);
+        assert_eq!(spec.loops(), 4);
+        let start: Value = serde_json::json!({"event": "start", "loops": 4});
+        assert_eq!(loops_of_start(&start), 4);
+        assert_eq!(loops_of_start(&serde_json::json!({"event": "start"})), 1);
+    }
+
+    #[test]
     fn turnpike_config_uses_the_documented_keys() {
         let mut spec = ServerSpec::static_user("alice", "se\"cret");
         spec.rest_secret = Some("s3".into());
+        spec.workers = Some(4);
+        spec.total_quota = Some(6);
         let t = turnpike_config(&spec, 3478, (61000, 61003), Path::new("/tmp/e.jsonl"));
         for key in [
             "realm = \"turn.test\"",
@@ -591,6 +606,8 @@ mod tests {
             "users = { \"alice\" = \"se\\\"cret\" }",
             "allow_loopback_peers = true",
             "event_log = \"/tmp/e.jsonl\"",
+            "workers = 4",
+            "total_quota = 6",
         ] {
             assert!(t.contains(key), "{key} missing from:\n{t}");
         }

@@ -16,8 +16,8 @@ use turnpike_tests::server::{loops_of_start, turnpike_binary, Peer};
 use turnpike_tests::turn::{tcp_connect_from, TurnClient};
 use turnpike_tests::uclient::{Credentials, Uclient};
 use turnpike_tests::{
-    default_loops, free_tcp_port, free_udp_range, require_tools, skip_or_fail, tail, wait_until,
-    write_file, Child, TempDir, LOOPBACK, PORTS_PER_LOOP,
+    default_loops, free_tcp_port, require_tools, reserve_udp_range, skip_or_fail, tail, wait_until,
+    write_file, Child, PortRange, TempDir, LOOPBACK, PORTS_PER_LOOP,
 };
 
 /// A relay with `turn_udp_port = "dynamic"`, TCP, and the API on a free port.
@@ -28,6 +28,7 @@ struct Relay {
     dynamic: (u16, u16),
     config: PathBuf,
     dir: TempDir,
+    _ports: [PortRange; 2],
 }
 
 impl Relay {
@@ -44,8 +45,9 @@ impl Relay {
         } else {
             default_loops()
         };
-        let relay = free_udp_range(PORTS_PER_LOOP * u16::try_from(loops).expect("loops"));
-        let dynamic = free_udp_range(16);
+        let relay_range = reserve_udp_range(PORTS_PER_LOOP * u16::try_from(loops).expect("loops"));
+        let dynamic_range = reserve_udp_range(16);
+        let (relay, dynamic) = (relay_range.span(), dynamic_range.span());
         let events = dir.join("events.jsonl");
         let config = dir.join("turnpike.toml");
         write_file(
@@ -96,6 +98,7 @@ impl Relay {
             dynamic,
             config,
             dir,
+            _ports: [relay_range, dynamic_range],
         })
     }
 

@@ -28,7 +28,7 @@ const PASSWORD: &str = "alicepass";
 const LOOPS: u32 = 4;
 const RUNS: usize = 50;
 /// uclient runs at once (each waits on its 20 ms send interval most of the time).
-const AT_ONCE: usize = 5;
+const AT_ONCE: usize = 8;
 /// No run starts after this; every run has its own limit too.
 const BUDGET: Duration = Duration::from_secs(75);
 

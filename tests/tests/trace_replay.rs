@@ -22,7 +22,8 @@ use turnpike_tests::server::{turnpike_binary, turnpike_config, Peer, ServerSpec}
 use turnpike_tests::trace_fixture;
 use turnpike_tests::uclient::{Credentials, Uclient};
 use turnpike_tests::{
-    free_port_udp_tcp, free_udp_range, require_tools, wait_for_tcp, wait_for_udp, Child, TempDir,
+    free_port_udp_tcp, require_tools, reserve_udp_range, wait_for_tcp, wait_for_udp, Child,
+    PortRange, TempDir,
 };
 
 const USER: &str = "alice";
@@ -35,13 +36,15 @@ struct Recording {
     config: PathBuf,
     trace: PathBuf,
     _dir: TempDir,
+    _ports: PortRange,
 }
 
 fn start_recording(spec: &ServerSpec, label: &str, extra: &str) -> Option<Recording> {
     let bin = turnpike_binary()?;
     let dir = TempDir::new(label);
     let port = free_port_udp_tcp();
-    let relay = free_udp_range(64);
+    let ports = reserve_udp_range(64);
+    let relay = ports.span();
     let trace = dir.join("trace.bin");
     let config = dir.join("turnpike.toml");
     // A trace records one event loop: say so, rather than leave the relay to fall back.
@@ -78,6 +81,7 @@ fn start_recording(spec: &ServerSpec, label: &str, extra: &str) -> Option<Record
         config,
         trace,
         _dir: dir,
+        _ports: ports,
     })
 }
 
@@ -345,7 +349,8 @@ fn start_plain(spec: &ServerSpec, label: &str) -> Option<Recording> {
     let bin = turnpike_binary()?;
     let dir = TempDir::new(label);
     let port = free_port_udp_tcp();
-    let relay = free_udp_range(64);
+    let ports = reserve_udp_range(64);
+    let relay = ports.span();
     let config = dir.join("turnpike.toml");
     // One loop, as the recording relay runs, so that the two compare.
     let spec = &ServerSpec {
@@ -374,6 +379,7 @@ fn start_plain(spec: &ServerSpec, label: &str) -> Option<Recording> {
         config,
         trace: dir.join("none"),
         _dir: dir,
+        _ports: ports,
     })
 }
 
