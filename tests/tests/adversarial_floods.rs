@@ -9,7 +9,9 @@
 //! - an invalid-packet flood: memory flat, the relay still answers;
 //! - permission and channel floods on one allocation: capped with 508 (RFC 8656 §9, §12);
 //! - slow TCP clients that never finish a message: closed after `stream_idle_timeout_s`;
-//!   one source holds at most `max_streams_per_source` connections.
+//!   one source holds at most `max_streams_per_source` connections, for the node: the
+//!   relay runs its default loop count here (one per core) and the kernel spreads one
+//!   source's connections over the loops, so a cap counted per loop lets more through.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
