@@ -208,9 +208,14 @@ fn an_invalid_packet_flood_leaves_memory_flat() {
         after <= before + FLAT_KIB,
         "RSS grew from {before} to {after} KiB"
     );
-    // Still serving.
+    // Still serving: a Binding is answered. UDP, and a loaded machine (the relay's loops
+    // share the cores with the tests): up to 5 tries of 400 ms.
     let mut s = Session::udp(server.addr, LOCAL);
-    assert_eq!(s.raw(&ok), Reply::Success);
+    let replies: Vec<Reply> = (0..5)
+        .map(|_| s.raw(&ok))
+        .take_while(|r| *r != Reply::Success)
+        .collect();
+    assert!(replies.len() < 5, "no answer to a Binding: {replies:?}");
     server.assert_running();
 }
 
