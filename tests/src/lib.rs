@@ -8,7 +8,10 @@
 //! - finding tools and skipping politely when they are missing ([`require_tool`]; with
 //!   `TURNPIKE_E2E=1`, as CI sets, a missing tool is a failure instead);
 //! - free loopback ports ([`free_port_udp_tcp`]) and relay port ranges reserved across
-//!   processes ([`reserve_udp_range`], [`free_udp_range`]);
+//!   processes ([`reserve_udp_range`], [`free_udp_range`]), [`PORTS_PER_LOOP`] for each of
+//!   the relay's event loops: a server runs the relay's default loop count (one per core)
+//!   unless its test pins `workers` ([`ServerSpec::workers`]), and the harness checks that
+//!   it runs that many;
 //! - child processes that die with their test and print their log when it fails
 //!   ([`Child`]), commands run with a bound in time ([`run_with_timeout`]);
 //! - the servers under test ([`server`]), the uclient runner and its output parser
@@ -434,21 +437,40 @@ pub fn default_loops() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Where relay port ranges are taken: above Linux's ephemeral range (32768–60999), so that
-/// the ports other tests get from the OS do not land in them.
-const RANGE_LOW: u32 = 61_000;
-/// End (exclusive) of the area relay port ranges are taken from.
-const RANGE_HIGH: u32 = 65_472;
+/// Lowest port of a relay port range.
+const AREA_FLOOR: u32 = 10_000;
+/// End (exclusive) of the ports relay port ranges are taken from.
+const AREA_CEILING: u32 = 65_472;
+/// How long [`reserve_udp_range`] waits for a range to be given back before it fails.
+const RESERVE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Where relay port ranges are taken, as [start, end) areas: outside the kernel's ephemeral
+/// range (`/proc/sys/net/ipv4/ip_local_port_range`, 32768–60999 by default), so that the
+/// ports other tests get from the OS do not land in them.
+fn range_areas() -> Vec<(u32, u32)> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|w| w.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    [(AREA_FLOOR, ephemeral.0), (ephemeral.1 + 1, AREA_CEILING)]
+        .into_iter()
+        .filter(|(a, b)| b > a)
+        .collect()
+}
 
 /// A run of consecutive UDP ports on loopback, all free when it was reserved, and
 /// reserved for as long as this value lives, against every other user of this function
 /// in this process and in any other (other test binaries, other checkouts on the same
 /// machine).
 ///
-/// The area above the ephemeral range is cut into blocks of [`PORTS_PER_LOOP`] ports; a
-/// range takes whole blocks, and each of its blocks is held by a TCP listener on the
-/// block's first port (TCP and UDP ports are separate spaces, so the relay's UDP sockets
-/// are not in its way; a second listener on a port cannot bind while the first listens).
+/// The ports outside the kernel's ephemeral range (from 10000) are cut into blocks of
+/// [`PORTS_PER_LOOP`] ports; a range takes whole blocks, and each of its blocks is held by
+/// a TCP listener on the block's first port (TCP and UDP ports are separate spaces, so the
+/// relay's UDP sockets are not in its way; a second listener on a port cannot bind while
+/// the first listens).
 #[derive(Debug)]
 pub struct PortRange {
     /// First port.
@@ -486,48 +508,71 @@ impl PortRange {
 }
 
 /// Reserves `count` consecutive UDP ports free on loopback (see [`PortRange`]); each call
-/// starts looking at another place. Panics when none is left.
+/// starts looking at another place. When every range is taken (servers of tests running
+/// in parallel hold them), waits for one to be given back, at most two minutes, then
+/// panics.
 pub fn reserve_udp_range(count: u16) -> PortRange {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let block = u32::from(PORTS_PER_LOOP);
-    let blocks = (RANGE_HIGH - RANGE_LOW) / block;
     let count32 = u32::from(count.max(1));
     let need = count32.div_ceil(block);
+    let areas = range_areas();
+    let starts: Vec<u32> = areas
+        .iter()
+        .flat_map(|&(a, b)| {
+            (0..)
+                .map(move |k| a + k * block)
+                .take_while(move |s| s + need * block <= b)
+        })
+        .collect();
     assert!(
-        need <= blocks,
-        "{count} ports asked; the area {RANGE_LOW}..{RANGE_HIGH} has {}",
-        blocks * block
+        !starts.is_empty(),
+        "{count} ports asked; the areas {areas:?} have no run that long"
     );
-    let starts = blocks - need + 1;
-    let origin = std::process::id().wrapping_mul(7919) % starts;
-    for step in 0..starts {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let start = (origin + n.wrapping_mul(need) + step) % starts;
-        let first = RANGE_LOW + start * block;
-        let tokens: Option<Vec<TcpListener>> = (0..need)
-            .map(|b| {
-                let port = u16::try_from(first + b * block).ok()?;
-                TcpListener::bind((LOOPBACK, port)).ok()
-            })
-            .collect();
-        let Some(tokens) = tokens else {
-            continue;
-        };
-        let last = first + count32 - 1;
-        let all_free = (first..=last).all(|p| {
-            u16::try_from(p)
-                .map(|p| UdpSocket::bind((LOOPBACK, p)).is_ok())
-                .unwrap_or(false)
-        });
-        if let (true, Ok(first), Ok(last)) = (all_free, u16::try_from(first), u16::try_from(last)) {
-            return PortRange {
-                first,
-                last,
-                tokens,
-            };
+    let n = u32::try_from(starts.len()).unwrap_or(u32::MAX);
+    let origin = std::process::id().wrapping_mul(7919) % n;
+    let deadline = Instant::now() + RESERVE_PATIENCE;
+    loop {
+        for step in 0..n {
+            let turn = NEXT.fetch_add(1, Ordering::Relaxed);
+            let at = (origin + turn.wrapping_mul(need) + step) % n;
+            if let Some(range) = starts
+                .get(at as usize)
+                .and_then(|&f| try_reserve(f, count32))
+            {
+                return range;
+            }
         }
+        assert!(
+            Instant::now() < deadline,
+            "no run of {count} free UDP ports in {areas:?} for {RESERVE_PATIENCE:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
     }
-    panic!("no run of {count} free UDP ports left in {RANGE_LOW}..{RANGE_HIGH}");
+}
+
+/// Takes the blocks of `count` ports from `first` (see [`PortRange`]) if none is held and
+/// every port is free.
+fn try_reserve(first: u32, count: u32) -> Option<PortRange> {
+    let block = u32::from(PORTS_PER_LOOP);
+    let tokens: Vec<TcpListener> = (0..count.div_ceil(block))
+        .map(|b| {
+            let port = u16::try_from(first + b * block).ok()?;
+            TcpListener::bind((LOOPBACK, port)).ok()
+        })
+        .collect::<Option<_>>()?;
+    let last = first + count - 1;
+    let all_free = (first..=last).all(|p| {
+        u16::try_from(p)
+            .map(|p| UdpSocket::bind((LOOPBACK, p)).is_ok())
+            .unwrap_or(false)
+    });
+    Some(PortRange {
+        first: u16::try_from(first).ok()?,
+        last: u16::try_from(last).ok()?,
+        tokens,
+    })
+    .filter(|_| all_free)
 }
 
 /// `count` consecutive UDP ports, all free on loopback right now, for a relay port range,
@@ -656,7 +701,10 @@ mod tests {
         assert!(UdpSocket::bind((LOOPBACK, p)).is_ok());
         let (a, b) = free_udp_range(4);
         assert_eq!(b - a, 3);
-        assert!(a >= 61_000);
+        assert!(a >= 10_000);
+        assert!(range_areas()
+            .iter()
+            .any(|&(lo, hi)| lo <= u32::from(a) && u32::from(b) < hi));
     }
 
     #[test]
