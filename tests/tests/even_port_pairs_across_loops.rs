@@ -143,24 +143,19 @@ fn uclient_rtcp_pairs_on_four_loops(kind: ServerKind) {
     }
 }
 
-/// Allocations whose relayed port is odd and follows the even port of an allocation made
-/// before it, in the order of the event log.
+/// Allocations whose relayed port is odd and follows the even port of another allocation
+/// (the loops write the event log each on its own, so the order of the records is not the
+/// order of the allocations).
 fn reserved_pairs(events: &[serde_json::Value]) -> usize {
-    let mut evens = HashSet::new();
-    let mut pairs = 0;
-    for e in events.iter().filter(|e| e["event"] == "allocation_created") {
-        let Some(port) = e["relayed"][0]
-            .as_str()
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-            .map(|a| a.port())
-        else {
-            continue;
-        };
-        if port % 2 == 0 {
-            evens.insert(port);
-        } else if evens.contains(&(port - 1)) {
-            pairs += 1;
-        }
-    }
-    pairs
+    let ports: Vec<u16> = events
+        .iter()
+        .filter(|e| e["event"] == "allocation_created")
+        .filter_map(|e| e["relayed"][0].as_str()?.parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+        .collect();
+    let all: HashSet<u16> = ports.iter().copied().collect();
+    ports
+        .iter()
+        .filter(|&&p| p % 2 == 1 && all.contains(&(p - 1)))
+        .count()
 }
