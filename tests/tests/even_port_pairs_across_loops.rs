@@ -1,7 +1,8 @@
 //! EVEN-PORT pairs across event loops (issue 12). coturn's `turnutils_uclient` without `-c`
-//! opens an RTP allocation with EVEN-PORT (R bit set: reserve the next port, RFC 8656
-//! §7.2) for each client, then its RTCP allocation with the RESERVATION-TOKEN it got. That
-//! second Allocate comes from another UDP 5-tuple, so with several loops the kernel's
+//! asks for RTP/RTCP port pairs: an Allocate with EVEN-PORT (R bit set: reserve the next
+//! port, RFC 8656 §7.2), then an Allocate with the RESERVATION-TOKEN it got (three
+//! allocations per run of this command: one such pair and one more even port). The token's
+//! Allocate comes from another UDP 5-tuple, so with several loops the kernel's
 //! `SO_REUSEPORT` hash often sends it to a loop that did not issue the token; the node must
 //! redeem it whichever loop receives it.
 //!
@@ -9,13 +10,12 @@
 //! -n 20 -l 100 -X 127.0.0.1`, runs 50 times against `workers = 4` with a static user, a
 //! few runs at a time: every run must exit 0 with every message echoed back through the
 //! relay ("Total lost packets 0"), and none may meet a 508 (Insufficient Capacity). On the
-//! relay as of the issue, about half of the runs fail with 508.
+//! relay as of the issue, 35 to 39 runs of 50 failed with 508.
 //!
 //! Against coturn (4 relay threads), the reference, the same must hold.
 //!
 //! The relay gets 256 ports per loop, not the harness's 64: uclient deletes only some of
-//! its allocations at the end of a run (two of the three a run makes here) and leaves the
-//! others to expire (it asks for a lifetime of 777 s), so 50 runs leave about 50 ports
+//! its allocations at the end of a run (two of the three) and leaves the other to expire (it asks for a lifetime of 777 s), so 50 runs leave about 50 ports
 //! taken, each of which can spoil an even-odd pair. With 64 ports even a single loop runs
 //! out of pairs after about 16 runs.
 
@@ -56,7 +56,8 @@ fn uclient_rtcp_pairs_on_four_loops(kind: ServerKind) {
     let mut spec = ServerSpec::static_user(USER, PASSWORD);
     spec.workers = Some(u32::from(LOOPS));
     spec.relay_ports = Some(reserved.span());
-    // Up to AT_ONCE × 4 allocations of the one user at a time, plus those being deleted.
+    // Up to AT_ONCE × 3 allocations of the one user at a time, and one more left behind by
+    // each run (see above).
     spec.user_quota = Some(1000);
     let mut server = RunningServer::start(kind, spec);
 
