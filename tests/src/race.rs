@@ -29,11 +29,17 @@ pub struct Attempt {
 /// its 401 round). Returns the attempts in the clients' order. Every exchange is bounded in
 /// time by the client (at most a few seconds).
 pub fn race(server: SocketAddr, n: usize, user: &str, password: &str) -> Vec<Attempt> {
-    let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
+    // Every socket first, so that no thread waits at the barrier for one never started.
+    let clients: Vec<TurnClient> = (0..n)
         .map(|i| {
-            let mut client = TurnClient::udp(server, user, password)
-                .unwrap_or_else(|e| panic!("client {i}: a UDP socket on loopback: {e}"));
+            TurnClient::udp(server, user, password)
+                .unwrap_or_else(|e| panic!("client {i}: a UDP socket on loopback: {e}"))
+        })
+        .collect();
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
                 barrier.wait();
