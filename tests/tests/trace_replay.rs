@@ -26,7 +26,8 @@ use turnpike_tests::server::{turnpike_binary, turnpike_config, Peer, ServerSpec}
 use turnpike_tests::trace_fixture;
 use turnpike_tests::uclient::{Credentials, Uclient};
 use turnpike_tests::{
-    free_port_udp_tcp, free_udp_range, require_tools, wait_for_tcp, wait_for_udp, Child, TempDir,
+    free_port_udp_tcp, require_tools, reserve_udp_range, wait_for_tcp, wait_for_udp, Child,
+    PortRange, TempDir,
 };
 
 const USER: &str = "alice";
@@ -39,6 +40,7 @@ struct Recording {
     config: PathBuf,
     trace: PathBuf,
     _dir: TempDir,
+    _ports: PortRange,
 }
 
 fn start_recording(spec: &ServerSpec, label: &str, extra: &str) -> Option<Recording> {
@@ -55,9 +57,16 @@ fn start_recording_ports(
     let bin = turnpike_binary()?;
     let dir = TempDir::new(label);
     let port = free_port_udp_tcp();
-    let relay = free_udp_range(relay_ports);
+    let ports = reserve_udp_range(relay_ports);
+    let relay = ports.span();
     let trace = dir.join("trace.bin");
     let config = dir.join("turnpike.toml");
+    // One loop unless the test asks for more (64 relay ports leave room for one): say so,
+    // rather than leave the relay to fall back.
+    let spec = &ServerSpec {
+        workers: spec.workers.or(Some(1)),
+        ..spec.clone()
+    };
     let mut text = turnpike_config(spec, port, relay, &dir.join("events.jsonl"));
     text.push_str(extra);
     std::fs::write(&config, text).unwrap();
@@ -87,6 +96,7 @@ fn start_recording_ports(
         config,
         trace,
         _dir: dir,
+        _ports: ports,
     })
 }
 
@@ -198,8 +208,9 @@ fn a_node_of_two_loops_replays_loop_by_loop() {
     let mut spec = ServerSpec::static_user(USER, PASSWORD);
     // A quota makes every allocation of `alice` count at her home loop.
     spec.user_quota = Some(100);
+    spec.workers = Some(2);
     // 128 relay ports: 64 per loop, the least a loop is given.
-    let Some(mut rec) = start_recording_ports(&spec, "trace-loops", "workers = 2\n", 128) else {
+    let Some(mut rec) = start_recording_ports(&spec, "trace-loops", "", 128) else {
         return;
     };
     let mut u = Uclient::new(
@@ -544,8 +555,14 @@ fn start_plain(spec: &ServerSpec, label: &str) -> Option<Recording> {
     let bin = turnpike_binary()?;
     let dir = TempDir::new(label);
     let port = free_port_udp_tcp();
-    let relay = free_udp_range(64);
+    let ports = reserve_udp_range(64);
+    let relay = ports.span();
     let config = dir.join("turnpike.toml");
+    // One loop, as the recording relay runs, so that the two compare.
+    let spec = &ServerSpec {
+        workers: Some(1),
+        ..spec.clone()
+    };
     std::fs::write(
         &config,
         turnpike_config(spec, port, relay, &dir.join("events.jsonl")),
@@ -568,6 +585,7 @@ fn start_plain(spec: &ServerSpec, label: &str) -> Option<Recording> {
         config,
         trace: dir.join("none"),
         _dir: dir,
+        _ports: ports,
     })
 }
 
