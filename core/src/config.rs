@@ -74,8 +74,14 @@ pub struct Config {
     /// REST usernames whose expiry lies further ahead than this are refused (a credential
     /// valid for years is a leaked key waiting to happen).
     pub rest_max_validity: Duration,
-    /// Secret for nonces; None: derived from the seed (then nonces die with the process).
+    /// Secret for nonces, overriding the one of `node_secret`. Only replays of traces
+    /// recorded before format 3 set it (a loop after the first took loop 0's key).
     pub nonce_key: Option<NonceKey>,
+    /// The node's secret material (nonce key, budget hash key, relay-port and token
+    /// streams; [`crate::secret`]). The runtime always gives one. None: all of them are
+    /// drawn from the seed, as before trace format 3 (simulations, and replays of older
+    /// traces): then anyone who knows the seed knows them.
+    pub node_secret: Option<crate::secret::NodeSecret>,
     /// Offer PASSWORD-ALGORITHMS (SHA-256) and USERHASH in 401 answers (RFC 8489 §9.2).
     pub security_features: bool,
     /// Allocations per username (486 beyond).
@@ -144,6 +150,7 @@ impl Config {
             nonce_lifetime: Duration::from_secs(600),
             rest_max_validity: Duration::from_secs(30 * 24 * 3600),
             nonce_key: None,
+            node_secret: None,
             security_features: true,
             user_quota: 10,
             total_quota: 10_000,

@@ -7,7 +7,9 @@
 //!
 //! It performs no I/O. It never reads a clock, opens a socket, spawns a thread or asks
 //! the OS for randomness: time arrives as an argument ([`Instant`]), randomness comes from
-//! the seed given to [`Server::new`]. The same core therefore runs under the production
+//! the seed given to [`Server::new`], and secret material (nonce key, budget hash key,
+//! relay-port and token streams) from the [`secret::NodeSecret`] in its [`Config`], never
+//! from the seed. The same core therefore runs under the production
 //! runtime (mio) and under the deterministic simulator, and a recorded trace of inputs
 //! replays exactly.
 //!
@@ -40,6 +42,7 @@ pub mod node;
 pub mod policy;
 pub mod ports;
 pub mod proxy_protocol;
+pub mod secret;
 pub mod server;
 pub mod stun;
 pub mod time;

@@ -148,6 +148,13 @@ pub struct FileConfig {
     /// After a poll round that moved only a few datagrams, wait this long (µs) before
     /// polling again, so that the next round carries a batch; 0: never wait.
     pub coalesce_us: u32,
+
+    // Secrets kept apart from the seed (issue 14).
+    /// The node secret (a passphrase of at least 16 characters) from which nonce keys, the
+    /// per-source budget's hash key and the relay-port and token streams are derived.
+    /// Relays given the same one accept each other's nonces, across restarts too. None:
+    /// drawn from the OS at start (nonces then die with the process).
+    pub node_secret: Option<Secret>,
 }
 
 impl Default for FileConfig {
@@ -204,6 +211,7 @@ impl Default for FileConfig {
             trace_max_bytes: DEFAULT_TRACE_MAX_BYTES,
             workers: 0,
             coalesce_us: DEFAULT_COALESCE_US,
+            node_secret: None,
         }
     }
 }
@@ -497,6 +505,11 @@ impl FileConfig {
                 return Err(("issuance_secret", "at least 16 characters".into()));
             }
         }
+        if let Some(s) = &self.node_secret {
+            if s.0.len() < 16 {
+                return Err(("node_secret", "at least 16 characters".into()));
+            }
+        }
         if let Some(u) = &self.event_webhook_url {
             crate::api::webhook::parse_url(u).map_err(|m| ("event_webhook_url", m))?;
         }
@@ -661,6 +674,7 @@ const KEYS: &[&str] = &[
     "trace_max_bytes",
     "workers",
     "coalesce_us",
+    "node_secret",
 ];
 
 /// The known key closest to `k`, if it is close (a typo).

@@ -89,6 +89,8 @@ fn main() -> ExitCode {
             s
         }
     };
+    // The seed is not a secret (no secret is derived from it): with the same
+    // `node_secret` it reproduces a run's choices, and a trace holds it anyway.
     log::info!(
         "turnpike {} starting from {source}; seed {}",
         env!("CARGO_PKG_VERSION"),

@@ -6,7 +6,6 @@ use crate::settings::Settings;
 use std::net::SocketAddr;
 use turnpike_core::node::NodePlace;
 use turnpike_core::trace::loop_path;
-use turnpike_core::Server;
 
 /// Fewest relay ports a loop is given; with fewer, fewer loops run.
 pub const MIN_PORTS_PER_LOOP: u32 = 64;
@@ -83,17 +82,12 @@ pub fn share(total: u64, count: usize, index: usize) -> u64 {
 
 /// The settings of loop `place`: its place in the node (`relay_port_min..=max` and
 /// `total_quota` stay the node's: the core starts with its share and borrows from the
-/// other loops), its share of `total_max_bps` and `max_streams`, the nonce key of
-/// `main_seed` (loops after the first), its own trace file (`FILE.loop<i>` after loop 0's
+/// other loops), its share of `total_max_bps` and `max_streams`, the node secret of
+/// `base` (as every loop), its own trace file (`FILE.loop<i>` after loop 0's
 /// `FILE`), and no API beyond loop 0.
 /// `addrs` are the listener addresses loop 0 bound (ports 0 resolved), for the loops
 /// after it.
-pub fn loop_settings(
-    base: &Settings,
-    place: Place,
-    main_seed: [u8; 32],
-    addrs: &[SocketAddr],
-) -> Settings {
+pub fn loop_settings(base: &Settings, place: Place, addrs: &[SocketAddr]) -> Settings {
     let mut s = base.clone();
     if place.count <= 1 {
         return s;
@@ -107,10 +101,7 @@ pub fn loop_settings(
         t.path = loop_path(&t.path, s.core.node.index);
     }
     if place.index > 0 {
-        if s.core.nonce_key.is_none() {
-            // Loop 0 derives this very key from the main seed itself.
-            s.core.nonce_key = Some(Server::nonce_key_of_seed(main_seed));
-        }
+        // Every loop has the node secret of `base`, hence loop 0's nonce key.
         s.api = None;
         for (spec, addr) in s.listeners.iter_mut().zip(addrs) {
             spec.addr = *addr;
@@ -163,12 +154,12 @@ mod tests {
     #[test]
     fn a_loop_gets_its_place_and_the_node_keeps_ports_and_total_quota() {
         let text = "users = { a = \"pw\" }\nrelay_port_min = 50000\nrelay_port_max = 50999\n\
-                    total_quota = 100\ntotal_max_bps = 1000\n";
+                    total_quota = 100\ntotal_max_bps = 1000\nnode_secret = \"0123456789abcdef\"\n";
         let fc = crate::config::FileConfig::parse("t.toml", text).unwrap();
         let base = Settings::from_file(&fc, "t.toml").unwrap();
-        let one = loop_settings(&base, Place::SOLE, [1; 32], &[]);
+        let one = loop_settings(&base, Place::SOLE, &[]);
         assert_eq!(one.core.node, NodePlace::SOLE);
-        let s = loop_settings(&base, Place { index: 1, count: 2 }, [1; 32], &[]);
+        let s = loop_settings(&base, Place { index: 1, count: 2 }, &[]);
         assert_eq!(s.core.node, NodePlace { index: 1, count: 2 });
         // The core takes its own share of these.
         assert_eq!(
@@ -179,5 +170,8 @@ mod tests {
         // The runtime divides these.
         assert_eq!(s.core.total_max_bps, 500);
         assert!(s.api.is_none());
+        // Every loop has the node's secret (so they accept each other's nonces).
+        assert!(s.core.node_secret.is_some());
+        assert_eq!(s.core.node_secret, one.core.node_secret);
     }
 }

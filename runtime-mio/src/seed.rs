@@ -112,14 +112,16 @@ mod tests {
         }];
         let seed = [5u8; 32];
         let now = Instant::from_secs(1);
+        // Every loop is given the node's secret (`Workers::start`).
+        cfg.node_secret = Some(turnpike_core::secret::NodeSecret([8; 32]));
         let mut loop0 = Server::new(cfg.clone(), seed, now).unwrap();
-        let mut shared = cfg.clone();
-        shared.nonce_key = Some(Server::nonce_key_of_seed(seed));
-        let mut loop1 = Server::new(shared, loop_seed(seed, 1), now).unwrap();
+        let mut loop1 = Server::new(cfg.clone(), loop_seed(seed, 1), now).unwrap();
         assert!(nonce_carries_over(&mut loop0, &mut loop1));
-        // Control: a loop with a key of its own would answer 438 instead.
+        // Control: a loop with a secret of its own would answer 438 instead.
         let mut loop0 = Server::new(cfg.clone(), seed, now).unwrap();
-        let mut alone = Server::new(cfg, loop_seed(seed, 1), now).unwrap();
+        let mut other = cfg;
+        other.node_secret = Some(turnpike_core::secret::NodeSecret([9; 32]));
+        let mut alone = Server::new(other, loop_seed(seed, 1), now).unwrap();
         assert!(!nonce_carries_over(&mut loop0, &mut alone));
     }
 }

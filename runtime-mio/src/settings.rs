@@ -153,6 +153,11 @@ impl Settings {
         if core.default_lifetime > core.max_lifetime {
             core.default_lifetime = core.max_lifetime;
         }
+        // Unset: `Workers::start` draws one from the OS.
+        core.node_secret = fc
+            .node_secret
+            .as_ref()
+            .map(|s| turnpike_core::secret::NodeSecret::from_passphrase(s.0.as_bytes()));
 
         let ice = ice_settings(fc, collected);
         let api = fc.api.then(|| ApiSettings {

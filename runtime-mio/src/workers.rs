@@ -9,9 +9,10 @@
 //!
 //! What must agree across loops is stateless and fixed at start: REST and issued
 //! credentials are an HMAC of secrets every loop is given before it starts (the HTTP
-//! API's issuance secret included: it never changes at run time), and every loop signs
-//! nonces with the key of the main seed ([`turnpike_core::Server::nonce_key_of_seed`]), so
-//! a nonce from one loop is good on another.
+//! API's issuance secret included: it never changes at run time), and every loop is given
+//! the same node secret (`node_secret`, or one drawn from the OS here at start), from which
+//! its core derives the nonce key ([`turnpike_core::secret`]), so a nonce from one loop is
+//! good on another. The seed only makes runs reproducible: no secret comes from it.
 //!
 //! The HTTP API runs on a thread of its own ([`crate::api::thread`]) and reaches the loops
 //! only through their inboxes ([`crate::link`]): for `/metrics`, `/v1/allocations` and
@@ -41,6 +42,14 @@ use std::sync::mpsc;
 use turnpike_core::node::port_slice;
 use turnpike_core::Transport;
 
+/// 32 bytes from the OS: the node secret when none is configured.
+fn random_node_secret() -> turnpike_core::secret::NodeSecret {
+    use rand_core::{OsRng, RngCore};
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    turnpike_core::secret::NodeSecret(b)
+}
+
 /// The loops of the relay and its HTTP API, started but not yet running.
 pub struct Workers {
     loops: Vec<Runtime>,
@@ -52,7 +61,18 @@ impl Workers {
     /// Decides how many loops run (logging why fewer than asked), binds the HTTP API (the
     /// loops take its issuance secret), opens every loop's sockets (loop 0 first: the
     /// others bind the addresses it got) and its core.
-    pub fn start(settings: Settings, seed: [u8; 32]) -> Result<Workers, StartError> {
+    pub fn start(mut settings: Settings, seed: [u8; 32]) -> Result<Workers, StartError> {
+        if settings.core.node_secret.is_none() {
+            settings.core.node_secret = Some(random_node_secret());
+            log::info!(
+                "no `node_secret` configured: drew one at random; nonces die with the process (clients re-authenticate after a restart) and other relays do not accept this one's"
+            );
+            if settings.trace.is_some() {
+                log::warn!(
+                    "recording a trace with a node secret drawn at random: it cannot be replayed (set `node_secret` to replay it)"
+                );
+            }
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let plan = plan(
             settings.workers,
@@ -76,7 +96,7 @@ impl Workers {
         let count = plan.count;
         let first_place = Place { index: 0, count };
         let first = Runtime::new_loop(
-            loop_settings(&settings, first_place, seed, &[]),
+            loop_settings(&settings, first_place, &[]),
             seed,
             first_place,
             share.as_ref(),
@@ -85,7 +105,7 @@ impl Workers {
         let mut loops = vec![first];
         for index in 1..count {
             let place = Place { index, count };
-            let s = loop_settings(&settings, place, seed, &addrs);
+            let s = loop_settings(&settings, place, &addrs);
             loops.push(Runtime::new_loop(
                 s,
                 loop_seed(seed, index),

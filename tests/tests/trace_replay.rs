@@ -68,6 +68,8 @@ fn start_recording_ports(
         ..spec.clone()
     };
     let mut text = turnpike_config(spec, port, relay, &dir.join("events.jsonl"));
+    // Without it the relay draws its secret at random and the trace cannot be replayed.
+    text.push_str("node_secret = \"trace-replay-node-secret\"\n");
     text.push_str(extra);
     std::fs::write(&config, text).unwrap();
     let mut cmd = Command::new(bin);
@@ -513,7 +515,10 @@ fn dump_shows_loop_messages_and_the_loop() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines[0]["header"]["format_version"], 2);
+    assert_eq!(
+        lines[0]["header"]["format_version"],
+        turnpike_core::trace::FORMAT_VERSION
+    );
     assert_eq!(lines[0]["header"]["loop"]["index"], 1);
     assert_eq!(lines[0]["header"]["loop"]["count"], 2);
     assert_eq!(lines[1]["kind"], "loop_message");

@@ -196,7 +196,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server with `config`, drawing all randomness from `seed`, born at `now`.
+    /// A server with `config`, born at `now`, drawing its randomness from `seed` and its
+    /// secrets from `config.node_secret` (mixed with the seed; see [`crate::secret`]).
     ///
     /// Call [`Server::set_wall_clock`] before the first request: REST and one-time
     /// credentials are refused until the wall clock is known.
@@ -205,22 +206,34 @@ impl Server {
         add_own_addresses(&mut config);
         // Separate streams of one seed, so that e.g. the number of nonces issued never
         // changes which ports are drawn (RFC 6056 wants ports unpredictable, not related).
-        let stream = |n: u64| {
+        let stream = |seed: [u8; 32], n: u64| {
             let mut r = ChaCha20Rng::from_seed(seed);
             r.set_stream(n);
             r
         };
-        let mut key_rng = stream(3);
-        let nonce_key = config.nonce_key.clone().unwrap_or_else(|| {
-            let mut k = [0u8; 32];
-            key_rng.fill_bytes(&mut k);
-            NonceKey(k)
-        });
+        // Secrets come from the node secret, mixed with the seed where loops may differ;
+        // without one (simulations, traces before format 3), from the seed as before.
+        let (nonce_key, budget_key, port_rng, token_rng) = match &config.node_secret {
+            Some(s) => (
+                s.nonce_key(),
+                s.budget_key(&seed),
+                stream(s.port_seed(&seed), 1),
+                stream(s.token_seed(&seed), 2),
+            ),
+            None => {
+                let mut key_rng = stream(seed, 3);
+                let mut k = [0u8; 32];
+                key_rng.fill_bytes(&mut k);
+                let budget_key = key_rng.next_u64();
+                (NonceKey(k), budget_key, stream(seed, 1), stream(seed, 2))
+            }
+        };
+        let nonce_key = config.nonce_key.clone().unwrap_or(nonce_key);
         let budget = SourceBudget::new(
             4096,
             config.unauth_rate_per_s,
             config.unauth_burst,
-            key_rng.next_u64(),
+            budget_key,
         );
         let node = config.node;
         let pool = |present: bool| {
@@ -241,8 +254,8 @@ impl Server {
         let listeners = config.listeners.iter().map(|l| (l.id, l.clone())).collect();
         Ok(Server {
             listeners,
-            port_rng: stream(1),
-            token_rng: stream(2),
+            port_rng,
+            token_rng,
             nonce: NonceSigner::new(&nonce_key),
             wall_offset_ms: None,
             budget,
@@ -271,10 +284,9 @@ impl Server {
         })
     }
 
-    /// The nonce key a server born from `seed` derives when its configuration has none.
-    /// Event loops that share a process give every loop the key of the first loop's seed,
-    /// so that a nonce issued by one loop is accepted by another (RFC 8489 §9.2: the nonce
-    /// is the server's to check, not the loop's).
+    /// The nonce key a server born from `seed` derives when its configuration has neither
+    /// a node secret nor a nonce key (simulations; traces before format 3, whose loops
+    /// after the first were given the key of loop 0's seed).
     pub fn nonce_key_of_seed(seed: [u8; 32]) -> NonceKey {
         let mut r = ChaCha20Rng::from_seed(seed);
         r.set_stream(3);

@@ -43,6 +43,8 @@ pub enum SecretKind {
     OneTime,
     /// The nonce key.
     NonceKey,
+    /// The node secret (format 3).
+    NodeSecret,
 }
 
 /// The fingerprint of `secret` of kind `kind` named `name`, keyed with the trace's `salt`.
@@ -75,6 +77,8 @@ pub struct ReplaySecrets {
     /// replay of the node takes from loop 0's header). Used when the trace recorded an
     /// explicit nonce key whose fingerprint one of them matches.
     pub nonce_keys: Vec<NonceKey>,
+    /// The node secret (`node_secret` in the operator's file), for traces of format 3.
+    pub node_secret: Option<crate::secret::NodeSecret>,
 }
 
 /// Every field of a core [`Config`], secrets as fingerprints.
@@ -157,6 +161,9 @@ pub struct ConfigDescription {
     /// `node`: the core's place among the loops of its node (format 2; version 1 files
     /// read as [`NodePlace::SOLE`]).
     pub node: NodePlace,
+    /// Fingerprint of the node secret (format 3). None: the core drew its secrets from
+    /// the seed (every trace before format 3, and simulations).
+    pub node_secret: Option<Fingerprint>,
 }
 
 /// A one-time credential as recorded: everything but the password.
@@ -232,6 +239,10 @@ impl ConfigDescription {
             unauth_burst: c.unauth_burst,
             max_queued_outputs: c.max_queued_outputs as u64,
             node: c.node,
+            node_secret: c
+                .node_secret
+                .as_ref()
+                .map(|k| fingerprint(salt, SecretKind::NodeSecret, "", &k.0)),
         }
     }
 
@@ -299,7 +310,26 @@ impl ConfigDescription {
                     })?,
             ),
         };
+        let node_secret = match &self.node_secret {
+            None => None,
+            Some(fp) => match &secrets.node_secret {
+                None => {
+                    return Err(TraceError::Secrets(
+                        "the trace was recorded with a node secret; supply it (`node_secret` in the config file): without it the nonces, relay ports and reservation tokens would all differ from the first request on"
+                            .into(),
+                    ))
+                }
+                Some(k) if fingerprint(salt, SecretKind::NodeSecret, "", &k.0) != *fp => {
+                    return Err(TraceError::Secrets(
+                        "the `node_secret` supplied is not the one the trace was recorded with (nonces, relay ports and reservation tokens would differ); a relay that drew its secret at random (no `node_secret` set) cannot be replayed"
+                            .into(),
+                    ))
+                }
+                Some(k) => Some(k.clone()),
+            },
+        };
         let mut c = Config::new(cr, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        c.node_secret = node_secret;
         c.software = self.software.clone();
         c.listeners = self.listeners.clone();
         let relay = |r: Option<(IpAddr, IpAddr)>| {
@@ -422,6 +452,15 @@ impl ConfigDescription {
         if version >= 2 {
             super::put_place(p, self.node);
         }
+        if version >= 3 {
+            match &self.node_secret {
+                Some(fp) => {
+                    p.u8(1);
+                    p.raw(fp);
+                }
+                None => p.u8(0),
+            }
+        }
     }
 
     /// Reads what [`ConfigDescription::encode`] wrote in format `version`.
@@ -522,6 +561,11 @@ impl ConfigDescription {
                 super::get_place(g)?
             } else {
                 NodePlace::SOLE
+            },
+            node_secret: if version >= 3 && g.bool()? {
+                Some(g.array()?)
+            } else {
+                None
             },
         })
     }

@@ -2,7 +2,7 @@
 //! production replays exactly in the simulator. Pure code: encode to and decode from byte
 //! slices; the runtime writes files, the simulator reads them.
 //!
-//! ## Layout (format version 2, all integers little-endian)
+//! ## Layout (format version 3, all integers little-endian)
 //!
 //! ```text
 //! file    = header record*
@@ -31,8 +31,15 @@
 //! ([`loop_path`]); rotated segments append `.N` to either (`FILE.loop1.2`). The files of
 //! one node share one `salt`. A loop `i > 0` counts allocation ids from
 //! [`crate::node::allocation_id_base`]`(i)` (the driver sets it after `Server::new`; a
-//! replay does the same), and signs nonces with the key of loop 0's seed (recorded as a
-//! fingerprint: a replay derives it from loop 0's header and checks it).
+//! replay does the same). Every loop is given the node's secret ([`crate::secret`]),
+//! recorded as a fingerprint only (format 3, last in the config: `0` or `1 fp[16]`); a
+//! replay takes it from the operator's file like the passwords, and refuses, saying
+//! so, when it is missing (nonces, relay ports and reservation tokens would differ).
+//!
+//! **Version 2** has no node secret: its cores drew their secrets from the seed, and a
+//! loop `i > 0` signed nonces with the key of loop 0's seed (recorded as a nonce-key
+//! fingerprint: a replay derives it from loop 0's header and checks it). It is still read
+//! and replays as before.
 //!
 //! **Version 1** (a node of one loop) is still read: its header has no `loop_index`,
 //! `loop_count` nor `Config::node`, which read as loop 0 of 1 ([`NodePlace::SOLE`]); its
@@ -57,7 +64,7 @@
 //! reports it in [`TraceReader::tail`]; a CRC failure followed by more data is corruption,
 //! an error. **Versions.** A reader refuses a format version outside
 //! [`OLDEST_READABLE_VERSION`]`..=`[`FORMAT_VERSION`] with [`TraceError::Version`]: "trace
-//! format version N not supported (this build reads 1 to 2)".
+//! format version N not supported (this build reads 1 to 3)".
 
 pub mod config;
 pub mod digest;
@@ -80,7 +87,7 @@ use std::path::{Path, PathBuf};
 /// The first bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"TPKTRACE";
 /// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// The longest record body accepted (a 64 KiB stream read plus its framing fits easily).

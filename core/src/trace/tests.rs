@@ -63,6 +63,7 @@ fn secrets() -> ReplaySecrets {
         ],
         rest_secrets: vec![b"other".to_vec(), b"s3cret".to_vec()],
         nonce_keys: Vec::new(),
+        node_secret: None,
     }
 }
 
@@ -199,7 +200,7 @@ fn v1_file() -> Vec<u8> {
     let mut v = Vec::new();
     encode_header_version(&h, 1, &mut v).unwrap();
     assert!(encode_header_version(&header(), 1, &mut Vec::new()).is_err());
-    assert!(encode_header_version(&h, 3, &mut Vec::new()).is_err());
+    assert!(encode_header_version(&h, FORMAT_VERSION + 1, &mut Vec::new()).is_err());
     for r in v1_records() {
         encode_record(&r, &mut v);
     }
@@ -346,7 +347,7 @@ fn a_bad_crc_in_the_middle_is_corruption_at_the_end_a_torn_tail() {
 
 #[test]
 fn another_version_is_refused_with_a_clear_message() {
-    for found in [0u16, 3, 0x0101] {
+    for found in [0u16, FORMAT_VERSION + 1, 0x0101] {
         let mut bytes = file();
         bytes[8..10].copy_from_slice(&found.to_le_bytes());
         let e = open(&bytes).unwrap_err();
@@ -354,12 +355,12 @@ fn another_version_is_refused_with_a_clear_message() {
             e,
             TraceError::Version {
                 found,
-                supported: 2
+                supported: FORMAT_VERSION
             }
         );
         assert_eq!(
             e.to_string(),
-            format!("trace format version {found} not supported (this build reads 1 to 2)")
+            format!("trace format version {found} not supported (this build reads 1 to 3)")
         );
     }
     assert_eq!(open(b"hello").unwrap_err(), TraceError::NotATrace);
@@ -441,7 +442,7 @@ fn version_1_still_reads_as_loop_0_of_1() {
 }
 
 #[test]
-fn a_version_1_file_and_its_rewrite_as_version_2_differ_only_in_the_header() {
+fn a_version_1_file_and_its_rewrite_in_the_current_format_differ_only_in_the_header() {
     let v1 = v1_file();
     let (h, reader) = open(&v1).unwrap();
     let mut out = Vec::new();
@@ -450,8 +451,12 @@ fn a_version_1_file_and_its_rewrite_as_version_2_differ_only_in_the_header() {
         encode_record(&r.unwrap(), &mut out);
     }
     let (h2, reader) = open(&out).unwrap();
-    assert_eq!(h2.version, 2);
+    assert_eq!(h2.version, FORMAT_VERSION);
     assert_eq!(h2.place, NodePlace::SOLE);
+    assert_eq!(
+        h2.config.node_secret, None,
+        "secrets still come from the seed"
+    );
     assert_eq!(reader.map(Result::unwrap).collect::<Vec<_>>(), v1_records());
 }
 
@@ -545,4 +550,42 @@ fn loop_files_are_named_after_loop_0s() {
         assert_eq!(loop_base(&loop_path(base, i), i).as_deref(), Some(base));
     }
     assert_eq!(loop_base(Path::new("/var/log/trace.bin.loop1"), 2), None);
+}
+
+#[test]
+fn the_node_secret_is_written_as_a_fingerprint_and_replay_asks_for_it() {
+    use crate::secret::NodeSecret;
+    let secret = NodeSecret([0x5a; 32]);
+    let mut h = header();
+    h.config = ConfigDescription::of(
+        &{
+            let mut c = config();
+            c.node_secret = Some(secret.clone());
+            c
+        },
+        &SALT,
+    );
+    let mut v = Vec::new();
+    encode_header(&h, &mut v);
+    assert!(
+        !v.windows(32).any(|w| w == secret.0),
+        "the node secret is in the header"
+    );
+    let (back, _) = open(&v).unwrap();
+    assert!(back.config.node_secret.is_some());
+    let e = back.config.to_config(&SALT, &secrets()).unwrap_err();
+    assert!(e.to_string().contains("node_secret"), "{e}");
+    let mut s = secrets();
+    s.node_secret = Some(NodeSecret([1; 32]));
+    let e = back.config.to_config(&SALT, &s).unwrap_err();
+    assert!(e.to_string().contains("not the one"), "{e}");
+    s.node_secret = Some(secret.clone());
+    let c = back.config.to_config(&SALT, &s).unwrap();
+    assert_eq!(c.node_secret, Some(secret));
+    // Format 2 has no node secret: it reads as "drawn from the seed".
+    let mut v2 = Vec::new();
+    encode_header_version(&h, 2, &mut v2).unwrap();
+    let (old, _) = open(&v2).unwrap();
+    assert_eq!(old.config.node_secret, None);
+    assert!(old.config.to_config(&SALT, &secrets()).is_ok());
 }

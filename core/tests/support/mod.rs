@@ -297,7 +297,11 @@ impl Harness {
     }
 
     pub fn with_config(cfg: Config) -> Self {
-        let mut server = Server::new(cfg, [7u8; 32], T0).expect("the config is valid");
+        Self::with_seed(cfg, [7u8; 32])
+    }
+
+    pub fn with_seed(cfg: Config, seed: [u8; 32]) -> Self {
+        let mut server = Server::new(cfg, seed, T0).expect("the config is valid");
         server.set_wall_clock(T0, WALL0_MS);
         Harness {
             server,

@@ -381,15 +381,10 @@ mod tests {
         let base = Settings::from_file(&fc, "t.toml").unwrap();
         let seed = [3u8; 32];
         let place = |index| Place { index, count: 2 };
-        let mut a = Runtime::new_loop(
-            loop_settings(&base, place(0), seed, &[]),
-            seed,
-            place(0),
-            None,
-        )
-        .unwrap();
+        let mut a =
+            Runtime::new_loop(loop_settings(&base, place(0), &[]), seed, place(0), None).unwrap();
         let addrs = a.listener_addrs();
-        let s = loop_settings(&base, place(1), seed, &addrs);
+        let s = loop_settings(&base, place(1), &addrs);
         let mut b = Runtime::new_loop(s, [4u8; 32], place(1), None).unwrap();
         let handles = vec![a.handle().unwrap(), b.handle().unwrap()];
         a.set_loops(handles.clone());

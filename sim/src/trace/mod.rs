@@ -182,9 +182,9 @@ pub fn numbered(path: &Path, n: u32) -> PathBuf {
 }
 
 /// The secrets for a replay from a runtime configuration file: only the keys `users`
-/// (table of name → password), `static_auth_secret` (a string or a list) and
+/// (table of name → password), `static_auth_secret` (a string or a list),
 /// `issuance_secret` (the HTTP API's, a string; taken as one more REST secret, which is
-/// what the relay makes of it) are read; every other key is ignored. No file: no secrets.
+/// what the relay makes of it) and `node_secret` (a string) are read; every other key is ignored. No file: no secrets.
 pub fn secrets_from_config(path: Option<&Path>) -> Result<ReplaySecrets, ReplayError> {
     let Some(path) = path else {
         return Ok(ReplaySecrets::default());
@@ -223,6 +223,15 @@ pub fn secrets_from_config(path: Option<&Path>) -> Result<ReplaySecrets, ReplayE
         None => {}
         Some(toml::Value::String(x)) => s.rest_secrets.push(x.as_bytes().to_vec()),
         Some(_) => return Err(bad("`issuance_secret`: a string")),
+    }
+    match table.get("node_secret") {
+        None => {}
+        Some(toml::Value::String(x)) => {
+            s.node_secret = Some(turnpike_core::secret::NodeSecret::from_passphrase(
+                x.as_bytes(),
+            ));
+        }
+        Some(_) => return Err(bad("`node_secret`: a string")),
     }
     Ok(s)
 }
