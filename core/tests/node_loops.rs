@@ -416,3 +416,33 @@ fn a_node_of_one_loop_counts_streams_without_messages() {
     assert_eq!(node.streams(), 8);
     assert_eq!(node.too_many(), (4, 4));
 }
+
+#[test]
+fn a_refused_stream_ends_what_it_started_while_provisional() {
+    // A stream works while its source's home is asked; refused, it is closed and its
+    // allocation (made or pending) ends, giving the user quota back.
+    let source = sa("203.0.113.9:40000");
+    let home = source_home(source.ip(), 4).0 as usize;
+    let away = (home + 1) % 4;
+    for lifo in [false, true] {
+        let mut node = Node::new(4, |c| {
+            c.max_streams_per_source = 8;
+            c.user_quota = 1;
+        });
+        node.lifo = lifo;
+        for n in 10..18u64 {
+            node.open(home, n, source);
+        }
+        node.settle();
+        node.open(away, 1, source);
+        let mut c = Client::stream(ConnId(1));
+        let out = node.loops[away].authed(&mut c, Req::allocate());
+        node.absorb(away, out);
+        node.settle();
+        assert!(node.was_closed(away, 1));
+        assert_eq!(node.too_many(), (1, 1));
+        assert_eq!((node.streams(), node.live()), (8, 0));
+        let mut c = Client::udp(70);
+        assert!(node.allocate(2, &mut c, Req::allocate()).is_success());
+    }
+}
