@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use turnpike::cli::{self, Command, USAGE};
 use turnpike::clock::Clock;
 use turnpike::config::FileConfig;
-use turnpike::event_loop::{hex, parse_seed};
+use turnpike::seed::{hex, parse_seed};
 use turnpike::settings::Settings;
 use turnpike::workers::Workers;
 use turnpike::{connect_info, fdlimit};

@@ -4,6 +4,8 @@
 use crate::api::ice::IceSettings;
 use crate::api::ApiSettings;
 use crate::config::{ConfigError, FileConfig, UdpPort};
+/// Buffer sizes live with the sockets they are for; re-exported for the old path.
+pub use crate::sockets::SocketBuffers;
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,15 +26,6 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     /// TCP only: connections start with a PROXY header.
     pub proxy_protocol: bool,
-}
-
-/// Kernel buffer sizes for every socket (0: leave the OS default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketBuffers {
-    /// SO_RCVBUF, bytes.
-    pub receive: usize,
-    /// SO_SNDBUF, bytes.
-    pub send: usize,
 }
 
 /// Everything the runtime needs to start.
