@@ -166,15 +166,16 @@ impl PortPool {
         true
     }
 
-    /// Takes ownership of `port` from another loop as in use (a RESERVATION-TOKEN redeemed
-    /// here that another loop issued). False if it is not another loop's.
-    pub fn adopt_in_use(&mut self, port: u16) -> bool {
+    /// Takes ownership of `port` from another loop as reserved (a RESERVATION-TOKEN
+    /// redeemed here that another loop issued, until the Allocate has its counts and
+    /// binds it). False if it is not another loop's.
+    pub fn adopt_reserved(&mut self, port: u16) -> bool {
         if !matches!(self.slot(port), Some(Slot::Elsewhere)) {
             return false;
         }
         self.elsewhere -= 1;
-        self.set(port, Slot::InUse);
-        self.in_use += 1;
+        self.set(port, Slot::Reserved);
+        self.reserved += 1;
         true
     }
 
@@ -936,7 +937,7 @@ mod tests {
         assert_consistent(&a);
         assert_consistent(&b);
         assert!(b.acquire(&mut r).is_some_and(|p| lent.contains(&p)));
-        // An even pair, and a port adopted in use (a redeemed token).
+        // An even pair, and a port adopted reserved, then taken (a redeemed token).
         let pair = a.lend(PortWant::EvenPair, 64);
         assert!(pair.is_empty() || (pair[0].is_multiple_of(2) && pair[1] == pair[0] + 1));
         for p in &pair {
@@ -946,7 +947,9 @@ mod tests {
         assert!(even.is_some());
         let reserved = even.unwrap() + 1;
         assert!(b.give_reserved(reserved));
-        assert!(a.adopt_in_use(reserved));
+        assert!(a.adopt_reserved(reserved));
+        assert!(!a.adopt_reserved(reserved), "adopted twice");
+        assert!(a.take_reserved(reserved));
         assert!(a.is_in_use(reserved));
         assert_consistent(&a);
         assert_consistent(&b);

@@ -446,3 +446,77 @@ fn a_refused_stream_ends_what_it_started_while_provisional() {
         assert!(node.allocate(2, &mut c, Req::allocate()).is_success());
     }
 }
+
+#[test]
+fn reservations_count_against_the_user_and_the_node_across_loops() {
+    for lifo in [false, true] {
+        let mut node = Node::new(4, |c| {
+            c.user_quota = 4;
+            c.total_quota = 100;
+        });
+        node.lifo = lifo;
+        // Allocate(EVEN-PORT R) + Refresh 0 on every loop in turn: the reservations hold
+        // the user's counts, so the fourth round is refused whatever loop it lands on.
+        let mut codes = Vec::new();
+        for n in 0..6u8 {
+            let i = usize::from(n % 4);
+            let mut c = Client::udp(70 + n);
+            let a = node.allocate(i, &mut c, Req::allocate().raw(attr::EVEN_PORT, &[0x80]));
+            if a.is_success() {
+                let out = node.loops[i].authed(&mut c, Req::refresh(Some(0)));
+                assert!(out.answer().is_success());
+                node.absorb(i, out);
+                node.settle();
+            }
+            codes.push(a.code());
+        }
+        assert_eq!(
+            codes,
+            vec![None, None, None, Some(486), Some(486), Some(486)],
+            "lifo {lifo}"
+        );
+        let reserved: u32 = node
+            .loops
+            .iter()
+            .map(|h| h.server.stats(h.now).ports_v4.reserved)
+            .sum();
+        assert_eq!(reserved, 3);
+        // They expire on their loops and give the counts back at the user's home.
+        for i in 0..4 {
+            let out = node.loops[i].advance(core::time::Duration::from_secs(31));
+            node.absorb(i, out);
+        }
+        node.settle();
+        let mut c = Client::udp(90);
+        let a = node.allocate(2, &mut c, Req::allocate().raw(attr::EVEN_PORT, &[0x80]));
+        assert!(a.is_success(), "{:?}", a.code());
+    }
+}
+
+#[test]
+fn a_reservation_holds_a_credit_of_the_node_until_redeemed_on_another_loop() {
+    let mut node = Node::new(2, |c| {
+        c.total_quota = 3;
+        c.user_quota = 100;
+    });
+    let mut first = Client::udp(100);
+    let a = node.allocate(0, &mut first, Req::allocate().raw(attr::EVEN_PORT, &[0x80]));
+    assert!(a.is_success(), "{:?}", a.code());
+    let token = a.get(attr::RESERVATION_TOKEN).expect("a token");
+    // One allocation and one reservation: one credit left in the node.
+    let mut c = Client::udp(101);
+    assert!(node.allocate(1, &mut c, Req::allocate()).is_success());
+    let mut d = Client::udp(102);
+    assert_eq!(node.allocate(1, &mut d, Req::allocate()).code(), Some(508));
+    // Redeemed on loop 1: the reservation's credit serves the token's allocation.
+    let mut second = Client::new(Via::Udp(client(103)), USER2, PASS2);
+    let b = node.allocate(
+        1,
+        &mut second,
+        Req::allocate().raw(attr::RESERVATION_TOKEN, &token),
+    );
+    assert!(b.is_success(), "{:?}", b.code());
+    assert_eq!(node.live(), 3);
+    let mut e = Client::udp(104);
+    assert_eq!(node.allocate(0, &mut e, Req::allocate()).code(), Some(508));
+}

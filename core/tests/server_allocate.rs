@@ -735,3 +735,115 @@ fn answers_carry_software_when_configured() {
     let (_, out) = h.send_plain(&Client::udp(86), &Req::binding());
     assert!(!out.answer().has(attr::SOFTWARE));
 }
+
+/// Allocate with EVEN-PORT R, then Refresh 0: the allocation is gone, its reservation
+/// stays (RFC 8656 §7.2: about 30 s). Returns the answer's code (None: success).
+fn reserve_and_free(h: &mut Harness, n: u8) -> Option<u16> {
+    let mut c = Client::udp(n);
+    let out = h.authed(&mut c, Req::allocate().raw(attr::EVEN_PORT, &[0x80]));
+    let code = out.answer().code();
+    if code.is_none() {
+        assert!(h
+            .authed(&mut c, Req::refresh(Some(0)))
+            .answer()
+            .is_success());
+    }
+    code
+}
+
+#[test]
+fn a_reservation_counts_against_the_user_quota_until_it_expires() {
+    // Without the count, one user could loop Allocate(EVEN-PORT R) + Refresh 0 and hold
+    // every port of the pool in reservations.
+    let mut cfg = config();
+    cfg.user_quota = 3;
+    let mut h = Harness::with_config(cfg);
+    // Each round holds one reservation; the Allocate itself needs one more count.
+    assert_eq!(reserve_and_free(&mut h, 100), None);
+    assert_eq!(reserve_and_free(&mut h, 101), None);
+    assert_eq!(reserve_and_free(&mut h, 102), Some(486));
+    assert_eq!(h.server.stats(h.now).ports_v4.reserved, 2);
+    // A plain Allocate still fits (2 reservations + 1).
+    let mut c = Client::udp(103);
+    h.allocate_ok(&mut c);
+    let mut d = Client::udp(104);
+    assert_eq!(h.authed(&mut d, Req::allocate()).answer().code(), Some(486));
+    // The reservations expire and give their counts back.
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.server.stats(h.now).ports_v4.reserved, 0);
+    let mut e = Client::udp(105);
+    h.allocate_ok(&mut e);
+}
+
+#[test]
+fn a_reservation_counts_against_the_total_quota() {
+    let mut cfg = config();
+    cfg.total_quota = 4;
+    cfg.user_quota = 100;
+    let mut h = Harness::with_config(cfg);
+    assert_eq!(reserve_and_free(&mut h, 110), None);
+    assert_eq!(reserve_and_free(&mut h, 111), None);
+    assert_eq!(reserve_and_free(&mut h, 112), None);
+    // Three reservations and the Allocate's own credit: the fourth needs two.
+    assert_eq!(reserve_and_free(&mut h, 113), Some(508));
+    let mut c = Client::udp(114);
+    h.allocate_ok(&mut c);
+    let mut d = Client::udp(115);
+    assert_eq!(h.authed(&mut d, Req::allocate()).answer().code(), Some(508));
+}
+
+#[test]
+fn a_user_at_quota_with_a_reservation_can_redeem_it() {
+    // The reservation gives its count back as the token's Allocate takes its own, so the
+    // RTP/RTCP pair fits a quota of two.
+    let mut cfg = config();
+    cfg.user_quota = 2;
+    let mut h = Harness::with_config(cfg);
+    let mut rtp = Client::udp(120);
+    let (a, _) = h.allocate_with(&mut rtp, Req::allocate().raw(attr::EVEN_PORT, &[0x80]));
+    let token = a.get(attr::RESERVATION_TOKEN).expect("a token");
+    let mut other = Client::udp(121);
+    assert_eq!(
+        h.authed(&mut other, Req::allocate()).answer().code(),
+        Some(486)
+    );
+    let mut rtcp = Client::udp(122);
+    let (b, _) = h.allocate_with(
+        &mut rtcp,
+        Req::allocate().raw(attr::RESERVATION_TOKEN, &token),
+    );
+    assert_eq!(
+        b.xor(attr::XOR_RELAYED_ADDRESS).unwrap().port(),
+        a.xor(attr::XOR_RELAYED_ADDRESS).unwrap().port() + 1
+    );
+    // Two allocations, no reservation: still at quota.
+    assert_eq!(h.server.stats(h.now).ports_v4.reserved, 0);
+    let mut third = Client::udp(123);
+    assert_eq!(
+        h.authed(&mut third, Req::allocate()).answer().code(),
+        Some(486)
+    );
+    // Refresh 0 of both: two more fit again.
+    for c in [&mut rtp, &mut rtcp] {
+        assert!(h.authed(c, Req::refresh(Some(0))).answer().is_success());
+    }
+    h.allocate_ok(&mut third);
+}
+
+#[test]
+fn a_reservation_of_a_failed_allocate_gives_back_its_port_and_counts() {
+    // The binds fail: the client never gets the token, so nothing stays reserved.
+    let mut cfg = config();
+    cfg.user_quota = 2;
+    let mut h = Harness::with_config(cfg);
+    h.binds.fail_all = Some(turnpike_core::server::BindError::Other);
+    let mut c = Client::udp(130);
+    let out = h.authed(&mut c, Req::allocate().raw(attr::EVEN_PORT, &[0x80]));
+    assert_eq!(out.answer().code(), Some(508));
+    assert_eq!(h.server.stats(h.now).ports_v4.reserved, 0);
+    h.binds.fail_all = None;
+    let mut d = Client::udp(131);
+    let mut e = Client::udp(132);
+    h.allocate_ok(&mut d);
+    h.allocate_ok(&mut e);
+}

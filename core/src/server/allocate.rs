@@ -52,8 +52,15 @@ pub(super) struct Pending {
     pub(super) user_held: bool,
     /// It holds a credit of `total_quota`.
     credit_held: bool,
+    /// EVEN-PORT with R: the user count the reservation will hold, until it is made.
+    reserve_user_held: bool,
+    /// EVEN-PORT with R: the credit the reservation will hold, until it is made.
+    reserve_credit_held: bool,
     /// Ports drawn, not yet being bound.
     drawn: [Option<u16>; 2],
+    /// The port of the RESERVATION-TOKEN it redeemed, still reserved in the pool until the
+    /// Allocate holds its own counts (then it is bound at once).
+    redeemed: Option<u16>,
     /// Loops asked to lend in the current stage.
     asked: u16,
 }
@@ -88,6 +95,8 @@ enum Draw {
     Remote(LoopId, [u8; 8]),
     /// No port of this family and kind is free here.
     Short(usize, PortWant),
+    /// The token was redeemed: the Allocate takes its own counts before the port.
+    Redeemed,
     /// The token is unknown or expired (508).
     Failed,
 }
@@ -96,6 +105,32 @@ impl Pending {
     /// The listener its client came through.
     pub(super) fn listener(&self) -> ListenerId {
         self.src.info.listener
+    }
+
+    /// It will make a reservation (EVEN-PORT with R, in IPv4), which holds a user count
+    /// and a credit of its own.
+    fn reserves(&self) -> bool {
+        self.ask.even == Some(true) && self.ask.primary == 0
+    }
+
+    /// Holds every user count it needs.
+    fn user_counted(&self) -> bool {
+        self.user_held && (self.reserve_user_held || !self.reserves() || self.token_out.is_some())
+    }
+
+    /// Holds every credit it needs.
+    fn credited(&self) -> bool {
+        self.credit_held
+            && (self.reserve_credit_held || !self.reserves() || self.token_out.is_some())
+    }
+
+    /// The user's home loop granted one more count.
+    pub(super) fn took_user_count(&mut self) {
+        if self.user_held {
+            self.reserve_user_held = true;
+        } else {
+            self.user_held = true;
+        }
     }
 }
 
@@ -216,10 +251,20 @@ impl Server {
                     even,
                     token,
                 },
-                stage: Stage::User,
+                // A token's Allocate redeems it first: the reservation gives back its
+                // counts, then the Allocate takes its own (so a user at quota with a
+                // reservation can still redeem it).
+                stage: if token.is_some() {
+                    Stage::Ports
+                } else {
+                    Stage::User
+                },
                 user_held: false,
                 credit_held: false,
+                reserve_user_held: false,
+                reserve_credit_held: false,
                 drawn: [None, None],
+                redeemed: None,
                 asked: 0,
             },
         );
@@ -237,6 +282,10 @@ impl Server {
             };
             match p.stage {
                 Stage::User => {
+                    if p.user_counted() {
+                        self.set_stage(pid, Stage::Credit, |_| {});
+                        continue;
+                    }
                     let home = home_of(&p.auth.username, self.node.count);
                     if home != self.node.id() {
                         let username = p.auth.username.clone();
@@ -246,16 +295,33 @@ impl Server {
                     if !self.acquire_user(&p.auth.username.clone()) {
                         return Err(486);
                     }
-                    self.set_stage(pid, Stage::Credit, |p| p.user_held = true);
+                    if let Some(p) = self.pending.get_mut(&pid) {
+                        p.took_user_count();
+                    }
                 }
                 Stage::Credit => {
+                    if p.credited() {
+                        self.set_stage(pid, Stage::Ports, |_| {});
+                        continue;
+                    }
                     if self.credits_used() >= self.credits {
                         return self.borrow(pid, Want::Credits);
                     }
                     self.pending_credits += 1;
-                    self.set_stage(pid, Stage::Ports, |p| p.credit_held = true);
+                    if let Some(p) = self.pending.get_mut(&pid) {
+                        if p.credit_held {
+                            p.reserve_credit_held = true;
+                        } else {
+                            p.credit_held = true;
+                        }
+                        p.asked = 0;
+                    }
                 }
                 Stage::Ports => match self.draw_ports(now, pid) {
+                    Draw::Redeemed => {
+                        // Now the counts of its own.
+                        self.set_stage(pid, Stage::User, |_| {});
+                    }
                     Draw::Done => {
                         self.start_binds(pid);
                         return Ok(());
@@ -295,12 +361,13 @@ impl Server {
         }
     }
 
-    /// Allocations holding a credit of `total_quota`: live ones and pending ones past the
-    /// credit stage.
+    /// Credits of `total_quota` held: by live allocations, by pending ones past the credit
+    /// stage, and by reservations.
     pub(super) fn credits_used(&self) -> u32 {
-        u32::try_from(self.allocations.len())
-            .unwrap_or(u32::MAX)
+        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        n(self.allocations.len())
             .saturating_add(self.pending_credits)
+            .saturating_add(n(self.reservations.len()))
     }
 
     /// Counts one more allocation of `username` here, its home loop, unless its quota is
@@ -342,25 +409,52 @@ impl Server {
         let Some(p) = self.pending.get(&pid) else {
             return Draw::Failed;
         };
-        let (ask, drawn) = (p.ask, p.drawn);
+        let (ask, drawn, username) = (p.ask, p.drawn, p.auth.username.clone());
+        let (counted, redeemed) = (p.user_held && p.credit_held, p.redeemed);
         for (fam, done) in drawn.iter().enumerate() {
             if !ask.want[fam] || done.is_some() {
                 continue;
             }
             let (got, kind) = if let (Some(t), 0) = (ask.token, fam) {
-                let owner = self.token_owner(&t);
-                if owner != self.node.id() {
-                    return Draw::Remote(owner, t);
+                let port = match redeemed {
+                    Some(port) => port,
+                    None => {
+                        let owner = self.token_owner(&t);
+                        if owner != self.node.id() {
+                            return Draw::Remote(owner, t);
+                        }
+                        let Some(port) = self.redeem_token(t) else {
+                            return Draw::Failed;
+                        };
+                        if let Some(p) = self.pending.get_mut(&pid) {
+                            p.redeemed = Some(port);
+                        }
+                        port
+                    }
+                };
+                if !counted {
+                    return Draw::Redeemed;
                 }
-                match self.redeem_token(t) {
-                    Some(port) => (Some(port), PortWant::Any),
-                    None => return Draw::Failed,
+                if let Some(p) = self.pending.get_mut(&pid) {
+                    p.redeemed = None;
                 }
+                let taken = self.pools[0]
+                    .as_mut()
+                    .is_some_and(|pool| pool.take_reserved(port));
+                if !taken {
+                    return Draw::Failed;
+                }
+                (Some(port), PortWant::Any)
             } else if let (Some(r), true) = (ask.even, fam == ask.primary) {
                 let mut token_out = None;
-                let port = self.draw_even(now, fam, r, &mut token_out);
+                let port = self.draw_even(now, fam, r, &username, &mut token_out);
                 if let (Some(t), Some(p)) = (token_out, self.pending.get_mut(&pid)) {
                     p.token_out = Some(t);
+                    // The reservation holds them now.
+                    p.reserve_user_held = false;
+                    if core::mem::take(&mut p.reserve_credit_held) {
+                        self.pending_credits = self.pending_credits.saturating_sub(1);
+                    }
                 }
                 let kind = if r && fam == 0 {
                     PortWant::EvenPair
@@ -422,19 +516,18 @@ impl Server {
 
     /// A port redeemed at the loop that issued its token arrived (None: refused).
     pub(super) fn token_port_arrived(&mut self, now: Instant, pid: u64, port: Option<u16>) {
-        let waiting = self
-            .pending
-            .get(&pid)
-            .is_some_and(|p| p.stage == Stage::Ports && p.drawn[0].is_none());
+        let waiting = self.pending.get(&pid).is_some_and(|p| {
+            p.stage == Stage::Ports && p.drawn[0].is_none() && p.redeemed.is_none()
+        });
         let adopted = port.filter(|&port| {
             self.pools[0]
                 .as_mut()
-                .is_some_and(|pool| pool.adopt_in_use(port))
+                .is_some_and(|pool| pool.adopt_reserved(port))
         });
         match (adopted, waiting) {
             (Some(port), true) => {
                 if let Some(p) = self.pending.get_mut(&pid) {
-                    p.drawn[0] = Some(port);
+                    p.redeemed = Some(port);
                 }
                 self.resume(now, pid);
             }
@@ -475,11 +568,27 @@ impl Server {
                 pool.release(*port, now);
             }
         }
-        if p.credit_held {
-            self.pending_credits = self.pending_credits.saturating_sub(1);
+        if let (Some(port), Some(pool)) = (p.redeemed, self.pools[0].as_mut()) {
+            pool.release(port, now);
         }
+        let credits = u32::from(p.credit_held) + u32::from(p.reserve_credit_held);
+        self.pending_credits = self.pending_credits.saturating_sub(credits);
         if p.user_held {
             self.give_back_user(&p.auth.username);
+        }
+        if p.reserve_user_held {
+            self.give_back_user(&p.auth.username);
+        }
+        // A reservation made for an Allocate that failed: its token was never sent.
+        if let Some(r) = p.token_out.and_then(|t| {
+            let r = self.reservations.remove(&t)?;
+            self.timers.remove(&(r.expires, Timer::Reservation(t)));
+            Some(r)
+        }) {
+            if let Some(pool) = self.pools[0].as_mut() {
+                pool.release(r.port, now);
+            }
+            self.give_back_user(&r.username);
         }
     }
 
@@ -491,11 +600,14 @@ impl Server {
         requested.unwrap_or(default).max(default).min(max)
     }
 
+    /// Ends the reservation under `token` here, giving back the counts it held (the
+    /// redeeming Allocate takes its own next); its port stays reserved in the pool for the
+    /// Allocate, which takes it once counted.
     fn redeem_token(&mut self, token: [u8; 8]) -> Option<u16> {
         let r = self.reservations.remove(&token)?;
         self.timers.remove(&(r.expires, Timer::Reservation(token)));
-        let pool = self.pools[0].as_mut()?;
-        pool.take_reserved(r.port).then_some(r.port)
+        self.give_back_user(&r.username);
+        Some(r.port)
     }
 
     fn draw_even(
@@ -503,6 +615,7 @@ impl Server {
         now: Instant,
         fam: usize,
         reserve: bool,
+        username: &str,
         token_out: &mut Option<[u8; 8]>,
     ) -> Option<u16> {
         let port = self.pools[fam]
@@ -521,6 +634,7 @@ impl Server {
                 Reservation {
                     port: port.wrapping_add(1),
                     expires,
+                    username: username.to_string(),
                 },
             );
             self.timers.insert((expires, Timer::Reservation(token)));

@@ -85,10 +85,12 @@ impl Server {
         }
     }
 
-    /// Gives the port reserved under `token` to the loop that redeems it.
+    /// Gives the port reserved under `token` to the loop that redeems it (and back the
+    /// counts the reservation held: the redeeming Allocate takes its own).
     fn hand_over_reservation(&mut self, token: [u8; 8]) -> Option<u16> {
         let r = self.reservations.remove(&token)?;
         self.timers.remove(&(r.expires, Timer::Reservation(token)));
+        self.give_back_user(&r.username);
         let pool = self.pools[0].as_mut()?;
         pool.give_reserved(r.port).then_some(r.port)
     }
@@ -109,8 +111,7 @@ impl Server {
         match (waiting, granted) {
             (true, true) => {
                 if let Some(p) = self.pending.get_mut(&req) {
-                    p.stage = Stage::Credit;
-                    p.user_held = true;
+                    p.took_user_count();
                 }
                 self.resume(now, req);
             }

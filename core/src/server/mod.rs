@@ -140,11 +140,15 @@ enum RelayOwner {
     Pending(u64, usize),
 }
 
-/// A port held for a RESERVATION-TOKEN (RFC 8656 §7.2, EVEN-PORT with R set).
-#[derive(Clone, Copy, Debug)]
+/// A port held for a RESERVATION-TOKEN (RFC 8656 §7.2, EVEN-PORT with R set). Until it is
+/// redeemed or expires it holds one count of its user's `user_quota` (at the user's home
+/// loop) and one credit of `total_quota` (here), so that reservations cannot drain the
+/// port pool past the quotas.
+#[derive(Clone, Debug)]
 struct Reservation {
     port: u16,
     expires: Instant,
+    username: String,
 }
 
 /// How long a reserved port waits for its token (RFC 8656 §7.2: "about 30 seconds").
@@ -439,6 +443,7 @@ impl Server {
                         if let Some(pool) = self.pools[0].as_mut() {
                             pool.release(r.port, now);
                         }
+                        self.give_back_user(&r.username);
                     }
                 }
             }
