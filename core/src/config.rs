@@ -98,10 +98,20 @@ pub struct Config {
     pub max_stream_frame: usize,
     /// A stream with no allocation is closed after this long without a valid request.
     pub stream_idle_timeout: Duration,
-    /// Unauthenticated answers (401, 400...) per source and second, with this burst.
-    pub unauth_rate_per_s: u32,
-    /// Burst of the budget above.
-    pub unauth_burst: u32,
+    /// Anti-amplification for answers to unauthenticated UDP requests (401, 438, 400,
+    /// Binding...; RFC 8656 §21.2): at most this many bytes sent to a source per byte
+    /// received from it (RFC 9000 §8's rule for unvalidated addresses uses 3), plus one
+    /// answer. Streams are not limited: a TCP handshake proved the address.
+    pub unauth_amplification_factor: u32,
+    /// Unauthenticated answer bytes per second to one source (an IPv4 address or IPv6
+    /// /64) for the whole node; each of `node.count` loops gets its share.
+    pub unauth_source_bytes_per_s: u64,
+    /// Unauthenticated answer bytes per second to all UDP sources together, for the whole
+    /// node; each loop gets its share.
+    pub unauth_node_bytes_per_s: u64,
+    /// A stream whose requests fail authentication this many times in a row (401, 438,
+    /// 400 before authentication) is closed. 0: never.
+    pub stream_max_auth_failures: u32,
     /// Capacity of the output queue; past it, control answers are dropped and counted.
     pub max_queued_outputs: usize,
     /// Relayed payload bytes per second per allocation, each way (coturn's `max-bps`);
@@ -154,8 +164,10 @@ impl Config {
             max_streams_per_source: 64,
             max_stream_frame: 65_535 + 20,
             stream_idle_timeout: Duration::from_secs(30),
-            unauth_rate_per_s: 20,
-            unauth_burst: 40,
+            unauth_amplification_factor: 3,
+            unauth_source_bytes_per_s: 1_000_000,
+            unauth_node_bytes_per_s: 20_000_000,
+            stream_max_auth_failures: 10,
             max_queued_outputs: 65_536,
             max_bps: 0,
             total_max_bps: 0,

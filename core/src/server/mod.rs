@@ -23,7 +23,7 @@ mod stats;
 mod stream;
 
 pub use bandwidth::MIN_BURST;
-pub use stats::{DropCounters, Stats, TransportTraffic};
+pub use stats::{DropCounters, Stats, TransportTraffic, UnauthCounters};
 
 pub(crate) use bandwidth::TokenBucket;
 
@@ -33,7 +33,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::event::{ClientInfo, DeleteReason, Event, Output};
 use crate::ids::{AllocationId, ConnId, ListenerId, RelayId, Transport};
 use crate::ports::PortPool;
-use crate::ratelimit::SourceBudget;
+use crate::ratelimit::{BudgetLimits, SourceBudget};
 use crate::time::Instant;
 use allocate::Pending;
 use cache::ResponseCache;
@@ -216,13 +216,13 @@ impl Server {
             key_rng.fill_bytes(&mut k);
             NonceKey(k)
         });
-        let budget = SourceBudget::new(
-            4096,
-            config.unauth_rate_per_s,
-            config.unauth_burst,
-            key_rng.next_u64(),
-        );
         let node = config.node;
+        let budget = SourceBudget::new(
+            BUDGET_BUCKETS,
+            budget_limits(&config),
+            key_rng.next_u64(),
+            now,
+        );
         let pool = |present: bool| {
             present.then(|| {
                 let (min, max) = (config.relay_port_min, config.relay_port_max);
@@ -724,6 +724,21 @@ pub(crate) struct Source {
     pub info: ClientInfo,
 }
 
+/// Buckets of the unauthenticated answer budget: 16 Ki of 24 bytes, 384 KiB per loop.
+const BUDGET_BUCKETS: usize = 16_384;
+
+/// This loop's share of the unauthenticated answer budget. SO_REUSEPORT spreads one
+/// address's ports (and so a NAT's clients) over the loops, so the per-source ceiling is
+/// split like the node's; the factor holds per loop as a request and its answer share one.
+fn budget_limits(c: &Config) -> BudgetLimits {
+    let loops = u64::from(c.node.count.max(1));
+    BudgetLimits {
+        factor: c.unauth_amplification_factor,
+        source_bytes_per_s: c.unauth_source_bytes_per_s.div_ceil(loops),
+        node_bytes_per_s: c.unauth_node_bytes_per_s.div_ceil(loops),
+    }
+}
+
 /// The relay's own addresses are never peers (RFC 8656 §21.4: a client must not reach the
 /// server's own services through it). Loopback addresses are left to `allow_loopback`.
 fn add_own_addresses(c: &mut Config) {
@@ -741,6 +756,9 @@ fn add_own_addresses(c: &mut Config) {
         }
     }
 }
+
+/// The largest amplification factor accepted: beyond, the relay is a reflector.
+pub const MAX_AMPLIFICATION_FACTOR: u32 = 10;
 
 fn validate(c: &Config) -> Result<(), ConfigError> {
     let err = |m: &str| Err(ConfigError(m.to_string()));
@@ -767,6 +785,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     if c.node.count == 0 || c.node.count > crate::node::MAX_LOOPS || c.node.index >= c.node.count {
         return err("the node's loop index must be below its loop count (1 to 256 loops)");
+    }
+    if !(1..=MAX_AMPLIFICATION_FACTOR).contains(&c.unauth_amplification_factor) {
+        return err("unauth_amplification_factor must be 1 to 10");
+    }
+    if c.unauth_source_bytes_per_s == 0 || c.unauth_node_bytes_per_s == 0 {
+        return err("unauth_source_bytes_per_s and unauth_node_bytes_per_s must be positive");
     }
     let mut ids = BTreeSet::new();
     for l in &c.listeners {

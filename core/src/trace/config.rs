@@ -142,12 +142,16 @@ pub struct ConfigDescription {
     pub max_stream_frame: u64,
     /// `stream_idle_timeout`.
     pub stream_idle_timeout: Duration,
-    /// `unauth_rate_per_s`.
-    pub unauth_rate_per_s: u32,
-    /// `unauth_burst`.
-    pub unauth_burst: u32,
     /// `max_queued_outputs`.
     pub max_queued_outputs: u64,
+    /// `unauth_amplification_factor`.
+    pub unauth_amplification_factor: u32,
+    /// `unauth_source_bytes_per_s`.
+    pub unauth_source_bytes_per_s: u64,
+    /// `unauth_node_bytes_per_s`.
+    pub unauth_node_bytes_per_s: u64,
+    /// `stream_max_auth_failures`.
+    pub stream_max_auth_failures: u32,
 }
 
 /// A one-time credential as recorded: everything but the password.
@@ -219,9 +223,11 @@ impl ConfigDescription {
             max_streams: c.max_streams,
             max_stream_frame: c.max_stream_frame as u64,
             stream_idle_timeout: c.stream_idle_timeout,
-            unauth_rate_per_s: c.unauth_rate_per_s,
-            unauth_burst: c.unauth_burst,
             max_queued_outputs: c.max_queued_outputs as u64,
+            unauth_amplification_factor: c.unauth_amplification_factor,
+            unauth_source_bytes_per_s: c.unauth_source_bytes_per_s,
+            unauth_node_bytes_per_s: c.unauth_node_bytes_per_s,
+            stream_max_auth_failures: c.stream_max_auth_failures,
         }
     }
 
@@ -315,9 +321,11 @@ impl ConfigDescription {
         c.max_streams = self.max_streams;
         c.max_stream_frame = to_usize(self.max_stream_frame)?;
         c.stream_idle_timeout = self.stream_idle_timeout;
-        c.unauth_rate_per_s = self.unauth_rate_per_s;
-        c.unauth_burst = self.unauth_burst;
         c.max_queued_outputs = to_usize(self.max_queued_outputs)?;
+        c.unauth_amplification_factor = self.unauth_amplification_factor;
+        c.unauth_source_bytes_per_s = self.unauth_source_bytes_per_s;
+        c.unauth_node_bytes_per_s = self.unauth_node_bytes_per_s;
+        c.stream_max_auth_failures = self.stream_max_auth_failures;
         Ok(c)
     }
 
@@ -394,9 +402,16 @@ impl ConfigDescription {
         p.u32(self.max_streams);
         p.u64(self.max_stream_frame);
         p.duration_ns(self.stream_idle_timeout);
-        p.u32(self.unauth_rate_per_s);
-        p.u32(self.unauth_burst);
+        // Two slots of the packet budget this replaced (`unauth_rate_per_s`,
+        // `unauth_burst`), kept so that version 1 traces still decode.
+        p.u32(0);
+        p.u32(0);
         p.u64(self.max_queued_outputs);
+        // Appended: the anti-amplification limits (absent from older version 1 traces).
+        p.u32(self.unauth_amplification_factor);
+        p.u64(self.unauth_source_bytes_per_s);
+        p.u64(self.unauth_node_bytes_per_s);
+        p.u32(self.stream_max_auth_failures);
     }
 
     pub(crate) fn decode(g: &mut Get<'_>) -> Result<Self, TraceError> {
@@ -454,6 +469,27 @@ impl ConfigDescription {
             *x = g.duration_ns()?;
         }
         let nonce_key = if g.bool()? { Some(g.array()?) } else { None };
+        let security_features = g.bool()?;
+        let quotas = [g.u32()?, g.u32()?, g.u32()?];
+        let strict_channel_numbers = g.bool()?;
+        let streams = [g.u32()?, g.u32()?];
+        let max_stream_frame = g.u64()?;
+        let stream_idle_timeout = g.duration_ns()?;
+        // The replaced packet budget's two slots.
+        let _ = (g.u32()?, g.u32()?);
+        let max_queued_outputs = g.u64()?;
+        // Traces written before the anti-amplification limits replay with the defaults.
+        let defaults = Config::new(Credentials::new("-"), IpAddr::from([0, 0, 0, 0]));
+        let (factor, source, node, stream_failures) = if g.is_empty() {
+            (
+                defaults.unauth_amplification_factor,
+                defaults.unauth_source_bytes_per_s,
+                defaults.unauth_node_bytes_per_s,
+                defaults.stream_max_auth_failures,
+            )
+        } else {
+            (g.u32()?, g.u64()?, g.u64()?, g.u32()?)
+        };
         Ok(ConfigDescription {
             realm,
             users,
@@ -480,18 +516,20 @@ impl ConfigDescription {
             nonce_lifetime: d[5],
             rest_max_validity: d[6],
             nonce_key,
-            security_features: g.bool()?,
-            user_quota: g.u32()?,
-            total_quota: g.u32()?,
-            max_permissions: g.u32()?,
-            strict_channel_numbers: g.bool()?,
-            max_channels: g.u32()?,
-            max_streams: g.u32()?,
-            max_stream_frame: g.u64()?,
-            stream_idle_timeout: g.duration_ns()?,
-            unauth_rate_per_s: g.u32()?,
-            unauth_burst: g.u32()?,
-            max_queued_outputs: g.u64()?,
+            security_features,
+            user_quota: quotas[0],
+            total_quota: quotas[1],
+            max_permissions: quotas[2],
+            strict_channel_numbers,
+            max_channels: streams[0],
+            max_streams: streams[1],
+            max_stream_frame,
+            stream_idle_timeout,
+            max_queued_outputs,
+            unauth_amplification_factor: factor,
+            unauth_source_bytes_per_s: source,
+            unauth_node_bytes_per_s: node,
+            stream_max_auth_failures: stream_failures,
         })
     }
 }
