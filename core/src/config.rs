@@ -9,6 +9,23 @@ use crate::policy::PeerPolicy;
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 
+/// Default `unauth_amplification_factor`: RFC 9000 §8's limit for unvalidated addresses.
+pub const DEFAULT_UNAUTH_AMPLIFICATION_FACTOR: u32 = 3;
+
+/// Default `unauth_source_bytes_per_s`: about 6 600 challenges (401 of about 150 bytes) a
+/// second to one address, so a carrier-NAT address with thousands of browsers starting at
+/// once is answered, while one reflection victim gets no more than 8 Mbit/s from a relay.
+pub const DEFAULT_UNAUTH_SOURCE_BYTES_PER_S: u64 = 1_000_000;
+
+/// Default `unauth_node_bytes_per_s`: about 130 000 challenges a second from the node,
+/// more than two cores answer; it bounds what a flood from many sources makes a bigger
+/// node send (160 Mbit/s).
+pub const DEFAULT_UNAUTH_NODE_BYTES_PER_S: u64 = 20_000_000;
+
+/// Default `stream_max_auth_failures`: a client needs two failures (its first request is
+/// challenged, a stale nonce is answered 438); ten in a row is a client guessing.
+pub const DEFAULT_STREAM_MAX_AUTH_FAILURES: u32 = 10;
+
 /// One listening socket of the driver.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -164,10 +181,10 @@ impl Config {
             max_streams_per_source: 64,
             max_stream_frame: 65_535 + 20,
             stream_idle_timeout: Duration::from_secs(30),
-            unauth_amplification_factor: 3,
-            unauth_source_bytes_per_s: 1_000_000,
-            unauth_node_bytes_per_s: 20_000_000,
-            stream_max_auth_failures: 10,
+            unauth_amplification_factor: DEFAULT_UNAUTH_AMPLIFICATION_FACTOR,
+            unauth_source_bytes_per_s: DEFAULT_UNAUTH_SOURCE_BYTES_PER_S,
+            unauth_node_bytes_per_s: DEFAULT_UNAUTH_NODE_BYTES_PER_S,
+            stream_max_auth_failures: DEFAULT_STREAM_MAX_AUTH_FAILURES,
             max_queued_outputs: 65_536,
             max_bps: 0,
             total_max_bps: 0,

@@ -170,6 +170,11 @@ pub fn loop_settings(
     let split = |total: u64| share(total, place.count, place.index);
     s.core.total_quota = u32::try_from(split(u64::from(base.core.total_quota))).unwrap_or(1);
     s.core.total_max_bps = split(base.core.total_max_bps);
+    if s.core.node.count <= 1 {
+        // A core that knows its node splits these itself.
+        s.core.unauth_source_bytes_per_s = split(base.core.unauth_source_bytes_per_s);
+        s.core.unauth_node_bytes_per_s = split(base.core.unauth_node_bytes_per_s);
+    }
     s.core.max_streams = u32::try_from(split(u64::from(base.core.max_streams))).unwrap_or(1);
     if place.index > 0 {
         if s.core.nonce_key.is_none() {

@@ -681,16 +681,16 @@ fn d_idle() -> u64 {
     30
 }
 fn d_unauth_factor() -> u32 {
-    3
+    turnpike_core::config::DEFAULT_UNAUTH_AMPLIFICATION_FACTOR
 }
 fn d_unauth_source() -> u64 {
-    1_000_000
+    turnpike_core::config::DEFAULT_UNAUTH_SOURCE_BYTES_PER_S
 }
 fn d_unauth_node() -> u64 {
-    20_000_000
+    turnpike_core::config::DEFAULT_UNAUTH_NODE_BYTES_PER_S
 }
 fn d_stream_auth_failures() -> u32 {
-    10
+    turnpike_core::config::DEFAULT_STREAM_MAX_AUTH_FAILURES
 }
 fn d_443() -> u16 {
     443
