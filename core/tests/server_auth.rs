@@ -125,6 +125,21 @@ fn stale_nonce_is_438_with_a_fresh_nonce_that_then_works() {
     assert!(out.answer().is_success());
 }
 
+/// The server remembers nonces it verified (to skip their MAC on the next requests of the
+/// same client); a remembered nonce still expires.
+#[test]
+fn a_nonce_that_authenticated_requests_still_expires() {
+    let mut h = Harness::new();
+    let mut c = Client::udp(10);
+    h.allocate_ok(&mut c);
+    let (_, out) = h.send_signed(&c, &Req::refresh(Some(600)));
+    assert!(out.answer().is_success());
+    let lifetime = h.server.config().nonce_lifetime;
+    h.advance(lifetime + Duration::from_secs(1));
+    let (_, out) = h.send_signed(&c, &Req::refresh(Some(600)));
+    assert_eq!(out.answer().code(), Some(438));
+}
+
 #[test]
 fn nonce_is_still_good_just_before_its_lifetime() {
     let mut h = Harness::new();

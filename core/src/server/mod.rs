@@ -28,7 +28,7 @@ pub use stats::{DropCounters, Stats, TransportTraffic, UnauthCounters};
 pub(crate) use bandwidth::TokenBucket;
 
 use crate::allocation::{Allocation, ClientKey};
-use crate::auth::{Credentials, NonceKey, NonceSigner};
+use crate::auth::{Credentials, NonceKey, NonceSigner, VerifiedNonces};
 use crate::config::{Config, ListenerConfig};
 use crate::event::{ClientInfo, DeleteReason, Event, Output};
 use crate::ids::{AllocationId, ConnId, ListenerId, RelayId, Transport};
@@ -161,6 +161,8 @@ pub struct Server {
     token_rng: ChaCha20Rng,
     /// Issues and checks nonces, its key made ready once.
     nonce: NonceSigner,
+    /// Nonces verified for the clients of recent authenticated requests.
+    verified_nonces: VerifiedNonces,
     /// Wall clock in ms minus monotonic ms, once the driver has told us.
     wall_offset_ms: Option<i128>,
     budget: SourceBudget,
@@ -244,6 +246,7 @@ impl Server {
             port_rng: stream(1),
             token_rng: stream(2),
             nonce: NonceSigner::new(&nonce_key),
+            verified_nonces: VerifiedNonces::new(VERIFIED_NONCES),
             wall_offset_ms: None,
             budget,
             allocations: BTreeMap::new(),
@@ -723,6 +726,10 @@ pub(crate) struct Source {
     pub key: ClientKey,
     pub info: ClientInfo,
 }
+
+/// Slots of the verified-nonce table: 1 Ki of about 90 bytes per loop, so that a few
+/// hundred clients setting up at once find their nonce.
+const VERIFIED_NONCES: usize = 1024;
 
 /// Buckets of the unauthenticated answer budget: 16 Ki of 24 bytes, 384 KiB per loop.
 const BUDGET_BUCKETS: usize = 16_384;
