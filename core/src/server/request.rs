@@ -105,12 +105,28 @@ impl Server {
             Method::CREATE_PERMISSION => Some(self.create_permission(now, msg, existing)),
             _ => Some(self.channel_bind(now, msg, existing)),
         };
-        if let Some(b) = answer {
-            self.answer_authenticated(now, src, tid, b, &auth.signer, fingerprint);
+        let Some(b) = answer else {
+            return;
+        };
+        // RFC 8489 §6.3.1: only the answers to requests that are not idempotent need
+        // keeping for retransmissions. CreatePermission and ChannelBind are: done again,
+        // they install the same permission or binding and earn the same answer, byte for
+        // byte.
+        if matches!(method, Method::CREATE_PERMISSION | Method::CHANNEL_BIND) {
+            let bytes = reply::finish(
+                b,
+                self.cfg.software.as_deref(),
+                Some(&auth.signer),
+                fingerprint,
+            );
+            self.send_to(src, bytes);
+            return;
         }
+        self.answer_authenticated(now, src, tid, b, &auth.signer, fingerprint);
     }
 
-    /// Sends an answer signed with the request's key, and caches it for retransmissions.
+    /// Sends an answer signed with the request's key, and caches it for retransmissions
+    /// (RFC 8489 §6.3.1; RFC 8656 §7.2: a retransmitted Allocate must not get 437).
     pub(super) fn answer_authenticated(
         &mut self,
         now: Instant,
