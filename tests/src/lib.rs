@@ -11,7 +11,8 @@
 //! - child processes that die with their test and print their log when it fails
 //!   ([`Child`]), commands run with a bound in time ([`run_with_timeout`]);
 //! - the servers under test ([`server`]), the uclient runner and its output parser
-//!   ([`uclient`]), nginx ([`nginx`]) and a minimal STUN/TURN client ([`turn`]).
+//!   ([`uclient`]), nginx ([`nginx`]), a minimal STUN/TURN client ([`turn`]), network
+//!   namespaces ([`netns`]) and headless Chromium in one ([`browser`]).
 //!
 //! Every wait is bounded in time and every loop in count; every process started here is
 //! killed when its guard drops, also when the test panics.
@@ -19,7 +20,9 @@
 #![deny(missing_docs)]
 
 pub mod adversary;
+pub mod browser;
 pub mod http;
+pub mod netns;
 pub mod nginx;
 pub mod server;
 pub mod trace_fixture;
@@ -85,7 +88,8 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
         Some(p) => Some(p),
         None => {
             skip_or_fail(&format!(
-                "`{name}` not found on PATH (apt-get install coturn nginx libnginx-mod-stream openssl)"
+                "`{name}` not found on PATH (apt-get install coturn nginx libnginx-mod-stream openssl \
+                 chromium nftables)"
             ));
             None
         }

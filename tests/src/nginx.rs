@@ -236,11 +236,25 @@ impl Nginx {
     /// Writes `conf` to `dir/nginx.conf`, checks it with `nginx -t`, starts nginx and waits
     /// until every address in `listens` accepts TCP connections (at most 10 s).
     pub fn start(dir: &TempDir, conf: &str, listens: &[SocketAddr]) -> Nginx {
+        let mut n = Nginx::spawn_with(dir, conf, |p: &Path| Command::new(p));
+        for addr in listens {
+            if let Err(e) = wait_for_tcp(*addr, Duration::from_secs(10)) {
+                n.child.assert_running();
+                panic!("nginx: {e}\n{}", n.error_log());
+            }
+        }
+        n
+    }
+
+    /// Writes `conf` to `dir/nginx.conf`, checks it with `nginx -t` and starts nginx, both
+    /// through `launch(path of nginx)` (e.g. inside a network namespace), without waiting
+    /// for its listeners: the caller checks them where it can reach them.
+    pub fn spawn_with(dir: &TempDir, conf: &str, launch: impl Fn(&Path) -> Command) -> Nginx {
         let nginx = find_tool("nginx").expect("nginx (checked by the test)");
         let conf_path = dir.join("nginx.conf");
         write_file(&conf_path, conf);
         let base = |extra: &[&str]| {
-            let mut c = Command::new(&nginx);
+            let mut c = launch(&nginx);
             c.arg("-p")
                 .arg(dir.path())
                 .arg("-e")
@@ -258,17 +272,17 @@ impl Nginx {
             check.report()
         );
         let child = Child::spawn("nginx", base(&[]), dir.path());
-        let mut n = Nginx {
+        Nginx {
             child,
             dir: dir.path().to_path_buf(),
-        };
-        for addr in listens {
-            if let Err(e) = wait_for_tcp(*addr, Duration::from_secs(10)) {
-                n.child.assert_running();
-                panic!("nginx: {e}\n{}", n.error_log());
-            }
         }
-        n
+    }
+
+    /// Panics, with nginx's error log, if it has exited.
+    pub fn assert_running(&mut self) {
+        if self.child.exited().is_some() {
+            panic!("nginx exited early; its error log:\n{}", self.error_log());
+        }
     }
 
     /// nginx's error log so far.

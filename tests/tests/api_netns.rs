@@ -5,8 +5,8 @@
 //! non-loopback peer, and no packet ever leaves the namespace.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
+use turnpike_tests::netns::Netns;
 use turnpike_tests::server::turnpike_binary;
 use turnpike_tests::{require_tools, run_with_timeout, skip_or_fail, write_file, Child, TempDir};
 
@@ -14,53 +14,16 @@ const API_PORT: u16 = 13000;
 const INSIDE: &str = "10.231.0.1";
 const OTHER: &str = "10.231.0.2";
 
-/// A network namespace with `lo` and a veth pair, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(tag: &str) -> Option<Netns> {
-        let name = format!("tp{tag}{}", std::process::id());
-        let ns = Netns { name };
-        let steps: [&[&str]; 7] = [
-            &["netns", "add", &ns.name],
-            &["-n", &ns.name, "link", "set", "lo", "up"],
-            &[
-                "-n", &ns.name, "link", "add", "va", "type", "veth", "peer", "name", "vb",
-            ],
-            &["-n", &ns.name, "addr", "add", "10.231.0.1/24", "dev", "va"],
-            &["-n", &ns.name, "addr", "add", "10.231.0.2/24", "dev", "vb"],
-            &["-n", &ns.name, "link", "set", "va", "up"],
-            &["-n", &ns.name, "link", "set", "vb", "up"],
-        ];
-        for args in steps {
-            let mut cmd = Command::new("ip");
-            cmd.args(args);
-            let out = run_with_timeout(cmd, Duration::from_secs(10));
-            if !out.success() {
-                skip_or_fail(&format!(
-                    "cannot set up a network namespace: {}",
-                    out.report()
-                ));
-                return None;
-            }
+/// A network namespace with `lo` and a veth pair whose two ends, `INSIDE` and `OTHER`,
+/// both live in it; deleted on drop.
+fn netns() -> Option<Netns> {
+    let ns = Netns::create("api")?;
+    match ns.add_veth_pair(("va", "10.231.0.1/24"), ("vb", Some("10.231.0.2/24"))) {
+        Ok(()) => Some(ns),
+        Err(e) => {
+            skip_or_fail(&format!("cannot set up a network namespace: {e}"));
+            None
         }
-        Some(ns)
-    }
-
-    fn exec(&self, program: &Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
@@ -109,7 +72,7 @@ fn api_refuses_non_loopback_peers() {
     }
     let Some(bin) = turnpike_binary() else { return };
     for loopback_only in [true, false] {
-        let Some(ns) = Netns::create("api") else {
+        let Some(ns) = netns() else {
             return;
         };
         let dir = TempDir::new("api-netns");
