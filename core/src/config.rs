@@ -12,6 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 /// Default `unauth_amplification_factor`: RFC 9000 §8's limit for unvalidated addresses.
 pub const DEFAULT_UNAUTH_AMPLIFICATION_FACTOR: u32 = 3;
 
+/// The largest `unauth_amplification_factor` accepted: beyond, the relay is a reflector.
+pub const MAX_UNAUTH_AMPLIFICATION_FACTOR: u32 = 10;
+
 /// Default `unauth_source_bytes_per_s`: about 6 600 challenges (401 of about 150 bytes) a
 /// second to one address, so a carrier-NAT address with thousands of browsers starting at
 /// once is answered, while one reflection victim gets no more than 8 Mbit/s from a relay.

@@ -475,7 +475,7 @@ impl FileConfig {
     /// The anti-amplification limits: a factor the core accepts, and ceilings that let at
     /// least a few challenges through.
     fn check_unauth(&self) -> Result<(), (&'static str, String)> {
-        let max = turnpike_core::server::MAX_AMPLIFICATION_FACTOR;
+        let max = turnpike_core::config::MAX_UNAUTH_AMPLIFICATION_FACTOR;
         if !(1..=max).contains(&self.unauth_amplification_factor) {
             return Err((
                 "unauth_amplification_factor",

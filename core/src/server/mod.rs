@@ -764,9 +764,6 @@ fn add_own_addresses(c: &mut Config) {
     }
 }
 
-/// The largest amplification factor accepted: beyond, the relay is a reflector.
-pub const MAX_AMPLIFICATION_FACTOR: u32 = 10;
-
 fn validate(c: &Config) -> Result<(), ConfigError> {
     let err = |m: &str| Err(ConfigError(m.to_string()));
     if c.credentials.realm().is_empty() {
@@ -793,7 +790,9 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.node.count == 0 || c.node.count > crate::node::MAX_LOOPS || c.node.index >= c.node.count {
         return err("the node's loop index must be below its loop count (1 to 256 loops)");
     }
-    if !(1..=MAX_AMPLIFICATION_FACTOR).contains(&c.unauth_amplification_factor) {
+    if !(1..=crate::config::MAX_UNAUTH_AMPLIFICATION_FACTOR)
+        .contains(&c.unauth_amplification_factor)
+    {
         return err("unauth_amplification_factor must be 1 to 10");
     }
     if c.unauth_source_bytes_per_s == 0 || c.unauth_node_bytes_per_s == 0 {

@@ -154,6 +154,10 @@ pub struct ConfigDescription {
     pub stream_max_auth_failures: u32,
 }
 
+/// What the slots of the replaced packet budget hold (its old defaults).
+const LEGACY_UNAUTH_RATE_PER_S: u32 = 20;
+const LEGACY_UNAUTH_BURST: u32 = 40;
+
 /// A one-time credential as recorded: everything but the password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OneTimeDescription {
@@ -402,16 +406,33 @@ impl ConfigDescription {
         p.u32(self.max_streams);
         p.u64(self.max_stream_frame);
         p.duration_ns(self.stream_idle_timeout);
-        // Two slots of the packet budget this replaced (`unauth_rate_per_s`,
-        // `unauth_burst`), kept so that version 1 traces still decode.
-        p.u32(0);
-        p.u32(0);
+        // The two slots of the packet budget that the anti-amplification limits replaced
+        // (`unauth_rate_per_s`, `unauth_burst`), with the values it always had, so that
+        // the format is unchanged.
+        p.u32(LEGACY_UNAUTH_RATE_PER_S);
+        p.u32(LEGACY_UNAUTH_BURST);
         p.u64(self.max_queued_outputs);
-        // Appended: the anti-amplification limits (absent from older version 1 traces).
-        p.u32(self.unauth_amplification_factor);
-        p.u64(self.unauth_source_bytes_per_s);
-        p.u64(self.unauth_node_bytes_per_s);
-        p.u32(self.stream_max_auth_failures);
+        // The anti-amplification limits, appended when they are not the defaults: a
+        // trace of a default configuration is byte for byte what version 1 wrote.
+        let d = Config::new(Credentials::new("-"), IpAddr::from([0, 0, 0, 0]));
+        let limits = (
+            self.unauth_amplification_factor,
+            self.unauth_source_bytes_per_s,
+            self.unauth_node_bytes_per_s,
+            self.stream_max_auth_failures,
+        );
+        let defaults = (
+            d.unauth_amplification_factor,
+            d.unauth_source_bytes_per_s,
+            d.unauth_node_bytes_per_s,
+            d.stream_max_auth_failures,
+        );
+        if limits != defaults {
+            p.u32(limits.0);
+            p.u64(limits.1);
+            p.u64(limits.2);
+            p.u32(limits.3);
+        }
     }
 
     pub(crate) fn decode(g: &mut Get<'_>) -> Result<Self, TraceError> {
@@ -478,7 +499,7 @@ impl ConfigDescription {
         // The replaced packet budget's two slots.
         let _ = (g.u32()?, g.u32()?);
         let max_queued_outputs = g.u64()?;
-        // Traces written before the anti-amplification limits replay with the defaults.
+        // Absent: the defaults (and traces written before the limits replay with them).
         let defaults = Config::new(Credentials::new("-"), IpAddr::from([0, 0, 0, 0]));
         let (factor, source, node, stream_failures) = if g.is_empty() {
             (
