@@ -119,9 +119,10 @@ pub struct Config {
     /// A stream with no allocation is closed after this long without a valid request.
     pub stream_idle_timeout: Duration,
     /// Anti-amplification for answers to unauthenticated UDP requests (401, 438, 400,
-    /// Binding...; RFC 8656 §21.2): at most this many bytes sent to a source per byte
-    /// received from it (RFC 9000 §8's rule for unvalidated addresses uses 3), plus one
-    /// answer. Streams are not limited: a TCP handshake proved the address.
+    /// Binding...; RFC 8656 §21.2): at most this many bytes sent to a source (an IPv4
+    /// address or IPv6 /64) per byte received from it (RFC 9000 §8's rule for unvalidated
+    /// addresses uses 3), plus 8 KiB advanced once. Streams are not limited: a TCP
+    /// handshake proved the address.
     pub unauth_amplification_factor: u32,
     /// Unauthenticated answer bytes per second to one source (an IPv4 address or IPv6
     /// /64) for the whole node; each of `node.count` loops gets its share.

@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(b.buckets[b.index(src)].credit, 474);
     }
 
-    /// RFC 9000 §8: at most three times the bytes received (plus one answer here).
+    /// RFC 9000 §8: at most three times the bytes received (plus the advance here).
     #[test]
     fn a_flood_of_small_requests_is_answered_with_at_most_three_times_its_bytes() {
         let mut b = budget(64);

@@ -329,3 +329,44 @@ fn slow_tcp_clients_are_closed_after_the_idle_timeout() {
     assert!(after <= before + FLAT_KIB);
     server.assert_running();
 }
+
+/// Streams are never refused an answer for rate reasons: a TCP client guessing passwords
+/// gets every 401, and its connection is closed after `stream_max_auth_failures` (10) failed
+/// authentications in a row, its last 401 delivered first.
+#[test]
+fn a_tcp_client_guessing_gets_every_401_then_is_closed_after_ten() {
+    let Some(mut server) = adversary::start(&[]) else {
+        return;
+    };
+    let mut s = Session::tcp(server.addr, LOCAL, None);
+    s.learn_nonce();
+    let realm = s.realm.clone().expect("a realm");
+    let nonce = s.nonce.clone().expect("a nonce");
+    let mut answers = 1;
+    let mut closed = false;
+    for _ in 0..20 {
+        let mut m = Message::request(turn::ALLOCATE);
+        m.add(turn::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .add(turn::USERNAME, adversary::USER.as_bytes())
+            .add(turn::REALM, realm.as_bytes())
+            .add(turn::NONCE, &nonce);
+        s.send(&m.encode(Some(b"wrong key"), true));
+        match s.answer(Duration::from_secs(2)) {
+            Ok(m) => {
+                assert_eq!(m.error_code(), Some(401));
+                answers += 1;
+            }
+            Err(Reply::Closed) => {
+                closed = true;
+                break;
+            }
+            Err(r) => panic!("no answer and not closed: {r:?} after {answers} answers"),
+        }
+    }
+    assert_eq!(answers, 10, "every failed authentication is answered");
+    if !closed {
+        closed = s.closed_within(Duration::from_secs(2));
+    }
+    assert!(closed, "the connection is closed after 10 failures");
+    server.assert_running();
+}
