@@ -96,7 +96,8 @@ pub fn banner_with(
 mod tests {
     use super::*;
     use crate::config::FileConfig;
-    use crate::settings::{turn_urls, SocketBuffers};
+    use crate::settings::turn_urls;
+    use crate::sockets::SocketBuffers;
     use std::net::{IpAddr, Ipv4Addr};
     use turnpike_core::Config;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use turnpike::cli::{self, Command, USAGE};
 use turnpike::clock::Clock;
 use turnpike::config::FileConfig;
-use turnpike::event_loop::{hex, parse_seed};
+use turnpike::seed::{hex, parse_seed};
 use turnpike::settings::Settings;
 use turnpike::workers::Workers;
 use turnpike::{connect_info, fdlimit};
@@ -64,11 +64,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &opts.record_trace {
-        settings.trace = Some(turnpike::trace_recorder::TraceSettings {
-            path: path.clone(),
-            payloads: file_config.trace_payloads,
-            max_bytes: file_config.trace_max_bytes,
-        });
+        settings.trace = Some(turnpike::trace_recorder::TraceSettings::new(
+            path.clone(),
+            file_config.trace_payloads,
+            file_config.trace_max_bytes,
+        ));
     }
     if opts.check_config {
         println!("{source}: configuration is valid");

@@ -4,6 +4,8 @@
 use crate::api::ice::IceSettings;
 use crate::api::ApiSettings;
 use crate::config::{ConfigError, FileConfig, UdpPort};
+/// Buffer sizes live with the sockets they are for; re-exported for the old path.
+pub use crate::sockets::SocketBuffers;
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,15 +26,6 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     /// TCP only: connections start with a PROXY header.
     pub proxy_protocol: bool,
-}
-
-/// Kernel buffer sizes for every socket (0: leave the OS default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketBuffers {
-    /// SO_RCVBUF, bytes.
-    pub receive: usize,
-    /// SO_SNDBUF, bytes.
-    pub send: usize,
 }
 
 /// Everything the runtime needs to start.
@@ -194,14 +187,13 @@ impl Settings {
             workers: fc.workers,
             coalesce: (fc.coalesce_us > 0)
                 .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
-            trace: fc
-                .trace_file
-                .as_ref()
-                .map(|path| crate::trace_recorder::TraceSettings {
-                    path: path.clone(),
-                    payloads: fc.trace_payloads,
-                    max_bytes: fc.trace_max_bytes,
-                }),
+            trace: fc.trace_file.as_ref().map(|path| {
+                crate::trace_recorder::TraceSettings::new(
+                    path.clone(),
+                    fc.trace_payloads,
+                    fc.trace_max_bytes,
+                )
+            }),
         })
     }
 }

@@ -4,11 +4,19 @@
 //! addresses with SO_REUSEPORT, which spreads clients over them. All non-blocking, IPV6_V6ONLY on IPv6 (the
 //! IPv4 and IPv6 listeners are separate sockets), buffer sizes from the configuration.
 
-use crate::settings::SocketBuffers;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use turnpike_core::server::BindError;
+
+/// Kernel buffer sizes for every socket (0: leave the OS default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// SO_RCVBUF, bytes.
+    pub receive: usize,
+    /// SO_SNDBUF, bytes.
+    pub send: usize,
+}
 
 /// Backlog of TCP listeners.
 pub const TCP_BACKLOG: i32 = 1024;

@@ -11,8 +11,8 @@ use turnpike_core::{ConnId, RelayId};
 pub enum Source {
     /// The signal pipe.
     Signals,
-    /// The waker of the loop's command channel (other loops ask for counters, allocation
-    /// lists, deletions, a stop).
+    /// The waker of a loop's inbox (the HTTP API asks for counters, allocation lists,
+    /// deletions; other loops' cores send messages; a stop), or of the API thread's poll.
     Waker,
     /// Listener number `n` (its `ListenerId`).
     Listener(u32),
@@ -20,7 +20,7 @@ pub enum Source {
     Relay(RelayId),
     /// A TCP connection.
     Conn(ConnId),
-    /// The HTTP API's listener.
+    /// The HTTP API's listener (on the API thread's own poll).
     ApiListener,
     /// HTTP API connection number `n`.
     ApiConn(u64),

@@ -14,6 +14,15 @@
 //! with the same header. At start, an existing trace of a previous run (perhaps the one
 //! that crashed) is moved to `FILE.prev` (with its rotated files) rather than overwritten.
 //! A write error stops the recording (logged once); the relay keeps running.
+//!
+//! **Several loops.** Every event loop of a node records its own core to its own file:
+//! loop 0 to `FILE`, loop `i` to `FILE.loop<i>` ([`turnpike_core::trace::loop_path`]; each
+//! rotates and moves aside alike: `FILE.loop1.2`, `FILE.prev.loop1`), so nothing is shared
+//! or locked between loops. The messages a loop receives from the others are recorded as
+//! its inputs ([`TraceRecorder::loop_message`]), the ones it sends are outputs like any
+//! other, so each file replays alone. The files of one node share one salt (drawn by the
+//! first recorder, [`TraceSettings::salt`]), which tells a replay they belong together.
+//! Loop 0 moves the whole previous node's files aside before the other loops start.
 
 use rand_core::{OsRng, RngCore};
 use std::collections::HashMap;
@@ -21,12 +30,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use turnpike_core::event::Output;
+use turnpike_core::node::{LoopId, LoopMsg, NodePlace, MAX_LOOPS};
 use turnpike_core::server::BindError;
 use turnpike_core::trace::mask::Masker;
 use turnpike_core::trace::{
-    encode_header, encode_record, ConfigDescription, Header, Input, OutputDigest, Payload, Record,
+    encode_header, encode_record, loop_base, loop_path, ConfigDescription, Header, Input,
+    OutputDigest, Payload, Record, FORMAT_VERSION,
 };
 use turnpike_core::{
     AllocationId, Config, ConnId, Forward, Instant, ListenerId, RelayId, Transport,
@@ -40,12 +51,47 @@ const WRITE_AT: usize = 256 * 1024;
 /// What to record, from the config file or `--record-trace`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceSettings {
-    /// The trace file.
+    /// The trace file: the configured one for loop 0, `FILE.loop<i>` for loop `i`
+    /// (`workers::loop_settings` names it).
     pub path: PathBuf,
     /// Record relayed payloads in full.
     pub payloads: bool,
     /// Rotate at this size, bytes.
     pub max_bytes: u64,
+    /// The loop this recorder records, of how many the node runs.
+    pub place: NodePlace,
+    /// The salt of the node's trace files: clones of these settings (one per loop) share
+    /// it; the first recorder draws it.
+    pub salt: SharedSalt,
+}
+
+impl TraceSettings {
+    /// Recording to `path` for a node of one loop (`workers::loop_settings` sets the loop's
+    /// file and place), with a salt not drawn yet.
+    pub fn new(path: PathBuf, payloads: bool, max_bytes: u64) -> Self {
+        TraceSettings {
+            path,
+            payloads,
+            max_bytes,
+            place: NodePlace::SOLE,
+            salt: SharedSalt::default(),
+        }
+    }
+}
+
+/// A random salt drawn once and shared by every clone (the loops of one node).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedSalt(Arc<OnceLock<[u8; 16]>>);
+
+impl SharedSalt {
+    /// The salt, drawn from the OS on first use.
+    pub fn get(&self) -> [u8; 16] {
+        *self.0.get_or_init(|| {
+            let mut salt = [0u8; 16];
+            OsRng.fill_bytes(&mut salt);
+            salt
+        })
+    }
 }
 
 /// Appends the core's inputs to a trace file. See the module documentation.
@@ -79,8 +125,7 @@ impl TraceRecorder {
         unix_ms: u64,
     ) -> io::Result<Self> {
         install_panic_hook();
-        let mut salt = [0u8; 16];
-        OsRng.fill_bytes(&mut salt);
+        let salt = settings.salt.get();
         let header = Header {
             seed,
             start: now,
@@ -89,9 +134,11 @@ impl TraceRecorder {
             producer: concat!("turnpike ", env!("CARGO_PKG_VERSION")).to_string(),
             payloads: settings.payloads,
             segment: 0,
+            place: settings.place,
             config: ConfigDescription::of(config, &salt),
+            version: FORMAT_VERSION,
         };
-        move_previous_run(&settings.path)?;
+        move_previous_run(&settings.path, settings.place.index)?;
         let mut rec = TraceRecorder {
             settings: settings.clone(),
             header,
@@ -112,8 +159,13 @@ impl TraceRecorder {
         };
         rec.open_segment()?;
         rec.write_out()?;
+        let which = if settings.place.count > 1 {
+            format!(" of loop {}", settings.place.index)
+        } else {
+            String::new()
+        };
         log::info!(
-            "recording a trace to {} (payloads {})",
+            "recording a trace{which} to {} (payloads {})",
             settings.path.display(),
             if settings.payloads {
                 "in full"
@@ -131,14 +183,14 @@ impl TraceRecorder {
 
     /// `set_wall_clock(now, unix_ms)` is about to be called.
     pub fn wall_clock(&mut self, now: Instant, unix_ms: u64) {
-        self.input(&Input::WallClock { now, unix_ms });
+        self.input(Input::WallClock { now, unix_ms });
     }
 
     /// `handle_datagram` is about to be called with `data` from `from`.
     pub fn datagram(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, data: &[u8]) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let payload = Payload::client_datagram(data, self.settings.payloads, &mut scratch);
-        self.input(&Input::Datagram {
+        self.input(Input::Datagram {
             now,
             listener,
             from,
@@ -160,7 +212,7 @@ impl TraceRecorder {
             let proxy = self.proxy_listeners.contains(&listener);
             self.streams.insert(conn, Masker::stream(proxy));
         }
-        self.input(&Input::StreamOpen {
+        self.input(Input::StreamOpen {
             now,
             conn,
             listener,
@@ -180,7 +232,7 @@ impl TraceRecorder {
             Some(streams.entry(conn).or_insert_with(|| Masker::stream(false)))
         };
         let data = Payload::stream_data(data, masker, &mut scratch);
-        self.input(&Input::StreamData { now, conn, data });
+        self.input(Input::StreamData { now, conn, data });
         self.scratch = scratch;
         self.streams = streams;
     }
@@ -188,19 +240,19 @@ impl TraceRecorder {
     /// `handle_stream_closed` is about to be called.
     pub fn stream_closed(&mut self, now: Instant, conn: ConnId) {
         self.streams.remove(&conn);
-        self.input(&Input::StreamClosed { now, conn });
+        self.input(Input::StreamClosed { now, conn });
     }
 
     /// `handle_relay_bound` is about to be called.
     pub fn relay_bound(&mut self, now: Instant, relay: RelayId, result: Result<(), BindError>) {
-        self.input(&Input::RelayBound { now, relay, result });
+        self.input(Input::RelayBound { now, relay, result });
     }
 
     /// `handle_relay_datagram` is about to be called with `data` from peer `from`.
     pub fn relay_datagram(&mut self, now: Instant, relay: RelayId, from: SocketAddr, data: &[u8]) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let payload = Payload::peer_datagram(data, self.settings.payloads, &mut scratch);
-        self.input(&Input::RelayDatagram {
+        self.input(Input::RelayDatagram {
             now,
             relay,
             from,
@@ -211,12 +263,12 @@ impl TraceRecorder {
 
     /// `handle_timeout` is about to be called.
     pub fn timeout(&mut self, now: Instant) {
-        self.input(&Input::Timeout { now });
+        self.input(Input::Timeout { now });
     }
 
     /// `delete_allocation` is about to be called (operator request).
     pub fn delete_allocation(&mut self, now: Instant, id: AllocationId) {
-        self.input(&Input::DeleteAllocation { now, id });
+        self.input(Input::DeleteAllocation { now, id });
     }
 
     /// A one-time credential is about to be added to the core's store (its password is
@@ -227,12 +279,12 @@ impl TraceRecorder {
         cred: &turnpike_core::auth::OneTimeCredential,
     ) {
         let d = turnpike_core::trace::OneTimeDescription::of(&self.header.salt, username, cred);
-        self.input(&Input::OneTimeAdded(d));
+        self.input(Input::OneTimeAdded(d));
     }
 
     /// A listener was added to the core after start (a dynamic UDP port of the HTTP API).
     pub fn listener_added(&mut self, now: Instant, l: &turnpike_core::config::ListenerConfig) {
-        self.input(&Input::ListenerAdded {
+        self.input(Input::ListenerAdded {
             now,
             id: l.id,
             transport: l.transport,
@@ -243,12 +295,12 @@ impl TraceRecorder {
 
     /// A listener is about to be removed from the core.
     pub fn listener_removed(&mut self, now: Instant, id: turnpike_core::ListenerId) {
-        self.input(&Input::ListenerRemoved { now, id });
+        self.input(Input::ListenerRemoved { now, id });
     }
 
     /// A listener is about to be reserved for one username.
     pub fn listener_reserved(&mut self, listener: turnpike_core::ListenerId, username: &str) {
-        self.input(&Input::ListenerReserved { listener, username });
+        self.input(Input::ListenerReserved { listener, username });
     }
 
     /// A REST secret (the HTTP API's issuance secret) is about to be added to the core's
@@ -260,17 +312,27 @@ impl TraceRecorder {
             "",
             secret,
         );
-        self.input(&Input::RestSecretAdded { fingerprint });
+        self.input(Input::RestSecretAdded { fingerprint });
     }
 
     /// A one-time credential is about to be removed from the core's store.
     pub fn one_time_removed(&mut self, username: &str) {
-        self.input(&Input::OneTimeRemoved { username });
+        self.input(Input::OneTimeRemoved { username });
     }
 
     /// `expire_one_time(wall_unix_s)` is about to be called on the core's store.
     pub fn one_time_expired(&mut self, wall_unix_s: u64) {
-        self.input(&Input::OneTimeExpired { wall_unix_s });
+        self.input(Input::OneTimeExpired { wall_unix_s });
+    }
+
+    /// `handle_loop_message(now, from, msg)` is about to be called: a message from the
+    /// core of loop `from`, as the loop's inbox received it.
+    pub fn loop_message(&mut self, now: Instant, from: LoopId, msg: &LoopMsg) {
+        self.input(Input::LoopMessage {
+            now,
+            from,
+            msg: msg.clone(),
+        });
     }
 
     /// An output was drained with `poll_output`.
@@ -322,14 +384,14 @@ impl TraceRecorder {
         log::info!("trace written to {}", self.settings.path.display());
     }
 
-    fn input(&mut self, input: &Input<'_>) {
+    fn input(&mut self, input: Input<'_>) {
         if self.popped > 0 {
             // Outputs were drained before this input arrived (the runtime answers a
             // BindRelay in the middle of a drain): say how many, so the replay interleaves
             // them the same way.
             self.checkpoint(false);
         }
-        self.record(&Record::Input(input.clone()));
+        self.record(&Record::Input(input));
         self.dirty = true;
     }
 
@@ -489,25 +551,48 @@ fn previous(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Moves a previous run's `path` and `path.N` to `path.prev` and `path.prev.N`, replacing
-/// an older `.prev` set.
-fn move_previous_run(path: &Path) -> io::Result<()> {
-    if !path.exists() {
+/// Moves a previous run's trace aside before loop `index` records to `path`. Loop 0 (the
+/// first to start) moves the files of every loop of the previous node: `FILE`, `FILE.N`,
+/// `FILE.loop<i>`, `FILE.loop<i>.N` to `FILE.prev`, `FILE.prev.N`, `FILE.prev.loop<i>`,
+/// `FILE.prev.loop<i>.N`, replacing an older `.prev` set; another loop moves only its own
+/// file set, if still there.
+fn move_previous_run(path: &Path, index: u16) -> io::Result<()> {
+    let base = loop_base(path, index).unwrap_or_else(|| path.to_path_buf());
+    let prev = previous(&base);
+    if index > 0 {
+        // Normally loop 0 moved it already (and this loop's `.prev` is the previous run's).
+        if !path.exists() {
+            return Ok(());
+        }
+        return move_set(path, &loop_path(&prev, index));
+    }
+    if !base.exists() {
         return Ok(());
     }
-    let prev = previous(path);
-    let _ = std::fs::remove_file(&prev);
-    for n in 1..=KEEP_ROTATED {
-        let _ = std::fs::remove_file(numbered(&prev, n));
-    }
-    std::fs::rename(path, &prev)?;
-    for n in 1..=KEEP_ROTATED {
-        let from = numbered(path, n);
-        if from.exists() {
-            std::fs::rename(&from, numbered(&prev, n))?;
-        }
+    for i in 0..MAX_LOOPS {
+        move_set(&loop_path(&base, i), &loop_path(&prev, i))?;
     }
     log::info!("the previous run's trace was moved to {}", prev.display());
+    Ok(())
+}
+
+/// Moves `from` and `from.N` to `to` and `to.N`, after removing an older `to` set (even
+/// when there is nothing to move, so no stale file is taken for part of the new set).
+fn move_set(from: &Path, to: &Path) -> io::Result<()> {
+    let _ = std::fs::remove_file(to);
+    for n in 1..=KEEP_ROTATED {
+        let _ = std::fs::remove_file(numbered(to, n));
+    }
+    if !from.exists() {
+        return Ok(());
+    }
+    std::fs::rename(from, to)?;
+    for n in 1..=KEEP_ROTATED {
+        let f = numbered(from, n);
+        if f.exists() {
+            std::fs::rename(&f, numbered(to, n))?;
+        }
+    }
     Ok(())
 }
 
@@ -531,11 +616,7 @@ mod tests {
     }
 
     fn settings(path: PathBuf, max_bytes: u64) -> TraceSettings {
-        TraceSettings {
-            path,
-            payloads: false,
-            max_bytes,
-        }
+        TraceSettings::new(path, false, max_bytes)
     }
 
     #[test]
@@ -603,6 +684,65 @@ mod tests {
         .unwrap();
         drop(r2);
         assert_eq!(std::fs::read(previous(&path)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn every_loop_records_its_own_file_with_its_messages() {
+        let d = dir("loops");
+        let base = d.join("t.bin");
+        let shared = TraceSettings::new(base.clone(), false, 1 << 20);
+        let record = |index: u16, seed: u8| {
+            let mut s = shared.clone();
+            s.place = NodePlace { index, count: 2 };
+            s.path = loop_path(&base, index);
+            let mut r =
+                TraceRecorder::create(&s, &config(), [seed; 32], Instant::from_millis(1), 5)
+                    .unwrap();
+            r.loop_message(
+                Instant::from_millis(3),
+                LoopId(1 - index),
+                &LoopMsg::UserAcquire {
+                    req: 4,
+                    username: "alice".into(),
+                },
+            );
+            r.output(&Output::ToLoop {
+                to: LoopId(1 - index),
+                msg: LoopMsg::UserGranted {
+                    req: 4,
+                    username: "alice".into(),
+                    granted: true,
+                },
+            });
+            r.end_drain();
+            r.finish();
+        };
+        for round in 0..2u8 {
+            record(0, round);
+            record(1, round + 10);
+        }
+        let mut salts = Vec::new();
+        for (index, path) in [(0u16, base.clone()), (1, d.join("t.bin.loop1"))] {
+            let bytes = std::fs::read(&path).unwrap();
+            let (h, reader) = open(&bytes).unwrap();
+            assert_eq!(h.place, NodePlace { index, count: 2 });
+            assert_eq!(h.seed[0], 1 + 10 * index as u8, "the second run's");
+            salts.push(h.salt);
+            let recs: Vec<Record<'_>> = reader.map(Result::unwrap).collect();
+            assert!(
+                matches!(&recs[0], Record::Input(Input::LoopMessage { from, msg: LoopMsg::UserAcquire { req: 4, .. }, .. }) if from.0 == 1 - index),
+                "{recs:?}"
+            );
+            assert!(matches!(recs[1], Record::Outputs { count: 1, .. }));
+            // The previous run's file of this loop was moved aside, beside loop 0's.
+            let prev = loop_path(&previous(&base), index);
+            let (hp, _) = open(&std::fs::read(&prev).unwrap())
+                .map(|(h, r)| (h, r.count()))
+                .unwrap();
+            assert_eq!(hp.seed[0], 10 * index as u8);
+        }
+        assert_eq!(salts[0], salts[1], "one node, one salt");
+        assert!(!d.join("t.bin.loop1.prev").exists());
     }
 
     #[test]

@@ -9,14 +9,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const USAGE: &str = "usage:
-  turnpike-sim run SCENARIO.toml [--seed N]
-  turnpike-sim sweep DIR|SCENARIO.toml... [--seeds A..B] [--keep-going]
+  turnpike-sim run SCENARIO.toml [--seed N] [--loops N]
+  turnpike-sim sweep DIR|SCENARIO.toml... [--seeds A..B] [--loops N] [--keep-going]
   turnpike-sim replay TRACE [--config FILE]
   turnpike-sim trace dump TRACE
   turnpike-sim trace to-scenario TRACE [--name NAME] [--config FILE]
 
+A node of several event loops records one trace per loop: TRACE for loop 0, TRACE.loop1,
+TRACE.loop2... beside it. `replay` replays them all; `trace dump` shows one file.
+
 A trace script (kind = \"trace-script\", from `trace to-scenario`) is run once by `run` and
-`sweep`, whatever the seed, with the secrets of its sibling FILE-STEM.secrets.toml.";
+`sweep`, whatever the seed, with the secrets of its sibling FILE-STEM.secrets.toml.
+--loops N runs every server of the scenarios as a node of N event loops.";
 
 /// Runs the tool with `args` (without the program name); returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
@@ -39,8 +43,9 @@ pub fn main(args: Vec<String>) -> i32 {
     }
 }
 
-/// `replay TRACE [--config FILE]`: feeds a recorded trace to a fresh core; exit 0 when
-/// every output digest matched.
+/// `replay TRACE [--config FILE]`: feeds a recorded trace to a fresh core, every loop of a
+/// node of several (their files found beside TRACE); exit 0 when every output digest of
+/// every loop matched.
 fn cmd_replay(args: &[String]) -> i32 {
     let (trace, opts) = split_args(args);
     let Some(trace) = trace else {
@@ -48,7 +53,7 @@ fn cmd_replay(args: &[String]) -> i32 {
         return 2;
     };
     let config = opts.get("--config").map(PathBuf::from);
-    match crate::trace::replay::replay(&trace, config.as_deref()) {
+    match crate::trace::replay::replay_node(&trace, config.as_deref()) {
         Ok(report) => {
             println!("{report}");
             if report.is_identical() {
@@ -145,9 +150,17 @@ fn split_args(args: &[String]) -> (Option<PathBuf>, std::collections::BTreeMap<S
 fn cmd_run(args: &[String]) -> i32 {
     let mut file = None;
     let mut seed = 1u64;
+    let mut loops = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
+            "--loops" => {
+                i += 1;
+                match args.get(i).and_then(|s| s.parse().ok()) {
+                    Some(n) => loops = Some(n),
+                    None => return usage("--loops needs a number"),
+                }
+            }
             "--seed" => {
                 i += 1;
                 match args.get(i).and_then(|s| s.parse().ok()) {
@@ -173,7 +186,7 @@ fn cmd_run(args: &[String]) -> i32 {
         };
     }
     let sc = match Scenario::load(&file) {
-        Ok(s) => s,
+        Ok(s) => with_loops(s, loops),
         Err(e) => {
             eprintln!("{e}");
             return 2;
@@ -216,12 +229,12 @@ fn cmd_run(args: &[String]) -> i32 {
             0
         }
         Some(v) if sc.is_known_bug(v.invariant) => {
-            print_failure(&file, &out);
+            print_failure(&file, &out, loops);
             println!("result: the known core bug, as expected");
             0
         }
         Some(_) => {
-            print_failure(&file, &out);
+            print_failure(&file, &out, loops);
             1
         }
     }
@@ -231,9 +244,17 @@ fn cmd_sweep(args: &[String]) -> i32 {
     let mut paths = Vec::new();
     let mut seeds = 1..=100u64;
     let mut keep_going = false;
+    let mut loops = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
+            "--loops" => {
+                i += 1;
+                match args.get(i).and_then(|s| s.parse().ok()) {
+                    Some(n) => loops = Some(n),
+                    None => return usage("--loops needs a number"),
+                }
+            }
             "--seeds" => {
                 i += 1;
                 match args.get(i).and_then(|s| parse_range(s)) {
@@ -285,7 +306,7 @@ fn cmd_sweep(args: &[String]) -> i32 {
             continue;
         }
         let sc = match Scenario::load(file) {
-            Ok(s) => s,
+            Ok(s) => with_loops(s, loops),
             Err(e) => {
                 eprintln!("{e}");
                 return 2;
@@ -329,7 +350,7 @@ fn cmd_sweep(args: &[String]) -> i32 {
             } else if out.violation.is_some() {
                 failures += 1;
                 println!();
-                print_failure(file, &out);
+                print_failure(file, &out, loops);
                 if !keep_going {
                     return 1;
                 }
@@ -377,6 +398,16 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
         "  sessions {}: connected {:?}, failed {}; allocations {}; requests {}",
         s.sessions, s.connected, s.failed, s.allocations, s.requests
     );
+    if s.loop_messages > 0 {
+        println!("  messages between event loops {}", s.loop_messages);
+    }
+    let u = &s.uclients;
+    if u.sessions > 0 {
+        println!(
+            "  scripted clients: {} sessions, {} allocated, {} EVEN-PORT pairs, races {}/{} filled the quota, refusals {:?}, timeouts {}",
+            u.sessions, u.allocated, u.pairs, u.races.1, u.races.0, u.codes, u.timeouts
+        );
+    }
     println!(
         "  508 answers {}, rate-limited {}, PROXY accepted {}, streams rejected {:?}",
         s.answers_508, s.rate_limited, s.proxy_accepted, s.rejected
@@ -391,7 +422,15 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
     println!("  digest {:016x}", out.digest);
 }
 
-fn print_failure(file: &Path, out: &Outcome) {
+/// The scenario as loaded, or with every server a node of `loops` loops.
+fn with_loops(sc: Scenario, loops: Option<u16>) -> Scenario {
+    match loops {
+        Some(n) => sc.with_loops(n),
+        None => sc,
+    }
+}
+
+fn print_failure(file: &Path, out: &Outcome, loops: Option<u16>) {
     let Some(v) = &out.violation else { return };
     println!(
         "FAILED: seed {} violated `{}` at {:.6} s",
@@ -404,8 +443,9 @@ fn print_failure(file: &Path, out: &Outcome) {
     for l in &out.trace {
         println!("    {l}");
     }
+    let loops = loops.map(|n| format!(" --loops {n}")).unwrap_or_default();
     println!(
-        "  reproduce: turnpike-sim run {} --seed {}",
+        "  reproduce: turnpike-sim run {} --seed {}{loops}",
         file.display(),
         out.seed
     );

@@ -12,6 +12,42 @@ pub const LIVENESS_ANSWER: Duration = Duration::from_secs(15);
 
 type Verdict = Result<(), (&'static str, String)>;
 
+/// The scripted clients' expectations.
+fn uclients(e: &crate::scenario::Expect, t: &crate::uclient::Tally) -> Verdict {
+    if t.pairs < e.min_even_pairs {
+        return Err((
+            "expect_min_even_pairs",
+            format!(
+                "{} EVEN-PORT pairs completed, expected at least {} (codes {:?}, timeouts {})",
+                t.pairs, e.min_even_pairs, t.codes, t.timeouts
+            ),
+        ));
+    }
+    let n486 = t.codes.get(&486).copied().unwrap_or(0);
+    if n486 < e.min_486 {
+        return Err((
+            "expect_min_486",
+            format!("{n486} answers 486, expected at least {}", e.min_486),
+        ));
+    }
+    if e.races_fill_quota && (t.races.0 == 0 || t.races.1 != t.races.0) {
+        return Err((
+            "expect_races_fill_quota",
+            format!(
+                "{} of {} races were won by exactly min(sockets, user_quota) 5-tuples",
+                t.races.1, t.races.0
+            ),
+        ));
+    }
+    if e.uclients_never_refused && !t.codes.is_empty() {
+        return Err((
+            "expect_uclients_never_refused",
+            format!("Allocates refused: {:?}", t.codes),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks liveness and every expectation of `sc` against a finished world.
 pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     liveness(sc, w)?;
@@ -19,7 +55,8 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     let oracle = w.oracle();
     let sessions = &oracle.sessions;
     let hosts = w.server_hosts();
-    let stats: Vec<_> = hosts.iter().map(|h| h.server.stats(now)).collect();
+    let per_host: Vec<_> = hosts.iter().map(|h| h.stats(now)).collect();
+    let stats: Vec<_> = per_host.iter().flatten().collect();
     if !e.connected_over.is_empty() {
         for s in sessions {
             if let Some((_, via, _, _)) = &s.connected {
@@ -49,7 +86,8 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             }
         }
     }
-    let sum = |f: &dyn Fn(&turnpike_core::server::Stats) -> u64| stats.iter().map(f).sum::<u64>();
+    let sum =
+        |f: &dyn Fn(&turnpike_core::server::Stats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
     let n508 = sum(&|s| s.insufficient_capacity);
     if n508 < e.min_508 {
         return Err((
@@ -67,16 +105,18 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             ),
         ));
     }
+    uclients(e, &oracle.tally)?;
     if e.no_allocation_left {
-        for (h, s) in hosts.iter().zip(&stats) {
-            let ports = s.ports_v4.in_use + s.ports_v6.in_use;
-            if s.allocations + s.allocations_pending + s.streams + u64::from(ports) > 0
-                || h.bound_relays() > 0
-            {
-                return Err((
+        for (h, loops) in hosts.iter().zip(&per_host) {
+            for (lp, s) in loops.iter().enumerate() {
+                let ports = s.ports_v4.in_use + s.ports_v6.in_use;
+                if s.allocations + s.allocations_pending + s.streams + u64::from(ports) > 0
+                    || h.bound_relays() > 0
+                {
+                    return Err((
                     "expect_no_allocation_left",
                     format!(
-                        "{}: {} allocations, {} pending, {} streams, {ports} ports in use, {} relay sockets",
+                        "{} loop {lp}: {} allocations, {} pending, {} streams, {ports} ports in use, {} relay sockets",
                         h.name,
                         s.allocations,
                         s.allocations_pending,
@@ -84,6 +124,7 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
                         h.bound_relays()
                     ),
                 ));
+                }
             }
         }
         if w.open_streams() > 0 {
@@ -219,7 +260,7 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     }
     if e.dynamic_listeners_closed {
         for h in &hosts {
-            let core = h.server.config().listeners.len();
+            let core = h.cores[0].config().listeners.len();
             if !h.dynamic.is_empty() || core != h.listeners.len() {
                 return Err((
                     "expect_dynamic_listeners_closed",

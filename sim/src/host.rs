@@ -13,6 +13,7 @@ use crate::nginx::Nginx;
 use crate::oracle::Oracle;
 use crate::peer::Peer;
 use crate::server::ServerHost;
+use crate::uclient::UClient;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use std::net::SocketAddr;
@@ -40,6 +41,9 @@ pub struct Shared {
     pub secrets: Vec<String>,
     /// Probability that a relay bind fails with AddrInUse (0 outside the safety phase).
     pub bind_addr_in_use: f64,
+    /// Each server's spreading of 4-tuples over its loops (clients that want to land on
+    /// one loop pick their ports with it).
+    pub loop_hashes: Vec<crate::node::LoopHash>,
 }
 
 /// The context of one event.
@@ -93,6 +97,8 @@ pub enum Node {
     Nginx(Box<Nginx>),
     /// A spoofing flooder.
     Flooder(Flooder),
+    /// A scripted UDP client (`turnutils_uclient`-like).
+    UClient(Box<UClient>),
 }
 
 impl Node {
@@ -102,6 +108,7 @@ impl Node {
             Node::Server(h) => h.on_datagram(cx, from, to, data),
             Node::Browser(b) => b.on_datagram(cx, from, to, &data),
             Node::Peer(p) => p.on_datagram(cx, from, to, data),
+            Node::UClient(u) => u.on_datagram(cx, from, to, &data),
             Node::Nginx(_) | Node::Flooder(_) => {}
         }
     }
@@ -157,7 +164,15 @@ impl Node {
             Node::Browser(b) => b.on_wake(cx),
             Node::Peer(p) => p.on_wake(cx),
             Node::Flooder(f) => f.on_wake(cx),
+            Node::UClient(u) => u.on_wake(cx),
             Node::Nginx(_) => {}
+        }
+    }
+
+    /// A message between two loops of a server node.
+    pub fn on_loop_message(&mut self, cx: &mut Cx, m: crate::node::InFlight) {
+        if let Node::Server(h) = self {
+            h.on_loop_message(cx, m);
         }
     }
 
@@ -166,6 +181,7 @@ impl Node {
         match self {
             Node::Server(h) => h.on_control(cx, c),
             Node::Browser(b) => b.on_control(cx, c),
+            Node::UClient(u) => u.on_control(cx, c),
             _ => {}
         }
     }
@@ -177,6 +193,7 @@ impl Node {
             Node::Browser(b) => b.next_wake(),
             Node::Peer(p) => p.next_wake(),
             Node::Flooder(f) => f.next_wake(),
+            Node::UClient(u) => u.next_wake(),
             Node::Nginx(_) => None,
         }
     }

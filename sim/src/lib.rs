@@ -6,7 +6,11 @@
 //! - [`clock`], [`queue`]: virtual time and the one event queue (time, then sequence).
 //! - [`net`], [`link`], [`firewall`]: hosts by address, UDP datagrams, TCP-like streams
 //!   split anywhere, latency, jitter, loss, duplication, reordering, bandwidth, partitions.
-//! - [`host`], [`server`], [`browser`], [`nginx`], [`peer`]: the hosts.
+//! - [`host`], [`server`], [`browser`], [`nginx`], [`peer`]: the hosts; [`node`]: a
+//!   server of several event loops (4-tuples spread as SO_REUSEPORT does, messages
+//!   between the loops' cores with virtual latency).
+//! - [`uclient`]: scripted UDP clients in the manner of coturn's `turnutils_uclient`
+//!   (EVEN-PORT pairs with a RESERVATION-TOKEN, one user racing on many 5-tuples).
 //! - [`faults`]: wall-clock jumps, bind failures, fd exhaustion, floods.
 //! - [`oracle`], [`expect`]: the invariants, after every step and at the end.
 //! - [`scenario`], [`runner`], [`digest`], [`cli`]: scenario files, runs, digests, the tool.
@@ -28,6 +32,7 @@ pub mod host;
 pub mod link;
 pub mod net;
 pub mod nginx;
+pub mod node;
 pub mod oracle;
 pub mod peer;
 pub mod queue;
@@ -35,3 +40,4 @@ pub mod runner;
 pub mod scenario;
 pub mod server;
 pub mod trace;
+pub mod uclient;

@@ -74,6 +74,13 @@ pub enum Ev {
     Reset(StreamId, Side),
     /// A host's timer.
     Wake(NodeId),
+    /// A message between two event loops of a server node reaches its core.
+    Loop {
+        /// The server host.
+        node: NodeId,
+        /// The message, with its sending and receiving loops.
+        msg: crate::node::InFlight,
+    },
     /// A fault or a phase change.
     Control(Control),
 }

@@ -12,6 +12,32 @@
 //!   `no_port_in_two_allocations`, `no_bind_in_quarantine`;
 //! - `counters_balance`, `relayed_counters_match`;
 //! - `memory_bounded`, `allocation_table_matches_events`, `stream_table_matches_driver`.
+//!
+//! A server is a node of one or more event loops ([`crate::node`]): what is per core
+//! (relay ids, tables, counters of a loop) is checked per loop, what is node-wide (ports
+//! in use and in quarantine, since a port moves between loops; quotas; requests, whose
+//! answers may wait for another loop) per node. The node's own invariants (DESIGN.md,
+//! "Quotas hold for the node, not per loop"):
+//! - `user_quota_for_node` / `total_quota_for_node`: a username never holds more than
+//!   `user_quota` live allocations over all loops, the node never more than
+//!   `total_quota` (RFC 8656 §7.2 step 9: 486, step 10: 508);
+//! - `no_508_with_free_port`: a plain IPv4 Allocate (no EVEN-PORT, RESERVATION-TOKEN or
+//!   address family) is not answered 508 while some loop of the node has had a free port
+//!   without a break since the request arrived (the core's own account,
+//!   `Server::free_ports_since`, read from every loop when the answer goes out), unless
+//!   the node lacked room under `total_quota` at the end of some step since then or a
+//!   relay bind of the node failed meanwhile (both excuse a 508: conservative, so it
+//!   cannot flake);
+//! - `reservation_redeemed_anywhere`: an Allocate carrying a RESERVATION-TOKEN that the
+//!   node issued, not yet redeemed and more than a second from expiry (30 s) is not
+//!   answered 508, whichever loop receives it (RFC 8656 §7.2);
+//! - `allocation_owned_by_one_loop`, `relayed_address_unique`: an allocation id is
+//!   created once in the node, by the loop its id names (`loop_of`), every loop's listing
+//!   shows exactly its own allocations, and no two live allocations share a relayed
+//!   address;
+//! - `loop_message_answered`: an Allocate whose answer waits for another loop (its loop
+//!   sent a loop message in the step it arrived) is answered within
+//!   [`CROSS_LOOP_ANSWER`], exactly once (retransmissions meanwhile included).
 
 use crate::net::StreamId;
 use crate::scenario::Via;
@@ -23,6 +49,7 @@ use turnpike_core::channel;
 use turnpike_core::cidr::IpNet;
 use turnpike_core::event::DeleteReason;
 use turnpike_core::framing::{Frame, StreamFramer};
+use turnpike_core::node::{loop_of, LoopId};
 use turnpike_core::proxy_protocol::{self, ProxyParse};
 use turnpike_core::server::{BindError, Stats};
 use turnpike_core::stun::{attr, Class, Message, Method};
@@ -57,10 +84,36 @@ pub struct ShadowConfig {
     pub permission_lifetime: Duration,
     /// Stream cap.
     pub max_streams: u64,
-    /// Allocation cap.
+    /// Allocation cap of the node.
     pub total_quota: u64,
+    /// Allocations per username, in the node.
+    pub user_quota: u64,
     /// Peers allowed although special.
     pub allow: Vec<IpNet>,
+    /// Event loops of the node.
+    pub loops: u16,
+}
+
+/// How long an answer that waits for another loop may take: messages take at most
+/// 200 µs, and a loop that runs out asks the others one by one.
+pub const CROSS_LOOP_ANSWER: Duration = Duration::from_secs(1);
+/// A RESERVATION-TOKEN is held this long by the loop that issued it (the core's
+/// RESERVATION_LIFETIME; RFC 8656 §7.2 suggests 30 s).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(30);
+/// Allocation listings of the loops are compared with the shadow at most this often.
+const LISTING_EVERY: Duration = Duration::from_secs(1);
+
+/// What an Allocate asked for, as far as the node-level 508 checks care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AllocKind {
+    /// Not an Allocate.
+    None,
+    /// An IPv4 relayed address, any port.
+    Plain,
+    /// With RESERVATION-TOKEN.
+    Token([u8; 8]),
+    /// Anything else (EVEN-PORT, address families).
+    Other,
 }
 
 /// What happened to one allocation, for end-of-run expectations.
@@ -117,10 +170,15 @@ pub struct SessionRecord {
 #[derive(Debug)]
 struct StepRequest {
     key: Key,
+    lp: u16,
     tid: [u8; 12],
     method: Method,
     peers: Vec<SocketAddr>,
     answers: u32,
+    arrived: Instant,
+    kind: AllocKind,
+    /// Copies received (retransmissions while the answer waited for another loop).
+    copies: u32,
 }
 
 #[derive(Debug)]
@@ -129,10 +187,22 @@ struct RelayShadow {
     owner: Option<AllocationId>,
 }
 
+/// A relay socket of the node: the loop that bound it and that loop's id for it.
+type LoopRelay = (u16, RelayId);
+
+#[derive(Debug)]
+struct TokenShadow {
+    issued: Instant,
+    redeemed: bool,
+}
+
 #[derive(Debug)]
 struct AllocShadow {
     key: Key,
-    relays: Vec<RelayId>,
+    lp: u16,
+    username: String,
+    relayed: Vec<SocketAddr>,
+    relays: Vec<LoopRelay>,
     expires: Instant,
     perms: BTreeMap<IpAddr, Instant>,
     record: usize,
@@ -140,6 +210,7 @@ struct AllocShadow {
 
 #[derive(Debug)]
 struct StreamObs {
+    lp: u16,
     header: Option<Vec<u8>>,
     framer: Option<StreamFramer>,
     step_data: u64,
@@ -150,11 +221,36 @@ struct StreamObs {
 pub struct Shadow {
     cfg: ShadowConfig,
     step_requests: Vec<StepRequest>,
+    /// Requests whose answer waits for another loop, with their deadline.
+    waiting: Vec<(Instant, StepRequest)>,
+    /// Loops that sent a loop message during this step.
+    step_sent: BTreeSet<u16>,
     step_closed: BTreeSet<StreamId>,
-    step_deleted: Vec<RelayId>,
+    step_deleted: Vec<LoopRelay>,
     step_slack: u64,
-    relays: BTreeMap<RelayId, RelayShadow>,
-    holders: BTreeMap<SocketAddr, RelayId>,
+    step_alloc_events: bool,
+    relays: BTreeMap<LoopRelay, RelayShadow>,
+    /// Open relay sockets per loop, IPv4 and IPv6.
+    relays_per_loop: Vec<[u32; 2]>,
+    /// Live allocations per loop.
+    allocs_per_loop: Vec<u64>,
+    holders: BTreeMap<SocketAddr, LoopRelay>,
+    /// Live allocations per username, over the node's loops.
+    by_user: BTreeMap<String, u64>,
+    /// Every allocation id ever created in the node.
+    ids: BTreeSet<AllocationId>,
+    /// Relayed addresses of live allocations.
+    relayed: BTreeMap<SocketAddr, AllocationId>,
+    /// RESERVATION-TOKENs the node answered with.
+    tokens: BTreeMap<[u8; 8], TokenShadow>,
+    /// Per loop: since when it has had a free IPv4 port without a break, as its core
+    /// said when the answer being checked went out.
+    free_since: Vec<Option<Instant>>,
+    /// Since when the node has had room under `total_quota` at the end of every step.
+    room_since: Option<Instant>,
+    /// The last failed relay bind of the node.
+    last_bind_failure: Option<Instant>,
+    next_listing: Instant,
     released: BTreeMap<(bool, u16), Instant>,
     allocs: BTreeMap<AllocationId, AllocShadow>,
     by_key: BTreeMap<Key, AllocationId>,
@@ -189,6 +285,8 @@ pub struct Oracle {
     pub servers: Vec<Shadow>,
     /// Browser sessions.
     pub sessions: Vec<SessionRecord>,
+    /// What the scripted clients achieved.
+    pub tally: crate::uclient::Tally,
     violation: Option<Violation>,
     now: Instant,
 }
@@ -199,6 +297,7 @@ impl Oracle {
         Oracle {
             servers: configs.into_iter().map(Shadow::new).collect(),
             sessions: Vec::new(),
+            tally: Default::default(),
             violation: None,
             now: Instant::default(),
         }
@@ -227,15 +326,23 @@ impl Oracle {
 
     // ---- inputs the driver feeds --------------------------------------------------------
 
-    /// A datagram fed to a UDP listener.
-    pub fn udp_input(&mut self, s: usize, listener: ListenerId, from: SocketAddr, data: &[u8]) {
+    /// A datagram fed to a UDP listener of loop `lp`.
+    pub fn udp_input(
+        &mut self,
+        s: usize,
+        lp: u16,
+        listener: ListenerId,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         let key = Key::Udp(listener, from);
+        let now = self.now;
         let Some(sh) = self.servers.get_mut(s) else {
             return;
         };
         match data.first().map(|b| b >> 6) {
             None => {}
-            Some(0) => sh.stun_input(key, data),
+            Some(0) => sh.stun_input(now, key, lp, data),
             Some(1) => match channel::parse(data) {
                 Ok(_) => sh.data_in += 1,
                 Err(_) => sh.garbage_in += 1,
@@ -251,12 +358,14 @@ impl Oracle {
         }
     }
 
-    /// A stream accepted on a listener (`proxy`: it must start with a PROXY header).
-    pub fn stream_open(&mut self, s: usize, sid: StreamId, proxy: bool) {
+    /// A stream accepted on a listener by loop `lp` (`proxy`: it must start with a PROXY
+    /// header).
+    pub fn stream_open(&mut self, s: usize, lp: u16, sid: StreamId, proxy: bool) {
         if let Some(sh) = self.servers.get_mut(s) {
             sh.streams.insert(
                 sid,
                 StreamObs {
+                    lp,
                     header: proxy.then(Vec::new),
                     framer: Some(StreamFramer::new(65_535 + 20).stun_first()),
                     step_data: 0,
@@ -274,8 +383,9 @@ impl Oracle {
 
     /// Bytes fed to a stream.
     pub fn stream_input(&mut self, s: usize, sid: StreamId, data: &[u8]) {
+        let now = self.now;
         if let Some(sh) = self.servers.get_mut(s) {
-            sh.stream_input(sid, data);
+            sh.stream_input(now, sid, data);
         }
     }
 
@@ -286,10 +396,11 @@ impl Oracle {
         }
     }
 
-    /// The driver's answer to a BindRelay.
+    /// The driver's answer to a BindRelay of loop `lp`.
     pub fn bind_result(
         &mut self,
         s: usize,
+        lp: u16,
         now: Instant,
         relay: RelayId,
         addr: SocketAddr,
@@ -300,9 +411,10 @@ impl Oracle {
         };
         if result.is_err() {
             // The pool quarantines a port that failed to bind.
-            sh.relays.remove(&relay);
+            sh.remove_relay((lp, relay));
             sh.holders.remove(&addr);
             sh.released.insert((addr.is_ipv6(), addr.port()), now);
+            sh.last_bind_failure = Some(now);
         }
     }
 
@@ -312,6 +424,7 @@ impl Oracle {
     pub fn forward(
         &mut self,
         s: usize,
+        lp: u16,
         now: Instant,
         fwd: &Forward,
         from_peer: Option<(RelayId, SocketAddr)>,
@@ -333,19 +446,19 @@ impl Oracle {
             return;
         };
         sh.fwd_client += 1;
-        let result = sh.check_peer_path(now, relay, from, Some(dest));
+        let result = sh.check_peer_path(now, (lp, relay), from, Some(dest));
         if let Err((inv, d)) = result {
             self.fail(inv, d);
         }
     }
 
-    /// Relayed data leaves relay socket `relay` for `peer`.
-    pub fn to_peer(&mut self, s: usize, now: Instant, relay: RelayId, peer: SocketAddr) {
+    /// Relayed data leaves relay socket `relay` of loop `lp` for `peer`.
+    pub fn to_peer(&mut self, s: usize, lp: u16, now: Instant, relay: RelayId, peer: SocketAddr) {
         let Some(sh) = self.servers.get_mut(s) else {
             return;
         };
         sh.fwd_peer += 1;
-        if let Err((inv, d)) = sh.check_peer_path(now, relay, peer, None) {
+        if let Err((inv, d)) = sh.check_peer_path(now, (lp, relay), peer, None) {
             return self.fail(inv, d);
         }
         if denied(peer, &sh.cfg.allow) {
@@ -356,8 +469,8 @@ impl Oracle {
         }
     }
 
-    /// One output drained from the core.
-    pub fn output(&mut self, s: usize, now: Instant, out: &Output) {
+    /// One output drained from the core of loop `lp`.
+    pub fn output(&mut self, s: usize, lp: u16, now: Instant, out: &Output) {
         let Some(sh) = self.servers.get_mut(s) else {
             return;
         };
@@ -372,27 +485,43 @@ impl Oracle {
                 sh.close_stream(StreamId(conn.0));
                 Ok(())
             }
-            Output::BindRelay { relay, addr } => sh.bind_request(now, *relay, *addr),
+            Output::BindRelay { relay, addr } => sh.bind_request(now, (lp, *relay), *addr),
             Output::CloseRelay { relay } => {
-                if let Some(r) = sh.relays.remove(relay) {
+                if let Some(r) = sh.remove_relay((lp, *relay)) {
                     sh.holders.remove(&r.addr);
                     sh.released.insert((r.addr.is_ipv6(), r.addr.port()), now);
                 }
                 Ok(())
             }
-            Output::Event(_) | Output::ToLoop { .. } => Ok(()),
+            Output::ToLoop { .. } => {
+                sh.step_sent.insert(lp);
+                Ok(())
+            }
+            Output::Event(_) => Ok(()),
         };
         if let Err((inv, d)) = r {
             self.fail(inv, d);
         }
     }
 
-    /// An event from the core.
-    pub fn event(&mut self, s: usize, now: Instant, e: &Event) {
+    /// What the core of loop `lp` says now: since when it has had a free IPv4 relay port
+    /// without a break (None: it has none). Given for every loop before each answer.
+    pub fn free_ports(&mut self, s: usize, lp: u16, since: Option<Instant>) {
+        if let Some(f) = self
+            .servers
+            .get_mut(s)
+            .and_then(|sh| sh.free_since.get_mut(usize::from(lp)))
+        {
+            *f = since;
+        }
+    }
+
+    /// An event from the core of loop `lp`.
+    pub fn event(&mut self, s: usize, lp: u16, now: Instant, e: &Event) {
         let Some(sh) = self.servers.get_mut(s) else {
             return;
         };
-        if let Err((inv, d)) = sh.event(now, e) {
+        if let Err((inv, d)) = sh.event(now, lp, e) {
             self.fail(inv, d);
         }
     }
@@ -406,16 +535,20 @@ impl Oracle {
             let Some(sh) = self.servers.get_mut(i) else {
                 continue;
             };
-            let stats = host.server.stats(now);
+            let loops = host.stats(now);
+            let stats = NodeStats::of(&loops);
             let step = Step {
                 now,
                 host,
+                loops: &loops,
                 stats: &stats,
             };
-            let checks: [StepCheck; 6] = [
+            let checks: [StepCheck; 8] = [
                 Shadow::one_response_per_request,
+                Shadow::loop_message_answered,
                 Shadow::relay_released_with_allocation,
                 Shadow::tables_match,
+                Shadow::allocation_owned_by_one_loop,
                 Shadow::allocation_expires_on_time,
                 Shadow::counters_balance,
                 Shadow::memory_bounded,
@@ -427,7 +560,7 @@ impl Oracle {
                     return;
                 }
             }
-            sh.end_step(&stats);
+            sh.end_step(&step);
         }
     }
 
@@ -558,21 +691,75 @@ type Check = Result<(), (&'static str, String)>;
 struct Step<'a> {
     now: Instant,
     host: &'a ServerHost,
-    stats: &'a Stats,
+    /// Each loop's counters.
+    loops: &'a [Stats],
+    /// The node's sums of what the checks compare.
+    stats: &'a NodeStats,
+}
+
+/// The node-wide sums of the loops' counters the checks compare.
+#[derive(Debug, Default)]
+struct NodeStats {
+    allocations: u64,
+    pending: u64,
+    streams: u64,
+    rate_limited: u64,
+    queue_full: u64,
+    to_peer: u64,
+    to_client: u64,
+    drops: u64,
+}
+
+impl NodeStats {
+    fn of(loops: &[Stats]) -> NodeStats {
+        let mut n = NodeStats::default();
+        for s in loops {
+            let d = &s.dropped;
+            n.allocations += s.allocations;
+            n.pending += s.allocations_pending;
+            n.streams += s.streams;
+            n.rate_limited += d.rate_limited;
+            n.queue_full += d.queue_full;
+            n.to_peer += s.udp.to_peer_packets + s.tcp.to_peer_packets;
+            n.to_client += s.udp.from_peer_packets + s.tcp.from_peer_packets;
+            n.drops += d.no_allocation
+                + d.no_permission
+                + d.unbound_channel
+                + d.too_large
+                + d.denied_peer
+                + d.unknown_relay
+                + d.malformed;
+        }
+        n
+    }
 }
 
 type StepCheck = fn(&mut Shadow, &Step) -> Check;
 
 impl Shadow {
     fn new(cfg: ShadowConfig) -> Self {
+        let loops = usize::from(cfg.loops.max(1));
         Shadow {
             cfg,
             step_requests: Vec::new(),
+            waiting: Vec::new(),
+            step_sent: BTreeSet::new(),
             step_closed: BTreeSet::new(),
             step_deleted: Vec::new(),
             step_slack: 0,
+            step_alloc_events: false,
             relays: BTreeMap::new(),
+            relays_per_loop: vec![[0; 2]; loops],
+            allocs_per_loop: vec![0; loops],
             holders: BTreeMap::new(),
+            by_user: BTreeMap::new(),
+            ids: BTreeSet::new(),
+            relayed: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            free_since: vec![None; loops],
+            room_since: None,
+            last_bind_failure: None,
+            next_listing: Instant::default(),
             released: BTreeMap::new(),
             allocs: BTreeMap::new(),
             by_key: BTreeMap::new(),
@@ -598,7 +785,26 @@ impl Shadow {
         self.allocs.len()
     }
 
-    fn stun_input(&mut self, key: Key, data: &[u8]) {
+    fn remove_relay(&mut self, relay: LoopRelay) -> Option<RelayShadow> {
+        let r = self.relays.remove(&relay)?;
+        self.count_relay(relay.0, r.addr, false);
+        Some(r)
+    }
+
+    fn count_relay(&mut self, lp: u16, addr: SocketAddr, up: bool) {
+        if let Some(c) = self.relays_per_loop.get_mut(usize::from(lp)) {
+            let n = &mut c[usize::from(addr.is_ipv6())];
+            *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        }
+    }
+
+    /// RESERVATION-TOKENs answered, and how many of them were redeemed.
+    pub fn tokens(&self) -> (usize, usize) {
+        let redeemed = self.tokens.values().filter(|t| t.redeemed).count();
+        (self.tokens.len(), redeemed)
+    }
+
+    fn stun_input(&mut self, now: Instant, key: Key, lp: u16, data: &[u8]) {
         let Ok(msg) = Message::parse(data) else {
             self.garbage_in += 1;
             return;
@@ -614,10 +820,14 @@ impl Shadow {
                 self.requests += 1;
                 self.step_requests.push(StepRequest {
                     key,
+                    lp,
                     tid: tid.0,
                     method: msg.method(),
                     peers,
                     answers: 0,
+                    arrived: now,
+                    kind: alloc_kind(&msg),
+                    copies: 1,
                 });
             }
             Class::Indication if msg.method() == Method::SEND => {
@@ -632,10 +842,11 @@ impl Shadow {
         }
     }
 
-    fn stream_input(&mut self, sid: StreamId, data: &[u8]) {
+    fn stream_input(&mut self, now: Instant, sid: StreamId, data: &[u8]) {
         let Some(obs) = self.streams.get_mut(&sid) else {
             return;
         };
+        let lp = obs.lp;
         let mut rest: Vec<u8> = data.to_vec();
         if let Some(h) = &mut obs.header {
             h.extend_from_slice(data);
@@ -677,12 +888,13 @@ impl Shadow {
             self.garbage_in += 1;
         }
         for f in frames {
-            self.stun_input(Key::Stream(sid), &f);
+            self.stun_input(now, Key::Stream(sid), lp, &f);
         }
     }
 
     fn close_stream(&mut self, sid: StreamId) {
         self.step_closed.insert(sid);
+        self.waiting.retain(|(_, r)| r.key != Key::Stream(sid));
         if let Some(o) = self.streams.remove(&sid) {
             self.step_slack += o.step_data;
         }
@@ -700,25 +912,50 @@ impl Shadow {
             return Ok(());
         }
         let tid = msg.transaction_id().0;
-        let Some(req) = self
+        let here = |r: &StepRequest| r.key == key && r.tid == tid;
+        // An unanswered copy of this step first, then any of this step, then one that
+        // waited for another loop.
+        let found = self
             .step_requests
-            .iter_mut()
-            .find(|r| r.key == key && r.tid == tid)
-        else {
-            return Err((
-                "one_response_per_request",
-                format!(
-                    "{} answer to {key:?} for no request of this step",
-                    msg.method().name()
-                ),
-            ));
+            .iter()
+            .position(|r| here(r) && r.answers == 0)
+            .or_else(|| self.step_requests.iter().position(here));
+        let req = match found {
+            Some(i) => &mut self.step_requests[i],
+            None => match self.waiting.iter_mut().find(|(_, r)| here(r)) {
+                Some((_, r)) => {
+                    if r.answers >= r.copies {
+                        return Err((
+                            "one_response_per_request",
+                            format!(
+                                "{} from {key:?} answered {} times",
+                                r.method.name(),
+                                r.answers + 1
+                            ),
+                        ));
+                    }
+                    r
+                }
+                None => {
+                    return Err((
+                        "one_response_per_request",
+                        format!(
+                            "{} answer to {key:?} for no request of this step",
+                            msg.method().name()
+                        ),
+                    ))
+                }
+            },
         };
         req.answers += 1;
+        let (method, peers, arrived, kind) = (req.method, req.peers.clone(), req.arrived, req.kind);
+        if method == Method::ALLOCATE {
+            self.allocate_answer(now, &msg, arrived, kind)?;
+        }
         if class != Class::Success {
             return Ok(());
         }
         let until = now + self.cfg.permission_lifetime;
-        let (method, peers) = (req.method, req.peers.clone());
         if method == Method::CREATE_PERMISSION || method == Method::CHANNEL_BIND {
             while self
                 .granted
@@ -745,13 +982,84 @@ impl Shadow {
         Ok(())
     }
 
-    fn bind_request(&mut self, now: Instant, relay: RelayId, addr: SocketAddr) -> Check {
+    /// The node-level checks of an Allocate's answer: tokens handed out and redeemed, and
+    /// no 508 while the node could have served it.
+    fn allocate_answer(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        arrived: Instant,
+        kind: AllocKind,
+    ) -> Check {
+        if msg.class() == Class::Success {
+            if let Some(t) = msg
+                .get(attr::RESERVATION_TOKEN)
+                .and_then(|v| attr::decode_reservation_token(v).ok())
+            {
+                self.tokens.entry(t).or_insert(TokenShadow {
+                    issued: now,
+                    redeemed: false,
+                });
+            }
+            if let AllocKind::Token(t) = kind {
+                if let Some(ts) = self.tokens.get_mut(&t) {
+                    ts.redeemed = true;
+                }
+            }
+            return Ok(());
+        }
+        let code = msg
+            .get(attr::ERROR_CODE)
+            .and_then(|v| attr::decode_error_code(v).ok())
+            .map(|(c, _)| c);
+        if code != Some(508) {
+            return Ok(());
+        }
+        let since = |t: Option<Instant>| t.is_some_and(|t| t <= arrived);
+        let room = since(self.room_since);
+        let binds_ok = self.last_bind_failure.is_none_or(|f| f < arrived);
+        match kind {
+            AllocKind::Token(t) => {
+                let live = self.tokens.get(&t).is_some_and(|ts| {
+                    !ts.redeemed && arrived + Duration::from_secs(1) < ts.issued + TOKEN_LIFETIME
+                });
+                if live && room && binds_ok {
+                    return Err((
+                        "reservation_redeemed_anywhere",
+                        format!(
+                            "508 to an Allocate with token {t:02x?}, issued {:?} before it arrived and not redeemed",
+                            arrived.since(self.tokens[&t].issued)
+                        ),
+                    ));
+                }
+            }
+            AllocKind::Plain if room && binds_ok => {
+                let free: Vec<usize> = (0..self.free_since.len())
+                    .filter(|&l| since(self.free_since[l]))
+                    .collect();
+                if !free.is_empty() {
+                    return Err((
+                        "no_508_with_free_port",
+                        format!(
+                            "508 to an Allocate that arrived {:?} ago while loops {free:?} had free ports all along (and the node room under total_quota {}, no failed bind)",
+                            now.since(arrived),
+                            self.cfg.total_quota
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn bind_request(&mut self, now: Instant, relay: LoopRelay, addr: SocketAddr) -> Check {
         if let Some(other) = self.holders.get(&addr) {
             return Err((
                 "no_port_in_two_allocations",
                 format!(
-                    "bind of {addr} for relay {} while relay {} holds it",
-                    relay.0, other.0
+                    "bind of {addr} for relay {} of loop {} while relay {} of loop {} holds it",
+                    relay.1 .0, relay.0, other.1 .0, other.0
                 ),
             ));
         }
@@ -760,20 +1068,24 @@ impl Shadow {
                 return Err((
                     "no_bind_in_quarantine",
                     format!(
-                        "port {} bound {:?} after release (quarantine {:?})",
+                        "port {} bound by loop {} {:?} after release (quarantine {:?})",
                         addr.port(),
+                        relay.0,
                         now.since(*at),
                         self.cfg.quarantine
                     ),
                 ));
             }
         }
-        self.relays.insert(relay, RelayShadow { addr, owner: None });
+        if let Some(old) = self.relays.insert(relay, RelayShadow { addr, owner: None }) {
+            self.count_relay(relay.0, old.addr, false);
+        }
+        self.count_relay(relay.0, addr, true);
         self.holders.insert(addr, relay);
         Ok(())
     }
 
-    fn event(&mut self, now: Instant, e: &Event) -> Check {
+    fn event(&mut self, now: Instant, lp: u16, e: &Event) -> Check {
         match e {
             Event::AllocationCreated {
                 id,
@@ -782,14 +1094,41 @@ impl Shadow {
                 relayed,
                 lifetime_s,
             } => {
+                self.step_alloc_events = true;
+                if loop_of(*id) != LoopId(lp) {
+                    return Err((
+                        "allocation_owned_by_one_loop",
+                        format!(
+                            "loop {lp} created allocation {:#x}, whose id names loop {}",
+                            id.0,
+                            loop_of(*id).0
+                        ),
+                    ));
+                }
+                if !self.ids.insert(*id) {
+                    return Err((
+                        "allocation_owned_by_one_loop",
+                        format!("allocation id {:#x} created twice in the node", id.0),
+                    ));
+                }
                 let key = match client.conn {
                     Some(c) => Key::Stream(StreamId(c.0)),
                     None => Key::Udp(client.listener, client.addr),
                 };
                 let mut relays = Vec::new();
                 for r in relayed {
-                    let found = self.relays.iter_mut().find(|(_, s)| {
-                        s.owner.is_none()
+                    if let Some(other) = self.relayed.insert(*r, *id) {
+                        return Err((
+                            "relayed_address_unique",
+                            format!(
+                                "allocation {:#x} (loop {lp}) and {:#x} both relay on {r}",
+                                id.0, other.0
+                            ),
+                        ));
+                    }
+                    let found = self.relays.iter_mut().find(|((l, _), s)| {
+                        *l == lp
+                            && s.owner.is_none()
                             && s.addr.port() == r.port()
                             && s.addr.is_ipv6() == r.is_ipv6()
                     });
@@ -802,7 +1141,7 @@ impl Shadow {
                             return Err((
                                 "relay_released_with_allocation",
                                 format!(
-                                    "allocation {} announces {r} with no bound relay socket",
+                                    "allocation {} announces {r} with no bound relay socket of loop {lp}",
                                     id.0
                                 ),
                             ))
@@ -815,6 +1154,17 @@ impl Shadow {
                         format!("{key:?} has allocations {} and {}", other.0, id.0),
                     ));
                 }
+                let held = self.by_user.entry(username.clone()).or_insert(0);
+                *held += 1;
+                if *held > self.cfg.user_quota {
+                    return Err((
+                        "user_quota_for_node",
+                        format!(
+                            "{username} holds {held} allocations over the node's loops (user_quota {}); loop {lp} made the last",
+                            self.cfg.user_quota
+                        ),
+                    ));
+                }
                 let expires = now + Duration::from_secs(u64::from(*lifetime_s));
                 self.expiry.insert((expires, *id));
                 self.history.push(AllocationRecord {
@@ -824,16 +1174,32 @@ impl Shadow {
                     created: now,
                     deleted: None,
                 });
+                if let Some(n) = self.allocs_per_loop.get_mut(usize::from(lp)) {
+                    *n += 1;
+                }
                 self.allocs.insert(
                     *id,
                     AllocShadow {
                         key,
+                        lp,
+                        username: username.clone(),
+                        relayed: relayed.clone(),
                         relays,
                         expires,
                         perms: BTreeMap::new(),
                         record: self.history.len() - 1,
                     },
                 );
+                if self.allocs.len() as u64 > self.cfg.total_quota {
+                    return Err((
+                        "total_quota_for_node",
+                        format!(
+                            "{} live allocations over the node's loops (total_quota {})",
+                            self.allocs.len(),
+                            self.cfg.total_quota
+                        ),
+                    ));
+                }
             }
             Event::AllocationRefreshed { id, lifetime_s } => {
                 if let Some(a) = self.allocs.get_mut(id) {
@@ -843,12 +1209,31 @@ impl Shadow {
                 }
             }
             Event::AllocationDeleted { id, reason, .. } => {
+                self.step_alloc_events = true;
                 let Some(a) = self.allocs.remove(id) else {
                     return Err((
                         "allocation_table_matches_events",
-                        format!("deleted unknown allocation {}", id.0),
+                        format!("loop {lp} deleted unknown allocation {}", id.0),
                     ));
                 };
+                if let Some(n) = self.allocs_per_loop.get_mut(usize::from(a.lp)) {
+                    *n = n.saturating_sub(1);
+                }
+                if a.lp != lp {
+                    return Err((
+                        "allocation_owned_by_one_loop",
+                        format!("loop {lp} deleted allocation {:#x} of loop {}", id.0, a.lp),
+                    ));
+                }
+                for r in &a.relayed {
+                    self.relayed.remove(r);
+                }
+                if let Some(n) = self.by_user.get_mut(&a.username) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.by_user.remove(&a.username);
+                    }
+                }
                 self.expiry.remove(&(a.expires, *id));
                 self.by_key.remove(&a.key);
                 self.step_deleted.extend(a.relays.iter().copied());
@@ -870,14 +1255,17 @@ impl Shadow {
     fn check_peer_path(
         &self,
         now: Instant,
-        relay: RelayId,
+        relay: LoopRelay,
         peer: SocketAddr,
         dest: Option<Key>,
     ) -> Check {
         let Some(owner) = self.relays.get(&relay).and_then(|r| r.owner) else {
             return Err((
                 "no_relay_without_permission",
-                format!("relay {} has no live allocation ({peer})", relay.0),
+                format!(
+                    "relay {} of loop {} has no live allocation ({peer})",
+                    relay.1 .0, relay.0
+                ),
             ));
         };
         let Some(a) = self.allocs.get(&owner) else {
@@ -910,11 +1298,11 @@ impl Shadow {
 
     fn one_response_per_request(&mut self, step: &Step) -> Check {
         let stats = step.stats;
-        let excused = (stats.dropped.rate_limited
-            - self.prev_rate_limited.min(stats.dropped.rate_limited))
-            + (stats.dropped.queue_full - self.prev_queue_full.min(stats.dropped.queue_full));
+        let excused = (stats.rate_limited - self.prev_rate_limited.min(stats.rate_limited))
+            + (stats.queue_full - self.prev_queue_full.min(stats.queue_full));
         let mut unanswered = 0u64;
-        for r in &self.step_requests {
+        let mut deferred = Vec::new();
+        for (i, r) in self.step_requests.iter().enumerate() {
             if r.answers > 1 {
                 return Err((
                     "one_response_per_request",
@@ -928,19 +1316,71 @@ impl Shadow {
             }
             if r.answers == 0 {
                 let closed = matches!(r.key, Key::Stream(sid) if self.step_closed.contains(&sid));
-                if !closed {
+                let copy_of_waiting = self
+                    .waiting
+                    .iter()
+                    .any(|(_, w)| w.key == r.key && w.tid == r.tid);
+                // Only an Allocate waits for another loop (user quota at home, a token
+                // at its issuer, credits and ports borrowed), and only once
+                // authenticated, so never one the per-source budget held back.
+                let may_wait = r.method == Method::ALLOCATE
+                    && (copy_of_waiting || self.step_sent.contains(&r.lp));
+                if closed {
+                } else if may_wait {
+                    // Its answer waits for another loop (or it is a retransmission of one
+                    // that does).
+                    deferred.push(i);
+                } else {
                     unanswered += 1;
                 }
             }
         }
         self.unanswered += unanswered;
         if unanswered > excused {
-            let r = self.step_requests.iter().find(|r| r.answers == 0);
+            let r = self
+                .step_requests
+                .iter()
+                .enumerate()
+                .find(|(i, r)| r.answers == 0 && !deferred.contains(i));
             return Err((
                 "every_request_answered",
                 format!("{unanswered} requests unanswered, {excused} held back by the budget; first: {r:?}"),
             ));
         }
+        for i in deferred.into_iter().rev() {
+            let r = self.step_requests.swap_remove(i);
+            match self
+                .waiting
+                .iter_mut()
+                .find(|(_, w)| w.key == r.key && w.tid == r.tid)
+            {
+                Some((_, w)) => w.copies += 1,
+                None => self.waiting.push((step.now + CROSS_LOOP_ANSWER, r)),
+            }
+        }
+        Ok(())
+    }
+
+    fn loop_message_answered(&mut self, step: &Step) -> Check {
+        if let Some((_, r)) = self
+            .waiting
+            .iter()
+            .find(|(deadline, r)| r.answers == 0 && step.now > *deadline)
+        {
+            return Err((
+                "loop_message_answered",
+                format!(
+                    "{} from {:?} (loop {}) unanswered {:?} after it arrived",
+                    r.method.name(),
+                    r.key,
+                    r.lp,
+                    step.now.since(r.arrived)
+                ),
+            ));
+        }
+        // Answered ones are kept until their deadline, to catch a second answer.
+        self.waiting
+            .retain(|(deadline, r)| r.answers == 0 || step.now <= *deadline);
         Ok(())
     }
 
@@ -950,8 +1390,8 @@ impl Shadow {
                 return Err((
                     "relay_released_with_allocation",
                     format!(
-                        "relay {} ({}) still open after its allocation ended",
-                        r.0, s.addr
+                        "relay {} of loop {} ({}) still open after its allocation ended",
+                        r.1 .0, r.0, s.addr
                     ),
                 ));
             }
@@ -960,36 +1400,73 @@ impl Shadow {
     }
 
     fn tables_match(&mut self, step: &Step) -> Check {
-        let (host, stats) = (step.host, step.stats);
-        let v4 = self.relays.values().filter(|r| r.addr.is_ipv4()).count() as u32;
-        let v6 = self.relays.values().filter(|r| r.addr.is_ipv6()).count() as u32;
-        if stats.ports_v4.in_use != v4 || stats.ports_v6.in_use != v6 {
-            return Err((
-                "port_pool_matches_sockets",
-                format!(
-                    "pool says {}+{} ports in use, {v4}+{v6} relay sockets are open",
-                    stats.ports_v4.in_use, stats.ports_v6.in_use
-                ),
-            ));
+        let host = step.host;
+        for (l, stats) in step.loops.iter().enumerate() {
+            let lp = l as u16;
+            let [v4, v6] = self.relays_per_loop.get(l).copied().unwrap_or_default();
+            if stats.ports_v4.in_use != v4 || stats.ports_v6.in_use != v6 {
+                return Err((
+                    "port_pool_matches_sockets",
+                    format!(
+                        "loop {lp}: pool says {}+{} ports in use, {v4}+{v6} relay sockets are open",
+                        stats.ports_v4.in_use, stats.ports_v6.in_use
+                    ),
+                ));
+            }
+            let allocs = self.allocs_per_loop.get(l).copied().unwrap_or_default();
+            if stats.allocations != allocs {
+                return Err((
+                    "allocation_table_matches_events",
+                    format!(
+                        "loop {lp}: core holds {} allocations, events say {allocs}",
+                        stats.allocations
+                    ),
+                ));
+            }
+            let conns = host.open_conns_of(lp) as u64;
+            if stats.streams != conns {
+                return Err((
+                    "stream_table_matches_driver",
+                    format!(
+                        "loop {lp}: core holds {} streams, the driver {conns}",
+                        stats.streams
+                    ),
+                ));
+            }
         }
-        if stats.allocations != self.allocs.len() as u64 {
-            return Err((
-                "allocation_table_matches_events",
-                format!(
-                    "core holds {} allocations, events say {}",
-                    stats.allocations,
-                    self.allocs.len()
-                ),
-            ));
+        Ok(())
+    }
+
+    /// Every loop lists exactly the live allocations it created (checked at most once a
+    /// second of virtual time, after steps that created or deleted one).
+    fn allocation_owned_by_one_loop(&mut self, step: &Step) -> Check {
+        if !self.step_alloc_events || step.now < self.next_listing {
+            return Ok(());
         }
-        if stats.streams != host.open_conns() as u64 {
+        self.next_listing = step.now + LISTING_EVERY;
+        let mut listed: BTreeMap<AllocationId, u16> = BTreeMap::new();
+        for (l, core) in step.host.cores.iter().enumerate() {
+            for a in core.allocations(step.now) {
+                if let Some(other) = listed.insert(a.id, l as u16) {
+                    return Err((
+                        "allocation_owned_by_one_loop",
+                        format!("allocation {:#x} listed by loops {other} and {l}", a.id.0),
+                    ));
+                }
+            }
+        }
+        let shadow: BTreeMap<AllocationId, u16> =
+            self.allocs.iter().map(|(id, a)| (*id, a.lp)).collect();
+        if listed != shadow {
+            let diff: Vec<_> = listed
+                .iter()
+                .filter(|(id, l)| shadow.get(id) != Some(l))
+                .chain(shadow.iter().filter(|(id, l)| listed.get(id) != Some(l)))
+                .take(4)
+                .collect();
             return Err((
-                "stream_table_matches_driver",
-                format!(
-                    "core holds {} streams, the driver {}",
-                    stats.streams,
-                    host.open_conns()
-                ),
+                "allocation_owned_by_one_loop",
+                format!("the loops' listings and the events differ: {diff:x?}"),
             ));
         }
         Ok(())
@@ -1013,10 +1490,8 @@ impl Shadow {
     }
 
     fn counters_balance(&mut self, step: &Step) -> Check {
-        let stats = step.stats;
-        let s = stats;
-        let to_peer = s.udp.to_peer_packets + s.tcp.to_peer_packets;
-        let to_client = s.udp.from_peer_packets + s.tcp.from_peer_packets;
+        let s = step.stats;
+        let (to_peer, to_client) = (s.to_peer, s.to_client);
         if to_peer != self.fwd_peer || to_client != self.fwd_client {
             return Err((
                 "relayed_counters_match",
@@ -1026,17 +1501,11 @@ impl Shadow {
                 ),
             ));
         }
-        let d = s.dropped;
-        let drops = d.no_allocation
-            + d.no_permission
-            + d.unbound_channel
-            + d.too_large
-            + d.denied_peer
-            + d.unknown_relay
-            + d.malformed;
+        let drops = s.drops;
         let out = to_peer + to_client + drops;
         let input = self.data_in + self.garbage_in;
         if out > input || input > out + self.step_slack {
+            let d: Vec<_> = step.loops.iter().map(|l| l.dropped).collect();
             return Err((
                 "counters_balance",
                 format!("received {} data + {} garbage, relayed {to_peer}+{to_client}, dropped {drops} ({d:?}), slack {}", self.data_in, self.garbage_in, self.step_slack),
@@ -1050,27 +1519,64 @@ impl Shadow {
     }
 
     fn memory_bounded(&mut self, step: &Step) -> Check {
-        let stats = step.stats;
-        let s = stats;
-        if s.streams > self.cfg.max_streams || s.allocations > self.cfg.total_quota {
+        for (l, s) in step.loops.iter().enumerate() {
+            if s.streams > self.cfg.max_streams {
+                return Err(("memory_bounded", format!("loop {l}: {} streams", s.streams)));
+            }
+        }
+        if step.stats.allocations > self.cfg.total_quota {
             return Err((
                 "memory_bounded",
-                format!("{} streams, {} allocations", s.streams, s.allocations),
+                format!(
+                    "{} allocations over the node's loops",
+                    step.stats.allocations
+                ),
             ));
         }
         Ok(())
     }
 
-    fn end_step(&mut self, s: &Stats) {
-        self.prev_rate_limited = s.dropped.rate_limited;
-        self.prev_queue_full = s.dropped.queue_full;
+    fn end_step(&mut self, step: &Step) {
+        let s = step.stats;
+        self.prev_rate_limited = s.rate_limited;
+        self.prev_queue_full = s.queue_full;
+        if s.allocations + s.pending < self.cfg.total_quota {
+            self.room_since.get_or_insert(step.now);
+        } else {
+            self.room_since = None;
+        }
         self.step_requests.clear();
+        self.step_sent.clear();
         self.step_closed.clear();
         self.step_deleted.clear();
         self.step_slack = 0;
+        self.step_alloc_events = false;
         for o in self.streams.values_mut() {
             o.step_data = 0;
         }
+    }
+}
+
+/// What an Allocate request asks for (not an Allocate: [`AllocKind::None`]).
+fn alloc_kind(msg: &Message<'_>) -> AllocKind {
+    if msg.method() != Method::ALLOCATE {
+        return AllocKind::None;
+    }
+    if let Some(t) = msg
+        .get(attr::RESERVATION_TOKEN)
+        .and_then(|v| attr::decode_reservation_token(v).ok())
+    {
+        return AllocKind::Token(t);
+    }
+    let special = [
+        attr::EVEN_PORT,
+        attr::REQUESTED_ADDRESS_FAMILY,
+        attr::ADDITIONAL_ADDRESS_FAMILY,
+    ];
+    if special.iter().any(|t| msg.get(*t).is_some()) {
+        AllocKind::Other
+    } else {
+        AllocKind::Plain
     }
 }
 
@@ -1135,5 +1641,118 @@ mod tests {
         assert!(!denied("11.0.0.1:5000".parse().unwrap(), &[]));
         let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         assert!(!denied("10.0.0.1:1".parse().unwrap(), &allow));
+    }
+
+    fn node(loops: u16, user_quota: u64, total_quota: u64) -> Oracle {
+        Oracle::new(vec![ShadowConfig {
+            quarantine: Duration::from_secs(5),
+            permission_lifetime: Duration::from_secs(300),
+            max_streams: 100,
+            total_quota,
+            user_quota,
+            allow: Vec::new(),
+            loops,
+        }])
+    }
+
+    /// Loop `lp` binds relay `relay` on `port` and creates allocation `n` of its own
+    /// on it for `user`.
+    fn create(o: &mut Oracle, lp: u16, n: u64, relay: u32, port: u16, user: &str) {
+        let id = AllocationId(turnpike_core::node::allocation_id_base(lp) + n);
+        create_id(o, lp, id, relay, port, user);
+    }
+
+    /// Loop `lp` binds relay `relay` on `port` and announces allocation `id` on it.
+    fn create_id(o: &mut Oracle, lp: u16, id: AllocationId, relay: u32, port: u16, user: &str) {
+        let now = Instant::from_secs(10);
+        let addr = SocketAddr::from(([30, 0, 0, 1], port));
+        let relay = RelayId(relay);
+        o.output(0, lp, now, &Output::BindRelay { relay, addr });
+        let client = turnpike_core::event::ClientInfo {
+            transport: turnpike_core::Transport::Udp,
+            addr: SocketAddr::from(([20, 0, 0, 1], port - 10_000)),
+            listener: ListenerId(1),
+            conn: None,
+        };
+        let e = Event::AllocationCreated {
+            id,
+            client,
+            username: user.into(),
+            relayed: vec![addr],
+            lifetime_s: 600,
+        };
+        o.event(0, lp, now, &e);
+    }
+
+    #[test]
+    fn user_quota_counts_every_loop() {
+        let mut o = node(4, 2, 100);
+        create(&mut o, 0, 1, 1, 50_000, "alice");
+        create(&mut o, 1, 1, 1, 50_002, "alice");
+        create(&mut o, 2, 1, 1, 50_004, "bob");
+        assert!(o.violation().is_none(), "{:?}", o.violation());
+        create(&mut o, 3, 1, 1, 50_006, "alice");
+        assert_eq!(
+            o.violation().map(|v| v.invariant),
+            Some("user_quota_for_node")
+        );
+    }
+
+    #[test]
+    fn total_quota_counts_every_loop() {
+        let mut o = node(2, 10, 2);
+        create(&mut o, 0, 1, 1, 50_000, "a");
+        create(&mut o, 1, 1, 1, 50_002, "b");
+        assert!(o.violation().is_none(), "{:?}", o.violation());
+        create(&mut o, 1, 2, 2, 50_004, "c");
+        assert_eq!(
+            o.violation().map(|v| v.invariant),
+            Some("total_quota_for_node")
+        );
+    }
+
+    #[test]
+    fn an_id_names_its_loop_and_relay_ids_of_loops_may_collide() {
+        let mut o = node(2, 10, 100);
+        // Relay 1 of loop 0 and relay 1 of loop 1 are two sockets.
+        create(&mut o, 0, 1, 1, 50_000, "a");
+        create(&mut o, 1, 1, 1, 50_002, "b");
+        assert!(o.violation().is_none(), "{:?}", o.violation());
+        // Loop 1 announcing an id of loop 0's range.
+        let mut o = node(2, 10, 100);
+        create_id(&mut o, 1, AllocationId(1), 1, 50_000, "a");
+        assert_eq!(
+            o.violation().map(|v| v.invariant),
+            Some("allocation_owned_by_one_loop")
+        );
+    }
+
+    #[test]
+    fn a_port_held_by_one_loop_is_not_bound_by_another() {
+        let mut o = node(2, 10, 100);
+        let now = Instant::from_secs(10);
+        let addr = SocketAddr::from(([30, 0, 0, 1], 50_000));
+        o.output(
+            0,
+            0,
+            now,
+            &Output::BindRelay {
+                relay: RelayId(1),
+                addr,
+            },
+        );
+        o.output(
+            0,
+            1,
+            now,
+            &Output::BindRelay {
+                relay: RelayId(7),
+                addr,
+            },
+        );
+        assert_eq!(
+            o.violation().map(|v| v.invariant),
+            Some("no_port_in_two_allocations")
+        );
     }
 }

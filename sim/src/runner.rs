@@ -13,16 +13,18 @@ use crate::host::{Cx, Node, Phase, Shared};
 use crate::link::{between, LinkProfile, Partition};
 use crate::net::{Ev, Net, NodeId, Side, StreamFaults, StreamNews};
 use crate::nginx::Nginx;
+use crate::node::{Cores, LoopHash};
 use crate::oracle::{Oracle, ShadowConfig, Violation};
 use crate::peer::{Peer, PeerKind};
 use crate::scenario::{IceUrl, LinkSpec, Scenario, Via, PAIR};
 use crate::server::{config_of, ServerHost};
+use crate::uclient::{Model, UClient};
 use core::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use turnpike_core::{Instant, Server};
+use turnpike_core::Instant;
 
 /// Where virtual time starts (an arbitrary, non-zero instant).
 pub const START: Instant = Instant::from_secs(1_000);
@@ -75,6 +77,10 @@ pub struct Summary {
     pub queue_high_water: usize,
     /// The fault profile drawn from the seed.
     pub fault_profile: Vec<String>,
+    /// Messages between the event loops of server nodes.
+    pub loop_messages: u64,
+    /// What the scripted clients achieved.
+    pub uclients: crate::uclient::Tally,
 }
 
 /// The result of a run.
@@ -147,6 +153,7 @@ impl World {
         let seed = opts.seed;
         let mut topo = substream(seed, 4);
         let mut seeds = substream(seed, 3);
+        let mut hash_keys = substream(seed, 5);
         let mut net = Net::new(substream(seed, 1), QUEUE_CAPACITY);
         let secs = |s: u64| START + Duration::from_secs(s);
         let liveness_at = secs(sc.duration_s);
@@ -165,6 +172,7 @@ impl World {
         let mut walls = Vec::new();
         let mut secrets = Vec::new();
         let mut fault_profile = Vec::new();
+        let mut loop_hashes = Vec::new();
         // Servers.
         for (i, spec) in sc.servers.iter().enumerate() {
             let cfg = config_of(spec)?;
@@ -173,14 +181,23 @@ impl World {
                 permission_lifetime: cfg.permission_lifetime,
                 max_streams: u64::from(cfg.max_streams),
                 total_quota: u64::from(cfg.total_quota),
+                user_quota: u64::from(cfg.user_quota),
                 allow: cfg.peer_policy.allow.clone(),
+                loops: spec.loops.max(1),
             });
-            let mut core_seed = [0u8; 32];
-            seeds.fill_bytes(&mut core_seed);
-            let mut server =
-                Server::new(cfg, core_seed, START).map_err(|e| format!("{}: {e}", spec.name))?;
+            let mut cores = Cores::build(spec, &mut seeds, START)?;
             let wall = WallClock::new(START, WALL_START_MS);
-            server.set_wall_clock(START, wall.unix_ms(START));
+            for core in &mut cores.cores {
+                core.set_wall_clock(START, wall.unix_ms(START));
+            }
+            let hash = LoopHash::new(hash_keys.next_u64(), spec.loops);
+            loop_hashes.push(hash);
+            if spec.loops > 1 {
+                fault_profile.push(format!(
+                    "{}: {} event loops, 4-tuples spread by a seeded hash",
+                    spec.name, spec.loops
+                ));
+            }
             let span = u64::from(spec.relay_ports[1].saturating_sub(spec.relay_ports[0])) + 1;
             let mut foreign = BTreeSet::new();
             for _ in 0..spec.foreign_ports.min(span as u32 / 2) {
@@ -206,7 +223,7 @@ impl World {
             walls.push(wall);
             secrets.push(spec.rest_secret.clone());
             nodes.push(Node::Server(Box::new(ServerHost::new(
-                i, spec, server, foreign,
+                i, spec, cores, hash, foreign,
             ))));
         }
         let servers = nodes.len();
@@ -328,6 +345,25 @@ impl World {
                     group.firewall,
                 );
                 net.add_address(ip, node);
+                if let Some(model) = Model::named(&group.model) {
+                    let url = group.ice.first().and_then(|u| IceUrl::parse(u));
+                    let server_index = url
+                        .and_then(|u| sc.servers.iter().position(|s| s.name == u.host))
+                        .ok_or(format!("{}: the first url must name a server", group.name))?;
+                    let server = ice.first().map(|i| i.addr).ok_or("no url")?;
+                    let quota = sc.servers[server_index].user_quota;
+                    nodes.push(Node::UClient(Box::new(UClient::new(
+                        id,
+                        model,
+                        group.clone(),
+                        ip,
+                        server,
+                        server_index,
+                        quota,
+                        start,
+                    ))));
+                    continue;
+                }
                 let mut b = Browser::new(id, g, group.clone(), ip, ice.clone(), peer, start);
                 if pairs {
                     // Neighbours in the group talk to each other: 1-2, 3-4...
@@ -443,6 +479,7 @@ impl World {
                 walls,
                 secrets,
                 bind_addr_in_use: sc.faults.bind_addr_in_use,
+                loop_hashes,
             },
             board: Board::default(),
             events: 0,
@@ -600,6 +637,13 @@ impl World {
                 self.digest.write_u64(node as u64);
                 self.with(node, |n, cx| n.on_wake(cx));
             }
+            Ev::Loop { node, msg } => {
+                self.digest.record(b'L', now);
+                self.digest.write_u64(
+                    node as u64 | u64::from(msg.from.0) << 32 | u64::from(msg.to.0) << 48,
+                );
+                self.with(node, |n, cx| n.on_loop_message(cx, msg));
+            }
             Ev::Control(c) => {
                 self.digest.record(b'C', now);
                 let line = format!("control {c:?}");
@@ -709,6 +753,7 @@ impl World {
             datagrams: (self.net.stats.datagrams, self.net.stats.lost),
             queue_high_water: self.net.queue.high_water(),
             fault_profile: self.fault_profile.clone(),
+            uclients: self.oracle.tally.clone(),
             ..Summary::default()
         };
         for s in &self.oracle.sessions {
@@ -721,11 +766,13 @@ impl World {
         }
         for (i, node) in self.nodes[..self.servers].iter().enumerate() {
             let Node::Server(h) = node else { continue };
-            let st = h.server.stats(now);
-            summary.allocations += st.allocations_created;
-            summary.answers_508 += st.insufficient_capacity;
-            summary.rate_limited += st.dropped.rate_limited;
-            summary.proxy_accepted += st.proxy_accepted;
+            for st in h.stats(now) {
+                summary.allocations += st.allocations_created;
+                summary.answers_508 += st.insufficient_capacity;
+                summary.rate_limited += st.dropped.rate_limited;
+                summary.proxy_accepted += st.proxy_accepted;
+                summary.loop_messages += st.loop_messages_sent;
+            }
             if let Some(sh) = self.oracle.servers.get(i) {
                 summary.requests += sh.requests;
                 for (k, v) in &sh.rejected {

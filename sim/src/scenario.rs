@@ -6,6 +6,7 @@
 //! duration_s = 60
 //! [[servers]]
 //! name = "relay"
+//! loops = 4          # a node of 4 event loops (default 1); `--loops N` overrides
 //! listeners = [{ transport = "udp", port = 3478 }, { transport = "tcp", port = 3478 }]
 //! firewall = "drop-udp-inbound"
 //! [[clients]]
@@ -78,6 +79,15 @@ pub struct KnownBug {
 }
 
 impl Scenario {
+    /// The same scenario with every server running `loops` event loops (CI runs every
+    /// scenario once more as nodes of 4 loops).
+    pub fn with_loops(mut self, loops: u16) -> Scenario {
+        for s in &mut self.servers {
+            s.loops = loops;
+        }
+        self
+    }
+
     /// Whether `invariant` is the known bug's.
     pub fn is_known_bug(&self, invariant: &str) -> bool {
         self.known_core_bug
@@ -163,6 +173,10 @@ pub struct ServerSpec {
     /// Ports of the UDP listeners opened per issued credential, inclusive.
     #[serde(default = "d_dynamic_ports")]
     pub dynamic_udp_ports: [u16; 2],
+    /// Event loops of the node (`workers` in the runtime), each with its own core; the
+    /// 4-tuples of clients are spread over them as SO_REUSEPORT does ([`crate::node`]).
+    #[serde(default = "d_loops")]
+    pub loops: u16,
 }
 
 /// One listener of a server.
@@ -302,6 +316,18 @@ pub struct ClientGroup {
     /// Held to liveness (false for browsers whose only path is deliberately broken).
     #[serde(default = "d_true")]
     pub well_behaved: bool,
+    /// What the clients are: `browser`, or a scripted UDP client of [`crate::uclient`]
+    /// (`uclient-even-port`, `uclient-race`, `uclient-plain`; they use the first ICE url,
+    /// which must name a server's UDP listener).
+    #[serde(default = "d_model")]
+    pub model: String,
+    /// Scripted clients: UDP 5-tuples (local ports) of each (race and plain models).
+    #[serde(default = "d_sockets")]
+    pub sockets: u32,
+    /// Scripted clients: pick local ports so that every 5-tuple hashes to this loop of
+    /// the server.
+    #[serde(default)]
+    pub land_on_loop: Option<u16>,
 }
 
 /// An access link.
@@ -513,6 +539,20 @@ pub struct Expect {
     /// At least this many peers refused by the policy.
     #[serde(default)]
     pub min_peers_denied: u64,
+    /// Scripted clients: at least this many EVEN-PORT pairs completed (token redeemed,
+    /// ports adjacent).
+    #[serde(default)]
+    pub min_even_pairs: u64,
+    /// Scripted clients: at least this many Allocates refused with 486 (user quota).
+    #[serde(default)]
+    pub min_486: u64,
+    /// Scripted clients: every race of one user's 5-tuples was won by exactly
+    /// `min(sockets, user_quota)` of them (and there was at least one race).
+    #[serde(default)]
+    pub races_fill_quota: bool,
+    /// Scripted clients: no Allocate was refused (any code but the 401/438 challenges).
+    #[serde(default)]
+    pub uclients_never_refused: bool,
 }
 
 /// Why a scenario file cannot be used.
@@ -558,6 +598,17 @@ impl Scenario {
                     return err(format!("bad ICE url {url:?}"));
                 }
             }
+            if g.model != "browser" && crate::uclient::Model::named(&g.model).is_none() {
+                return err(format!("bad model {:?}", g.model));
+            }
+            if g.model != "browser"
+                && g.ice.first().and_then(|u| IceUrl::parse(u)).map(|u| u.via) != Some(Via::Udp)
+            {
+                return err(format!(
+                    "{}: a scripted client needs a turn: UDP url first",
+                    g.name
+                ));
+            }
             if !["refresh0", "close", "random"].contains(&g.release.as_str()) {
                 return err(format!("bad release {:?}", g.release));
             }
@@ -568,6 +619,9 @@ impl Scenario {
             }
         }
         for s in &self.servers {
+            if s.loops == 0 || s.loops > turnpike_core::node::MAX_LOOPS {
+                return err(format!("{}: loops must be 1 to 256", s.name));
+            }
             for l in &s.listeners {
                 if l.transport != "udp" && l.transport != "tcp" {
                     return err(format!("bad listener transport {:?}", l.transport));
@@ -640,6 +694,15 @@ fn d_liveness() -> u64 {
 }
 fn d_drain() -> u64 {
     900
+}
+fn d_model() -> String {
+    "browser".into()
+}
+fn d_sockets() -> u32 {
+    2
+}
+fn d_loops() -> u16 {
+    1
 }
 fn d_dynamic_ports() -> [u16; 2] {
     [49152, 49407]

@@ -1,5 +1,12 @@
-//! A turnpike server host: the production core, driven exactly as the runtime drives it
-//! (feed one input, drain every output, arm the next timeout), on virtual sockets.
+//! A turnpike server host: a node of one or more event loops, each running the production
+//! core, driven exactly as the runtime drives it (feed one input, drain every output, arm
+//! the next timeout), on virtual sockets.
+//!
+//! With several loops ([`crate::node`]) a datagram to a listener and a new connection go
+//! to the loop the 4-tuple hashes to, a relayed datagram to the loop that bound the relay
+//! socket, a stream's bytes to the loop that accepted it; a core's `Output::ToLoop` is an
+//! event of the run's queue, delivered to the addressed core after a virtual latency.
+//! Dynamic listeners (one per issued credential) belong to loop 0, as in the runtime.
 //!
 //! Relay sockets live in a virtual port table: a bind fails with AddrInUse when another
 //! process holds the port or a fault says so, and with `Other` while file descriptors are
@@ -8,7 +15,8 @@
 use crate::faults::Control;
 use crate::host::Cx;
 use crate::link::chance;
-use crate::net::{Side, StreamId};
+use crate::net::{Ev, Side, StreamId};
+use crate::node::{message_latency, Cores, InFlight, LoopHash};
 use crate::scenario::ServerSpec;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +24,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use turnpike_core::auth::{rest_password, Credentials};
 use turnpike_core::cidr::IpNet;
 use turnpike_core::config::{ListenerConfig, RelayAddress};
-use turnpike_core::server::BindError;
+use turnpike_core::node::{LoopId, LoopMsg};
+use turnpike_core::server::{BindError, Stats};
 use turnpike_core::{
     AllocationId, Config, ConnId, Event, Forward, Instant, ListenerId, Output, RelayId, Server,
     Transport, HEADROOM, TAILROOM,
@@ -45,19 +54,22 @@ pub struct ServerHost {
     pub index: usize,
     /// Name.
     pub name: String,
-    /// The core.
-    pub server: Server,
+    /// The cores, loop `i` at index `i` (one for a node of one loop).
+    pub cores: Vec<Server>,
+    /// How the kernel spreads 4-tuples over the loops.
+    pub hash: LoopHash,
     v4: Ipv4Addr,
     v6: Option<Ipv6Addr>,
     /// Listeners.
     pub listeners: Vec<Listener>,
-    /// Bound relay sockets.
-    relays: BTreeMap<RelayId, SocketAddr>,
-    by_addr: BTreeMap<SocketAddr, RelayId>,
+    /// Bound relay sockets, by loop and the loop's relay id (ids of loops may collide).
+    relays: BTreeMap<(u16, RelayId), SocketAddr>,
+    /// The node's port table: who holds each bound address.
+    by_addr: BTreeMap<SocketAddr, (u16, RelayId)>,
     /// Ports held by other processes.
     foreign: BTreeSet<u16>,
-    /// Streams open towards the core.
-    conns: BTreeSet<StreamId>,
+    /// Streams open towards the cores, with the loop that accepted each.
+    conns: BTreeMap<StreamId, u16>,
     /// File descriptors exhausted: binds fail, streams are refused.
     fd_exhausted: bool,
     /// Relay port range (for rogue peers).
@@ -67,7 +79,7 @@ pub struct ServerHost {
     /// Dynamic UDP listeners: credential expiry (unix seconds) and username.
     pub dynamic: BTreeMap<ListenerId, (u64, String)>,
     /// Allocations of UDP clients, by the listener they came through.
-    udp_allocs: BTreeMap<AllocationId, ListenerId>,
+    udp_allocs: BTreeMap<(u16, AllocationId), ListenerId>,
     next_listener: u32,
     next_sweep: Option<Instant>,
     issued: u64,
@@ -141,11 +153,19 @@ pub fn config_of(spec: &ServerSpec) -> Result<Config, String> {
 }
 
 impl ServerHost {
-    /// A host running `server` (already configured from `spec`).
-    pub fn new(index: usize, spec: &ServerSpec, server: Server, foreign: BTreeSet<u16>) -> Self {
-        let listeners = server
-            .config()
-            .listeners
+    /// A host running `cores` (already configured from `spec`), spread by `hash`.
+    pub fn new(
+        index: usize,
+        spec: &ServerSpec,
+        cores: Cores,
+        hash: LoopHash,
+        foreign: BTreeSet<u16>,
+    ) -> Self {
+        let cores = cores.cores;
+        let listeners = cores
+            .first()
+            .map(|c| c.config().listeners.as_slice())
+            .unwrap_or_default()
             .iter()
             .map(|l| Listener {
                 id: l.id,
@@ -157,14 +177,15 @@ impl ServerHost {
         ServerHost {
             index,
             name: spec.name.clone(),
-            server,
+            cores,
+            hash,
             v4: spec.address,
             v6: spec.address_v6,
             listeners,
             relays: BTreeMap::new(),
             by_addr: BTreeMap::new(),
             foreign,
-            conns: BTreeSet::new(),
+            conns: BTreeMap::new(),
             fd_exhausted: false,
             relay_ports: spec.relay_ports,
             dynamic_ports: spec.dynamic_udp_ports,
@@ -195,10 +216,9 @@ impl ServerHost {
                 local: SocketAddr::new(IpAddr::V4(self.v4), port),
                 proxy_protocol: false,
             };
-            if self.server.add_listener(cfg).is_ok() {
-                self.server
-                    .credentials_mut()
-                    .reserve_listener(id, &username);
+            let loop0 = &mut self.cores[0];
+            if loop0.add_listener(cfg).is_ok() {
+                loop0.credentials_mut().reserve_listener(id, &username);
                 self.listeners.push(Listener {
                     id,
                     transport: Transport::Udp,
@@ -231,7 +251,7 @@ impl ServerHost {
         for id in doomed {
             self.dynamic.remove(&id);
             self.listeners.retain(|l| l.id != id);
-            self.server.remove_listener(cx.now, id);
+            self.cores[0].remove_listener(cx.now, id);
             cx.note(format!("{}: dynamic listener {} closed", self.name, id.0));
         }
         self.next_sweep = (!self.dynamic.is_empty()).then_some(cx.now + SWEEP_EVERY);
@@ -242,9 +262,37 @@ impl ServerHost {
         self.relays.len()
     }
 
-    /// Streams open towards the core.
+    /// Streams open towards the cores.
     pub fn open_conns(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Streams open towards the core of loop `l`.
+    pub fn open_conns_of(&self, l: u16) -> usize {
+        if self.cores.len() == 1 {
+            return self.conns.len();
+        }
+        self.conns.values().filter(|&&c| c == l).count()
+    }
+
+    /// Loops of the node.
+    pub fn loops(&self) -> u16 {
+        self.cores.len() as u16
+    }
+
+    /// Each loop's counters, loop 0 first.
+    pub fn stats(&self, now: Instant) -> Vec<Stats> {
+        self.cores.iter().map(|c| c.stats(now)).collect()
+    }
+
+    /// The loop that receives what `from` sends to `to` on a listener: loop 0 for the
+    /// dynamic listeners, else the 4-tuple's hash.
+    fn loop_for(&self, listener: ListenerId, from: SocketAddr, to: SocketAddr) -> u16 {
+        if self.dynamic.contains_key(&listener) {
+            0
+        } else {
+            self.hash.loop_of(from, to)
+        }
     }
 
     /// A datagram for one of our addresses: a UDP listener, a relay socket, or nothing.
@@ -256,26 +304,26 @@ impl ServerHost {
             .find(|l| l.transport == Transport::Udp && l.port == to.port())
             .copied()
         {
-            cx.oracle.udp_input(self.index, l.id, from, &data);
+            let lp = self.loop_for(l.id, from, to);
+            cx.oracle.udp_input(self.index, lp, l.id, from, &data);
             let mut buf = data;
             let n = buf.len();
-            let fwd = self.server.handle_datagram(now, l.id, from, &mut buf, 0..n);
-            self.forward(cx, fwd, &buf, None);
-            self.drain(cx);
+            let fwd = self.cores[usize::from(lp)].handle_datagram(now, l.id, from, &mut buf, 0..n);
+            self.forward(cx, lp, fwd, &buf, None);
+            self.drain(cx, lp);
             return;
         }
-        let Some(&relay) = self.by_addr.get(&to) else {
+        let Some(&(lp, relay)) = self.by_addr.get(&to) else {
             return;
         };
         cx.oracle.relay_input(self.index, relay, from);
         let mut buf = vec![0u8; HEADROOM + data.len() + TAILROOM];
         buf[HEADROOM..HEADROOM + data.len()].copy_from_slice(&data);
         let range = HEADROOM..HEADROOM + data.len();
-        let fwd = self
-            .server
-            .handle_relay_datagram(now, relay, from, &mut buf, range);
-        self.forward(cx, fwd, &buf, Some((relay, from)));
-        self.drain(cx);
+        let fwd =
+            self.cores[usize::from(lp)].handle_relay_datagram(now, relay, from, &mut buf, range);
+        self.forward(cx, lp, fwd, &buf, Some((relay, from)));
+        self.drain(cx, lp);
     }
 
     /// A connection to one of our TCP listeners.
@@ -298,49 +346,72 @@ impl ServerHost {
             cx.oracle.stream_refused(self.index);
             return false;
         }
-        self.conns.insert(sid);
-        cx.oracle.stream_open(self.index, sid, l.proxy);
-        self.server
-            .handle_stream_open(cx.now, ConnId(sid.0), l.id, local, remote);
-        self.drain(cx);
+        let lp = self.hash.loop_of(remote, local);
+        self.conns.insert(sid, lp);
+        cx.oracle.stream_open(self.index, lp, sid, l.proxy);
+        self.cores[usize::from(lp)].handle_stream_open(cx.now, ConnId(sid.0), l.id, local, remote);
+        self.drain(cx, lp);
         true
     }
 
     /// Bytes from a client (or a proxy) on a stream.
     pub fn on_stream_data(&mut self, cx: &mut Cx, sid: StreamId, data: &[u8]) {
-        if !self.conns.contains(&sid) {
+        let Some(&lp) = self.conns.get(&sid) else {
             return;
-        }
+        };
         cx.oracle.stream_input(self.index, sid, data);
         let mut sends: Vec<(RelayId, SocketAddr, Vec<u8>)> = Vec::new();
-        self.server
-            .handle_stream_data(cx.now, ConnId(sid.0), data, &mut |relay, peer, payload| {
+        self.cores[usize::from(lp)].handle_stream_data(
+            cx.now,
+            ConnId(sid.0),
+            data,
+            &mut |relay, peer, payload| {
                 sends.push((relay, peer, payload.to_vec()));
-            });
+            },
+        );
         for (relay, peer, payload) in sends {
-            self.send_to_peer(cx, relay, peer, payload);
+            self.send_to_peer(cx, lp, relay, peer, payload);
         }
-        self.drain(cx);
+        self.drain(cx, lp);
     }
 
     /// The client side closed (or the stream was reset).
     pub fn on_stream_closed(&mut self, cx: &mut Cx, sid: StreamId) {
-        if !self.conns.remove(&sid) {
+        let Some(lp) = self.conns.remove(&sid) else {
             return;
-        }
+        };
         cx.oracle.stream_closed(self.index, sid);
-        self.server.handle_stream_closed(cx.now, ConnId(sid.0));
-        self.drain(cx);
+        self.cores[usize::from(lp)].handle_stream_closed(cx.now, ConnId(sid.0));
+        self.drain(cx, lp);
     }
 
-    /// The core's timer.
+    /// The cores' timers: each loop whose timeout is due handles it.
     pub fn on_wake(&mut self, cx: &mut Cx) {
-        self.server.handle_timeout(cx.now);
-        self.drain(cx);
+        for lp in 0..self.loops() {
+            let core = &mut self.cores[usize::from(lp)];
+            if core.poll_timeout().is_some_and(|t| t <= cx.now) {
+                core.handle_timeout(cx.now);
+                self.drain(cx, lp);
+            }
+        }
         if self.next_sweep.is_some_and(|t| t <= cx.now) {
             self.sweep(cx);
-            self.drain(cx);
+            self.drain(cx, 0);
         }
+    }
+
+    /// A message from another loop of this node reaches its core.
+    pub fn on_loop_message(&mut self, cx: &mut Cx, m: InFlight) {
+        let lp = m.to.0;
+        let Some(core) = self.cores.get_mut(usize::from(lp)) else {
+            return;
+        };
+        cx.note(format!(
+            "{}: loop {} -> loop {}: {:?}",
+            self.name, m.from.0, lp, m.msg
+        ));
+        core.handle_loop_message(cx.now, m.from, m.msg);
+        self.drain(cx, lp);
     }
 
     /// Faults aimed at servers.
@@ -348,7 +419,9 @@ impl ServerHost {
         match *c {
             Control::WallJump { server, .. } if server == self.index => {
                 let wall = cx.shared.walls[server];
-                self.server.set_wall_clock(cx.now, wall.unix_ms(cx.now));
+                for core in &mut self.cores {
+                    core.set_wall_clock(cx.now, wall.unix_ms(cx.now));
+                }
                 cx.note(format!(
                     "{}: wall clock now {} s",
                     self.name,
@@ -362,18 +435,20 @@ impl ServerHost {
         }
     }
 
-    /// When the core wants `handle_timeout`.
+    /// When a core wants `handle_timeout` (the earliest of the loops), or the sweep.
     pub fn next_wake(&self) -> Option<Instant> {
-        match (self.server.poll_timeout(), self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.cores
+            .iter()
+            .filter_map(Server::poll_timeout)
+            .chain(self.next_sweep)
+            .min()
     }
 
     /// Acts on a fast-path answer.
     fn forward(
         &mut self,
         cx: &mut Cx,
+        lp: u16,
         fwd: Option<Forward>,
         buf: &[u8],
         from_peer: Option<(RelayId, SocketAddr)>,
@@ -381,11 +456,11 @@ impl ServerHost {
         let Some(fwd) = fwd else {
             return;
         };
-        cx.oracle.forward(self.index, cx.now, &fwd, from_peer);
+        cx.oracle.forward(self.index, lp, cx.now, &fwd, from_peer);
         match fwd {
             Forward::ToPeer { relay, peer, range } => {
                 let payload = buf.get(range).map(<[u8]>::to_vec).unwrap_or_default();
-                self.send_to_peer(cx, relay, peer, payload);
+                self.send_to_peer(cx, lp, relay, peer, payload);
             }
             Forward::ToClient {
                 listener,
@@ -413,21 +488,38 @@ impl ServerHost {
     }
 
     /// Sends relayed data from a relay socket.
-    fn send_to_peer(&mut self, cx: &mut Cx, relay: RelayId, peer: SocketAddr, payload: Vec<u8>) {
-        cx.oracle.to_peer(self.index, cx.now, relay, peer);
-        if let Some(&local) = self.relays.get(&relay) {
+    fn send_to_peer(
+        &mut self,
+        cx: &mut Cx,
+        lp: u16,
+        relay: RelayId,
+        peer: SocketAddr,
+        payload: Vec<u8>,
+    ) {
+        cx.oracle.to_peer(self.index, lp, cx.now, relay, peer);
+        if let Some(&local) = self.relays.get(&(lp, relay)) {
             cx.net.send_datagram(cx.now, cx.me, local, peer, payload);
         }
     }
 
-    /// Drains the core's outputs after an input, acting on each.
-    fn drain(&mut self, cx: &mut Cx) {
+    /// Drains the outputs of loop `lp`'s core after an input, acting on each.
+    fn drain(&mut self, cx: &mut Cx, lp: u16) {
+        let multi = self.cores.len() > 1;
         for _ in 0..MAX_OUTPUTS_PER_INPUT {
-            let Some(out) = self.server.poll_output() else {
+            let Some(out) = self.cores[usize::from(lp)].poll_output() else {
                 return;
             };
-            cx.oracle.output(self.index, cx.now, &out);
+            if matches!(out, Output::Transmit { .. } | Output::StreamWrite { .. }) {
+                for (l, core) in self.cores.iter().enumerate() {
+                    cx.oracle
+                        .free_ports(self.index, l as u16, core.free_ports_since(0));
+                }
+            }
+            cx.oracle.output(self.index, lp, cx.now, &out);
             cx.digest.record(b'O', cx.now);
+            if multi {
+                cx.digest.write_u64(u64::from(lp));
+            }
             match out {
                 Output::Transmit { listener, to, data } => {
                     cx.digest.write(&data);
@@ -454,40 +546,45 @@ impl ServerHost {
                         reason.as_str()
                     ));
                     let sid = StreamId(conn.0);
-                    self.conns.remove(&sid);
+                    if self.conns.get(&sid) == Some(&lp) {
+                        self.conns.remove(&sid);
+                    }
                     cx.net.close(cx.now, sid, Side::Acceptor);
                 }
                 Output::BindRelay { relay, addr } => {
-                    let result = self.bind(cx, relay, addr);
+                    let result = self.bind(cx, lp, relay, addr);
                     cx.digest
                         .write_u64(u64::from(relay.0) << 16 | u64::from(addr.port()));
                     cx.oracle
-                        .bind_result(self.index, cx.now, relay, addr, result);
-                    self.server.handle_relay_bound(cx.now, relay, result);
+                        .bind_result(self.index, lp, cx.now, relay, addr, result);
+                    self.cores[usize::from(lp)].handle_relay_bound(cx.now, relay, result);
                 }
                 Output::CloseRelay { relay } => {
-                    if let Some(addr) = self.relays.remove(&relay) {
+                    if let Some(addr) = self.relays.remove(&(lp, relay)) {
                         self.by_addr.remove(&addr);
                     }
                 }
-                // A server of one loop sends none (nodes of several loops: sim/ to come).
-                Output::ToLoop { .. } => {}
+                Output::ToLoop { to, msg } => self.send_to_loop(cx, lp, to, msg),
                 Output::Event(e) => {
                     match &e {
                         Event::AllocationCreated { id, client, .. }
                             if client.transport == Transport::Udp =>
                         {
-                            self.udp_allocs.insert(*id, client.listener);
+                            self.udp_allocs.insert((lp, *id), client.listener);
                         }
                         Event::AllocationDeleted { id, .. } => {
-                            self.udp_allocs.remove(id);
+                            self.udp_allocs.remove(&(lp, *id));
                         }
                         _ => {}
                     }
-                    let line = format!("{}: {e:?}", self.name);
+                    let line = if multi {
+                        format!("{} loop {lp}: {e:?}", self.name)
+                    } else {
+                        format!("{}: {e:?}", self.name)
+                    };
                     cx.digest.write(line.as_bytes());
                     cx.note(line);
-                    cx.oracle.event(self.index, cx.now, &e);
+                    cx.oracle.event(self.index, lp, cx.now, &e);
                 }
             }
         }
@@ -500,8 +597,47 @@ impl ServerHost {
         );
     }
 
-    /// Binds a relay socket in the virtual port table.
-    fn bind(&mut self, cx: &mut Cx, relay: RelayId, addr: SocketAddr) -> Result<(), BindError> {
+    /// Puts a message from loop `from` on its way to loop `to` (virtual latency from the
+    /// run's randomness; the queue's order keeps it deterministic).
+    fn send_to_loop(&mut self, cx: &mut Cx, from: u16, to: LoopId, msg: LoopMsg) {
+        let mut wire = Vec::new();
+        msg.encode(&mut wire);
+        cx.digest.write_u64(u64::from(from) << 16 | u64::from(to.0));
+        cx.digest.write(&wire);
+        if usize::from(to.0) >= self.cores.len() || to.0 == from {
+            cx.oracle.fail(
+                "loop_message_addressed",
+                format!(
+                    "{}: loop {from} sent {msg:?} to loop {} of {}",
+                    self.name,
+                    to.0,
+                    self.cores.len()
+                ),
+            );
+            return;
+        }
+        let at = cx.now + message_latency(cx.rng);
+        cx.net.schedule(
+            at,
+            Ev::Loop {
+                node: cx.me,
+                msg: InFlight {
+                    from: LoopId(from),
+                    to,
+                    msg,
+                },
+            },
+        );
+    }
+
+    /// Binds a relay socket in the node's virtual port table.
+    fn bind(
+        &mut self,
+        cx: &mut Cx,
+        lp: u16,
+        relay: RelayId,
+        addr: SocketAddr,
+    ) -> Result<(), BindError> {
         if self.fd_exhausted {
             return Err(BindError::Other);
         }
@@ -511,8 +647,8 @@ impl ServerHost {
         {
             return Err(BindError::AddrInUse);
         }
-        self.relays.insert(relay, addr);
-        self.by_addr.insert(addr, relay);
+        self.relays.insert((lp, relay), addr);
+        self.by_addr.insert(addr, (lp, relay));
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Same seed, same run: the digest of everything that happened is identical when a
-//! scenario runs twice with one seed, and differs with another seed.
+//! scenario runs twice with one seed, and differs with another seed; also with every
+//! server a node of 4 event loops (messages between loops delayed by the seed).
 
 mod common;
 
@@ -32,24 +33,55 @@ fn digest(sc: &Scenario, seed: u64) -> u64 {
 fn same_seed_same_digest_for_every_scenario() {
     for (file, sc) in common::scenarios() {
         let sc = shortened(sc);
-        let a = digest(&sc, 7);
-        let b = digest(&sc, 7);
-        assert_eq!(a, b, "{}: two runs with seed 7 differ", file.display());
-        let c = digest(&sc, 8);
-        assert_ne!(
-            a,
-            c,
-            "{}: seeds 7 and 8 gave the same digest",
-            file.display()
-        );
+        same_seed_same_digest(&file, &sc);
     }
 }
 
-/// The full-length runs, churn-24h included (run with --release).
+#[test]
+fn same_seed_same_digest_as_nodes_of_4_loops() {
+    for (file, sc) in common::scenarios() {
+        if sc.servers.iter().all(|s| s.loops > 1) {
+            continue; // checked as it is
+        }
+        same_seed_same_digest(&file, &shortened(sc).with_loops(4));
+    }
+}
+
+fn same_seed_same_digest(file: &std::path::Path, sc: &Scenario) {
+    let loops = sc.servers.iter().map(|s| s.loops).max().unwrap_or(1);
+    let a = digest(sc, 7);
+    let b = digest(sc, 7);
+    assert_eq!(
+        a,
+        b,
+        "{} ({loops} loops): two runs with seed 7 differ",
+        file.display()
+    );
+    let c = digest(sc, 8);
+    assert_ne!(
+        a,
+        c,
+        "{} ({loops} loops): seeds 7 and 8 gave the same digest",
+        file.display()
+    );
+}
+
+/// The full-length runs, churn-24h included, as declared and as nodes of 4 loops (run
+/// with --release).
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn same_seed_same_digest_full_length() {
     for (file, sc) in common::scenarios() {
         assert_eq!(digest(&sc, 3), digest(&sc, 3), "{}", file.display());
+        if sc.servers.iter().all(|s| s.loops > 1) {
+            continue;
+        }
+        let sc = sc.with_loops(4);
+        assert_eq!(
+            digest(&sc, 3),
+            digest(&sc, 3),
+            "{} (4 loops)",
+            file.display()
+        );
     }
 }

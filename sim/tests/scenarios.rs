@@ -1,6 +1,10 @@
 //! Every scenario over a fixed set of seeds: the invariants hold after every step, and
 //! each scenario's expectations and liveness hold at the end. A scenario that declares
-//! a known core bug must stop on exactly that invariant.
+//! a known core bug must stop on exactly that invariant. Every scenario runs again with
+//! its servers as nodes of 4 event loops (DESIGN.md: "nodes of several loops").
+
+/// Loops of the second pass over every scenario.
+const LOOPS: u16 = 4;
 
 mod common;
 
@@ -8,6 +12,17 @@ use turnpike_sim::runner::{run, RunOptions};
 use turnpike_sim::scenario::Scenario;
 
 fn check(file: &std::path::Path, sc: &Scenario, seed: u64) {
+    check_as(file, sc, seed, None)
+}
+
+/// Runs `sc` with `seed` (its servers overridden to `loops` loops, if given) and panics
+/// with the command that reproduces a violation.
+fn check_as(file: &std::path::Path, sc: &Scenario, seed: u64, loops: Option<u16>) {
+    let sc = &match loops {
+        Some(n) => sc.clone().with_loops(n),
+        None => sc.clone(),
+    };
+    let flag = loops.map(|n| format!(" --loops {n}")).unwrap_or_default();
     let out = run(
         sc,
         &RunOptions {
@@ -24,7 +39,7 @@ fn check(file: &std::path::Path, sc: &Scenario, seed: u64) {
             sc.name, k.note
         ),
         (Some(v), _) => panic!(
-            "{}: seed {seed} violated `{}`: {}\n{}\nreproduce: turnpike-sim run {} --seed {seed}",
+            "{}: seed {seed}{flag} violated `{}`: {}\n{}\nreproduce: turnpike-sim run {} --seed {seed}{flag}",
             sc.name,
             v.invariant,
             v.detail,
@@ -42,10 +57,16 @@ fn small_scenarios_pass() {
             "relay-drops-udp",
             "proxy-header-to-plain-listener",
             "clock-jump",
+            "even-port-pairs-4-loops",
+            "user-quota-race-4-loops",
+            "uneven-hash-borrow-4-loops",
         ]
         .contains(&sc.name.as_str())
         {
             check(&file, &sc, 1);
+        }
+        if ["relay-drops-udp", "clock-jump"].contains(&sc.name.as_str()) {
+            check_as(&file, &sc, 1, Some(LOOPS));
         }
     }
 }
@@ -56,9 +77,32 @@ fn small_scenarios_pass() {
 #[ignore = "long: run with --release -- --ignored"]
 fn every_scenario_passes_on_fixed_seeds() {
     for (file, sc) in common::scenarios() {
-        let seeds = if sc.duration_s > 3600 { 1..=2 } else { 1..=20 };
-        for seed in seeds {
+        for seed in seeds_of(&sc) {
             check(&file, &sc, seed);
+        }
+    }
+}
+
+/// The CI suite's seeds for a scenario: 1..=20, or 1..=2 for a day-long one.
+fn seeds_of(sc: &Scenario) -> std::ops::RangeInclusive<u64> {
+    if sc.duration_s > 3600 {
+        1..=2
+    } else {
+        1..=20
+    }
+}
+
+/// The CI suite's second pass: every scenario whose servers run one loop, now as nodes
+/// of 4 loops, over the same seeds. Run with --release -- --ignored.
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn every_scenario_passes_as_a_node_of_4_loops() {
+    for (file, sc) in common::scenarios() {
+        if sc.servers.iter().all(|s| s.loops > 1) {
+            continue; // already a node of several loops in the first pass
+        }
+        for seed in seeds_of(&sc) {
+            check_as(&file, &sc, seed, Some(LOOPS));
         }
     }
 }

@@ -7,12 +7,17 @@
 //!
 //! - finding tools and skipping politely when they are missing ([`require_tool`]; with
 //!   `TURNPIKE_E2E=1`, as CI sets, a missing tool is a failure instead);
-//! - free loopback ports ([`free_port_udp_tcp`], [`free_udp_range`]);
+//! - free loopback ports ([`free_port_udp_tcp`]) and relay port ranges reserved across
+//!   processes ([`reserve_udp_range`], [`free_udp_range`]), [`PORTS_PER_LOOP`] for each of
+//!   the relay's event loops: a server runs the relay's default loop count (one per core)
+//!   unless its test pins `workers` ([`ServerSpec::workers`]), and the harness checks that
+//!   it runs that many;
 //! - child processes that die with their test and print their log when it fails
 //!   ([`Child`]), commands run with a bound in time ([`run_with_timeout`]);
 //! - the servers under test ([`server`]), the uclient runner and its output parser
 //!   ([`uclient`]), nginx ([`nginx`]), a minimal STUN/TURN client ([`turn`]), network
-//!   namespaces ([`netns`]) and headless Chromium in one ([`browser`]).
+//!   namespaces ([`netns`]), headless Chromium in one ([`browser`]) and allocations from
+//!   many 5-tuples at once ([`race`]).
 //!
 //! Every wait is bounded in time and every loop in count; every process started here is
 //! killed when its guard drops, also when the test panics.
@@ -24,6 +29,7 @@ pub mod browser;
 pub mod http;
 pub mod netns;
 pub mod nginx;
+pub mod race;
 pub mod server;
 pub mod trace_fixture;
 pub mod turn;
@@ -425,32 +431,159 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
-/// `count` consecutive UDP ports, all free on loopback right now, for a relay port range.
-/// They are taken above Linux's ephemeral range (32768–60999) so that the ports other
-/// tests get from the OS do not land in them; each call starts at another place.
-pub fn free_udp_range(count: u16) -> (u16, u16) {
-    const LOW: u32 = 61_000;
-    const HIGH: u32 = 65_500;
+/// Relay ports each of turnpike's event loops needs at least (the runtime's
+/// `workers::MIN_PORTS_PER_LOOP`): with fewer, the relay runs fewer loops than asked.
+pub const PORTS_PER_LOOP: u16 = 64;
+
+/// The event loops turnpike runs by default (`workers = 0`): one per core, as the
+/// runtime counts them (`available_parallelism`).
+pub fn default_loops() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Lowest port of a relay port range.
+const AREA_FLOOR: u32 = 10_000;
+/// End (exclusive) of the ports relay port ranges are taken from.
+const AREA_CEILING: u32 = 65_472;
+/// How long [`reserve_udp_range`] waits for a range to be given back before it fails.
+const RESERVE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Where relay port ranges are taken, as [start, end) areas: outside the kernel's ephemeral
+/// range (`/proc/sys/net/ipv4/ip_local_port_range`, 32768–60999 by default), so that the
+/// ports other tests get from the OS do not land in them.
+fn range_areas() -> Vec<(u32, u32)> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|w| w.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    [(AREA_FLOOR, ephemeral.0), (ephemeral.1 + 1, AREA_CEILING)]
+        .into_iter()
+        .filter(|(a, b)| b > a)
+        .collect()
+}
+
+/// A run of consecutive UDP ports on loopback, all free when it was reserved, and
+/// reserved for as long as this value lives, against every other user of this function
+/// in this process and in any other (other test binaries, other checkouts on the same
+/// machine).
+///
+/// The ports outside the kernel's ephemeral range (from 10000) are cut into blocks of
+/// [`PORTS_PER_LOOP`] ports; a range takes whole blocks, and each of its blocks is held by
+/// a TCP listener on the block's first port (TCP and UDP ports are separate spaces, so the
+/// relay's UDP sockets are not in its way; a second listener on a port cannot bind while
+/// the first listens).
+#[derive(Debug)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (inclusive).
+    pub last: u16,
+    tokens: Vec<TcpListener>,
+}
+
+impl PortRange {
+    /// The range as (first, last), inclusive.
+    pub fn span(&self) -> (u16, u16) {
+        (self.first, self.last)
+    }
+
+    /// How many ports it has.
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    /// Always false: a range has at least one port.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Keeps the reservation until this process ends.
+    pub fn keep(self) -> (u16, u16) {
+        static KEPT: std::sync::Mutex<Vec<TcpListener>> = std::sync::Mutex::new(Vec::new());
+        let span = self.span();
+        if let Ok(mut kept) = KEPT.lock() {
+            kept.extend(self.tokens);
+        }
+        span
+    }
+}
+
+/// Reserves `count` consecutive UDP ports free on loopback (see [`PortRange`]); each call
+/// starts looking at another place. When every range is taken (servers of tests running
+/// in parallel hold them), waits for one to be given back, at most two minutes, then
+/// panics.
+pub fn reserve_udp_range(count: u16) -> PortRange {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let block = u32::from(PORTS_PER_LOOP);
     let count32 = u32::from(count.max(1));
-    let slots = (HIGH - LOW) / count32;
-    let start_slot = std::process::id().wrapping_mul(7919) % slots.max(1);
-    for _ in 0..slots.min(500) {
-        let slot = (start_slot + NEXT.fetch_add(1, Ordering::Relaxed)) % slots.max(1);
-        let first = LOW + slot * count32;
-        let last = first + count32 - 1;
-        let all_free = (first..=last).all(|p| {
-            u16::try_from(p)
-                .map(|p| UdpSocket::bind((LOOPBACK, p)).is_ok())
-                .unwrap_or(false)
-        });
-        if all_free {
-            if let (Ok(a), Ok(b)) = (u16::try_from(first), u16::try_from(last)) {
-                return (a, b);
+    let need = count32.div_ceil(block);
+    let areas = range_areas();
+    let starts: Vec<u32> = areas
+        .iter()
+        .flat_map(|&(a, b)| {
+            (0..)
+                .map(move |k| a + k * block)
+                .take_while(move |s| s + need * block <= b)
+        })
+        .collect();
+    assert!(
+        !starts.is_empty(),
+        "{count} ports asked; the areas {areas:?} have no run that long"
+    );
+    let n = u32::try_from(starts.len()).unwrap_or(u32::MAX);
+    let origin = std::process::id().wrapping_mul(7919) % n;
+    let deadline = Instant::now() + RESERVE_PATIENCE;
+    loop {
+        for step in 0..n {
+            let turn = NEXT.fetch_add(1, Ordering::Relaxed);
+            let at = (origin + turn.wrapping_mul(need) + step) % n;
+            if let Some(range) = starts
+                .get(at as usize)
+                .and_then(|&f| try_reserve(f, count32))
+            {
+                return range;
             }
         }
+        assert!(
+            Instant::now() < deadline,
+            "no run of {count} free UDP ports in {areas:?} for {RESERVE_PATIENCE:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
     }
-    panic!("no run of {count} free UDP ports in {LOW}..{HIGH}");
+}
+
+/// Takes the blocks of `count` ports from `first` (see [`PortRange`]) if none is held and
+/// every port is free.
+fn try_reserve(first: u32, count: u32) -> Option<PortRange> {
+    let block = u32::from(PORTS_PER_LOOP);
+    let tokens: Vec<TcpListener> = (0..count.div_ceil(block))
+        .map(|b| {
+            let port = u16::try_from(first + b * block).ok()?;
+            TcpListener::bind((LOOPBACK, port)).ok()
+        })
+        .collect::<Option<_>>()?;
+    let last = first + count - 1;
+    let all_free = (first..=last).all(|p| {
+        u16::try_from(p)
+            .map(|p| UdpSocket::bind((LOOPBACK, p)).is_ok())
+            .unwrap_or(false)
+    });
+    Some(PortRange {
+        first: u16::try_from(first).ok()?,
+        last: u16::try_from(last).ok()?,
+        tokens,
+    })
+    .filter(|_| all_free)
+}
+
+/// `count` consecutive UDP ports, all free on loopback right now, for a relay port range,
+/// reserved (see [`PortRange`]) until this process ends. A server that ends before the
+/// test process does should hold a [`reserve_udp_range`] instead.
+pub fn free_udp_range(count: u16) -> (u16, u16) {
+    reserve_udp_range(count).keep()
 }
 
 /// Waits until a TCP connect to `addr` succeeds, up to `limit`.
@@ -572,7 +705,26 @@ mod tests {
         assert!(UdpSocket::bind((LOOPBACK, p)).is_ok());
         let (a, b) = free_udp_range(4);
         assert_eq!(b - a, 3);
-        assert!(a >= 61_000);
+        assert!(a >= 10_000);
+        assert!(range_areas()
+            .iter()
+            .any(|&(lo, hi)| lo <= u32::from(a) && u32::from(b) < hi));
+    }
+
+    #[test]
+    fn reserved_ranges_do_not_overlap_while_held() {
+        let big = reserve_udp_range(4 * PORTS_PER_LOOP);
+        assert_eq!(big.len(), 256);
+        let small = reserve_udp_range(4);
+        let other = reserve_udp_range(2 * PORTS_PER_LOOP);
+        let spans = [big.span(), small.span(), other.span()];
+        for (i, a) in spans.iter().enumerate() {
+            for b in spans.iter().skip(i + 1) {
+                assert!(a.1 < b.0 || b.1 < a.0, "{a:?} overlaps {b:?}");
+            }
+        }
+        // Held: its blocks cannot be taken again while it lives.
+        assert!(TcpListener::bind((LOOPBACK, big.first)).is_err());
     }
 
     #[test]

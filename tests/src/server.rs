@@ -4,8 +4,8 @@
 //! credentials.
 
 use crate::{
-    find_tool, free_port_udp_tcp, free_udp_range, skip_or_fail, tail, turn, wait_for_tcp,
-    wait_for_udp, write_file, Child, TempDir, LOOPBACK,
+    default_loops, find_tool, free_port_udp_tcp, reserve_udp_range, skip_or_fail, tail, turn,
+    wait_for_tcp, wait_for_udp, write_file, Child, PortRange, TempDir, LOOPBACK, PORTS_PER_LOOP,
 };
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
@@ -70,14 +70,22 @@ pub struct ServerSpec {
     pub proxy_protocol: bool,
     /// Sources trusted to send a PROXY header, CIDR.
     pub proxy_protocol_trusted: Vec<String>,
-    /// Relay port range (inclusive); None: 64 free ports picked for this server.
+    /// Relay port range (inclusive); None: [`PORTS_PER_LOOP`] free ports per event loop
+    /// (see [`ServerSpec::loops`]), reserved for this server while it runs.
     pub relay_ports: Option<(u16, u16)>,
+    /// Event loops (`workers`): None leaves the relay's default, one per core. turnpike
+    /// must run exactly [`ServerSpec::loops`] of them ([`RunningServer::start`] checks it
+    /// in the event log's `start` record), so a test that gives a small `relay_ports` range
+    /// must pin `Some(1)`. coturn gets it as `--relay-threads` when not 0.
+    pub workers: Option<u32>,
     /// How long a freed relay port stays out of use (turnpike; coturn has no quarantine).
     pub relay_port_quarantine_ms: u64,
     /// Let peers be on loopback (all peers in these tests are).
     pub allow_loopback_peers: bool,
     /// Allocations per user, if limited.
     pub user_quota: Option<u32>,
+    /// Allocations of the whole server, if limited otherwise than by the server's default.
+    pub total_quota: Option<u32>,
     /// More lines of turnpike's configuration file, as (key, TOML value) (turnpike only).
     pub extra: Vec<(String, String)>,
 }
@@ -99,6 +107,15 @@ impl ServerSpec {
         }
     }
 
+    /// The event loops turnpike runs for this spec: `workers`, or one per core when it is
+    /// None or 0.
+    pub fn loops(&self) -> usize {
+        match self.workers {
+            None | Some(0) => default_loops(),
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
     fn base() -> ServerSpec {
         ServerSpec {
             realm: "turn.test".into(),
@@ -108,9 +125,11 @@ impl ServerSpec {
             proxy_protocol: false,
             proxy_protocol_trusted: vec!["127.0.0.1/32".into()],
             relay_ports: None,
+            workers: None,
             relay_port_quarantine_ms: 1000,
             allow_loopback_peers: true,
             user_quota: None,
+            total_quota: None,
             extra: Vec::new(),
         }
     }
@@ -125,19 +144,45 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The relay port range it was given.
     pub relay_ports: (u16, u16),
+    /// Event loops it runs (turnpike: checked at start; coturn: as asked).
+    pub loops: usize,
     /// What it was asked for.
     pub spec: ServerSpec,
     event_log: Option<PathBuf>,
     dir: TempDir,
+    _reserved: Option<PortRange>,
 }
 
 impl RunningServer {
     /// Starts server `kind` as `spec` says and waits (at most 10 s) until it answers a STUN
-    /// Binding request over UDP and accepts TCP connections.
+    /// Binding request over UDP and accepts TCP connections. turnpike must then run the
+    /// event loops the spec asks for ([`ServerSpec::loops`]), or the test fails here: a
+    /// relay that quietly runs fewer loops would hide what spans loops.
     pub fn start(kind: ServerKind, spec: ServerSpec) -> RunningServer {
         let dir = TempDir::new(kind.name());
         let port = free_port_udp_tcp();
-        let relay_ports = spec.relay_ports.unwrap_or_else(|| free_udp_range(64));
+        let loops = spec.loops();
+        let (relay_ports, reserved) = match spec.relay_ports {
+            Some(r) => {
+                let ports = usize::from(r.1.saturating_sub(r.0)) + 1;
+                let room_for = (ports / usize::from(PORTS_PER_LOOP)).max(1);
+                assert!(
+                    kind != ServerKind::Turnpike || loops <= room_for,
+                    "relay ports {}-{} ({ports}) are fewer than {PORTS_PER_LOOP} per loop for \
+                     {loops} event loops: the relay would run fewer loops than the test \
+                     expects; give it more ports or pin `workers` (ServerSpec::workers)",
+                    r.0,
+                    r.1
+                );
+                (r, None)
+            }
+            None => {
+                let count = u16::try_from(usize::from(PORTS_PER_LOOP).saturating_mul(loops))
+                    .expect("a relay range for this many loops fits in the port space");
+                let range = reserve_udp_range(count);
+                (range.span(), Some(range))
+            }
+        };
         let addr = SocketAddr::new(IpAddr::V4(LOOPBACK), port);
         let (cmd, event_log) = match kind {
             ServerKind::Turnpike => turnpike_command(&spec, port, relay_ports, &dir),
@@ -149,12 +194,40 @@ impl RunningServer {
             kind,
             addr,
             relay_ports,
+            loops,
             spec,
             event_log,
             dir,
+            _reserved: reserved,
         };
         server.wait_ready(Duration::from_secs(10));
+        if kind == ServerKind::Turnpike {
+            server.assert_loops(loops);
+        }
         server
+    }
+
+    /// Asserts that turnpike runs `expected` event loops: its event log's `start` record
+    /// names the count (`loops`, absent for one loop).
+    fn assert_loops(&self, expected: usize) {
+        let start = self
+            .wait_event(Duration::from_secs(3), |e| e["event"] == "start")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no start record in the event log; the log:\n{}",
+                    tail(&self.log_text(), 50)
+                )
+            });
+        let running = loops_of_start(&start);
+        assert_eq!(
+            usize::try_from(running).ok(),
+            Some(expected),
+            "turnpike runs {running} event loops, the test expects {expected} (relay ports \
+             {}-{}); start record {start}; the log:\n{}",
+            self.relay_ports.0,
+            self.relay_ports.1,
+            tail(&self.log_text(), 50)
+        );
     }
 
     fn wait_ready(&mut self, limit: Duration) {
@@ -226,6 +299,12 @@ impl RunningServer {
     pub fn stop(&mut self) -> Option<ExitStatus> {
         self.child.terminate(Duration::from_secs(3))
     }
+}
+
+/// The event loops a turnpike event log's `start` record says the relay runs (its
+/// `loops`, written only when there are several).
+pub fn loops_of_start(start: &Value) -> u64 {
+    start["loops"].as_u64().unwrap_or(1)
 }
 
 /// The `turnpike` binary to test: `TURNPIKE_BIN` if set, else the workspace's own, built
@@ -359,6 +438,12 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
     if let Some(q) = spec.user_quota {
         line("user_quota", q.to_string());
     }
+    if let Some(q) = spec.total_quota {
+        line("total_quota", q.to_string());
+    }
+    if let Some(w) = spec.workers {
+        line("workers", w.to_string());
+    }
     if let Some(s) = &spec.rest_secret {
         line("static_auth_secret", toml_str(s));
     }
@@ -415,6 +500,12 @@ fn coturn_command(
     }
     if let Some(q) = spec.user_quota {
         cmd.arg(format!("--user-quota={q}"));
+    }
+    if let Some(q) = spec.total_quota {
+        cmd.arg(format!("--total-quota={q}"));
+    }
+    if let Some(w) = spec.workers.filter(|w| *w > 0) {
+        cmd.arg(format!("--relay-threads={w}"));
     }
     if !spec.users.is_empty() {
         cmd.arg("--lt-cred-mech");
@@ -484,9 +575,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loops_default_to_one_per_core() {
+        let mut spec = ServerSpec::static_user("alice", "pw");
+        assert_eq!(spec.loops(), default_loops());
+        spec.workers = Some(0);
+        assert_eq!(spec.loops(), default_loops());
+        spec.workers = Some(4);
+        assert_eq!(spec.loops(), 4);
+        let start: Value = serde_json::json!({"event": "start", "loops": 4});
+        assert_eq!(loops_of_start(&start), 4);
+        assert_eq!(loops_of_start(&serde_json::json!({"event": "start"})), 1);
+    }
+
+    #[test]
     fn turnpike_config_uses_the_documented_keys() {
         let mut spec = ServerSpec::static_user("alice", "se\"cret");
         spec.rest_secret = Some("s3".into());
+        spec.workers = Some(4);
+        spec.total_quota = Some(6);
         let t = turnpike_config(&spec, 3478, (61000, 61003), Path::new("/tmp/e.jsonl"));
         for key in [
             "realm = \"turn.test\"",
@@ -500,6 +606,8 @@ mod tests {
             "users = { \"alice\" = \"se\\\"cret\" }",
             "allow_loopback_peers = true",
             "event_log = \"/tmp/e.jsonl\"",
+            "workers = 4",
+            "total_quota = 6",
         ] {
             assert!(t.contains(key), "{key} missing from:\n{t}");
         }

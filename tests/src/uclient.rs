@@ -64,6 +64,8 @@ pub struct Uclient {
     pub no_rtcp: bool,
     /// Local address to connect from (`-L`).
     pub local: Option<IpAddr>,
+    /// Ask for an IPv4 relayed address explicitly (`-X`: REQUESTED-ADDRESS-FAMILY).
+    pub ipv4_relay: bool,
     /// Time limit of the run.
     pub timeout: Duration,
 }
@@ -83,6 +85,7 @@ impl Uclient {
             length: 170,
             no_rtcp: false,
             local: None,
+            ipv4_relay: false,
             timeout: Duration::from_secs(40),
         }
     }
@@ -101,6 +104,9 @@ impl Uclient {
         }
         if self.no_rtcp {
             a.push("-c".into());
+        }
+        if self.ipv4_relay {
+            a.push("-X".into());
         }
         for (flag, v) in [
             ("-n", self.messages),

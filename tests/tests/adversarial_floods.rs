@@ -10,8 +10,8 @@
 //!   10 s window;
 //! - an invalid-packet flood: memory flat, the relay still answers;
 //! - permission and channel floods on one allocation: capped with 508 (RFC 8656 §9, §12);
-//! - slow TCP clients that never finish a message: closed after `stream_idle_timeout_s`;
-//!   one source holds at most `max_streams_per_source` connections.
+//! - slow TCP clients that never finish a message: closed after `stream_idle_timeout_s`
+//!   (the per-source cap on connections is `streams_per_source_across_loops.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -235,9 +235,14 @@ fn an_invalid_packet_flood_leaves_memory_flat() {
         after <= before + FLAT_KIB,
         "RSS grew from {before} to {after} KiB"
     );
-    // Still serving.
+    // Still serving: a Binding is answered. UDP, and a loaded machine (the relay's loops
+    // share the cores with the tests): up to 5 tries of 400 ms.
     let mut s = Session::udp(server.addr, LOCAL);
-    assert_eq!(s.raw(&ok), Reply::Success);
+    let replies: Vec<Reply> = (0..5)
+        .map(|_| s.raw(&ok))
+        .take_while(|r| *r != Reply::Success)
+        .collect();
+    assert!(replies.len() < 5, "no answer to a Binding: {replies:?}");
     server.assert_running();
 }
 
@@ -299,12 +304,6 @@ fn slow_tcp_clients_are_closed_after_the_idle_timeout() {
         let cut = 1 + usize::from(i) % (binding.len() - 1);
         slow.push(Session::tcp(server.addr, from, Some(&binding[..cut])));
     }
-    // A ninth connection from a source with eight is closed at once.
-    let mut ninth = Session::tcp(server.addr, IpAddr::V4(Ipv4Addr::new(127, 3, 0, 1)), None);
-    assert!(
-        ninth.closed_within(Duration::from_secs(1)),
-        "ninth connection from one source kept"
-    );
     let opened = Instant::now();
     let mid = rss_kib(server.pid());
     for (i, s) in slow.iter_mut().enumerate() {

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 use turnpike_tests::http::{self, sample};
-use turnpike_tests::server::{turnpike_binary, Peer};
+use turnpike_tests::server::{loops_of_start, turnpike_binary, Peer};
 use turnpike_tests::turn::{tcp_connect_from, TurnClient};
 use turnpike_tests::uclient::{Credentials, Uclient};
 use turnpike_tests::{
-    free_tcp_port, free_udp_range, require_tools, skip_or_fail, tail, wait_until, write_file,
-    Child, TempDir, LOOPBACK,
+    default_loops, free_tcp_port, require_tools, reserve_udp_range, skip_or_fail, tail, wait_until,
+    write_file, Child, PortRange, TempDir, LOOPBACK, PORTS_PER_LOOP,
 };
 
 /// A relay with `turn_udp_port = "dynamic"`, TCP, and the API on a free port.
@@ -28,6 +28,7 @@ struct Relay {
     dynamic: (u16, u16),
     config: PathBuf,
     dir: TempDir,
+    _ports: [PortRange; 2],
 }
 
 impl Relay {
@@ -38,8 +39,15 @@ impl Relay {
         let bin = turnpike_binary()?;
         let dir = TempDir::new("api");
         let tcp_port = free_tcp_port();
-        let relay = free_udp_range(32);
-        let dynamic = free_udp_range(16);
+        // A trace records one loop: a relay recording one is pinned to `workers = 1`.
+        let loops = if extra.contains("workers = 1") {
+            1
+        } else {
+            default_loops()
+        };
+        let relay_range = reserve_udp_range(PORTS_PER_LOOP * u16::try_from(loops).expect("loops"));
+        let dynamic_range = reserve_udp_range(16);
+        let (relay, dynamic) = (relay_range.span(), dynamic_range.span());
         let events = dir.join("events.jsonl");
         let config = dir.join("turnpike.toml");
         write_file(
@@ -73,6 +81,11 @@ impl Relay {
             api_addr(&events)
         })
         .unwrap_or_else(|| panic!("no API address in the event log:\n{}", child.log_text()));
+        let running = records(&events)
+            .iter()
+            .find(|r| r["event"] == "start")
+            .map(loops_of_start);
+        assert_eq!(running, Some(loops as u64), "{}", child.log_text());
         let api = if api.ip().is_unspecified() {
             SocketAddr::new(IpAddr::V4(LOOPBACK), api.port())
         } else {
@@ -85,6 +98,7 @@ impl Relay {
             dynamic,
             config,
             dir,
+            _ports: [relay_range, dynamic_range],
         })
     }
 
@@ -155,11 +169,18 @@ impl Issued {
 
 /// The API address from the event log's `api` record.
 fn api_addr(events: &PathBuf) -> Option<SocketAddr> {
-    let text = std::fs::read_to_string(events).ok()?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    records(events)
+        .into_iter()
         .find(|r| r["event"] == "api")
         .and_then(|r| r["listen"].as_str()?.parse().ok())
+}
+
+/// The event log's records so far.
+fn records(events: &PathBuf) -> Vec<Value> {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
 }
 
 /// One HTTP/1.1 exchange from `local`, closing after it.
@@ -365,7 +386,7 @@ fn promtool_check(metrics: &str) {
 /// from the config file's `issuance_secret`.
 #[test]
 fn recorded_api_run_replays_identically() {
-    let Some(mut relay) = Relay::start("trace_file = \"{dir}/trace.bin\"") else {
+    let Some(mut relay) = Relay::start("trace_file = \"{dir}/trace.bin\"\nworkers = 1") else {
         return;
     };
     let issued = relay.issue(&json!({"label": "traced", "ttl": 120}));

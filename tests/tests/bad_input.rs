@@ -141,10 +141,13 @@ fn garbage_leaves_the_relay_serving(kind: ServerKind) {
                 .into_iter()
                 .filter(|e| from_source(e))
                 .count();
-            assert_eq!(
-                records,
-                1,
-                "{what} from {from} sent {REPEAT} times must be logged once: {:#?}",
+            // Once per event loop at most: each loop keeps its own note of what it logged
+            // (the kernel spreads the connections over the loops).
+            assert!(
+                (1..=server.loops).contains(&records),
+                "{what} from {from} sent {REPEAT} times must be logged once (per event \
+                 loop, of {}): {records} records: {:#?}",
+                server.loops,
                 server.events()
             );
         }
@@ -232,10 +235,13 @@ fn untrusted_proxy(kind: ServerKind) {
         .into_iter()
         .filter(|e| remote_ip(e) == Some(rogue))
         .count();
-    assert_eq!(
-        records,
-        1,
-        "{REPEAT} untrusted headers from {rogue} must be logged once: {:#?}",
+    // Once per event loop at most: each loop keeps its own note of what it logged (the
+    // kernel spreads the connections over the loops).
+    assert!(
+        (1..=server.loops).contains(&records),
+        "{REPEAT} untrusted headers from {rogue} must be logged once (per event loop, of \
+         {}): {records} records: {:#?}",
+        server.loops,
         server.events()
     );
     let created = server.wait_event(Duration::from_secs(3), |e| {

@@ -4,13 +4,15 @@
 //! has passed, a new allocation succeeds on that very port.
 //!
 //! The allocations are made by this crate's own small TURN client, one UDP socket each.
-//! coturn has no quarantine: its variant checks the rest (and the client).
+//! coturn has no quarantine: its variant checks the rest (and the client). Four ports are
+//! too few for several event loops: the relay runs one (`workers = 1`, stated, and checked
+//! by the harness); exhaustion across loops is `ports_exhausted_only_when_node_full.rs`.
 
 use std::collections::BTreeSet;
 use std::thread;
 use std::time::Duration;
 use turnpike_tests::turn::TurnClient;
-use turnpike_tests::{free_udp_range, per_server, RunningServer, ServerKind, ServerSpec};
+use turnpike_tests::{per_server, reserve_udp_range, RunningServer, ServerKind, ServerSpec};
 
 per_server!(fifth_allocation_gets_508_until_a_port_is_freed);
 
@@ -23,9 +25,11 @@ fn client(server: &RunningServer) -> TurnClient {
 }
 
 fn fifth_allocation_gets_508_until_a_port_is_freed(kind: ServerKind) {
-    let range = free_udp_range(4);
+    let reserved = reserve_udp_range(4);
+    let range = reserved.span();
     let mut spec = ServerSpec::static_user(USER, PASSWORD);
     spec.relay_ports = Some(range);
+    spec.workers = Some(1);
     spec.relay_port_quarantine_ms = QUARANTINE_MS;
     let mut server = RunningServer::start(kind, spec);
     let in_range = |p: u16| (range.0..=range.1).contains(&p);

@@ -10,6 +10,10 @@
 //!   version 1, must replay identically (or fail with the clear version message once the
 //!   format changes on purpose). `TURNPIKE_WRITE_TRACE_FIXTURE=1` regenerates it.
 //! - `torn_trace_replays_to_the_last_whole_record`.
+//! - `a_node_of_two_loops_replays_loop_by_loop`: the binary with `workers = 2` records one
+//!   trace per event loop (`trace.bin`, `trace.bin.loop1`) under uclient with RTCP (so
+//!   EVEN-PORT pairs and reservation tokens, and allocations of one user, land on both
+//!   loops); `turnpike-sim replay` replays each loop against a fresh core, identically.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,12 +21,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
-use turnpike_sim::trace::replay::{replay, Outcome};
+use turnpike_sim::trace::replay::{replay, replay_node, Outcome};
 use turnpike_tests::server::{turnpike_binary, turnpike_config, Peer, ServerSpec};
 use turnpike_tests::trace_fixture;
 use turnpike_tests::uclient::{Credentials, Uclient};
 use turnpike_tests::{
-    free_port_udp_tcp, free_udp_range, require_tools, wait_for_tcp, wait_for_udp, Child, TempDir,
+    free_port_udp_tcp, require_tools, reserve_udp_range, wait_for_tcp, wait_for_udp, Child,
+    PortRange, TempDir,
 };
 
 const USER: &str = "alice";
@@ -35,15 +40,33 @@ struct Recording {
     config: PathBuf,
     trace: PathBuf,
     _dir: TempDir,
+    _ports: PortRange,
 }
 
 fn start_recording(spec: &ServerSpec, label: &str, extra: &str) -> Option<Recording> {
+    start_recording_ports(spec, label, extra, 64)
+}
+
+/// [`start_recording`] with `relay_ports` relay ports.
+fn start_recording_ports(
+    spec: &ServerSpec,
+    label: &str,
+    extra: &str,
+    relay_ports: u16,
+) -> Option<Recording> {
     let bin = turnpike_binary()?;
     let dir = TempDir::new(label);
     let port = free_port_udp_tcp();
-    let relay = free_udp_range(64);
+    let ports = reserve_udp_range(relay_ports);
+    let relay = ports.span();
     let trace = dir.join("trace.bin");
     let config = dir.join("turnpike.toml");
+    // One loop unless the test asks for more (64 relay ports leave room for one): say so,
+    // rather than leave the relay to fall back.
+    let spec = &ServerSpec {
+        workers: spec.workers.or(Some(1)),
+        ..spec.clone()
+    };
     let mut text = turnpike_config(spec, port, relay, &dir.join("events.jsonl"));
     text.push_str(extra);
     std::fs::write(&config, text).unwrap();
@@ -73,6 +96,7 @@ fn start_recording(spec: &ServerSpec, label: &str, extra: &str) -> Option<Record
         config,
         trace,
         _dir: dir,
+        _ports: ports,
     })
 }
 
@@ -172,6 +196,99 @@ fn recorded_runs_replay_identically() {
     let log = rec.child.log_text();
     stop_and_replay(rec);
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn a_node_of_two_loops_replays_loop_by_loop() {
+    use turnpike_core::trace::{loop_path, open, Input, Record};
+    if !require_tools(&["turnutils_uclient", "turnutils_peer"]) {
+        return;
+    }
+    let peer = Peer::start();
+    let mut spec = ServerSpec::static_user(USER, PASSWORD);
+    // A quota makes every allocation of `alice` count at her home loop.
+    spec.user_quota = Some(100);
+    spec.workers = Some(2);
+    // 128 relay ports: 64 per loop, the least a loop is given.
+    let Some(mut rec) = start_recording_ports(&spec, "trace-loops", "", 128) else {
+        return;
+    };
+    let mut u = Uclient::new(
+        rec.addr,
+        peer.addr,
+        Credentials::Static {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        },
+    );
+    // RTCP on (no `-c`): each client allocates an EVEN-PORT pair and redeems its
+    // RESERVATION-TOKEN from another socket, which the kernel may hand to the other loop.
+    // Whether uclient succeeds is not this test's business (tests/workers.rs checks that
+    // a node serves it); that the trace reproduces what the node did, 508s included, is.
+    // Then a run without RTCP (`-c`), which a node serves without any message between
+    // loops, so that both loops relay plenty whatever the RTCP runs did.
+    u.clients = 6;
+    u.messages = 20;
+    for (tcp, no_rtcp) in [(false, false), (true, false), (false, true)] {
+        (u.tcp, u.no_rtcp) = (tcp, no_rtcp);
+        let run = u.run();
+        println!("uclient (tcp {tcp}, -c {no_rtcp}): {:?}", run.summary());
+    }
+    let st = rec.child.terminate(Duration::from_secs(5));
+    let log = rec.child.log_text();
+    assert!(st.is_some_and(|s| s.success()), "SIGTERM: {st:?}\n{log}");
+    assert!(log.contains("2 event loops"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!loop_path(&rec.trace, 2).exists());
+
+    let report =
+        replay_node(&rec.trace, Some(&rec.config)).unwrap_or_else(|e| panic!("replay: {e}"));
+    println!("{report}");
+    assert_eq!(report.loops.len(), 2, "{report}");
+    assert!(report.is_identical(), "{report}\nrelay log:\n{log}");
+    for (i, l) in report.loops.iter().enumerate() {
+        assert_eq!(l.place.index as usize, i);
+        assert_eq!(l.place.count, 2);
+        // Clients spread over both loops (the kernel hashes their 4-tuples).
+        assert!(l.inputs > 50, "loop {i} saw almost nothing:\n{report}");
+        assert!(l.checkpoints > 20, "{report}");
+    }
+    // Replaying from loop 1's file finds loop 0's: the same verdict. Loop 1's file alone
+    // replays too (its inputs are all in it).
+    let again = replay_node(&loop_path(&rec.trace, 1), Some(&rec.config)).unwrap();
+    assert!(again.is_identical(), "{again}");
+    let one = replay(&loop_path(&rec.trace, 1), Some(&rec.config)).unwrap();
+    assert!(matches!(one.outcome, Outcome::Identical), "{one}");
+    // Loop 0's file without loop 1's is not the whole node: said so, by name.
+    let lone = TempDir::new("trace-loops-lone");
+    std::fs::copy(&rec.trace, lone.join("trace.bin")).unwrap();
+    let e = replay_node(&lone.join("trace.bin"), Some(&rec.config))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("trace.bin.loop1") && e.contains("missing"),
+        "{e}"
+    );
+
+    // The messages each loop received are in its own file. Cores told they are in a node
+    // (Config::node, recorded in the header) exchange them for the user's quota at home
+    // and for reservation tokens; a runtime that has not wired loop messages yet tells
+    // each core it is alone, and none are sent.
+    let mut messages = 0;
+    let mut told_node = false;
+    for i in 0..2 {
+        let bytes = std::fs::read(loop_path(&rec.trace, i)).unwrap();
+        let (h, reader) = open(&bytes).unwrap();
+        assert_eq!((h.place.index, h.place.count), (i, 2));
+        told_node |= h.config.node.count > 1;
+        messages += reader
+            .filter(|r| matches!(r, Ok(Record::Input(Input::LoopMessage { .. }))))
+            .count();
+    }
+    println!("loop messages recorded: {messages} (cores told they are in a node: {told_node})");
+    if told_node {
+        assert!(messages > 0, "{report}");
+    }
 }
 
 fn fixture_path() -> PathBuf {
@@ -307,6 +424,104 @@ fn dump_and_to_scenario_read_the_committed_trace() {
     assert!(rep.answers >= 10, "{rep:?}");
 }
 
+/// A node whose cores exchange messages (the user's quota at her home loop, borrowed
+/// quota), recorded in memory loop by loop as the runtime records: every loop replays
+/// identically, fed the messages it received.
+#[test]
+fn a_node_whose_loops_exchange_messages_replays_loop_by_loop() {
+    use turnpike_core::trace::{loop_path, open, Input, Record};
+    let files = trace_fixture::record_node();
+    let dir = TempDir::new("trace-node");
+    let base = dir.join("trace.bin");
+    let mut messages = Vec::new();
+    for (i, bytes) in files.iter().enumerate() {
+        std::fs::write(loop_path(&base, i as u16), bytes).unwrap();
+        let (_, reader) = open(bytes).unwrap();
+        messages.push(
+            reader
+                .filter(|r| matches!(r, Ok(Record::Input(Input::LoopMessage { .. }))))
+                .count(),
+        );
+    }
+    assert!(
+        messages.iter().all(|&n| n > 0),
+        "messages received per loop: {messages:?}"
+    );
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/trace-v1.toml");
+    let report = replay_node(&base, Some(&config)).unwrap();
+    println!("{report}\nmessages received per loop: {messages:?}");
+    assert!(report.is_identical(), "{report}");
+    assert_eq!(report.loops.len(), 2);
+    // The generator is deterministic.
+    assert_eq!(trace_fixture::record_node(), files);
+
+    // A message left out of loop 1's file: its replay diverges, loop 0's does not.
+    let (h, reader) = open(&files[1]).unwrap();
+    let mut cut = Vec::new();
+    turnpike_core::trace::encode_header(&h, &mut cut);
+    let mut dropped = false;
+    for rec in reader {
+        let rec = rec.unwrap();
+        if !dropped && matches!(rec, Record::Input(Input::LoopMessage { .. })) {
+            dropped = true;
+            continue;
+        }
+        turnpike_core::trace::encode_record(&rec, &mut cut);
+    }
+    std::fs::write(loop_path(&base, 1), &cut).unwrap();
+    let report = replay_node(&base, Some(&config)).unwrap();
+    println!("{report}");
+    assert!(report.loops[0].is_identical(), "{report}");
+    assert!(
+        matches!(report.loops[1].outcome, Outcome::Diverged(_)),
+        "{report}"
+    );
+    assert!(report.to_string().contains("NOT"), "{report}");
+}
+
+#[test]
+fn dump_shows_loop_messages_and_the_loop() {
+    use turnpike_core::node::{LoopId, LoopMsg, NodePlace};
+    use turnpike_core::trace::{encode_header, encode_record, open, Input, Record};
+    use turnpike_sim::trace::dump::dump;
+    let bytes = trace_fixture::record();
+    let (mut h, reader) = open(&bytes).unwrap();
+    h.place = NodePlace { index: 1, count: 2 };
+    let mut out = Vec::new();
+    encode_header(&h, &mut out);
+    encode_record(
+        &Record::Input(Input::LoopMessage {
+            now: h.start,
+            from: LoopId(0),
+            msg: LoopMsg::RedeemToken {
+                req: 3,
+                token: [0, 1, 2, 3, 4, 5, 6, 7],
+            },
+        }),
+        &mut out,
+    );
+    for rec in reader {
+        encode_record(&rec.unwrap(), &mut out);
+    }
+    let dir = TempDir::new("dump-loops");
+    let p = dir.join("t.bin.loop1");
+    std::fs::write(&p, &out).unwrap();
+    let mut text = Vec::new();
+    dump(&p, &mut text).unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["header"]["format_version"], 2);
+    assert_eq!(lines[0]["header"]["loop"]["index"], 1);
+    assert_eq!(lines[0]["header"]["loop"]["count"], 2);
+    assert_eq!(lines[1]["kind"], "loop_message");
+    assert_eq!(lines[1]["from"], 0);
+    assert_eq!(lines[1]["msg"]["type"], "redeem_token");
+    assert_eq!(lines[1]["msg"]["token"], "0001020304050607");
+}
+
 /// The cost of recording: relayed ChannelData per second through the relay, with and
 /// without a trace (payloads masked). Not a CI test: run it by hand on an otherwise idle
 /// machine with a release build, e.g.
@@ -340,8 +555,14 @@ fn start_plain(spec: &ServerSpec, label: &str) -> Option<Recording> {
     let bin = turnpike_binary()?;
     let dir = TempDir::new(label);
     let port = free_port_udp_tcp();
-    let relay = free_udp_range(64);
+    let ports = reserve_udp_range(64);
+    let relay = ports.span();
     let config = dir.join("turnpike.toml");
+    // One loop, as the recording relay runs, so that the two compare.
+    let spec = &ServerSpec {
+        workers: Some(1),
+        ..spec.clone()
+    };
     std::fs::write(
         &config,
         turnpike_config(spec, port, relay, &dir.join("events.jsonl")),
@@ -364,6 +585,7 @@ fn start_plain(spec: &ServerSpec, label: &str) -> Option<Recording> {
         config,
         trace: dir.join("none"),
         _dir: dir,
+        _ports: ports,
     })
 }
 

@@ -15,8 +15,8 @@ use turnpike_tests::server::{turnpike_binary, Peer};
 use turnpike_tests::turn::TurnClient;
 use turnpike_tests::uclient::{Credentials, Uclient};
 use turnpike_tests::{
-    e2e_mandatory, find_tool, free_port_udp_tcp, free_udp_range, tail, wait_until, write_file,
-    Child, TempDir, LOOPBACK,
+    e2e_mandatory, find_tool, free_port_udp_tcp, reserve_udp_range, tail, wait_until, write_file,
+    Child, PortRange, TempDir, LOOPBACK,
 };
 
 /// Bits of an allocation id below the loop index (the runtime's `workers::ID_SHIFT`).
@@ -30,6 +30,7 @@ struct Relay {
     turn: SocketAddr,
     events: PathBuf,
     _dir: TempDir,
+    _ports: PortRange,
 }
 
 impl Relay {
@@ -37,7 +38,8 @@ impl Relay {
         let bin = turnpike_binary()?;
         let dir = TempDir::new("workers");
         let port = free_port_udp_tcp();
-        let relay = free_udp_range(512);
+        let ports = reserve_udp_range(512);
+        let relay = ports.span();
         let events = dir.join("events.jsonl");
         let config = dir.join("turnpike.toml");
         write_file(
@@ -71,6 +73,7 @@ impl Relay {
             turn: SocketAddr::new(IpAddr::V4(LOOPBACK), port),
             events,
             _dir: dir,
+            _ports: ports,
         })
     }
 

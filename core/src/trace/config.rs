@@ -22,6 +22,7 @@ use crate::auth::{Credentials, NonceKey, OneTimeCredential};
 use crate::cidr::IpNet;
 use crate::config::{Config, ListenerConfig, RelayAddress};
 use crate::ids::{ListenerId, Transport};
+use crate::node::NodePlace;
 use crate::policy::PeerPolicy;
 use core::time::Duration;
 use hmac::{Hmac, Mac};
@@ -69,6 +70,11 @@ pub struct ReplaySecrets {
     pub users: Vec<(String, String)>,
     /// REST shared secrets, any order.
     pub rest_secrets: Vec<Vec<u8>>,
+    /// Nonce keys the replay can derive (not from the operator: a loop after the first
+    /// signs nonces with the key of loop 0's seed, `Server::nonce_key_of_seed`, which a
+    /// replay of the node takes from loop 0's header). Used when the trace recorded an
+    /// explicit nonce key whose fingerprint one of them matches.
+    pub nonce_keys: Vec<NonceKey>,
 }
 
 /// Every field of a core [`Config`], secrets as fingerprints.
@@ -144,6 +150,9 @@ pub struct ConfigDescription {
     pub stream_idle_timeout: Duration,
     /// `max_queued_outputs`.
     pub max_queued_outputs: u64,
+    /// `node`: the core's place among the loops of its node (format 2; version 1 files
+    /// read as [`NodePlace::SOLE`]).
+    pub node: NodePlace,
     /// `unauth_amplification_factor`.
     pub unauth_amplification_factor: u32,
     /// `unauth_source_bytes_per_s`.
@@ -228,6 +237,7 @@ impl ConfigDescription {
             max_stream_frame: c.max_stream_frame as u64,
             stream_idle_timeout: c.stream_idle_timeout,
             max_queued_outputs: c.max_queued_outputs as u64,
+            node: c.node,
             unauth_amplification_factor: c.unauth_amplification_factor,
             unauth_source_bytes_per_s: c.unauth_source_bytes_per_s,
             unauth_node_bytes_per_s: c.unauth_node_bytes_per_s,
@@ -283,12 +293,22 @@ impl ConfigDescription {
             })?;
             cr.insert_one_time(&o.username, o.credential(password));
         }
-        if self.nonce_key.is_some() {
-            return Err(TraceError::Secrets(
-                "the trace was recorded with an explicit nonce key, which a replay cannot supply"
-                    .into(),
-            ));
-        }
+        let nonce_key = match &self.nonce_key {
+            None => None,
+            Some(fp) => Some(
+                secrets
+                    .nonce_keys
+                    .iter()
+                    .find(|k| fingerprint(salt, SecretKind::NonceKey, "", &k.0) == *fp)
+                    .cloned()
+                    .ok_or_else(|| {
+                        TraceError::Secrets(
+                            "the trace was recorded with an explicit nonce key, which a replay cannot supply (a loop after the first takes loop 0's: replay the node from loop 0's file)"
+                                .into(),
+                        )
+                    })?,
+            ),
+        };
         let mut c = Config::new(cr, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         c.software = self.software.clone();
         c.listeners = self.listeners.clone();
@@ -315,7 +335,7 @@ impl ConfigDescription {
         c.channel_lifetime = self.channel_lifetime;
         c.nonce_lifetime = self.nonce_lifetime;
         c.rest_max_validity = self.rest_max_validity;
-        c.nonce_key = None::<NonceKey>;
+        c.nonce_key = nonce_key;
         c.security_features = self.security_features;
         c.user_quota = self.user_quota;
         c.total_quota = self.total_quota;
@@ -326,6 +346,7 @@ impl ConfigDescription {
         c.max_stream_frame = to_usize(self.max_stream_frame)?;
         c.stream_idle_timeout = self.stream_idle_timeout;
         c.max_queued_outputs = to_usize(self.max_queued_outputs)?;
+        c.node = self.node;
         c.unauth_amplification_factor = self.unauth_amplification_factor;
         c.unauth_source_bytes_per_s = self.unauth_source_bytes_per_s;
         c.unauth_node_bytes_per_s = self.unauth_node_bytes_per_s;
@@ -333,7 +354,8 @@ impl ConfigDescription {
         Ok(c)
     }
 
-    pub(crate) fn encode(&self, p: &mut Put<'_>) {
+    /// Appends the description in format `version` (`node` from version 2 on).
+    pub(crate) fn encode(&self, p: &mut Put<'_>, version: u16) {
         p.str(&self.realm);
         p.len(self.users.len());
         for (u, fp) in &self.users {
@@ -412,30 +434,34 @@ impl ConfigDescription {
         p.u32(LEGACY_UNAUTH_RATE_PER_S);
         p.u32(LEGACY_UNAUTH_BURST);
         p.u64(self.max_queued_outputs);
-        // The anti-amplification limits, appended when they are not the defaults: a
-        // trace of a default configuration is byte for byte what version 1 wrote.
-        let d = Config::new(Credentials::new("-"), IpAddr::from([0, 0, 0, 0]));
-        let limits = (
-            self.unauth_amplification_factor,
-            self.unauth_source_bytes_per_s,
-            self.unauth_node_bytes_per_s,
-            self.stream_max_auth_failures,
-        );
-        let defaults = (
-            d.unauth_amplification_factor,
-            d.unauth_source_bytes_per_s,
-            d.unauth_node_bytes_per_s,
-            d.stream_max_auth_failures,
-        );
-        if limits != defaults {
-            p.u32(limits.0);
-            p.u64(limits.1);
-            p.u64(limits.2);
-            p.u32(limits.3);
+        if version >= 2 {
+            super::put_place(p, self.node);
+            // The anti-amplification limits (format 2), last and only when they are not
+            // the defaults: a trace of a default configuration is what it was before them.
+            let d = Config::new(Credentials::new("-"), IpAddr::from([0, 0, 0, 0]));
+            let limits = (
+                self.unauth_amplification_factor,
+                self.unauth_source_bytes_per_s,
+                self.unauth_node_bytes_per_s,
+                self.stream_max_auth_failures,
+            );
+            let defaults = (
+                d.unauth_amplification_factor,
+                d.unauth_source_bytes_per_s,
+                d.unauth_node_bytes_per_s,
+                d.stream_max_auth_failures,
+            );
+            if limits != defaults {
+                p.u32(limits.0);
+                p.u64(limits.1);
+                p.u64(limits.2);
+                p.u32(limits.3);
+            }
         }
     }
 
-    pub(crate) fn decode(g: &mut Get<'_>) -> Result<Self, TraceError> {
+    /// Reads what [`ConfigDescription::encode`] wrote in format `version`.
+    pub(crate) fn decode(g: &mut Get<'_>, version: u16) -> Result<Self, TraceError> {
         let realm = g.str()?.to_owned();
         let n = g.count(20)?;
         let mut users = Vec::with_capacity(n);
@@ -499,9 +525,14 @@ impl ConfigDescription {
         // The replaced packet budget's two slots.
         let _ = (g.u32()?, g.u32()?);
         let max_queued_outputs = g.u64()?;
+        let place = if version >= 2 {
+            super::get_place(g)?
+        } else {
+            NodePlace::SOLE
+        };
         // Absent: the defaults (and traces written before the limits replay with them).
         let defaults = Config::new(Credentials::new("-"), IpAddr::from([0, 0, 0, 0]));
-        let (factor, source, node, stream_failures) = if g.is_empty() {
+        let (factor, source, node, stream_failures) = if version < 2 || g.is_empty() {
             (
                 defaults.unauth_amplification_factor,
                 defaults.unauth_source_bytes_per_s,
@@ -547,6 +578,7 @@ impl ConfigDescription {
             max_stream_frame,
             stream_idle_timeout,
             max_queued_outputs,
+            node: place,
             unauth_amplification_factor: factor,
             unauth_source_bytes_per_s: source,
             unauth_node_bytes_per_s: node,

@@ -2,21 +2,41 @@
 //! production replays exactly in the simulator. Pure code: encode to and decode from byte
 //! slices; the runtime writes files, the simulator reads them.
 //!
-//! ## Layout (format version 1, all integers little-endian)
+//! ## Layout (format version 2, all integers little-endian)
 //!
 //! ```text
 //! file    = header record*
 //! header  = "TPKTRACE" version:u16 len:u32 body[len] crc:u32      (crc = CRC-32 of body)
 //! body    = seed[32] start_ns:u64 start_unix_ms:u64 salt[16] producer:str payloads:u8
-//!           segment:u32 config
+//!           segment:u32 loop_index:u16 loop_count:u16 config
 //! record  = len:u32 body[len] crc:u32                              (len <= MAX_RECORD_LEN)
 //! ```
 //!
 //! The header holds the core's seed, the instant the core was created at, and a
 //! [`ConfigDescription`]: every field of the core's `Config`, with secrets replaced by
-//! keyed fingerprints (see [`config`] for how a replay authenticates). `segment` numbers
-//! the files of one run when the recorder rotates them (0 for the first); every segment
-//! repeats the header, and `salt` identifies the run.
+//! keyed fingerprints (see [`config`] for how a replay authenticates), `Config::node`
+//! included (last, as index:u16 count:u16). `segment` numbers the files of one run when
+//! the recorder rotates them (0 for the first); every segment repeats the header, and
+//! `salt` identifies the run.
+//!
+//! **A node of several loops** records one file per event loop, each self-contained: its
+//! core's seed, config and every input it was fed, the [`LoopMsg`]s it received from
+//! other loops included ([`Input::LoopMessage`], record kind 17: `now_ns:u64 from:u16
+//! len:u32 msg[len]`, the message in its [`LoopMsg::encode`] form, refused on read when it
+//! does not decode as exactly one message); the messages it sent are outputs
+//! (`Output::ToLoop`), checked through the digest like any other. `loop_index` and
+//! `loop_count` say which loop of how many the file records (the runtime's place, which
+//! names the file; `Config::node` is what the core was told, the same once the runtime
+//! wires loop messages). Loop 0 writes `FILE`, loop `i` writes `FILE.loop<i>`
+//! ([`loop_path`]); rotated segments append `.N` to either (`FILE.loop1.2`). The files of
+//! one node share one `salt`. A loop `i > 0` counts allocation ids from
+//! [`crate::node::allocation_id_base`]`(i)` (the driver sets it after `Server::new`; a
+//! replay does the same), and signs nonces with the key of loop 0's seed (recorded as a
+//! fingerprint: a replay derives it from loop 0's header and checks it).
+//!
+//! **Version 1** (a node of one loop) is still read: its header has no `loop_index`,
+//! `loop_count` nor `Config::node`, which read as loop 0 of 1 ([`NodePlace::SOLE`]); its
+//! records are those of version 2 but [`Input::LoopMessage`].
 //!
 //! A record is one [`Input`] (written *before* the core sees it, so the input that made
 //! the core panic is in the trace), an [`Record::Outputs`] checkpoint, or a note. The
@@ -35,8 +55,9 @@
 //! **Torn tails.** A crash can cut the file mid-record. [`TraceReader`] stops at a record
 //! that runs past the end of the file, or whose CRC fails when it is the last one, and
 //! reports it in [`TraceReader::tail`]; a CRC failure followed by more data is corruption,
-//! an error. **Versions.** A reader refuses another format version with
-//! [`TraceError::Version`]: "trace format version N not supported (this build reads M)".
+//! an error. **Versions.** A reader refuses a format version outside
+//! [`OLDEST_READABLE_VERSION`]`..=`[`FORMAT_VERSION`] with [`TraceError::Version`]: "trace
+//! format version N not supported (this build reads 1 to 2)".
 
 pub mod config;
 pub mod digest;
@@ -48,16 +69,20 @@ pub use config::{ConfigDescription, Fingerprint, OneTimeDescription, ReplaySecre
 pub use digest::OutputDigest;
 
 use crate::ids::{AllocationId, ConnId, ListenerId, RelayId};
+use crate::node::{LoopId, LoopMsg, NodePlace, MAX_LOOPS};
 use crate::server::BindError;
 use crate::time::Instant;
 use codec::{Get, Put};
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 /// The first bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"TPKTRACE";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// The longest record body accepted (a 64 KiB stream read plus its framing fits easily).
 pub const MAX_RECORD_LEN: usize = 1 << 20;
 
@@ -66,11 +91,11 @@ pub const MAX_RECORD_LEN: usize = 1 << 20;
 pub enum TraceError {
     /// The bytes do not start with [`MAGIC`].
     NotATrace,
-    /// Another format version.
+    /// A format version this build does not read.
     Version {
         /// The file's version.
         found: u16,
-        /// The one this build reads.
+        /// The newest this build reads (it reads from [`OLDEST_READABLE_VERSION`] up).
         supported: u16,
     },
     /// A field does not decode.
@@ -92,7 +117,7 @@ impl core::fmt::Display for TraceError {
             TraceError::NotATrace => f.write_str("not a turnpike trace (bad magic)"),
             TraceError::Version { found, supported } => write!(
                 f,
-                "trace format version {found} not supported (this build reads {supported})"
+                "trace format version {found} not supported (this build reads {OLDEST_READABLE_VERSION} to {supported})"
             ),
             TraceError::Malformed(m) => write!(f, "malformed trace: {m}"),
             TraceError::Corrupt { record, offset } => write!(
@@ -123,8 +148,36 @@ pub struct Header {
     pub payloads: bool,
     /// Number of this file among the run's rotated files (0 = the first).
     pub segment: u32,
+    /// The event loop this file records, of how many the node ran (version 1: loop 0 of
+    /// 1). It names the file ([`loop_path`]); the core's own view is `config.node`.
+    pub place: NodePlace,
     /// The core's configuration, secrets as fingerprints.
     pub config: ConfigDescription,
+    /// The format version the file was read in; [`encode_header`] always writes
+    /// [`FORMAT_VERSION`].
+    pub version: u16,
+}
+
+/// The file of loop `index` of a node whose loop 0 records to `base`: `base` itself for
+/// loop 0, `base.loop<index>` for the others.
+pub fn loop_path(base: &Path, index: u16) -> PathBuf {
+    if index == 0 {
+        return base.to_path_buf();
+    }
+    let mut s = base.as_os_str().to_owned();
+    s.push(format!(".loop{index}"));
+    PathBuf::from(s)
+}
+
+/// Loop 0's file, given the file `path` of loop `index` ([`loop_path`] undone); None if
+/// `path` is not named as loop `index`'s file.
+pub fn loop_base(path: &Path, index: u16) -> Option<PathBuf> {
+    if index == 0 {
+        return Some(path.to_path_buf());
+    }
+    let s = path.to_str()?;
+    let base = s.strip_suffix(&format!(".loop{index}"))?;
+    Some(PathBuf::from(base))
 }
 
 /// Bytes an input carried.
@@ -352,6 +405,16 @@ pub enum Input<'a> {
         /// The secret's fingerprint.
         fingerprint: Fingerprint,
     },
+    /// `handle_loop_message(now, from, msg)`: a message from another loop's core
+    /// (format 2).
+    LoopMessage {
+        /// Instant.
+        now: Instant,
+        /// The loop that sent it.
+        from: LoopId,
+        /// The message.
+        msg: LoopMsg,
+    },
 }
 
 impl Input<'_> {
@@ -367,7 +430,9 @@ impl Input<'_> {
             | Input::RelayDatagram { now, .. }
             | Input::Timeout { now }
             | Input::DeleteAllocation { now, .. } => Some(*now),
-            Input::ListenerAdded { now, .. } | Input::ListenerRemoved { now, .. } => Some(*now),
+            Input::ListenerAdded { now, .. }
+            | Input::ListenerRemoved { now, .. }
+            | Input::LoopMessage { now, .. } => Some(*now),
             Input::OneTimeAdded(_)
             | Input::OneTimeRemoved { .. }
             | Input::OneTimeExpired { .. }
@@ -395,6 +460,7 @@ impl Input<'_> {
             Input::ListenerRemoved { .. } => "listener_removed",
             Input::ListenerReserved { .. } => "listener_reserved",
             Input::RestSecretAdded { .. } => "rest_secret_added",
+            Input::LoopMessage { .. } => "loop_message",
         }
     }
 }
@@ -443,15 +509,45 @@ mod kind {
     pub const LISTENER_REMOVED: u8 = 14;
     pub const LISTENER_RESERVED: u8 = 15;
     pub const REST_SECRET_ADDED: u8 = 16;
+    pub const LOOP_MESSAGE: u8 = 17;
     pub const OUTPUTS: u8 = 20;
     pub const PANIC: u8 = 21;
     pub const END: u8 = 22;
 }
 
-/// Appends the encoded header to `out`.
+/// Appends the encoded header to `out`, in format [`FORMAT_VERSION`] (`h.version` is
+/// ignored).
 pub fn encode_header(h: &Header, out: &mut Vec<u8>) {
+    encode_header_as(h, FORMAT_VERSION, out);
+}
+
+/// [`encode_header`] in an older format `version` that this build reads, for fixtures
+/// that pin what an older build wrote (version 1 leaves out the loop's place and
+/// `Config::node`: only a node of one loop fits). Records are written alike in every
+/// version; a version 1 file must hold no [`Input::LoopMessage`].
+pub fn encode_header_version(
+    h: &Header,
+    version: u16,
+    out: &mut Vec<u8>,
+) -> Result<(), TraceError> {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Err(TraceError::Version {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version < 2 && (h.place != NodePlace::SOLE || h.config.node != NodePlace::SOLE) {
+        return Err(TraceError::Malformed(format!(
+            "format version {version} holds only a node of one loop"
+        )));
+    }
+    encode_header_as(h, version, out);
+    Ok(())
+}
+
+fn encode_header_as(h: &Header, version: u16, out: &mut Vec<u8>) {
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     let mut body = Vec::new();
     let mut p = Put(&mut body);
     p.raw(&h.seed);
@@ -461,8 +557,28 @@ pub fn encode_header(h: &Header, out: &mut Vec<u8>) {
     p.str(&h.producer);
     p.bool(h.payloads);
     p.u32(h.segment);
-    h.config.encode(&mut p);
+    if version >= 2 {
+        put_place(&mut p, h.place);
+    }
+    h.config.encode(&mut p, version);
     frame(&body, out);
+}
+
+pub(crate) fn put_place(p: &mut Put<'_>, place: NodePlace) {
+    p.u16(place.index);
+    p.u16(place.count);
+}
+
+/// A place in a node: `count` in 1..=[`MAX_LOOPS`], `index < count`.
+pub(crate) fn get_place(g: &mut Get<'_>) -> Result<NodePlace, TraceError> {
+    let index = g.u16()?;
+    let count = g.u16()?;
+    if count == 0 || count > MAX_LOOPS || index >= count {
+        return Err(TraceError::Malformed(format!(
+            "loop {index} of {count} is not a place in a node"
+        )));
+    }
+    Ok(NodePlace { index, count })
 }
 
 /// Appends one encoded record (length, body, CRC) to `out`.
@@ -507,7 +623,7 @@ pub fn open(bytes: &[u8]) -> Result<(Header, TraceReader<'_>), TraceError> {
         return Err(TraceError::NotATrace);
     }
     let version = g.u16()?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(TraceError::Version {
             found: version,
             supported: FORMAT_VERSION,
@@ -531,8 +647,17 @@ pub fn open(bytes: &[u8]) -> Result<(Header, TraceReader<'_>), TraceError> {
         producer: h.str()?.to_owned(),
         payloads: h.bool()?,
         segment: h.u32()?,
-        config: ConfigDescription::decode(&mut h)?,
+        place: if version >= 2 {
+            get_place(&mut h)?
+        } else {
+            NodePlace::SOLE
+        },
+        config: ConfigDescription::decode(&mut h, version)?,
+        version,
     };
+    if !h.is_empty() {
+        return Err(TraceError::Malformed("stray bytes after the header".into()));
+    }
     let pos = 8 + 2 + 4 + len + 4;
     Ok((
         header,
@@ -803,6 +928,14 @@ fn encode_input(i: &Input<'_>, p: &mut Put<'_>) {
             p.u8(kind::REST_SECRET_ADDED);
             p.raw(fingerprint);
         }
+        Input::LoopMessage { now, from, msg } => {
+            p.u8(kind::LOOP_MESSAGE);
+            p.u64(now.as_nanos());
+            p.u16(from.0);
+            let mut wire = Vec::new();
+            msg.encode(&mut wire);
+            p.bytes(&wire);
+        }
     }
 }
 
@@ -883,6 +1016,19 @@ fn decode_record(body: &[u8]) -> Result<Record<'_>, TraceError> {
         kind::REST_SECRET_ADDED => Record::Input(Input::RestSecretAdded {
             fingerprint: g.array()?,
         }),
+        kind::LOOP_MESSAGE => {
+            let now = now(&mut g)?;
+            let from = LoopId(g.u16()?);
+            let wire = g.bytes()?;
+            let msg = LoopMsg::decode(wire).ok_or_else(|| {
+                TraceError::Malformed(format!(
+                    "a loop message from loop {} that does not decode ({} bytes)",
+                    from.0,
+                    wire.len()
+                ))
+            })?;
+            Record::Input(Input::LoopMessage { now, from, msg })
+        }
         kind::OUTPUTS => Record::Outputs {
             count: g.u32()?,
             drained: g.bool()?,

@@ -36,6 +36,7 @@ fn config() -> Config {
     c.proxy_protocol_trusted = vec!["10.0.0.0/8".parse().unwrap()];
     c.peer_policy.deny = vec!["203.0.113.0/24".parse().unwrap()];
     c.max_channels = 17;
+    c.node = NodePlace { index: 1, count: 3 };
     c
 }
 
@@ -48,7 +49,9 @@ fn header() -> Header {
         producer: "turnpike test".into(),
         payloads: false,
         segment: 0,
+        place: NodePlace { index: 1, count: 3 },
         config: ConfigDescription::of(&config(), &SALT),
+        version: FORMAT_VERSION,
     }
 }
 
@@ -59,6 +62,7 @@ fn secrets() -> ReplaySecrets {
             ("bob".into(), "pw-b".into()),
         ],
         rest_secrets: vec![b"other".to_vec(), b"s3cret".to_vec()],
+        nonce_keys: Vec::new(),
     }
 }
 
@@ -142,6 +146,24 @@ fn records() -> Vec<Record<'static>> {
         Record::Input(Input::RestSecretAdded {
             fingerprint: [3; 16],
         }),
+        Record::Input(Input::LoopMessage {
+            now,
+            from: LoopId(2),
+            msg: LoopMsg::RedeemToken {
+                req: 5,
+                token: [2, 1, 1, 1, 1, 1, 1, 1],
+            },
+        }),
+        Record::Input(Input::LoopMessage {
+            now,
+            from: LoopId(0),
+            msg: LoopMsg::Lend {
+                req: 9,
+                credits: 1,
+                family: 0,
+                ports: vec![50000, 50001],
+            },
+        }),
         Record::Outputs {
             count: 3,
             drained: true,
@@ -161,9 +183,32 @@ fn file() -> Vec<u8> {
     v
 }
 
+/// What format version 1 could hold: the records but loop messages.
+fn v1_records() -> Vec<Record<'static>> {
+    records()
+        .into_iter()
+        .filter(|r| !matches!(r, Record::Input(Input::LoopMessage { .. })))
+        .collect()
+}
+
+/// A file as format version 1 wrote it (no loop place, no `Config::node`).
+fn v1_file() -> Vec<u8> {
+    let mut h = header();
+    h.place = NodePlace::SOLE;
+    h.config.node = NodePlace::SOLE;
+    let mut v = Vec::new();
+    encode_header_version(&h, 1, &mut v).unwrap();
+    assert!(encode_header_version(&header(), 1, &mut Vec::new()).is_err());
+    assert!(encode_header_version(&h, 3, &mut Vec::new()).is_err());
+    for r in v1_records() {
+        encode_record(&r, &mut v);
+    }
+    v
+}
+
 fn config_bytes(d: &ConfigDescription) -> Vec<u8> {
     let mut v = Vec::new();
-    d.encode(&mut Put(&mut v));
+    d.encode(&mut Put(&mut v), FORMAT_VERSION);
     v
 }
 
@@ -174,6 +219,9 @@ fn header_and_records_round_trip() {
     assert_eq!(h.seed, [7; 32]);
     assert_eq!(h.start, Instant::from_millis(5));
     assert_eq!(h.producer, "turnpike test");
+    assert_eq!(h.version, FORMAT_VERSION);
+    assert_eq!(h.place, NodePlace { index: 1, count: 3 });
+    assert_eq!(h.config.node, NodePlace { index: 1, count: 3 });
     assert_eq!(
         config_bytes(&h.config),
         config_bytes(&header().config),
@@ -184,9 +232,8 @@ fn header_and_records_round_trip() {
     assert_eq!(reader.tail(), Some(Tail::Clean));
 }
 
-/// The anti-amplification limits are recorded when they are not the defaults, and a
-/// default configuration is written exactly as before them (the committed version 1
-/// fixture is byte for byte what the recorder writes today).
+/// The anti-amplification limits are recorded (format 2) when they are not the defaults,
+/// and a default configuration is written exactly as before them.
 #[test]
 fn anti_amplification_limits_are_recorded_when_not_the_defaults() {
     let default = config_bytes(&ConfigDescription::of(&config(), &SALT));
@@ -198,7 +245,7 @@ fn anti_amplification_limits_are_recorded_when_not_the_defaults() {
     let d = ConfigDescription::of(&c, &SALT);
     let bytes = config_bytes(&d);
     assert_eq!(bytes.len(), default.len() + 24);
-    let back = ConfigDescription::decode(&mut Get::new(&bytes)).unwrap();
+    let back = ConfigDescription::decode(&mut Get::new(&bytes), FORMAT_VERSION).unwrap();
     let c2 = back.to_config(&SALT, &secrets()).unwrap();
     assert_eq!(
         (
@@ -209,7 +256,12 @@ fn anti_amplification_limits_are_recorded_when_not_the_defaults() {
         ),
         (2, 123_456, 7_654_321, 4)
     );
-    let back = ConfigDescription::decode(&mut Get::new(&default)).unwrap();
+    // Format 1 has no place for them.
+    let mut v1 = Vec::new();
+    d.encode(&mut Put(&mut v1), 1);
+    let back = ConfigDescription::decode(&mut Get::new(&v1), 1).unwrap();
+    assert_eq!(back.unauth_amplification_factor, 3);
+    let back = ConfigDescription::decode(&mut Get::new(&default), FORMAT_VERSION).unwrap();
     assert_eq!(back.unauth_amplification_factor, 3);
     assert_eq!(back.stream_max_auth_failures, 10);
 }
@@ -328,20 +380,22 @@ fn a_bad_crc_in_the_middle_is_corruption_at_the_end_a_torn_tail() {
 
 #[test]
 fn another_version_is_refused_with_a_clear_message() {
-    let mut bytes = file();
-    bytes[8] = 2;
-    let e = open(&bytes).unwrap_err();
-    assert_eq!(
-        e,
-        TraceError::Version {
-            found: 2,
-            supported: 1
-        }
-    );
-    assert_eq!(
-        e.to_string(),
-        "trace format version 2 not supported (this build reads 1)"
-    );
+    for found in [0u16, 3, 0x0101] {
+        let mut bytes = file();
+        bytes[8..10].copy_from_slice(&found.to_le_bytes());
+        let e = open(&bytes).unwrap_err();
+        assert_eq!(
+            e,
+            TraceError::Version {
+                found,
+                supported: 2
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("trace format version {found} not supported (this build reads 1 to 2)")
+        );
+    }
     assert_eq!(open(b"hello").unwrap_err(), TraceError::NotATrace);
     let mut bytes = file();
     bytes[20] ^= 1;
@@ -398,4 +452,131 @@ fn payload_helpers_mask_or_keep() {
     if let Payload::Masked { crc, .. } = p {
         assert_eq!(crc, crc32fast::hash(b"media"));
     }
+}
+
+#[test]
+fn version_1_still_reads_as_loop_0_of_1() {
+    let bytes = v1_file();
+    assert_eq!(&bytes[8..10], &1u16.to_le_bytes());
+    let (h, mut reader) = open(&bytes).unwrap();
+    assert_eq!(h.version, 1);
+    assert_eq!(h.place, NodePlace::SOLE);
+    assert_eq!(h.config.node, NodePlace::SOLE);
+    let mut want = header().config;
+    want.node = NodePlace::SOLE;
+    assert_eq!(config_bytes(&h.config), config_bytes(&want));
+    let got: Vec<Record<'_>> = reader.by_ref().map(Result::unwrap).collect();
+    assert_eq!(got, v1_records());
+    assert_eq!(reader.tail(), Some(Tail::Clean));
+    // The same header, read as version 2, is one place short: refused, not misread.
+    let mut as_v2 = bytes.clone();
+    as_v2[8] = 2;
+    assert!(matches!(open(&as_v2), Err(TraceError::Malformed(_))));
+}
+
+#[test]
+fn a_version_1_file_and_its_rewrite_as_version_2_differ_only_in_the_header() {
+    let v1 = v1_file();
+    let (h, reader) = open(&v1).unwrap();
+    let mut out = Vec::new();
+    encode_header(&h, &mut out);
+    for r in reader {
+        encode_record(&r.unwrap(), &mut out);
+    }
+    let (h2, reader) = open(&out).unwrap();
+    assert_eq!(h2.version, 2);
+    assert_eq!(h2.place, NodePlace::SOLE);
+    assert_eq!(reader.map(Result::unwrap).collect::<Vec<_>>(), v1_records());
+}
+
+/// A file of `header()` and one record with body `body`, framed.
+fn raw_record(body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_header(&header(), &mut v);
+    v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    v.extend_from_slice(body);
+    v.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    v
+}
+
+#[test]
+fn a_loop_message_that_does_not_decode_is_refused() {
+    let mut good = Vec::new();
+    encode_record(
+        &Record::Input(Input::LoopMessage {
+            now: Instant::from_millis(1),
+            from: LoopId(1),
+            msg: LoopMsg::UserRelease {
+                username: "alice".into(),
+            },
+        }),
+        &mut good,
+    );
+    let body = &good[4..good.len() - 4];
+    let file = raw_record(body);
+    let (_, mut r) = open(&file).unwrap();
+    assert!(r.next().unwrap().is_ok());
+    // Unknown message kind, a truncated message, a padded one, a length past the end.
+    let mut unknown = body.to_vec();
+    unknown[15] = 99;
+    let mut short = body.to_vec();
+    short.pop();
+    let mut padded = body.to_vec();
+    padded.push(0);
+    let mut long = body.to_vec();
+    long[11] = 0xFF;
+    for bad in [unknown, short, padded, long] {
+        let file = raw_record(&bad);
+        let (_, mut r) = open(&file).unwrap();
+        assert!(
+            matches!(r.next(), Some(Err(TraceError::Malformed(_)))),
+            "{bad:?}"
+        );
+        assert!(r.next().is_none());
+    }
+}
+
+#[test]
+fn an_impossible_place_is_refused() {
+    for (index, count) in [(0u16, 0u16), (3, 3), (0, MAX_LOOPS + 1)] {
+        let mut h = header();
+        h.place = NodePlace { index, count };
+        let mut v = Vec::new();
+        encode_header(&h, &mut v);
+        let e = open(&v).unwrap_err();
+        assert!(e.to_string().contains("not a place in a node"), "{e}");
+        let mut h = header();
+        h.config.node = NodePlace { index, count };
+        let mut v = Vec::new();
+        encode_header(&h, &mut v);
+        assert!(matches!(open(&v), Err(TraceError::Malformed(_))));
+    }
+}
+
+#[test]
+fn a_loop_nonce_key_is_taken_from_the_candidates_only_when_it_matches() {
+    let key = crate::auth::NonceKey([4; 32]);
+    let mut c = config();
+    c.nonce_key = Some(key.clone());
+    let d = ConfigDescription::of(&c, &SALT);
+    let e = d.to_config(&SALT, &secrets()).unwrap_err();
+    assert!(e.to_string().contains("nonce key"), "{e}");
+    let mut s = secrets();
+    s.nonce_keys = vec![crate::auth::NonceKey([5; 32])];
+    assert!(d.to_config(&SALT, &s).is_err());
+    s.nonce_keys.push(key);
+    let back = d.to_config(&SALT, &s).unwrap();
+    assert_eq!(back.nonce_key.map(|k| k.0), Some([4; 32]));
+    assert_eq!(back.node, NodePlace { index: 1, count: 3 });
+}
+
+#[test]
+fn loop_files_are_named_after_loop_0s() {
+    let base = Path::new("/var/log/trace.bin");
+    assert_eq!(loop_path(base, 0), base);
+    assert_eq!(loop_path(base, 12), Path::new("/var/log/trace.bin.loop12"));
+    for i in [0u16, 1, 7, 255] {
+        assert_eq!(loop_base(&loop_path(base, i), i).as_deref(), Some(base));
+    }
+    assert_eq!(loop_base(Path::new("/var/log/trace.bin.loop1"), 2), None);
 }

@@ -1,26 +1,34 @@
 //! The HTTP API: issued ICE configurations, allocations, metrics, health.
 //!
-//! It runs inside the event loop (loop 0 when there are several: it asks the others for
-//! their counters and allocations, see [`crate::workers`]), on the same `mio::Poll` as the
-//! relay, so it reads the core directly and needs no locking; every request is answered at once from memory
-//! (nothing in it waits on the network), so it cannot hold relaying up for long. The
-//! webhook, which does wait on the network, has its own thread behind a bounded queue.
+//! It runs on a thread of its own with its own `mio::Poll` ([`thread`]), so no request
+//! ever holds up a loop's packets. It reaches the event loops only through their inboxes
+//! ([`crate::link`]): counters, allocation lists and deletions are asked of every loop and
+//! awaited here, at most [`loops::ASK_TIMEOUT`]; a loop answers when its waker fires and
+//! never waits. Everything that changes a core goes through the loop that owns it, so that
+//! the loop's trace records it. The webhook, which waits on the network, has its own
+//! thread behind a bounded queue that every loop feeds.
 //!
 //! With `api_loopback_address_only = true` (the default) a connection from any other
 //! address is answered 403 and closed at once ([`peer_allowed`]).
 //!
 //! Credentials of issued configurations are stateless (see [`ice`]); dynamic UDP ports
-//! are the state: each is a core listener reserved for one username, closed once its
+//! are the state: the API binds each (so it knows the port number at once) and hands it to
+//! loop 0, which makes it a core listener reserved for one username and closes it once the
 //! credential has expired and no allocation uses it any more.
 
 pub mod http;
 pub mod ice;
 pub mod local_addrs;
+pub mod loops;
 pub mod metrics;
 pub mod routes;
+pub mod thread;
 pub mod webhook;
 
 use crate::config::UdpPort;
+use crate::link::DynamicPort;
+use crate::sockets;
+use crate::sockets::SocketBuffers;
 use crate::token::Source;
 use http::Response;
 use ice::IceSettings;
@@ -28,12 +36,11 @@ use metrics::{LoopStats, RuntimeMetrics};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use rand_core::{OsRng, RngCore};
-use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use turnpike_core::event::Event;
-use turnpike_core::{Instant, ListenerId, Server};
+use turnpike_core::server::AllocationInfo;
+use turnpike_core::{AllocationId, Instant};
 
 /// Open API connections, at most; more are refused (closed) until some end.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -69,43 +76,21 @@ pub struct ApiSettings {
     pub optional: bool,
 }
 
-/// What the API needs from the event loop that owns it.
+/// What the API needs from the event loops ([`loops::Loops`]).
 pub trait Host {
-    /// The core's time now.
+    /// The core's time now (for the API's own timeouts).
     fn now(&self) -> Instant;
     /// The wall clock, unix milliseconds.
     fn unix_ms(&self) -> u64;
-    /// The core (for reading; inputs that change it go through the methods below, so
-    /// that trace recording sees them).
-    fn server(&mut self) -> &mut Server;
-    /// Ends an allocation now, as the operator asked (recorded in the trace).
-    fn delete_allocation(&mut self, id: turnpike_core::AllocationId) -> bool;
-    /// Reserves `id` for `username` in the core's credentials (recorded in a trace).
-    fn reserve_listener(&mut self, id: ListenerId, username: &str);
-    /// Opens a UDP listener on `addr`, registered with the poll and known to the core.
-    fn open_udp(&mut self, addr: SocketAddr) -> io::Result<ListenerId>;
-    /// Closes a listener opened with `open_udp` (the core forgets it too).
-    fn close_udp(&mut self, id: ListenerId);
-    /// The runtime's own counters (lag, send failures...).
-    fn runtime_metrics(&self) -> RuntimeMetrics;
-    /// Acts on what the core queued (after a change made through `server`).
-    fn flush(&mut self);
-    /// The counters of every event loop, this one first (see [`crate::workers`]); a loop
-    /// that does not answer in time is missing.
-    fn loop_stats(&mut self) -> Vec<LoopStats> {
-        let now = self.now();
-        let core = self.server().stats(now);
-        vec![LoopStats {
-            index: 0,
-            core,
-            runtime: self.runtime_metrics(),
-        }]
-    }
-    /// The allocations of every event loop.
-    fn all_allocations(&mut self) -> Vec<turnpike_core::server::AllocationInfo> {
-        let now = self.now();
-        self.server().allocations(now)
-    }
+    /// Ends an allocation now, as the operator asked: its loop does it (and records it in
+    /// its trace). False if no loop had it (or its loop did not answer in time).
+    fn delete_allocation(&mut self, id: AllocationId) -> bool;
+    /// Hands a dynamic UDP port to the loop that serves them. False if that loop is gone.
+    fn serve_dynamic_port(&mut self, port: DynamicPort) -> bool;
+    /// The counters of every event loop that answered in time, in loop order.
+    fn loop_stats(&mut self) -> Vec<LoopStats>;
+    /// The allocations of every event loop that answered in time.
+    fn all_allocations(&mut self) -> Vec<AllocationInfo>;
 }
 
 /// True if a peer at `ip` may use the API: anyone, or only loopback (IPv4, IPv6, and
@@ -129,8 +114,8 @@ pub struct Api {
     pub(crate) ice: IceSettings,
     pub(crate) secret: Vec<u8>,
     pub(crate) rng: OsRng,
-    /// Dynamic UDP ports by port number.
-    dynamic: BTreeMap<u16, DynamicPort>,
+    /// Buffer sizes of dynamic UDP ports.
+    buffers: SocketBuffers,
     webhook: Option<webhook::Webhook>,
     pub(crate) issued: u64,
     exhausted: u64,
@@ -148,16 +133,15 @@ struct HttpConn {
     closing: bool,
 }
 
-#[derive(Debug)]
-struct DynamicPort {
-    listeners: Vec<ListenerId>,
-    expires_unix_s: u64,
-}
-
 impl Api {
     /// Binds the API listener and registers it with `registry`. Starts the webhook
-    /// thread if configured.
-    pub fn start(settings: ApiSettings, ice: IceSettings, registry: &Registry) -> io::Result<Api> {
+    /// thread if configured. Dynamic UDP ports get `buffers`.
+    pub fn start(
+        settings: ApiSettings,
+        ice: IceSettings,
+        buffers: SocketBuffers,
+        registry: &Registry,
+    ) -> io::Result<Api> {
         let mut listener = TcpListener::bind(settings.listen)?;
         registry.register(
             &mut listener,
@@ -185,7 +169,7 @@ impl Api {
             ice,
             secret,
             rng: OsRng,
-            dynamic: BTreeMap::new(),
+            buffers,
             webhook,
             issued: 0,
             exhausted: 0,
@@ -203,7 +187,12 @@ impl Api {
         self.listener.local_addr()
     }
 
-    /// Once a second: close timed-out connections and dynamic ports that are done.
+    /// The sending side of the webhook, if there is one: every loop posts its own events.
+    pub fn webhook(&self) -> Option<webhook::Webhook> {
+        self.webhook.clone()
+    }
+
+    /// Once a second: close timed-out connections.
     pub fn tick(&mut self, registry: &Registry, host: &mut dyn Host) {
         let now = host.now();
         let stale: Vec<u64> = self
@@ -225,88 +214,11 @@ impl Api {
             }
             self.close(n, registry);
         }
-        if self.dynamic.is_empty() {
-            return;
-        }
-        let wall_s = host.unix_ms() / 1000;
-        let busy = host.server().allocations_per_listener();
-        let done: Vec<u16> = self
-            .dynamic
-            .iter()
-            .filter(|(_, d)| {
-                d.expires_unix_s < wall_s && d.listeners.iter().all(|l| !busy.contains_key(l))
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for port in done {
-            if let Some(d) = self.dynamic.remove(&port) {
-                for l in d.listeners {
-                    host.close_udp(l);
-                }
-                log::debug!("dynamic UDP port {port} closed");
-            }
-        }
-    }
-
-    /// Sends allocation events to the webhook, if there is one.
-    pub fn event(&mut self, unix_ms: u64, ev: &Event) {
-        let Some(hook) = &self.webhook else {
-            return;
-        };
-        let body = match ev {
-            Event::AllocationCreated {
-                id,
-                client,
-                username,
-                relayed,
-                lifetime_s,
-            } => json!({
-                "type": "allocation_created",
-                "unix_ms": unix_ms,
-                "id": id.0,
-                "client": client.addr.to_string(),
-                "transport": client.transport.as_str(),
-                "username": username,
-                "label": ice::label_of(username),
-                "relayed": relayed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "lifetime_s": lifetime_s,
-            }),
-            Event::AllocationDeleted {
-                id,
-                client,
-                username,
-                reason,
-                traffic,
-                age_ms,
-            } => json!({
-                "type": "allocation_deleted",
-                "unix_ms": unix_ms,
-                "id": id.0,
-                "client": client.addr.to_string(),
-                "transport": client.transport.as_str(),
-                "username": username,
-                "label": ice::label_of(username),
-                "reason": reason.as_str(),
-                "age_ms": age_ms,
-                "to_peer_bytes": traffic.to_peer_bytes,
-                "from_peer_bytes": traffic.from_peer_bytes,
-            }),
-            _ => return,
-        };
-        hook.push(body);
-    }
-
-    /// The runtime's counters plus the API's.
-    pub fn runtime_metrics(&self, host: &dyn Host) -> RuntimeMetrics {
-        let mut r = host.runtime_metrics();
-        self.add_own_metrics(&mut r);
-        r
     }
 
     /// Sets the API's own counters in `r`.
     pub fn add_own_metrics(&self, r: &mut RuntimeMetrics) {
         r.ice_issued = self.issued;
-        r.dynamic_ports = self.dynamic.len() as u64;
         r.dynamic_ports_exhausted = self.exhausted;
         r.api_refused_peers = self.refused_peers;
         if let Some(h) = &self.webhook {
@@ -314,8 +226,12 @@ impl Api {
         }
     }
 
-    /// Opens a UDP port for one issuance, on every bind address, reserved for
-    /// `username` until its credential expires. None when no port could be opened.
+    /// Opens a UDP port for one issuance, on every bind address, and hands it to the loop
+    /// that serves dynamic ports, reserved for `username` until its credential expires.
+    /// None when no port could be opened.
+    ///
+    /// The sockets are bound without `SO_REUSEADDR`, so a port still open (or in use by
+    /// anyone else) fails to bind and another is tried: the kernel keeps the books.
     pub(crate) fn open_dynamic(
         &mut self,
         host: &mut dyn Host,
@@ -326,42 +242,32 @@ impl Api {
         let span = u32::from(max - min) + 1;
         for _ in 0..DYNAMIC_PORT_TRIES {
             let port = min + (self.rng.next_u32() % span) as u16;
-            if self.dynamic.contains_key(&port) {
-                continue;
-            }
             let mut opened = Vec::new();
-            for ip in self.settings.udp_binds.clone() {
-                match host.open_udp(SocketAddr::new(ip, port)) {
-                    Ok(id) => opened.push(id),
-                    Err(e) => {
+            for ip in &self.settings.udp_binds {
+                match sockets::relay_socket(SocketAddr::new(*ip, port), self.buffers) {
+                    Ok(s) => opened.push(s),
+                    Err((_, e)) => {
                         log::debug!("dynamic UDP port {ip} {port}: {e}");
                         break;
                     }
                 }
             }
             if opened.len() != self.settings.udp_binds.len() {
-                for id in opened {
-                    host.close_udp(id);
-                }
                 continue;
             }
-            for id in &opened {
-                host.reserve_listener(*id, username);
+            let handed = host.serve_dynamic_port(DynamicPort {
+                sockets: opened,
+                username: username.to_string(),
+                expires_unix_s,
+            });
+            if !handed {
+                log::warn!("dynamic UDP port {port}: the event loop serving them is gone");
+                return None;
             }
-            self.dynamic.insert(
-                port,
-                DynamicPort {
-                    listeners: opened,
-                    expires_unix_s,
-                },
-            );
             return Some(port);
         }
         self.exhausted += 1;
-        log::warn!(
-            "no dynamic UDP port could be opened in {min}..={max} ({} open)",
-            self.dynamic.len()
-        );
+        log::warn!("no dynamic UDP port could be opened in {min}..={max}");
         None
     }
 

@@ -142,8 +142,8 @@ fn delete_allocation(host: &mut dyn Host, id: &str) -> Response {
     let Ok(n) = id.parse::<u64>() else {
         return Response::error(400, &format!("`{id}` is not an allocation id"));
     };
+    // The owning loop deletes it and acts on what its core says before answering.
     if host.delete_allocation(AllocationId(n)) {
-        host.flush();
         Response {
             status: 204,
             content_type: "application/json",

@@ -1,17 +1,20 @@
 //! `event_webhook_url`: allocation events posted as JSON to an HTTP endpoint.
 //!
-//! The event loop never waits for the endpoint: events go into a bounded queue
-//! ([`QUEUE`] deep) that one background thread drains, one `POST` per event with short
+//! No event loop ever waits for the endpoint: every loop holds a clone of the sending side
+//! and puts its events into one bounded queue ([`QUEUE`] deep) that one background thread
+//! drains, one `POST` per event with short
 //! timeouts. When the queue is full the event is dropped and counted; delivery failures
 //! are counted too, never retried (the event log keeps every event).
 
-use serde_json::Value;
+use super::ice::label_of;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
+use turnpike_core::event::Event;
 
 /// Events waiting for delivery, at most.
 pub const QUEUE: usize = 1024;
@@ -79,8 +82,8 @@ pub struct Counters {
     pub dropped: AtomicU64,
 }
 
-/// The sending side, owned by the event loop.
-#[derive(Debug)]
+/// The sending side: one clone per event loop (and the API's, for the counters).
+#[derive(Clone, Debug)]
 pub struct Webhook {
     tx: SyncSender<Value>,
     counters: Arc<Counters>,
@@ -95,7 +98,7 @@ impl Webhook {
         std::thread::Builder::new()
             .name("webhook".into())
             .spawn(move || {
-                // Ends when the event loop drops its sender.
+                // Ends when the last clone of the sender is dropped.
                 while let Ok(ev) = rx.recv() {
                     match post(&target, &ev) {
                         Ok(()) => c.sent.fetch_add(1, Ordering::Relaxed),
@@ -120,6 +123,13 @@ impl Webhook {
         }
     }
 
+    /// Queues the record of `ev` if it is an allocation created or deleted; never blocks.
+    pub fn event(&self, unix_ms: u64, ev: &Event) {
+        if let Some(body) = record(unix_ms, ev) {
+            self.push(body);
+        }
+    }
+
     /// (sent, failed, dropped) so far.
     pub fn counts(&self) -> (u64, u64, u64) {
         let c = &self.counters;
@@ -129,6 +139,51 @@ impl Webhook {
             c.dropped.load(Ordering::Relaxed),
         )
     }
+}
+
+/// The JSON posted for `ev`: allocations created and deleted only.
+pub fn record(unix_ms: u64, ev: &Event) -> Option<Value> {
+    let body = match ev {
+        Event::AllocationCreated {
+            id,
+            client,
+            username,
+            relayed,
+            lifetime_s,
+        } => json!({
+            "type": "allocation_created",
+            "unix_ms": unix_ms,
+            "id": id.0,
+            "client": client.addr.to_string(),
+            "transport": client.transport.as_str(),
+            "username": username,
+            "label": label_of(username),
+            "relayed": relayed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "lifetime_s": lifetime_s,
+        }),
+        Event::AllocationDeleted {
+            id,
+            client,
+            username,
+            reason,
+            traffic,
+            age_ms,
+        } => json!({
+            "type": "allocation_deleted",
+            "unix_ms": unix_ms,
+            "id": id.0,
+            "client": client.addr.to_string(),
+            "transport": client.transport.as_str(),
+            "username": username,
+            "label": label_of(username),
+            "reason": reason.as_str(),
+            "age_ms": age_ms,
+            "to_peer_bytes": traffic.to_peer_bytes,
+            "from_peer_bytes": traffic.from_peer_bytes,
+        }),
+        _ => return None,
+    };
+    Some(body)
 }
 
 /// One POST; Ok on a 2xx answer.
@@ -171,7 +226,6 @@ fn post(t: &Target, ev: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use std::net::TcpListener;
 
     #[test]

@@ -6,7 +6,10 @@
 //! payloads with `masked: true`, their `crc32` and the zeroed bytes); the last line is
 //! `{"end": "clean"}` or `{"end": "torn", "offset": B, "bytes": N}` or `{"end": "error",
 //! "error": "..."}`. A rotated run is dumped from its first segment, each segment's header
-//! in its place.
+//! in its place. The header names the loop the file records (`"loop": {"index", "count"}`;
+//! a node of several loops has one file per loop, `FILE.loop<i>` beside loop 0's `FILE`,
+//! dumped one at a time); messages from other loops are `"kind": "loop_message"` records
+//! with `from` and `msg` (`{"type": "redeem_token", ...}`).
 
 use super::{header_json, load, record_json, ReplayError};
 use serde_json::json;

@@ -7,7 +7,9 @@
 //!   (`turnpike-sim trace to-scenario TRACE`), and [`to_scenario::run_script`] to run one.
 //!
 //! A run rotated into several files (`FILE.N` ... `FILE.1`, `FILE`) is read as one, from
-//! its first segment; see [`load`].
+//! its first segment; see [`load`]. A node of several event loops recorded one such run
+//! per loop (`FILE` for loop 0, `FILE.loop<i>` for loop `i`); [`load_node`] finds them all
+//! from any one of them.
 
 pub mod dump;
 pub mod replay;
@@ -16,6 +18,7 @@ pub mod to_scenario;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use turnpike_core::node::{LoopMsg, NodePlace, PortWant, Want};
 use turnpike_core::trace::{self, Header, Input, Payload, Record, ReplaySecrets, TraceError};
 
 /// Why a trace could not be read, or a replay could not start.
@@ -86,6 +89,91 @@ pub fn load(path: &Path) -> Result<Segments, ReplayError> {
     Ok(Segments { files })
 }
 
+/// The runs of every loop of a node, loop 0 first.
+pub struct NodeFiles {
+    /// The header of loop 0's first file read (its seed keys the other loops' nonces).
+    pub first: Header,
+    /// Each loop's segments, by loop index.
+    pub loops: Vec<Segments>,
+}
+
+/// Reads the trace at `path`, the file of any loop of a node, and the files of the node's
+/// other loops beside it (`FILE` for loop 0, `FILE.loop<i>` for loop `i`, each with its
+/// rotated segments): every loop's file must be there and of the same run (same salt,
+/// same loop count). A trace of one loop (every version 1 trace) is a node of one.
+pub fn load_node(path: &Path) -> Result<NodeFiles, ReplayError> {
+    let given = load(path)?;
+    let h = last_header(&given, path)?;
+    let place = h.place;
+    let base = trace::loop_base(path, place.index).ok_or_else(|| {
+        ReplayError::Segments(format!(
+            "{} records loop {} of {}, so it should be named {}: cannot find the node's other files",
+            path.display(),
+            place.index,
+            place.count,
+            trace::loop_path(path, place.index).display()
+        ))
+    })?;
+    let mut given = Some(given);
+    let mut loops = Vec::with_capacity(usize::from(place.count));
+    for i in 0..place.count {
+        let segs = if i == place.index {
+            given
+                .take()
+                .ok_or_else(|| ReplayError::Segments("loop read twice".into()))?
+        } else {
+            let p = trace::loop_path(&base, i);
+            if !p.exists() {
+                return Err(ReplayError::Segments(format!(
+                    "{} is the trace of loop {} of a node of {} loops; loop {i}'s file {} is missing (every loop records its own file)",
+                    path.display(),
+                    place.index,
+                    place.count,
+                    p.display()
+                )));
+            }
+            let segs = load(&p)?;
+            let hi = last_header(&segs, &p)?;
+            if hi.salt != h.salt
+                || hi.place
+                    != (NodePlace {
+                        index: i,
+                        count: place.count,
+                    })
+            {
+                return Err(ReplayError::Segments(format!(
+                    "{} is not loop {i} of the run of {} (a file of another run?)",
+                    p.display(),
+                    path.display()
+                )));
+            }
+            segs
+        };
+        loops.push(segs);
+    }
+    let first = loops
+        .first()
+        .and_then(|s| s.files.first())
+        .ok_or_else(|| ReplayError::Segments("no trace file".into()))?;
+    let (first_header, _) =
+        trace::open(&first.1).map_err(|e| ReplayError::Trace(first.0.clone(), e))?;
+    Ok(NodeFiles {
+        first: first_header,
+        loops,
+    })
+}
+
+/// The header of the newest segment of `segs`.
+fn last_header(segs: &Segments, path: &Path) -> Result<Header, ReplayError> {
+    let (p, bytes) = segs
+        .files
+        .last()
+        .ok_or_else(|| ReplayError::Segments(format!("{}: no trace file", path.display())))?;
+    trace::open(bytes)
+        .map(|(h, _)| h)
+        .map_err(|e| ReplayError::Trace(p.clone(), e))
+}
+
 /// `path.n`.
 pub fn numbered(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -144,9 +232,10 @@ pub fn header_json(h: &Header) -> Value {
     let c = &h.config;
     json!({
         "header": {
-            "format_version": trace::FORMAT_VERSION,
+            "format_version": h.version,
             "producer": h.producer,
             "segment": h.segment,
+            "loop": {"index": h.place.index, "count": h.place.count},
             "seed": hex(&h.seed),
             "start_ns": h.start.as_nanos(),
             "start_unix_ms": h.start_unix_ms,
@@ -167,6 +256,7 @@ pub fn header_json(h: &Header) -> Value {
                 "user_quota": c.user_quota,
                 "total_quota": c.total_quota,
                 "max_lifetime_s": c.max_lifetime.as_secs(),
+                "node": {"index": c.node.index, "count": c.node.count},
             },
         }
     })
@@ -252,6 +342,7 @@ pub fn input_json(i: &Input<'_>) -> Value {
             json!({"listener": listener.0, "username": username})
         }
         Input::RestSecretAdded { .. } => json!({}),
+        Input::LoopMessage { from, msg, .. } => json!({"from": from.0, "msg": loop_msg_json(msg)}),
     };
     if let Some(o) = v.as_object_mut() {
         o.insert("kind".into(), json!(i.kind()));
@@ -260,6 +351,48 @@ pub fn input_json(i: &Input<'_>) -> Value {
         }
     }
     v
+}
+
+/// A loop message as JSON: `{"type": "redeem_token", fields...}`.
+pub fn loop_msg_json(m: &LoopMsg) -> Value {
+    match m {
+        LoopMsg::RedeemToken { req, token } => {
+            json!({"type": "redeem_token", "req": req, "token": hex(token)})
+        }
+        LoopMsg::TokenRedeemed { req, port } => {
+            json!({"type": "token_redeemed", "req": req, "port": port})
+        }
+        LoopMsg::UserAcquire { req, username } => {
+            json!({"type": "user_acquire", "req": req, "username": username})
+        }
+        LoopMsg::UserGranted {
+            req,
+            granted,
+            username,
+        } => {
+            json!({"type": "user_granted", "req": req, "granted": granted, "username": username})
+        }
+        LoopMsg::UserRelease { username } => json!({"type": "user_release", "username": username}),
+        LoopMsg::Borrow { req, want } => {
+            let want = match want {
+                Want::Credits => json!({"credits": true}),
+                Want::Ports { family, kind } => json!({"family": family, "ports": match kind {
+                    PortWant::Any => "any",
+                    PortWant::Even => "even",
+                    PortWant::EvenPair => "even_pair",
+                }}),
+            };
+            json!({"type": "borrow", "req": req, "want": want})
+        }
+        LoopMsg::Lend {
+            req,
+            credits,
+            family,
+            ports,
+        } => {
+            json!({"type": "lend", "req": req, "credits": credits, "family": family, "ports": ports})
+        }
+    }
 }
 
 fn payload_json(p: &Payload<'_>) -> Value {

@@ -3,13 +3,19 @@
 //! `outputs` checkpoint the replay drains exactly as many outputs as the runtime did and
 //! compares the running digest; the first mismatch is reported with the input that led to
 //! it. A panic of the core is caught and reported with the records before it.
+//!
+//! A node of several event loops is replayed loop by loop ([`replay_node`]): each loop's
+//! file is self-contained (the messages it received from other loops are among its
+//! inputs, the ones it sent among its outputs), so each runs against a fresh core of its
+//! own, with the place in the node, allocation id base and nonce key the runtime gave it.
 
-use super::{load, record_json, secrets_from_config, ReplayError};
+use super::{load, load_node, record_json, secrets_from_config, ReplayError, Segments};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use turnpike_core::trace::{self, Input, OutputDigest, Record, ReplaySecrets, Tail};
+use turnpike_core::node::{allocation_id_base, NodePlace};
+use turnpike_core::trace::{self, Fingerprint, Input, OutputDigest, Record, ReplaySecrets, Tail};
 use turnpike_core::{Server, HEADROOM, TAILROOM};
 
 /// How many records before a divergence or panic the report shows.
@@ -18,6 +24,8 @@ pub const CONTEXT_RECORDS: usize = 8;
 /// What a replay found.
 #[derive(Debug)]
 pub struct ReplayReport {
+    /// The loop of the node the files recorded (loop 0 of 1 for a single loop).
+    pub place: NodePlace,
     /// The files read, first segment first.
     pub files: Vec<PathBuf>,
     /// Records read (all segments).
@@ -102,9 +110,14 @@ impl ReplayReport {
 impl std::fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<String> = self.files.iter().map(|p| p.display().to_string()).collect();
+        let which = if self.place.count > 1 {
+            format!("loop {} of {}: ", self.place.index, self.place.count)
+        } else {
+            String::new()
+        };
         writeln!(
             f,
-            "replayed {}: {} records, {} inputs, {} checkpoints",
+            "{which}replayed {}: {} records, {} inputs, {} checkpoints",
             names.join(" + "),
             self.records,
             self.inputs,
@@ -180,7 +193,69 @@ impl std::fmt::Display for ReplayReport {
     }
 }
 
-/// Replays the trace at `trace_path` (with its older rotated segments), taking the secrets
+/// What a replay of every loop of a node found.
+#[derive(Debug)]
+pub struct NodeReport {
+    /// One report per loop, loop 0 first.
+    pub loops: Vec<ReplayReport>,
+}
+
+impl NodeReport {
+    /// True when every loop replayed identically (see [`ReplayReport::is_identical`]).
+    pub fn is_identical(&self) -> bool {
+        self.loops.iter().all(ReplayReport::is_identical)
+    }
+}
+
+impl std::fmt::Display for NodeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.loops.len() > 1 {
+            let same = self.loops.iter().filter(|r| r.is_identical()).count();
+            writeln!(
+                f,
+                "a node of {} event loops: {same} replayed identically{}",
+                self.loops.len(),
+                if same == self.loops.len() {
+                    ""
+                } else {
+                    ", the others NOT (below)"
+                }
+            )?;
+        }
+        for r in &self.loops {
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Replays every loop of the node whose trace `trace_path` is (loop 0's file `FILE`, or
+/// any loop's `FILE.loop<i>`; the others are found beside it, each with its rotated
+/// segments), each loop against a fresh core; secrets as for [`replay`].
+pub fn replay_node(
+    trace_path: &Path,
+    config_path: Option<&Path>,
+) -> Result<NodeReport, ReplayError> {
+    let secrets = secrets_from_config(config_path)?;
+    replay_node_with(trace_path, &secrets)
+}
+
+/// [`replay_node`] with the secrets given directly.
+pub fn replay_node_with(
+    trace_path: &Path,
+    secrets: &ReplaySecrets,
+) -> Result<NodeReport, ReplayError> {
+    let node = load_node(trace_path)?;
+    let loop0 = node.loops.first().map(FromLoop0::of);
+    let mut loops = Vec::with_capacity(node.loops.len());
+    for segs in &node.loops {
+        loops.push(replay_segments(segs, secrets, loop0.as_ref())?);
+    }
+    Ok(NodeReport { loops })
+}
+
+/// Replays the trace at `trace_path` (with its older rotated segments): one loop's file,
+/// self-contained (see [`replay_node`] for every loop of a node), taking the secrets
 /// from the runtime configuration file `config_path` (keys `users` and
 /// `static_auth_secret`; None when the trace needs none).
 pub fn replay(trace_path: &Path, config_path: Option<&Path>) -> Result<ReplayReport, ReplayError> {
@@ -188,31 +263,115 @@ pub fn replay(trace_path: &Path, config_path: Option<&Path>) -> Result<ReplayRep
     replay_with(trace_path, &secrets)
 }
 
-/// [`replay`] with the secrets given directly.
+/// [`replay`] with the secrets given directly. A loop after the first takes its nonce key
+/// and the HTTP API's issuance secret from loop 0: loop 0's file (`FILE`
+/// beside `FILE.loop<i>`) is read for them when it is there.
 pub fn replay_with(
     trace_path: &Path,
     secrets: &ReplaySecrets,
 ) -> Result<ReplayReport, ReplayError> {
     let segs = load(trace_path)?;
+    let loop0 = loop0_of(trace_path, &segs);
+    replay_segments(&segs, secrets, loop0.as_ref())
+}
+
+/// What the runtime gives a loop after the first from loop 0: the nonce key of loop 0's
+/// seed, and the HTTP API's issuance secret (which loop 0 records as an input, the others
+/// have in their config from the start; recorded as fingerprints under the node's salt).
+struct FromLoop0 {
+    seed: [u8; 32],
+    salt: [u8; 16],
+    issuance: Vec<Fingerprint>,
+}
+
+impl FromLoop0 {
+    /// Reads loop 0's run (its segments).
+    fn of(segs: &Segments) -> FromLoop0 {
+        let mut out = FromLoop0 {
+            seed: [0; 32],
+            salt: [0; 16],
+            issuance: Vec::new(),
+        };
+        for (i, (_, bytes)) in segs.files.iter().enumerate() {
+            let Ok((h, reader)) = trace::open(bytes) else {
+                continue;
+            };
+            if i == 0 {
+                (out.seed, out.salt) = (h.seed, h.salt);
+            }
+            for rec in reader.flatten() {
+                if let Record::Input(Input::RestSecretAdded { fingerprint }) = rec {
+                    out.issuance.push(fingerprint);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Loop 0's part of the node whose loop's run `segs` (the file at `path`) is, when loop
+/// 0's file is there.
+fn loop0_of(path: &Path, segs: &Segments) -> Option<FromLoop0> {
+    let (_, bytes) = segs.files.first()?;
+    let (h, _) = trace::open(bytes).ok()?;
+    if h.place.index == 0 {
+        return Some(FromLoop0::of(segs));
+    }
+    let loop0 = load(&trace::loop_base(path, h.place.index)?).ok()?;
+    Some(FromLoop0::of(&loop0)).filter(|l| l.salt == h.salt)
+}
+
+/// Replays one loop's run (its segments, oldest first); `loop0`: what the runtime gave a
+/// loop after the first from loop 0.
+fn replay_segments(
+    segs: &Segments,
+    secrets: &ReplaySecrets,
+    loop0: Option<&FromLoop0>,
+) -> Result<ReplayReport, ReplayError> {
     let first = segs
         .files
         .first()
         .ok_or_else(|| ReplayError::Segments("no trace file".into()))?;
     let (header, _) = trace::open(&first.1).map_err(|e| ReplayError::Trace(first.0.clone(), e))?;
-    let config = header
-        .config
-        .to_config(&header.salt, secrets)
-        .map_err(|e| {
-            let hint = if secrets.users.is_empty() && secrets.rest_secrets.is_empty() {
-                " (give the relay's configuration file with --config)"
-            } else {
-                ""
-            };
-            ReplayError::Setup(format!("{e}{hint}"))
-        })?;
-    let server = Server::new(config, header.seed, header.start).map_err(|e| {
+    let mut secrets = secrets.clone();
+    let mut description = header.config.clone();
+    let mut unrecovered = Vec::new();
+    if let Some(l0) = loop0.filter(|_| header.place.index > 0) {
+        secrets.nonce_keys.push(Server::nonce_key_of_seed(l0.seed));
+        // The issuance secret, when not supplied: left out, as loop 0's replay leaves it.
+        description.rest_secrets.retain(|fp| {
+            let supplied = secrets.rest_secrets.iter().any(|x| {
+                trace::config::fingerprint(&header.salt, trace::SecretKind::RestSecret, "", x)
+                    == *fp
+            });
+            let keep = supplied || !l0.issuance.contains(fp);
+            if !keep {
+                unrecovered.push("the issuance secret (`issuance_secret`)".to_string());
+            }
+            keep
+        });
+    }
+    let secrets = &secrets;
+    let config = description.to_config(&header.salt, secrets).map_err(|e| {
+        let hint = if secrets.users.is_empty() && secrets.rest_secrets.is_empty() {
+            " (give the relay's configuration file with --config)"
+        } else {
+            ""
+        };
+        let which = if header.place.count > 1 {
+            format!("loop {} of {}: ", header.place.index, header.place.count)
+        } else {
+            String::new()
+        };
+        ReplayError::Setup(format!("{which}{e}{hint}"))
+    })?;
+    let mut server = Server::new(config, header.seed, header.start).map_err(|e| {
         ReplayError::Setup(format!("the core refused the recorded configuration: {e}"))
     })?;
+    if header.place.index > 0 {
+        // What the runtime does for every loop after the first.
+        server.set_allocation_id_base(allocation_id_base(header.place.index));
+    }
     let mut r = Replayer {
         server,
         salt: header.salt,
@@ -221,9 +380,10 @@ pub fn replay_with(
         window: Vec::new(),
         context: VecDeque::new(),
         last_input: None,
-        unrecovered: Vec::new(),
+        unrecovered,
     };
     let mut report = ReplayReport {
+        place: header.place,
         files: segs.files.iter().map(|(p, _)| p.clone()).collect(),
         records: 0,
         inputs: 0,
@@ -443,6 +603,9 @@ impl Replayer<'_> {
                         .unrecovered
                         .push("the issuance secret (`issuance_secret`)".into()),
                 }
+            }
+            Input::LoopMessage { now, from, msg } => {
+                s.handle_loop_message(*now, *from, msg.clone());
             }
         }
     }

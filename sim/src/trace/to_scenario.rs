@@ -35,7 +35,9 @@
 //! What the driver did on its own is left out and redone by the runner: timeouts (fired
 //! whenever the core's `poll_timeout` falls before the next input) and binds (each
 //! `BindRelay` answered with the next of `bind_results`, then `ok`). Relayed media that the
-//! trace masked is replayed as zeros, which the core does not look at.
+//! trace masked is replayed as zeros, which the core does not look at. A script runs one
+//! core: cut from one loop of a node of several, it leaves out the messages that loop
+//! received from the others ([`Input::LoopMessage`]), so what depended on them may differ.
 
 use super::{addr, hex, load, unhex, ReplayError};
 use std::fmt::Write as _;
@@ -128,7 +130,8 @@ pub fn to_scenario(trace_path: &Path, name: &str) -> Result<String, ReplayError>
                 | Input::RestSecretAdded { .. }
                 | Input::OneTimeAdded(_)
                 | Input::OneTimeRemoved { .. }
-                | Input::OneTimeExpired { .. } => continue,
+                | Input::OneTimeExpired { .. }
+                | Input::LoopMessage { .. } => continue,
             };
             let _ = write!(script, "\n[[script]]\nat_ns = {}\n{entry}", at.unwrap_or(0));
         }
