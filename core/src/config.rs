@@ -29,6 +29,13 @@ pub const DEFAULT_UNAUTH_NODE_BYTES_PER_S: u64 = 20_000_000;
 /// challenged, a stale nonce is answered 438); ten in a row is a client guessing.
 pub const DEFAULT_STREAM_MAX_AUTH_FAILURES: u32 = 10;
 
+/// Default `max_streams_per_source`: behind a corporate NAT whose firewall drops UDP,
+/// every browser comes over TCP or TLS from one address, and tries both at once; 4 096
+/// connections is 2 000 such browsers. One source can still hold no more than a fifth of
+/// the default `max_streams`, and a connection that only fails authentication is closed
+/// after `stream_max_auth_failures`, one that sends nothing after `stream_idle_timeout`.
+pub const DEFAULT_MAX_STREAMS_PER_SOURCE: u32 = 4096;
+
 /// One listening socket of the driver.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -184,7 +191,7 @@ impl Config {
             strict_channel_numbers: false,
             max_channels: 64,
             max_streams: 20_000,
-            max_streams_per_source: 64,
+            max_streams_per_source: DEFAULT_MAX_STREAMS_PER_SOURCE,
             max_stream_frame: 65_535 + 20,
             stream_idle_timeout: Duration::from_secs(30),
             unauth_amplification_factor: DEFAULT_UNAUTH_AMPLIFICATION_FACTOR,

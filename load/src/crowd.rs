@@ -47,7 +47,7 @@ pub struct CrowdResult {
     pub saw_401: usize,
     /// Clients that ended otherwise (timeout, other error code).
     pub failed: usize,
-    /// Those by error code (0: timed out).
+    /// Those by error code (0: timed out, 1: the server closed the stream first).
     pub failures: std::collections::BTreeMap<u16, usize>,
     /// Server CPU-seconds during the run, when its PID was given.
     pub server_cpu: Option<f64>,
@@ -318,7 +318,8 @@ fn finish_if_done(m: &mut Member, r: &mut CrowdResult, open: &mut usize) {
     let Some(client) = m.client.as_mut() else {
         return;
     };
-    let mut ended = m.done;
+    let closed = m.done;
+    let mut ended = false;
     while let Some(ev) = client.poll_event() {
         match ev {
             ClientEvent::Allocated { .. } => {
@@ -341,6 +342,12 @@ fn finish_if_done(m: &mut Member, r: &mut CrowdResult, open: &mut usize) {
             }
             _ => {}
         }
+    }
+    if closed && !ended {
+        // The server closed the stream before the Allocate was settled.
+        r.failed += 1;
+        *r.failures.entry(1).or_default() += 1;
+        ended = true;
     }
     if ended && m.client.is_some() {
         m.done = true;

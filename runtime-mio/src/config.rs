@@ -207,7 +207,7 @@ impl Default for FileConfig {
             total_quota: 10_000,
             max_allocation_lifetime_s: 3600,
             stream_idle_timeout_s: 30,
-            max_streams_per_source: 64,
+            max_streams_per_source: turnpike_core::config::DEFAULT_MAX_STREAMS_PER_SOURCE,
             max_bps: 0,
             total_max_bps: 0,
             unauth_amplification_factor: DEFAULT_UNAUTH_AMPLIFICATION_FACTOR,
