@@ -156,6 +156,11 @@ pub struct Config {
     /// Relayed payload bytes per second for the whole server, each way (coturn's
     /// `bps-capacity`); beyond, packets are dropped and counted. 0: no cap.
     pub total_max_bps: u64,
+    /// Bytes the node's streams without an allocation (every stream before its Allocate
+    /// succeeds) may hold in partial frames, all loops together (each loop takes its
+    /// share, `/ node.count`); past it, the stream whose partial frame would grow it is
+    /// closed ([`crate::event::CloseReason::UnauthBufferFull`]). 0: no cap.
+    pub unauth_stream_buffer_bytes: usize,
     /// This core's place in its node of event loops. `relay_port_min..=max` and
     /// `total_quota` are the node's: the core starts with its share and borrows the rest
     /// from the other loops ([`crate::node`]).
@@ -209,6 +214,7 @@ impl Config {
             max_bps: 0,
             total_max_bps: 0,
             node: crate::node::NodePlace::SOLE,
+            unauth_stream_buffer_bytes: 64 << 20,
         }
     }
 }

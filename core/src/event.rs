@@ -77,6 +77,9 @@ pub enum CloseReason {
     TooManyStreams,
     /// Too many requests in a row failed authentication (`stream_max_auth_failures`).
     TooManyAuthFailures,
+    /// A stream without an allocation would have grown the bytes buffered by such streams
+    /// past `unauth_stream_buffer_bytes`.
+    UnauthBufferFull,
 }
 
 impl CloseReason {
@@ -92,6 +95,7 @@ impl CloseReason {
             CloseReason::AllocationEnded => "allocation_ended",
             CloseReason::TooManyStreams => "too_many_streams",
             CloseReason::TooManyAuthFailures => "too_many_auth_failures",
+            CloseReason::UnauthBufferFull => "unauth_buffer_full",
         }
     }
 }

@@ -470,3 +470,58 @@ fn stream_on_a_udp_listener_id_is_refused() {
     assert_eq!(out.closed_streams.len(), 1);
     assert_eq!(h.server.stats(h.now).streams, 0);
 }
+
+/// The first `n` bytes of a STUN Binding request that announces `len` bytes of attributes.
+fn partial_stun(len: u16, n: usize) -> Vec<u8> {
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&len.to_be_bytes());
+    m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    m.extend_from_slice(&[7; 12]);
+    m.resize(n, 0);
+    m
+}
+
+#[test]
+fn partial_frames_of_streams_without_an_allocation_are_bounded_for_the_loop() {
+    // Streams that never authenticate may each hold a partial frame up to the frame
+    // limit for the idle timeout; together they stay within `unauth_stream_buffer_bytes`.
+    let mut cfg = config();
+    cfg.unauth_stream_buffer_bytes = 256 * 1024;
+    cfg.max_streams_per_source = 0;
+    let mut h = Harness::with_config(cfg);
+    let mut closed = Vec::new();
+    for i in 0..10u64 {
+        let remote = sa(&format!("198.51.100.{}:40000", 10 + i));
+        h.open_stream(ConnId(i), TCP, remote);
+        let out = h.stream_data(ConnId(i), &partial_stun(61_000, 60_000));
+        closed.extend(out.closed_streams);
+    }
+    let s = h.server.stats(h.now);
+    // Four partial frames of about 60 KiB fit in 256 KiB; the others are closed.
+    assert!(
+        s.unauth_stream_buffered <= 256 * 1024,
+        "{}",
+        s.unauth_stream_buffered
+    );
+    assert!(
+        s.unauth_stream_buffered >= 4 * 60_000,
+        "{}",
+        s.unauth_stream_buffered
+    );
+    assert_eq!(closed.len(), 6, "{closed:?}");
+    assert!(closed.iter().all(|c| c.1 == CloseReason::UnauthBufferFull));
+    assert_eq!(s.streams_unauth_buffer_full, 6);
+    assert_eq!(s.streams, 4);
+    // A closed stream gives its share back: a new one fits again.
+    h.close_stream(ConnId(0));
+    h.open_stream(ConnId(20), TCP, sa("198.51.100.99:40000"));
+    let out = h.stream_data(ConnId(20), &partial_stun(61_000, 60_000));
+    assert!(out.closed_streams.is_empty());
+    // A stream with an allocation is not counted: it authenticated.
+    let mut c = h.tcp_client(21, sa("198.51.100.100:40000"));
+    h.allocate_ok(&mut c);
+    let before = h.server.stats(h.now).unauth_stream_buffered;
+    let out = h.stream_data(ConnId(21), &partial_stun(61_000, 60_000));
+    assert!(out.closed_streams.is_empty(), "{:?}", out.closed_streams);
+    assert_eq!(h.server.stats(h.now).unauth_stream_buffered, before);
+}

@@ -173,6 +173,9 @@ pub struct FileConfig {
     /// Relays given the same one accept each other's nonces, across restarts too. None:
     /// drawn from the OS at start (nonces then die with the process).
     pub node_secret: Option<Secret>,
+    /// Bytes that streams without an allocation may hold in partial frames, for the whole
+    /// node (each loop takes its share); 0: no cap.
+    pub unauth_stream_buffer_bytes: u64,
 }
 
 impl Default for FileConfig {
@@ -234,6 +237,7 @@ impl Default for FileConfig {
             workers: 0,
             coalesce_us: DEFAULT_COALESCE_US,
             node_secret: None,
+            unauth_stream_buffer_bytes: 64 << 20,
         }
     }
 }
@@ -749,6 +753,7 @@ const KEYS: &[&str] = &[
     "workers",
     "coalesce_us",
     "node_secret",
+    "unauth_stream_buffer_bytes",
 ];
 
 /// The known key closest to `k`, if it is close (a typo).

@@ -162,6 +162,8 @@ impl Settings {
             .node_secret
             .as_ref()
             .map(|s| turnpike_core::secret::NodeSecret::from_passphrase(s.0.as_bytes()));
+        core.unauth_stream_buffer_bytes =
+            usize::try_from(fc.unauth_stream_buffer_bytes).unwrap_or(usize::MAX);
 
         let ice = ice_settings(fc, collected);
         let api = fc.api.then(|| ApiSettings {

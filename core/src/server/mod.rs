@@ -176,6 +176,8 @@ pub struct Server {
     pending: BTreeMap<u64, Pending>,
     pending_by_client: BTreeMap<ClientKey, u64>,
     streams: BTreeMap<ConnId, Stream>,
+    /// Bytes held by the framers of streams without an allocation (their `unauth_held`).
+    unauth_buffered: usize,
     /// Open streams per source (`node::stream_source`), for `max_streams_per_source`: on a
     /// node, those of the node for the sources whose home is this loop.
     streams_per_source: BTreeMap<std::net::IpAddr, u32>,
@@ -268,6 +270,7 @@ impl Server {
             pending: BTreeMap::new(),
             pending_by_client: BTreeMap::new(),
             streams: BTreeMap::new(),
+            unauth_buffered: 0,
             streams_per_source: BTreeMap::new(),
             bandwidth: [TokenBucket::new(config.total_max_bps, now); 2],
             per_user: BTreeMap::new(),
@@ -543,6 +546,7 @@ impl Server {
         s.allocations = self.allocations.len() as u64;
         s.allocations_pending = self.pending.len() as u64;
         s.streams = self.streams.len() as u64;
+        s.unauth_stream_buffered = self.unauth_buffered as u64;
         s.permissions = self
             .allocations
             .values()

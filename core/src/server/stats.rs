@@ -126,6 +126,11 @@ pub struct Stats {
     /// Streams refused because their source had `max_streams_per_source` open (counted in
     /// `streams_rejected` too).
     pub streams_over_source_cap: u64,
+    /// Streams without an allocation closed because their partial frames would have grown
+    /// past `unauth_stream_buffer_bytes` (counted in `streams_rejected` too).
+    pub streams_unauth_buffer_full: u64,
+    /// Bytes held now in partial frames by streams without an allocation.
+    pub unauth_stream_buffered: u64,
     /// Traffic relayed for UDP clients.
     pub udp: TransportTraffic,
     /// Traffic relayed for stream (TCP/TLS) clients.
@@ -201,6 +206,8 @@ impl Stats {
         self.streams_opened += o.streams_opened;
         self.streams_rejected += o.streams_rejected;
         self.streams_over_source_cap += o.streams_over_source_cap;
+        self.streams_unauth_buffer_full += o.streams_unauth_buffer_full;
+        self.unauth_stream_buffered += o.unauth_stream_buffered;
         self.udp.add(&o.udp);
         self.tcp.add(&o.tcp);
         self.unauthorized += o.unauthorized;

@@ -45,6 +45,9 @@ pub(super) struct Stream {
     asking: Option<IpAddr>,
     /// Requests that failed authentication in a row (`stream_max_auth_failures`).
     auth_failures: u32,
+    /// What this stream counts in `Server::unauth_buffered`: its framer's buffer while it
+    /// has no allocation.
+    unauth_held: usize,
 }
 
 impl Server {
@@ -107,6 +110,7 @@ impl Server {
                 counted: None,
                 asking: None,
                 auth_failures: 0,
+                unauth_held: 0,
             },
         );
         if !proxy {
@@ -195,6 +199,10 @@ impl Server {
         match self.streams.get_mut(&conn) {
             Some(s) => s.framer = Some(framer),
             None => return,
+        }
+        if !self.account_unauth_buffer(conn) {
+            self.stats.streams_unauth_buffer_full += 1;
+            return self.close_stream(now, conn, CloseReason::UnauthBufferFull);
         }
         if let Err(e) = result {
             let reason = match e {
@@ -298,7 +306,28 @@ impl Server {
         if let Some(s) = self.streams.get_mut(&conn) {
             s.allocation = Some(id);
         }
+        self.account_unauth_buffer(conn);
         self.set_stream_deadline(conn, None);
+    }
+
+    /// Brings `unauth_buffered` up to date with what stream `conn` holds now (its framer's
+    /// buffer while it has no allocation, nothing once it has one or is gone). False when
+    /// that grew past this loop's share of `unauth_stream_buffer_bytes`: the caller closes
+    /// it (the bytes are already read; closing frees them).
+    fn account_unauth_buffer(&mut self, conn: ConnId) -> bool {
+        let (old, new) = match self.streams.get_mut(&conn) {
+            Some(s) => {
+                let new = match (&s.framer, s.allocation) {
+                    (Some(f), None) => f.capacity(),
+                    _ => 0,
+                };
+                (core::mem::replace(&mut s.unauth_held, new), new)
+            }
+            None => return true,
+        };
+        self.unauth_buffered = self.unauth_buffered.saturating_sub(old).saturating_add(new);
+        let cap = self.cfg.unauth_stream_buffer_bytes / usize::from(self.node.count.max(1));
+        new <= old || self.cfg.unauth_stream_buffer_bytes == 0 || self.unauth_buffered <= cap
     }
 
     /// The allocation of a stream ended: the stream may make another, or idles out.
@@ -478,6 +507,7 @@ impl Server {
         let Some(s) = self.streams.remove(&conn) else {
             return;
         };
+        self.unauth_buffered = self.unauth_buffered.saturating_sub(s.unauth_held);
         // A stream still asking its source's home is given back when the answer comes.
         if let Some(source) = s.counted {
             self.give_back_source(source);

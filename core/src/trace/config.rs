@@ -168,6 +168,8 @@ pub struct ConfigDescription {
     /// Fingerprint of the node secret (format 3). None: the core drew its secrets from
     /// the seed (every trace before format 3, and simulations).
     pub node_secret: Option<Fingerprint>,
+    /// `unauth_stream_buffer_bytes` (format 3; older traces read the default).
+    pub unauth_stream_buffer_bytes: u64,
 }
 
 /// What the slots of the replaced packet budget hold (its old defaults).
@@ -253,6 +255,7 @@ impl ConfigDescription {
                 .node_secret
                 .as_ref()
                 .map(|k| fingerprint(salt, SecretKind::NodeSecret, "", &k.0)),
+            unauth_stream_buffer_bytes: c.unauth_stream_buffer_bytes as u64,
         }
     }
 
@@ -340,6 +343,7 @@ impl ConfigDescription {
         };
         let mut c = Config::new(cr, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         c.node_secret = node_secret;
+        c.unauth_stream_buffer_bytes = to_usize(self.unauth_stream_buffer_bytes)?;
         c.software = self.software.clone();
         c.listeners = self.listeners.clone();
         let relay = |r: Option<(IpAddr, IpAddr)>| {
@@ -497,6 +501,7 @@ impl ConfigDescription {
                 }
                 None => p.u8(0),
             }
+            p.u64(self.unauth_stream_buffer_bytes);
         }
     }
 
@@ -588,6 +593,11 @@ impl ConfigDescription {
         } else {
             None
         };
+        let unauth_stream_buffer_bytes = if version >= 3 {
+            g.u64()?
+        } else {
+            defaults.unauth_stream_buffer_bytes as u64
+        };
         Ok(ConfigDescription {
             realm,
             users,
@@ -630,6 +640,7 @@ impl ConfigDescription {
             unauth_node_bytes_per_s: node,
             stream_max_auth_failures: stream_failures,
             node_secret,
+            unauth_stream_buffer_bytes,
         })
     }
 }

@@ -247,7 +247,7 @@ fn anti_amplification_limits_are_recorded_when_not_the_defaults() {
     let default_d = ConfigDescription::of(&config(), &SALT);
     assert_eq!(
         config_bytes(&default_d).len(),
-        v2(&default_d).len() + 24 + 1
+        v2(&default_d).len() + 24 + 1 + 8
     );
     let default = v2(&default_d);
     let mut c = config();

@@ -224,6 +224,11 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         s.streams_over_source_cap,
     );
     m.counter(
+        "turnpike_streams_unauth_buffer_full_total",
+        "TCP streams without an allocation closed at unauth_stream_buffer_bytes.",
+        s.streams_unauth_buffer_full,
+    );
+    m.counter(
         "turnpike_bandwidth_dropped_bytes_total",
         "Relayed bytes dropped by the max_bps / total_max_bps caps.",
         s.dropped.bandwidth_bytes,
