@@ -34,6 +34,7 @@ use crate::link::{Command, LoopHandle};
 use crate::plan::{loop_settings, plan, Place};
 use crate::seed::loop_seed;
 use crate::settings::Settings;
+use crate::sockets;
 use crate::start_error::StartError;
 use std::io;
 use std::net::SocketAddr;
@@ -52,7 +53,8 @@ impl Workers {
     /// Decides how many loops run (logging why fewer than asked), binds the HTTP API (the
     /// loops take its issuance secret), opens every loop's sockets (loop 0 first: the
     /// others bind the addresses it got) and its core.
-    pub fn start(settings: Settings, seed: [u8; 32]) -> Result<Workers, StartError> {
+    pub fn start(mut settings: Settings, seed: [u8; 32]) -> Result<Workers, StartError> {
+        claim_listen_addresses(&mut settings)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let plan = plan(
             settings.workers,
@@ -177,6 +179,38 @@ impl Workers {
         }
         result
     }
+}
+
+/// One node per address: refuses to start when another process holds a listener's
+/// address (a second relay would otherwise join this one's SO_REUSEPORT group and the
+/// kernel would split the clients between them), and fixes the port of listeners asked
+/// for on port 0 to one that is free, which every loop then shares.
+fn claim_listen_addresses(settings: &mut Settings) -> Result<(), StartError> {
+    for spec in settings.listeners.iter_mut() {
+        let what = format!("cannot listen on {} {}", spec.transport.as_str(), spec.addr);
+        let got = match sockets::probe_free(spec.addr, spec.transport) {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(StartError::Io(
+                    format!("{what}: another process holds it (is another turnpike running?)"),
+                    e,
+                ))
+            }
+            Err(e) => return Err(StartError::Io(what, e)),
+        };
+        if spec.addr.port() == 0 {
+            spec.addr = got;
+            for l in settings
+                .core
+                .listeners
+                .iter_mut()
+                .filter(|l| l.id == spec.id)
+            {
+                l.local = got;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Binds the HTTP API when configured; an optional one (the built-in default) that cannot
