@@ -63,10 +63,16 @@ pub struct FileConfig {
     pub turn_tcp_only: bool,
     /// Verification mode: issue TURN-TLS URLs only (a warning is logged at start).
     pub turn_tls_only: bool,
-    /// Serve the HTTP API.
-    pub api: bool,
-    /// Address of the HTTP API.
-    pub api_listen: SocketAddr,
+    /// `false` turns the HTTP API off even with `api_listen`; `true` alone serves it on
+    /// [`DEFAULT_API_LISTEN`]. Unset: the API is served when `api_listen` is set.
+    pub api: Option<bool>,
+    /// Address of the HTTP API. A file that sets neither this nor `api = true` has no API.
+    pub api_listen: Option<SocketAddr>,
+    /// Bearer token the credential-issuing, listing and DELETE routes require.
+    pub api_token: Option<Secret>,
+    /// A file holding that token (its surrounding whitespace ignored), so that the secret
+    /// need not be in this file.
+    pub api_token_file: Option<PathBuf>,
     /// Refuse every API peer that is not on loopback (strongly recommended).
     pub api_loopback_address_only: bool,
     /// Default validity of issued credentials, seconds.
@@ -164,8 +170,10 @@ impl Default for FileConfig {
             turn_udp_dynamic_port_max: 49151,
             turn_tcp_only: false,
             turn_tls_only: false,
-            api: true,
-            api_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 3000)),
+            api: None,
+            api_listen: None,
+            api_token: None,
+            api_token_file: None,
             api_loopback_address_only: true,
             ice_ttl_s: 300,
             ice_max_ttl_s: 3600,
@@ -220,7 +228,18 @@ impl FileConfig {
         FileConfig {
             static_auth_secret: Secrets(vec![Secret(secret)]),
             allow_loopback_peers: true,
+            api_listen: Some(DEFAULT_API_LISTEN),
             ..FileConfig::default()
+        }
+    }
+
+    /// Where the HTTP API listens, if the file asks for it.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        match (self.api, self.api_listen) {
+            (Some(false), _) => None,
+            (_, Some(a)) => Some(a),
+            (Some(true), None) => Some(DEFAULT_API_LISTEN),
+            (None, None) => None,
         }
     }
 
@@ -328,7 +347,7 @@ impl FileConfig {
         check_users(&self.users).map_err(|m| ("users", m))?;
         if self.static_auth_secret.0.is_empty()
             && self.users.is_empty()
-            && !(self.api && self.issuance_secret.is_some())
+            && !(self.api_addr().is_some() && self.issuance_secret.is_some())
         {
             return Err((
                 "static_auth_secret",
@@ -470,10 +489,12 @@ impl FileConfig {
                     ),
                 ));
             }
-            if !self.api && !self.turn_tcp_only && !self.turn_tls_only {
+            if self.api_addr().is_none() && !self.turn_tcp_only && !self.turn_tls_only {
                 return Err((
                     "turn_udp_port",
-                    "\"dynamic\" ports are opened by issuance: it needs `api = true`".into(),
+                    "\"dynamic\" ports are opened by issuance: it needs the HTTP API \
+                     (`api_listen`)"
+                        .into(),
                 ));
             }
         }
@@ -500,8 +521,73 @@ impl FileConfig {
         if let Some(u) = &self.event_webhook_url {
             crate::api::webhook::parse_url(u).map_err(|m| ("event_webhook_url", m))?;
         }
+        self.check_api_token()
+    }
+
+    fn check_api_token(&self) -> Result<(), (&'static str, String)> {
+        if self.api_token.is_some() && self.api_token_file.is_some() {
+            return Err((
+                "api_token_file",
+                "set `api_token` or `api_token_file`, not both".into(),
+            ));
+        }
+        if let Some(t) = &self.api_token {
+            check_api_token(&t.0).map_err(|m| ("api_token", m))?;
+        }
+        let key = if self.api_token.is_some() {
+            "api_token"
+        } else {
+            "api_token_file"
+        };
+        if (self.api_token.is_some() || self.api_token_file.is_some()) && self.api_addr().is_none()
+        {
+            return Err((key, "there is no HTTP API: set `api_listen`".into()));
+        }
         Ok(())
     }
+
+    /// The API's bearer token: `api_token`, or the content of `api_token_file` without
+    /// its surrounding whitespace. Errors name the key, never the token.
+    pub fn api_token(&self) -> Result<Option<Secret>, (&'static str, String)> {
+        if let Some(t) = &self.api_token {
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.api_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            (
+                "api_token_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let token = text.trim();
+        check_api_token(token)
+            .map_err(|m| ("api_token_file", format!("{}: {m}", path.display())))?;
+        Ok(Some(Secret(token.to_string())))
+    }
+}
+
+/// Where the HTTP API listens when asked for with `api = true` alone, and in the built-in
+/// default.
+pub const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3000);
+
+/// Shortest API token accepted (characters): a token is guessed online, but 16 random
+/// characters keep that out of reach.
+pub const MIN_API_TOKEN_LEN: usize = 16;
+
+/// An API token: at least [`MIN_API_TOKEN_LEN`] visible ASCII characters (what an
+/// `Authorization: Bearer` header can carry, RFC 6750 §2.1).
+fn check_api_token(t: &str) -> Result<(), String> {
+    if t.len() < MIN_API_TOKEN_LEN {
+        return Err(format!(
+            "the token is shorter than {MIN_API_TOKEN_LEN} characters"
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be visible ASCII characters, without spaces".into());
+    }
+    Ok(())
 }
 
 /// A secret string (password or shared secret) that never shows in `Debug` output.
@@ -624,6 +710,8 @@ const KEYS: &[&str] = &[
     "api",
     "api_listen",
     "api_loopback_address_only",
+    "api_token",
+    "api_token_file",
     "ice_ttl_s",
     "ice_max_ttl_s",
     "issuance_secret",
@@ -1080,7 +1168,7 @@ turn_fqdn = "relay.example.com"
         )
         .unwrap();
         assert_eq!(c.turn_udp_port, UdpPort::Dynamic);
-        assert_eq!(c.api_listen.port(), 0);
+        assert_eq!(c.api_addr().map(|a| a.port()), Some(0));
         let err = |text: &str| {
             parse(&format!("static_auth_secret = \"s\"\n{text}\n"))
                 .unwrap_err()
@@ -1124,8 +1212,9 @@ turn_fqdn = "relay.example.com"
             (d.turn_udp_port, d.turn_tcp_listen_port),
             (UdpPort::Fixed(3478), 3478)
         );
-        assert_eq!(d.api_listen.to_string(), "127.0.0.1:3000");
-        assert!(d.api && d.api_loopback_address_only);
+        // A file must ask for the API: it mints credentials, and port 3000 may be taken.
+        assert_eq!(d.api_addr(), None);
+        assert!(d.api_loopback_address_only);
         assert_eq!((d.relay_port_min, d.relay_port_max), (49152, 65535));
         assert_eq!(d.socket_receive_buffer_size, 1 << 20);
         // A file with no credentials at all is refused.
@@ -1134,6 +1223,67 @@ turn_fqdn = "relay.example.com"
         assert_eq!(b.realm, "turnpike");
         assert!(b.allow_loopback_peers);
         assert_eq!(b.static_auth_secret.0.len(), 1);
+        assert_eq!(
+            b.api_addr().map(|a| a.to_string()),
+            Some("127.0.0.1:3000".into())
+        );
+    }
+
+    #[test]
+    fn the_api_is_served_only_when_asked_for() {
+        let api = |text: &str| {
+            parse(&format!("static_auth_secret = \"s\"\n{text}\n"))
+                .unwrap()
+                .api_addr()
+                .map(|a| a.to_string())
+        };
+        assert_eq!(api(""), None);
+        assert_eq!(
+            api("api_listen = \"127.0.0.1:8080\""),
+            Some("127.0.0.1:8080".into())
+        );
+        assert_eq!(api("api = true"), Some("127.0.0.1:3000".into()));
+        assert_eq!(api("api = false\napi_listen = \"127.0.0.1:8080\""), None);
+    }
+
+    #[test]
+    fn api_token_keys() {
+        let base = "static_auth_secret = \"s\"\napi_listen = \"127.0.0.1:0\"\n";
+        let c = parse(&format!("{base}api_token = \"0123456789abcdefXYZ\"\n")).unwrap();
+        assert_eq!(c.api_token().unwrap().unwrap().0, "0123456789abcdefXYZ");
+        let err = |text: &str| parse(&format!("{base}{text}\n")).unwrap_err();
+        let e = err("api_token = \"tiny-tok\"");
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("api_token"), Some(3)),
+            "{e}"
+        );
+        assert!(
+            !e.to_string().contains("tiny-tok"),
+            "the token shows in {e}"
+        );
+        let e = err("api_token = \"0123456789 abcdef\"");
+        assert_eq!(e.key.as_deref(), Some("api_token"), "{e}");
+        let e = err("api_token = \"0123456789abcdefXYZ\"\napi_token_file = \"/t\"");
+        assert_eq!(e.key.as_deref(), Some("api_token_file"), "{e}");
+        let e =
+            parse("static_auth_secret = \"s\"\napi_token = \"0123456789abcdefXYZ\"\n").unwrap_err();
+        assert!(e.message.contains("no HTTP API"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("turnpike-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "  0123456789abcdefXYZ\n").unwrap();
+        let c = parse(&format!("{base}api_token_file = \"{}\"\n", file.display())).unwrap();
+        assert_eq!(c.api_token().unwrap().unwrap().0, "0123456789abcdefXYZ");
+        std::fs::write(&file, "tiny-tok\n").unwrap();
+        let c = parse(&format!("{base}api_token_file = \"{}\"\n", file.display())).unwrap();
+        let (key, m) = c.api_token().unwrap_err();
+        assert_eq!(key, "api_token_file");
+        assert!(!m.contains("tiny-tok"), "{m}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (key, _) = c.api_token().unwrap_err();
+        assert_eq!(key, "api_token_file");
     }
 
     #[test]

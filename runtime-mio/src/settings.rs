@@ -155,8 +155,15 @@ impl Settings {
         }
 
         let ice = ice_settings(fc, collected);
-        let api = fc.api.then(|| ApiSettings {
-            listen: fc.api_listen,
+        let token = fc.api_token().map_err(|(key, message)| ConfigError {
+            file: file.to_string(),
+            line: None,
+            key: Some(key.to_string()),
+            message,
+        })?;
+        let api = fc.api_addr().map(|listen| ApiSettings {
+            listen,
+            token,
             loopback_only: fc.api_loopback_address_only,
             ttl_s: fc.ice_ttl_s,
             max_ttl_s: fc.ice_max_ttl_s,

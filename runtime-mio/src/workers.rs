@@ -219,9 +219,18 @@ fn start_api(settings: &Settings) -> Result<Option<ApiThread>, StartError> {
     let Some(a) = settings.api.clone() else {
         return Ok(None);
     };
-    let (listen, optional) = (a.listen, a.optional);
+    let (listen, optional, open) = (a.listen, a.optional, a.token.is_none());
     match ApiThread::start(a, settings.ice.clone(), settings.buffers) {
-        Ok(api) => Ok(Some(api)),
+        Ok(api) => {
+            if open {
+                let at = api.local_addr().unwrap_or(listen);
+                log::warn!(
+                    "the HTTP API on {at} has no api_token: whoever can connect to it can \
+                     mint credentials and end allocations (set `api_token_file`)"
+                );
+            }
+            Ok(Some(api))
+        }
         Err(e) if optional => {
             log::warn!("no HTTP API: cannot listen on {listen}: {e}");
             Ok(None)

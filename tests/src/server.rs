@@ -88,6 +88,9 @@ pub struct ServerSpec {
     pub total_quota: Option<u32>,
     /// More lines of turnpike's configuration file, as (key, TOML value) (turnpike only).
     pub extra: Vec<(String, String)>,
+    /// Ask for turnpike's HTTP API (`api_listen` on a free port); a file without it has
+    /// no API.
+    pub api: bool,
 }
 
 impl ServerSpec {
@@ -131,6 +134,7 @@ impl ServerSpec {
             user_quota: None,
             total_quota: None,
             extra: Vec::new(),
+            api: true,
         }
     }
 }
@@ -434,7 +438,9 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
     );
     line("event_log", toml_str(&events.to_string_lossy()));
     // Tests run in parallel: the API takes a free port (the event log says which).
-    line("api_listen", toml_str("127.0.0.1:0"));
+    if spec.api {
+        line("api_listen", toml_str("127.0.0.1:0"));
+    }
     if let Some(q) = spec.user_quota {
         line("user_quota", q.to_string());
     }

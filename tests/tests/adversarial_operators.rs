@@ -97,3 +97,128 @@ fn a_second_instance_sharing_only_the_tcp_port_fails_naming_it() {
     );
     assert_serves_every_source(&mut server);
 }
+
+/// Sends one HTTP/1.1 request (with `Connection: close`) and returns the status, the
+/// `WWW-Authenticate` header if any, and the body.
+fn http(
+    api: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, Option<String>, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).expect("the API accepts");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let body = if method == "POST" { "{}" } else { "" };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("request sent");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let www = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("www-authenticate")
+            .then(|| v.trim().to_string())
+    });
+    (status, www, body.to_string())
+}
+
+/// The API's address, from the event log's `api` record.
+fn api_addr(server: &RunningServer) -> std::net::SocketAddr {
+    let rec = server
+        .wait_event(Duration::from_secs(5), |e| e["event"] == "api")
+        .expect("an `api` record in the event log");
+    rec["listen"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("the API's address")
+}
+
+#[test]
+fn a_file_without_api_listen_serves_no_api_even_with_port_3000_busy() {
+    // Port 3000 taken (by this test, or already by someone else): the relay must not care.
+    let _busy = std::net::TcpListener::bind("127.0.0.1:3000");
+    let Some(mut server) = adversary::start_with(&[], |spec| spec.api = false) else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    server.assert_running();
+    assert!(
+        !server.events().iter().any(|e| e["event"] == "api"),
+        "an HTTP API was started from a file that does not ask for one"
+    );
+    let log = server.log_text();
+    assert!(
+        !log.contains("HTTP API"),
+        "the log mentions an HTTP API:\n{log}"
+    );
+}
+
+#[test]
+fn the_api_token_guards_the_credential_and_delete_routes() {
+    const TOKEN: &str = "e2e-token-0123456789abcdef";
+    let dir = turnpike_tests::TempDir::new("api-token");
+    let file = dir.join("api.token");
+    write_file(&file, &format!("{TOKEN}\n"));
+    let path = format!("\"{}\"", file.display());
+    let Some(mut server) = adversary::start(&[("api_token_file", &path)]) else {
+        return;
+    };
+    let api = api_addr(&server);
+    let bearer = format!("Bearer {TOKEN}");
+    for (method, path) in [
+        ("POST", "/v1/ice-servers"),
+        ("GET", "/v1/allocations"),
+        ("DELETE", "/v1/allocations/1"),
+    ] {
+        for auth in [
+            None,
+            Some("Bearer not-the-token-0123456789"),
+            Some("Basic ZTJlOnRva2Vu"),
+        ] {
+            let (status, www, body) = http(api, method, path, auth);
+            assert_eq!(status, 401, "{method} {path} with {auth:?}: {body}");
+            assert!(
+                www.as_deref().is_some_and(|w| w.starts_with("Bearer")),
+                "{method} {path} with {auth:?}: WWW-Authenticate {www:?}"
+            );
+        }
+    }
+    let (status, _, body) = http(api, "POST", "/v1/ice-servers", Some(&bearer));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("iceServers"), "{body}");
+    let (status, _, body) = http(api, "GET", "/v1/allocations", Some(&bearer));
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = http(api, "DELETE", "/v1/allocations/1", Some(&bearer));
+    assert_eq!(status, 404);
+    // Scrapers and probes need no token.
+    assert_eq!(http(api, "GET", "/health", None).0, 200);
+    assert_eq!(http(api, "GET", "/metrics", None).0, 200);
+    // The token is never logged; no warning about an open API.
+    server.assert_running();
+    let log = server.log_text();
+    assert!(!log.contains(TOKEN), "the token is in the log");
+    assert!(!log.contains("has no api_token"), "{log}");
+}
+
+#[test]
+fn an_api_without_a_token_is_warned_about() {
+    let Some(server) = adversary::start(&[]) else {
+        return;
+    };
+    let _ = api_addr(&server);
+    let log = server.log_text();
+    assert!(
+        log.contains("has no api_token"),
+        "no warning about an API without a token:\n{log}"
+    );
+}
