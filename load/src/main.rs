@@ -48,7 +48,22 @@ A relayed packet counts once per direction: one round trip = 2 relayed packets.
 ";
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    // Not `std::env::args()`, which panics on an argument that is not UTF-8.
+    let mut all = Vec::new();
+    for (i, a) in std::env::args_os().skip(1).enumerate() {
+        match a.into_string() {
+            Ok(a) => all.push(a),
+            Err(a) => {
+                eprintln!(
+                    "turnpike-load: argument {} is not valid UTF-8: `{}`",
+                    i + 1,
+                    a.to_string_lossy()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut args = all.into_iter();
     let Some(cmd) = args.next() else {
         eprint!("{USAGE}");
         return ExitCode::from(2);

@@ -1,6 +1,7 @@
 //! The command line: `turnpike [--config FILE] [--check-config] [--seed HEX] [--version]
 //! [--help]`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// What the command line asks for.
@@ -49,6 +50,24 @@ A TURN relay (RFC 8656) for WebRTC.
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
 Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime failure, 2 bad configuration or usage.
 ";
+
+/// The arguments as strings, or which one is not UTF-8. `std::env::args()` panics on
+/// such an argument (a file name in another encoding, a stray byte from a script); this
+/// is an error the user can act on instead.
+pub fn utf8_args(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>, String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.into_string().map_err(|a| {
+                format!(
+                    "argument {} is not valid UTF-8: `{}`",
+                    i + 1,
+                    a.to_string_lossy()
+                )
+            })
+        })
+        .collect()
+}
 
 /// Parses the arguments (without the program name).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
@@ -120,6 +139,24 @@ mod tests {
                 record_trace: Some("t.bin".into()),
                 ..Options::default()
             }))
+        );
+    }
+
+    #[test]
+    fn names_an_argument_that_is_not_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = vec![
+            OsString::from("--config"),
+            OsString::from_vec(b"caf\xe9.toml".to_vec()),
+        ];
+        let e = utf8_args(args).unwrap_err();
+        assert!(
+            e.contains("argument 2") && e.contains("caf\u{fffd}.toml"),
+            "{e}"
+        );
+        assert_eq!(
+            utf8_args([OsString::from("-h")]),
+            Ok(vec!["-h".to_string()])
         );
     }
 

@@ -74,3 +74,18 @@ fn missing_file_exits_two() {
         "{err}"
     );
 }
+
+#[test]
+fn an_argument_that_is_not_utf8_exits_two_naming_it() {
+    use std::os::unix::ffi::OsStrExt;
+    // `std::env::args()` panicked here (exit 101 and a backtrace hint).
+    let out = Command::new(env!("CARGO_BIN_EXE_turnpike"))
+        .arg("--config")
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9.toml"))
+        .output()
+        .expect("run turnpike");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("argument 2 is not valid UTF-8"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
