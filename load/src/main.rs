@@ -48,28 +48,28 @@ A relayed packet counts once per direction: one round trip = 2 relayed packets.
 ";
 
 fn main() -> ExitCode {
-    // Not `std::env::args()`, which panics on an argument that is not UTF-8.
-    let mut all = Vec::new();
-    for (i, a) in std::env::args_os().skip(1).enumerate() {
-        match a.into_string() {
-            Ok(a) => all.push(a),
-            Err(a) => {
-                eprintln!(
-                    "turnpike-load: argument {} is not valid UTF-8: `{}`",
-                    i + 1,
-                    a.to_string_lossy()
-                );
+    // The arguments as the OS gave them (`std::env::args()` panics on one that is not
+    // UTF-8); lexopt tokenizes them.
+    let mut p = lexopt::Parser::from_args(std::env::args_os().skip(1));
+    let cmd = match p.next() {
+        Ok(Some(lexopt::Arg::Value(v))) => match v.into_string() {
+            Ok(c) => c,
+            Err(v) => {
+                eprintln!("command `{}` is not valid UTF-8", v.to_string_lossy());
                 return ExitCode::from(2);
             }
+        },
+        Ok(Some(lexopt::Arg::Long("help") | lexopt::Arg::Short('h'))) => "--help".to_string(),
+        Ok(Some(a)) => {
+            eprintln!("unexpected argument {}\n\n{USAGE}", arg_name(&a));
+            return ExitCode::from(2);
         }
-    }
-    let mut args = all.into_iter();
-    let Some(cmd) = args.next() else {
-        eprint!("{USAGE}");
-        return ExitCode::from(2);
+        Ok(None) | Err(_) => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
     };
-    let rest: Vec<String> = args.collect();
-    let opts = match parse_opts(&rest) {
+    let opts = match parse_opts(&mut p) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}\n\n{USAGE}");
@@ -104,19 +104,33 @@ fn main() -> ExitCode {
 }
 
 /// `--key value` pairs.
+#[derive(Debug)]
 struct Opts(BTreeMap<String, String>);
 
-fn parse_opts(args: &[String]) -> Result<Opts, String> {
+fn parse_opts(p: &mut lexopt::Parser) -> Result<Opts, String> {
     let mut m = BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let key = a
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {a}"))?;
-        let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
-        m.insert(key.to_string(), value.clone());
+    while let Some(a) = p.next().map_err(|e| e.to_string())? {
+        let lexopt::Arg::Long(key) = a else {
+            return Err(format!("unexpected argument {}", arg_name(&a)));
+        };
+        let key = key.to_string();
+        let value = p
+            .value()
+            .map_err(|_| format!("--{key} needs a value"))?
+            .into_string()
+            .map_err(|v| format!("--{key}: `{}` is not valid UTF-8", v.to_string_lossy()))?;
+        m.insert(key, value);
     }
     Ok(Opts(m))
+}
+
+/// An argument as the user wrote it, for messages.
+fn arg_name(a: &lexopt::Arg<'_>) -> String {
+    match a {
+        lexopt::Arg::Long(l) => format!("--{l}"),
+        lexopt::Arg::Short(c) => format!("-{c}"),
+        lexopt::Arg::Value(v) => v.to_string_lossy().into_owned(),
+    }
 }
 
 impl Opts {
@@ -314,21 +328,20 @@ fn cmd_callgrind(o: &Opts) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Opts, String> {
+        parse_opts(&mut lexopt::Parser::from_args(args.iter().copied()))
+    }
+
     #[test]
     fn options() {
-        let o = parse_opts(&[
-            "--n".into(),
-            "5".into(),
-            "--server".into(),
-            "127.0.0.1:9".into(),
-        ])
-        .unwrap();
+        let o = parse(&["--n", "5", "--server=127.0.0.1:9"]).unwrap();
         assert_eq!(o.num("n", 0u32).unwrap(), 5);
         assert_eq!(o.num("x", 7u32).unwrap(), 7);
         assert!(o.addr("server").is_ok());
-        assert!(parse_opts(&["--n".into()]).is_err());
-        assert!(parse_opts(&["n".into()]).is_err());
-        let o = parse_opts(&["--server".into(), "10.0.0.1:9".into()]).unwrap();
+        assert!(parse(&["--n"]).unwrap_err().contains("--n needs a value"));
+        assert!(parse(&["n"]).unwrap_err().contains("unexpected argument n"));
+        assert!(parse(&["-n", "3"]).is_err());
+        let o = parse(&["--server", "10.0.0.1:9"]).unwrap();
         assert!(o.addr("server").is_err());
     }
 }
