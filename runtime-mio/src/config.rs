@@ -751,28 +751,14 @@ const KEYS: &[&str] = &[
     "coalesce_us",
 ];
 
-/// The known key closest to `k`, if it is close (a typo).
+/// The known key closest to `k`, if it is close (a typo): Levenshtein distance (in
+/// characters, strsim's) of at most 3; of equally close keys, the first by name.
 fn suggest(k: &str) -> Option<&'static str> {
     KEYS.iter()
-        .map(|c| (edit_distance(k, c), *c))
+        .map(|c| (strsim::levenshtein(k, c), *c))
         .filter(|(d, _)| *d <= 3)
         .min()
         .map(|(_, c)| c)
-}
-
-/// Levenshtein distance, for typo hints on short keys.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Serde's Rust type names in plain words.
@@ -1327,6 +1313,6 @@ turn_fqdn = "relay.example.com"
         assert_eq!(find_key_line(t, "users"), Some(4));
         assert_eq!(find_key_line(t, "total_quota"), None);
         assert_eq!(line_of("a\nb\nc", 4), 3);
-        assert_eq!(edit_distance("relay_port_mim", "relay_port_min"), 1);
+        assert_eq!(suggest("relay_port_mim"), Some("relay_port_min"));
     }
 }
