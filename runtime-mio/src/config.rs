@@ -133,8 +133,17 @@ pub struct FileConfig {
     pub turn_tls: bool,
     /// Name written into `turns:` URLs (wins over `turn_fqdn`).
     pub turn_tls_fqdn: Option<String>,
-    /// Port written into `turns:` URLs.
-    pub turn_tls_port: u16,
+    /// Port written into `turns:` URLs. Defaults to `turn_tls_listen_port` when the relay
+    /// serves TLS itself, else 443.
+    pub turn_tls_port: Option<u16>,
+    /// Serve TURN over TLS natively on this port (`turns:` URLs then point at it). Equal to
+    /// `turn_tcp_listen_port` (with `turn_tcp = true`): one port for TLS and plain
+    /// TURN-TCP, told apart by the first byte.
+    pub turn_tls_listen_port: Option<u16>,
+    /// PEM file of the certificate chain of native TLS (leaf first).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of native TLS (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
     /// Name of the relay, used in `turns:` URLs when `turn_tls_fqdn` is not set.
     pub turn_fqdn: Option<String>,
     /// Record every input of the core to this trace file (none: no recording).
@@ -197,7 +206,10 @@ impl Default for FileConfig {
             event_log: None,
             turn_tls: false,
             turn_tls_fqdn: None,
-            turn_tls_port: 443,
+            turn_tls_port: None,
+            turn_tls_listen_port: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             turn_fqdn: None,
             trace_file: None,
             trace_payloads: false,
@@ -229,12 +241,14 @@ impl FileConfig {
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
         let config: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
-        config.check().map_err(|(key, message)| ConfigError {
+        let err = |(key, message): (&str, String)| ConfigError {
             file: file.to_string(),
             line: find_key_line(text, key),
             key: Some(key.to_string()),
             message,
-        })?;
+        };
+        config.check().map_err(err)?;
+        config.load_tls().map_err(|e| err((e.key, e.message)))?;
         Ok(config)
     }
 
@@ -260,9 +274,56 @@ impl FileConfig {
         self.ipv6_address.unwrap_or(self.ipv6_listen_address)
     }
 
+    /// The port of `turns:` URLs: `turn_tls_port`, else the native TLS port, else 443.
+    pub fn url_tls_port(&self) -> u16 {
+        self.turn_tls_port
+            .or(self.turn_tls_listen_port)
+            .unwrap_or(443)
+    }
+
+    /// True if the relay serves TLS itself (`turn_tls_listen_port`).
+    pub fn native_tls(&self) -> bool {
+        self.turn_tls_listen_port.is_some()
+    }
+
+    /// Loads the native TLS certificate and key, if configured: an unreadable or bad file
+    /// is an error naming its key.
+    pub fn load_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::tls::TlsLoadError> {
+        match (&self.turn_tls_listen_port, &self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), Some(cert), Some(key)) => crate::tls::load(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// The TCP port written into URLs.
     pub fn url_tcp_port(&self) -> u16 {
         self.turn_tcp_port.unwrap_or(self.turn_tcp_listen_port)
+    }
+
+    /// The native TLS keys: a port and both files, or none of them.
+    fn check_native_tls(&self) -> Result<(), (&'static str, String)> {
+        match self.turn_tls_listen_port {
+            Some(0) => Err(("turn_tls_listen_port", "must be 1..=65535".into())),
+            Some(_) if self.tls_cert_file.is_none() => Err((
+                "tls_cert_file",
+                "required when `turn_tls_listen_port` is set".into(),
+            )),
+            Some(_) if self.tls_key_file.is_none() => Err((
+                "tls_key_file",
+                "required when `turn_tls_listen_port` is set".into(),
+            )),
+            None if self.tls_cert_file.is_some() => Err((
+                "tls_cert_file",
+                "has no effect without `turn_tls_listen_port`".into(),
+            )),
+            None if self.tls_key_file.is_some() => Err((
+                "tls_key_file",
+                "has no effect without `turn_tls_listen_port`".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Checks the rules the types cannot express. On failure: the key at fault and why.
@@ -303,9 +364,10 @@ impl FileConfig {
         if self.turn_tcp_port == Some(0) {
             return Err(("turn_tcp_port", "must be 1..=65535".into()));
         }
-        if self.turn_tls_port == 0 {
+        if self.turn_tls_port == Some(0) {
             return Err(("turn_tls_port", "must be 1..=65535".into()));
         }
+        self.check_native_tls()?;
         if self.relay_port_min == 0 {
             return Err(("relay_port_min", "must be 1..=65535".into()));
         }
@@ -386,7 +448,11 @@ impl FileConfig {
         if self.trace_max_bytes < 1 << 20 {
             return Err(("trace_max_bytes", "at least 1048576 (1 MiB)".into()));
         }
-        if self.turn_tls && self.turn_tls_fqdn.is_none() && self.turn_fqdn.is_none() {
+        if self.turn_tls
+            && !self.native_tls()
+            && self.turn_tls_fqdn.is_none()
+            && self.turn_fqdn.is_none()
+        {
             return Err((
                 "turn_tls_fqdn",
                 "required when `turn_tls = true` (or set `turn_fqdn`)".into(),
@@ -480,8 +546,11 @@ impl FileConfig {
         if self.turn_tcp_only && !self.turn_tcp {
             return Err(("turn_tcp_only", "needs `turn_tcp = true`".into()));
         }
-        if self.turn_tls_only && !self.turn_tls {
-            return Err(("turn_tls_only", "needs `turn_tls = true`".into()));
+        if self.turn_tls_only && !self.turn_tls && !self.native_tls() {
+            return Err((
+                "turn_tls_only",
+                "needs `turn_tls = true` or `turn_tls_listen_port`".into(),
+            ));
         }
         if !(1..=86_400).contains(&self.ice_max_ttl_s) {
             return Err(("ice_max_ttl_s", "must be 1..=86400 seconds".into()));
@@ -655,6 +724,9 @@ const KEYS: &[&str] = &[
     "turn_tls",
     "turn_tls_fqdn",
     "turn_tls_port",
+    "turn_tls_listen_port",
+    "tls_cert_file",
+    "tls_key_file",
     "turn_fqdn",
     "trace_file",
     "trace_payloads",
@@ -948,7 +1020,7 @@ turn_fqdn = "relay.example.com"
         );
         assert_eq!(c.event_log, Some(PathBuf::from("turnpike.jsonl")));
         assert_eq!(c.turn_tls_fqdn.as_deref(), Some("turn.example.com"));
-        assert_eq!(c.turn_tls_port, 5349);
+        assert_eq!(c.turn_tls_port, Some(5349));
         assert_eq!(c.turn_fqdn.as_deref(), Some("relay.example.com"));
         assert_eq!(c.url_tcp_port(), 443);
     }

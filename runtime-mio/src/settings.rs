@@ -13,6 +13,8 @@ use turnpike_core::auth::Credentials;
 use turnpike_core::cidr::IpNet;
 use turnpike_core::config::{ListenerConfig, RelayAddress};
 use turnpike_core::policy::PeerPolicy;
+use crate::tls::TlsMode;
+use std::sync::Arc;
 use turnpike_core::{Config, ListenerId, Transport};
 
 /// One listening socket to open.
@@ -26,6 +28,8 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     /// TCP only: connections start with a PROXY header.
     pub proxy_protocol: bool,
+    /// TCP only: plain TURN-TCP, TLS, or either (decided on the first byte).
+    pub tls: TlsMode,
 }
 
 /// Everything the runtime needs to start.
@@ -56,6 +60,8 @@ pub struct Settings {
     pub workers: u32,
     /// Pause after a small poll round (`coalesce_us`), or none.
     pub coalesce: Option<core::time::Duration>,
+    /// The native TLS configuration (certificate, key, ALPN), when TLS is served.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Settings {
@@ -154,6 +160,12 @@ impl Settings {
             core.default_lifetime = core.max_lifetime;
         }
 
+        let tls = fc.load_tls().map_err(|e| ConfigError {
+            file: file.to_string(),
+            line: None,
+            key: Some(e.key.to_string()),
+            message: e.message,
+        })?;
         let ice = ice_settings(fc, collected);
         let api = fc.api.then(|| ApiSettings {
             listen: fc.api_listen,
@@ -181,6 +193,7 @@ impl Settings {
             rest_secret: fc.static_auth_secret.0.first().map(|s| s.0.clone()),
             total_quota: fc.total_quota,
             workers: fc.workers,
+            tls,
             coalesce: (fc.coalesce_us > 0)
                 .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
             trace: fc.trace_file.as_ref().map(|path| {
@@ -194,7 +207,8 @@ impl Settings {
     }
 }
 
-/// The listeners of a configuration: UDP v4, TCP v4, then UDP v6, TCP v6 when enabled.
+/// The listeners of a configuration: UDP v4, TCP v4, TLS v4, then UDP v6, TCP v6, TLS v6
+/// when enabled. TLS on the TCP port makes the TCP listener serve both.
 pub fn listener_specs(fc: &FileConfig) -> Vec<ListenerSpec> {
     let mut binds = vec![IpAddr::V4(fc.listen_address)];
     if fc.ipv6 {
@@ -202,20 +216,27 @@ pub fn listener_specs(fc: &FileConfig) -> Vec<ListenerSpec> {
     }
     let mut out = Vec::new();
     for ip in binds {
-        let mut push = |transport, port, proxy_protocol| {
+        let mut push = |transport, port, proxy_protocol, tls| {
             let id = ListenerId(out.len() as u32);
             out.push(ListenerSpec {
                 id,
                 transport,
                 addr: SocketAddr::new(ip, port),
                 proxy_protocol,
+                tls,
             });
         };
         if let UdpPort::Fixed(port) = fc.turn_udp_port {
-            push(Transport::Udp, port, false);
+            push(Transport::Udp, port, false, TlsMode::Off);
         }
+        let tls_port = fc.turn_tls_listen_port;
+        let shared = fc.turn_tcp && tls_port == Some(fc.turn_tcp_listen_port);
         if fc.turn_tcp {
-            push(Transport::Tcp, fc.turn_tcp_listen_port, fc.proxy_protocol);
+            let mode = if shared { TlsMode::Auto } else { TlsMode::Off };
+            push(Transport::Tcp, fc.turn_tcp_listen_port, fc.proxy_protocol, mode);
+        }
+        if let (Some(port), false) = (tls_port, shared) {
+            push(Transport::Tcp, port, fc.proxy_protocol, TlsMode::On);
         }
     }
     out
@@ -261,10 +282,11 @@ pub fn ice_settings(fc: &FileConfig, collected: Vec<IpAddr>) -> IceSettings {
         udp: true,
         tcp: fc.turn_tcp,
         tcp_port: fc.url_tcp_port(),
-        tls: fc.turn_tls,
+        tls: fc.turn_tls || fc.native_tls(),
         tls_fqdn: fc.turn_tls_fqdn.clone(),
         fqdn: fc.turn_fqdn.clone(),
-        tls_port: fc.turn_tls_port,
+        tls_port: fc.url_tls_port(),
+        tls_by_address: fc.native_tls(),
         ipv6: fc.ipv6,
         ipv4_address: fc.ipv4_address,
         ipv6_address: fc.ipv6_address,
