@@ -291,7 +291,11 @@ impl FileConfig {
     pub fn load_tls(
         &self,
     ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::tls::TlsLoadError> {
-        match (&self.turn_tls_listen_port, &self.tls_cert_file, &self.tls_key_file) {
+        match (
+            &self.turn_tls_listen_port,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+        ) {
             (Some(_), Some(cert), Some(key)) => crate::tls::load(cert, key).map(Some),
             _ => Ok(None),
         }
@@ -1240,6 +1244,25 @@ turn_fqdn = "relay.example.com"
             parse(&text).unwrap(),
             FileConfig::builtin_default("x".into()).with_loopback(false)
         );
+    }
+
+    #[test]
+    fn native_tls_keys_name_key_line_and_file() {
+        let base = "static_auth_secret = \"s\"\n";
+        let e = parse(&format!("{base}turn_tls_listen_port = 5349\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_cert_file"));
+        let e = parse(&format!(
+            "{base}turn_tls_listen_port = 5349\ntls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = \"/nonexistent/k.pem\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_cert_file"));
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("/nonexistent/c.pem"), "{e}");
+        assert!(e.message.contains("cannot read"), "{e}");
+        let e = parse(&format!("{base}tls_key_file = \"k.pem\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_key_file"));
+        let e = parse(&format!("{base}turn_tls_listen_port = 0\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("turn_tls_listen_port"));
     }
 
     #[test]

@@ -6,15 +6,15 @@ use crate::api::ApiSettings;
 use crate::config::{ConfigError, FileConfig, UdpPort};
 /// Buffer sizes live with the sockets they are for; re-exported for the old path.
 pub use crate::sockets::SocketBuffers;
+use crate::tls::TlsMode;
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use turnpike_core::auth::Credentials;
 use turnpike_core::cidr::IpNet;
 use turnpike_core::config::{ListenerConfig, RelayAddress};
 use turnpike_core::policy::PeerPolicy;
-use crate::tls::TlsMode;
-use std::sync::Arc;
 use turnpike_core::{Config, ListenerId, Transport};
 
 /// One listening socket to open.
@@ -233,7 +233,12 @@ pub fn listener_specs(fc: &FileConfig) -> Vec<ListenerSpec> {
         let shared = fc.turn_tcp && tls_port == Some(fc.turn_tcp_listen_port);
         if fc.turn_tcp {
             let mode = if shared { TlsMode::Auto } else { TlsMode::Off };
-            push(Transport::Tcp, fc.turn_tcp_listen_port, fc.proxy_protocol, mode);
+            push(
+                Transport::Tcp,
+                fc.turn_tcp_listen_port,
+                fc.proxy_protocol,
+                mode,
+            );
         }
         if let (Some(port), false) = (tls_port, shared) {
             push(Transport::Tcp, port, fc.proxy_protocol, TlsMode::On);

@@ -569,7 +569,10 @@ mod tests {
             ..s
         };
         assert_eq!(
-            named.urls(&IceRequest::default(), 3478).last().map(String::as_str),
+            named
+                .urls(&IceRequest::default(), 3478)
+                .last()
+                .map(String::as_str),
             Some("turns:turn.example.com:5349?transport=tcp")
         );
     }

@@ -90,6 +90,8 @@ impl Runtime {
             ),
             None => None,
         };
+        let proxy_max = settings.core.proxy_header_max_len;
+        let tls = settings.tls.clone();
         let mut server =
             Server::new(settings.core, seed, now).map_err(|e| StartError::Config(e.0))?;
         if let Some(t) = &mut trace {
@@ -132,6 +134,13 @@ impl Runtime {
             tx: SendQueue::new(send_mode()),
             dirty: Vec::with_capacity(RECV_SLOTS),
             stream_buf: vec![0; STREAM_READ],
+            plain_buf: if tls.is_some() {
+                vec![0; STREAM_READ]
+            } else {
+                Vec::new()
+            },
+            tls,
+            proxy_max,
             reporter,
             buffers: settings.buffers,
             stats: RuntimeStats::default(),
