@@ -91,8 +91,10 @@ pub struct Config {
     pub max_channels: u32,
     /// Open streams in total; beyond, new streams are closed at once.
     pub max_streams: u32,
-    /// Open streams per source IP address (the client's, from the PROXY header when a
-    /// trusted proxy sends one); beyond, new streams are closed at once. 0: no cap.
+    /// Open streams per source (the client's IPv4 address or IPv6 /64, from the PROXY
+    /// header when a trusted proxy sends one), counted for the whole node
+    /// ([`crate::node`]); beyond, new streams are closed (at once, or as soon as the
+    /// source's home loop answers). 0: no cap.
     pub max_streams_per_source: u32,
     /// Longest frame (STUN or ChannelData) accepted on a stream.
     pub max_stream_frame: usize,

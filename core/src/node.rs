@@ -20,12 +20,17 @@
 //!   ([`quota_share`]) and a slice of the port range ([`port_slice`]); a loop that runs out
 //!   borrows from the others, one at a time, before it answers 508 ([`LoopMsg::Borrow`]).
 //!   What is lent changes owner for good, so the node's totals never change.
+//! - **`max_streams_per_source`**: each source (an IPv4 address, or an IPv6 /64:
+//!   [`stream_source`]) has a home loop ([`source_home`]) that counts its open streams for
+//!   the whole node; a stream accepted on another loop asks it ([`LoopMsg::StreamAcquire`])
+//!   and is closed if refused, and tells it when it closes.
 //!
 //! A message may be delayed or overtaken by another; every exchange is safe in any order
 //! because an answer only ever follows its question, and whatever arrives for a request
 //! that is gone is kept (ports, quota) or given back (a user grant).
 
 use crate::ids::AllocationId;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Most loops in a node: a loop's index fits the first byte of a reservation token.
 pub const MAX_LOOPS: u16 = 256;
@@ -141,6 +146,29 @@ pub enum LoopMsg {
         /// Free ports handed over (never in use, reserved or quarantined).
         ports: Vec<u16>,
     },
+    /// "May one more stream from `source` be open?": sent to the source's home loop
+    /// ([`source_home`]), which counts it when it says yes (`max_streams_per_source`).
+    StreamAcquire {
+        /// The asker's request number: the stream's connection id.
+        req: u64,
+        /// The source, as [`stream_source`] names it.
+        source: IpAddr,
+    },
+    /// Answer to [`LoopMsg::StreamAcquire`].
+    StreamGranted {
+        /// The asker's request number.
+        req: u64,
+        /// The source asked about (so that a grant for a stream that is gone can be given
+        /// back).
+        source: IpAddr,
+        /// Yes: the stream is counted at home until a [`LoopMsg::StreamRelease`].
+        granted: bool,
+    },
+    /// A stream of `source` that its home counted closed: sent to the home loop.
+    StreamRelease {
+        /// The source.
+        source: IpAddr,
+    },
 }
 
 /// What a [`LoopMsg::Borrow`] asks for.
@@ -223,6 +251,25 @@ impl LoopMsg {
                     out.extend_from_slice(&p.to_le_bytes());
                 }
             }
+            LoopMsg::StreamAcquire { req, source } => {
+                out.push(8);
+                out.extend_from_slice(&req.to_le_bytes());
+                put_ip(out, *source);
+            }
+            LoopMsg::StreamGranted {
+                req,
+                source,
+                granted,
+            } => {
+                out.push(9);
+                out.extend_from_slice(&req.to_le_bytes());
+                put_ip(out, *source);
+                out.push(u8::from(*granted));
+            }
+            LoopMsg::StreamRelease { source } => {
+                out.push(10);
+                put_ip(out, *source);
+            }
         }
     }
 
@@ -292,6 +339,16 @@ impl LoopMsg {
                     ports,
                 }
             }
+            8 => LoopMsg::StreamAcquire {
+                req: r.u64()?,
+                source: r.ip()?,
+            },
+            9 => LoopMsg::StreamGranted {
+                req: r.u64()?,
+                source: r.ip()?,
+                granted: r.u8()? != 0,
+            },
+            10 => LoopMsg::StreamRelease { source: r.ip()? },
             _ => return None,
         };
         r.0.is_empty().then_some(msg)
@@ -302,6 +359,20 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     let n = u16::try_from(b.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&n.to_le_bytes());
     out.extend_from_slice(b.get(..usize::from(n)).unwrap_or(b));
+}
+
+/// An address: its version (4 or 6), then its octets.
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
 }
 
 /// A cursor over untrusted bytes: every read is checked.
@@ -329,18 +400,65 @@ impl<'a> Reader<'a> {
         let n = self.u16()?;
         String::from_utf8(self.take(usize::from(n))?.to_vec()).ok()
     }
+    fn ip(&mut self) -> Option<IpAddr> {
+        match self.u8()? {
+            4 => Some(IpAddr::V4(Ipv4Addr::from(
+                <[u8; 4]>::try_from(self.take(4)?).ok()?,
+            ))),
+            6 => Some(IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(self.take(16)?).ok()?,
+            ))),
+            _ => None,
+        }
+    }
 }
 
 /// The loop that counts `username`'s allocations for the node: a fixed hash of the name
 /// (FNV-1a), so every loop agrees without asking.
 pub fn home_of(username: &str, count: u16) -> LoopId {
+    home_of_bytes(username.as_bytes(), count)
+}
+
+fn home_of_bytes(key: &[u8], count: u16) -> LoopId {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in username.as_bytes() {
+    for b in key {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     let count = u64::from(count.max(1));
     LoopId(u16::try_from(h % count).unwrap_or(0))
+}
+
+/// The source a stream from `ip` counts against in `max_streams_per_source`: the IPv4
+/// address (IPv4-mapped and other embedded forms count as the IPv4 address, see
+/// [`crate::policy::canonical`]), or the /64 prefix of an IPv6 address, as the per-source
+/// budget counts it: one host usually owns a whole /64 and could otherwise rotate through
+/// it.
+pub fn stream_source(ip: IpAddr) -> IpAddr {
+    match crate::policy::canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
+/// The loop that counts the open streams of `source` (a [`stream_source`]) for the node: a
+/// fixed hash of its bytes (a family tag, then the IPv4 address or the /64 prefix), so
+/// every loop agrees without asking.
+pub fn source_home(source: IpAddr, count: u16) -> LoopId {
+    let mut key = [0u8; 9];
+    let len = match stream_source(source) {
+        IpAddr::V4(v4) => {
+            key[0] = 4;
+            key[1..5].copy_from_slice(&v4.octets());
+            5
+        }
+        IpAddr::V6(v6) => {
+            key[0] = 6;
+            key[1..9].copy_from_slice(&v6.octets()[..8]);
+            9
+        }
+    };
+    home_of_bytes(&key[..len], count)
 }
 
 /// The loop that created allocation `id`.
@@ -470,6 +588,23 @@ mod tests {
                 family: 0,
                 ports: vec![50000, 50001],
             },
+            LoopMsg::StreamAcquire {
+                req: 11,
+                source: "203.0.113.9".parse().unwrap(),
+            },
+            LoopMsg::StreamGranted {
+                req: 11,
+                source: "2001:db8:1:2::".parse().unwrap(),
+                granted: true,
+            },
+            LoopMsg::StreamGranted {
+                req: 12,
+                source: "198.51.100.1".parse().unwrap(),
+                granted: false,
+            },
+            LoopMsg::StreamRelease {
+                source: "2001:db8:1:2::".parse().unwrap(),
+            },
         ];
         for m in msgs {
             let mut b = Vec::new();
@@ -500,5 +635,28 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
         assert_eq!(home_of("anyone", 1), LoopId(0));
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_or_ipv6_64s() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(stream_source(ip("203.0.113.9")), ip("203.0.113.9"));
+        assert_eq!(stream_source(ip("::ffff:203.0.113.9")), ip("203.0.113.9"));
+        assert_eq!(
+            stream_source(ip("2001:db8:1:2:aa:bb:cc:dd")),
+            ip("2001:db8:1:2::")
+        );
+        let mut seen = [0u32; 4];
+        for i in 0..400u32 {
+            let v4 = IpAddr::V4(Ipv4Addr::from(0xcb00_7100 + i));
+            let h = source_home(v4, 4);
+            seen[usize::from(h.0)] += 1;
+            // Every address of a /64 has the home of the /64.
+            let v6 = |host: u64| IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64 | u128::from(host)));
+            assert_eq!(source_home(v6(1), 4), source_home(v6(u64::MAX), 4));
+            assert_eq!(source_home(v6(7), 4), source_home(stream_source(v6(7)), 4));
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+        assert_eq!(source_home(ip("2001:db8::1"), 1), LoopId(0));
     }
 }

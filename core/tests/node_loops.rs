@@ -1,16 +1,20 @@
 //! A node of several event loops (turnpike_core::node): a RESERVATION-TOKEN is redeemed
 //! whichever loop receives it, `user_quota` and `total_quota` hold for the node, and a loop
-//! that ran out of ports borrows before it answers 508. Messages between the loops' cores
-//! are carried here by a queue that may deliver them in any order.
+//! that ran out of ports borrows before it answers 508, and `max_streams_per_source` holds
+//! for the node. Messages between the loops' cores are carried here by a queue that may
+//! deliver them in any order.
 
 mod support;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use support::*;
 use turnpike_core::auth::NonceKey;
-use turnpike_core::node::{LoopId, LoopMsg, NodePlace};
+use turnpike_core::event::CloseReason;
+use turnpike_core::node::{source_home, LoopId, LoopMsg, NodePlace};
+use turnpike_core::proxy_protocol;
 use turnpike_core::stun::attr;
-use turnpike_core::Config;
+use turnpike_core::{Config, ConnId};
 
 /// N cores of one node, and the messages in flight between them.
 struct Node {
@@ -92,6 +96,57 @@ impl Node {
             .map(|h| h.server.stats(h.now).allocations)
             .sum()
     }
+
+    /// Loop `i` accepts TCP connection `conn` from `remote` (messages stay in flight).
+    fn open(&mut self, i: usize, conn: u64, remote: SocketAddr) {
+        let out = self.loops[i].open_stream(ConnId(conn), TCP, remote);
+        self.absorb(i, out);
+    }
+
+    /// The client closes connection `conn` on loop `i` (messages stay in flight).
+    fn close(&mut self, i: usize, conn: u64) {
+        let out = self.loops[i].close_stream(ConnId(conn));
+        self.absorb(i, out);
+    }
+
+    /// Open streams of the node.
+    fn streams(&self) -> u64 {
+        self.loops
+            .iter()
+            .map(|h| h.server.stats(h.now).streams)
+            .sum()
+    }
+
+    /// Streams the node closed for `TooManyStreams`, and the refusals it counted.
+    fn too_many(&self) -> (usize, u64) {
+        let closed = self
+            .seen
+            .iter()
+            .flat_map(|o| &o.closed_streams)
+            .filter(|c| c.1 == CloseReason::TooManyStreams)
+            .count();
+        let counted = self
+            .loops
+            .iter()
+            .map(|h| h.server.stats(h.now).streams_over_source_cap)
+            .sum();
+        (closed, counted)
+    }
+
+    /// Whether the node closed connection `conn` of loop `i`.
+    fn was_closed(&self, i: usize, conn: u64) -> bool {
+        self.seen[i]
+            .closed_streams
+            .iter()
+            .any(|c| c.0 == ConnId(conn))
+    }
+}
+
+/// Four loops, at most 8 streams per source.
+fn capped_node(lifo: bool) -> Node {
+    let mut node = Node::new(4, |c| c.max_streams_per_source = 8);
+    node.lifo = lifo;
+    node
 }
 
 #[test]
@@ -213,5 +268,181 @@ fn a_loop_out_of_ports_borrows_before_508() {
         let mut c = Client::udp(50 + n);
         let a = node.allocate(1, &mut c, Req::allocate().raw(attr::EVEN_PORT, &[0x80]));
         assert!(a.is_success(), "pair {n}: {:?}", a.code());
+    }
+}
+
+#[test]
+fn streams_per_source_hold_across_loops() {
+    let from = |port: u64| sa(&format!("203.0.113.9:{}", 40_000 + port));
+    // Each connection settled before the next, or all of them in flight at once.
+    for (lifo, at_once) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut node = capped_node(lifo);
+        for n in 0..16u64 {
+            node.open((n % 4) as usize, n, from(n));
+            if !at_once {
+                node.settle();
+            }
+        }
+        node.settle();
+        assert_eq!(node.streams(), 8, "lifo {lifo}, at once {at_once}");
+        assert_eq!(node.too_many(), (8, 8), "lifo {lifo}, at once {at_once}");
+        if !at_once {
+            for n in 0..16 {
+                assert_eq!(node.was_closed((n % 4) as usize, n), n >= 8, "stream {n}");
+            }
+        }
+        // Another source is not affected.
+        node.open(1, 100, sa("203.0.113.10:40000"));
+        node.settle();
+        assert_eq!((node.streams(), node.too_many().0), (9, 8));
+        // Closing three, wherever they are, makes room for three more on any loop.
+        let kept: Vec<u64> = (0..16)
+            .filter(|&n| !node.was_closed((n % 4) as usize, n))
+            .collect();
+        for &n in &kept[..3] {
+            node.close((n % 4) as usize, n);
+        }
+        node.settle();
+        for n in 16..21u64 {
+            node.open(((n + 1) % 4) as usize, n, from(n));
+        }
+        node.settle();
+        assert_eq!(node.streams(), 9);
+        assert_eq!(node.too_many(), (10, 10));
+        // Everything closed: the homes count nothing, a full 8 may open again.
+        for n in 0..21u64 {
+            for i in 0..4 {
+                node.close(i, n);
+            }
+        }
+        node.close(1, 100);
+        node.settle();
+        assert_eq!(node.streams(), 0);
+        for n in 30..39u64 {
+            node.open((n % 4) as usize, n, from(n));
+            node.settle();
+        }
+        assert_eq!(node.streams(), 8);
+        assert_eq!(node.too_many(), (11, 11));
+    }
+}
+
+#[test]
+fn an_ipv6_source_is_counted_by_its_64() {
+    for lifo in [false, true] {
+        let mut node = capped_node(lifo);
+        // Sixteen addresses of one /64, spread over the loops.
+        for n in 0..16u64 {
+            node.open(
+                (n % 4) as usize,
+                n,
+                sa(&format!("[2001:db8:5:6::{:x}]:4000", n + 1)),
+            );
+        }
+        node.settle();
+        assert_eq!(node.streams(), 8);
+        assert_eq!(node.too_many(), (8, 8));
+        // The next /64 has its own count.
+        for n in 20..28u64 {
+            node.open(
+                (n % 4) as usize,
+                n,
+                sa(&format!("[2001:db8:5:7::{:x}]:4000", n)),
+            );
+        }
+        node.settle();
+        assert_eq!(node.streams(), 16);
+        assert_eq!(node.too_many(), (8, 8));
+    }
+}
+
+#[test]
+fn a_stream_closed_while_its_home_is_asked_gives_the_count_back() {
+    let source = sa("203.0.113.9:40000");
+    let home = source_home(source.ip(), 4).0 as usize;
+    let away = (home + 1) % 4;
+    for lifo in [false, true] {
+        let mut node = capped_node(lifo);
+        // Granted after the stream is gone: the home is told to count it no more.
+        node.open(away, 1, source);
+        assert_eq!(node.flight.len(), 1, "the home is asked");
+        node.close(away, 1);
+        node.settle();
+        // Refused after the stream is gone: nothing to give back.
+        for n in 10..18u64 {
+            node.open(home, n, source);
+        }
+        node.open(away, 2, source);
+        node.close(away, 2);
+        node.settle();
+        assert_eq!(node.streams(), 8);
+        assert_eq!(node.too_many(), (0, 0));
+        // The count is exact: one closes, one more may open, and no more.
+        node.close(home, 10);
+        node.open(away, 3, source);
+        node.settle();
+        node.open(away, 4, source);
+        node.settle();
+        assert_eq!(node.streams(), 8);
+        assert_eq!(node.too_many(), (1, 1));
+        assert!(node.was_closed(away, 4));
+    }
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_node_counts_the_client_from_the_header() {
+    for lifo in [false, true] {
+        let mut node = capped_node(lifo);
+        let header = proxy_protocol::encode_v1(Some((sa("198.18.1.1:5000"), sa("192.0.2.1:443"))));
+        for n in 0..12u64 {
+            let i = (n % 4) as usize;
+            node.loops[i].open_stream(ConnId(n), TCP_PROXY, proxy_addr());
+            let out = node.loops[i].stream_data(ConnId(n), &header);
+            node.absorb(i, out);
+            node.settle();
+        }
+        assert_eq!(node.streams(), 8);
+        assert_eq!(node.too_many(), (4, 4));
+    }
+}
+
+#[test]
+fn a_node_of_one_loop_counts_streams_without_messages() {
+    let mut node = Node::new(1, |c| c.max_streams_per_source = 8);
+    for n in 0..12u64 {
+        node.open(0, n, sa(&format!("[2001:db8:5:6::{:x}]:4000", n + 1)));
+    }
+    assert!(node.flight.is_empty());
+    assert_eq!(node.streams(), 8);
+    assert_eq!(node.too_many(), (4, 4));
+}
+
+#[test]
+fn a_refused_stream_ends_what_it_started_while_provisional() {
+    // A stream works while its source's home is asked; refused, it is closed and its
+    // allocation (made or pending) ends, giving the user quota back.
+    let source = sa("203.0.113.9:40000");
+    let home = source_home(source.ip(), 4).0 as usize;
+    let away = (home + 1) % 4;
+    for lifo in [false, true] {
+        let mut node = Node::new(4, |c| {
+            c.max_streams_per_source = 8;
+            c.user_quota = 1;
+        });
+        node.lifo = lifo;
+        for n in 10..18u64 {
+            node.open(home, n, source);
+        }
+        node.settle();
+        node.open(away, 1, source);
+        let mut c = Client::stream(ConnId(1));
+        let out = node.loops[away].authed(&mut c, Req::allocate());
+        node.absorb(away, out);
+        node.settle();
+        assert!(node.was_closed(away, 1));
+        assert_eq!(node.too_many(), (1, 1));
+        assert_eq!((node.streams(), node.live()), (8, 0));
+        let mut c = Client::udp(70);
+        assert!(node.allocate(2, &mut c, Req::allocate()).is_success());
     }
 }

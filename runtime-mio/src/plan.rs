@@ -34,12 +34,14 @@ impl Place {
     }
 }
 
-/// How many loops to run, and why fewer than asked when so.
+/// How many loops to run, why fewer than asked when so, and what else to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Loops to run (at least 1).
     pub count: usize,
-    /// Why the count is not what was asked (for the log).
+    /// Why fewer loops run than asked (logged at warn: a capacity surprise).
+    pub warnings: Vec<String>,
+    /// Other things worth a line in the log (logged at info).
     pub notes: Vec<String>,
 }
 
@@ -47,7 +49,7 @@ pub struct Plan {
 /// [`crate::config::MAX_WORKERS`], at most one per [`MIN_PORTS_PER_LOOP`] relay ports.
 /// Recording a trace (`tracing`) changes nothing: every loop records its own file.
 pub fn plan(requested: u32, cores: usize, port_min: u16, port_max: u16, tracing: bool) -> Plan {
-    let mut notes = Vec::new();
+    let (mut warnings, mut notes) = (Vec::new(), Vec::new());
     let want = if requested == 0 {
         cores.max(1)
     } else {
@@ -57,7 +59,7 @@ pub fn plan(requested: u32, cores: usize, port_min: u16, port_max: u16, tracing:
     let ports = u32::from(port_max).saturating_sub(u32::from(port_min)) + 1;
     let by_ports = (ports / MIN_PORTS_PER_LOOP).max(1) as usize;
     if count > by_ports {
-        notes.push(format!(
+        warnings.push(format!(
             "relay ports {port_min}-{port_max} ({ports}) leave fewer than {MIN_PORTS_PER_LOOP} per loop for {count} loops: running {by_ports}"
         ));
         count = by_ports;
@@ -67,7 +69,11 @@ pub fn plan(requested: u32, cores: usize, port_min: u16, port_max: u16, tracing:
             "recording a trace of each of the {count} event loops (loop i's file is the trace file's name with .loop<i> appended, loop 0's the name itself)"
         ));
     }
-    Plan { count, notes }
+    Plan {
+        count,
+        warnings,
+        notes,
+    }
 }
 
 /// Loop `index`'s share of a total limit of `count` loops: shares differ by at most one
@@ -155,7 +161,11 @@ mod tests {
         // Four relay ports: one loop, so a fifth allocation still gets 508.
         let p = plan(0, 2, 50000, 50003, false);
         assert_eq!(p.count, 1);
-        assert!(p.notes.first().is_some_and(|n| n.contains("fewer than 64")));
+        assert!(p
+            .warnings
+            .first()
+            .is_some_and(|n| n.contains("fewer than 64")));
+        assert!(plan(0, 8, 49152, 65535, true).warnings.is_empty());
         assert_eq!(plan(4, 8, 50000, 50000 + 191, false).count, 3);
         assert_eq!(plan(10_000, 1_000, 1, 65535, false).count, 256);
     }

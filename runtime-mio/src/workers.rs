@@ -62,8 +62,11 @@ impl Workers {
             settings.trace.is_some(),
         );
         // Fewer loops than asked is a capacity surprise for whoever sized the machine.
+        for w in &plan.warnings {
+            log::warn!("{w}");
+        }
         for n in &plan.notes {
-            log::warn!("{n}");
+            log::info!("{n}");
         }
         let api = start_api(&settings)?;
         let share = match &api {

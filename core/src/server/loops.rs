@@ -3,6 +3,7 @@
 
 use super::allocate::Stage;
 use super::{Server, Timer};
+use crate::ids::ConnId;
 use crate::node::{LoopId, LoopMsg, Want};
 use crate::time::Instant;
 
@@ -36,6 +37,23 @@ impl Server {
                 granted,
             } => self.user_answer(now, from, req, username, granted),
             LoopMsg::UserRelease { username } => self.release_user(&username),
+            LoopMsg::StreamAcquire { req, source } => {
+                let granted = self.acquire_source(source);
+                self.send_loop(
+                    from,
+                    LoopMsg::StreamGranted {
+                        req,
+                        source,
+                        granted,
+                    },
+                );
+            }
+            LoopMsg::StreamGranted {
+                req,
+                source,
+                granted,
+            } => self.source_answer(now, from, ConnId(req), source, granted),
+            LoopMsg::StreamRelease { source } => self.release_source(source),
             LoopMsg::Borrow { req, want } => {
                 let answer = self.lend(req, want);
                 self.send_loop(from, answer);

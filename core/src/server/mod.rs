@@ -170,7 +170,8 @@ pub struct Server {
     pending: BTreeMap<u64, Pending>,
     pending_by_client: BTreeMap<ClientKey, u64>,
     streams: BTreeMap<ConnId, Stream>,
-    /// Open streams per source address, for `max_streams_per_source`.
+    /// Open streams per source (`node::stream_source`), for `max_streams_per_source`: on a
+    /// node, those of the node for the sources whose home is this loop.
     streams_per_source: BTreeMap<std::net::IpAddr, u32>,
     /// Server-wide bandwidth budget (`total_max_bps`), indexed by `bandwidth::Direction`.
     bandwidth: [TokenBucket; 2],

@@ -7,6 +7,7 @@ use crate::allocation::ClientKey;
 use crate::event::{ClientInfo, CloseReason, DeleteReason, Event, Output};
 use crate::framing::{Frame, FramingError, StreamFramer};
 use crate::ids::{AllocationId, ConnId, ListenerId, RelayId, Transport};
+use crate::node::{source_home, stream_source, LoopId, LoopMsg};
 use crate::policy::canonical;
 use crate::proxy_protocol::{self, ProxyHeader, ProxyParse};
 use crate::time::Instant;
@@ -37,8 +38,11 @@ pub(super) struct Stream {
     deadline: Option<(Instant, CloseReason)>,
     /// The source address this stream counts against in `max_streams_per_source`: the
     /// TCP peer, or for a trusted proxy the client its header names (a header that names
-    /// no client counts against nobody: the proxy is trusted, the client unknown).
+    /// no client counts against nobody: the proxy is trusted, the client unknown). It is
+    /// a [`stream_source`], counted here or by its home loop.
     counted: Option<IpAddr>,
+    /// The source whose home loop was asked to count this stream and has not answered.
+    asking: Option<IpAddr>,
 }
 
 impl Server {
@@ -99,6 +103,7 @@ impl Server {
                 allocation: None,
                 deadline: None,
                 counted: None,
+                asking: None,
             },
         );
         if !proxy {
@@ -327,22 +332,113 @@ impl Server {
     }
 
     /// True when `ip` may open one more stream (`max_streams_per_source`); counts the
-    /// refusal otherwise.
+    /// refusal otherwise. Only the source's home loop knows how many the node has open: a
+    /// loop that is not its home lets the stream in and asks (`count_source`).
     fn source_has_room(&mut self, ip: IpAddr) -> bool {
-        let cap = self.cfg.max_streams_per_source;
-        let open = self.streams_per_source.get(&ip).copied().unwrap_or(0);
-        if cap == 0 || open < cap {
+        let source = stream_source(ip);
+        if source_home(source, self.node.count) != self.node.id() || self.source_room(source) {
             return true;
         }
         self.stats.streams_over_source_cap += 1;
         false
     }
 
-    /// Counts stream `conn` against source `ip`.
+    /// True when `source` has fewer than `max_streams_per_source` streams open in the node
+    /// (this loop being its home).
+    fn source_room(&self, source: IpAddr) -> bool {
+        let cap = self.cfg.max_streams_per_source;
+        cap == 0 || self.streams_per_source.get(&source).copied().unwrap_or(0) < cap
+    }
+
+    /// Counts stream `conn` against source `ip`: here when this loop is the source's home,
+    /// else by asking the home.
+    ///
+    /// Until the home answers, the stream is provisional and works like any other: the
+    /// core holds no more of its bytes than it always does (no queue to bound), a TCP
+    /// source cannot be spoofed, and the answer comes within one message round trip
+    /// between loops. If the home refuses, the stream is closed with `TooManyStreams`
+    /// and whatever it started meanwhile (an allocation) ends with it. With no cap
+    /// (`max_streams_per_source = 0`) nothing is asked.
     fn count_source(&mut self, conn: ConnId, ip: IpAddr) {
-        if let Some(s) = self.streams.get_mut(&conn) {
-            s.counted = Some(ip);
-            *self.streams_per_source.entry(ip).or_insert(0) += 1;
+        let source = stream_source(ip);
+        let home = source_home(source, self.node.count);
+        let uncapped = self.cfg.max_streams_per_source == 0;
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return;
+        };
+        if home == self.node.id() {
+            s.counted = Some(source);
+            *self.streams_per_source.entry(source).or_insert(0) += 1;
+        } else if !uncapped {
+            s.asking = Some(source);
+            self.send_loop(
+                home,
+                LoopMsg::StreamAcquire {
+                    req: conn.0,
+                    source,
+                },
+            );
+        }
+    }
+
+    /// At the home loop of `source`: counts one more stream of it, opened on another loop,
+    /// unless the node has `max_streams_per_source` open.
+    pub(super) fn acquire_source(&mut self, source: IpAddr) -> bool {
+        let source = stream_source(source);
+        if !self.source_room(source) {
+            return false;
+        }
+        *self.streams_per_source.entry(source).or_insert(0) += 1;
+        true
+    }
+
+    /// At the home loop of `source`: one of its streams closed.
+    pub(super) fn release_source(&mut self, source: IpAddr) {
+        let source = stream_source(source);
+        if let Some(n) = self.streams_per_source.get_mut(&source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.streams_per_source.remove(&source);
+            }
+        }
+    }
+
+    /// The home loop of `source` answered whether stream `conn` may stay open.
+    pub(super) fn source_answer(
+        &mut self,
+        now: Instant,
+        home: LoopId,
+        conn: ConnId,
+        source: IpAddr,
+        granted: bool,
+    ) {
+        let waiting = self
+            .streams
+            .get_mut(&conn)
+            .filter(|s| s.asking == Some(source));
+        match (waiting, granted) {
+            (Some(s), true) => {
+                s.asking = None;
+                s.counted = Some(source);
+            }
+            (Some(s), false) => {
+                s.asking = None;
+                self.stats.streams_over_source_cap += 1;
+                self.close_stream(now, conn, CloseReason::TooManyStreams);
+            }
+            // The stream is gone: give the count back.
+            (None, true) => self.send_loop(home, LoopMsg::StreamRelease { source }),
+            (None, false) => {}
+        }
+    }
+
+    /// A stream counted against `source` closed: its home loop counts one fewer.
+    fn give_back_source(&mut self, source: IpAddr) {
+        let home = source_home(source, self.node.count);
+        if home == self.node.id() {
+            self.release_source(source);
+        } else {
+            self.send_loop(home, LoopMsg::StreamRelease { source });
         }
     }
 
@@ -352,13 +448,9 @@ impl Server {
         let Some(s) = self.streams.remove(&conn) else {
             return;
         };
-        if let Some(ip) = s.counted {
-            if let Some(n) = self.streams_per_source.get_mut(&ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.streams_per_source.remove(&ip);
-                }
-            }
+        // A stream still asking its source's home is given back when the answer comes.
+        if let Some(source) = s.counted {
+            self.give_back_source(source);
         }
         if let Some(id) = s.allocation {
             self.remove_allocation(now, id, DeleteReason::StreamClosed);

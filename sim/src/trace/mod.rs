@@ -392,6 +392,19 @@ pub fn loop_msg_json(m: &LoopMsg) -> Value {
         } => {
             json!({"type": "lend", "req": req, "credits": credits, "family": family, "ports": ports})
         }
+        LoopMsg::StreamAcquire { req, source } => {
+            json!({"type": "stream_acquire", "req": req, "source": source.to_string()})
+        }
+        LoopMsg::StreamGranted {
+            req,
+            source,
+            granted,
+        } => {
+            json!({"type": "stream_granted", "req": req, "source": source.to_string(), "granted": granted})
+        }
+        LoopMsg::StreamRelease { source } => {
+            json!({"type": "stream_release", "source": source.to_string()})
+        }
     }
 }
 
