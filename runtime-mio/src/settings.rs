@@ -349,6 +349,47 @@ mod tests {
     }
 
     #[test]
+    fn native_tls_has_a_listener_and_turns_urls_at_its_port() {
+        let own = FileConfig {
+            turn_tls_listen_port: Some(5349),
+            tls_cert_file: Some("c.pem".into()),
+            tls_key_file: Some("k.pem".into()),
+            ipv4_address: Some(std::net::Ipv4Addr::new(192, 0, 2, 10)),
+            ..FileConfig::builtin_default("s".into())
+        };
+        let modes: Vec<(u16, TlsMode)> = listener_specs(&own)
+            .iter()
+            .filter(|l| l.transport == Transport::Tcp)
+            .map(|l| (l.addr.port(), l.tls))
+            .collect();
+        assert_eq!(modes, vec![(3478, TlsMode::Off), (5349, TlsMode::On)]);
+        let urls = turn_urls(&ice_settings(&own, Vec::new()), own.turn_udp_port);
+        assert_eq!(
+            urls.last().map(String::as_str),
+            Some("turns:192.0.2.10:5349?transport=tcp")
+        );
+        // One port for both: the TCP listener detects TLS; the nginx layout's
+        // turn_tls_port still decides the port written into URLs.
+        let shared = FileConfig {
+            turn_tls_listen_port: Some(3478),
+            turn_tls_port: Some(443),
+            turn_fqdn: Some("turn.example.com".into()),
+            ..own
+        };
+        let modes: Vec<TlsMode> = listener_specs(&shared)
+            .iter()
+            .filter(|l| l.transport == Transport::Tcp)
+            .map(|l| l.tls)
+            .collect();
+        assert_eq!(modes, vec![TlsMode::Auto]);
+        let urls = turn_urls(&ice_settings(&shared, Vec::new()), shared.turn_udp_port);
+        assert_eq!(
+            urls.last().map(String::as_str),
+            Some("turns:turn.example.com:443?transport=tcp")
+        );
+    }
+
+    #[test]
     fn listeners_in_id_order() {
         let l = listener_specs(&dual());
         let got: Vec<(u32, Transport, String, bool)> = l
