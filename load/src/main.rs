@@ -10,6 +10,7 @@ mod procfs;
 mod scaling;
 mod scenarios;
 mod servers;
+mod tls_compare;
 mod traffic;
 
 use flows::Mode;
@@ -39,6 +40,10 @@ usage: turnpike-load COMMAND [--key value]...
              [--relay-max 29999] [--turnpike PATH] [--dir DIR]
              (turnpike alone with 1, 2, ... event loops: relayed pkts/s, peak with no loss,
              relayed / server CPU-s, allocations/s)
+  tls-compare [--rounds 2] [--clients 100] [--size 200] [--seconds 5] [--window 512]
+             [--port 31000 (TLS on port+1)] [--turnpike PATH] [--workers N] [--dir DIR]
+             (TURN over TLS flat out: turnpike's native TLS, nginx terminating TLS in
+             front of turnpike, coturn's TLS; relayed pkts / server CPU-s)
   core-bench --phase to-peer|to-client|allocate|sequence [--n 100000]
   callgrind  [--n 20000]      (core-bench phases under callgrind: instructions/op)
 
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         "memory" => cmd_memory(&opts),
         "forwarder" => cmd_forwarder(&opts),
         "compare" => cmd_compare(&opts),
+        "tls-compare" => compare_options(&opts).and_then(|o| tls_compare::run(&o)),
         "scaling" => cmd_scaling(&opts),
         "core-bench" => corebench::run(
             &opts.str("phase", "to-peer"),
