@@ -221,7 +221,7 @@ fn measure(
             .sum()
     };
     let cpu0 = cpu(&pids);
-    let r = report("tls flat", s.run(flat(o), None));
+    let r = report("tls flat", s.run(flat(o), pids.first().copied()));
     let used = cpu(&pids) - cpu0;
     let per_cpu = if used > 0.0 {
         r.relayed() as f64 / used
