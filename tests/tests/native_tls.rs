@@ -67,6 +67,15 @@ fn uclient_tls_on_its_own_port() {
         let mut u = uclient(tls_addr(&server), &peer);
         u.tls = true;
         u.run_zero_loss();
+        // The event log says the allocations came over TLS.
+        let created = server.wait_event(Duration::from_secs(3), |e| {
+            e["event"] == "allocation_created" && e["transport"] == "tcp" && e["tls"] == true
+        });
+        assert!(
+            created.is_some(),
+            "no allocation_created with tls: {:#?}",
+            server.events()
+        );
     });
 }
 

@@ -109,6 +109,8 @@ impl Runtime {
                 }
             }
         }
+        // The events of TLS streams closed so far are out: forget those streams.
+        self.reporter.forget_closed();
         if let Some(t) = &mut self.trace {
             t.end_drain();
         }

@@ -16,6 +16,7 @@ use crate::settings::{ListenerSpec, Settings};
 use crate::sockets;
 use crate::sockets::SocketBuffers;
 use crate::start_error::StartError;
+use crate::tls::TlsMode;
 use crate::token::Source;
 use crate::trace_recorder::TraceRecorder;
 use crate::udp_batch::{RecvBatch, SendMode, SendQueue, RECV_SLOTS};
@@ -118,6 +119,16 @@ impl Runtime {
             }
         }
         if place.index == 0 {
+            for spec in &settings.listeners {
+                match spec.tls {
+                    TlsMode::Off => {}
+                    TlsMode::On => log::info!("TLS (turns:) on tcp {}", spec.addr),
+                    TlsMode::Auto => log::info!(
+                        "TLS (turns:) and plain TURN-TCP on one port: tcp {}",
+                        spec.addr
+                    ),
+                }
+            }
             for w in settings.ice.start_warnings() {
                 log::warn!("{w}");
             }

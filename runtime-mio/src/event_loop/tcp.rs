@@ -271,6 +271,7 @@ impl Runtime {
             if was_handshaking && !t.session.is_handshaking() {
                 conn.handshake_deadline = None;
                 self.stats.tls_handshakes += 1;
+                self.reporter.tls_stream(c);
                 log::debug!(
                     "stream {} from {}: TLS {:?} established, ALPN {}",
                     c.0,
@@ -443,6 +444,9 @@ impl Runtime {
     /// Forgets stream `c` and closes its socket.
     pub(super) fn close_conn(&mut self, c: ConnId) {
         if let Some(mut conn) = self.conns.remove(&c) {
+            if conn.is_tls() {
+                self.reporter.tls_stream_closed(c);
+            }
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
