@@ -2,9 +2,9 @@
 //! (Allocate with its 401 round, CreatePermission, ChannelBind, optionally Refresh 0),
 //! and the clock they share.
 //!
-//! Every client binds its own loopback source address (127.1.x.y): the relay budgets
-//! unauthenticated answers per source IP (RFC 8656 §21.2), and thousands of 401 rounds
-//! from one address would be throttled, which is not what is measured.
+//! Every client binds its own loopback source address (127.1.x.y), as the clients of a
+//! relay on the internet come from many addresses; `crowd` measures many clients behind
+//! one address.
 
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};

@@ -13,6 +13,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use turnpike_core::cidr::IpNet;
+use turnpike_core::config::{
+    DEFAULT_STREAM_MAX_AUTH_FAILURES, DEFAULT_UNAUTH_AMPLIFICATION_FACTOR,
+    DEFAULT_UNAUTH_NODE_BYTES_PER_S, DEFAULT_UNAUTH_SOURCE_BYTES_PER_S,
+};
 
 /// Default size of the kernel socket buffers (WCS uses 1 MiB each).
 pub const DEFAULT_SOCKET_BUFFER: usize = 1 << 20;
@@ -29,6 +33,9 @@ pub const DEFAULT_COALESCE_US: u32 = 100;
 
 /// Longest `coalesce_us` accepted: beyond it the added latency is felt by media.
 pub const MAX_COALESCE_US: u32 = 1000;
+
+/// Smallest `unauth_source_bytes_per_s`: a few challenges a second.
+pub const MIN_UNAUTH_BYTES_PER_S: u64 = 1_000;
 
 /// The realm of the built-in default.
 pub const DEFAULT_REALM: &str = "turnpike";
@@ -123,6 +130,17 @@ pub struct FileConfig {
     pub max_bps: u64,
     /// Relayed bytes per second for the whole relay, each way (0: no cap).
     pub total_max_bps: u64,
+    /// Anti-amplification: bytes of unauthenticated answers (401, 438, 400, Binding) sent
+    /// to a UDP source per byte received from it (RFC 9000 §8 uses 3), 1..=10.
+    pub unauth_amplification_factor: u32,
+    /// Bytes per second of unauthenticated answers to one UDP source address (an IPv4
+    /// address or an IPv6 /64), for the whole relay.
+    pub unauth_source_bytes_per_s: u64,
+    /// Bytes per second of unauthenticated answers to all UDP sources, for the whole relay.
+    pub unauth_node_bytes_per_s: u64,
+    /// A TCP connection whose requests fail authentication this many times in a row is
+    /// closed (0: never).
+    pub stream_max_auth_failures: u32,
     /// SO_RCVBUF of every socket, bytes (0: the OS default).
     pub socket_receive_buffer_size: usize,
     /// SO_SNDBUF of every socket, bytes (0: the OS default).
@@ -198,9 +216,13 @@ impl Default for FileConfig {
             total_quota: 10_000,
             max_allocation_lifetime_s: 3600,
             stream_idle_timeout_s: 30,
-            max_streams_per_source: 64,
+            max_streams_per_source: turnpike_core::config::DEFAULT_MAX_STREAMS_PER_SOURCE,
             max_bps: 0,
             total_max_bps: 0,
+            unauth_amplification_factor: DEFAULT_UNAUTH_AMPLIFICATION_FACTOR,
+            unauth_source_bytes_per_s: DEFAULT_UNAUTH_SOURCE_BYTES_PER_S,
+            unauth_node_bytes_per_s: DEFAULT_UNAUTH_NODE_BYTES_PER_S,
+            stream_max_auth_failures: DEFAULT_STREAM_MAX_AUTH_FAILURES,
             socket_receive_buffer_size: DEFAULT_SOCKET_BUFFER,
             socket_send_buffer_size: DEFAULT_SOCKET_BUFFER,
             event_log: None,
@@ -404,6 +426,7 @@ impl FileConfig {
         if self.user_quota == 0 {
             return Err(("user_quota", "must be at least 1".into()));
         }
+        self.check_unauth()?;
         if self.total_quota == 0 {
             return Err(("total_quota", "must be at least 1".into()));
         }
@@ -519,6 +542,34 @@ impl Visitor<'_> for UdpPortVisitor {
 
 impl FileConfig {
     /// The rules of the HTTP API and of issuance.
+    /// The anti-amplification limits: a factor the core accepts, and ceilings that let at
+    /// least a few challenges through.
+    fn check_unauth(&self) -> Result<(), (&'static str, String)> {
+        let max = turnpike_core::config::MAX_UNAUTH_AMPLIFICATION_FACTOR;
+        if !(1..=max).contains(&self.unauth_amplification_factor) {
+            return Err((
+                "unauth_amplification_factor",
+                format!("must be 1..={max} (3 is RFC 9000's rule)"),
+            ));
+        }
+        if self.unauth_source_bytes_per_s < MIN_UNAUTH_BYTES_PER_S {
+            return Err((
+                "unauth_source_bytes_per_s",
+                format!("must be at least {MIN_UNAUTH_BYTES_PER_S} (a 401 is about 150 bytes)"),
+            ));
+        }
+        if self.unauth_node_bytes_per_s < self.unauth_source_bytes_per_s {
+            return Err((
+                "unauth_node_bytes_per_s",
+                format!(
+                    "{} is below `unauth_source_bytes_per_s` ({})",
+                    self.unauth_node_bytes_per_s, self.unauth_source_bytes_per_s
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_issuance(&self) -> Result<(), (&'static str, String)> {
         let (dmin, dmax) = (
             self.turn_udp_dynamic_port_min,
@@ -645,6 +696,13 @@ impl ConfigError {
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next());
         let (key, message) = match unknown {
+            Some(k) if REPLACED_KEYS.iter().any(|(old, _)| *old == k) => {
+                let new = REPLACED_KEYS
+                    .iter()
+                    .find(|(old, _)| *old == k)
+                    .map_or("", |(_, new)| new);
+                (Some(k.to_string()), format!("no longer supported: {new}"))
+            }
             Some(k) => {
                 let hint = suggest(k)
                     .map(|s| format!(" (did you mean `{s}`?)"))
@@ -680,6 +738,18 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Keys of earlier versions, with what replaced them.
+const REPLACED_KEYS: &[(&str, &str)] = &[
+    (
+        "unauth_rate_per_s",
+        "unauthenticated answers are bounded by bytes; see `unauth_amplification_factor` and `unauth_source_bytes_per_s`",
+    ),
+    (
+        "unauth_burst",
+        "unauthenticated answers are bounded by bytes; see `unauth_amplification_factor` and `unauth_source_bytes_per_s`",
+    ),
+];
 
 /// Every key the file accepts, for suggestions.
 const KEYS: &[&str] = &[
@@ -722,6 +792,10 @@ const KEYS: &[&str] = &[
     "max_streams_per_source",
     "max_bps",
     "total_max_bps",
+    "unauth_amplification_factor",
+    "unauth_source_bytes_per_s",
+    "unauth_node_bytes_per_s",
+    "stream_max_auth_failures",
     "socket_receive_buffer_size",
     "socket_send_buffer_size",
     "event_log",
@@ -955,6 +1029,10 @@ stream_idle_timeout_s = 7
 max_streams_per_source = 9
 max_bps = 125000
 total_max_bps = 12500000
+unauth_amplification_factor = 2
+unauth_source_bytes_per_s = 500000
+unauth_node_bytes_per_s = 5000000
+stream_max_auth_failures = 4
 socket_receive_buffer_size = 2097152
 socket_send_buffer_size = 0
 event_log = "turnpike.jsonl"
@@ -1092,6 +1170,67 @@ turn_fqdn = "relay.example.com"
     fn syntax_error_names_line() {
         let e = parse("realm = \"a\"\nrelay_port_min = = 3\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn unauthenticated_limits_are_read_and_checked() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(
+            (
+                c.unauth_amplification_factor,
+                c.unauth_source_bytes_per_s,
+                c.unauth_node_bytes_per_s,
+                c.stream_max_auth_failures
+            ),
+            (2, 500_000, 5_000_000, 4)
+        );
+        let d = parse("static_auth_secret = \"s\"\n").unwrap();
+        assert_eq!(
+            (
+                d.unauth_amplification_factor,
+                d.unauth_source_bytes_per_s,
+                d.unauth_node_bytes_per_s,
+                d.stream_max_auth_failures
+            ),
+            (3, 1_000_000, 20_000_000, 10)
+        );
+        let bad = |text: &str| {
+            let e = parse(&format!("static_auth_secret = \"s\"\n{text}\n")).unwrap_err();
+            (e.line, e.key.unwrap_or_default(), e.message)
+        };
+        for (text, key) in [
+            (
+                "unauth_amplification_factor = 0",
+                "unauth_amplification_factor",
+            ),
+            (
+                "unauth_amplification_factor = 11",
+                "unauth_amplification_factor",
+            ),
+            (
+                "unauth_source_bytes_per_s = 999",
+                "unauth_source_bytes_per_s",
+            ),
+            ("unauth_node_bytes_per_s = 1000", "unauth_node_bytes_per_s"),
+            (
+                "unauth_source_bytes_per_s = -1",
+                "unauth_source_bytes_per_s",
+            ),
+            (
+                "stream_max_auth_failures = \"ten\"",
+                "stream_max_auth_failures",
+            ),
+        ] {
+            let (line, k, m) = bad(text);
+            assert_eq!((line, k.as_str()), (Some(2), key), "{text}: {m}");
+        }
+        assert!(parse("static_auth_secret = \"s\"\nstream_max_auth_failures = 0\n").is_ok());
+        // The packet budget's keys name what replaced them.
+        for old in ["unauth_rate_per_s = 20", "unauth_burst = 40"] {
+            let (line, _, m) = bad(old);
+            assert_eq!(line, Some(2));
+            assert!(m.contains("unauth_amplification_factor"), "{m}");
+        }
     }
 
     #[test]

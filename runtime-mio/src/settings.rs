@@ -156,6 +156,10 @@ impl Settings {
         core.max_streams_per_source = fc.max_streams_per_source;
         core.max_bps = fc.max_bps;
         core.total_max_bps = fc.total_max_bps;
+        core.unauth_amplification_factor = fc.unauth_amplification_factor;
+        core.unauth_source_bytes_per_s = fc.unauth_source_bytes_per_s;
+        core.unauth_node_bytes_per_s = fc.unauth_node_bytes_per_s;
+        core.stream_max_auth_failures = fc.stream_max_auth_failures;
         if core.default_lifetime > core.max_lifetime {
             core.default_lifetime = core.max_lifetime;
         }
@@ -515,6 +519,10 @@ mod tests {
             max_streams_per_source: 3,
             max_bps: 1000,
             total_max_bps: 5000,
+            unauth_amplification_factor: 2,
+            unauth_source_bytes_per_s: 4000,
+            unauth_node_bytes_per_s: 8000,
+            stream_max_auth_failures: 5,
             ..dual()
         };
         let s = Settings::from_file(&fc, "t.toml").unwrap();
@@ -535,6 +543,15 @@ mod tests {
                 s.core.total_max_bps
             ),
             (3, 1000, 5000)
+        );
+        assert_eq!(
+            (
+                s.core.unauth_amplification_factor,
+                s.core.unauth_source_bytes_per_s,
+                s.core.unauth_node_bytes_per_s,
+                s.core.stream_max_auth_failures
+            ),
+            (2, 4000, 8000, 5)
         );
         let v4 = s.core.relay_v4.unwrap();
         assert_eq!(
