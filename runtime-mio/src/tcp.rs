@@ -49,7 +49,7 @@ impl Conn {
         }
     }
 
-    /// True if the stream is (or will be) TLS: what it carries is reported as `tls`.
+    /// True if the stream speaks TLS (its session exists, handshake done or not).
     pub fn is_tls(&self) -> bool {
         matches!(self.layer, Layer::Tls(_))
     }
