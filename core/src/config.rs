@@ -9,6 +9,33 @@ use crate::policy::PeerPolicy;
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 
+/// Default `unauth_amplification_factor`: RFC 9000 §8's limit for unvalidated addresses.
+pub const DEFAULT_UNAUTH_AMPLIFICATION_FACTOR: u32 = 3;
+
+/// The largest `unauth_amplification_factor` accepted: beyond, the relay is a reflector.
+pub const MAX_UNAUTH_AMPLIFICATION_FACTOR: u32 = 10;
+
+/// Default `unauth_source_bytes_per_s`: about 6 600 challenges (401 of about 150 bytes) a
+/// second to one address, so a carrier-NAT address with thousands of browsers starting at
+/// once is answered, while one reflection victim gets no more than 8 Mbit/s from a relay.
+pub const DEFAULT_UNAUTH_SOURCE_BYTES_PER_S: u64 = 1_000_000;
+
+/// Default `unauth_node_bytes_per_s`: about 130 000 challenges a second from the node,
+/// more than two cores answer; it bounds what a flood from many sources makes a bigger
+/// node send (160 Mbit/s).
+pub const DEFAULT_UNAUTH_NODE_BYTES_PER_S: u64 = 20_000_000;
+
+/// Default `stream_max_auth_failures`: a client needs two failures (its first request is
+/// challenged, a stale nonce is answered 438); ten in a row is a client guessing.
+pub const DEFAULT_STREAM_MAX_AUTH_FAILURES: u32 = 10;
+
+/// Default `max_streams_per_source`: behind a corporate NAT whose firewall drops UDP,
+/// every browser comes over TCP or TLS from one address, and tries both at once; 4 096
+/// connections is 2 000 such browsers. One source can still hold no more than a fifth of
+/// the default `max_streams`, and a connection that only fails authentication is closed
+/// after `stream_max_auth_failures`, one that sends nothing after `stream_idle_timeout`.
+pub const DEFAULT_MAX_STREAMS_PER_SOURCE: u32 = 4096;
+
 /// One listening socket of the driver.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -100,10 +127,21 @@ pub struct Config {
     pub max_stream_frame: usize,
     /// A stream with no allocation is closed after this long without a valid request.
     pub stream_idle_timeout: Duration,
-    /// Unauthenticated answers (401, 400...) per source and second, with this burst.
-    pub unauth_rate_per_s: u32,
-    /// Burst of the budget above.
-    pub unauth_burst: u32,
+    /// Anti-amplification for answers to unauthenticated UDP requests (401, 438, 400,
+    /// Binding...; RFC 8656 §21.2): at most this many bytes sent to a source (an IPv4
+    /// address or IPv6 /64) per byte received from it (RFC 9000 §8's rule for unvalidated
+    /// addresses uses 3), plus 8 KiB advanced once. Streams are not limited: a TCP
+    /// handshake proved the address.
+    pub unauth_amplification_factor: u32,
+    /// Unauthenticated answer bytes per second to one source (an IPv4 address or IPv6
+    /// /64) for the whole node; each of `node.count` loops gets its share.
+    pub unauth_source_bytes_per_s: u64,
+    /// Unauthenticated answer bytes per second to all UDP sources together, for the whole
+    /// node; each loop gets its share.
+    pub unauth_node_bytes_per_s: u64,
+    /// A stream whose requests fail authentication this many times in a row (401, 438,
+    /// 400 before authentication) is closed. 0: never.
+    pub stream_max_auth_failures: u32,
     /// Capacity of the output queue; past it, control answers are dropped and counted.
     pub max_queued_outputs: usize,
     /// Relayed payload bytes per second per allocation, each way (coturn's `max-bps`);
@@ -153,11 +191,13 @@ impl Config {
             strict_channel_numbers: false,
             max_channels: 64,
             max_streams: 20_000,
-            max_streams_per_source: 64,
+            max_streams_per_source: DEFAULT_MAX_STREAMS_PER_SOURCE,
             max_stream_frame: 65_535 + 20,
             stream_idle_timeout: Duration::from_secs(30),
-            unauth_rate_per_s: 20,
-            unauth_burst: 40,
+            unauth_amplification_factor: DEFAULT_UNAUTH_AMPLIFICATION_FACTOR,
+            unauth_source_bytes_per_s: DEFAULT_UNAUTH_SOURCE_BYTES_PER_S,
+            unauth_node_bytes_per_s: DEFAULT_UNAUTH_NODE_BYTES_PER_S,
+            stream_max_auth_failures: DEFAULT_STREAM_MAX_AUTH_FAILURES,
             max_queued_outputs: 65_536,
             max_bps: 0,
             total_max_bps: 0,

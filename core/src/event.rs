@@ -75,6 +75,8 @@ pub enum CloseReason {
     AllocationEnded,
     /// Too many streams.
     TooManyStreams,
+    /// Too many requests in a row failed authentication (`stream_max_auth_failures`).
+    TooManyAuthFailures,
 }
 
 impl CloseReason {
@@ -89,6 +91,7 @@ impl CloseReason {
             CloseReason::Idle => "idle",
             CloseReason::AllocationEnded => "allocation_ended",
             CloseReason::TooManyStreams => "too_many_streams",
+            CloseReason::TooManyAuthFailures => "too_many_auth_failures",
         }
     }
 }

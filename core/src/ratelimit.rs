@@ -1,25 +1,69 @@
-//! A per-source budget kept in a fixed table, so that unauthenticated traffic creates no
-//! per-source state (RFC 8656 §21.2): sources hash into buckets; a collision only shares a
-//! budget.
+//! Anti-amplification for answers to unauthenticated UDP sources, kept in a fixed table so
+//! that unauthenticated traffic creates no per-source state (RFC 8656 §21.2): sources hash
+//! into buckets; a collision only shares a budget.
+//!
+//! An answer to a request that is not authenticated (401, 438, 400, a Binding response...)
+//! goes to an address nobody has proven: a spoofed request turns the relay into a
+//! reflector. The rule is QUIC's for unvalidated addresses (RFC 9000 §8): what is sent to a
+//! source is bounded by what it sent, at most `factor` times the bytes received from it.
+//! A real client's request precedes every answer it gets, so however many clients share an
+//! address (an office or carrier NAT), their requests pay for their answers. A request
+//! earns `factor` × its length in credit (banked up to [`CREDIT_CAP_BYTES`]); an answer
+//! takes its length off. A source is advanced [`ADVANCE_BYTES`] before it has paid: a
+//! lone client's first 401 (about 150 bytes) is larger than three times its Allocate
+//! (28 bytes), and the first clients of a NAT arrive before any has sent its second,
+//! larger request; the debt is paid from their next requests and is never forgiven by
+//! time. So whatever the timing, the bytes sent to a source are at most `factor` × the
+//! bytes received from it plus [`ADVANCE_BYTES`]. Two ceilings bound the rest: bytes per
+//! second per source (what one reflection victim can get) and for the whole loop (what a
+//! flood from many sources can make the relay send).
 //!
 //! The table is allocated once. A source is an IPv4 address, or the /64 prefix of an IPv6
 //! address (one host usually owns a whole /64 and could otherwise rotate through it to get a
 //! fresh budget per address). The bucket index is a keyed hash (SipHash-2-4), so without the
 //! key nobody can choose addresses that all land on a victim's bucket.
 
+use crate::server::TokenBucket;
 use crate::time::Instant;
 use std::net::IpAddr;
 
-/// Token buckets indexed by a keyed hash of the source address.
+/// The limits of a [`SourceBudget`], for one event loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BudgetLimits {
+    /// Bytes that may be sent per byte received from a source (RFC 9000 §8 uses 3).
+    pub factor: u32,
+    /// Bytes per second to one source at most; also the most credit a source can bank.
+    pub source_bytes_per_s: u64,
+    /// Bytes per second to all unauthenticated UDP sources together.
+    pub node_bytes_per_s: u64,
+}
+
+/// Why an answer was held back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeldBack {
+    /// The source has not sent enough to pay for it (`factor` × its bytes).
+    Factor,
+    /// The source's ceiling (bytes per second) is spent.
+    SourceCeiling,
+    /// The loop's ceiling for all sources is spent.
+    NodeCeiling,
+}
+
+/// Credit and ceilings indexed by a keyed hash of the source address.
 pub(crate) struct SourceBudget {
     /// A power-of-two number of buckets, fixed at construction.
     buckets: Box<[Bucket]>,
     /// `buckets.len() - 1`: the low bits of the hash pick the bucket.
     mask: u64,
-    /// Refill rate: tokens per second, which is also milli-tokens per millisecond.
-    per_sec: u64,
-    /// Bucket capacity in milli-tokens.
-    burst_milli: u64,
+    limits: BudgetLimits,
+    /// Capacity of a bucket's ceiling, in milli-bytes: one second of it.
+    ceiling_milli: u64,
+    /// The most credit a bucket banks, in bytes.
+    credit_cap: i64,
+    /// The loop-wide ceiling.
+    node: TokenBucket,
+    /// The last source hashed and its bucket: a request and its answer hash once.
+    last: Option<(IpAddr, usize)>,
     /// The two SipHash key halves.
     k0: u64,
     k1: u64,
@@ -30,88 +74,144 @@ impl core::fmt::Debug for SourceBudget {
         // Neither the key nor thousands of buckets belong in a log line.
         f.debug_struct("SourceBudget")
             .field("buckets", &self.buckets.len())
-            .field("per_sec", &self.per_sec)
-            .field("burst", &(self.burst_milli / MILLI))
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl SourceBudget {
-    /// `buckets` buckets (a power of two), each refilling `per_sec` tokens a second up to
-    /// `burst`. `key` keys the hash so sources cannot aim at one bucket.
-    pub(crate) fn new(buckets: usize, per_sec: u32, burst: u32, key: u64) -> Self {
+    /// `buckets` buckets (rounded up to a power of two) with `limits`, from `now`. `key`
+    /// keys the hash so sources cannot aim at one bucket.
+    pub(crate) fn new(buckets: usize, limits: BudgetLimits, key: u64, now: Instant) -> Self {
         // Rounded up to a power of two so a mask picks the bucket; bounded so a bad setting
         // cannot ask for an absurd table.
         let count = buckets.clamp(1, MAX_BUCKETS).next_power_of_two();
-        let burst_milli = u64::from(burst) * MILLI;
-        // Every bucket starts full: a source's first packets are never refused.
-        let full = Bucket {
-            milli_tokens: burst_milli,
-            last_ms: 0,
+        let ceiling_milli = limits.source_bytes_per_s.saturating_mul(MILLI);
+        // Every ceiling starts full; no source starts with credit.
+        let fresh = Bucket {
+            credit: 0,
+            ceiling_milli,
+            last_ms: now.as_millis(),
         };
         SourceBudget {
-            buckets: vec![full; count].into_boxed_slice(),
+            buckets: vec![fresh; count].into_boxed_slice(),
             mask: u64::try_from(count - 1).unwrap_or(0),
-            per_sec: u64::from(per_sec),
-            burst_milli,
+            limits,
+            ceiling_milli,
+            credit_cap: i64::try_from(limits.source_bytes_per_s.min(CREDIT_CAP_BYTES))
+                .unwrap_or(i64::MAX),
+            node: TokenBucket::new(limits.node_bytes_per_s.max(1), now),
+            last: None,
             k0: key,
             // A second, different key half derived from the first; SipHash wants 128 bits
             // and one u64 of configured secret is what we are given.
             k1: key.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15,
         }
     }
-    /// Takes a token for `src` at `now`; false when its budget is spent.
-    pub(crate) fn allow(&mut self, src: IpAddr, now: Instant) -> bool {
+
+    /// `bytes` arrived from `src`: it earns `factor` times as much credit, up to
+    /// [`CREDIT_CAP_BYTES`] or one second of its ceiling, whichever is less.
+    pub(crate) fn received(&mut self, src: IpAddr, bytes: usize) {
+        let earned = u64::try_from(bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::from(self.limits.factor));
+        let earned = i64::try_from(earned).unwrap_or(i64::MAX);
+        let cap = self.credit_cap;
         let index = self.index(src);
-        let (per_sec, burst_milli) = (self.per_sec, self.burst_milli);
-        let Some(bucket) = self.buckets.get_mut(index) else {
-            // Unreachable: the index is masked to the table size.
-            return false;
-        };
-        bucket.refill(now.as_millis(), per_sec, burst_milli);
-        if bucket.milli_tokens >= MILLI {
-            bucket.milli_tokens -= MILLI;
-            true
-        } else {
-            false
+        if let Some(b) = self.buckets.get_mut(index) {
+            b.credit = b.credit.saturating_add(earned).min(cap);
         }
+    }
+
+    /// Takes `bytes` for an answer to `src` at `now`, or says why it must be held back (and
+    /// then takes nothing).
+    pub(crate) fn spend(
+        &mut self,
+        src: IpAddr,
+        bytes: usize,
+        now: Instant,
+    ) -> Result<(), HeldBack> {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let index = self.index(src);
+        let (per_s, cap_milli) = (self.limits.source_bytes_per_s, self.ceiling_milli);
+        let Some(b) = self.buckets.get_mut(index) else {
+            // Unreachable: the index is masked to the table size.
+            return Err(HeldBack::Factor);
+        };
+        let cost = i64::try_from(bytes).unwrap_or(i64::MAX);
+        if b.credit.saturating_sub(cost) < -ADVANCE_BYTES {
+            return Err(HeldBack::Factor);
+        }
+        b.refill(now.as_millis(), per_s, cap_milli);
+        let milli = bytes.saturating_mul(MILLI);
+        if b.ceiling_milli < milli {
+            return Err(HeldBack::SourceCeiling);
+        }
+        if !self.node.take(now, bytes) {
+            return Err(HeldBack::NodeCeiling);
+        }
+        b.ceiling_milli -= milli;
+        b.credit = b.credit.saturating_sub(cost);
+        Ok(())
     }
 }
 
-/// Milli-tokens in one token: integer math, yet a refill of 1 token/s still accrues
-/// every millisecond.
+/// Credit a source gets before it has paid, in bytes: 55 challenges of 150 bytes, or the
+/// first 120 of a crowd whose 28-byte Allocates (84 bytes of credit each) arrive before
+/// any of them sends its second request.
+/// It adds to the bound on what a spoofed source can reflect, once (the debt is not
+/// forgiven by time).
+pub(crate) const ADVANCE_BYTES: i64 = 8_192;
+
+/// The most credit a source banks, in bytes: 64 KiB is 400 challenges ahead of a NAT's
+/// next requests, and all a spoofer can spend of what the real clients of an address paid.
+pub(crate) const CREDIT_CAP_BYTES: u64 = 65_536;
+
+/// Milli-bytes in one byte: integer math, yet a ceiling of a few bytes a second still
+/// accrues every millisecond.
 const MILLI: u64 = 1_000;
 
-/// The largest table: 4 Mi buckets of 16 bytes, 64 MiB.
+/// The largest table: 4 Mi buckets of 24 bytes, 96 MiB.
 const MAX_BUCKETS: usize = 1 << 22;
 
-/// One token bucket.
+/// One source's (or a few colliding sources') account.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
-    milli_tokens: u64,
-    /// When tokens were last added, in core milliseconds.
+    /// `factor` × bytes received − bytes sent, at most the cap; below zero by at most
+    /// [`ADVANCE_BYTES`].
+    credit: i64,
+    /// What is left of the ceiling, in milli-bytes.
+    ceiling_milli: u64,
+    /// When the ceiling was last refilled, in core milliseconds.
     last_ms: u64,
 }
 
 impl Bucket {
-    /// Adds the tokens earned since the last refill, up to the capacity.
-    fn refill(&mut self, now_ms: u64, per_sec: u64, burst_milli: u64) {
+    /// Adds the ceiling earned since the last refill, up to its capacity.
+    fn refill(&mut self, now_ms: u64, per_s: u64, cap_milli: u64) {
         // Time going backwards (or standing still) earns nothing; `last_ms` stays put so
         // the same interval is never counted twice.
         let Some(elapsed_ms) = now_ms.checked_sub(self.last_ms) else {
             return;
         };
-        let earned = elapsed_ms.saturating_mul(per_sec);
-        self.milli_tokens = self.milli_tokens.saturating_add(earned).min(burst_milli);
+        let earned = elapsed_ms.saturating_mul(per_s);
+        self.ceiling_milli = self.ceiling_milli.saturating_add(earned).min(cap_milli);
         self.last_ms = now_ms;
     }
 }
 
 impl SourceBudget {
     /// The bucket of `src`.
-    fn index(&self, src: IpAddr) -> usize {
+    fn index(&mut self, src: IpAddr) -> usize {
+        if let Some((ip, index)) = self.last {
+            if ip == src {
+                return index;
+            }
+        }
         let hash = siphash24(self.k0, self.k1, source_key(src).as_slice());
-        usize::try_from(hash & self.mask).unwrap_or(0)
+        let index = usize::try_from(hash & self.mask).unwrap_or(0);
+        self.last = Some((src, index));
+        index
     }
 }
 
@@ -223,12 +323,17 @@ mod tests {
         Instant::from_millis(ms)
     }
 
-    /// An address of `base`'s family that lands in another bucket than `base`.
-    fn other_bucket(b: &SourceBudget, base: IpAddr) -> IpAddr {
-        (1u8..=255)
-            .map(|i| IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)))
-            .find(|cand| b.index(*cand) != b.index(base))
-            .unwrap()
+    fn limits(factor: u32, source: u64, node: u64) -> BudgetLimits {
+        BudgetLimits {
+            factor,
+            source_bytes_per_s: source,
+            node_bytes_per_s: node,
+        }
+    }
+
+    /// Generous ceilings: only the factor bites.
+    fn budget(buckets: usize) -> SourceBudget {
+        SourceBudget::new(buckets, limits(3, 1 << 30, 1 << 40), KEY, t(0))
     }
 
     #[test]
@@ -254,115 +359,209 @@ mod tests {
     #[test]
     fn bucket_count_is_a_power_of_two() {
         for (asked, got) in [(0, 1), (1, 1), (2, 2), (3, 4), (1000, 1024), (1024, 1024)] {
-            assert_eq!(
-                SourceBudget::new(asked, 1, 1, KEY).buckets.len(),
-                got,
-                "{asked}"
-            );
+            assert_eq!(budget(asked).buckets.len(), got, "{asked}");
         }
-        assert_eq!(
-            SourceBudget::new(usize::MAX, 1, 1, KEY).buckets.len(),
-            MAX_BUCKETS
+        assert_eq!(budget(usize::MAX).buckets.len(), MAX_BUCKETS);
+    }
+
+    #[test]
+    fn a_source_that_sent_nothing_gets_the_advance_and_no_more() {
+        let mut b = budget(64);
+        let src = ip("203.0.113.7");
+        assert_eq!(b.spend(src, 8_193, t(0)), Err(HeldBack::Factor));
+        assert_eq!(b.spend(src, 8_192, t(0)), Ok(()));
+        assert_eq!(b.spend(src, 1, t(0)), Err(HeldBack::Factor));
+        // The debt is not forgiven by time.
+        assert_eq!(b.spend(src, 1, t(3_600_000)), Err(HeldBack::Factor));
+        b.received(src, 1);
+        assert_eq!(b.spend(src, 3, t(3_600_000)), Ok(()));
+    }
+
+    #[test]
+    fn a_lone_client_gets_its_first_answer_even_when_it_is_larger_than_three_times_the_request() {
+        // A 28-byte Allocate earns 84 bytes; its 401 is about 150: it goes out, and the
+        // debt is paid by the next request.
+        let mut b = budget(64);
+        let src = ip("203.0.113.7");
+        b.received(src, 28);
+        assert_eq!(b.spend(src, 150, t(0)), Ok(()));
+        assert_eq!(b.buckets[b.index(src)].credit, -66);
+        b.received(src, 180);
+        assert_eq!(b.buckets[b.index(src)].credit, 474);
+    }
+
+    /// RFC 9000 §8: at most three times the bytes received (plus the advance here).
+    #[test]
+    fn a_flood_of_small_requests_is_answered_with_at_most_three_times_its_bytes() {
+        let mut b = budget(64);
+        let src = ip("203.0.113.7");
+        let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+        for i in 0..10_000u64 {
+            b.received(src, 20);
+            bytes_in += 20;
+            if b.spend(src, 148, t(i)).is_ok() {
+                bytes_out += 148;
+            }
+        }
+        assert!(
+            bytes_out <= 3 * bytes_in + 8_192,
+            "{bytes_out} for {bytes_in}"
+        );
+        assert!(
+            bytes_out + 148 >= 3 * bytes_in + 8_192,
+            "{bytes_out} for {bytes_in}"
         );
     }
 
     #[test]
-    fn burst_then_refusal() {
-        let mut b = SourceBudget::new(64, 10, 5, KEY);
-        let src = ip("203.0.113.7");
-        for i in 0..5 {
-            assert!(b.allow(src, t(1_000)), "token {i}");
+    fn many_clients_behind_one_address_pay_for_each_other() {
+        // 1 000 clients in bursts of 100: each sends a 28-byte Allocate (401 of 150 back)
+        // before any of the burst sends its authenticated one of 180 bytes (whose answer
+        // is not charged here).
+        let mut b = budget(64);
+        let nat = ip("198.51.100.1");
+        let mut held = 0;
+        for _ in 0..10 {
+            for _ in 0..100 {
+                b.received(nat, 28);
+                if b.spend(nat, 150, t(0)).is_err() {
+                    held += 1;
+                }
+            }
+            for _ in 0..100 {
+                b.received(nat, 180);
+            }
         }
-        assert!(!b.allow(src, t(1_000)));
-        assert!(!b.allow(src, t(1_000)));
+        assert_eq!(held, 0);
     }
 
     #[test]
-    fn refill_over_time() {
-        // 10 tokens/s: one every 100 ms.
-        let mut b = SourceBudget::new(64, 10, 5, KEY);
+    fn the_source_ceiling_holds_and_refills() {
+        // 10 000 bytes a second per source, so 1 000 bytes per 100 ms.
+        let mut b = SourceBudget::new(64, limits(3, 10_000, 1 << 40), KEY, t(0));
         let src = ip("203.0.113.7");
-        while b.allow(src, t(1_000)) {}
-        assert!(!b.allow(src, t(1_099)));
-        assert!(b.allow(src, t(1_100)), "99 + 1 ms earned one token");
-        assert!(!b.allow(src, t(1_100)));
-        assert!(b.allow(src, t(1_300)));
-        assert!(b.allow(src, t(1_300)));
-        assert!(!b.allow(src, t(1_300)));
-        // A long pause refills to the burst, no further.
-        let later = t(1_300) + Duration::from_secs(3600);
-        for _ in 0..5 {
-            assert!(b.allow(src, later));
+        let mut sent = 0;
+        for _ in 0..100 {
+            b.received(src, 1_000);
+            if b.spend(src, 100, t(0)).is_ok() {
+                sent += 100;
+            }
         }
-        assert!(!b.allow(src, later));
+        assert_eq!(sent, 10_000, "one second of ceiling at once");
+        b.received(src, 1_000);
+        assert_eq!(b.spend(src, 100, t(0)), Err(HeldBack::SourceCeiling));
+        assert_eq!(b.spend(src, 100, t(9)), Err(HeldBack::SourceCeiling));
+        assert_eq!(b.spend(src, 100, t(10)), Ok(()));
+        assert_eq!(b.spend(src, 100, t(10)), Err(HeldBack::SourceCeiling));
+        // A long pause refills one second, no more.
+        let later = t(10) + Duration::from_secs(3600);
+        let mut sent = 0;
+        for _ in 0..200 {
+            b.received(src, 1_000);
+            if b.spend(src, 100, later).is_ok() {
+                sent += 100;
+            }
+        }
+        assert_eq!(sent, 10_000);
+    }
+
+    #[test]
+    fn credit_is_banked_up_to_the_cap_or_one_second_of_ceiling() {
+        let mut b = SourceBudget::new(64, limits(3, 1_000, 1 << 40), KEY, t(0));
+        let src = ip("203.0.113.7");
+        b.received(src, 1_000_000);
+        assert_eq!(b.buckets[b.index(src)].credit, 1_000);
+        let mut b = budget(64);
+        b.received(src, 1_000_000);
+        assert_eq!(b.buckets[b.index(src)].credit, 65_536);
+    }
+
+    #[test]
+    fn the_node_ceiling_holds_across_sources() {
+        // MIN_BURST bytes at once, then the rate.
+        let mut b = SourceBudget::new(1024, limits(3, 1 << 30, 1_000), KEY, t(0));
+        let mut sent = 0u64;
+        for i in 0..=255u8 {
+            let src = IpAddr::V4(Ipv4Addr::new(198, 51, 100, i));
+            for _ in 0..10 {
+                b.received(src, 100);
+                if b.spend(src, 100, t(0)).is_ok() {
+                    sent += 100;
+                }
+            }
+        }
+        assert_eq!(sent, crate::server::MIN_BURST / 100 * 100);
+        let src = ip("192.0.2.1");
+        b.received(src, 100);
+        assert_eq!(b.spend(src, 100, t(0)), Err(HeldBack::NodeCeiling));
+        assert_eq!(b.spend(src, 100, t(1_000)), Ok(()));
+    }
+
+    #[test]
+    fn a_refusal_takes_nothing() {
+        let mut b = SourceBudget::new(64, limits(3, 1_000, 1 << 40), KEY, t(0));
+        let src = ip("203.0.113.7");
+        b.received(src, 10_000);
+        assert_eq!(b.spend(src, 2_000, t(0)), Err(HeldBack::SourceCeiling));
+        assert_eq!(b.spend(src, 1_000, t(0)), Ok(()));
     }
 
     #[test]
     fn time_going_backwards_adds_nothing() {
-        let mut b = SourceBudget::new(8, 10, 2, KEY);
+        let mut b = SourceBudget::new(8, limits(3, 1_000, 1 << 40), KEY, t(10_000));
         let src = ip("203.0.113.7");
-        assert!(b.allow(src, t(10_000)));
-        assert!(b.allow(src, t(10_000)));
-        assert!(!b.allow(src, t(0)));
-        assert!(!b.allow(src, t(9_999)));
-        // The interval already counted is not counted again: at 10 100 one token is earned.
-        assert!(b.allow(src, t(10_100)));
-        assert!(!b.allow(src, t(10_100)));
+        b.received(src, 100_000);
+        assert_eq!(b.spend(src, 1_000, t(10_000)), Ok(()));
+        b.received(src, 100_000);
+        assert_eq!(b.spend(src, 100, t(0)), Err(HeldBack::SourceCeiling));
+        assert_eq!(b.spend(src, 100, t(9_999)), Err(HeldBack::SourceCeiling));
+        assert_eq!(b.spend(src, 100, t(10_100)), Ok(()));
         // The end of time does not overflow.
-        assert!(b.allow(src, Instant::from_nanos(u64::MAX)));
-        assert!(b.allow(src, Instant::from_nanos(u64::MAX)));
-        assert!(!b.allow(src, Instant::from_nanos(u64::MAX)));
-    }
-
-    #[test]
-    fn zero_rates() {
-        let mut none = SourceBudget::new(8, 100, 0, KEY);
-        assert!(!none.allow(ip("203.0.113.7"), t(5_000)));
-        let mut no_refill = SourceBudget::new(8, 0, 1, KEY);
-        assert!(no_refill.allow(ip("203.0.113.7"), t(0)));
-        assert!(!no_refill.allow(ip("203.0.113.7"), t(u64::MAX / 2_000_000)));
+        assert_eq!(b.spend(src, 900, Instant::from_nanos(u64::MAX)), Ok(()));
     }
 
     #[test]
     fn sources_in_different_buckets_are_independent() {
-        let mut b = SourceBudget::new(1024, 1, 3, KEY);
+        let mut b = budget(1024);
         let a = ip("203.0.113.7");
-        let c = other_bucket(&b, a);
-        while b.allow(a, t(0)) {}
-        for _ in 0..3 {
-            assert!(b.allow(c, t(0)), "{c} has its own budget");
-        }
-        assert!(!b.allow(c, t(0)));
-        assert!(!b.allow(a, t(0)));
+        let c = (1u8..=255)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)))
+            .find(|cand| b.index(*cand) != b.index(a))
+            .unwrap();
+        b.received(a, 10_000);
+        assert_eq!(
+            b.spend(c, 30_000, t(0)),
+            Err(HeldBack::Factor),
+            "{c} earned nothing"
+        );
+        assert_eq!(b.spend(a, 30_000, t(0)), Ok(()));
     }
 
     #[test]
     fn ipv6_sources_are_their_slash_64() {
-        let mut b = SourceBudget::new(1024, 1, 3, KEY);
+        let mut b = budget(1024);
         let first = ip("2001:db8:1:2::1");
         assert_eq!(
             b.index(first),
             b.index(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
         );
-        for _ in 0..3 {
-            assert!(b.allow(first, t(0)));
-        }
-        // Another address in the same /64 finds the budget spent.
-        for i in 2u16..50 {
-            let same_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, i, i, i, i));
-            assert!(!b.allow(same_64, t(0)), "{same_64}");
-        }
+        // Another address in the same /64 shares the credit.
+        b.received(first, 100);
+        let same_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 9, 9, 9, 9));
+        assert_eq!(b.spend(same_64, 300 + 8_192, t(0)), Ok(()));
+        assert_eq!(b.spend(first, 1, t(0)), Err(HeldBack::Factor));
         // Another /64 is (with this key) another bucket.
         let neighbour = (3u16..300)
             .map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, i, 0, 0, 0, 1)))
             .find(|cand| b.index(*cand) != b.index(first))
             .unwrap();
-        assert!(b.allow(neighbour, t(0)));
+        b.received(neighbour, 1);
+        assert_eq!(b.spend(neighbour, 3 + 8_192, t(0)), Ok(()));
     }
 
     #[test]
     fn ipv4_mapped_ipv6_counts_as_ipv4() {
-        let b = SourceBudget::new(1024, 1, 3, KEY);
+        let mut b = budget(1024);
         assert_eq!(
             b.index(ip("203.0.113.7")),
             b.index(ip("::ffff:203.0.113.7"))
@@ -376,8 +575,9 @@ mod tests {
 
     #[test]
     fn the_key_moves_sources_around() {
-        let b1 = SourceBudget::new(1 << 16, 1, 1, 1);
-        let b2 = SourceBudget::new(1 << 16, 1, 1, 2);
+        let l = limits(3, 1, 1);
+        let mut b1 = SourceBudget::new(1 << 16, l, 1, t(0));
+        let mut b2 = SourceBudget::new(1 << 16, l, 2, t(0));
         let moved = (1u8..=64)
             .map(|i| IpAddr::V4(Ipv4Addr::new(192, 0, 2, i)))
             .filter(|s| b1.index(*s) != b2.index(*s))
@@ -387,20 +587,20 @@ mod tests {
 
     #[test]
     fn memory_is_fixed() {
-        let mut b = SourceBudget::new(256, 1, 1, KEY);
+        let mut b = budget(256);
         let len = b.buckets.len();
         let ptr = b.buckets.as_ptr();
         for i in 0u32..100_000 {
-            b.allow(
-                IpAddr::V4(Ipv4Addr::from(i.wrapping_mul(2_654_435_761))),
-                t(u64::from(i)),
-            );
-            let v6 = Ipv6Addr::from(u128::from(i) << 64 | 1);
-            b.allow(IpAddr::V6(v6), t(u64::from(i)));
+            let v4 = IpAddr::V4(Ipv4Addr::from(i.wrapping_mul(2_654_435_761)));
+            b.received(v4, 20);
+            let _ = b.spend(v4, 100, t(u64::from(i)));
+            let v6 = IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64 | 1));
+            b.received(v6, 20);
+            let _ = b.spend(v6, 100, t(u64::from(i)));
         }
         assert_eq!(b.buckets.len(), len);
         assert_eq!(b.buckets.as_ptr(), ptr, "never reallocated");
-        assert_eq!(core::mem::size_of::<Bucket>(), 16);
+        assert_eq!(core::mem::size_of::<Bucket>(), 24);
         let dbg = format!("{b:?}");
         assert!(
             dbg.contains("buckets: 256") && !dbg.contains(&KEY.to_string()),

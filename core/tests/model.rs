@@ -771,8 +771,12 @@ impl Run {
                 if code == 0 {
                     assert_eq!(a.lifetime, exp.lifetime, "LIFETIME of {req:?}");
                 }
-                // Authenticated answers are cached; 401 and 441 are not.
-                (code != 401 && code != 441).then(|| now + Duration::from_secs(CACHE_S))
+                // Authenticated answers are cached; 401 and 441 are not, nor those of
+                // the idempotent CreatePermission and ChannelBind (RFC 8489 §6.3.1): a
+                // retransmission of those is done again.
+                let idempotent = matches!(req, Req::Permission { .. } | Req::Bind { .. });
+                (code != 401 && code != 441 && !idempotent)
+                    .then(|| now + Duration::from_secs(CACHE_S))
             }
             (None, None) => unreachable!(),
         };
@@ -1525,4 +1529,36 @@ fn channel_cooldown_walk() {
     assert_eq!(seen.get("Bind 508"), Some(&1), "{seen:?}");
     assert_eq!(seen.get("Bind 0"), Some(&4), "{seen:?}");
     assert_eq!(seen.get("channel data relayed: true"), Some(&1), "{seen:?}");
+}
+
+/// A CreatePermission is idempotent, so its answer is not kept for retransmissions: one
+/// retransmitted after its allocation expired is done again (437), not answered from a
+/// cache (RFC 8489 §6.3.1). Found by the random walk.
+#[test]
+fn a_retransmitted_create_permission_is_done_again() {
+    use Op::*;
+    use Req::*;
+    let ops = vec![
+        Request {
+            c: 0,
+            who: Who::Home,
+            req: Allocate {
+                transport: Some(attr::TRANSPORT_UDP),
+                lifetime: None,
+            },
+        },
+        Advance { s: 90 },
+        Request {
+            c: 0,
+            who: Who::Home,
+            req: Permission { peers: vec![] },
+        },
+        Advance { s: 10 },
+        Retransmit { c: 0 },
+    ];
+    let notes = run(&ops);
+    assert!(
+        notes.keys().any(|k| k.starts_with("Permission 437")),
+        "{notes:?}"
+    );
 }

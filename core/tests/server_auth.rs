@@ -8,9 +8,10 @@ mod support;
 use core::time::Duration;
 use support::*;
 use turnpike_core::auth::{long_term_key, rest_password, PasswordAlgorithm};
-use turnpike_core::event::AuthFailure;
 use turnpike_core::event::Event;
+use turnpike_core::event::{AuthFailure, CloseReason};
 use turnpike_core::stun::{attr, Class, IntegrityKind};
+use turnpike_core::ConnId;
 
 /// PASSWORD-ALGORITHMS as the server offers it: SHA-256 then MD5, no parameters.
 const OFFERED: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
@@ -122,6 +123,21 @@ fn stale_nonce_is_438_with_a_fresh_nonce_that_then_works() {
     c.learn(a);
     let (_, out) = h.send_signed(&c, &Req::allocate());
     assert!(out.answer().is_success());
+}
+
+/// The server remembers nonces it verified (to skip their MAC on the next requests of the
+/// same client); a remembered nonce still expires.
+#[test]
+fn a_nonce_that_authenticated_requests_still_expires() {
+    let mut h = Harness::new();
+    let mut c = Client::udp(10);
+    h.allocate_ok(&mut c);
+    let (_, out) = h.send_signed(&c, &Req::refresh(Some(600)));
+    assert!(out.answer().is_success());
+    let lifetime = h.server.config().nonce_lifetime;
+    h.advance(lifetime + Duration::from_secs(1));
+    let (_, out) = h.send_signed(&c, &Req::refresh(Some(600)));
+    assert_eq!(out.answer().code(), Some(438));
 }
 
 #[test]
@@ -363,38 +379,233 @@ fn rest_credential_is_refused_before_the_wall_clock_is_known() {
     assert_eq!(out.answer().code(), Some(401));
 }
 
+/// RFC 8656 §21.2 and RFC 9000 §8: answers to unauthenticated UDP requests amplify
+/// spoofed ones, so a source gets at most three times the bytes it sent (plus an 8 KiB
+/// advance), however slowly it sends; what is held back is counted in bytes and answers.
 #[test]
-fn unauthenticated_answers_are_rate_limited_per_source() {
-    // RFC 8656 §21.2: unauthenticated answers are an amplification vector; a source gets
-    // at most `unauth_burst` of them at once, then its requests are dropped and counted,
-    // while other sources are still answered.
-    let mut cfg = config();
-    cfg.unauth_burst = 5;
-    cfg.unauth_rate_per_s = 1;
-    let mut h = Harness::with_config(cfg);
+fn unauthenticated_udp_answers_are_at_most_three_times_the_bytes_received() {
+    let mut h = Harness::new();
     let flood = Client::udp(30);
-    let mut answered = 0;
-    for _ in 0..20 {
-        let (_, out) = h.send_plain(&flood, &Req::allocate());
-        answered += out.answers.len();
+    let (mut answers, mut answer_bytes) = (0u64, 0u64);
+    let mut request_bytes = 0u64;
+    for _ in 0..300 {
+        let tid = h.tid();
+        let req = Req::allocate().encode_plain(tid, false);
+        request_bytes += req.len() as u64;
+        let out = h.send_raw(flood.via, &req);
+        for a in &out.answers {
+            assert_eq!(a.code(), Some(401));
+            answers += 1;
+            answer_bytes += a.bytes.len() as u64;
+        }
+        h.advance(Duration::from_millis(50));
     }
-    assert_eq!(answered, 5);
-    assert_eq!(h.server.stats(h.now).dropped.rate_limited, 15);
+    assert!(
+        answer_bytes <= 3 * request_bytes + 8_192,
+        "{answer_bytes} bytes of answers to {request_bytes} bytes of requests"
+    );
+    let st = h.server.stats(h.now);
+    let u = st.unauth;
+    assert_eq!(u.udp_requests, 300);
+    assert_eq!(u.udp_request_bytes, request_bytes);
+    assert_eq!((u.udp_answers, u.udp_answer_bytes), (answers, answer_bytes));
+    assert_eq!(u.held_back_factor, 300 - answers);
+    assert!(u.held_back_bytes > 0);
+    assert_eq!(st.dropped.rate_limited, 300 - answers);
     // Another source is unaffected.
     let (_, out) = h.send_plain(&Client::udp(31), &Req::allocate());
     assert_eq!(out.answer().code(), Some(401));
-    // The flooding source recovers at the configured rate.
-    h.advance(Duration::from_secs(2));
+}
+
+/// Issue 13: a thousand browsers behind one NAT address, each with its own port, all get
+/// their 401 and then their allocation; each request pays for the answers of the address.
+#[test]
+fn a_thousand_clients_behind_one_address_all_get_their_challenge() {
+    let mut cfg = config();
+    cfg.user_quota = 2_000;
+    cfg.total_quota = 2_000;
+    let mut h = Harness::with_config(cfg);
+    // In bursts of 50 first requests before any second one, as when many start at once.
+    for burst in 0..20u16 {
+        let mut clients: Vec<Client> = (0..50u16)
+            .map(|i| {
+                let port = 10_000 + burst * 50 + i;
+                Client::new(Via::Udp(sa(&format!("203.0.113.77:{port}"))), USER, PASS)
+            })
+            .collect();
+        for c in &mut clients {
+            h.challenge(c, &Req::allocate());
+        }
+        for c in &mut clients {
+            let (_, out) = h.send_signed(c, &Req::allocate());
+            assert!(out.answer().is_success());
+        }
+    }
+    let st = h.server.stats(h.now);
+    assert_eq!(st.allocations, 1_000);
+    assert_eq!(st.dropped.rate_limited, 0);
+}
+
+/// A request whose source is spent still earns credit: a retransmission is answered.
+#[test]
+fn a_held_back_challenge_is_answered_when_the_client_retransmits() {
+    let mut cfg = config();
+    cfg.unauth_amplification_factor = 1;
+    let mut h = Harness::with_config(cfg);
+    let c = Client::udp(33);
+    // Spend the advance with requests whose answers are larger than they are.
+    let mut held = None;
+    for _ in 0..100 {
+        let (tid, out) = h.send_plain(&c, &Req::allocate());
+        if out.answers.is_empty() {
+            held = Some(tid);
+            break;
+        }
+    }
+    let tid = held.expect("the advance runs out");
+    let mut answered = false;
+    for _ in 0..10 {
+        let out = h.send_raw(c.via, &Req::allocate().encode_plain(tid, false));
+        if !out.answers.is_empty() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered);
+}
+
+/// The per-source ceiling (bytes per second) bounds what one victim gets however many
+/// bytes a spoofer sends; another source is still answered.
+#[test]
+fn the_source_ceiling_bounds_a_source_that_sends_a_lot() {
+    let mut cfg = config();
+    cfg.unauth_source_bytes_per_s = 3_000;
+    let mut h = Harness::with_config(cfg);
+    let flood = Client::udp(34);
+    let mut sent = 0u64;
+    for _ in 0..200 {
+        let (_, out) = h.send_plain(&flood, &Req::allocate().raw(attr::SOFTWARE, &[b'x'; 200]));
+        sent += out
+            .answers
+            .iter()
+            .map(|a| a.bytes.len() as u64)
+            .sum::<u64>();
+    }
+    assert!(sent <= 3_000, "{sent}");
+    let u = h.server.stats(h.now).unauth;
+    assert!(u.held_back_source_ceiling > 0, "{u:?}");
+    let (_, out) = h.send_plain(&Client::udp(35), &Req::allocate());
+    assert_eq!(out.answer().code(), Some(401));
+    // One second later the ceiling is back.
+    h.advance(Duration::from_secs(1));
     let (_, out) = h.send_plain(&flood, &Req::allocate());
-    assert_eq!(out.answers.len(), 1);
+    assert_eq!(out.answer().code(), Some(401));
+}
+
+/// The node ceiling bounds the sum over sources.
+#[test]
+fn the_node_ceiling_bounds_all_sources_together() {
+    let mut cfg = config();
+    cfg.unauth_node_bytes_per_s = 1;
+    let mut h = Harness::with_config(cfg);
+    let mut sent = 0u64;
+    for _ in 0..3 {
+        for n in 1..=250u8 {
+            let (_, out) = h.send_plain(&Client::udp(n), &Req::allocate());
+            sent += out
+                .answers
+                .iter()
+                .map(|a| a.bytes.len() as u64)
+                .sum::<u64>();
+        }
+    }
+    // The smallest bucket holds one datagram of the largest size.
+    assert!(sent <= turnpike_core::server::MIN_BURST, "{sent}");
+    assert!(h.server.stats(h.now).unauth.held_back_node_ceiling > 0);
+}
+
+/// Streams are never refused an answer for rate reasons: a TCP handshake proved the
+/// address, so a stream sending many requests that need no credentials gets every answer.
+#[test]
+fn streams_get_every_unauthenticated_answer() {
+    let mut h = Harness::new();
+    let c = h.tcp_client(70, sa("203.0.113.9:40000"));
+    for _ in 0..200 {
+        let (_, out) = h.send_plain(&c, &Req::binding());
+        assert!(out.answer().is_success());
+    }
+    let u = h.server.stats(h.now).unauth;
+    assert_eq!(u.stream_answers, 200);
+    assert_eq!(u.held_back_factor + u.held_back_source_ceiling, 0);
+}
+
+/// A stream that keeps failing authentication gets every 401, and is closed after
+/// `stream_max_auth_failures` (10 by default) in a row.
+#[test]
+fn a_stream_is_closed_after_ten_failed_authentications_in_a_row() {
+    let mut h = Harness::new();
+    let mut c = h.tcp_client(71, sa("203.0.113.9:40001"));
+    h.challenge(&mut c, &Req::allocate());
+    c.password = "wrong".into();
+    for i in 2..=10 {
+        let (_, out) = h.send_signed(&c, &Req::allocate());
+        assert_eq!(out.answer().code(), Some(401), "attempt {i}");
+        if i < 10 {
+            assert!(out.closed_streams.is_empty(), "attempt {i}");
+        } else {
+            assert_eq!(
+                out.closed_streams,
+                vec![(ConnId(71), CloseReason::TooManyAuthFailures)]
+            );
+        }
+    }
+    let st = h.server.stats(h.now);
+    assert_eq!(st.unauth.streams_closed_auth_failures, 1);
+    assert_eq!(st.streams, 0);
+}
+
+/// A success in between starts the count over: a client that refreshes with a stale
+/// nonce now and then is never closed.
+#[test]
+fn a_successful_authentication_resets_the_failures_of_a_stream() {
+    let mut h = Harness::new();
+    let mut c = h.tcp_client(72, sa("203.0.113.9:40002"));
+    h.allocate_ok(&mut c);
+    for round in 0..3 {
+        let good = c.password.clone();
+        c.password = "wrong".into();
+        for _ in 0..9 {
+            let (_, out) = h.send_signed(&c, &Req::refresh(Some(600)));
+            assert_eq!(out.answer().code(), Some(401), "round {round}");
+            assert!(out.closed_streams.is_empty(), "round {round}");
+        }
+        c.password = good;
+        let out = h.authed(&mut c, Req::refresh(Some(600)));
+        assert!(out.answer().is_success());
+    }
+    assert_eq!(h.server.stats(h.now).streams, 1);
+}
+
+/// `stream_max_auth_failures = 0` never closes.
+#[test]
+fn stream_max_auth_failures_zero_never_closes() {
+    let mut cfg = config();
+    cfg.stream_max_auth_failures = 0;
+    let mut h = Harness::with_config(cfg);
+    let c = h.tcp_client(73, sa("203.0.113.9:40003"));
+    for _ in 0..50 {
+        let (_, out) = h.send_plain(&c, &Req::allocate());
+        assert_eq!(out.answer().code(), Some(401));
+        assert!(out.closed_streams.is_empty());
+    }
 }
 
 #[test]
 fn authenticated_requests_are_not_limited_by_the_unauthenticated_budget() {
     // Once a client holds a nonce, its signed requests are not answers "for free".
     let mut cfg = config();
-    cfg.unauth_burst = 2;
-    cfg.unauth_rate_per_s = 1;
+    cfg.unauth_amplification_factor = 1;
+    cfg.unauth_source_bytes_per_s = 1_000;
     let mut h = Harness::with_config(cfg);
     let mut c = Client::udp(32);
     h.allocate_ok(&mut c);

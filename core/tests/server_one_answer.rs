@@ -137,7 +137,7 @@ const SEEDS: u64 = 24;
 
 fn random_mix(seed: u64) {
     let mut cfg = with_v6(config());
-    cfg.unauth_burst = 1_000_000;
+    cfg.unauth_amplification_factor = 10;
     // The stream client must outlive the idle gaps of the sequence.
     cfg.stream_idle_timeout = Duration::from_secs(1_000_000);
     cfg.max_permissions = 3;

@@ -579,3 +579,26 @@ fn channel_bind_needing_a_new_permission_past_max_permissions_is_508() {
         .answer()
         .is_success());
 }
+
+/// RFC 8489 §6.3.1: CreatePermission and ChannelBind are idempotent, so their answers are
+/// not kept for retransmissions (no copy into the cache): a retransmission is done again
+/// and gets the very same bytes.
+#[test]
+fn retransmitted_create_permission_and_channel_bind_are_done_again_with_the_same_answer() {
+    let mut h = Harness::new();
+    let mut c = Client::udp(60).with_fingerprint();
+    h.allocate_ok(&mut c);
+    let peer: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+    for req in [
+        Req::create_permission(&[peer]),
+        Req::channel_bind(0x4001, peer),
+    ] {
+        let req = req.with_tid(h.tid());
+        let (_, first) = h.send_signed(&c, &req);
+        let (_, again) = h.send_signed(&c, &req);
+        assert!(first.answer().is_success());
+        assert_eq!(again.answer().bytes, first.answer().bytes);
+    }
+    assert_eq!(h.server.stats(h.now).retransmissions, 0);
+    assert_eq!(h.server.stats(h.now).channels, 1);
+}

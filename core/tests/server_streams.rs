@@ -17,7 +17,7 @@ use turnpike_core::ConnId;
 /// way of tests that send many Binding requests from one address.
 fn generous() -> Harness {
     let mut cfg = config();
-    cfg.unauth_burst = 100_000;
+    cfg.unauth_amplification_factor = 10;
     Harness::with_config(cfg)
 }
 

@@ -3,6 +3,7 @@
 
 mod compare;
 mod corebench;
+mod crowd;
 mod flows;
 mod forwarder;
 mod mmsg;
@@ -10,6 +11,7 @@ mod procfs;
 mod scaling;
 mod scenarios;
 mod servers;
+mod tls_compare;
 mod traffic;
 
 use flows::Mode;
@@ -39,6 +41,16 @@ usage: turnpike-load COMMAND [--key value]...
              [--relay-max 29999] [--turnpike PATH] [--dir DIR]
              (turnpike alone with 1, 2, ... event loops: relayed pkts/s, peak with no loss,
              relayed / server CPU-s, allocations/s)
+  tls-compare [--rounds 2] [--clients 100] [--size 200] [--seconds 5] [--window 512]
+             [--port 31000 (TLS on port+1)] [--turnpike PATH] [--workers N] [--dir DIR]
+             (TURN over TLS flat out: turnpike's native TLS, nginx terminating TLS in
+             front of turnpike, coturn's TLS; relayed pkts / server CPU-s)
+  crowd      [--clients 1000] [--rate 5000] [--transport udp|tcp] [--wrong-password false]
+             [--limit-s 20] [--rounds 1] [--server ADDR --pid PID (else turnpike and coturn
+             side by side, with compare's --port, --relay-*, --turnpike, --workers)]
+             (every client from 127.0.0.1, one port each: Allocate with its 401 round)
+  reflect    [--rates 5000,100000] [--seconds 2] [--server ADDR (else turnpike and coturn)]
+             (one source, bare 20-byte Allocates: bytes out / bytes in)
   core-bench --phase to-peer|to-client|allocate|sequence [--n 100000]
   callgrind  [--n 20000]      (core-bench phases under callgrind: instructions/op)
 
@@ -82,12 +94,15 @@ fn main() -> ExitCode {
         "memory" => cmd_memory(&opts),
         "forwarder" => cmd_forwarder(&opts),
         "compare" => cmd_compare(&opts),
+        "tls-compare" => compare_options(&opts).and_then(|o| tls_compare::run(&o)),
         "scaling" => cmd_scaling(&opts),
         "core-bench" => corebench::run(
             &opts.str("phase", "to-peer"),
             opts.num("n", 100_000u32).unwrap_or(0),
         ),
         "callgrind" => cmd_callgrind(&opts),
+        "crowd" => cmd_crowd(&opts),
+        "reflect" => cmd_reflect(&opts),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
@@ -315,6 +330,79 @@ fn compare_options(o: &Opts) -> Result<compare::Options, String> {
         probes: o.num("probes", 6usize)?,
         layout,
     })
+}
+
+fn cmd_crowd(o: &Opts) -> Result<(), String> {
+    let transport = match o.str("transport", "udp").as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        t => return Err(format!("--transport: udp or tcp, not {t}")),
+    };
+    let c = crowd::Crowd {
+        clients: o.num("clients", 1000usize)?.clamp(1, 20_000),
+        rate: o.num("rate", 5000.0f64)?.clamp(1.0, 100_000.0),
+        transport,
+        wrong_password: o.num("wrong-password", false)?,
+        limit: Duration::from_secs_f64(o.num("limit-s", 20.0f64)?.clamp(1.0, 120.0)),
+    };
+    println!(
+        "crowd: {} clients from 127.0.0.1 over {:?}, {:.0} started/s{}; load average {}",
+        c.clients,
+        c.transport,
+        c.rate,
+        if c.wrong_password {
+            ", wrong password"
+        } else {
+            ""
+        },
+        procfs::load_average()
+    );
+    if o.0.contains_key("server") {
+        let r = crowd::crowd(o.addr("server")?, o.pid().ok(), c)?;
+        println!("{}", r.summary());
+        return Ok(());
+    }
+    let layout = compare_options(o)?.layout;
+    for round in 1..=o.num("rounds", 1usize)?.clamp(1, 10) {
+        for kind in [servers::Kind::Turnpike, servers::Kind::Coturn] {
+            let s = servers::start(kind, &layout)?;
+            let r = crowd::crowd(s.addr, Some(s.pid), c);
+            s.stop();
+            println!("round {round} {:<9} {}", kind.name(), r?.summary());
+        }
+    }
+    Ok(())
+}
+
+fn cmd_reflect(o: &Opts) -> Result<(), String> {
+    let rates: Vec<f64> = o
+        .str("rates", "5000,100000")
+        .split(',')
+        .map(|r| r.trim().parse::<f64>().map(|x| x.clamp(1.0, 200_000.0)))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "--rates: numbers separated by commas".to_string())?;
+    let seconds = o.num("seconds", 2.0f64)?;
+    if o.0.contains_key("server") {
+        let server = o.addr("server")?;
+        for rate in rates {
+            println!(
+                "{rate:.0}/s: {}",
+                crowd::reflect(server, rate, seconds)?.summary()
+            );
+        }
+        return Ok(());
+    }
+    let layout = compare_options(o)?.layout;
+    for kind in [servers::Kind::Turnpike, servers::Kind::Coturn] {
+        for &rate in &rates {
+            // A fresh server per rate: nothing banked from the run before.
+            let s = servers::start(kind, &layout)?;
+            let r = crowd::reflect(s.addr, rate, seconds);
+            s.stop();
+            println!("{:<9} {rate:.0}/s: {}", kind.name(), r?.summary());
+        }
+    }
+    Ok(())
 }
 
 fn cmd_callgrind(o: &Opts) -> Result<(), String> {

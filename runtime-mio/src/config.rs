@@ -13,6 +13,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use turnpike_core::cidr::IpNet;
+use turnpike_core::config::{
+    DEFAULT_STREAM_MAX_AUTH_FAILURES, DEFAULT_UNAUTH_AMPLIFICATION_FACTOR,
+    DEFAULT_UNAUTH_NODE_BYTES_PER_S, DEFAULT_UNAUTH_SOURCE_BYTES_PER_S,
+};
 
 /// Default size of the kernel socket buffers (WCS uses 1 MiB each).
 pub const DEFAULT_SOCKET_BUFFER: usize = 1 << 20;
@@ -29,6 +33,9 @@ pub const DEFAULT_COALESCE_US: u32 = 100;
 
 /// Longest `coalesce_us` accepted: beyond it the added latency is felt by media.
 pub const MAX_COALESCE_US: u32 = 1000;
+
+/// Smallest `unauth_source_bytes_per_s`: a few challenges a second.
+pub const MIN_UNAUTH_BYTES_PER_S: u64 = 1_000;
 
 /// The realm of the built-in default.
 pub const DEFAULT_REALM: &str = "turnpike";
@@ -129,6 +136,17 @@ pub struct FileConfig {
     pub max_bps: u64,
     /// Relayed bytes per second for the whole relay, each way (0: no cap).
     pub total_max_bps: u64,
+    /// Anti-amplification: bytes of unauthenticated answers (401, 438, 400, Binding) sent
+    /// to a UDP source per byte received from it (RFC 9000 §8 uses 3), 1..=10.
+    pub unauth_amplification_factor: u32,
+    /// Bytes per second of unauthenticated answers to one UDP source address (an IPv4
+    /// address or an IPv6 /64), for the whole relay.
+    pub unauth_source_bytes_per_s: u64,
+    /// Bytes per second of unauthenticated answers to all UDP sources, for the whole relay.
+    pub unauth_node_bytes_per_s: u64,
+    /// A TCP connection whose requests fail authentication this many times in a row is
+    /// closed (0: never).
+    pub stream_max_auth_failures: u32,
     /// SO_RCVBUF of every socket, bytes (0: the OS default).
     pub socket_receive_buffer_size: usize,
     /// SO_SNDBUF of every socket, bytes (0: the OS default).
@@ -139,8 +157,17 @@ pub struct FileConfig {
     pub turn_tls: bool,
     /// Name written into `turns:` URLs (wins over `turn_fqdn`).
     pub turn_tls_fqdn: Option<String>,
-    /// Port written into `turns:` URLs.
-    pub turn_tls_port: u16,
+    /// Port written into `turns:` URLs. Defaults to `turn_tls_listen_port` when the relay
+    /// serves TLS itself, else 443.
+    pub turn_tls_port: Option<u16>,
+    /// Serve TURN over TLS natively on this port (`turns:` URLs then point at it). Equal to
+    /// `turn_tcp_listen_port` (with `turn_tcp = true`): one port for TLS and plain
+    /// TURN-TCP, told apart by the first byte.
+    pub turn_tls_listen_port: Option<u16>,
+    /// PEM file of the certificate chain of native TLS (leaf first).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of native TLS (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
     /// Name of the relay, used in `turns:` URLs when `turn_tls_fqdn` is not set.
     pub turn_fqdn: Option<String>,
     /// Record every input of the core to this trace file (none: no recording).
@@ -197,15 +224,22 @@ impl Default for FileConfig {
             total_quota: 10_000,
             max_allocation_lifetime_s: 3600,
             stream_idle_timeout_s: 30,
-            max_streams_per_source: 64,
+            max_streams_per_source: turnpike_core::config::DEFAULT_MAX_STREAMS_PER_SOURCE,
             max_bps: 0,
             total_max_bps: 0,
+            unauth_amplification_factor: DEFAULT_UNAUTH_AMPLIFICATION_FACTOR,
+            unauth_source_bytes_per_s: DEFAULT_UNAUTH_SOURCE_BYTES_PER_S,
+            unauth_node_bytes_per_s: DEFAULT_UNAUTH_NODE_BYTES_PER_S,
+            stream_max_auth_failures: DEFAULT_STREAM_MAX_AUTH_FAILURES,
             socket_receive_buffer_size: DEFAULT_SOCKET_BUFFER,
             socket_send_buffer_size: DEFAULT_SOCKET_BUFFER,
             event_log: None,
             turn_tls: false,
             turn_tls_fqdn: None,
-            turn_tls_port: 443,
+            turn_tls_port: None,
+            turn_tls_listen_port: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             turn_fqdn: None,
             trace_file: None,
             trace_payloads: false,
@@ -248,12 +282,14 @@ impl FileConfig {
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
         let config: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
-        config.check().map_err(|(key, message)| ConfigError {
+        let err = |(key, message): (&str, String)| ConfigError {
             file: file.to_string(),
             line: find_key_line(text, key),
             key: Some(key.to_string()),
             message,
-        })?;
+        };
+        config.check().map_err(err)?;
+        config.load_tls().map_err(|e| err((e.key, e.message)))?;
         Ok(config)
     }
 
@@ -279,9 +315,60 @@ impl FileConfig {
         self.ipv6_address.unwrap_or(self.ipv6_listen_address)
     }
 
+    /// The port of `turns:` URLs: `turn_tls_port`, else the native TLS port, else 443.
+    pub fn url_tls_port(&self) -> u16 {
+        self.turn_tls_port
+            .or(self.turn_tls_listen_port)
+            .unwrap_or(443)
+    }
+
+    /// True if the relay serves TLS itself (`turn_tls_listen_port`).
+    pub fn native_tls(&self) -> bool {
+        self.turn_tls_listen_port.is_some()
+    }
+
+    /// Loads the native TLS certificate and key, if configured: an unreadable or bad file
+    /// is an error naming its key.
+    pub fn load_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::tls::TlsLoadError> {
+        match (
+            &self.turn_tls_listen_port,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+        ) {
+            (Some(_), Some(cert), Some(key)) => crate::tls::load(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// The TCP port written into URLs.
     pub fn url_tcp_port(&self) -> u16 {
         self.turn_tcp_port.unwrap_or(self.turn_tcp_listen_port)
+    }
+
+    /// The native TLS keys: a port and both files, or none of them.
+    fn check_native_tls(&self) -> Result<(), (&'static str, String)> {
+        match self.turn_tls_listen_port {
+            Some(0) => Err(("turn_tls_listen_port", "must be 1..=65535".into())),
+            Some(_) if self.tls_cert_file.is_none() => Err((
+                "tls_cert_file",
+                "required when `turn_tls_listen_port` is set".into(),
+            )),
+            Some(_) if self.tls_key_file.is_none() => Err((
+                "tls_key_file",
+                "required when `turn_tls_listen_port` is set".into(),
+            )),
+            None if self.tls_cert_file.is_some() => Err((
+                "tls_cert_file",
+                "has no effect without `turn_tls_listen_port`".into(),
+            )),
+            None if self.tls_key_file.is_some() => Err((
+                "tls_key_file",
+                "has no effect without `turn_tls_listen_port`".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Checks the rules the types cannot express. On failure: the key at fault and why.
@@ -322,9 +409,10 @@ impl FileConfig {
         if self.turn_tcp_port == Some(0) {
             return Err(("turn_tcp_port", "must be 1..=65535".into()));
         }
-        if self.turn_tls_port == 0 {
+        if self.turn_tls_port == Some(0) {
             return Err(("turn_tls_port", "must be 1..=65535".into()));
         }
+        self.check_native_tls()?;
         if self.relay_port_min == 0 {
             return Err(("relay_port_min", "must be 1..=65535".into()));
         }
@@ -357,6 +445,7 @@ impl FileConfig {
         if self.user_quota == 0 {
             return Err(("user_quota", "must be at least 1".into()));
         }
+        self.check_unauth()?;
         if self.total_quota == 0 {
             return Err(("total_quota", "must be at least 1".into()));
         }
@@ -405,7 +494,11 @@ impl FileConfig {
         if self.trace_max_bytes < 1 << 20 {
             return Err(("trace_max_bytes", "at least 1048576 (1 MiB)".into()));
         }
-        if self.turn_tls && self.turn_tls_fqdn.is_none() && self.turn_fqdn.is_none() {
+        if self.turn_tls
+            && !self.native_tls()
+            && self.turn_tls_fqdn.is_none()
+            && self.turn_fqdn.is_none()
+        {
             return Err((
                 "turn_tls_fqdn",
                 "required when `turn_tls = true` (or set `turn_fqdn`)".into(),
@@ -468,6 +561,34 @@ impl Visitor<'_> for UdpPortVisitor {
 
 impl FileConfig {
     /// The rules of the HTTP API and of issuance.
+    /// The anti-amplification limits: a factor the core accepts, and ceilings that let at
+    /// least a few challenges through.
+    fn check_unauth(&self) -> Result<(), (&'static str, String)> {
+        let max = turnpike_core::config::MAX_UNAUTH_AMPLIFICATION_FACTOR;
+        if !(1..=max).contains(&self.unauth_amplification_factor) {
+            return Err((
+                "unauth_amplification_factor",
+                format!("must be 1..={max} (3 is RFC 9000's rule)"),
+            ));
+        }
+        if self.unauth_source_bytes_per_s < MIN_UNAUTH_BYTES_PER_S {
+            return Err((
+                "unauth_source_bytes_per_s",
+                format!("must be at least {MIN_UNAUTH_BYTES_PER_S} (a 401 is about 150 bytes)"),
+            ));
+        }
+        if self.unauth_node_bytes_per_s < self.unauth_source_bytes_per_s {
+            return Err((
+                "unauth_node_bytes_per_s",
+                format!(
+                    "{} is below `unauth_source_bytes_per_s` ({})",
+                    self.unauth_node_bytes_per_s, self.unauth_source_bytes_per_s
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_issuance(&self) -> Result<(), (&'static str, String)> {
         let (dmin, dmax) = (
             self.turn_udp_dynamic_port_min,
@@ -501,8 +622,11 @@ impl FileConfig {
         if self.turn_tcp_only && !self.turn_tcp {
             return Err(("turn_tcp_only", "needs `turn_tcp = true`".into()));
         }
-        if self.turn_tls_only && !self.turn_tls {
-            return Err(("turn_tls_only", "needs `turn_tls = true`".into()));
+        if self.turn_tls_only && !self.turn_tls && !self.native_tls() {
+            return Err((
+                "turn_tls_only",
+                "needs `turn_tls = true` or `turn_tls_listen_port`".into(),
+            ));
         }
         if !(1..=86_400).contains(&self.ice_max_ttl_s) {
             return Err(("ice_max_ttl_s", "must be 1..=86400 seconds".into()));
@@ -658,6 +782,13 @@ impl ConfigError {
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next());
         let (key, message) = match unknown {
+            Some(k) if REPLACED_KEYS.iter().any(|(old, _)| *old == k) => {
+                let new = REPLACED_KEYS
+                    .iter()
+                    .find(|(old, _)| *old == k)
+                    .map_or("", |(_, new)| new);
+                (Some(k.to_string()), format!("no longer supported: {new}"))
+            }
             Some(k) => {
                 let hint = suggest(k)
                     .map(|s| format!(" (did you mean `{s}`?)"))
@@ -693,6 +824,18 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Keys of earlier versions, with what replaced them.
+const REPLACED_KEYS: &[(&str, &str)] = &[
+    (
+        "unauth_rate_per_s",
+        "unauthenticated answers are bounded by bytes; see `unauth_amplification_factor` and `unauth_source_bytes_per_s`",
+    ),
+    (
+        "unauth_burst",
+        "unauthenticated answers are bounded by bytes; see `unauth_amplification_factor` and `unauth_source_bytes_per_s`",
+    ),
+];
 
 /// Every key the file accepts, for suggestions.
 const KEYS: &[&str] = &[
@@ -737,12 +880,19 @@ const KEYS: &[&str] = &[
     "max_streams_per_source",
     "max_bps",
     "total_max_bps",
+    "unauth_amplification_factor",
+    "unauth_source_bytes_per_s",
+    "unauth_node_bytes_per_s",
+    "stream_max_auth_failures",
     "socket_receive_buffer_size",
     "socket_send_buffer_size",
     "event_log",
     "turn_tls",
     "turn_tls_fqdn",
     "turn_tls_port",
+    "turn_tls_listen_port",
+    "tls_cert_file",
+    "tls_key_file",
     "turn_fqdn",
     "trace_file",
     "trace_payloads",
@@ -953,6 +1103,10 @@ stream_idle_timeout_s = 7
 max_streams_per_source = 9
 max_bps = 125000
 total_max_bps = 12500000
+unauth_amplification_factor = 2
+unauth_source_bytes_per_s = 500000
+unauth_node_bytes_per_s = 5000000
+stream_max_auth_failures = 4
 socket_receive_buffer_size = 2097152
 socket_send_buffer_size = 0
 event_log = "turnpike.jsonl"
@@ -1022,7 +1176,7 @@ turn_fqdn = "relay.example.com"
         );
         assert_eq!(c.event_log, Some(PathBuf::from("turnpike.jsonl")));
         assert_eq!(c.turn_tls_fqdn.as_deref(), Some("turn.example.com"));
-        assert_eq!(c.turn_tls_port, 5349);
+        assert_eq!(c.turn_tls_port, Some(5349));
         assert_eq!(c.turn_fqdn.as_deref(), Some("relay.example.com"));
         assert_eq!(c.url_tcp_port(), 443);
     }
@@ -1090,6 +1244,67 @@ turn_fqdn = "relay.example.com"
     fn syntax_error_names_line() {
         let e = parse("realm = \"a\"\nrelay_port_min = = 3\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn unauthenticated_limits_are_read_and_checked() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(
+            (
+                c.unauth_amplification_factor,
+                c.unauth_source_bytes_per_s,
+                c.unauth_node_bytes_per_s,
+                c.stream_max_auth_failures
+            ),
+            (2, 500_000, 5_000_000, 4)
+        );
+        let d = parse("static_auth_secret = \"s\"\n").unwrap();
+        assert_eq!(
+            (
+                d.unauth_amplification_factor,
+                d.unauth_source_bytes_per_s,
+                d.unauth_node_bytes_per_s,
+                d.stream_max_auth_failures
+            ),
+            (3, 1_000_000, 20_000_000, 10)
+        );
+        let bad = |text: &str| {
+            let e = parse(&format!("static_auth_secret = \"s\"\n{text}\n")).unwrap_err();
+            (e.line, e.key.unwrap_or_default(), e.message)
+        };
+        for (text, key) in [
+            (
+                "unauth_amplification_factor = 0",
+                "unauth_amplification_factor",
+            ),
+            (
+                "unauth_amplification_factor = 11",
+                "unauth_amplification_factor",
+            ),
+            (
+                "unauth_source_bytes_per_s = 999",
+                "unauth_source_bytes_per_s",
+            ),
+            ("unauth_node_bytes_per_s = 1000", "unauth_node_bytes_per_s"),
+            (
+                "unauth_source_bytes_per_s = -1",
+                "unauth_source_bytes_per_s",
+            ),
+            (
+                "stream_max_auth_failures = \"ten\"",
+                "stream_max_auth_failures",
+            ),
+        ] {
+            let (line, k, m) = bad(text);
+            assert_eq!((line, k.as_str()), (Some(2), key), "{text}: {m}");
+        }
+        assert!(parse("static_auth_secret = \"s\"\nstream_max_auth_failures = 0\n").is_ok());
+        // The packet budget's keys name what replaced them.
+        for old in ["unauth_rate_per_s = 20", "unauth_burst = 40"] {
+            let (line, _, m) = bad(old);
+            assert_eq!(line, Some(2));
+            assert!(m.contains("unauth_amplification_factor"), "{m}");
+        }
     }
 
     #[test]
@@ -1304,6 +1519,25 @@ turn_fqdn = "relay.example.com"
             parse(&text).unwrap(),
             FileConfig::builtin_default("x".into()).with_loopback(false)
         );
+    }
+
+    #[test]
+    fn native_tls_keys_name_key_line_and_file() {
+        let base = "static_auth_secret = \"s\"\n";
+        let e = parse(&format!("{base}turn_tls_listen_port = 5349\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_cert_file"));
+        let e = parse(&format!(
+            "{base}turn_tls_listen_port = 5349\ntls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = \"/nonexistent/k.pem\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_cert_file"));
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("/nonexistent/c.pem"), "{e}");
+        assert!(e.message.contains("cannot read"), "{e}");
+        let e = parse(&format!("{base}tls_key_file = \"k.pem\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_key_file"));
+        let e = parse(&format!("{base}turn_tls_listen_port = 0\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("turn_tls_listen_port"));
     }
 
     #[test]

@@ -152,12 +152,18 @@ pub struct ServerSpec {
     /// Idle stream timeout, seconds.
     #[serde(default = "d_idle")]
     pub stream_idle_s: u64,
-    /// Unauthenticated answers per source and second.
-    #[serde(default = "d_unauth_rate")]
-    pub unauth_rate_per_s: u32,
-    /// Burst of the above.
-    #[serde(default = "d_unauth_burst")]
-    pub unauth_burst: u32,
+    /// Bytes of unauthenticated answers per byte received from a UDP source.
+    #[serde(default = "d_unauth_factor")]
+    pub unauth_amplification_factor: u32,
+    /// Unauthenticated answer bytes per second to one UDP source.
+    #[serde(default = "d_unauth_source")]
+    pub unauth_source_bytes_per_s: u64,
+    /// Unauthenticated answer bytes per second to all UDP sources.
+    #[serde(default = "d_unauth_node")]
+    pub unauth_node_bytes_per_s: u64,
+    /// Failed authentications in a row before a stream is closed (0: never).
+    #[serde(default = "d_stream_auth_failures")]
+    pub stream_max_auth_failures: u32,
     /// Relay ports held by other processes (binds answer AddrInUse).
     #[serde(default)]
     pub foreign_ports: u32,
@@ -737,11 +743,17 @@ fn d_max_streams() -> u32 {
 fn d_idle() -> u64 {
     30
 }
-fn d_unauth_rate() -> u32 {
-    20
+fn d_unauth_factor() -> u32 {
+    turnpike_core::config::DEFAULT_UNAUTH_AMPLIFICATION_FACTOR
 }
-fn d_unauth_burst() -> u32 {
-    40
+fn d_unauth_source() -> u64 {
+    turnpike_core::config::DEFAULT_UNAUTH_SOURCE_BYTES_PER_S
+}
+fn d_unauth_node() -> u64 {
+    turnpike_core::config::DEFAULT_UNAUTH_NODE_BYTES_PER_S
+}
+fn d_stream_auth_failures() -> u32 {
+    turnpike_core::config::DEFAULT_STREAM_MAX_AUTH_FAILURES
 }
 fn d_443() -> u16 {
     443

@@ -122,8 +122,10 @@ pub fn config_of(spec: &ServerSpec) -> Result<Config, String> {
     cfg.total_quota = spec.total_quota;
     cfg.max_streams = spec.max_streams;
     cfg.stream_idle_timeout = Duration::from_secs(spec.stream_idle_s);
-    cfg.unauth_rate_per_s = spec.unauth_rate_per_s;
-    cfg.unauth_burst = spec.unauth_burst;
+    cfg.unauth_amplification_factor = spec.unauth_amplification_factor;
+    cfg.unauth_source_bytes_per_s = spec.unauth_source_bytes_per_s;
+    cfg.unauth_node_bytes_per_s = spec.unauth_node_bytes_per_s;
+    cfg.stream_max_auth_failures = spec.stream_max_auth_failures;
     let nets = |v: &[String]| -> Result<Vec<IpNet>, String> {
         v.iter()
             .map(|s| s.parse::<IpNet>().map_err(|e| format!("{s}: {e:?}")))

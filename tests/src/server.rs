@@ -91,6 +91,20 @@ pub struct ServerSpec {
     /// Ask for turnpike's HTTP API (`api_listen` on a free port); a file without it has
     /// no API.
     pub api: bool,
+    /// TURN over TLS served by the server itself.
+    pub tls: Option<TlsSpec>,
+}
+
+/// Native TLS: certificate and key (PEM files), on a port of its own or on the TCP port.
+#[derive(Clone, Debug)]
+pub struct TlsSpec {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+    /// A port of its own (the test picks a free one), or None: the TCP port serves TLS
+    /// and plain TURN-TCP alike (coturn always does so on its listening port).
+    pub port: Option<u16>,
 }
 
 impl ServerSpec {
@@ -135,6 +149,7 @@ impl ServerSpec {
             total_quota: None,
             extra: Vec::new(),
             api: true,
+            tls: None,
         }
     }
 }
@@ -255,6 +270,15 @@ impl RunningServer {
             self.addr,
             tail(&self.child.log_text(), 200)
         );
+    }
+
+    /// Where the server serves TURN over TLS, when it does ([`ServerSpec::tls`]).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        let tls = self.spec.tls.as_ref()?;
+        Some(SocketAddr::new(
+            self.addr.ip(),
+            tls.port.unwrap_or(self.addr.port()),
+        ))
     }
 
     /// The scratch directory of this server (configs, logs).
@@ -453,6 +477,11 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
     if let Some(s) = &spec.rest_secret {
         line("static_auth_secret", toml_str(s));
     }
+    if let Some(tls) = &spec.tls {
+        line("turn_tls_listen_port", tls.port.unwrap_or(port).to_string());
+        line("tls_cert_file", toml_str(&tls.cert.to_string_lossy()));
+        line("tls_key_file", toml_str(&tls.key.to_string_lossy()));
+    }
     for (k, v) in &spec.extra {
         line(k, v.clone());
     }
@@ -489,7 +518,6 @@ fn coturn_command(
         .arg(format!("--realm={}", spec.realm))
         .arg("--fingerprint")
         .arg("--no-cli")
-        .arg("--no-tls")
         .arg("--no-dtls")
         .arg("--log-file=stdout")
         .arg("--simple-log")
@@ -498,6 +526,18 @@ fn coturn_command(
             dir.join("turnserver.pid").display()
         ))
         .arg(format!("--db={}", dir.join("turndb").display()));
+    match &spec.tls {
+        Some(tls) => {
+            cmd.arg(format!("--cert={}", tls.cert.display()))
+                .arg(format!("--pkey={}", tls.key.display()));
+            if let Some(p) = tls.port {
+                cmd.arg(format!("--tls-listening-port={p}"));
+            }
+        }
+        None => {
+            cmd.arg("--no-tls");
+        }
+    }
     if spec.allow_loopback_peers {
         cmd.arg("--allow-loopback-peers");
     }

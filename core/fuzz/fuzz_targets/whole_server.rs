@@ -155,8 +155,10 @@ fn config() -> Config {
     cfg.max_streams_per_source = 3;
     cfg.max_bps = 70_000;
     cfg.total_max_bps = 100_000;
-    cfg.unauth_rate_per_s = 5;
-    cfg.unauth_burst = 10;
+    cfg.unauth_amplification_factor = 3;
+    cfg.unauth_source_bytes_per_s = 2_000;
+    cfg.unauth_node_bytes_per_s = 10_000;
+    cfg.stream_max_auth_failures = 4;
     cfg.max_queued_outputs = 1024;
     cfg
 }

@@ -12,5 +12,7 @@ mod rest;
 
 pub use credentials::{CredentialKind, Credentials, LookupError, OneTimeCredential};
 pub use keys::{long_term_key, userhash, Key, PasswordAlgorithm};
-pub use nonce::{check_nonce, make_nonce, NonceCheck, NonceKey, NonceSigner, NONCE_COOKIE};
+pub use nonce::{
+    check_nonce, make_nonce, NonceCheck, NonceKey, NonceSigner, VerifiedNonces, NONCE_COOKIE,
+};
 pub use rest::{rest_expiry, rest_password};

@@ -99,18 +99,27 @@ impl NonceSigner {
         if !bool::from(expected.ct_eq(&parsed.mac)) {
             return NonceCheck::Invalid;
         }
-        let now_ms = now.as_millis();
-        // Our own clock never issues from the future; a little slack covers event loops
-        // whose clocks were read a moment apart.
-        if parsed.ts_ms > now_ms.saturating_add(FUTURE_SLACK_MS) {
-            return NonceCheck::Invalid;
+        judge_age(&parsed, now, lifetime)
+    }
+
+    /// Checks a nonce presented by `client` at `now`, skipping the MAC when `memo` holds
+    /// the very same bytes as verified for `client`: the MAC covers the issue time, the
+    /// feature flag and the client's address, so it would verify again. The age is judged
+    /// all the same (RFC 8489 §9.2: a nonce expires).
+    pub fn check_remembered(
+        &self,
+        memo: &VerifiedNonces,
+        nonce: &[u8],
+        client: SocketAddr,
+        now: Instant,
+        lifetime: Duration,
+    ) -> NonceCheck {
+        if !memo.holds(client, nonce) {
+            return self.check(nonce, client, now, lifetime);
         }
-        let age_ms = now_ms.saturating_sub(parsed.ts_ms);
-        if u128::from(age_ms) > lifetime.as_millis() {
-            return NonceCheck::Stale;
-        }
-        NonceCheck::Valid {
-            security_features: parsed.security_features,
+        match parse(nonce) {
+            Some(parsed) => judge_age(&parsed, now, lifetime),
+            None => NonceCheck::Invalid,
         }
     }
 
@@ -177,6 +186,103 @@ struct Parsed {
     security_features: bool,
     ts_ms: u64,
     mac: [u8; MAC_LEN],
+}
+
+/// Judges the age of a nonce whose MAC is known to be good.
+fn judge_age(parsed: &Parsed, now: Instant, lifetime: Duration) -> NonceCheck {
+    let now_ms = now.as_millis();
+    // Our own clock never issues from the future; a little slack covers event loops
+    // whose clocks were read a moment apart.
+    if parsed.ts_ms > now_ms.saturating_add(FUTURE_SLACK_MS) {
+        return NonceCheck::Invalid;
+    }
+    let age_ms = now_ms.saturating_sub(parsed.ts_ms);
+    if u128::from(age_ms) > lifetime.as_millis() {
+        return NonceCheck::Stale;
+    }
+    NonceCheck::Valid {
+        security_features: parsed.security_features,
+    }
+}
+
+/// Nonces whose MAC was verified, with the client address they were verified for: a
+/// small direct-mapped table (a slot per hash of the address; a newer nonce evicts an
+/// older one), fixed at construction, so that the requests of an authenticated client
+/// skip the nonce's HMAC. The server remembers the nonces it issues and those of requests
+/// that passed authentication; a flood that overwrites slots only costs MACs: nothing
+/// here can be grown or abused into accepting a nonce the MAC would not.
+#[derive(Clone)]
+pub struct VerifiedNonces {
+    slots: Box<[Remembered]>,
+}
+
+/// One remembered nonce.
+#[derive(Clone, Copy)]
+struct Remembered {
+    client: Option<SocketAddr>,
+    len: u8,
+    nonce: [u8; REMEMBERED_MAX],
+}
+
+/// The longest nonce remembered: ours are 53 bytes with the cookie, 40 without.
+const REMEMBERED_MAX: usize = 56;
+
+impl core::fmt::Debug for VerifiedNonces {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VerifiedNonces")
+            .field("slots", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedNonces {
+    /// A table of `slots` entries (rounded up to a power of two, at least one).
+    pub fn new(slots: usize) -> Self {
+        let empty = Remembered {
+            client: None,
+            len: 0,
+            nonce: [0; REMEMBERED_MAX],
+        };
+        VerifiedNonces {
+            slots: vec![empty; slots.clamp(1, 1 << 20).next_power_of_two()].into_boxed_slice(),
+        }
+    }
+
+    /// Remembers that `nonce` verified for `client` (call it once the request it came
+    /// with has passed authentication).
+    pub fn remember(&mut self, client: SocketAddr, nonce: &[u8]) {
+        let i = self.slot(client);
+        let (Some(slot), Ok(len)) = (self.slots.get_mut(i), u8::try_from(nonce.len())) else {
+            return;
+        };
+        let Some(dst) = slot.nonce.get_mut(..nonce.len()) else {
+            return;
+        };
+        dst.copy_from_slice(nonce);
+        slot.len = len;
+        slot.client = Some(client);
+    }
+
+    /// True when `nonce` is, byte for byte, one remembered for `client`.
+    pub fn holds(&self, client: SocketAddr, nonce: &[u8]) -> bool {
+        self.slots.get(self.slot(client)).is_some_and(|s| {
+            s.client == Some(client) && s.nonce.get(..usize::from(s.len)) == Some(nonce)
+        })
+    }
+
+    fn slot(&self, client: SocketAddr) -> usize {
+        // Fibonacci hashing of the address and port: cheap, and an uneven spread only
+        // costs MACs.
+        let ip: u64 = match client.ip() {
+            IpAddr::V4(ip) => u64::from(u32::from(ip)),
+            IpAddr::V6(ip) => {
+                let v = u128::from(ip);
+                (v as u64) ^ ((v >> 64) as u64)
+            }
+        };
+        let h = (ip ^ (u64::from(client.port()) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> 32) as usize & (self.slots.len() - 1)
+    }
 }
 
 /// Splits a nonce into its fields; None if it is not exactly in our format.
@@ -281,6 +387,77 @@ mod tests {
             assert_eq!(
                 other.check(n.as_bytes(), client(), t0(), LIFETIME),
                 NonceCheck::Invalid
+            );
+        }
+    }
+
+    #[test]
+    fn a_remembered_nonce_skips_the_mac_but_still_expires() {
+        let signer = NonceSigner::new(&KEY);
+        let mut memo = VerifiedNonces::new(64);
+        let n = signer.make(client(), t0(), true);
+        memo.remember(client(), n.as_bytes());
+        assert!(memo.holds(client(), n.as_bytes()));
+        let check = |memo: &VerifiedNonces, nonce: &[u8], c: SocketAddr, now: Instant| {
+            signer.check_remembered(memo, nonce, c, now, LIFETIME)
+        };
+        assert_eq!(
+            check(&memo, n.as_bytes(), client(), t0()),
+            NonceCheck::Valid {
+                security_features: true
+            }
+        );
+        // RFC 8489 §9.2: it expires all the same.
+        let late = t0() + LIFETIME + Duration::from_millis(1);
+        assert_eq!(
+            check(&memo, n.as_bytes(), client(), late),
+            NonceCheck::Stale
+        );
+        // From another address it is not held, and the MAC says no.
+        let other: SocketAddr = "192.0.2.1:40001".parse().unwrap();
+        assert!(!memo.holds(other, n.as_bytes()));
+        assert_eq!(check(&memo, n.as_bytes(), other, t0()), NonceCheck::Invalid);
+        // A changed byte is not held either.
+        let mut forged = n.clone().into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+        assert!(!memo.holds(client(), &forged));
+        assert_eq!(check(&memo, &forged, client(), t0()), NonceCheck::Invalid);
+        // A newer nonce for the same client takes the slot.
+        let n2 = signer.make(client(), t0() + Duration::from_secs(1), true);
+        memo.remember(client(), n2.as_bytes());
+        assert!(memo.holds(client(), n2.as_bytes()));
+        assert!(!memo.holds(client(), n.as_bytes()));
+        // Too long to remember: never held, checked in full.
+        let long = [b'a'; 100];
+        memo.remember(client(), &long);
+        assert!(!memo.holds(client(), &long));
+    }
+
+    proptest! {
+        /// With or without the memo, the verdict is the same.
+        #[test]
+        fn the_memo_never_changes_a_verdict(
+            issued_s in 0u64..10_000,
+            age_ms in 0u64..8_000_000,
+            port in 1u16..4,
+            remembered_port in 1u16..4,
+            flip in proptest::option::of(0usize..53),
+        ) {
+            let signer = NonceSigner::new(&KEY);
+            let issued_at = Instant::from_secs(1_000_000 + issued_s);
+            let issued_to: SocketAddr = SocketAddr::new(client().ip(), remembered_port);
+            let mut nonce = signer.make(issued_to, issued_at, true).into_bytes();
+            let mut memo = VerifiedNonces::new(8);
+            memo.remember(issued_to, &nonce);
+            if let Some(i) = flip {
+                nonce[i] ^= 1;
+            }
+            let from = SocketAddr::new(client().ip(), port);
+            let now = issued_at + Duration::from_millis(age_ms);
+            prop_assert_eq!(
+                signer.check_remembered(&memo, &nonce, from, now, LIFETIME),
+                signer.check(&nonce, from, now, LIFETIME)
             );
         }
     }

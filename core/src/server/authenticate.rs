@@ -28,8 +28,24 @@ pub(super) struct Authed {
 
 impl Server {
     /// Authenticates a TURN request. On failure the answer (401, 400, 438 or 441) is sent
-    /// and None returned.
+    /// and None returned. The nonce of a request that passes is remembered (as is each
+    /// nonce issued), so the client's next requests with it skip the nonce's MAC (not its
+    /// expiry).
     pub(super) fn authenticate(
+        &mut self,
+        now: Instant,
+        src: &Source,
+        msg: &Message<'_>,
+        existing: Option<AllocationId>,
+    ) -> Option<Authed> {
+        let authed = self.check_credentials(now, src, msg, existing)?;
+        if let Some(nonce) = msg.get(attr::NONCE) {
+            self.verified_nonces.remember(src.info.addr, nonce);
+        }
+        Some(authed)
+    }
+
+    fn check_credentials(
         &mut self,
         now: Instant,
         src: &Source,
@@ -51,10 +67,13 @@ impl Server {
             return self.bad_request(now, src, msg);
         }
         // Step 3: the nonce.
-        let features = match self
-            .nonce
-            .check(nonce, src.info.addr, now, self.cfg.nonce_lifetime)
-        {
+        let features = match self.nonce.check_remembered(
+            &self.verified_nonces,
+            nonce,
+            src.info.addr,
+            now,
+            self.cfg.nonce_lifetime,
+        ) {
             NonceCheck::Valid { security_features } => security_features,
             NonceCheck::Stale | NonceCheck::Invalid => {
                 self.challenge(now, src, msg, 438, Some(AuthFailure::BadNonce));
@@ -235,6 +254,10 @@ impl Server {
     ) {
         let features = self.cfg.security_features;
         let nonce = self.nonce.make(src.info.addr, now, features);
+        // Made here for this address: its MAC is good, and the request that brings it
+        // back need not check it again.
+        self.verified_nonces
+            .remember(src.info.addr, nonce.as_bytes());
         let mut b = reply::error(msg, code);
         b.add(attr::REALM, self.cfg.credentials.realm().as_bytes());
         b.add(attr::NONCE, nonce.as_bytes());

@@ -46,6 +46,19 @@ impl TokenBucket {
         self.rate == 0
     }
 
+    /// Takes `bytes` if the bucket holds that many (always, when unlimited).
+    pub fn take(&mut self, now: Instant, bytes: u64) -> bool {
+        self.refill(now);
+        if self.unlimited() {
+            return true;
+        }
+        if self.tokens < bytes {
+            return false;
+        }
+        self.tokens -= bytes;
+        true
+    }
+
     /// Adds the tokens earned since the last refill.
     fn refill(&mut self, now: Instant) {
         if self.unlimited() || now <= self.last {

@@ -23,17 +23,17 @@ mod stats;
 mod stream;
 
 pub use bandwidth::MIN_BURST;
-pub use stats::{DropCounters, Stats, TransportTraffic};
+pub use stats::{DropCounters, Stats, TransportTraffic, UnauthCounters};
 
 pub(crate) use bandwidth::TokenBucket;
 
 use crate::allocation::{Allocation, ClientKey};
-use crate::auth::{Credentials, NonceKey, NonceSigner};
+use crate::auth::{Credentials, NonceKey, NonceSigner, VerifiedNonces};
 use crate::config::{Config, ListenerConfig};
 use crate::event::{ClientInfo, DeleteReason, Event, Output};
 use crate::ids::{AllocationId, ConnId, ListenerId, RelayId, Transport};
 use crate::ports::PortPool;
-use crate::ratelimit::SourceBudget;
+use crate::ratelimit::{BudgetLimits, SourceBudget};
 use crate::time::Instant;
 use allocate::Pending;
 use cache::ResponseCache;
@@ -161,6 +161,8 @@ pub struct Server {
     token_rng: ChaCha20Rng,
     /// Issues and checks nonces, its key made ready once.
     nonce: NonceSigner,
+    /// Nonces verified for the clients of recent authenticated requests.
+    verified_nonces: VerifiedNonces,
     /// Wall clock in ms minus monotonic ms, once the driver has told us.
     wall_offset_ms: Option<i128>,
     budget: SourceBudget,
@@ -217,13 +219,13 @@ impl Server {
             key_rng.fill_bytes(&mut k);
             NonceKey(k)
         });
-        let budget = SourceBudget::new(
-            4096,
-            config.unauth_rate_per_s,
-            config.unauth_burst,
-            key_rng.next_u64(),
-        );
         let node = config.node;
+        let budget = SourceBudget::new(
+            BUDGET_BUCKETS,
+            budget_limits(&config),
+            key_rng.next_u64(),
+            now,
+        );
         let pool = |present: bool| {
             present.then(|| {
                 let (min, max) = (config.relay_port_min, config.relay_port_max);
@@ -245,6 +247,7 @@ impl Server {
             port_rng: stream(1),
             token_rng: stream(2),
             nonce: NonceSigner::new(&nonce_key),
+            verified_nonces: VerifiedNonces::new(VERIFIED_NONCES),
             wall_offset_ms: None,
             budget,
             allocations: BTreeMap::new(),
@@ -725,6 +728,25 @@ pub(crate) struct Source {
     pub info: ClientInfo,
 }
 
+/// Slots of the verified-nonce table: 1 Ki of about 90 bytes per loop, so that a few
+/// hundred clients setting up at once find their nonce.
+const VERIFIED_NONCES: usize = 1024;
+
+/// Buckets of the unauthenticated answer budget: 16 Ki of 24 bytes, 384 KiB per loop.
+const BUDGET_BUCKETS: usize = 16_384;
+
+/// This loop's share of the unauthenticated answer budget. SO_REUSEPORT spreads one
+/// address's ports (and so a NAT's clients) over the loops, so the per-source ceiling is
+/// split like the node's; the factor holds per loop as a request and its answer share one.
+fn budget_limits(c: &Config) -> BudgetLimits {
+    let loops = u64::from(c.node.count.max(1));
+    BudgetLimits {
+        factor: c.unauth_amplification_factor,
+        source_bytes_per_s: c.unauth_source_bytes_per_s.div_ceil(loops),
+        node_bytes_per_s: c.unauth_node_bytes_per_s.div_ceil(loops),
+    }
+}
+
 /// The relay's own addresses are never peers (RFC 8656 §21.4: a client must not reach the
 /// server's own services through it). Loopback addresses are left to `allow_loopback`.
 fn add_own_addresses(c: &mut Config) {
@@ -768,6 +790,14 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     if c.node.count == 0 || c.node.count > crate::node::MAX_LOOPS || c.node.index >= c.node.count {
         return err("the node's loop index must be below its loop count (1 to 256 loops)");
+    }
+    if !(1..=crate::config::MAX_UNAUTH_AMPLIFICATION_FACTOR)
+        .contains(&c.unauth_amplification_factor)
+    {
+        return err("unauth_amplification_factor must be 1 to 10");
+    }
+    if c.unauth_source_bytes_per_s == 0 || c.unauth_node_bytes_per_s == 0 {
+        return err("unauth_source_bytes_per_s and unauth_node_bytes_per_s must be positive");
     }
     let mut ids = BTreeSet::new();
     for l in &c.listeners {

@@ -3,7 +3,9 @@
 
 use super::reply::{self, Signer};
 use super::{Server, Source};
+use crate::allocation::ClientKey;
 use crate::ids::RelayId;
+use crate::ratelimit::HeldBack;
 use crate::stun::{attr, Class, Message, MessageBuilder, Method};
 use crate::time::Instant;
 use core::ops::Range;
@@ -25,7 +27,7 @@ impl Server {
         };
         match msg.class() {
             Class::Request => {
-                self.handle_request(now, src, &msg);
+                self.handle_request(now, src, &msg, data.len());
                 None
             }
             Class::Indication if msg.method() == Method::SEND => {
@@ -45,8 +47,15 @@ impl Server {
         }
     }
 
-    fn handle_request(&mut self, now: Instant, src: &Source, msg: &Message<'_>) {
+    fn handle_request(&mut self, now: Instant, src: &Source, msg: &Message<'_>, len: usize) {
         let tid = msg.transaction_id();
+        if let ClientKey::Udp(..) = src.key {
+            // Every request pays for answers to its source (anti-amplification): a real
+            // client's precedes each of its answers, a retransmission included.
+            self.budget.received(src.info.addr.ip(), len);
+            self.stats.unauth.udp_requests += 1;
+            self.stats.unauth.udp_request_bytes += len as u64;
+        }
         // RFC 8489 §6.3.1 / RFC 8656 §7.2: a retransmission gets the answer it already had.
         if let Some(answer) = self.cache.get(src.key, tid) {
             let answer = answer.to_vec();
@@ -86,20 +95,38 @@ impl Server {
         }
         let existing = self.by_client.get(&src.key).copied();
         let Some(auth) = self.authenticate(now, src, msg, existing) else {
+            self.stream_auth_failed(now, src);
             return;
         };
+        self.stream_auth_passed(src);
         let answer = match method {
             Method::ALLOCATE => self.allocate(now, src, msg, &auth, existing),
             Method::REFRESH => Some(self.refresh(now, msg, existing)),
             Method::CREATE_PERMISSION => Some(self.create_permission(now, msg, existing)),
             _ => Some(self.channel_bind(now, msg, existing)),
         };
-        if let Some(b) = answer {
-            self.answer_authenticated(now, src, tid, b, &auth.signer, fingerprint);
+        let Some(b) = answer else {
+            return;
+        };
+        // RFC 8489 §6.3.1: only the answers to requests that are not idempotent need
+        // keeping for retransmissions. CreatePermission and ChannelBind are: done again,
+        // they install the same permission or binding and earn the same answer, byte for
+        // byte.
+        if matches!(method, Method::CREATE_PERMISSION | Method::CHANNEL_BIND) {
+            let bytes = reply::finish(
+                b,
+                self.cfg.software.as_deref(),
+                Some(&auth.signer),
+                fingerprint,
+            );
+            self.send_to(src, bytes);
+            return;
         }
+        self.answer_authenticated(now, src, tid, b, &auth.signer, fingerprint);
     }
 
-    /// Sends an answer signed with the request's key, and caches it for retransmissions.
+    /// Sends an answer signed with the request's key, and caches it for retransmissions
+    /// (RFC 8489 §6.3.1; RFC 8656 §7.2: a retransmitted Allocate must not get 437).
     pub(super) fn answer_authenticated(
         &mut self,
         now: Instant,
@@ -114,8 +141,11 @@ impl Server {
         self.send_to(src, bytes);
     }
 
-    /// Sends an answer to a request that is not (yet) authenticated, within the source's
-    /// budget (RFC 8656 §21.2: such answers are an amplifier; they are rate limited).
+    /// Sends an answer to a request that is not (yet) authenticated. To a UDP source it
+    /// goes within the anti-amplification budget (RFC 8656 §21.2: such answers are an
+    /// amplifier for spoofed requests; RFC 9000 §8: at most three times what the address
+    /// sent); a stream always gets it, its handshake having proved the address. False
+    /// when it was held back (counted).
     pub(super) fn answer_unauthenticated(
         &mut self,
         now: Instant,
@@ -123,11 +153,27 @@ impl Server {
         b: MessageBuilder,
         fingerprint: bool,
     ) -> bool {
-        if !self.budget.allow(src.info.addr.ip(), now) {
+        let bytes = reply::finish(b, self.cfg.software.as_deref(), None, fingerprint);
+        let len = bytes.len() as u64;
+        let counters = &mut self.stats.unauth;
+        if let ClientKey::Stream(_) = src.key {
+            counters.stream_answers += 1;
+            counters.stream_answer_bytes += len;
+            self.send_to(src, bytes);
+            return true;
+        }
+        if let Err(why) = self.budget.spend(src.info.addr.ip(), bytes.len(), now) {
+            match why {
+                HeldBack::Factor => counters.held_back_factor += 1,
+                HeldBack::SourceCeiling => counters.held_back_source_ceiling += 1,
+                HeldBack::NodeCeiling => counters.held_back_node_ceiling += 1,
+            }
+            counters.held_back_bytes += len;
             self.stats.dropped.rate_limited += 1;
             return false;
         }
-        let bytes = reply::finish(b, self.cfg.software.as_deref(), None, fingerprint);
+        counters.udp_answers += 1;
+        counters.udp_answer_bytes += len;
         self.send_to(src, bytes);
         true
     }

@@ -34,7 +34,8 @@ pub struct DropCounters {
     pub too_large: u64,
     /// Send indications to a denied peer (port 0).
     pub denied_peer: u64,
-    /// Answers to unauthenticated requests held back by the per-source budget.
+    /// Answers to unauthenticated UDP requests held back by the anti-amplification
+    /// budget (the sum of [`UnauthCounters`]' `held_back_*`).
     pub rate_limited: u64,
     /// Outputs dropped because the output queue was full.
     pub queue_full: u64,
@@ -44,6 +45,52 @@ pub struct DropCounters {
     pub bandwidth: u64,
     /// Payload bytes of the packets counted in `bandwidth`.
     pub bandwidth_bytes: u64,
+}
+
+/// Unauthenticated answers (401, 438, 400, Binding...) and what paid for them, by source
+/// class: UDP sources, bounded by anti-amplification (RFC 8656 §21.2, RFC 9000 §8), and
+/// streams, which are always answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnauthCounters {
+    /// Requests received from UDP sources (any: each earns credit).
+    pub udp_requests: u64,
+    /// Their bytes (STUN message lengths).
+    pub udp_request_bytes: u64,
+    /// Unauthenticated answers sent to UDP sources.
+    pub udp_answers: u64,
+    /// Their bytes.
+    pub udp_answer_bytes: u64,
+    /// Answers held back because the source had not sent enough (the factor).
+    pub held_back_factor: u64,
+    /// Answers held back by the per-source ceiling.
+    pub held_back_source_ceiling: u64,
+    /// Answers held back by the loop's share of the node ceiling.
+    pub held_back_node_ceiling: u64,
+    /// Bytes of the answers held back.
+    pub held_back_bytes: u64,
+    /// Unauthenticated answers sent on streams (never held back).
+    pub stream_answers: u64,
+    /// Their bytes.
+    pub stream_answer_bytes: u64,
+    /// Streams closed after `stream_max_auth_failures` failed authentications in a row.
+    pub streams_closed_auth_failures: u64,
+}
+
+impl UnauthCounters {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &UnauthCounters) {
+        self.udp_requests += o.udp_requests;
+        self.udp_request_bytes += o.udp_request_bytes;
+        self.udp_answers += o.udp_answers;
+        self.udp_answer_bytes += o.udp_answer_bytes;
+        self.held_back_factor += o.held_back_factor;
+        self.held_back_source_ceiling += o.held_back_source_ceiling;
+        self.held_back_node_ceiling += o.held_back_node_ceiling;
+        self.held_back_bytes += o.held_back_bytes;
+        self.stream_answers += o.stream_answers;
+        self.stream_answer_bytes += o.stream_answer_bytes;
+        self.streams_closed_auth_failures += o.streams_closed_auth_failures;
+    }
 }
 
 /// A snapshot of the server's counters (`Server::stats`).
@@ -101,6 +148,8 @@ pub struct Stats {
     pub retransmissions: u64,
     /// Inputs dropped, by reason.
     pub dropped: DropCounters,
+    /// Unauthenticated answers and what paid for them.
+    pub unauth: UnauthCounters,
     /// IPv4 relay port pool.
     pub ports_v4: PortStats,
     /// IPv6 relay port pool.
@@ -163,6 +212,7 @@ impl Stats {
         self.proxy_rejected += o.proxy_rejected;
         self.retransmissions += o.retransmissions;
         self.dropped.add(&o.dropped);
+        self.unauth.add(&o.unauth);
         self.ports_v4.add(&o.ports_v4);
         self.ports_v6.add(&o.ports_v6);
         self.loop_messages_sent += o.loop_messages_sent;

@@ -43,6 +43,8 @@ pub(super) struct Stream {
     counted: Option<IpAddr>,
     /// The source whose home loop was asked to count this stream and has not answered.
     asking: Option<IpAddr>,
+    /// Requests that failed authentication in a row (`stream_max_auth_failures`).
+    auth_failures: u32,
 }
 
 impl Server {
@@ -104,6 +106,7 @@ impl Server {
                 deadline: None,
                 counted: None,
                 asking: None,
+                auth_failures: 0,
             },
         );
         if !proxy {
@@ -261,6 +264,33 @@ impl Server {
         {
             let idle = now + self.cfg.stream_idle_timeout;
             self.set_stream_deadline(conn, Some((idle, CloseReason::Idle)));
+        }
+    }
+
+    /// A request on a stream failed authentication (its 401, 438 or 400 is queued). After
+    /// `stream_max_auth_failures` in a row the stream is closed: answers on a stream are
+    /// never held back, so this is what bounds a client that keeps guessing.
+    pub(super) fn stream_auth_failed(&mut self, now: Instant, src: &Source) {
+        let ClientKey::Stream(conn) = src.key else {
+            return;
+        };
+        let max = self.cfg.stream_max_auth_failures;
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return;
+        };
+        s.auth_failures = s.auth_failures.saturating_add(1);
+        if max > 0 && s.auth_failures >= max {
+            self.stats.unauth.streams_closed_auth_failures += 1;
+            self.close_stream(now, conn, CloseReason::TooManyAuthFailures);
+        }
+    }
+
+    /// A request on a stream passed authentication: the failures in a row start over.
+    pub(super) fn stream_auth_passed(&mut self, src: &Source) {
+        if let ClientKey::Stream(conn) = src.key {
+            if let Some(s) = self.streams.get_mut(&conn) {
+                s.auth_failures = 0;
+            }
         }
     }
 

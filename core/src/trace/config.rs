@@ -148,16 +148,24 @@ pub struct ConfigDescription {
     pub max_stream_frame: u64,
     /// `stream_idle_timeout`.
     pub stream_idle_timeout: Duration,
-    /// `unauth_rate_per_s`.
-    pub unauth_rate_per_s: u32,
-    /// `unauth_burst`.
-    pub unauth_burst: u32,
     /// `max_queued_outputs`.
     pub max_queued_outputs: u64,
     /// `node`: the core's place among the loops of its node (format 2; version 1 files
     /// read as [`NodePlace::SOLE`]).
     pub node: NodePlace,
+    /// `unauth_amplification_factor`.
+    pub unauth_amplification_factor: u32,
+    /// `unauth_source_bytes_per_s`.
+    pub unauth_source_bytes_per_s: u64,
+    /// `unauth_node_bytes_per_s`.
+    pub unauth_node_bytes_per_s: u64,
+    /// `stream_max_auth_failures`.
+    pub stream_max_auth_failures: u32,
 }
+
+/// What the slots of the replaced packet budget hold (its old defaults).
+const LEGACY_UNAUTH_RATE_PER_S: u32 = 20;
+const LEGACY_UNAUTH_BURST: u32 = 40;
 
 /// A one-time credential as recorded: everything but the password.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,10 +236,12 @@ impl ConfigDescription {
             max_streams: c.max_streams,
             max_stream_frame: c.max_stream_frame as u64,
             stream_idle_timeout: c.stream_idle_timeout,
-            unauth_rate_per_s: c.unauth_rate_per_s,
-            unauth_burst: c.unauth_burst,
             max_queued_outputs: c.max_queued_outputs as u64,
             node: c.node,
+            unauth_amplification_factor: c.unauth_amplification_factor,
+            unauth_source_bytes_per_s: c.unauth_source_bytes_per_s,
+            unauth_node_bytes_per_s: c.unauth_node_bytes_per_s,
+            stream_max_auth_failures: c.stream_max_auth_failures,
         }
     }
 
@@ -335,10 +345,12 @@ impl ConfigDescription {
         c.max_streams = self.max_streams;
         c.max_stream_frame = to_usize(self.max_stream_frame)?;
         c.stream_idle_timeout = self.stream_idle_timeout;
-        c.unauth_rate_per_s = self.unauth_rate_per_s;
-        c.unauth_burst = self.unauth_burst;
         c.max_queued_outputs = to_usize(self.max_queued_outputs)?;
         c.node = self.node;
+        c.unauth_amplification_factor = self.unauth_amplification_factor;
+        c.unauth_source_bytes_per_s = self.unauth_source_bytes_per_s;
+        c.unauth_node_bytes_per_s = self.unauth_node_bytes_per_s;
+        c.stream_max_auth_failures = self.stream_max_auth_failures;
         Ok(c)
     }
 
@@ -416,11 +428,35 @@ impl ConfigDescription {
         p.u32(self.max_streams);
         p.u64(self.max_stream_frame);
         p.duration_ns(self.stream_idle_timeout);
-        p.u32(self.unauth_rate_per_s);
-        p.u32(self.unauth_burst);
+        // The two slots of the packet budget that the anti-amplification limits replaced
+        // (`unauth_rate_per_s`, `unauth_burst`), with the values it always had, so that
+        // the format is unchanged.
+        p.u32(LEGACY_UNAUTH_RATE_PER_S);
+        p.u32(LEGACY_UNAUTH_BURST);
         p.u64(self.max_queued_outputs);
         if version >= 2 {
             super::put_place(p, self.node);
+            // The anti-amplification limits (format 2), last and only when they are not
+            // the defaults: a trace of a default configuration is what it was before them.
+            let d = Config::new(Credentials::new("-"), IpAddr::from([0, 0, 0, 0]));
+            let limits = (
+                self.unauth_amplification_factor,
+                self.unauth_source_bytes_per_s,
+                self.unauth_node_bytes_per_s,
+                self.stream_max_auth_failures,
+            );
+            let defaults = (
+                d.unauth_amplification_factor,
+                d.unauth_source_bytes_per_s,
+                d.unauth_node_bytes_per_s,
+                d.stream_max_auth_failures,
+            );
+            if limits != defaults {
+                p.u32(limits.0);
+                p.u64(limits.1);
+                p.u64(limits.2);
+                p.u32(limits.3);
+            }
         }
     }
 
@@ -480,6 +516,32 @@ impl ConfigDescription {
             *x = g.duration_ns()?;
         }
         let nonce_key = if g.bool()? { Some(g.array()?) } else { None };
+        let security_features = g.bool()?;
+        let quotas = [g.u32()?, g.u32()?, g.u32()?];
+        let strict_channel_numbers = g.bool()?;
+        let streams = [g.u32()?, g.u32()?];
+        let max_stream_frame = g.u64()?;
+        let stream_idle_timeout = g.duration_ns()?;
+        // The replaced packet budget's two slots.
+        let _ = (g.u32()?, g.u32()?);
+        let max_queued_outputs = g.u64()?;
+        let place = if version >= 2 {
+            super::get_place(g)?
+        } else {
+            NodePlace::SOLE
+        };
+        // Absent: the defaults (and traces written before the limits replay with them).
+        let defaults = Config::new(Credentials::new("-"), IpAddr::from([0, 0, 0, 0]));
+        let (factor, source, node, stream_failures) = if version < 2 || g.is_empty() {
+            (
+                defaults.unauth_amplification_factor,
+                defaults.unauth_source_bytes_per_s,
+                defaults.unauth_node_bytes_per_s,
+                defaults.stream_max_auth_failures,
+            )
+        } else {
+            (g.u32()?, g.u64()?, g.u64()?, g.u32()?)
+        };
         Ok(ConfigDescription {
             realm,
             users,
@@ -506,23 +568,21 @@ impl ConfigDescription {
             nonce_lifetime: d[5],
             rest_max_validity: d[6],
             nonce_key,
-            security_features: g.bool()?,
-            user_quota: g.u32()?,
-            total_quota: g.u32()?,
-            max_permissions: g.u32()?,
-            strict_channel_numbers: g.bool()?,
-            max_channels: g.u32()?,
-            max_streams: g.u32()?,
-            max_stream_frame: g.u64()?,
-            stream_idle_timeout: g.duration_ns()?,
-            unauth_rate_per_s: g.u32()?,
-            unauth_burst: g.u32()?,
-            max_queued_outputs: g.u64()?,
-            node: if version >= 2 {
-                super::get_place(g)?
-            } else {
-                NodePlace::SOLE
-            },
+            security_features,
+            user_quota: quotas[0],
+            total_quota: quotas[1],
+            max_permissions: quotas[2],
+            strict_channel_numbers,
+            max_channels: streams[0],
+            max_streams: streams[1],
+            max_stream_frame,
+            stream_idle_timeout,
+            max_queued_outputs,
+            node: place,
+            unauth_amplification_factor: factor,
+            unauth_source_bytes_per_s: source,
+            unauth_node_bytes_per_s: node,
+            stream_max_auth_failures: stream_failures,
         })
     }
 }

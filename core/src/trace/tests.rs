@@ -232,6 +232,40 @@ fn header_and_records_round_trip() {
     assert_eq!(reader.tail(), Some(Tail::Clean));
 }
 
+/// The anti-amplification limits are recorded (format 2) when they are not the defaults,
+/// and a default configuration is written exactly as before them.
+#[test]
+fn anti_amplification_limits_are_recorded_when_not_the_defaults() {
+    let default = config_bytes(&ConfigDescription::of(&config(), &SALT));
+    let mut c = config();
+    c.unauth_amplification_factor = 2;
+    c.unauth_source_bytes_per_s = 123_456;
+    c.unauth_node_bytes_per_s = 7_654_321;
+    c.stream_max_auth_failures = 4;
+    let d = ConfigDescription::of(&c, &SALT);
+    let bytes = config_bytes(&d);
+    assert_eq!(bytes.len(), default.len() + 24);
+    let back = ConfigDescription::decode(&mut Get::new(&bytes), FORMAT_VERSION).unwrap();
+    let c2 = back.to_config(&SALT, &secrets()).unwrap();
+    assert_eq!(
+        (
+            c2.unauth_amplification_factor,
+            c2.unauth_source_bytes_per_s,
+            c2.unauth_node_bytes_per_s,
+            c2.stream_max_auth_failures
+        ),
+        (2, 123_456, 7_654_321, 4)
+    );
+    // Format 1 has no place for them.
+    let mut v1 = Vec::new();
+    d.encode(&mut Put(&mut v1), 1);
+    let back = ConfigDescription::decode(&mut Get::new(&v1), 1).unwrap();
+    assert_eq!(back.unauth_amplification_factor, 3);
+    let back = ConfigDescription::decode(&mut Get::new(&default), FORMAT_VERSION).unwrap();
+    assert_eq!(back.unauth_amplification_factor, 3);
+    assert_eq!(back.stream_max_auth_failures, 10);
+}
+
 #[test]
 fn the_config_comes_back_with_the_supplied_secrets() {
     let h = header();

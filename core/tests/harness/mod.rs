@@ -43,7 +43,7 @@ pub fn secs(s: u64) -> Instant {
 }
 
 /// The base configuration: two users, the listeners above, one relay address, a generous
-/// unauthenticated budget (the tests send many 401s from one source) and an allowed
+/// unauthenticated budget (the tests send many 401s from one source, also on streams) and an allowed
 /// private range.
 pub fn config() -> Config {
     let mut creds = Credentials::new(REALM);
@@ -72,8 +72,10 @@ pub fn config() -> Config {
             proxy_protocol: false,
         },
     ];
-    c.unauth_rate_per_s = 1_000_000;
-    c.unauth_burst = 1_000_000;
+    c.unauth_amplification_factor = 10;
+    c.unauth_source_bytes_per_s = 1 << 40;
+    c.unauth_node_bytes_per_s = 1 << 40;
+    c.stream_max_auth_failures = 0;
     c.peer_policy.allow = vec![IpNet::new(IpAddr::V4(ALLOWED_PRIVATE), 32).expect("valid net")];
     c
 }

@@ -3,7 +3,7 @@
 //! its samples; counters end in `_total`.
 
 use std::fmt::Write as _;
-use turnpike_core::server::Stats;
+use turnpike_core::server::{Stats, UnauthCounters};
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -291,6 +291,7 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         "Retransmitted requests answered from the cache.",
         s.retransmissions,
     );
+    render_unauth(&mut m, &s.unauth);
     let d = &s.dropped;
     let dropped: Vec<(String, f64)> = [
         ("malformed", d.malformed),
@@ -426,6 +427,60 @@ impl Writer {
             }
         }
     }
+}
+
+/// Unauthenticated answers (anti-amplification, RFC 8656 §21.2) and the streams closed
+/// for failing authentication.
+fn render_unauth(m: &mut Writer, u: &UnauthCounters) {
+    let by_transport = |udp: u64, tcp: u64| {
+        [
+            ("transport=\"udp\"".to_string(), udp as f64),
+            ("transport=\"tcp\"".to_string(), tcp as f64),
+        ]
+    };
+    m.family(
+        "turnpike_unauth_answers_total",
+        "counter",
+        "Answers to unauthenticated requests (401, 438, 400, Binding) sent, by transport.",
+        &by_transport(u.udp_answers, u.stream_answers),
+    );
+    m.family(
+        "turnpike_unauth_answer_bytes_total",
+        "counter",
+        "Bytes of answers to unauthenticated requests sent, by transport.",
+        &by_transport(u.udp_answer_bytes, u.stream_answer_bytes),
+    );
+    m.counter(
+        "turnpike_unauth_udp_request_bytes_total",
+        "Bytes of requests from UDP sources: each pays for unauth_amplification_factor times as many bytes of answers.",
+        u.udp_request_bytes,
+    );
+    m.family(
+        "turnpike_unauth_held_back_total",
+        "counter",
+        "Answers to unauthenticated UDP requests held back, by the limit that held them: the amplification factor, unauth_source_bytes_per_s, unauth_node_bytes_per_s.",
+        &[
+            ("limit=\"factor\"".into(), u.held_back_factor as f64),
+            (
+                "limit=\"source_ceiling\"".into(),
+                u.held_back_source_ceiling as f64,
+            ),
+            (
+                "limit=\"node_ceiling\"".into(),
+                u.held_back_node_ceiling as f64,
+            ),
+        ],
+    );
+    m.counter(
+        "turnpike_unauth_held_back_bytes_total",
+        "Bytes of the answers to unauthenticated UDP requests held back.",
+        u.held_back_bytes,
+    );
+    m.counter(
+        "turnpike_streams_closed_auth_failures_total",
+        "TCP streams closed after stream_max_auth_failures failed authentications in a row.",
+        u.streams_closed_auth_failures,
+    );
 }
 
 #[cfg(test)]
@@ -574,6 +629,12 @@ mod tests {
         s.ports_v4.free = 100;
         s.ports_v4.quarantined = 2;
         s.dropped.no_permission = 9;
+        s.unauth.udp_answers = 11;
+        s.unauth.stream_answer_bytes = 1200;
+        s.unauth.udp_request_bytes = 280;
+        s.unauth.held_back_source_ceiling = 12;
+        s.unauth.held_back_bytes = 1800;
+        s.unauth.streams_closed_auth_failures = 2;
         let r = RuntimeMetrics {
             loop_lag_s: 0.0015,
             webhook_dropped: 5,
@@ -614,6 +675,19 @@ mod tests {
             ("turnpike_streams", 0.0),
             ("turnpike_event_loop_lag_seconds", 0.0015),
             ("turnpike_webhook_events_total{result=\"dropped\"}", 5.0),
+            ("turnpike_unauth_answers_total{transport=\"udp\"}", 11.0),
+            (
+                "turnpike_unauth_answer_bytes_total{transport=\"tcp\"}",
+                1200.0,
+            ),
+            ("turnpike_unauth_udp_request_bytes_total", 280.0),
+            (
+                "turnpike_unauth_held_back_total{limit=\"source_ceiling\"}",
+                12.0,
+            ),
+            ("turnpike_unauth_held_back_total{limit=\"factor\"}", 0.0),
+            ("turnpike_unauth_held_back_bytes_total", 1800.0),
+            ("turnpike_streams_closed_auth_failures_total", 2.0),
         ] {
             assert_eq!(samples.get(series), Some(&v), "{series} in\n{text}");
         }

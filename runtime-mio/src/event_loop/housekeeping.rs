@@ -26,6 +26,7 @@ impl Runtime {
         for c in stale {
             self.close_conn(c);
         }
+        self.sweep_handshakes(now);
         let failed = self.stats.send_errors + self.stats.send_would_block;
         if failed > self.reported_send_errors {
             let msg = format!(
@@ -70,7 +71,7 @@ impl Runtime {
             let (n, s) = (line.count, line.seconds);
             let msg = match kind {
                 "rate_limited" => format!(
-                    "{n} answers to unauthenticated requests dropped by the per-source budget in the last {s} s"
+                    "{n} answers to unauthenticated UDP requests held back by anti-amplification (unauth_amplification_factor, unauth_source_bytes_per_s, unauth_node_bytes_per_s) in the last {s} s"
                 ),
                 "bandwidth_dropped" => format!(
                     "{n} relayed packets dropped by the bandwidth cap (max_bps or total_max_bps) in the last {s} s"
