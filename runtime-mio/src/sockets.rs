@@ -242,6 +242,23 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_fails_on_an_ipv6_address_another_socket_holds() {
+        // Skip where the host has no IPv6 loopback.
+        let Ok(u) = udp_listener_with("[::1]:0".parse().unwrap(), SMALL, true) else {
+            return;
+        };
+        let addr = u.local_addr().unwrap();
+        let e = probe_free(addr, Transport::Udp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // IPV6_V6ONLY on both: the IPv4 port of the same number is another address.
+        let v4 = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
+        let _ = probe_free(v4, Transport::Udp);
+        let t = tcp_listener_with("[::1]:0".parse().unwrap(), SMALL, true).unwrap();
+        let e = probe_free(t.local_addr().unwrap(), Transport::Tcp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
     fn udp_listeners_without_reuse_port_do_not_share() {
         // SO_REUSEADDR on UDP would let two of them bind one address.
         let a = udp_listener("127.0.0.1:0".parse().unwrap(), SMALL).unwrap();
