@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 seconds="${1:-60}"
 sanitizer="${FUZZ_SANITIZER:-none}"
-targets="${FUZZ_TARGETS:-stun_decode channel_data proxy_v1_v2 stream_framer whole_server http_api}"
+targets="${FUZZ_TARGETS:-stun_decode channel_data proxy_v1_v2 stream_framer whole_server http_api trace_mask}"
 export RUSTC_BOOTSTRAP=1
 
 command -v cargo-fuzz >/dev/null 2>&1 || {

@@ -191,11 +191,6 @@ impl PortPool {
         true
     }
 
-    /// True if at least one port is free now.
-    pub fn has_free(&self) -> bool {
-        !self.free.is_empty()
-    }
-
     /// Since when at least one port has been free without a break (None: none is free
     /// now; the start of time for ports free since the pool was made).
     pub fn free_since(&self) -> Option<Instant> {

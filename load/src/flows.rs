@@ -66,6 +66,8 @@ pub enum Sock {
     Udp(UdpSocket),
     /// A TCP connection to the server.
     Tcp(TcpStream),
+    /// A TLS connection to the server (TURN over TLS).
+    Tls(Box<(TcpStream, rustls::ClientConnection)>),
 }
 
 /// One client.
@@ -118,6 +120,10 @@ pub fn open_flow(
             poll.registry()
                 .register(s, token, Interest::READABLE | Interest::WRITABLE)?
         }
+        Sock::Tls(b) => {
+            poll.registry()
+                .register(&mut b.0, token, Interest::READABLE | Interest::WRITABLE)?
+        }
     }
     let client = creds.map(|(user, pass)| {
         let mut seed = [0u8; 32];
@@ -137,27 +143,87 @@ pub fn open_flow(
     })
 }
 
+/// As [`open_flow`] over TCP, with TLS on the stream (`config`: see
+/// [`crate::tls_compare::client_config`]).
+pub fn open_flow_tls(
+    poll: &Poll,
+    token: usize,
+    ip: usize,
+    server: SocketAddr,
+    creds: Option<(&str, &str)>,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+) -> io::Result<Flow> {
+    let mut f = open_flow(poll, token, ip, server, Transport::Tcp, creds)?;
+    let name = rustls::pki_types::ServerName::from(server.ip());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::clone(config), name)
+        .map_err(io::Error::other)?;
+    let placeholder = Sock::Udp(UdpSocket::from_std(std::net::UdpSocket::bind(
+        "127.0.0.1:0",
+    )?));
+    if let Sock::Tcp(t) = std::mem::replace(&mut f.sock, placeholder) {
+        f.sock = Sock::Tls(Box::new((t, conn)));
+    }
+    // The ClientHello.
+    f.push_tls();
+    Ok(f)
+}
+
 impl Flow {
+    /// Moves the records a TLS session has ready to the socket (or `pending`).
+    fn push_tls(&mut self) {
+        let Sock::Tls(b) = &mut self.sock else {
+            return;
+        };
+        let (_, conn) = &mut **b;
+        let mut records = Vec::new();
+        while conn.wants_write() {
+            if conn.write_tls(&mut records).is_err() {
+                break;
+            }
+        }
+        if !records.is_empty() {
+            self.write_stream(&records);
+        }
+    }
+
+    /// Writes `bytes` to the stream socket, queueing what the kernel does not take.
+    fn write_stream(&mut self, bytes: &[u8]) {
+        let s = match &mut self.sock {
+            Sock::Tcp(s) => s,
+            Sock::Tls(b) => &mut b.0,
+            Sock::Udp(_) => return,
+        };
+        if !self.pending.is_empty() {
+            self.pending.extend_from_slice(bytes);
+            return;
+        }
+        match s.write(bytes) {
+            Ok(n) if n == bytes.len() => {}
+            Ok(n) => self
+                .pending
+                .extend_from_slice(bytes.get(n..).unwrap_or(&[])),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.pending.extend_from_slice(bytes)
+            }
+            Err(_) => self.closed = true,
+        }
+    }
+
     /// Writes `bytes` to the server: one datagram, or the stream (queued when the kernel
     /// buffer is full). Returns false if a datagram could not be sent.
     pub fn write(&mut self, bytes: &[u8]) -> bool {
         match &mut self.sock {
             Sock::Udp(s) => s.send(bytes).is_ok(),
-            Sock::Tcp(s) => {
-                if !self.pending.is_empty() {
-                    self.pending.extend_from_slice(bytes);
-                    return true;
+            Sock::Tcp(_) => {
+                self.write_stream(bytes);
+                true
+            }
+            Sock::Tls(b) => {
+                // Plaintext waits in the session until the handshake is done.
+                if b.1.writer().write_all(bytes).is_err() {
+                    self.closed = true;
                 }
-                match s.write(bytes) {
-                    Ok(n) if n == bytes.len() => {}
-                    Ok(n) => self
-                        .pending
-                        .extend_from_slice(bytes.get(n..).unwrap_or(&[])),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.pending.extend_from_slice(bytes)
-                    }
-                    Err(_) => self.closed = true,
-                }
+                self.push_tls();
                 true
             }
         }
@@ -165,8 +231,10 @@ impl Flow {
 
     /// Pushes queued stream bytes.
     pub fn flush_pending(&mut self) {
-        let Sock::Tcp(s) = &mut self.sock else {
-            return;
+        let s = match &mut self.sock {
+            Sock::Tcp(s) => s,
+            Sock::Tls(b) => &mut b.0,
+            Sock::Udp(_) => return,
         };
         while !self.pending.is_empty() {
             match s.write(&self.pending) {
@@ -212,11 +280,45 @@ impl Flow {
                 }
                 r => r,
             },
+            Sock::Tls(_) => self.read_tls(buf),
         };
         match r {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(0),
             r => r,
+        }
+    }
+
+    /// Plaintext of a TLS stream: what the session holds, else what the socket brings.
+    fn read_tls(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Sock::Tls(b) = &mut self.sock else {
+                return Ok(0);
+            };
+            let (sock, conn) = &mut **b;
+            match conn.reader().read(buf) {
+                Ok(0) => {
+                    self.closed = true;
+                    return Ok(0);
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            match conn.read_tls(sock) {
+                Ok(0) => {
+                    self.closed = true;
+                    return Ok(0);
+                }
+                Ok(_) => {
+                    let r = conn.process_new_packets();
+                    self.push_tls();
+                    if let Err(e) = r {
+                        return Err(io::Error::other(e));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -228,6 +330,7 @@ impl Flow {
         let _ = match &mut self.sock {
             Sock::Udp(s) => poll.registry().deregister(s),
             Sock::Tcp(s) => poll.registry().deregister(s),
+            Sock::Tls(b) => poll.registry().deregister(&mut b.0),
         };
         self.closed = true;
         // Replace the socket so the descriptor is freed now.

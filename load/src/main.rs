@@ -11,6 +11,7 @@ mod procfs;
 mod scaling;
 mod scenarios;
 mod servers;
+mod tls_compare;
 mod traffic;
 
 use flows::Mode;
@@ -40,6 +41,10 @@ usage: turnpike-load COMMAND [--key value]...
              [--relay-max 29999] [--turnpike PATH] [--dir DIR]
              (turnpike alone with 1, 2, ... event loops: relayed pkts/s, peak with no loss,
              relayed / server CPU-s, allocations/s)
+  tls-compare [--rounds 2] [--clients 100] [--size 200] [--seconds 5] [--window 512]
+             [--port 31000 (TLS on port+1)] [--turnpike PATH] [--workers N] [--dir DIR]
+             (TURN over TLS flat out: turnpike's native TLS, nginx terminating TLS in
+             front of turnpike, coturn's TLS; relayed pkts / server CPU-s)
   crowd      [--clients 1000] [--rate 5000] [--transport udp|tcp] [--wrong-password false]
              [--limit-s 20] [--rounds 1] [--server ADDR --pid PID (else turnpike and coturn
              side by side, with compare's --port, --relay-*, --turnpike, --workers)]
@@ -55,13 +60,28 @@ A relayed packet counts once per direction: one round trip = 2 relayed packets.
 ";
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let Some(cmd) = args.next() else {
-        eprint!("{USAGE}");
-        return ExitCode::from(2);
+    // The arguments as the OS gave them (`std::env::args()` panics on one that is not
+    // UTF-8); lexopt tokenizes them.
+    let mut p = lexopt::Parser::from_args(std::env::args_os().skip(1));
+    let cmd = match p.next() {
+        Ok(Some(lexopt::Arg::Value(v))) => match v.into_string() {
+            Ok(c) => c,
+            Err(v) => {
+                eprintln!("command `{}` is not valid UTF-8", v.to_string_lossy());
+                return ExitCode::from(2);
+            }
+        },
+        Ok(Some(lexopt::Arg::Long("help") | lexopt::Arg::Short('h'))) => "--help".to_string(),
+        Ok(Some(a)) => {
+            eprintln!("unexpected argument {}\n\n{USAGE}", arg_name(&a));
+            return ExitCode::from(2);
+        }
+        Ok(None) | Err(_) => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
     };
-    let rest: Vec<String> = args.collect();
-    let opts = match parse_opts(&rest) {
+    let opts = match parse_opts(&mut p) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}\n\n{USAGE}");
@@ -74,6 +94,7 @@ fn main() -> ExitCode {
         "memory" => cmd_memory(&opts),
         "forwarder" => cmd_forwarder(&opts),
         "compare" => cmd_compare(&opts),
+        "tls-compare" => compare_options(&opts).and_then(|o| tls_compare::run(&o)),
         "scaling" => cmd_scaling(&opts),
         "core-bench" => corebench::run(
             &opts.str("phase", "to-peer"),
@@ -98,19 +119,33 @@ fn main() -> ExitCode {
 }
 
 /// `--key value` pairs.
+#[derive(Debug)]
 struct Opts(BTreeMap<String, String>);
 
-fn parse_opts(args: &[String]) -> Result<Opts, String> {
+fn parse_opts(p: &mut lexopt::Parser) -> Result<Opts, String> {
     let mut m = BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let key = a
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {a}"))?;
-        let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
-        m.insert(key.to_string(), value.clone());
+    while let Some(a) = p.next().map_err(|e| e.to_string())? {
+        let lexopt::Arg::Long(key) = a else {
+            return Err(format!("unexpected argument {}", arg_name(&a)));
+        };
+        let key = key.to_string();
+        let value = p
+            .value()
+            .map_err(|_| format!("--{key} needs a value"))?
+            .into_string()
+            .map_err(|v| format!("--{key}: `{}` is not valid UTF-8", v.to_string_lossy()))?;
+        m.insert(key, value);
     }
     Ok(Opts(m))
+}
+
+/// An argument as the user wrote it, for messages.
+fn arg_name(a: &lexopt::Arg<'_>) -> String {
+    match a {
+        lexopt::Arg::Long(l) => format!("--{l}"),
+        lexopt::Arg::Short(c) => format!("-{c}"),
+        lexopt::Arg::Value(v) => v.to_string_lossy().into_owned(),
+    }
 }
 
 impl Opts {
@@ -381,21 +416,20 @@ fn cmd_callgrind(o: &Opts) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Opts, String> {
+        parse_opts(&mut lexopt::Parser::from_args(args.iter().copied()))
+    }
+
     #[test]
     fn options() {
-        let o = parse_opts(&[
-            "--n".into(),
-            "5".into(),
-            "--server".into(),
-            "127.0.0.1:9".into(),
-        ])
-        .unwrap();
+        let o = parse(&["--n", "5", "--server=127.0.0.1:9"]).unwrap();
         assert_eq!(o.num("n", 0u32).unwrap(), 5);
         assert_eq!(o.num("x", 7u32).unwrap(), 7);
         assert!(o.addr("server").is_ok());
-        assert!(parse_opts(&["--n".into()]).is_err());
-        assert!(parse_opts(&["n".into()]).is_err());
-        let o = parse_opts(&["--server".into(), "10.0.0.1:9".into()]).unwrap();
+        assert!(parse(&["--n"]).unwrap_err().contains("--n needs a value"));
+        assert!(parse(&["n"]).unwrap_err().contains("unexpected argument n"));
+        assert!(parse(&["-n", "3"]).is_err());
+        let o = parse(&["--server", "10.0.0.1:9"]).unwrap();
         assert!(o.addr("server").is_err());
     }
 }

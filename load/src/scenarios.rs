@@ -74,6 +74,45 @@ impl Session {
         })
     }
 
+    /// As [`Session::open`] in channel mode, each client over TLS on TCP (`config`).
+    pub fn open_tls(
+        server: SocketAddr,
+        clients: usize,
+        first_ip: usize,
+        echo_at: SocketAddr,
+        config: &std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Session, String> {
+        let mut poll = Poll::new().map_err(|e| e.to_string())?;
+        let echo = EchoPeer::bind(&poll, echo_at).map_err(|e| format!("echo peer: {e}"))?;
+        let peer = echo.addr();
+        let creds = Some((crate::servers::USER, crate::servers::PASS));
+        let mut flows = Vec::with_capacity(clients);
+        for i in 0..clients {
+            let f = crate::flows::open_flow_tls(&poll, i, first_ip + i, server, creds, config)
+                .map_err(|e| format!("client {i}: {e}"))?;
+            flows.push(f);
+        }
+        let epoch = Epoch::new();
+        let plan = Plan {
+            peer,
+            mode: Mode::Channel,
+            then: Then::Keep,
+            concurrency: 64,
+            deadline: SETUP_DEADLINE,
+        };
+        let ok = establish(&mut poll, &mut flows, plan, &epoch);
+        if ok < clients {
+            return Err(format!("only {ok} of {clients} clients set up"));
+        }
+        Ok(Session {
+            poll,
+            flows,
+            echo,
+            mode: Mode::Channel,
+            epoch,
+        })
+    }
+
     /// One data phase, measuring process `pid`.
     pub fn run(&mut self, offer: Offer, pid: Option<u32>) -> Outcome {
         traffic::run(

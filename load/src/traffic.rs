@@ -370,7 +370,7 @@ fn receive(f: &mut Flow, buf: &mut [u8], mode: Mode, epoch: &Epoch, out: &mut Ou
                 Some((_, payload)) => record(payload),
                 None => c.handle_input(epoch.now(), data),
             },
-            (_, Some(c), crate::flows::Sock::Tcp(_)) => {
+            (_, Some(c), crate::flows::Sock::Tcp(_) | crate::flows::Sock::Tls(_)) => {
                 c.handle_input_with(epoch.now(), data, |_, payload| record(payload));
             }
             (_, None, _) => {}

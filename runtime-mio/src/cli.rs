@@ -1,6 +1,7 @@
 //! The command line: `turnpike [--config FILE] [--check-config] [--seed HEX] [--version]
 //! [--help]`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// What the command line asks for.
@@ -50,32 +51,51 @@ Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
 Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime failure, 2 bad configuration or usage.
 ";
 
-/// Parses the arguments (without the program name).
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+/// Parses the arguments (without the program name), as the OS gave them: a path may be
+/// any bytes; any other value must be UTF-8 (an error names the option otherwise).
+///
+/// Tokenizing is lexopt's (`--opt value`, `--opt=value`, `-c value`, `-cvalue`, `--`);
+/// what the options mean, their errors and the usage text are ours.
+pub fn parse<I>(args: I) -> Result<Command, String>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
     let mut opts = Options::default();
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        let name = match arg {
+            Long(l) => format!("--{l}"),
+            Short(c) => format!("-{c}"),
+            Value(v) => return Err(unknown(&v.to_string_lossy())),
         };
-        let mut value = |what: &str| -> Result<String, String> {
-            match inline.clone().or_else(|| it.next()) {
-                Some(v) if !v.is_empty() => Ok(v),
+        let mut value = |what: &str| -> Result<OsString, String> {
+            match p.value() {
+                Ok(v) if !v.is_empty() => Ok(v),
                 _ => Err(format!("{name} needs {what}")),
             }
         };
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "-c" | "--config" => opts.config = Some(PathBuf::from(value("a file")?)),
+            "-c" | "--config" => opts.config = Some(value("a file")?.into()),
             "--check-config" => opts.check_config = true,
-            "--seed" => opts.seed = Some(value("64 hex digits")?),
-            "--record-trace" => opts.record_trace = Some(PathBuf::from(value("a file")?)),
-            _ => return Err(format!("unknown argument `{arg}` (see --help)")),
+            "--seed" => {
+                let v = value("64 hex digits")?;
+                opts.seed = Some(v.into_string().map_err(|v| {
+                    format!("{name}: `{}` is not valid UTF-8", v.to_string_lossy())
+                })?);
+            }
+            "--record-trace" => opts.record_trace = Some(value("a file")?.into()),
+            _ => return Err(unknown(&name)),
         }
     }
     Ok(Command::Run(opts))
+}
+
+fn unknown(arg: &str) -> String {
+    format!("unknown argument `{arg}` (see --help)")
 }
 
 #[cfg(test)]
@@ -83,7 +103,7 @@ mod tests {
     use super::*;
 
     fn p(args: &[&str]) -> Result<Command, String> {
-        parse(args.iter().map(|s| s.to_string()))
+        parse(args.iter().copied())
     }
 
     #[test]
@@ -121,6 +141,37 @@ mod tests {
                 ..Options::default()
             }))
         );
+    }
+
+    #[test]
+    fn takes_paths_as_bytes_and_names_other_values_that_are_not_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = || OsString::from_vec(b"caf\xe9".to_vec());
+        // A file name in another encoding is a good file name.
+        assert_eq!(
+            parse([OsString::from("--config"), bad()]),
+            Ok(Command::Run(Options {
+                config: Some(bad().into()),
+                ..Options::default()
+            }))
+        );
+        let e = parse([OsString::from("--seed"), bad()]).unwrap_err();
+        assert!(e.contains("--seed") && e.contains("caf\u{fffd}"), "{e}");
+        let e = parse([bad()]).unwrap_err();
+        assert!(e.contains("unknown argument `caf\u{fffd}`"), "{e}");
+    }
+
+    #[test]
+    fn short_and_inline_forms() {
+        let want = Ok(Command::Run(Options {
+            config: Some("a.toml".into()),
+            ..Options::default()
+        }));
+        assert_eq!(p(&["-ca.toml"]), want);
+        assert_eq!(p(&["-c", "a.toml"]), want);
+        assert_eq!(p(&["--config=a.toml"]), want);
+        assert!(p(&["--config="]).unwrap_err().contains("needs a file"));
+        assert!(p(&["--check-config=yes"]).is_err());
     }
 
     #[test]

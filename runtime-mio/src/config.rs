@@ -70,10 +70,16 @@ pub struct FileConfig {
     pub turn_tcp_only: bool,
     /// Verification mode: issue TURN-TLS URLs only (a warning is logged at start).
     pub turn_tls_only: bool,
-    /// Serve the HTTP API.
-    pub api: bool,
-    /// Address of the HTTP API.
-    pub api_listen: SocketAddr,
+    /// `false` turns the HTTP API off even with `api_listen`; `true` alone serves it on
+    /// [`DEFAULT_API_LISTEN`]. Unset: the API is served when `api_listen` is set.
+    pub api: Option<bool>,
+    /// Address of the HTTP API. A file that sets neither this nor `api = true` has no API.
+    pub api_listen: Option<SocketAddr>,
+    /// Bearer token the credential-issuing, listing and DELETE routes require.
+    pub api_token: Option<Secret>,
+    /// A file holding that token (its surrounding whitespace ignored), so that the secret
+    /// need not be in this file.
+    pub api_token_file: Option<PathBuf>,
     /// Refuse every API peer that is not on loopback (strongly recommended).
     pub api_loopback_address_only: bool,
     /// Default validity of issued credentials, seconds.
@@ -151,8 +157,17 @@ pub struct FileConfig {
     pub turn_tls: bool,
     /// Name written into `turns:` URLs (wins over `turn_fqdn`).
     pub turn_tls_fqdn: Option<String>,
-    /// Port written into `turns:` URLs.
-    pub turn_tls_port: u16,
+    /// Port written into `turns:` URLs. Defaults to `turn_tls_listen_port` when the relay
+    /// serves TLS itself, else 443.
+    pub turn_tls_port: Option<u16>,
+    /// Serve TURN over TLS natively on this port (`turns:` URLs then point at it). Equal to
+    /// `turn_tcp_listen_port` (with `turn_tcp = true`): one port for TLS and plain
+    /// TURN-TCP, told apart by the first byte.
+    pub turn_tls_listen_port: Option<u16>,
+    /// PEM file of the certificate chain of native TLS (leaf first).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of native TLS (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
     /// Name of the relay, used in `turns:` URLs when `turn_tls_fqdn` is not set.
     pub turn_fqdn: Option<String>,
     /// Record every input of the core to this trace file (none: no recording).
@@ -192,8 +207,10 @@ impl Default for FileConfig {
             turn_udp_dynamic_port_max: 49151,
             turn_tcp_only: false,
             turn_tls_only: false,
-            api: true,
-            api_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 3000)),
+            api: None,
+            api_listen: None,
+            api_token: None,
+            api_token_file: None,
             api_loopback_address_only: true,
             ice_ttl_s: 300,
             ice_max_ttl_s: 3600,
@@ -229,7 +246,10 @@ impl Default for FileConfig {
             event_log: None,
             turn_tls: false,
             turn_tls_fqdn: None,
-            turn_tls_port: 443,
+            turn_tls_port: None,
+            turn_tls_listen_port: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             turn_fqdn: None,
             trace_file: None,
             trace_payloads: false,
@@ -254,7 +274,18 @@ impl FileConfig {
         FileConfig {
             static_auth_secret: Secrets(vec![Secret(secret)]),
             allow_loopback_peers: true,
+            api_listen: Some(DEFAULT_API_LISTEN),
             ..FileConfig::default()
+        }
+    }
+
+    /// Where the HTTP API listens, if the file asks for it.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        match (self.api, self.api_listen) {
+            (Some(false), _) => None,
+            (_, Some(a)) => Some(a),
+            (Some(true), None) => Some(DEFAULT_API_LISTEN),
+            (None, None) => None,
         }
     }
 
@@ -263,12 +294,14 @@ impl FileConfig {
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
         let config: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
-        config.check().map_err(|(key, message)| ConfigError {
+        let err = |(key, message): (&str, String)| ConfigError {
             file: file.to_string(),
             line: find_key_line(text, key),
             key: Some(key.to_string()),
             message,
-        })?;
+        };
+        config.check().map_err(err)?;
+        config.load_tls().map_err(|e| err((e.key, e.message)))?;
         Ok(config)
     }
 
@@ -294,9 +327,60 @@ impl FileConfig {
         self.ipv6_address.unwrap_or(self.ipv6_listen_address)
     }
 
+    /// The port of `turns:` URLs: `turn_tls_port`, else the native TLS port, else 443.
+    pub fn url_tls_port(&self) -> u16 {
+        self.turn_tls_port
+            .or(self.turn_tls_listen_port)
+            .unwrap_or(443)
+    }
+
+    /// True if the relay serves TLS itself (`turn_tls_listen_port`).
+    pub fn native_tls(&self) -> bool {
+        self.turn_tls_listen_port.is_some()
+    }
+
+    /// Loads the native TLS certificate and key, if configured: an unreadable or bad file
+    /// is an error naming its key.
+    pub fn load_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::tls::TlsLoadError> {
+        match (
+            &self.turn_tls_listen_port,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+        ) {
+            (Some(_), Some(cert), Some(key)) => crate::tls::load(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// The TCP port written into URLs.
     pub fn url_tcp_port(&self) -> u16 {
         self.turn_tcp_port.unwrap_or(self.turn_tcp_listen_port)
+    }
+
+    /// The native TLS keys: a port and both files, or none of them.
+    fn check_native_tls(&self) -> Result<(), (&'static str, String)> {
+        match self.turn_tls_listen_port {
+            Some(0) => Err(("turn_tls_listen_port", "must be 1..=65535".into())),
+            Some(_) if self.tls_cert_file.is_none() => Err((
+                "tls_cert_file",
+                "required when `turn_tls_listen_port` is set".into(),
+            )),
+            Some(_) if self.tls_key_file.is_none() => Err((
+                "tls_key_file",
+                "required when `turn_tls_listen_port` is set".into(),
+            )),
+            None if self.tls_cert_file.is_some() => Err((
+                "tls_cert_file",
+                "has no effect without `turn_tls_listen_port`".into(),
+            )),
+            None if self.tls_key_file.is_some() => Err((
+                "tls_key_file",
+                "has no effect without `turn_tls_listen_port`".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Checks the rules the types cannot express. On failure: the key at fault and why.
@@ -337,9 +421,10 @@ impl FileConfig {
         if self.turn_tcp_port == Some(0) {
             return Err(("turn_tcp_port", "must be 1..=65535".into()));
         }
-        if self.turn_tls_port == 0 {
+        if self.turn_tls_port == Some(0) {
             return Err(("turn_tls_port", "must be 1..=65535".into()));
         }
+        self.check_native_tls()?;
         if self.relay_port_min == 0 {
             return Err(("relay_port_min", "must be 1..=65535".into()));
         }
@@ -362,7 +447,7 @@ impl FileConfig {
         check_users(&self.users).map_err(|m| ("users", m))?;
         if self.static_auth_secret.0.is_empty()
             && self.users.is_empty()
-            && !(self.api && self.issuance_secret.is_some())
+            && !(self.api_addr().is_some() && self.issuance_secret.is_some())
         {
             return Err((
                 "static_auth_secret",
@@ -421,7 +506,11 @@ impl FileConfig {
         if self.trace_max_bytes < 1 << 20 {
             return Err(("trace_max_bytes", "at least 1048576 (1 MiB)".into()));
         }
-        if self.turn_tls && self.turn_tls_fqdn.is_none() && self.turn_fqdn.is_none() {
+        if self.turn_tls
+            && !self.native_tls()
+            && self.turn_tls_fqdn.is_none()
+            && self.turn_fqdn.is_none()
+        {
             return Err((
                 "turn_tls_fqdn",
                 "required when `turn_tls = true` (or set `turn_fqdn`)".into(),
@@ -533,18 +622,23 @@ impl FileConfig {
                     ),
                 ));
             }
-            if !self.api && !self.turn_tcp_only && !self.turn_tls_only {
+            if self.api_addr().is_none() && !self.turn_tcp_only && !self.turn_tls_only {
                 return Err((
                     "turn_udp_port",
-                    "\"dynamic\" ports are opened by issuance: it needs `api = true`".into(),
+                    "\"dynamic\" ports are opened by issuance: it needs the HTTP API \
+                     (`api_listen`)"
+                        .into(),
                 ));
             }
         }
         if self.turn_tcp_only && !self.turn_tcp {
             return Err(("turn_tcp_only", "needs `turn_tcp = true`".into()));
         }
-        if self.turn_tls_only && !self.turn_tls {
-            return Err(("turn_tls_only", "needs `turn_tls = true`".into()));
+        if self.turn_tls_only && !self.turn_tls && !self.native_tls() {
+            return Err((
+                "turn_tls_only",
+                "needs `turn_tls = true` or `turn_tls_listen_port`".into(),
+            ));
         }
         if !(1..=86_400).contains(&self.ice_max_ttl_s) {
             return Err(("ice_max_ttl_s", "must be 1..=86400 seconds".into()));
@@ -568,8 +662,73 @@ impl FileConfig {
         if let Some(u) = &self.event_webhook_url {
             crate::api::webhook::parse_url(u).map_err(|m| ("event_webhook_url", m))?;
         }
+        self.check_api_token()
+    }
+
+    fn check_api_token(&self) -> Result<(), (&'static str, String)> {
+        if self.api_token.is_some() && self.api_token_file.is_some() {
+            return Err((
+                "api_token_file",
+                "set `api_token` or `api_token_file`, not both".into(),
+            ));
+        }
+        if let Some(t) = &self.api_token {
+            check_api_token(&t.0).map_err(|m| ("api_token", m))?;
+        }
+        let key = if self.api_token.is_some() {
+            "api_token"
+        } else {
+            "api_token_file"
+        };
+        if (self.api_token.is_some() || self.api_token_file.is_some()) && self.api_addr().is_none()
+        {
+            return Err((key, "there is no HTTP API: set `api_listen`".into()));
+        }
         Ok(())
     }
+
+    /// The API's bearer token: `api_token`, or the content of `api_token_file` without
+    /// its surrounding whitespace. Errors name the key, never the token.
+    pub fn api_token(&self) -> Result<Option<Secret>, (&'static str, String)> {
+        if let Some(t) = &self.api_token {
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.api_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            (
+                "api_token_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let token = text.trim();
+        check_api_token(token)
+            .map_err(|m| ("api_token_file", format!("{}: {m}", path.display())))?;
+        Ok(Some(Secret(token.to_string())))
+    }
+}
+
+/// Where the HTTP API listens when asked for with `api = true` alone, and in the built-in
+/// default.
+pub const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3000);
+
+/// Shortest API token accepted (characters): a token is guessed online, but 16 random
+/// characters keep that out of reach.
+pub const MIN_API_TOKEN_LEN: usize = 16;
+
+/// An API token: at least [`MIN_API_TOKEN_LEN`] visible ASCII characters (what an
+/// `Authorization: Bearer` header can carry, RFC 6750 §2.1).
+fn check_api_token(t: &str) -> Result<(), String> {
+    if t.len() < MIN_API_TOKEN_LEN {
+        return Err(format!(
+            "the token is shorter than {MIN_API_TOKEN_LEN} characters"
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be visible ASCII characters, without spaces".into());
+    }
+    Ok(())
 }
 
 /// A secret string (password or shared secret) that never shows in `Debug` output.
@@ -711,6 +870,8 @@ const KEYS: &[&str] = &[
     "api",
     "api_listen",
     "api_loopback_address_only",
+    "api_token",
+    "api_token_file",
     "ice_ttl_s",
     "ice_max_ttl_s",
     "issuance_secret",
@@ -746,6 +907,9 @@ const KEYS: &[&str] = &[
     "turn_tls",
     "turn_tls_fqdn",
     "turn_tls_port",
+    "turn_tls_listen_port",
+    "tls_cert_file",
+    "tls_key_file",
     "turn_fqdn",
     "trace_file",
     "trace_payloads",
@@ -756,28 +920,14 @@ const KEYS: &[&str] = &[
     "unauth_stream_buffer_bytes",
 ];
 
-/// The known key closest to `k`, if it is close (a typo).
+/// The known key closest to `k`, if it is close (a typo): Levenshtein distance (in
+/// characters, strsim's) of at most 3; of equally close keys, the first by name.
 fn suggest(k: &str) -> Option<&'static str> {
     KEYS.iter()
-        .map(|c| (edit_distance(k, c), *c))
+        .map(|c| (strsim::levenshtein(k, c), *c))
         .filter(|(d, _)| *d <= 3)
         .min()
         .map(|(_, c)| c)
-}
-
-/// Levenshtein distance, for typo hints on short keys.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Serde's Rust type names in plain words.
@@ -1045,7 +1195,7 @@ turn_fqdn = "relay.example.com"
         );
         assert_eq!(c.event_log, Some(PathBuf::from("turnpike.jsonl")));
         assert_eq!(c.turn_tls_fqdn.as_deref(), Some("turn.example.com"));
-        assert_eq!(c.turn_tls_port, 5349);
+        assert_eq!(c.turn_tls_port, Some(5349));
         assert_eq!(c.turn_fqdn.as_deref(), Some("relay.example.com"));
         assert_eq!(c.url_tcp_port(), 443);
     }
@@ -1238,7 +1388,7 @@ turn_fqdn = "relay.example.com"
         )
         .unwrap();
         assert_eq!(c.turn_udp_port, UdpPort::Dynamic);
-        assert_eq!(c.api_listen.port(), 0);
+        assert_eq!(c.api_addr().map(|a| a.port()), Some(0));
         let err = |text: &str| {
             parse(&format!("static_auth_secret = \"s\"\n{text}\n"))
                 .unwrap_err()
@@ -1282,8 +1432,9 @@ turn_fqdn = "relay.example.com"
             (d.turn_udp_port, d.turn_tcp_listen_port),
             (UdpPort::Fixed(3478), 3478)
         );
-        assert_eq!(d.api_listen.to_string(), "127.0.0.1:3000");
-        assert!(d.api && d.api_loopback_address_only);
+        // A file must ask for the API: it mints credentials, and port 3000 may be taken.
+        assert_eq!(d.api_addr(), None);
+        assert!(d.api_loopback_address_only);
         assert_eq!((d.relay_port_min, d.relay_port_max), (49152, 65535));
         assert_eq!(d.socket_receive_buffer_size, 1 << 20);
         // A file with no credentials at all is refused.
@@ -1292,6 +1443,67 @@ turn_fqdn = "relay.example.com"
         assert_eq!(b.realm, "turnpike");
         assert!(b.allow_loopback_peers);
         assert_eq!(b.static_auth_secret.0.len(), 1);
+        assert_eq!(
+            b.api_addr().map(|a| a.to_string()),
+            Some("127.0.0.1:3000".into())
+        );
+    }
+
+    #[test]
+    fn the_api_is_served_only_when_asked_for() {
+        let api = |text: &str| {
+            parse(&format!("static_auth_secret = \"s\"\n{text}\n"))
+                .unwrap()
+                .api_addr()
+                .map(|a| a.to_string())
+        };
+        assert_eq!(api(""), None);
+        assert_eq!(
+            api("api_listen = \"127.0.0.1:8080\""),
+            Some("127.0.0.1:8080".into())
+        );
+        assert_eq!(api("api = true"), Some("127.0.0.1:3000".into()));
+        assert_eq!(api("api = false\napi_listen = \"127.0.0.1:8080\""), None);
+    }
+
+    #[test]
+    fn api_token_keys() {
+        let base = "static_auth_secret = \"s\"\napi_listen = \"127.0.0.1:0\"\n";
+        let c = parse(&format!("{base}api_token = \"0123456789abcdefXYZ\"\n")).unwrap();
+        assert_eq!(c.api_token().unwrap().unwrap().0, "0123456789abcdefXYZ");
+        let err = |text: &str| parse(&format!("{base}{text}\n")).unwrap_err();
+        let e = err("api_token = \"tiny-tok\"");
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("api_token"), Some(3)),
+            "{e}"
+        );
+        assert!(
+            !e.to_string().contains("tiny-tok"),
+            "the token shows in {e}"
+        );
+        let e = err("api_token = \"0123456789 abcdef\"");
+        assert_eq!(e.key.as_deref(), Some("api_token"), "{e}");
+        let e = err("api_token = \"0123456789abcdefXYZ\"\napi_token_file = \"/t\"");
+        assert_eq!(e.key.as_deref(), Some("api_token_file"), "{e}");
+        let e =
+            parse("static_auth_secret = \"s\"\napi_token = \"0123456789abcdefXYZ\"\n").unwrap_err();
+        assert!(e.message.contains("no HTTP API"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("turnpike-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "  0123456789abcdefXYZ\n").unwrap();
+        let c = parse(&format!("{base}api_token_file = \"{}\"\n", file.display())).unwrap();
+        assert_eq!(c.api_token().unwrap().unwrap().0, "0123456789abcdefXYZ");
+        std::fs::write(&file, "tiny-tok\n").unwrap();
+        let c = parse(&format!("{base}api_token_file = \"{}\"\n", file.display())).unwrap();
+        let (key, m) = c.api_token().unwrap_err();
+        assert_eq!(key, "api_token_file");
+        assert!(!m.contains("tiny-tok"), "{m}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (key, _) = c.api_token().unwrap_err();
+        assert_eq!(key, "api_token_file");
     }
 
     #[test]
@@ -1329,12 +1541,31 @@ turn_fqdn = "relay.example.com"
     }
 
     #[test]
+    fn native_tls_keys_name_key_line_and_file() {
+        let base = "static_auth_secret = \"s\"\n";
+        let e = parse(&format!("{base}turn_tls_listen_port = 5349\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_cert_file"));
+        let e = parse(&format!(
+            "{base}turn_tls_listen_port = 5349\ntls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = \"/nonexistent/k.pem\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_cert_file"));
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("/nonexistent/c.pem"), "{e}");
+        assert!(e.message.contains("cannot read"), "{e}");
+        let e = parse(&format!("{base}tls_key_file = \"k.pem\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_key_file"));
+        let e = parse(&format!("{base}turn_tls_listen_port = 0\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("turn_tls_listen_port"));
+    }
+
+    #[test]
     fn key_lines_are_found() {
         let t = "# relay_port_min = 1\nrealm = \"x\"\n\"relay_port_min\" = 3\n[users]\nrelay_port_min = 4\n";
         assert_eq!(find_key_line(t, "relay_port_min"), Some(3));
         assert_eq!(find_key_line(t, "users"), Some(4));
         assert_eq!(find_key_line(t, "total_quota"), None);
         assert_eq!(line_of("a\nb\nc", 4), 3);
-        assert_eq!(edit_distance("relay_port_mim", "relay_port_min"), 1);
+        assert_eq!(suggest("relay_port_mim"), Some("relay_port_min"));
     }
 }

@@ -142,6 +142,7 @@ mod tests {
             trace: None,
             workers: 1,
             coalesce: None,
+            tls: None,
         };
         let listening = [
             (Transport::Udp, "127.0.0.1:3478".parse().unwrap()),

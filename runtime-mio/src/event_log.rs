@@ -91,33 +91,15 @@ impl Drop for EventLog {
     }
 }
 
-/// `unix_ms` as an RFC 3339 UTC time with milliseconds, e.g. `2024-05-01T12:00:00.250Z`.
+/// `unix_ms` as an RFC 3339 UTC time with milliseconds, e.g. `2024-05-01T12:00:00.250Z`
+/// (jiff's, which env_logger already builds for its own timestamps). A wall clock past
+/// what jiff represents (late 9999) is written as jiff's last instant.
 pub fn rfc3339_ms(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (y, m, d) = civil_from_days(secs / 86_400);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of day `days` since 1970-01-01, by 400-year eras.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01 so that leap days fall at the end of a year.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1st
-    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+    let t = i64::try_from(unix_ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(jiff::Timestamp::MAX);
+    format!("{t:.3}")
 }
 
 #[cfg(test)]
@@ -130,6 +112,8 @@ mod tests {
         assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(rfc3339_ms(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+        // Past what jiff represents (9999-12-30T22:00Z): its last instant, no panic.
+        assert_eq!(rfc3339_ms(u64::MAX), "9999-12-30T22:00:00.999Z");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod settings;
 pub mod sockets;
 pub mod start_error;
 pub mod tcp;
+pub mod tls;
 pub mod token;
 pub mod trace_recorder;
 pub mod udp_batch;

@@ -15,7 +15,7 @@ use turnpike::{connect_info, fdlimit};
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let opts = match cli::parse(std::env::args().skip(1)) {
+    let opts = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -13,10 +13,10 @@
 use crate::event_log::{rfc3339_ms, EventLog};
 use crate::log_limit::{LogLimiter, Verdict};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use turnpike_core::event::{ClientInfo, Event};
-use turnpike_core::AllocationId;
+use turnpike_core::{AllocationId, ConnId};
 
 /// Where events go.
 #[derive(Debug)]
@@ -26,6 +26,11 @@ pub struct Reporter {
     /// Relayed addresses of live allocations, for their `allocation_deleted` record.
     relayed: HashMap<AllocationId, Vec<SocketAddr>>,
     lifecycle: LifecycleLines,
+    /// Streams that are TLS (the core knows them as streams): their clients' records say
+    /// `"tls": true` and their log lines `tls`.
+    tls_streams: HashSet<ConnId>,
+    /// TLS streams closed, forgotten after the events their closing caused.
+    tls_gone: Vec<ConnId>,
 }
 
 /// Allocation created/deleted lines written one by one per second at most (every one at
@@ -82,7 +87,54 @@ impl Reporter {
             event_log,
             relayed: HashMap::new(),
             lifecycle: LifecycleLines::default(),
+            tls_streams: HashSet::new(),
+            tls_gone: Vec::new(),
         }
+    }
+
+    /// Stream `conn` is TLS.
+    pub fn tls_stream(&mut self, conn: ConnId) {
+        self.tls_streams.insert(conn);
+    }
+
+    /// TLS stream `conn` was closed: it is forgotten at the next [`Reporter::forget_closed`],
+    /// once the events of its closing are reported.
+    pub fn tls_stream_closed(&mut self, conn: ConnId) {
+        if self.tls_streams.contains(&conn) {
+            self.tls_gone.push(conn);
+        }
+    }
+
+    /// Forgets the TLS streams closed so far (after the core's outputs were drained).
+    pub fn forget_closed(&mut self) {
+        for c in self.tls_gone.drain(..) {
+            self.tls_streams.remove(&c);
+        }
+    }
+
+    /// Whether `c` came over TLS.
+    fn over_tls(&self, c: &ClientInfo) -> bool {
+        c.conn.is_some_and(|k| self.tls_streams.contains(&k))
+    }
+
+    /// The transport of `c` for log lines: `udp`, `tcp` or `tls`.
+    fn transport_name(&self, c: &ClientInfo) -> &'static str {
+        if self.over_tls(c) {
+            "tls"
+        } else {
+            c.transport.as_str()
+        }
+    }
+
+    /// `body` with the client's fields added (`"tls": true` for a TLS stream).
+    fn client_fields(&self, body: Value, c: &ClientInfo) -> Value {
+        let mut body = with_client(body, c);
+        if self.over_tls(c) {
+            if let Value::Object(m) = &mut body {
+                m.insert("tls".into(), json!(true));
+            }
+        }
+        body
     }
 
     /// Logs and records one event of the core at wall time `unix_ms`.
@@ -100,7 +152,7 @@ impl Reporter {
                         "allocation {} created: client {} over {}, user {:?}, relayed {}, lifetime {}s",
                         id.0,
                         client.addr,
-                        client.transport.as_str(),
+                        self.transport_name(client),
                         username,
                         Joined(relayed),
                         lifetime_s
@@ -112,7 +164,7 @@ impl Reporter {
                 if self.event_log.is_some() {
                     // Bounded by the core's total quota.
                     self.relayed.insert(*id, relayed.clone());
-                    self.record(unix_ms, "allocation_created", with_client(json!({"id": id.0, "username": username, "relayed": addrs(relayed), "lifetime_s": lifetime_s}), client));
+                    self.record(unix_ms, "allocation_created", self.client_fields(json!({"id": id.0, "username": username, "relayed": addrs(relayed), "lifetime_s": lifetime_s}), client));
                 }
             }
             Event::AllocationRefreshed { id, lifetime_s } => {
@@ -157,7 +209,11 @@ impl Reporter {
                     "from_peer_bytes": traffic.from_peer_bytes,
                     "dropped_packets": traffic.dropped_packets,
                 });
-                self.record(unix_ms, "allocation_deleted", with_client(body, client));
+                self.record(
+                    unix_ms,
+                    "allocation_deleted",
+                    self.client_fields(body, client),
+                );
             }
             Event::AllocationFailed {
                 client,
@@ -169,7 +225,7 @@ impl Reporter {
                     client.addr,
                     user(username)
                 );
-                let rec = with_client(json!({"code": code, "username": username}), client);
+                let rec = self.client_fields(json!({"code": code, "username": username}), client);
                 self.remote(
                     unix_ms,
                     client.addr.ip(),
@@ -190,7 +246,7 @@ impl Reporter {
                     client.addr,
                     user(username)
                 );
-                let rec = with_client(
+                let rec = self.client_fields(
                     json!({"reason": reason.as_str(), "username": username}),
                     client,
                 );
@@ -225,7 +281,7 @@ impl Reporter {
                     "relay ports exhausted: allocation for {} refused with 508",
                     client.addr
                 );
-                let rec = with_client(json!({}), client);
+                let rec = self.client_fields(json!({}), client);
                 self.remote(
                     unix_ms,
                     RELAY_WIDE,
@@ -389,6 +445,22 @@ mod tests {
             listener: ListenerId(1),
             conn: Some(ConnId(9)),
         }
+    }
+
+    #[test]
+    fn a_tls_client_is_marked_until_its_closing_events_are_out() {
+        let mut r = Reporter::new(None);
+        let c = client();
+        assert!(r.client_fields(json!({}), &c).get("tls").is_none());
+        r.tls_stream(ConnId(9));
+        assert_eq!(r.transport_name(&c), "tls");
+        r.tls_stream_closed(ConnId(9));
+        // The events its closing caused still say so...
+        assert_eq!(r.client_fields(json!({}), &c)["tls"], true);
+        r.forget_closed();
+        // ...and then it is forgotten.
+        assert_eq!(r.transport_name(&c), "tcp");
+        assert!(r.tls_streams.is_empty() && r.tls_gone.is_empty());
     }
 
     #[test]

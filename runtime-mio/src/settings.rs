@@ -6,9 +6,11 @@ use crate::api::ApiSettings;
 use crate::config::{ConfigError, FileConfig, UdpPort};
 /// Buffer sizes live with the sockets they are for; re-exported for the old path.
 pub use crate::sockets::SocketBuffers;
+use crate::tls::TlsMode;
 use core::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use turnpike_core::auth::Credentials;
 use turnpike_core::cidr::IpNet;
 use turnpike_core::config::{ListenerConfig, RelayAddress};
@@ -26,6 +28,8 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     /// TCP only: connections start with a PROXY header.
     pub proxy_protocol: bool,
+    /// TCP only: plain TURN-TCP, TLS, or either (decided on the first byte).
+    pub tls: TlsMode,
 }
 
 /// Everything the runtime needs to start.
@@ -56,6 +60,8 @@ pub struct Settings {
     pub workers: u32,
     /// Pause after a small poll round (`coalesce_us`), or none.
     pub coalesce: Option<core::time::Duration>,
+    /// The native TLS configuration (certificate, key, ALPN), when TLS is served.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Settings {
@@ -165,9 +171,22 @@ impl Settings {
         core.unauth_stream_buffer_bytes =
             usize::try_from(fc.unauth_stream_buffer_bytes).unwrap_or(usize::MAX);
 
+        let tls = fc.load_tls().map_err(|e| ConfigError {
+            file: file.to_string(),
+            line: None,
+            key: Some(e.key.to_string()),
+            message: e.message,
+        })?;
         let ice = ice_settings(fc, collected);
-        let api = fc.api.then(|| ApiSettings {
-            listen: fc.api_listen,
+        let token = fc.api_token().map_err(|(key, message)| ConfigError {
+            file: file.to_string(),
+            line: None,
+            key: Some(key.to_string()),
+            message,
+        })?;
+        let api = fc.api_addr().map(|listen| ApiSettings {
+            listen,
+            token,
             loopback_only: fc.api_loopback_address_only,
             ttl_s: fc.ice_ttl_s,
             max_ttl_s: fc.ice_max_ttl_s,
@@ -192,6 +211,7 @@ impl Settings {
             rest_secret: fc.static_auth_secret.0.first().map(|s| s.0.clone()),
             total_quota: fc.total_quota,
             workers: fc.workers,
+            tls,
             coalesce: (fc.coalesce_us > 0)
                 .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
             trace: fc.trace_file.as_ref().map(|path| {
@@ -205,7 +225,8 @@ impl Settings {
     }
 }
 
-/// The listeners of a configuration: UDP v4, TCP v4, then UDP v6, TCP v6 when enabled.
+/// The listeners of a configuration: UDP v4, TCP v4, TLS v4, then UDP v6, TCP v6, TLS v6
+/// when enabled. TLS on the TCP port makes the TCP listener serve both.
 pub fn listener_specs(fc: &FileConfig) -> Vec<ListenerSpec> {
     let mut binds = vec![IpAddr::V4(fc.listen_address)];
     if fc.ipv6 {
@@ -213,20 +234,32 @@ pub fn listener_specs(fc: &FileConfig) -> Vec<ListenerSpec> {
     }
     let mut out = Vec::new();
     for ip in binds {
-        let mut push = |transport, port, proxy_protocol| {
+        let mut push = |transport, port, proxy_protocol, tls| {
             let id = ListenerId(out.len() as u32);
             out.push(ListenerSpec {
                 id,
                 transport,
                 addr: SocketAddr::new(ip, port),
                 proxy_protocol,
+                tls,
             });
         };
         if let UdpPort::Fixed(port) = fc.turn_udp_port {
-            push(Transport::Udp, port, false);
+            push(Transport::Udp, port, false, TlsMode::Off);
         }
+        let tls_port = fc.turn_tls_listen_port;
+        let shared = fc.turn_tcp && tls_port == Some(fc.turn_tcp_listen_port);
         if fc.turn_tcp {
-            push(Transport::Tcp, fc.turn_tcp_listen_port, fc.proxy_protocol);
+            let mode = if shared { TlsMode::Auto } else { TlsMode::Off };
+            push(
+                Transport::Tcp,
+                fc.turn_tcp_listen_port,
+                fc.proxy_protocol,
+                mode,
+            );
+        }
+        if let (Some(port), false) = (tls_port, shared) {
+            push(Transport::Tcp, port, fc.proxy_protocol, TlsMode::On);
         }
     }
     out
@@ -272,10 +305,11 @@ pub fn ice_settings(fc: &FileConfig, collected: Vec<IpAddr>) -> IceSettings {
         udp: true,
         tcp: fc.turn_tcp,
         tcp_port: fc.url_tcp_port(),
-        tls: fc.turn_tls,
+        tls: fc.turn_tls || fc.native_tls(),
         tls_fqdn: fc.turn_tls_fqdn.clone(),
         fqdn: fc.turn_fqdn.clone(),
-        tls_port: fc.turn_tls_port,
+        tls_port: fc.url_tls_port(),
+        tls_by_address: fc.native_tls(),
         ipv6: fc.ipv6,
         ipv4_address: fc.ipv4_address,
         ipv6_address: fc.ipv6_address,
@@ -330,6 +364,47 @@ mod tests {
             turn_fqdn: Some("relay.example.com".into()),
             ..FileConfig::builtin_default("s".into())
         }
+    }
+
+    #[test]
+    fn native_tls_has_a_listener_and_turns_urls_at_its_port() {
+        let own = FileConfig {
+            turn_tls_listen_port: Some(5349),
+            tls_cert_file: Some("c.pem".into()),
+            tls_key_file: Some("k.pem".into()),
+            ipv4_address: Some(std::net::Ipv4Addr::new(192, 0, 2, 10)),
+            ..FileConfig::builtin_default("s".into())
+        };
+        let modes: Vec<(u16, TlsMode)> = listener_specs(&own)
+            .iter()
+            .filter(|l| l.transport == Transport::Tcp)
+            .map(|l| (l.addr.port(), l.tls))
+            .collect();
+        assert_eq!(modes, vec![(3478, TlsMode::Off), (5349, TlsMode::On)]);
+        let urls = turn_urls(&ice_settings(&own, Vec::new()), own.turn_udp_port);
+        assert_eq!(
+            urls.last().map(String::as_str),
+            Some("turns:192.0.2.10:5349?transport=tcp")
+        );
+        // One port for both: the TCP listener detects TLS; the nginx layout's
+        // turn_tls_port still decides the port written into URLs.
+        let shared = FileConfig {
+            turn_tls_listen_port: Some(3478),
+            turn_tls_port: Some(443),
+            turn_fqdn: Some("turn.example.com".into()),
+            ..own
+        };
+        let modes: Vec<TlsMode> = listener_specs(&shared)
+            .iter()
+            .filter(|l| l.transport == Transport::Tcp)
+            .map(|l| l.tls)
+            .collect();
+        assert_eq!(modes, vec![TlsMode::Auto]);
+        let urls = turn_urls(&ice_settings(&shared, Vec::new()), shared.turn_udp_port);
+        assert_eq!(
+            urls.last().map(String::as_str),
+            Some("turns:turn.example.com:443?transport=tcp")
+        );
     }
 
     #[test]

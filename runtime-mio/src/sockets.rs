@@ -1,5 +1,6 @@
-//! Socket creation with socket2: listeners (SO_REUSEADDR, so a restart does not wait for
-//! TIME_WAIT) and relay sockets (no SO_REUSEADDR: a port in use must fail with
+//! Socket creation with socket2: listeners (TCP with SO_REUSEADDR, so a restart does not
+//! wait for TIME_WAIT; UDP without it, so that two sockets never bind one UDP address by
+//! accident) and relay sockets (no SO_REUSEADDR: a port in use must fail with
 //! EADDRINUSE so the core picks another). Listeners of several event loops share their
 //! addresses with SO_REUSEPORT, which spreads clients over them. All non-blocking, IPV6_V6ONLY on IPv6 (the
 //! IPv4 and IPv6 listeners are separate sockets), buffer sizes from the configuration.
@@ -8,6 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use turnpike_core::server::BindError;
+use turnpike_core::Transport;
 
 /// Kernel buffer sizes for every socket (0: leave the OS default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +37,6 @@ pub fn udp_listener_with(
     reuse_port: bool,
 ) -> io::Result<mio::net::UdpSocket> {
     let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
-    s.set_reuse_address(true)?;
     if reuse_port {
         s.set_reuse_port(true)?;
     }
@@ -66,6 +67,32 @@ pub fn tcp_listener_with(
     s.bind(&addr.into())?;
     s.listen(TCP_BACKLOG)?;
     Ok(mio::net::TcpListener::from_std(s.into()))
+}
+
+/// Checks that no socket of any process holds `addr` for `transport`, before this
+/// process's listeners share it with SO_REUSEPORT (which would let a second relay of the
+/// same user join the first one's group and split its clients). A probe socket is bound
+/// without SO_REUSEPORT (and, for UDP, without SO_REUSEADDR): the kernel refuses it with
+/// EADDRINUSE whatever the flags of the socket already there. A TCP probe keeps
+/// SO_REUSEADDR, as the listeners do, so connections of an earlier run in TIME_WAIT do
+/// not stop a restart; it still conflicts with a listening socket. Returns the address
+/// the probe got, which names the port the kernel picked for port 0 (free at that time).
+///
+/// Between the probe and the listeners' bind another process could take the address:
+/// the window is that of a few system calls at start.
+pub fn probe_free(addr: SocketAddr, transport: Transport) -> io::Result<SocketAddr> {
+    let s = match transport {
+        Transport::Udp => new_socket(addr, Type::DGRAM, Protocol::UDP)?,
+        Transport::Tcp => {
+            let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+            s.set_reuse_address(true)?;
+            s
+        }
+    };
+    s.bind(&addr.into())?;
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("the probe socket has no IP address"))
 }
 
 /// A relay socket bound to `addr`, or why not (for `Server::handle_relay_bound`).
@@ -187,6 +214,56 @@ mod tests {
         assert!(tcp_listener_with(addr, SMALL, true).is_ok());
         // Without the option on both, a second TCP listener fails as before.
         assert!(tcp_listener(addr, SMALL).is_err());
+    }
+
+    #[test]
+    fn a_probe_fails_on_an_address_another_socket_holds() {
+        for reuse_port in [false, true] {
+            let u = udp_listener_with("127.0.0.1:0".parse().unwrap(), SMALL, reuse_port).unwrap();
+            let addr = u.local_addr().unwrap();
+            let e = probe_free(addr, Transport::Udp).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+            drop(u);
+            assert_eq!(probe_free(addr, Transport::Udp).unwrap(), addr);
+
+            let t = tcp_listener_with("127.0.0.1:0".parse().unwrap(), SMALL, reuse_port).unwrap();
+            let addr = t.local_addr().unwrap();
+            let e = probe_free(addr, Transport::Tcp).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+            drop(t);
+            assert_eq!(probe_free(addr, Transport::Tcp).unwrap(), addr);
+        }
+        // Port 0: the probe names a port, and listeners can then share it.
+        let addr = probe_free("127.0.0.1:0".parse().unwrap(), Transport::Udp).unwrap();
+        assert_ne!(addr.port(), 0);
+        let a = udp_listener_with(addr, SMALL, true).unwrap();
+        assert!(udp_listener_with(addr, SMALL, true).is_ok());
+        drop(a);
+    }
+
+    #[test]
+    fn a_probe_fails_on_an_ipv6_address_another_socket_holds() {
+        // Skip where the host has no IPv6 loopback.
+        let Ok(u) = udp_listener_with("[::1]:0".parse().unwrap(), SMALL, true) else {
+            return;
+        };
+        let addr = u.local_addr().unwrap();
+        let e = probe_free(addr, Transport::Udp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // IPV6_V6ONLY on both: the IPv4 port of the same number is another address.
+        let v4 = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
+        let _ = probe_free(v4, Transport::Udp);
+        let t = tcp_listener_with("[::1]:0".parse().unwrap(), SMALL, true).unwrap();
+        let e = probe_free(t.local_addr().unwrap(), Transport::Tcp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn udp_listeners_without_reuse_port_do_not_share() {
+        // SO_REUSEADDR on UDP would let two of them bind one address.
+        let a = udp_listener("127.0.0.1:0".parse().unwrap(), SMALL).unwrap();
+        let addr = a.local_addr().unwrap();
+        assert!(udp_listener(addr, SMALL).is_err());
     }
 
     #[test]

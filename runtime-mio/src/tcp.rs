@@ -1,7 +1,8 @@
-//! One accepted TCP connection: its socket, its bounded write buffer, and whether the
-//! core has already closed it.
+//! One accepted TCP connection: its socket, its bounded write buffer, its TLS layer (if
+//! any), and whether the core has already closed it.
 
-use crate::write_buf::{WriteBuf, DEFAULT_LIMIT};
+use crate::tls::Layer;
+use crate::write_buf::{WriteBuf, WriteError, DEFAULT_LIMIT};
 use mio::net::TcpStream;
 use std::net::SocketAddr;
 use turnpike_core::{Instant, ListenerId};
@@ -25,6 +26,11 @@ pub struct Conn {
     /// The peer closed its side or the socket failed: read until the end, even after a
     /// short read.
     pub hup: bool,
+    /// What stands between the socket and the core: nothing (plain TURN-TCP), a PROXY
+    /// header before TLS, first-byte detection, or a TLS session.
+    pub layer: Layer,
+    /// While a TLS handshake may still come or is under way: when it must be done.
+    pub handshake_deadline: Option<Instant>,
 }
 
 impl Conn {
@@ -38,6 +44,23 @@ impl Conn {
             closing: None,
             queued: false,
             hup: false,
+            layer: Layer::Plain,
+            handshake_deadline: None,
+        }
+    }
+
+    /// True if the stream speaks TLS (its session exists, handshake done or not).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.layer, Layer::Tls(_))
+    }
+
+    /// Writes `data` from the core: through the TLS session if there is one; queued for the
+    /// end of the batch if `queue`, else written at once.
+    pub fn send(&mut self, data: &[u8], queue: bool) -> Result<(), WriteError> {
+        match &mut self.layer {
+            Layer::Tls(t) => t.write(&mut self.out, &mut self.stream, data, !queue),
+            _ if queue => self.out.queue(&mut self.stream, data),
+            _ => self.out.write(&mut self.stream, data),
         }
     }
 }

@@ -507,12 +507,19 @@ mod sys {
         }
     }
 
-    /// Headers for recvmmsg, rebuilt on each call (their pointers then name live memory).
+    /// Headers for recvmmsg, built over one receive buffer and rebuilt whenever a
+    /// different one is passed (their pointers then name live memory).
     pub struct RecvSys {
         hdrs: Vec<libc::mmsghdr>,
         iovs: Vec<libc::iovec>,
         addrs: Vec<libc::sockaddr_storage>,
+        /// Start of the buffer the headers point into (None: never built). The buffer is
+        /// always [`RECV_BUF_LEN`] bytes long, so its start names all of it.
+        linked_to: Option<*const u8>,
     }
+
+    /// The only length of buffer [`RecvSys::recv`] accepts: one slot per header.
+    pub const RECV_BUF_LEN: usize = RECV_SLOTS * SLOT_LEN;
 
     // SAFETY: the raw pointers in the headers point only into heap buffers owned by the
     // same RecvBatch (its slots, and these iovecs and addresses), which move with it and
@@ -526,10 +533,13 @@ mod sys {
                 hdrs: (0..RECV_SLOTS).map(|_| zeroed_mmsghdr()).collect(),
                 iovs: (0..RECV_SLOTS).map(|_| empty_iovec()).collect(),
                 addrs: vec![zeroed_storage(); RECV_SLOTS],
+                linked_to: None,
             }
         }
 
-        /// Receives up to `want` datagrams into slots `first..first + want` of `buf`.
+        /// Receives up to `want` datagrams into slots `first..first + want` of `buf`,
+        /// which must be the batch's own buffer of [`RECV_BUF_LEN`] bytes (anything else
+        /// is refused with `InvalidInput`: the headers are built over whole slots of it).
         pub fn recv(
             &mut self,
             sock: &impl AsRawFd,
@@ -538,24 +548,19 @@ mod sys {
             first: usize,
             want: usize,
         ) -> io::Result<usize> {
+            if buf.len() != RECV_BUF_LEN {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
             let want = want.min(RECV_SLOTS.saturating_sub(first));
             if want == 0 {
                 return Ok(0);
             }
             // The headers keep pointing at their slot, iovec and address between calls
-            // (none of these buffers is ever resized). Check the ends of the range (the
-            // slots would have moved if reallocated; a header never built is null) and
-            // rebuild them all only then.
-            let linked = |i: usize| {
-                let want_base = buf.as_ptr().wrapping_add(i * SLOT_LEN + HEADROOM);
-                self.hdrs.get(i).is_some_and(|h| {
-                    let iov = h.msg_hdr.msg_iov;
-                    // SAFETY: a non-null msg_iov points at the header's own entry of
-                    // `self.iovs`, alive as long as `self`.
-                    !iov.is_null() && unsafe { (*iov).iov_base } as *const u8 == want_base
-                })
-            };
-            if !(linked(first) && linked(first + want - 1)) {
+            // (none of these buffers is ever resized, and `buf` is the batch's own). They
+            // are rebuilt, all of them, when `buf` is not the buffer they were built over:
+            // the same start and the same length is the same memory.
+            if self.linked_to != Some(buf.as_ptr()) {
+                self.linked_to = None;
                 for (((h, iov), addr), slot) in self
                     .hdrs
                     .iter_mut()
@@ -575,6 +580,7 @@ mod sys {
                     h.msg_hdr.msg_iov = iov;
                     h.msg_hdr.msg_iovlen = 1;
                 }
+                self.linked_to = Some(buf.as_ptr());
             }
             let hdrs = self
                 .hdrs
@@ -585,9 +591,11 @@ mod sys {
                 h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             }
             let n = loop {
-                // SAFETY: headers `first..first + want` point at an iovec over their
-                // slot of `buf` (linked above) and at their address entry, all alive and
-                // borrowed for this call; the kernel writes within the lengths given.
+                // SAFETY: every header points at its own iovec over its own slot of `buf`
+                // (built over this very buffer, of RECV_BUF_LEN bytes: checked above) and
+                // at its own address entry; headers `first..first + want` exist (the
+                // `get_mut` above), and all of it is alive and borrowed for this call; the
+                // kernel writes within the lengths given (MAX_DATAGRAM, sockaddr_storage).
                 let rc = unsafe {
                     libc::recvmmsg(
                         sock.as_raw_fd(),
@@ -666,16 +674,20 @@ mod sys {
             tally: &mut Tally<'_>,
         ) -> SendOutcome {
             let mut out = SendOutcome::default();
-            // Build the iovecs (one per datagram) and the messages over them.
+            // Build the iovecs (one per datagram) and the messages over them. The queue
+            // holds at most SEND_ENTRIES datagrams; a larger group is refused here rather
+            // than trusted.
             let base = group.start;
-            for pos in group.clone() {
+            let Some(iovs) = self.iovs.get_mut(..group.len()) else {
+                tally.failed(&io::ErrorKind::InvalidInput.into(), group.len());
+                return out;
+            };
+            for (iov, pos) in iovs.iter_mut().zip(group.clone()) {
                 let data = q.data(recv, pos);
-                if let Some(iov) = self.iovs.get_mut(pos - base) {
-                    *iov = libc::iovec {
-                        iov_base: data.as_ptr() as *mut libc::c_void,
-                        iov_len: data.len(),
-                    };
-                }
+                *iov = libc::iovec {
+                    iov_base: data.as_ptr() as *mut libc::c_void,
+                    iov_len: data.len(),
+                };
             }
             self.spans.clear();
             let spans = &mut self.spans;
@@ -684,11 +696,17 @@ mod sys {
             });
             let mut m = 0;
             for &(j, count, gso) in self.spans.iter() {
-                let (Some(h), Some(addr), Some(cmsg), Some(entry)) = (
+                // The message's datagrams: a checked sub-slice of the iovecs built above.
+                let iov = j
+                    .checked_sub(base)
+                    .and_then(|from| self.iovs.get_mut(from..from.checked_add(count)?))
+                    .filter(|iov| !iov.is_empty() && j + count <= group.end);
+                let (Some(h), Some(addr), Some(cmsg), Some(entry), Some(iov)) = (
                     self.hdrs.get_mut(m),
                     self.addrs.get_mut(m),
                     self.cmsgs.get_mut(m),
                     q.entry_at(j),
+                    iov,
                 ) else {
                     break;
                 };
@@ -696,9 +714,8 @@ mod sys {
                 *h = zeroed_mmsghdr();
                 h.msg_hdr.msg_name = (&mut addr.0 as *mut libc::sockaddr_storage).cast();
                 h.msg_hdr.msg_namelen = addr.1;
-                // SAFETY: `j - base + count <= group.len() <= SEND_ENTRIES` iovecs exist.
-                h.msg_hdr.msg_iov = unsafe { self.iovs.as_mut_ptr().add(j - base) };
-                h.msg_hdr.msg_iovlen = count as _;
+                h.msg_hdr.msg_iov = iov.as_mut_ptr();
+                h.msg_hdr.msg_iovlen = iov.len() as _;
                 if gso {
                     let seg = entry.len as u16;
                     set_segment(&mut h.msg_hdr, cmsg, seg);
@@ -1221,6 +1238,50 @@ mod tests {
         assert!(!q.push_received(Via::Listener(0), p, 0..1));
         assert!(!q.push_copy(Via::Listener(0), p, b"x"));
         assert_eq!(q.len(), SEND_ENTRIES);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn recvmmsg_takes_only_a_whole_batch_buffer() {
+        let (a, b) = pair();
+        let mut got = vec![None; RECV_SLOTS];
+        let mut sys = sys::RecvSys::new();
+        for len in [
+            0,
+            SLOT_LEN,
+            sys::RECV_BUF_LEN - 1,
+            sys::RECV_BUF_LEN + SLOT_LEN,
+        ] {
+            let mut buf = vec![0u8; len];
+            let e = sys.recv(&b, &mut buf, &mut got, 0, 1).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{len}");
+        }
+        // Another buffer of the right length: the headers are rebuilt over it.
+        let mut buf = vec![0u8; sys::RECV_BUF_LEN];
+        assert_eq!(
+            sys.recv(&b, &mut buf, &mut got, 0, 1).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
+        let mut other = vec![0u8; sys::RECV_BUF_LEN];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let n = loop {
+            match sys.recv(&b, &mut other, &mut got, 3, 2) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(n, 1);
+        let r = got[3].unwrap();
+        let at = 3 * SLOT_LEN + HEADROOM;
+        assert_eq!(&other[at..at + r.len], b"hello");
+        assert!(
+            buf.iter().all(|&x| x == 0),
+            "written into the buffer of an earlier call"
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -35,6 +35,7 @@ use crate::link::{Command, LoopHandle};
 use crate::plan::{loop_settings, plan, Place};
 use crate::seed::loop_seed;
 use crate::settings::Settings;
+use crate::sockets;
 use crate::start_error::StartError;
 use std::io;
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ impl Workers {
     /// loops take its issuance secret), opens every loop's sockets (loop 0 first: the
     /// others bind the addresses it got) and its core.
     pub fn start(mut settings: Settings, seed: [u8; 32]) -> Result<Workers, StartError> {
+        claim_listen_addresses(&mut settings)?;
         if settings.core.node_secret.is_none() {
             settings.core.node_secret = Some(random_node_secret());
             log::info!(
@@ -202,15 +204,56 @@ impl Workers {
     }
 }
 
+/// One node per address: refuses to start when another process holds a listener's
+/// address (a second relay would otherwise join this one's SO_REUSEPORT group and the
+/// kernel would split the clients between them), and fixes the port of listeners asked
+/// for on port 0 to one that is free, which every loop then shares.
+fn claim_listen_addresses(settings: &mut Settings) -> Result<(), StartError> {
+    for spec in settings.listeners.iter_mut() {
+        let what = format!("cannot listen on {} {}", spec.transport.as_str(), spec.addr);
+        let got = match sockets::probe_free(spec.addr, spec.transport) {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(StartError::Io(
+                    format!("{what}: another process holds it (is another turnpike running?)"),
+                    e,
+                ))
+            }
+            Err(e) => return Err(StartError::Io(what, e)),
+        };
+        if spec.addr.port() == 0 {
+            spec.addr = got;
+            for l in settings
+                .core
+                .listeners
+                .iter_mut()
+                .filter(|l| l.id == spec.id)
+            {
+                l.local = got;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Binds the HTTP API when configured; an optional one (the built-in default) that cannot
 /// listen is left out with a warning.
 fn start_api(settings: &Settings) -> Result<Option<ApiThread>, StartError> {
     let Some(a) = settings.api.clone() else {
         return Ok(None);
     };
-    let (listen, optional) = (a.listen, a.optional);
+    let (listen, optional, open) = (a.listen, a.optional, a.token.is_none());
     match ApiThread::start(a, settings.ice.clone(), settings.buffers) {
-        Ok(api) => Ok(Some(api)),
+        Ok(api) => {
+            if open {
+                let at = api.local_addr().unwrap_or(listen);
+                log::warn!(
+                    "the HTTP API on {at} has no api_token: whoever can connect to it can \
+                     mint credentials and end allocations (set `api_token_file`)"
+                );
+            }
+            Ok(Some(api))
+        }
         Err(e) if optional => {
             log::warn!("no HTTP API: cannot listen on {listen}: {e}");
             Ok(None)

@@ -74,3 +74,31 @@ fn missing_file_exits_two() {
         "{err}"
     );
 }
+
+#[test]
+fn an_argument_that_is_not_utf8_exits_two_naming_it() {
+    use std::os::unix::ffi::OsStrExt;
+    // `std::env::args()` panicked on these (exit 101 and a backtrace hint).
+    let run = |args: &[&[u8]]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_turnpike"))
+            .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+            .output()
+            .expect("run turnpike");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code(), err)
+    };
+    let (code, err) = run(&[b"--seed", b"\xff"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--seed: `\u{fffd}` is not valid UTF-8"),
+        "{err}"
+    );
+    let (code, err) = run(&[b"caf\xe9"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown argument `caf\u{fffd}`"), "{err}");
+    // A file name that is not UTF-8 is a file name: here, one that does not exist.
+    let (code, err) = run(&[b"--config", b"/nonexistent/caf\xe9.toml"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot read"), "{err}");
+}

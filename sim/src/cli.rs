@@ -5,6 +5,8 @@
 use crate::runner::{run, Outcome, RunOptions, TRACE_LINES};
 use crate::scenario::Scenario;
 use crate::trace::to_scenario::is_trace_script_file;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -22,15 +24,21 @@ A trace script (kind = \"trace-script\", from `trace to-scenario`) is run once b
 `sweep`, whatever the seed, with the secrets of its sibling FILE-STEM.secrets.toml.
 --loops N runs every server of the scenarios as a node of N event loops.";
 
-/// Runs the tool with `args` (without the program name); returns the exit code.
-pub fn main(args: Vec<String>) -> i32 {
-    match args.first().map(String::as_str) {
-        Some("run") => cmd_run(&args[1..]),
-        Some("sweep") => cmd_sweep(&args[1..]),
-        Some("replay") => cmd_replay(&args[1..]),
-        Some("trace") => match args.get(1).map(String::as_str) {
-            Some("dump") => cmd_dump(&args[2..]),
-            Some("to-scenario") => cmd_to_scenario(&args[2..]),
+/// Runs the tool with `args` (without the program name, as the OS gave them: paths may be
+/// any bytes); returns the exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let word = |i: usize| args.get(i).and_then(|a| a.to_str());
+    let rest = |i: usize| args.get(i..).unwrap_or_default();
+    let parsed = |i: usize, valued: &[&'static str], flags: &[&'static str]| {
+        parse_args(rest(i), valued, flags)
+    };
+    match word(0) {
+        Some("run") => with_args(parsed(1, &["seed", "loops"], &[]), cmd_run),
+        Some("sweep") => with_args(parsed(1, &["seeds", "loops"], &["keep-going"]), cmd_sweep),
+        Some("replay") => with_args(parsed(1, &["config"], &[]), cmd_replay),
+        Some("trace") => match word(1) {
+            Some("dump") => with_args(parsed(2, &[], &[]), cmd_dump),
+            Some("to-scenario") => with_args(parsed(2, &["name", "config"], &[]), cmd_to_scenario),
             _ => {
                 eprintln!("{USAGE}");
                 2
@@ -46,13 +54,12 @@ pub fn main(args: Vec<String>) -> i32 {
 /// `replay TRACE [--config FILE]`: feeds a recorded trace to a fresh core, every loop of a
 /// node of several (their files found beside TRACE); exit 0 when every output digest of
 /// every loop matched.
-fn cmd_replay(args: &[String]) -> i32 {
-    let (trace, opts) = split_args(args);
-    let Some(trace) = trace else {
+fn cmd_replay(args: Args) -> i32 {
+    let Some(trace) = args.one_path() else {
         eprintln!("{USAGE}");
         return 2;
     };
-    let config = opts.get("--config").map(PathBuf::from);
+    let config = args.path("config");
     match crate::trace::replay::replay_node(&trace, config.as_deref()) {
         Ok(report) => {
             println!("{report}");
@@ -70,8 +77,8 @@ fn cmd_replay(args: &[String]) -> i32 {
 }
 
 /// `trace dump TRACE`: the trace as JSON lines on stdout.
-fn cmd_dump(args: &[String]) -> i32 {
-    let (Some(trace), _) = split_args(args) else {
+fn cmd_dump(args: Args) -> i32 {
+    let Some(trace) = args.one_path() else {
         eprintln!("{USAGE}");
         return 2;
     };
@@ -89,29 +96,28 @@ fn cmd_dump(args: &[String]) -> i32 {
 /// `trace to-scenario TRACE [--name NAME] [--config FILE]`: the clients' traffic as a
 /// script, on stdout. With `--config` (the relay's secrets), the script is run once and an
 /// `[expect]` table pins what it did.
-fn cmd_to_scenario(args: &[String]) -> i32 {
-    let (Some(trace), opts) = split_args(args) else {
+fn cmd_to_scenario(args: Args) -> i32 {
+    let Some(trace) = args.one_path() else {
         eprintln!("{USAGE}");
         return 2;
     };
-    let name = opts
-        .get("--name")
-        .cloned()
-        .unwrap_or_else(|| "from-trace".to_string());
+    let name = match args.string("name") {
+        Ok(n) => n.unwrap_or_else(|| "from-trace".to_string()),
+        Err(e) => return usage(&e),
+    };
     match crate::trace::to_scenario::to_scenario(&trace, &name) {
         Ok(text) => {
-            let Some(config) = opts.get("--config") else {
+            let Some(config) = args.path("config") else {
                 print!("{text}");
                 return 0;
             };
-            let secrets =
-                match crate::trace::secrets_from_config(Some(std::path::Path::new(config))) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("turnpike-sim: {e}");
-                        return 2;
-                    }
-                };
+            let secrets = match crate::trace::secrets_from_config(Some(&config)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("turnpike-sim: {e}");
+                    return 2;
+                }
+            };
             match crate::trace::to_scenario::run_script(&text, &secrets) {
                 Ok(rep) => {
                     print!("{text}{}", crate::trace::to_scenario::expect_table(&rep));
@@ -130,49 +136,103 @@ fn cmd_to_scenario(args: &[String]) -> i32 {
     }
 }
 
-/// The first positional argument and the `--key value` options.
-fn split_args(args: &[String]) -> (Option<PathBuf>, std::collections::BTreeMap<String, String>) {
-    let mut positional = None;
-    let mut opts = std::collections::BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a.starts_with("--") {
-            if let Some(v) = it.next() {
-                opts.insert(a.clone(), v.clone());
-            }
-        } else if positional.is_none() {
-            positional = Some(PathBuf::from(a));
-        }
-    }
-    (positional, opts)
+/// A subcommand's arguments, tokenized by lexopt: its paths (the positional arguments,
+/// as the OS gave them), the values of its options and the flags given.
+#[derive(Debug, Default)]
+struct Args {
+    paths: Vec<PathBuf>,
+    values: BTreeMap<&'static str, OsString>,
+    flags: BTreeSet<&'static str>,
 }
 
-fn cmd_run(args: &[String]) -> i32 {
-    let mut file = None;
-    let mut seed = 1u64;
-    let mut loops = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--loops" => {
-                i += 1;
-                match args.get(i).and_then(|s| s.parse().ok()) {
-                    Some(n) => loops = Some(n),
-                    None => return usage("--loops needs a number"),
-                }
-            }
-            "--seed" => {
-                i += 1;
-                match args.get(i).and_then(|s| s.parse().ok()) {
-                    Some(s) => seed = s,
-                    None => return usage("--seed needs a number"),
-                }
-            }
-            f if file.is_none() => file = Some(PathBuf::from(f)),
-            other => return usage(&format!("unexpected {other:?}")),
+impl Args {
+    /// The only path, if exactly one was given.
+    fn one_path(&self) -> Option<PathBuf> {
+        match self.paths.as_slice() {
+            [p] => Some(p.clone()),
+            _ => None,
         }
-        i += 1;
     }
+
+    /// The value of `--key`, as a path.
+    fn path(&self, key: &str) -> Option<PathBuf> {
+        self.values.get(key).map(PathBuf::from)
+    }
+
+    /// The value of `--key`, which must be UTF-8.
+    fn string(&self, key: &str) -> Result<Option<String>, String> {
+        self.values
+            .get(key)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("--{key}: `{}` is not valid UTF-8", v.to_string_lossy()))
+            })
+            .transpose()
+    }
+
+    /// The value of `--key` parsed, or `err` when it does not parse.
+    fn parsed<T: std::str::FromStr>(&self, key: &str, err: &str) -> Result<Option<T>, String> {
+        match self.string(key)? {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| err.to_string()),
+        }
+    }
+}
+
+/// Tokenizes `args` with lexopt: `--key value` (or `--key=value`) for the keys in
+/// `valued`, `--flag` for those in `flags`, paths otherwise. An unknown option is an
+/// error (it was taken for a path, or swallowed the next argument, before).
+fn parse_args(
+    args: &[OsString],
+    valued: &[&'static str],
+    flags: &[&'static str],
+) -> Result<Args, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    let mut out = Args::default();
+    while let Some(a) = p.next().map_err(|e| e.to_string())? {
+        let key = match a {
+            Value(v) => {
+                out.paths.push(PathBuf::from(v));
+                continue;
+            }
+            Long(l) => l.to_string(),
+            Short(c) => return Err(format!("unknown option -{c}")),
+        };
+        if let Some(k) = valued.iter().find(|k| **k == key) {
+            let v = p.value().map_err(|_| format!("--{key} needs a value"))?;
+            out.values.insert(k, v);
+        } else if let Some(k) = flags.iter().find(|k| **k == key) {
+            out.flags.insert(k);
+        } else {
+            return Err(format!("unknown option --{key}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `cmd` on parsed arguments, or prints the parse error and the usage (exit 2).
+fn with_args(args: Result<Args, String>, cmd: fn(Args) -> i32) -> i32 {
+    match args {
+        Ok(a) => cmd(a),
+        Err(e) => usage(&e),
+    }
+}
+
+fn cmd_run(args: Args) -> i32 {
+    let seed = match args.parsed("seed", "--seed needs a number") {
+        Ok(s) => s.unwrap_or(1u64),
+        Err(e) => return usage(&e),
+    };
+    let loops = match args.parsed("loops", "--loops needs a number") {
+        Ok(n) => n,
+        Err(e) => return usage(&e),
+    };
+    if let Some(extra) = args.paths.get(1) {
+        return usage(&format!("unexpected {:?}", extra.display().to_string()));
+    }
+    let file = args.paths.first().cloned();
     let Some(file) = file else {
         return usage("which scenario?");
     };
@@ -240,33 +300,21 @@ fn cmd_run(args: &[String]) -> i32 {
     }
 }
 
-fn cmd_sweep(args: &[String]) -> i32 {
-    let mut paths = Vec::new();
-    let mut seeds = 1..=100u64;
-    let mut keep_going = false;
-    let mut loops = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--loops" => {
-                i += 1;
-                match args.get(i).and_then(|s| s.parse().ok()) {
-                    Some(n) => loops = Some(n),
-                    None => return usage("--loops needs a number"),
-                }
-            }
-            "--seeds" => {
-                i += 1;
-                match args.get(i).and_then(|s| parse_range(s)) {
-                    Some(r) => seeds = r,
-                    None => return usage("--seeds wants A..B"),
-                }
-            }
-            "--keep-going" => keep_going = true,
-            p => paths.push(PathBuf::from(p)),
-        }
-        i += 1;
-    }
+fn cmd_sweep(args: Args) -> i32 {
+    let seeds = match args.string("seeds") {
+        Ok(None) => 1..=100u64,
+        Ok(Some(s)) => match parse_range(&s) {
+            Some(r) => r,
+            None => return usage("--seeds wants A..B"),
+        },
+        Err(e) => return usage(&e),
+    };
+    let loops = match args.parsed("loops", "--loops needs a number") {
+        Ok(n) => n,
+        Err(e) => return usage(&e),
+    };
+    let keep_going = args.flags.contains("keep-going");
+    let paths = args.paths;
     let files = match scenario_files(&paths) {
         Ok(f) if !f.is_empty() => f,
         Ok(_) => return usage("no scenario files"),
@@ -497,6 +545,39 @@ fn usage(msg: &str) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(a: &[&str], valued: &[&'static str], flags: &[&'static str]) -> Result<Args, String> {
+        let a: Vec<OsString> = a.iter().map(OsString::from).collect();
+        parse_args(&a, valued, flags)
+    }
+
+    #[test]
+    fn arguments() {
+        let a = args(
+            &["s.toml", "--seed=7", "--loops", "2"],
+            &["seed", "loops"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(a.one_path(), Some(PathBuf::from("s.toml")));
+        assert_eq!(a.parsed::<u64>("seed", "x"), Ok(Some(7)));
+        assert_eq!(a.parsed::<u32>("loops", "x"), Ok(Some(2)));
+        let a = args(&["d", "--keep-going", "e"], &["seeds"], &["keep-going"]).unwrap();
+        assert_eq!(a.paths.len(), 2);
+        assert!(a.flags.contains("keep-going"));
+        assert!(args(&["t", "--frob", "x"], &["config"], &[])
+            .unwrap_err()
+            .contains("unknown option --frob"));
+        assert!(args(&["t", "--config"], &["config"], &[])
+            .unwrap_err()
+            .contains("--config needs a value"));
+        assert!(args(&["-x"], &[], &[]).is_err());
+        let a = args(&["--seed", "x"], &["seed"], &[]).unwrap();
+        assert_eq!(
+            a.parsed::<u64>("seed", "--seed needs a number"),
+            Err("--seed needs a number".into())
+        );
+    }
 
     #[test]
     fn ranges() {

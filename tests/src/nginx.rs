@@ -125,6 +125,25 @@ pub fn tls_terminator_conf(
     )
 }
 
+/// A plain TCP proxy on `listen` to `upstream` that does not touch TLS but sends a PROXY
+/// v1 header first: a load balancer in front of a relay that terminates TLS itself.
+pub fn passthrough_conf(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        "{pre}stream {{
+    log_format e2e '$remote_addr:$remote_port -> $upstream_addr $status';
+    access_log {dir}/stream.log e2e;
+    server {{
+        listen {listen};
+        proxy_pass {upstream};
+        proxy_protocol on;
+    }}
+}}
+",
+        pre = preamble(dir),
+        dir = dir.display(),
+    )
+}
+
 /// The address the SNI bridge connects to the front from (`proxy_bind`), so that the
 /// relay can tell the bridge's connection (the "client" of the TLS route) from nginx's
 /// own hops, which come from 127.0.0.1.

@@ -88,6 +88,23 @@ pub struct ServerSpec {
     pub total_quota: Option<u32>,
     /// More lines of turnpike's configuration file, as (key, TOML value) (turnpike only).
     pub extra: Vec<(String, String)>,
+    /// Ask for turnpike's HTTP API (`api_listen` on a free port); a file without it has
+    /// no API.
+    pub api: bool,
+    /// TURN over TLS served by the server itself.
+    pub tls: Option<TlsSpec>,
+}
+
+/// Native TLS: certificate and key (PEM files), on a port of its own or on the TCP port.
+#[derive(Clone, Debug)]
+pub struct TlsSpec {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+    /// A port of its own (the test picks a free one), or None: the TCP port serves TLS
+    /// and plain TURN-TCP alike (coturn always does so on its listening port).
+    pub port: Option<u16>,
 }
 
 impl ServerSpec {
@@ -131,6 +148,8 @@ impl ServerSpec {
             user_quota: None,
             total_quota: None,
             extra: Vec::new(),
+            api: true,
+            tls: None,
         }
     }
 }
@@ -251,6 +270,15 @@ impl RunningServer {
             self.addr,
             tail(&self.child.log_text(), 200)
         );
+    }
+
+    /// Where the server serves TURN over TLS, when it does ([`ServerSpec::tls`]).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        let tls = self.spec.tls.as_ref()?;
+        Some(SocketAddr::new(
+            self.addr.ip(),
+            tls.port.unwrap_or(self.addr.port()),
+        ))
     }
 
     /// The scratch directory of this server (configs, logs).
@@ -434,7 +462,9 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
     );
     line("event_log", toml_str(&events.to_string_lossy()));
     // Tests run in parallel: the API takes a free port (the event log says which).
-    line("api_listen", toml_str("127.0.0.1:0"));
+    if spec.api {
+        line("api_listen", toml_str("127.0.0.1:0"));
+    }
     if let Some(q) = spec.user_quota {
         line("user_quota", q.to_string());
     }
@@ -446,6 +476,11 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
     }
     if let Some(s) = &spec.rest_secret {
         line("static_auth_secret", toml_str(s));
+    }
+    if let Some(tls) = &spec.tls {
+        line("turn_tls_listen_port", tls.port.unwrap_or(port).to_string());
+        line("tls_cert_file", toml_str(&tls.cert.to_string_lossy()));
+        line("tls_key_file", toml_str(&tls.key.to_string_lossy()));
     }
     for (k, v) in &spec.extra {
         line(k, v.clone());
@@ -483,7 +518,6 @@ fn coturn_command(
         .arg(format!("--realm={}", spec.realm))
         .arg("--fingerprint")
         .arg("--no-cli")
-        .arg("--no-tls")
         .arg("--no-dtls")
         .arg("--log-file=stdout")
         .arg("--simple-log")
@@ -492,6 +526,18 @@ fn coturn_command(
             dir.join("turnserver.pid").display()
         ))
         .arg(format!("--db={}", dir.join("turndb").display()));
+    match &spec.tls {
+        Some(tls) => {
+            cmd.arg(format!("--cert={}", tls.cert.display()))
+                .arg(format!("--pkey={}", tls.key.display()));
+            if let Some(p) = tls.port {
+                cmd.arg(format!("--tls-listening-port={p}"));
+            }
+        }
+        None => {
+            cmd.arg("--no-tls");
+        }
+    }
     if spec.allow_loopback_peers {
         cmd.arg("--allow-loopback-peers");
     }

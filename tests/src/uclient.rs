@@ -90,6 +90,20 @@ impl Uclient {
         }
     }
 
+    /// As [`Uclient::new`], over TCP, as static user `user`.
+    pub fn tcp_static(server: SocketAddr, peer: SocketAddr, user: &str, password: &str) -> Uclient {
+        let mut u = Uclient::new(
+            server,
+            peer,
+            Credentials::Static {
+                user: user.into(),
+                password: password.into(),
+            },
+        );
+        u.tcp = true;
+        u
+    }
+
     /// The command-line arguments.
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();

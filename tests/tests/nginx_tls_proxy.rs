@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use turnpike_tests::nginx::{self, Nginx, TwoHopPorts};
 use turnpike_tests::server::Peer;
-use turnpike_tests::uclient::{Credentials, Uclient};
+use turnpike_tests::uclient::Uclient;
 use turnpike_tests::{
     free_tcp_port, per_server, require_tools, run_on, skip_or_fail, RunningServer, ServerKind,
     ServerSpec, TempDir, LOOPBACK,
@@ -61,16 +61,7 @@ fn server_behind_nginx(kind: ServerKind) -> RunningServer {
 }
 
 fn uclient(server: SocketAddr, peer: &Peer) -> Uclient {
-    let mut u = Uclient::new(
-        server,
-        peer.addr,
-        Credentials::Static {
-            user: USER.into(),
-            password: PASSWORD.into(),
-        },
-    );
-    u.tcp = true;
-    u
+    Uclient::tcp_static(server, peer.addr, USER, PASSWORD)
 }
 
 fn loopback(port: u16) -> SocketAddr {

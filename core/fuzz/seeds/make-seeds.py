@@ -75,6 +75,17 @@ def main():
     for name, data in proxies.items():
         out("proxy_v1_v2", name, b"\x7f" + data)
 
+    # trace_mask: a mode byte (0 datagram, 1 stream, 2 stream after a PROXY header), a
+    # seed byte (how the stream is cut into reads), then the bytes.
+    for name, data in uclient():
+        if name.startswith("udp"):
+            out("trace_mask", "uclient-" + name, b"\x00\x00" + data)
+        else:
+            out("trace_mask", "uclient-" + name, b"\x01\x2a" + data[:4096])
+            out("trace_mask", "uclient-bytes-" + name, b"\x01\x00" + data[:1024])
+    for name, data in proxies.items():
+        out("trace_mask", "proxy-" + name, b"\x02\x05" + data + stun[0])
+
     for i, data in enumerate(stun[:4]):
         out("stream_framer", f"rfc-{i}", b"\x01\x05" + data + bytes([0x40, 0, 0, 3, 1, 2, 3, 0]) + data)
 

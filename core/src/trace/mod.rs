@@ -271,8 +271,14 @@ impl Payload<'_> {
     }
 
     fn masked<'b>(data: &'b [u8], segments: &'b [u8]) -> Payload<'b> {
-        // Nothing was left out (a control message): keep it simple, in full.
-        if segments.len() == 5 + data.len() && segments.first() == Some(&0) {
+        // Nothing was left out (a control message): keep it simple, in full. That is one
+        // literal run of every byte: its kind and its length say so. (The size of the
+        // encoding alone does not: a 4-byte literal and a 5-byte zero run take 5 + 9 bytes
+        // too, and a 9-byte ChannelData datagram was recorded in the clear.)
+        let one_literal_run = segments.first() == Some(&0)
+            && segments.get(1..5) == Some(&(data.len() as u32).to_le_bytes()[..])
+            && segments.len() == 5 + data.len();
+        if one_literal_run {
             return Payload::Full(data);
         }
         Payload::Masked {

@@ -468,6 +468,27 @@ fn payload_helpers_mask_or_keep() {
 }
 
 #[test]
+fn a_channel_data_payload_of_five_bytes_is_masked() {
+    // Found by the trace_mask fuzz target: a 4-byte literal and a 5-byte zero run encode
+    // in 5 + 9 bytes, the size of one literal run of all 9, and such a datagram was kept
+    // in full, its media in the clear.
+    let cd = [0x40, 0x00, 0x00, 0x05, b's', b'e', b'c', b'r', b't'];
+    let mut s = Vec::new();
+    let p = Payload::client_datagram(&cd, false, &mut s);
+    assert!(matches!(p, Payload::Masked { .. }), "{p:?}");
+    assert_eq!(&p.bytes().unwrap()[..], &[0x40, 0, 0, 5, 0, 0, 0, 0, 0]);
+    // A control message is still kept in full.
+    let stun = [
+        0u8, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    ];
+    let mut s = Vec::new();
+    assert_eq!(
+        Payload::client_datagram(&stun, false, &mut s),
+        Payload::Full(&stun)
+    );
+}
+
+#[test]
 fn version_1_still_reads_as_loop_0_of_1() {
     let bytes = v1_file();
     assert_eq!(&bytes[8..10], &1u16.to_le_bytes());

@@ -6,6 +6,7 @@
 //! — no API client needs them), and a connection that has not sent a whole request within
 //! [`REQUEST_TIMEOUT`] of its first byte, or stays idle for [`IDLE_TIMEOUT`], is closed.
 
+use crate::config::Secret;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct Request {
     pub query: Option<String>,
     /// The body.
     pub body: Vec<u8>,
+    /// The `Authorization` header as sent (hidden from `Debug`: it may hold the token).
+    pub authorization: Option<Secret>,
     /// The client asked to close after this request (or spoke HTTP/1.0 without
     /// keep-alive).
     pub close: bool,
@@ -149,8 +152,17 @@ pub fn parse(buf: &[u8]) -> Parse {
     };
     let mut length: Option<usize> = None;
     let mut keep_alive = version == 1;
+    let mut authorization = None;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
+        if name == "authorization" {
+            // A second one is refused: which of the two would be checked is ambiguous.
+            if authorization.is_some() {
+                return Parse::Error(Response::error(400, "more than one Authorization header"));
+            }
+            authorization = Some(Secret(String::from_utf8_lossy(h.value).trim().to_string()));
+            continue;
+        }
         let value = String::from_utf8_lossy(h.value).trim().to_ascii_lowercase();
         match name.as_str() {
             "content-length" => {
@@ -203,6 +215,7 @@ pub fn parse(buf: &[u8]) -> Parse {
             path,
             query,
             body: body.to_vec(),
+            authorization,
             close: !keep_alive,
         },
         total,
@@ -288,6 +301,7 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",

@@ -14,7 +14,9 @@
 //! 4. else every address collected from the interfaces at start.
 //!
 //! The `turns:` name is the caller's `turn_tls_fqdn`, else the configured one, else
-//! `turn_fqdn`. The UDP port is the fixed `turn_udp_port`, or a port opened for this
+//! `turn_fqdn`; when the relay serves TLS itself (`turn_tls_listen_port`) and no name is
+//! known, the `turn:` hosts (the certificate must then name those addresses). Its port is
+//! `turn_tls_port`, else the native TLS port, else 443. The UDP port is the fixed `turn_udp_port`, or a port opened for this
 //! issuance alone (`turn_udp_port = "dynamic"`). `turn_tcp_only` keeps only the TCP URLs,
 //! `turn_tls_only` only the `turns:` URL (both: TCP and TLS).
 //!
@@ -57,6 +59,8 @@ pub struct IceSettings {
     pub fqdn: Option<String>,
     /// The port of `turns:` URLs.
     pub tls_port: u16,
+    /// The relay serves TLS itself: without a name, `turns:` URLs name the `turn:` hosts.
+    pub tls_by_address: bool,
     /// Issue IPv6 URLs.
     pub ipv6: bool,
     /// Configured advertised IPv4 address.
@@ -126,6 +130,10 @@ impl IceSettings {
                 .or(self.fqdn.as_ref());
             if let Some(name) = name {
                 urls.push(format!("turns:{name}:{}?transport=tcp", self.tls_port));
+            } else if self.tls_by_address {
+                for host in self.hosts(req) {
+                    urls.push(format!("turns:{host}:{}?transport=tcp", self.tls_port));
+                }
             }
         }
         urls
@@ -273,6 +281,7 @@ mod tests {
             tls_fqdn: None,
             fqdn: None,
             tls_port: 5349,
+            tls_by_address: false,
             ipv6: false,
             ipv4_address: None,
             ipv6_address: None,
@@ -539,5 +548,32 @@ mod tests {
         ] {
             assert!(check_request(&bad, 3600).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn native_tls_without_a_name_points_turns_at_the_addresses() {
+        let s = IceSettings {
+            tls: true,
+            tls_by_address: true,
+            ipv4_address: Some(Ipv4Addr::new(192, 0, 2, 10)),
+            ..defaults()
+        };
+        let urls = s.urls(&IceRequest::default(), 3478);
+        assert_eq!(
+            urls.last().map(String::as_str),
+            Some("turns:192.0.2.10:5349?transport=tcp")
+        );
+        // A name, when known, wins.
+        let named = IceSettings {
+            fqdn: Some("turn.example.com".into()),
+            ..s
+        };
+        assert_eq!(
+            named
+                .urls(&IceRequest::default(), 3478)
+                .last()
+                .map(String::as_str),
+            Some("turns:turn.example.com:5349?transport=tcp")
+        );
     }
 }

@@ -25,7 +25,7 @@ pub mod routes;
 pub mod thread;
 pub mod webhook;
 
-use crate::config::UdpPort;
+use crate::config::{Secret, UdpPort};
 use crate::link::DynamicPort;
 use crate::sockets;
 use crate::sockets::SocketBuffers;
@@ -54,6 +54,9 @@ const DYNAMIC_PORT_TRIES: usize = 32;
 pub struct ApiSettings {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Bearer token of the routes that mint credentials, list or end allocations; None:
+    /// open to whoever reaches the API (a warning is logged at start).
+    pub token: Option<Secret>,
     /// Refuse peers that are not on loopback.
     pub loopback_only: bool,
     /// Default validity of issued credentials, seconds.

@@ -7,13 +7,20 @@
 //! | `DELETE /v1/allocations/{id}` | ends one allocation now (204, or 404) |
 //! | `GET /metrics` | Prometheus text ([`super::metrics`]) |
 //! | `GET /health` | `{"status": "ok"}` for load balancers and systemd |
+//!
+//! With `api_token` (or `api_token_file`) set, the routes that mint credentials, list
+//! allocations (client addresses and usernames) or end them need `Authorization: Bearer
+//! TOKEN` (RFC 6750), else 401 with `WWW-Authenticate: Bearer`; `/metrics` and `/health`
+//! stay open to scrapers and probes.
 
 use super::http::{Request, Response};
 use super::ice::{check_request, issue_credential, label_of, IceRequest};
 use super::{Api, Host};
-use crate::config::UdpPort;
+use crate::config::{Secret, UdpPort};
 use rand_core::RngCore;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use turnpike_core::AllocationId;
 
 /// Answers one request. `HEAD` is answered as `GET` (the caller leaves the body out).
@@ -24,6 +31,15 @@ pub fn handle(api: &mut Api, host: &mut dyn Host, req: &Request) -> Response {
         req.method.as_str()
     };
     let path = req.path.trim_end_matches('/');
+    let guarded = matches!(
+        (method, path),
+        ("POST", "/v1/ice-servers") | ("GET", "/v1/allocations")
+    ) || (method == "DELETE" && path.starts_with("/v1/allocations/"));
+    if guarded {
+        if let Some(denied) = check_token(api.settings.token.as_ref(), req) {
+            return denied;
+        }
+    }
     match (method, path) {
         ("GET", "/health") => Response::json(200, &json!({"status": "ok"})),
         ("GET", "/metrics") => {
@@ -45,6 +61,35 @@ pub fn handle(api: &mut Api, host: &mut dyn Host, req: &Request) -> Response {
             Some(_) => not_allowed("DELETE"),
             None => Response::error(404, &format!("no route {p}")),
         },
+    }
+}
+
+/// None when `req` may pass: no token is configured, or it carries the token as a bearer
+/// token. The comparison takes the same time whatever the bytes and their length (both
+/// sides are hashed to 32 bytes first, then compared in constant time).
+fn check_token(token: Option<&Secret>, req: &Request) -> Option<Response> {
+    let token = token?;
+    let given = req.authorization.as_ref().and_then(|a| {
+        let (scheme, value) = a.0.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("Bearer").then(|| value.trim())
+    });
+    let Some(given) = given else {
+        return Some(
+            Response::error(401, "this route needs `Authorization: Bearer <api_token>`")
+                .with_header("WWW-Authenticate", "Bearer realm=\"turnpike\"".into()),
+        );
+    };
+    let want = Sha256::digest(token.0.as_bytes());
+    let got = Sha256::digest(given.as_bytes());
+    if bool::from(want.as_slice().ct_eq(got.as_slice())) {
+        None
+    } else {
+        Some(
+            Response::error(401, "the bearer token is not the API's token").with_header(
+                "WWW-Authenticate",
+                "Bearer realm=\"turnpike\", error=\"invalid_token\"".into(),
+            ),
+        )
     }
 }
 
@@ -152,5 +197,50 @@ fn delete_allocation(host: &mut dyn Host, id: &str) -> Response {
         }
     } else {
         Response::error(404, &format!("no allocation {n}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(auth: Option<&str>) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/v1/ice-servers".into(),
+            query: None,
+            body: Vec::new(),
+            authorization: auth.map(|a| Secret(a.into())),
+            close: false,
+        }
+    }
+
+    fn header(r: &Response) -> Option<&str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == "WWW-Authenticate")
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_token_is_checked_when_set() {
+        let token = Secret("0123456789abcdefXYZ".into());
+        assert!(check_token(None, &req(None)).is_none());
+        assert!(check_token(Some(&token), &req(Some("Bearer 0123456789abcdefXYZ"))).is_none());
+        assert!(check_token(Some(&token), &req(Some("bearer  0123456789abcdefXYZ"))).is_none());
+        for bad in [
+            None,
+            Some("0123456789abcdefXYZ"),
+            Some("Basic 0123456789abcdefXYZ"),
+            Some("Bearer 0123456789abcdefXY"),
+            Some("Bearer 0123456789abcdefXYZZ"),
+            Some("Bearer "),
+        ] {
+            let r = check_token(Some(&token), &req(bad)).expect("refused");
+            assert_eq!(r.status, 401, "{bad:?}");
+            let h = header(&r).unwrap_or_default();
+            assert!(h.starts_with("Bearer"), "{bad:?}: {h}");
+            assert!(!String::from_utf8_lossy(&r.body).contains("0123456789"));
+        }
     }
 }

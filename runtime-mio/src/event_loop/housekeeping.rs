@@ -26,6 +26,7 @@ impl Runtime {
         for c in stale {
             self.close_conn(c);
         }
+        self.sweep_handshakes(now);
         let failed = self.stats.send_errors + self.stats.send_would_block;
         if failed > self.reported_send_errors {
             let msg = format!(

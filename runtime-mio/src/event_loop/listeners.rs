@@ -89,6 +89,7 @@ impl Runtime {
                 transport: Transport::Udp,
                 addr: local,
                 proxy_protocol: false,
+                tls: crate::tls::TlsMode::Off,
             },
             socket: ListenerSocket::Udp(sock),
         };

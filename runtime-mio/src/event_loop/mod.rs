@@ -81,6 +81,10 @@ pub struct RuntimeStats {
     pub loop_lag_max_us: u64,
     /// Datagrams longer than the receive slot (MSG_TRUNC): dropped.
     pub recv_truncated: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS streams closed for a failed, oversized or late handshake or a TLS error.
+    pub tls_failed: u64,
 }
 
 /// The relay: sockets, the core, and the loop that joins them.
@@ -99,6 +103,12 @@ pub struct Runtime {
     /// Streams with bytes queued by the current batch, written when it ends.
     dirty: Vec<ConnId>,
     stream_buf: Vec<u8>,
+    /// Plaintext out of a TLS session, on its way to the core.
+    plain_buf: Vec<u8>,
+    /// The native TLS configuration, when a listener serves TLS.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The longest PROXY v2 header accepted (the core's bound), for TLS listeners.
+    proxy_max: usize,
     reporter: Reporter,
     buffers: SocketBuffers,
     stats: RuntimeStats,

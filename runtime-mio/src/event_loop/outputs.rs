@@ -7,6 +7,7 @@ use super::{Listener, ListenerSocket, Runtime, CLOSE_FLUSH};
 use crate::clock::Clock;
 use crate::link::Command;
 use crate::sockets;
+use crate::tls::Layer;
 use crate::token::Source;
 use crate::udp_batch::Via;
 use mio::Interest;
@@ -39,7 +40,7 @@ impl Runtime {
                     return;
                 };
                 // Appended now, written once per stream when the batch ends.
-                match c.out.queue(&mut c.stream, data) {
+                match c.send(data, true) {
                     Ok(()) => {
                         if !c.queued && !c.out.is_empty() {
                             c.queued = true;
@@ -80,6 +81,10 @@ impl Runtime {
                     let Some(c) = self.conns.get_mut(&conn) else {
                         continue;
                     };
+                    if let Layer::Tls(t) = &mut c.layer {
+                        t.close(&mut c.out, &mut c.stream);
+                        let _ = c.out.flush(&mut c.stream);
+                    }
                     if c.out.is_empty() {
                         self.close_conn(conn);
                     } else {
@@ -104,6 +109,8 @@ impl Runtime {
                 }
             }
         }
+        // The events of TLS streams closed so far are out: forget those streams.
+        self.reporter.forget_closed();
         if let Some(t) = &mut self.trace {
             t.end_drain();
         }

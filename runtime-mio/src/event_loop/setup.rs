@@ -16,6 +16,7 @@ use crate::settings::{ListenerSpec, Settings};
 use crate::sockets;
 use crate::sockets::SocketBuffers;
 use crate::start_error::StartError;
+use crate::tls::TlsMode;
 use crate::token::Source;
 use crate::trace_recorder::TraceRecorder;
 use crate::udp_batch::{RecvBatch, SendMode, SendQueue, RECV_SLOTS};
@@ -90,6 +91,8 @@ impl Runtime {
             ),
             None => None,
         };
+        let proxy_max = settings.core.proxy_header_max_len;
+        let tls = settings.tls.clone();
         let mut server =
             Server::new(settings.core, seed, now).map_err(|e| StartError::Config(e.0))?;
         if let Some(t) = &mut trace {
@@ -116,6 +119,16 @@ impl Runtime {
             }
         }
         if place.index == 0 {
+            for spec in &settings.listeners {
+                match spec.tls {
+                    TlsMode::Off => {}
+                    TlsMode::On => log::info!("TLS (turns:) on tcp {}", spec.addr),
+                    TlsMode::Auto => log::info!(
+                        "TLS (turns:) and plain TURN-TCP on one port: tcp {}",
+                        spec.addr
+                    ),
+                }
+            }
             for w in settings.ice.start_warnings() {
                 log::warn!("{w}");
             }
@@ -132,6 +145,13 @@ impl Runtime {
             tx: SendQueue::new(send_mode()),
             dirty: Vec::with_capacity(RECV_SLOTS),
             stream_buf: vec![0; STREAM_READ],
+            plain_buf: if tls.is_some() {
+                vec![0; STREAM_READ]
+            } else {
+                Vec::new()
+            },
+            tls,
+            proxy_max,
             reporter,
             buffers: settings.buffers,
             stats: RuntimeStats::default(),
