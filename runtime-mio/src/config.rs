@@ -1421,6 +1421,7 @@ turn_fqdn = "relay.example.com"
             err("issuance_secret = \"short\""),
             Some("issuance_secret".into())
         );
+        assert_eq!(err("node_secret = \"short\""), Some("node_secret".into()));
     }
 
     #[test]
