@@ -39,8 +39,8 @@ A TURN relay (RFC 8656) for WebRTC.
                       default bound to 127.0.0.1 (UDP and TCP 3478, a random TURN REST
                       secret) and print how to connect
       --check-config  check the configuration and exit: 0 if good, 1 if not
-      --seed HEX      the core's random seed (64 hex digits, as logged at start),
-                      to reproduce a run
+      --seed HEX      the core's random seed (64 hex digits, as logged at start; not
+                      a secret), to reproduce a run given the same `node_secret`
       --record-trace FILE
                       record every input of the protocol core to FILE, for
                       `turnpike-sim replay` (same as `trace_file` in the config)

@@ -72,8 +72,9 @@ pub struct ReplaySecrets {
     pub users: Vec<(String, String)>,
     /// REST shared secrets, any order.
     pub rest_secrets: Vec<Vec<u8>>,
-    /// Nonce keys the replay can derive (not from the operator: a loop after the first
-    /// signs nonces with the key of loop 0's seed, `Server::nonce_key_of_seed`, which a
+    /// Nonce keys the replay can derive (not from the operator: in traces before format 3
+    /// a loop after the first signed nonces with the key of loop 0's seed,
+    /// `Server::nonce_key_of_seed`, which a
     /// replay of the node takes from loop 0's header). Used when the trace recorded an
     /// explicit nonce key whose fingerprint one of them matches.
     pub nonce_keys: Vec<NonceKey>,
