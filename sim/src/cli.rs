@@ -424,9 +424,9 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
             ms(*p99)
         );
     }
-    if let Some((spoofed, reflected)) = s.reflection {
+    for &(victim, spoofed, reflected) in &s.reflection {
         println!(
-            "  reflection: {spoofed} bytes spoofed in the victim's name reached the relay, the victim got {reflected} ({:.2}x)",
+            "  reflection on {victim}: {spoofed} bytes in its name reached the relay, it got {reflected} ({:.2}x)",
             reflected as f64 / spoofed.max(1) as f64
         );
     }

@@ -80,13 +80,6 @@ impl ReflectionWatch {
         &self.victims
     }
 
-    /// The sums over the victims: bytes spoofed in, bytes reflected.
-    pub fn totals(&self) -> (u64, u64) {
-        self.victims
-            .values()
-            .fold((0, 0), |(i, o), v| (i + v.spoofed_in, o + v.reflected))
-    }
-
     /// A datagram from `from` reached host `to_node` at `to`, at `now`.
     pub fn datagram(
         &mut self,

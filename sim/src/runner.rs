@@ -86,9 +86,9 @@ pub struct Summary {
     /// percentiles over all (`all`), then by group (`u64::MAX`: sessions that never
     /// connected reach that rank).
     pub time_to_relay_ms: Vec<(String, [u64; 2])>,
-    /// A reflection: bytes spoofed in the victims' name that reached the relay, and
-    /// bytes that reached the victims.
-    pub reflection: Option<(u64, u64)>,
+    /// Reflections, by victim: bytes spoofed in its name that reached the relay, and
+    /// bytes that reached it.
+    pub reflection: Vec<(IpAddr, u64, u64)>,
     /// Port mappings the NATs hold at the end.
     pub nat_mappings: usize,
 }
@@ -819,7 +819,13 @@ impl World {
             fault_profile: self.fault_profile.clone(),
             uclients: self.oracle.tally.clone(),
             time_to_relay_ms: crate::expect::time_to_relay_ms(sc, &self.oracle, self.drain_at),
-            reflection: self.oracle.reflection.as_ref().map(|r| r.totals()),
+            reflection: self
+                .oracle
+                .reflection
+                .iter()
+                .flat_map(|r| r.victims().iter())
+                .map(|(ip, v)| (*ip, v.spoofed_in, v.reflected))
+                .collect(),
             nat_mappings: self.net.nats().iter().map(|n| n.mappings()).sum(),
             ..Summary::default()
         };
