@@ -19,7 +19,7 @@ use turnpike_tests::{
     Child, PortRange, TempDir, LOOPBACK,
 };
 
-/// Bits of an allocation id below the loop index (the runtime's `workers::ID_SHIFT`).
+/// Bits of an allocation id below the loop index (`turnpike_core::node::ID_SHIFT`).
 const ID_SHIFT: u32 = 44;
 /// Clients per transport: all of them on one loop by chance is 2 in 2^16.
 const CLIENTS: usize = 16;

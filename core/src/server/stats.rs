@@ -215,5 +215,8 @@ impl Stats {
         self.unauth.add(&o.unauth);
         self.ports_v4.add(&o.ports_v4);
         self.ports_v6.add(&o.ports_v6);
+        self.loop_messages_sent += o.loop_messages_sent;
+        self.loop_messages_received += o.loop_messages_received;
+        self.quota_credits += o.quota_credits;
     }
 }

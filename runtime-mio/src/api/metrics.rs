@@ -122,6 +122,30 @@ pub fn render_loops(loops: &[LoopStats]) -> String {
         }),
     );
     m.family(
+        "turnpike_loop_messages_sent_total",
+        "counter",
+        "Messages sent to the other event loops of the node (tokens, quotas, borrowing), by event loop.",
+        &per(&|l| l.core.loop_messages_sent as f64),
+    );
+    m.family(
+        "turnpike_loop_messages_received_total",
+        "counter",
+        "Messages received from the other event loops of the node, by event loop.",
+        &per(&|l| l.core.loop_messages_received as f64),
+    );
+    m.family(
+        "turnpike_loop_quota_credits",
+        "gauge",
+        "Allocations of total_quota the loop may hold now (its share, plus borrowed, minus lent), by event loop.",
+        &per(&|l| l.core.quota_credits as f64),
+    );
+    m.family(
+        "turnpike_loop_relay_ports_free",
+        "gauge",
+        "Relay ports free now (IPv4 and IPv6), by event loop; a loop that runs out borrows from the others.",
+        &per(&|l| f64::from(l.core.ports_v4.free + l.core.ports_v6.free)),
+    );
+    m.family(
         "turnpike_loop_lag_seconds",
         "gauge",
         "How late the last housekeeping tick ran, by event loop.",
@@ -582,6 +606,11 @@ mod tests {
             samples.get("turnpike_loop_relayed_packets_total{loop=\"1\"}"),
             Some(&7.0)
         );
+        assert_eq!(
+            samples.get("turnpike_loop_relay_ports_free{loop=\"1\"}"),
+            Some(&10.0)
+        );
+        assert!(samples.contains_key("turnpike_loop_messages_sent_total{loop=\"0\"}"));
     }
 
     #[test]
