@@ -643,6 +643,34 @@ mod tests {
     }
 
     #[test]
+    fn a_nat_rewrites_sources_and_brings_answers_back() {
+        let mut n = net();
+        n.add_node(2, LinkProfile::default(), Firewall::None);
+        n.add_address("10.0.0.3".parse().unwrap(), 2);
+        let nat = n.add_nat("198.51.100.7".parse().unwrap());
+        n.put_behind_nat(0, nat);
+        n.put_behind_nat(2, nat);
+        n.firewalls[1] = Firewall::None;
+        let t = Instant::from_secs(1);
+        let server: SocketAddr = "10.0.0.2:3478".parse().unwrap();
+        let mut seen = Vec::new();
+        for (node, inside) in [(0, "10.0.0.1:5000"), (2, "10.0.0.3:5000")] {
+            n.send_datagram(t, node, inside.parse().unwrap(), server, vec![1]);
+            let Some((_, Ev::Datagram { from, to_node, .. })) = n.queue.pop() else {
+                panic!("no datagram");
+            };
+            assert_eq!((from.ip(), to_node), ("198.51.100.7".parse().unwrap(), 1));
+            seen.push(from);
+        }
+        assert_ne!(seen[0].port(), seen[1].port(), "a public port per flow");
+        n.send_datagram(t, 1, server, seen[1], vec![2]);
+        let Some((_, Ev::Datagram { to, to_node, .. })) = n.queue.pop() else {
+            panic!("no answer");
+        };
+        assert_eq!((to, to_node), ("10.0.0.3:5000".parse().unwrap(), 2));
+    }
+
+    #[test]
     fn stream_bytes_arrive_in_order_whatever_the_splits() {
         let mut n = net();
         n.faults.split = 0.9;

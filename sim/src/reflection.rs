@@ -152,12 +152,12 @@ mod tests {
     use super::*;
     use core::time::Duration;
 
-    fn watch() -> ReflectionWatch {
+    fn watch(source_bytes_per_s: u64) -> ReflectionWatch {
         let mut w = ReflectionWatch::new(
             0,
             ReflectionLimits {
                 factor: 3,
-                source_bytes_per_s: 10_000,
+                source_bytes_per_s,
                 loops: 1,
             },
         );
@@ -170,14 +170,14 @@ mod tests {
         let victim: IpAddr = "45.0.0.9".parse().unwrap();
         let relay: IpAddr = "30.0.0.1".parse().unwrap();
         let t = Instant::from_secs(10);
-        let mut w = watch();
+        let mut w = watch(1_000_000);
         w.datagram(t, victim, 0, relay, 1_000);
         w.datagram(t, relay, 7, victim, 3_000 + ADVANCE_BYTES as usize);
         assert!(w.check(t).is_ok());
         w.datagram(t, relay, 7, victim, 1);
         assert_eq!(w.check(t).unwrap_err().0, "reflection_within_factor");
 
-        let mut w = watch();
+        let mut w = watch(10_000);
         w.datagram(t, victim, 0, relay, 100_000);
         w.datagram(t, relay, 7, victim, 20_000);
         assert!(w.check(t + Duration::from_secs(1)).is_ok());
