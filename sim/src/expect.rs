@@ -111,7 +111,8 @@ pub fn time_to_relay_ms(
 }
 
 /// The crowd's expectations: every session connected, the time-to-relay's 99th
-/// percentile, and that a reflection had something to bound.
+/// percentile, IPv6 relayed addresses for the groups that ask for them, and that a
+/// reflection had something to bound.
 fn crowd(sc: &Scenario, w: &impl Finished) -> Verdict {
     let e = &sc.expect;
     let oracle = w.oracle();
@@ -158,6 +159,21 @@ fn crowd(sc: &Scenario, w: &impl Finished) -> Verdict {
                     show(t.last().copied())
                 ),
             ));
+        }
+    }
+    for s in &oracle.sessions {
+        let v6 = sc.clients.get(s.group).is_some_and(|g| g.relay_ipv6);
+        if let (true, Some((_, via, _, relayed))) = (v6, &s.connected) {
+            if !relayed.iter().any(|r| r.is_ipv6()) {
+                return Err((
+                    "expect_relayed_ipv6",
+                    format!(
+                        "{} asked for an IPv6 relayed address, kept {relayed:?} over {}",
+                        s.username,
+                        via.as_str()
+                    ),
+                ));
+            }
         }
     }
     if e.min_spoofed_bytes > 0 {

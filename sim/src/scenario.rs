@@ -265,6 +265,10 @@ pub struct ClientGroup {
     /// /64 shared by many devices).
     #[serde(default)]
     pub ipv6: bool,
+    /// They ask for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY, RFC 8656 §7.1), as
+    /// a browser on an IPv6-only network would; the server needs `address_v6`.
+    #[serde(default)]
+    pub relay_ipv6: bool,
     /// They sit behind a NAT with this public IPv4 address ([`crate::nat`]): each has a
     /// private address, and every flow leaves from the public address with a port of its
     /// own (groups naming the same address share the NAT).
