@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use turnpike_core::auth::rest_password;
 use turnpike_core::client::{Client, ClientConfig, ClientEvent};
-use turnpike_core::stun::Method;
+use turnpike_core::stun::{attr, Method};
 use turnpike_core::{Instant, Transport};
 
 /// Length of a modelled TLS handshake record.
@@ -404,7 +404,10 @@ impl Browser {
             } else {
                 Transport::Tcp
             };
-            let cc = ClientConfig::new(ice.addr, transport, &username, &password);
+            let mut cc = ClientConfig::new(ice.addr, transport, &username, &password);
+            if self.spec.relay_ipv6 {
+                cc.requested_family = Some(attr::FAMILY_IPV6);
+            }
             let mut client = Client::new(cc, cx.seed(), now);
             let (sid, state) = match ice.via {
                 Via::Udp => {

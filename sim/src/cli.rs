@@ -461,6 +461,26 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
         s.answers_508, s.rate_limited, s.proxy_accepted, s.rejected
     );
     println!("  datagrams {} (lost {})", s.datagrams.0, s.datagrams.1);
+    let ms = |v: u64| match v {
+        u64::MAX => "never".to_string(),
+        v => format!("{v} ms"),
+    };
+    for (group, [p50, p99]) in &s.time_to_relay_ms {
+        println!(
+            "  time-to-relay ({group}) p50 {}, p99 {}",
+            ms(*p50),
+            ms(*p99)
+        );
+    }
+    for &(victim, spoofed, reflected) in &s.reflection {
+        println!(
+            "  reflection on {victim}: {spoofed} bytes in its name reached the relay, it got {reflected} ({:.2}x)",
+            reflected as f64 / spoofed.max(1) as f64
+        );
+    }
+    if s.nat_mappings > 0 {
+        println!("  NAT port mappings {}", s.nat_mappings);
+    }
     println!(
         "  wall {:.3} s: {:.0} events/s, virtual/wall {:.0}x",
         wall_s,

@@ -1,6 +1,7 @@
 //! End-of-run judgement: liveness (every well-behaved client got through once faults
 //! stopped) and the scenario's own expectations.
 
+use crate::oracle::Oracle;
 use crate::runner::{via_named, Finished};
 use crate::scenario::Scenario;
 use core::time::Duration;
@@ -48,9 +49,157 @@ fn uclients(e: &crate::scenario::Expect, t: &crate::uclient::Tally) -> Verdict {
     Ok(())
 }
 
+/// Time-to-relay of every session of a well-behaved browser group (of group `group`
+/// only, if given) that started early enough to connect before `drain_at` (first
+/// request to first allocation kept), in ms; a session that never connected is
+/// `u64::MAX`. Sorted, fastest first.
+pub fn times_to_relay_ms(
+    sc: &Scenario,
+    oracle: &Oracle,
+    drain_at: Instant,
+    group: Option<usize>,
+) -> Vec<u64> {
+    let mut t: Vec<u64> = oracle
+        .sessions
+        .iter()
+        .filter(|s| {
+            group.is_none_or(|g| g == s.group)
+                && sc
+                    .clients
+                    .get(s.group)
+                    .is_some_and(|g| g.well_behaved && g.model == "browser")
+                && s.start + LIVENESS_ANSWER <= drain_at
+        })
+        .map(|s| match &s.connected {
+            Some((at, ..)) => at.since(s.start).as_millis() as u64,
+            None => u64::MAX,
+        })
+        .collect();
+    t.sort_unstable();
+    t
+}
+
+/// The `p`-th percentile (nearest rank) of sorted `values`.
+pub fn percentile(values: &[u64], p: u64) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let rank = (values.len() as u64 * p).div_ceil(100).max(1) as usize;
+    values.get(rank - 1).copied()
+}
+
+/// The 50th and 99th percentiles of [`times_to_relay_ms`]: over every well-behaved
+/// browser (`all`), then by group; nothing when no session counts.
+pub fn time_to_relay_ms(
+    sc: &Scenario,
+    oracle: &Oracle,
+    drain_at: Instant,
+) -> Vec<(String, [u64; 2])> {
+    let p = |t: Vec<u64>| Some([percentile(&t, 50)?, percentile(&t, 99)?]);
+    let mut out = Vec::new();
+    if let Some(all) = p(times_to_relay_ms(sc, oracle, drain_at, None)) {
+        out.push(("all".to_string(), all));
+    }
+    if sc.clients.len() > 1 {
+        for (i, g) in sc.clients.iter().enumerate() {
+            if let Some(v) = p(times_to_relay_ms(sc, oracle, drain_at, Some(i))) {
+                out.push((g.name.clone(), v));
+            }
+        }
+    }
+    out
+}
+
+/// The crowd's expectations: every session connected, the time-to-relay's 99th
+/// percentile, IPv6 relayed addresses for the groups that ask for them, and that a
+/// reflection had something to bound.
+fn crowd(sc: &Scenario, w: &impl Finished) -> Verdict {
+    let e = &sc.expect;
+    let oracle = w.oracle();
+    if e.all_sessions_connected {
+        let held = |g: usize| sc.clients.get(g).is_some_and(|c| c.well_behaved);
+        let never: Vec<&str> = oracle
+            .sessions
+            .iter()
+            .filter(|s| held(s.group) && s.connected.is_none())
+            .map(|s| s.username.as_str())
+            .collect();
+        if let Some(first) = never.first() {
+            return Err((
+                "expect_all_sessions_connected",
+                format!(
+                    "{} sessions never kept an allocation, first {first}",
+                    never.len()
+                ),
+            ));
+        }
+    }
+    for (name, &bound) in &e.time_to_relay_p99_ms {
+        let Some(g) = sc.clients.iter().position(|g| &g.name == name) else {
+            return Err((
+                "expect_time_to_relay_p99",
+                format!("no browser group {name:?}"),
+            ));
+        };
+        let t = times_to_relay_ms(sc, oracle, w.drain_at(), Some(g));
+        let p99 = percentile(&t, 99);
+        if p99.is_none_or(|p| p > bound) {
+            let show = |v: Option<u64>| match v {
+                Some(u64::MAX) => "never".to_string(),
+                Some(ms) => format!("{ms} ms"),
+                None => "no session".to_string(),
+            };
+            return Err((
+                "expect_time_to_relay_p99",
+                format!(
+                    "{name}: time-to-relay p99 {} over {} sessions (p50 {}, slowest {}), bound {bound} ms",
+                    show(p99),
+                    t.len(),
+                    show(percentile(&t, 50)),
+                    show(t.last().copied())
+                ),
+            ));
+        }
+    }
+    for s in &oracle.sessions {
+        let v6 = sc.clients.get(s.group).is_some_and(|g| g.relay_ipv6);
+        if let (true, Some((_, via, _, relayed))) = (v6, &s.connected) {
+            if !relayed.iter().any(|r| r.is_ipv6()) {
+                return Err((
+                    "expect_relayed_ipv6",
+                    format!(
+                        "{} asked for an IPv6 relayed address, kept {relayed:?} over {}",
+                        s.username,
+                        via.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    if e.min_spoofed_bytes > 0 {
+        let victims = oracle.reflection.as_ref().map(|r| r.victims());
+        for (ip, v) in victims.into_iter().flatten() {
+            if v.spoofed_in < e.min_spoofed_bytes {
+                return Err((
+                    "expect_min_spoofed_bytes",
+                    format!(
+                        "{} bytes reached the relay in {ip}'s name, expected {}",
+                        v.spoofed_in, e.min_spoofed_bytes
+                    ),
+                ));
+            }
+        }
+        if victims.is_none_or(|v| v.is_empty()) {
+            return Err(("expect_min_spoofed_bytes", "no victim".into()));
+        }
+    }
+    Ok(())
+}
+
 /// Checks liveness and every expectation of `sc` against a finished world.
 pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     liveness(sc, w)?;
+    crowd(sc, w)?;
     let e = &sc.expect;
     let oracle = w.oracle();
     let sessions = &oracle.sessions;

@@ -1,7 +1,8 @@
 //! Faults and phase changes: what the seed and the scenario schedule. Wall-clock steps,
 //! file-descriptor exhaustion, relay binds that fail (a probability in the shared state),
 //! partitions (in the network), clients that vanish (in the browsers), and floods of
-//! unauthenticated Allocates from spoofed sources (the [`Flooder`] host).
+//! unauthenticated requests from spoofed sources (the [`Flooder`] host), some aimed at a
+//! victim's address (the [`Sink`] host counts what reaches it).
 
 use crate::host::{Cx, Phase};
 use core::time::Duration;
@@ -33,7 +34,7 @@ pub enum Control {
     End,
 }
 
-/// A host that sends unauthenticated Allocate requests from spoofed sources.
+/// A host that sends unauthenticated requests from spoofed sources.
 #[derive(Debug)]
 pub struct Flooder {
     target: SocketAddr,
@@ -41,9 +42,30 @@ pub struct Flooder {
     stop: Instant,
     every: Duration,
     sources: u32,
+    /// Every request claims this address (a reflection aimed at it).
+    spoof: Option<IpAddr>,
+    /// Binding requests rather than Allocates.
+    binding: bool,
     next: Option<Instant>,
     /// Requests sent.
     pub sent: u64,
+}
+
+/// A host that asked for nothing and counts what reaches it: the victim of a reflection.
+#[derive(Debug, Default)]
+pub struct Sink {
+    /// Datagrams received.
+    pub datagrams: u64,
+    /// Bytes received.
+    pub bytes: u64,
+}
+
+impl Sink {
+    /// A datagram arrived.
+    pub fn on_datagram(&mut self, data: &[u8]) {
+        self.datagrams += 1;
+        self.bytes += data.len() as u64;
+    }
 }
 
 impl Flooder {
@@ -61,9 +83,23 @@ impl Flooder {
             stop,
             every: Duration::from_nanos(1_000_000_000 / rate_per_s.max(1)),
             sources: sources.max(1),
+            spoof: None,
+            binding: false,
             next: Some(start),
             sent: 0,
         }
+    }
+
+    /// Aims the flood at `victim`: every request claims it as its source.
+    pub fn reflect_on(mut self, victim: IpAddr) -> Self {
+        self.spoof = Some(victim);
+        self
+    }
+
+    /// Sends Binding requests instead of Allocates.
+    pub fn binding(mut self) -> Self {
+        self.binding = true;
+        self
     }
 
     /// Sends one request.
@@ -77,14 +113,24 @@ impl Flooder {
         }
         let n = cx.rng.next_u32() % self.sources;
         // Spoofed sources: addresses no host holds, so the answers go nowhere.
-        let src = SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(44, (n >> 16) as u8, (n >> 8) as u8, n as u8)),
-            1024 + (n % 50_000) as u16,
-        );
+        let src = match self.spoof {
+            // The victim's address, from any of its ports (a 4-tuple of its own each, so
+            // the requests spread over the loops of a node).
+            Some(victim) => SocketAddr::new(victim, 1024 + (n % 50_000) as u16),
+            None => SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(44, (n >> 16) as u8, (n >> 8) as u8, n as u8)),
+                1024 + (n % 50_000) as u16,
+            ),
+        };
         let mut tid = [0u8; 12];
         cx.rng.fill_bytes(&mut tid);
-        let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Request, TransactionId(tid));
-        b.add(attr::REQUESTED_TRANSPORT, &[attr::TRANSPORT_UDP, 0, 0, 0]);
+        let b = if self.binding {
+            MessageBuilder::new(Method::BINDING, Class::Request, TransactionId(tid))
+        } else {
+            let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Request, TransactionId(tid));
+            b.add(attr::REQUESTED_TRANSPORT, &[attr::TRANSPORT_UDP, 0, 0, 0]);
+            b
+        };
         cx.net
             .send_datagram(cx.now, cx.me, src, self.target, b.finish());
         self.sent += 1;

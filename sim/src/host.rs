@@ -7,7 +7,7 @@
 use crate::browser::{Board, Browser};
 use crate::clock::WallClock;
 use crate::digest::{Digest, Trace};
-use crate::faults::{Control, Flooder};
+use crate::faults::{Control, Flooder, Sink};
 use crate::net::{Net, NodeId, Side, StreamId};
 use crate::nginx::Nginx;
 use crate::oracle::Oracle;
@@ -97,6 +97,8 @@ pub enum Node {
     Nginx(Box<Nginx>),
     /// A spoofing flooder.
     Flooder(Flooder),
+    /// The victim of a reflection: counts what reaches it.
+    Sink(Sink),
     /// A scripted UDP client (`turnutils_uclient`-like).
     UClient(Box<UClient>),
 }
@@ -109,6 +111,7 @@ impl Node {
             Node::Browser(b) => b.on_datagram(cx, from, to, &data),
             Node::Peer(p) => p.on_datagram(cx, from, to, data),
             Node::UClient(u) => u.on_datagram(cx, from, to, &data),
+            Node::Sink(v) => v.on_datagram(&data),
             Node::Nginx(_) | Node::Flooder(_) => {}
         }
     }
@@ -165,7 +168,7 @@ impl Node {
             Node::Peer(p) => p.on_wake(cx),
             Node::Flooder(f) => f.on_wake(cx),
             Node::UClient(u) => u.on_wake(cx),
-            Node::Nginx(_) => {}
+            Node::Nginx(_) | Node::Sink(_) => {}
         }
     }
 
@@ -194,7 +197,7 @@ impl Node {
             Node::Peer(p) => p.next_wake(),
             Node::Flooder(f) => f.next_wake(),
             Node::UClient(u) => u.next_wake(),
-            Node::Nginx(_) => None,
+            Node::Nginx(_) | Node::Sink(_) => None,
         }
     }
 }

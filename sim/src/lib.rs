@@ -6,13 +6,15 @@
 //! - [`clock`], [`queue`]: virtual time and the one event queue (time, then sequence).
 //! - [`net`], [`link`], [`firewall`]: hosts by address, UDP datagrams, TCP-like streams
 //!   split anywhere, latency, jitter, loss, duplication, reordering, bandwidth, partitions.
+//! - [`nat`]: many hosts behind one public address (office NAT, carrier NAT).
 //! - [`host`], [`server`], [`browser`], [`nginx`], [`peer`]: the hosts; [`node`]: a
 //!   server of several event loops (4-tuples spread as SO_REUSEPORT does, messages
 //!   between the loops' cores with virtual latency).
 //! - [`uclient`]: scripted UDP clients in the manner of coturn's `turnutils_uclient`
 //!   (EVEN-PORT pairs with a RESERVATION-TOKEN, one user racing on many 5-tuples).
 //! - [`faults`]: wall-clock jumps, bind failures, fd exhaustion, floods.
-//! - [`oracle`], [`expect`]: the invariants, after every step and at the end.
+//! - [`oracle`], [`reflection`], [`expect`]: the invariants, after every step and at the
+//!   end.
 //! - [`scenario`], [`runner`], [`digest`], [`cli`]: scenario files, runs, digests, the tool.
 //! - [`trace`]: replay of traces recorded by the runtime, dump and cut to a script.
 //!
@@ -30,12 +32,14 @@ pub mod faults;
 pub mod firewall;
 pub mod host;
 pub mod link;
+pub mod nat;
 pub mod net;
 pub mod nginx;
 pub mod node;
 pub mod oracle;
 pub mod peer;
 pub mod queue;
+pub mod reflection;
 pub mod runner;
 pub mod scenario;
 pub mod server;

@@ -8,6 +8,7 @@
 use crate::faults::Control;
 use crate::firewall::{Direction, Firewall};
 use crate::link::{between, chance, serialisation, uniform, Fate, LinkProfile, Partition, Path};
+use crate::nat::Nat;
 use crate::queue::{EventQueue, QueueFull};
 use core::time::Duration;
 use rand_chacha::ChaCha20Rng;
@@ -168,6 +169,12 @@ pub struct Net {
     pub stats: NetStats,
     /// Set when the queue overflowed: the simulation's own bound.
     pub overflow: bool,
+    /// NATs, by index.
+    nats: Vec<Nat>,
+    /// The NAT each host behind one sends through.
+    behind: BTreeMap<NodeId, usize>,
+    /// The NAT holding each public address.
+    publics: BTreeMap<IpAddr, usize>,
 }
 
 impl Net {
@@ -187,6 +194,49 @@ impl Net {
             healed_from: None,
             stats: NetStats::default(),
             overflow: false,
+            nats: Vec::new(),
+            behind: BTreeMap::new(),
+            publics: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a NAT with public address `public` (held by no host: packets to it go to the
+    /// inside endpoint its port is mapped to); returns its index.
+    pub fn add_nat(&mut self, public: IpAddr) -> usize {
+        if let Some(&i) = self.publics.get(&public) {
+            return i;
+        }
+        self.nats.push(Nat::new(public));
+        let i = self.nats.len() - 1;
+        self.publics.insert(public, i);
+        i
+    }
+
+    /// Puts host `node` behind NAT `nat`: what it sends leaves from the NAT's address.
+    pub fn put_behind_nat(&mut self, node: NodeId, nat: usize) {
+        self.behind.insert(node, nat);
+    }
+
+    /// The NATs of the network.
+    pub fn nats(&self) -> &[Nat] {
+        &self.nats
+    }
+
+    /// The address a packet or connection from `node` at `local` carries once out of
+    /// its NAT (itself when the host is behind none).
+    fn translate_out(&mut self, node: NodeId, local: SocketAddr) -> SocketAddr {
+        match self.behind.get(&node) {
+            Some(&i) => self.nats[i].outbound(node, local),
+            None => local,
+        }
+    }
+
+    /// The host and address a packet to `to` reaches: through a NAT's mapping when `to`
+    /// is a NAT's public address.
+    fn deliver_to(&self, to: SocketAddr) -> Option<(NodeId, SocketAddr)> {
+        match self.publics.get(&to.ip()) {
+            Some(&i) => self.nats[i].inbound(to.port()),
+            None => self.route(to.ip()).map(|n| (n, to)),
         }
     }
 
@@ -242,7 +292,8 @@ impl Net {
             self.stats.firewalled += 1;
             return;
         }
-        let Some(dst) = self.route(to.ip()) else {
+        let from = self.translate_out(node, from);
+        let Some((dst, to)) = self.deliver_to(to) else {
             self.stats.no_route += 1;
             return;
         };
@@ -303,6 +354,7 @@ impl Net {
         let sid = StreamId(self.next_stream);
         self.next_stream += 1;
         self.stats.streams += 1;
+        let local = self.translate_out(node, local);
         let dst = self.route(remote.ip());
         let stream = Stream {
             ends: [(node, local), (dst.unwrap_or(usize::MAX), remote)],
@@ -588,6 +640,34 @@ mod tests {
         assert_eq!(n.stats.firewalled, 1);
         n.send_datagram(t, 1, b, a, vec![1]);
         assert_eq!(n.queue.len(), 1);
+    }
+
+    #[test]
+    fn a_nat_rewrites_sources_and_brings_answers_back() {
+        let mut n = net();
+        n.add_node(2, LinkProfile::default(), Firewall::None);
+        n.add_address("10.0.0.3".parse().unwrap(), 2);
+        let nat = n.add_nat("198.51.100.7".parse().unwrap());
+        n.put_behind_nat(0, nat);
+        n.put_behind_nat(2, nat);
+        n.firewalls[1] = Firewall::None;
+        let t = Instant::from_secs(1);
+        let server: SocketAddr = "10.0.0.2:3478".parse().unwrap();
+        let mut seen = Vec::new();
+        for (node, inside) in [(0, "10.0.0.1:5000"), (2, "10.0.0.3:5000")] {
+            n.send_datagram(t, node, inside.parse().unwrap(), server, vec![1]);
+            let Some((_, Ev::Datagram { from, to_node, .. })) = n.queue.pop() else {
+                panic!("no datagram");
+            };
+            assert_eq!((from.ip(), to_node), ("198.51.100.7".parse().unwrap(), 1));
+            seen.push(from);
+        }
+        assert_ne!(seen[0].port(), seen[1].port(), "a public port per flow");
+        n.send_datagram(t, 1, server, seen[1], vec![2]);
+        let Some((_, Ev::Datagram { to, to_node, .. })) = n.queue.pop() else {
+            panic!("no answer");
+        };
+        assert_eq!((to, to_node), ("10.0.0.3:5000".parse().unwrap(), 2));
     }
 
     #[test]

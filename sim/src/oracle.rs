@@ -287,6 +287,8 @@ pub struct Oracle {
     pub sessions: Vec<SessionRecord>,
     /// What the scripted clients achieved.
     pub tally: crate::uclient::Tally,
+    /// The reflection oracle, when a flood is aimed at a victim's address.
+    pub reflection: Option<crate::reflection::ReflectionWatch>,
     violation: Option<Violation>,
     now: Instant,
 }
@@ -298,6 +300,7 @@ impl Oracle {
             servers: configs.into_iter().map(Shadow::new).collect(),
             sessions: Vec::new(),
             tally: Default::default(),
+            reflection: None,
             violation: None,
             now: Instant::default(),
         }
@@ -322,6 +325,18 @@ impl Oracle {
     /// Sets the time of the current step.
     pub fn set_now(&mut self, now: Instant) {
         self.now = now;
+    }
+
+    /// A datagram from `from` reached host `to_node` at `to`: the reflection oracle
+    /// counts it and checks its bound.
+    pub fn datagram_delivered(&mut self, from: IpAddr, to_node: usize, to: IpAddr, bytes: usize) {
+        let Some(w) = &mut self.reflection else {
+            return;
+        };
+        w.datagram(self.now, from, to_node, to, bytes);
+        if let Err((invariant, detail)) = w.check(self.now) {
+            self.fail(invariant, detail);
+        }
     }
 
     // ---- inputs the driver feeds --------------------------------------------------------

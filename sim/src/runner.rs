@@ -8,7 +8,7 @@
 use crate::browser::{Board, Browser, IceServer};
 use crate::clock::{Clock, WallClock};
 use crate::digest::{Digest, Trace};
-use crate::faults::{Control, Flooder};
+use crate::faults::{Control, Flooder, Sink};
 use crate::host::{Cx, Node, Phase, Shared};
 use crate::link::{between, LinkProfile, Partition};
 use crate::net::{Ev, Net, NodeId, Side, StreamFaults, StreamNews};
@@ -16,6 +16,7 @@ use crate::nginx::Nginx;
 use crate::node::{Cores, LoopHash};
 use crate::oracle::{Oracle, ShadowConfig, Violation};
 use crate::peer::{Peer, PeerKind};
+use crate::reflection::{ReflectionLimits, ReflectionWatch};
 use crate::scenario::{IceUrl, LinkSpec, Scenario, Via, PAIR};
 use crate::server::{config_of, ServerHost};
 use crate::uclient::{Model, UClient};
@@ -81,6 +82,15 @@ pub struct Summary {
     pub loop_messages: u64,
     /// What the scripted clients achieved.
     pub uclients: crate::uclient::Tally,
+    /// Time-to-relay of the well-behaved browsers' sessions, ms: 50th and 99th
+    /// percentiles over all (`all`), then by group (`u64::MAX`: sessions that never
+    /// connected reach that rank).
+    pub time_to_relay_ms: Vec<(String, [u64; 2])>,
+    /// Reflections, by victim: bytes spoofed in its name that reached the relay, and
+    /// bytes that reached it.
+    pub reflection: Vec<(IpAddr, u64, u64)>,
+    /// Port mappings the NATs hold at the end.
+    pub nat_mappings: usize,
 }
 
 /// The result of a run.
@@ -318,7 +328,10 @@ impl World {
             for _ in 0..group.count {
                 id += 1;
                 let n = id as u32;
-                let ip = if group.ipv6 {
+                let ip = if group.nat.is_some() {
+                    // A private address behind the NAT (10.0.0.0/8).
+                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + n))
+                } else if group.ipv6 {
                     IpAddr::V6(Ipv6Addr::new(
                         0x2a01,
                         0,
@@ -345,6 +358,10 @@ impl World {
                     group.firewall,
                 );
                 net.add_address(ip, node);
+                if let Some(public) = group.nat {
+                    let nat = net.add_nat(IpAddr::V4(public));
+                    net.put_behind_nat(node, nat);
+                }
                 if let Some(model) = Model::named(&group.model) {
                     let url = group.ice.first().and_then(|u| IceUrl::parse(u));
                     let server_index = url
@@ -373,6 +390,7 @@ impl World {
             }
         }
         // Floods.
+        let mut reflection: Option<ReflectionWatch> = None;
         for f in &sc.faults.floods {
             let target = resolve(&f.target, false)?;
             let node = nodes.len();
@@ -381,17 +399,60 @@ impl World {
                 link_of(&sc.network.link, &mut topo),
                 Default::default(),
             );
-            nodes.push(Node::Flooder(Flooder::new(
+            let mut flooder = Flooder::new(
                 target,
                 secs(f.at_s),
                 secs(f.at_s + f.for_s),
                 f.rate_per_s,
                 f.sources,
-            )));
+            );
+            if f.request == "binding" {
+                flooder = flooder.binding();
+            }
+            if let Some(victim) = f.spoof {
+                flooder = flooder.reflect_on(victim);
+            }
+            nodes.push(Node::Flooder(flooder));
             fault_profile.push(format!(
-                "flood of {target} at {} s for {} s, {}/s",
-                f.at_s, f.for_s, f.rate_per_s
+                "flood of {target} at {} s for {} s, {}/s{}",
+                f.at_s,
+                f.for_s,
+                f.rate_per_s,
+                f.spoof
+                    .map(|v| format!(", {} requests in the name of {v}", f.request))
+                    .unwrap_or_default()
             ));
+            let Some(victim) = f.spoof else { continue };
+            // The victim: a host that asked for nothing, on the same network.
+            if net.route(victim).is_none() {
+                let node = nodes.len();
+                net.add_node(
+                    node,
+                    link_of(&sc.network.link, &mut topo),
+                    Default::default(),
+                );
+                net.add_address(victim, node);
+                nodes.push(Node::Sink(Sink::default()));
+            }
+            let relay = net
+                .route(target.ip())
+                .filter(|&n| n < servers)
+                .ok_or(format!("a reflection must target a server: {}", f.target))?;
+            let spec = &sc.servers[relay];
+            let watch = reflection.get_or_insert_with(|| {
+                ReflectionWatch::new(
+                    relay,
+                    ReflectionLimits {
+                        factor: u64::from(spec.unauth_amplification_factor),
+                        source_bytes_per_s: spec.unauth_source_bytes_per_s,
+                        loops: u64::from(spec.loops.max(1)),
+                    },
+                )
+            });
+            if watch.relay() != relay {
+                return Err("reflections must all target one server".into());
+            }
+            watch.add_victim(victim);
         }
         // Partitions, drawn from the seed.
         let ps = &sc.network.partitions;
@@ -400,7 +461,7 @@ impl World {
             .filter(|&n| match ps.targets.as_str() {
                 "servers" => n < servers,
                 "clients" => matches!(nodes[n], Node::Browser(_)),
-                _ => !matches!(nodes[n], Node::Flooder(_)),
+                _ => !matches!(nodes[n], Node::Flooder(_) | Node::Sink(_)),
             })
             .collect();
         for _ in 0..count {
@@ -489,6 +550,7 @@ impl World {
             fault_profile,
             fd_windows,
         };
+        w.oracle.reflection = reflection;
         for node in 0..n {
             w.arm(node);
         }
@@ -550,6 +612,8 @@ impl World {
                     now,
                     format!("datagram {from} -> {to} ({} bytes)", data.len()),
                 );
+                self.oracle
+                    .datagram_delivered(from.ip(), to_node, to.ip(), data.len());
                 self.with(to_node, |n, cx| n.on_datagram(cx, from, to, data));
             }
             Ev::Syn(sid) => {
@@ -754,6 +818,15 @@ impl World {
             queue_high_water: self.net.queue.high_water(),
             fault_profile: self.fault_profile.clone(),
             uclients: self.oracle.tally.clone(),
+            time_to_relay_ms: crate::expect::time_to_relay_ms(sc, &self.oracle, self.drain_at),
+            reflection: self
+                .oracle
+                .reflection
+                .iter()
+                .flat_map(|r| r.victims().iter())
+                .map(|(ip, v)| (*ip, v.spoofed_in, v.reflected))
+                .collect(),
+            nat_mappings: self.net.nats().iter().map(|n| n.mappings()).sum(),
             ..Summary::default()
         };
         for s in &self.oracle.sessions {

@@ -260,9 +260,20 @@ pub struct ClientGroup {
     /// Their firewall.
     #[serde(default)]
     pub firewall: Firewall,
-    /// They use IPv6 (their address, and the server's IPv6 address).
+    /// They use IPv6 (their address, and the server's IPv6 address). Their addresses
+    /// are `2a01::N`: all in one /64, the budget's source class for IPv6 (a carrier's
+    /// /64 shared by many devices).
     #[serde(default)]
     pub ipv6: bool,
+    /// They ask for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY, RFC 8656 §7.1), as
+    /// a browser on an IPv6-only network would; the server needs `address_v6`.
+    #[serde(default)]
+    pub relay_ipv6: bool,
+    /// They sit behind a NAT with this public IPv4 address ([`crate::nat`]): each has a
+    /// private address, and every flow leaves from the public address with a port of its
+    /// own (groups naming the same address share the NAT).
+    #[serde(default)]
+    pub nat: Option<Ipv4Addr>,
     /// First session starts uniformly in this window, seconds.
     #[serde(default = "d_start")]
     pub start_s: [u64; 2],
@@ -476,6 +487,14 @@ pub struct Flood {
     /// Distinct spoofed sources (few: the per-source budget bites).
     #[serde(default = "d_sources")]
     pub sources: u32,
+    /// A reflection: every request claims this source address (a victim host that asked
+    /// for nothing; random ports), so the answers land on it. The oracle bounds what it
+    /// receives ([`crate::reflection`]).
+    #[serde(default)]
+    pub spoof: Option<IpAddr>,
+    /// The request sent: `allocate` (no credentials) or `binding`.
+    #[serde(default = "d_flood_request")]
+    pub request: String,
 }
 
 /// What must hold at the end of the run.
@@ -553,6 +572,19 @@ pub struct Expect {
     /// Scripted clients: no Allocate was refused (any code but the 401/438 challenges).
     #[serde(default)]
     pub uclients_never_refused: bool,
+    /// Every session of a well-behaved group kept an allocation, in whatever phase it
+    /// started (a crowd of one session each: liveness alone would not look at them).
+    #[serde(default)]
+    pub all_sessions_connected: bool,
+    /// By browser group: the 99th percentile of time-to-relay (a session's first
+    /// request to its first allocation kept) is at most this, ms; a session that never
+    /// connected counts as infinitely slow.
+    #[serde(default)]
+    pub time_to_relay_p99_ms: BTreeMap<String, u64>,
+    /// At least this many bytes were sent to the servers in a victim's name (the
+    /// reflection oracle had something to watch).
+    #[serde(default)]
+    pub min_spoofed_bytes: u64,
 }
 
 /// Why a scenario file cannot be used.
@@ -609,8 +641,16 @@ impl Scenario {
                     g.name
                 ));
             }
+            if g.nat.is_some() && (g.ipv6 || g.model != "browser") {
+                return err(format!("{}: a NAT holds IPv4 browsers", g.name));
+            }
             if !["refresh0", "close", "random"].contains(&g.release.as_str()) {
                 return err(format!("bad release {:?}", g.release));
+            }
+        }
+        for f in &self.faults.floods {
+            if !["allocate", "binding"].contains(&f.request.as_str()) {
+                return err(format!("bad flood request {:?}", f.request));
             }
         }
         for p in &self.proxies {
@@ -814,6 +854,9 @@ fn d_stall() -> u64 {
 }
 fn d_sources() -> u32 {
     1000
+}
+fn d_flood_request() -> String {
+    "allocate".into()
 }
 
 #[cfg(test)]

@@ -71,7 +71,8 @@ fn small_scenarios_pass() {
     }
 }
 
-/// The CI suite: every scenario over fixed seeds (20 each, 2 for the day-long one).
+/// The CI suite: every scenario over fixed seeds (20 each, 10 for a crowd of 1 000, 2 for
+/// the day-long one).
 /// Minutes in release, far longer in debug: run with --release -- --ignored.
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
@@ -83,10 +84,14 @@ fn every_scenario_passes_on_fixed_seeds() {
     }
 }
 
-/// The CI suite's seeds for a scenario: 1..=20, or 1..=2 for a day-long one.
+/// The CI suite's seeds for a scenario: 1..=20, 1..=10 for a crowd of 1 000 browsers
+/// or more (about 0.5 s a run: CI time), or 1..=2 for a day-long one.
 fn seeds_of(sc: &Scenario) -> std::ops::RangeInclusive<u64> {
+    let clients: u32 = sc.clients.iter().map(|g| g.count).sum();
     if sc.duration_s > 3600 {
         1..=2
+    } else if clients >= 1000 {
+        1..=10
     } else {
         1..=20
     }
