@@ -386,7 +386,9 @@ fn promtool_check(metrics: &str) {
 /// from the config file's `issuance_secret`.
 #[test]
 fn recorded_api_run_replays_identically() {
-    let Some(mut relay) = Relay::start("trace_file = \"{dir}/trace.bin\"\nworkers = 1") else {
+    let Some(mut relay) = Relay::start(
+        "trace_file = \"{dir}/trace.bin\"\nworkers = 1\nnode_secret = \"api-trace-node-secret\"",
+    ) else {
         return;
     };
     let issued = relay.issue(&json!({"label": "traced", "ttl": 120}));
