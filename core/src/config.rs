@@ -59,6 +59,25 @@ pub struct RelayAddress {
     pub advertised: IpAddr,
 }
 
+/// Another relay of the fleet, offered in ALTERNATE-SERVER (RFC 8489 §14.15) to the
+/// clients of one listener when this relay redirects an Allocate with 300 (Try Alternate,
+/// RFC 8489 §10; RFC 8656 §7.2): while it drains, or when it is full.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlternateServer {
+    /// The listener whose clients are offered it: an alternate must be reachable with the
+    /// transport the client used (RFC 8489 §10: "using the same transport protocol"),
+    /// so a UDP listener names the other relays' UDP addresses, a TLS listener their TLS
+    /// addresses.
+    pub listener: ListenerId,
+    /// The address. Only clients of the same address family are offered it (RFC 8489
+    /// §10: "The IP address family MUST be identical to that of the source IP address of
+    /// the request").
+    pub addr: SocketAddr,
+    /// ALTERNATE-DOMAIN (RFC 8489 §14.16): the name the client checks the alternate's
+    /// certificate against; set on TLS listeners, where the redirect is authenticated.
+    pub domain: Option<String>,
+}
+
 /// Everything a `Server` needs to know.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -165,6 +184,9 @@ pub struct Config {
     /// `total_quota` are the node's: the core starts with its share and borrows the rest
     /// from the other loops ([`crate::node`]).
     pub node: crate::node::NodePlace,
+    /// Relays to redirect new Allocates to while this one drains or is full
+    /// ([`crate::server::Server::start_drain`]). Empty: a draining relay answers 508.
+    pub alternate_servers: Vec<AlternateServer>,
 }
 
 impl Config {
@@ -215,6 +237,7 @@ impl Config {
             total_max_bps: 0,
             node: crate::node::NodePlace::SOLE,
             unauth_stream_buffer_bytes: 64 << 20,
+            alternate_servers: Vec::new(),
         }
     }
 }

@@ -235,6 +235,18 @@ pub enum Event {
         /// The error code answered.
         code: u16,
     },
+    /// A new Allocate was redirected with 300 (Try Alternate) to `to` (RFC 8489 §10): the
+    /// relay drains or is full.
+    AllocationRedirected {
+        /// The client.
+        client: ClientInfo,
+        /// The username that authenticated the request.
+        username: String,
+        /// The ALTERNATE-SERVER offered.
+        to: SocketAddr,
+    },
+    /// The server started draining ([`crate::server::Server::start_drain`]).
+    DrainStarted,
     /// A request failed authentication.
     AuthFailed {
         /// The client.

@@ -51,7 +51,7 @@ pub mod trace;
 mod allocation;
 mod ratelimit;
 
-pub use config::Config;
+pub use config::{AlternateServer, Config};
 pub use event::{Event, Output};
 pub use ids::{AllocationId, ConnId, ListenerId, RelayId, Transport};
 pub use server::{Forward, Server, HEADROOM, TAILROOM};

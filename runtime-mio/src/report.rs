@@ -235,6 +235,29 @@ impl Reporter {
                     rec,
                 );
             }
+            Event::AllocationRedirected {
+                client,
+                username,
+                to,
+            } => {
+                let msg = format!(
+                    "allocation redirected to {to} (300): client {} user {:?}",
+                    client.addr, username
+                );
+                let rec =
+                    self.client_fields(json!({"username": username, "to": to.to_string()}), client);
+                self.remote(
+                    unix_ms,
+                    client.addr.ip(),
+                    "allocation_redirected",
+                    log::Level::Info,
+                    &msg,
+                    rec,
+                );
+            }
+            // The node logs and records its drain once (event_loop::drain); each loop's
+            // core reports its own start.
+            Event::DrainStarted => log::debug!("loop draining"),
             Event::AuthFailed {
                 client,
                 username,

@@ -32,6 +32,7 @@
 //! load generator) that must not allocate per packet.
 
 mod credentials;
+mod redirect;
 mod transaction;
 
 use crate::auth::PasswordAlgorithm;
@@ -48,6 +49,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use transaction::{Schedule, Step};
 
+pub use redirect::MAX_REDIRECTS;
 pub use transaction::{RC, RM, RTO, STREAM_TIMEOUT};
 
 /// Most queued transmits and most queued events; beyond it the oldest are dropped (and,
@@ -249,6 +251,19 @@ pub enum ClientEvent {
         /// The method of the request.
         method: Method,
     },
+    /// A 300 (Try Alternate) answer to Allocate was followed (RFC 8489 §10): the Allocate
+    /// is queued again for `to`, which [`Client::server`] now names. On a stream
+    /// transport the driver closes the connection to `from` and opens one to `to` before
+    /// sending what is queued.
+    Redirected {
+        /// The server that redirected.
+        from: SocketAddr,
+        /// The ALTERNATE-SERVER it named.
+        to: SocketAddr,
+        /// ALTERNATE-DOMAIN, if given: the name to check `to`'s certificate against
+        /// (RFC 8489 §14.16).
+        domain: Option<String>,
+    },
     /// The server's byte stream is not STUN/ChannelData any more: the connection is
     /// useless and should be closed. Further input is ignored.
     StreamError,
@@ -280,6 +295,9 @@ pub struct Client {
     next_channel: u16,
     /// Reused by `handle_timeout` so that timers allocate nothing.
     scratch: Vec<TransactionId>,
+    /// The servers the current Allocate attempt was sent to (RFC 8489 §10 loop check;
+    /// empty until its first redirect).
+    tried: Vec<SocketAddr>,
 }
 
 impl Client {
@@ -313,6 +331,7 @@ impl Client {
             peer_channels: BTreeMap::new(),
             next_channel: channel::MIN_CHANNEL,
             scratch: Vec::new(),
+            tried: Vec::new(),
         }
     }
 
@@ -323,6 +342,7 @@ impl Client {
         if self.state != ClientState::Allocated {
             self.state = ClientState::Allocating;
         }
+        self.tried.clear();
         self.start(now, Op::Allocate, Retries::default());
     }
 
@@ -968,6 +988,9 @@ impl Client {
             None => self.on_success(start, txn.op, msg),
             Some((code, reason)) => {
                 if (code == 401 || code == 438) && self.retry_with_challenge(now, &txn, code, msg) {
+                    return;
+                }
+                if code == 300 && self.follow_redirect(now, &txn.op, msg) {
                     return;
                 }
                 self.on_failure(now, txn.op, code, reason);

@@ -9,6 +9,7 @@
 //! the client gets 508. On a node of one loop every stage but the binds completes at once.
 
 use super::authenticate::Authed;
+use super::redirect::{self, DRAINING_CODE};
 use super::reply::{self, finish};
 use super::{RelayOwner, Reservation, Server, Source, Timer, TokenBucket, RESERVATION_LIFETIME};
 use crate::allocation::{Allocation, RelaySide};
@@ -160,6 +161,11 @@ impl Server {
             // RFC 8656 §7.2 step 2: the 5-tuple is taken (a retransmission would have
             // been answered from the cache).
             return Some(self.allocate_failed(src, msg, auth, 437));
+        }
+        if self.draining.is_some() && msg.get(attr::RESERVATION_TOKEN).is_none() {
+            // A draining relay takes no new allocation (redirect.rs); a token's Allocate
+            // still gets the port reserved for it here.
+            return Some(self.allocate_failed(src, msg, auth, DRAINING_CODE));
         }
         match self.plan_allocation(now, src, msg, auth) {
             Ok(()) => None,
@@ -657,6 +663,9 @@ impl Server {
         }
     }
 
+    /// The answer to a failed Allocate: `code`, or 300 (Try Alternate) to another relay
+    /// when it is 508 (draining, or full) and an alternate serves the client (RFC 8489
+    /// §10), unless it redeems a RESERVATION-TOKEN (its port is here).
     fn allocate_failed(
         &mut self,
         src: &Source,
@@ -664,6 +673,11 @@ impl Server {
         auth: &Authed,
         code: u16,
     ) -> MessageBuilder {
+        let redirectable = code == 508 && msg.get(attr::RESERVATION_TOKEN).is_none();
+        if let Some(alt) = redirectable.then(|| self.alternate_for(src)).flatten() {
+            self.note_redirect(src, &auth.username, &alt);
+            return redirect::try_alternate(msg, &alt);
+        }
         self.count_failure(code);
         self.emit(Event::AllocationFailed {
             client: src.info,
@@ -861,16 +875,27 @@ impl Server {
             return;
         };
         let (src, tid, auth, fingerprint) = (p.src, p.tid, p.auth.clone(), p.fingerprint);
+        let redirectable = p.ask.token.is_none();
         self.drop_pending(now, pid);
         if let Some(code) = code {
-            self.count_failure(code);
-            self.emit(Event::AllocationFailed {
-                client: src.info,
-                username: Some(auth.username.clone()),
-                code,
-            });
+            let alt = (redirectable && code == 508)
+                .then(|| self.alternate_for(&src))
+                .flatten();
             let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Error, tid);
-            b.add_error_code(code, reply::reason(code));
+            if let Some(alt) = alt {
+                // Full: another relay of the fleet may have room (RFC 8489 §10).
+                self.note_redirect(&src, &auth.username, &alt);
+                b.add_error_code(300, reply::reason(300));
+                redirect::add_alternate(&mut b, &alt);
+            } else {
+                self.count_failure(code);
+                self.emit(Event::AllocationFailed {
+                    client: src.info,
+                    username: Some(auth.username.clone()),
+                    code,
+                });
+                b.add_error_code(code, reply::reason(code));
+            }
             let bytes = finish(
                 b,
                 self.cfg.software.as_deref(),

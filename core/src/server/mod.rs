@@ -16,6 +16,7 @@ mod bandwidth;
 mod cache;
 mod loops;
 mod methods;
+mod redirect;
 mod relay;
 mod reply;
 mod request;
@@ -23,6 +24,7 @@ mod stats;
 mod stream;
 
 pub use bandwidth::MIN_BURST;
+pub use redirect::DRAINING_CODE;
 pub use stats::{DropCounters, Stats, TransportTraffic, UnauthCounters};
 
 pub(crate) use bandwidth::TokenBucket;
@@ -202,6 +204,8 @@ pub struct Server {
     next_allocation: u64,
     next_relay: u32,
     next_pending: u64,
+    /// Since when the server drains (no new allocations; [`Server::start_drain`]).
+    draining: Option<Instant>,
 }
 
 impl Server {
@@ -286,6 +290,7 @@ impl Server {
             next_allocation: crate::node::allocation_id_base(node.index) + 1,
             next_relay: 1,
             next_pending: 1,
+            draining: None,
             cfg: config,
         })
     }

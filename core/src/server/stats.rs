@@ -96,6 +96,8 @@ impl UnauthCounters {
 /// A snapshot of the server's counters (`Server::stats`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// New Allocates redirected with 300 (Try Alternate): draining or full.
+    pub redirects: u64,
     /// Messages sent to other loops of the node.
     pub loop_messages_sent: u64,
     /// Messages received from other loops of the node.
@@ -197,6 +199,7 @@ impl Stats {
         self.allocations_pending += o.allocations_pending;
         self.allocations_created += o.allocations_created;
         self.allocations_deleted += o.allocations_deleted;
+        self.redirects += o.redirects;
         for (code, n) in &o.allocation_failures {
             *self.allocation_failures.entry(*code).or_default() += n;
         }

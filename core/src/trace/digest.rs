@@ -231,6 +231,17 @@ impl OutputDigest {
                 self.addr(*remote);
                 self.name(reason.as_str());
             }
+            Event::AllocationRedirected {
+                client,
+                username,
+                to,
+            } => {
+                self.u8(11);
+                self.client(client);
+                self.name(username);
+                self.addr(*to);
+            }
+            Event::DrainStarted => self.u8(12),
         }
     }
 
