@@ -6,13 +6,19 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 use turnpike_core::Instant;
 
-/// The epoch of every [`Clock`] of the process, set by the first.
-static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+/// The epoch of every [`Clock`] of the process, set by the first: the monotonic instant,
+/// and the wall clock's time since 1970 then.
+static EPOCH: OnceLock<(std::time::Instant, Duration)> = OnceLock::new();
 
-/// The runtime's clock: nanoseconds since the process started, on the monotonic clock.
+/// The runtime's clock: the monotonic clock, anchored at the wall clock's reading when the
+/// process started (nanoseconds since 1970 then, plus the monotonic time since). A wall
+/// clock that moves later moves no timer; and relays of a fleet count time on about one
+/// scale, so a nonce dated by one relay is dated alike by another that shares its nonce
+/// key (`node_secret`), within the nonce's future slack of a second.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     start: std::time::Instant,
+    anchor: Duration,
 }
 
 impl Default for Clock {
@@ -25,14 +31,18 @@ impl Clock {
     /// A clock whose epoch is the process's first clock: every event loop's core then
     /// counts time on one scale, so a nonce dated by one loop is dated alike by another.
     pub fn new() -> Self {
-        Clock {
-            start: *EPOCH.get_or_init(std::time::Instant::now),
-        }
+        let (start, anchor) = *EPOCH.get_or_init(|| {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO);
+            (std::time::Instant::now(), wall)
+        });
+        Clock { start, anchor }
     }
 
     /// The core's time now.
     pub fn now(&self) -> Instant {
-        to_core(self.start.elapsed())
+        to_core(self.anchor.saturating_add(self.start.elapsed()))
     }
 
     /// The wall clock, milliseconds since 1970 (0 if the system clock is before 1970).
@@ -105,6 +115,14 @@ mod tests {
         let b = later.now();
         let a = first.now();
         assert!(a >= b);
-        assert!(b >= Instant::from_millis(5));
+        assert!(b.as_nanos() >= 1_600_000_000 * 1_000_000_000);
+    }
+
+    #[test]
+    fn core_time_starts_at_the_wall_clock() {
+        // Two processes started at about the same time count about the same time.
+        let now_ms = Clock::new().now().as_millis();
+        let wall_ms = Clock::unix_ms();
+        assert!(now_ms.abs_diff(wall_ms) < 5_000, "{now_ms} vs {wall_ms}");
     }
 }

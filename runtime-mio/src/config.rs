@@ -191,6 +191,44 @@ pub struct FileConfig {
     /// Bytes that streams without an allocation may hold in partial frames, for the whole
     /// node (each loop takes its share); 0: no cap.
     pub unauth_stream_buffer_bytes: u64,
+
+    // A fleet of relays (issue 16).
+    /// After SIGTERM (or `POST /v1/drain`), how long live allocations may go on before the
+    /// relay exits anyway, seconds. 0: exit at once, as SIGINT does.
+    pub drain_timeout_s: u64,
+    /// Other relays of the fleet, offered with 300 (Try Alternate) to new clients while
+    /// this one drains or is full (RFC 8489 §10).
+    pub alternate_servers: Vec<AlternateServerConfig>,
+}
+
+/// Default `drain_timeout_s`: an hour, the default `max_allocation_lifetime_s`, so that a
+/// call that stops refreshing is gone by then, and one that goes on is cut at a time the
+/// operator knows. Behind an orchestrator, its grace period must be at least this long
+/// (Kubernetes' `terminationGracePeriodSeconds`, 30 s by default, ends the process with
+/// SIGKILL).
+pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 3600;
+
+/// One `[[alternate_servers]]` entry: another relay of the fleet.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlternateServerConfig {
+    /// Its address (IPv4 or IPv6): offered to clients of the same family.
+    pub address: IpAddr,
+    /// Its UDP and TCP port, offered to the clients of this relay's UDP and TCP listeners.
+    #[serde(default = "default_turn_port")]
+    pub turn_port: u16,
+    /// Its TLS port, offered to the clients of this relay's TLS listener (none: TLS
+    /// clients are not redirected to it).
+    #[serde(default)]
+    pub tls_port: Option<u16>,
+    /// The name on its certificate, sent as ALTERNATE-DOMAIN to TLS clients (RFC 8489
+    /// §14.16).
+    #[serde(default)]
+    pub tls_domain: Option<String>,
+}
+
+fn default_turn_port() -> u16 {
+    3478
 }
 
 impl Default for FileConfig {
@@ -258,6 +296,8 @@ impl Default for FileConfig {
             coalesce_us: DEFAULT_COALESCE_US,
             node_secret: None,
             unauth_stream_buffer_bytes: 64 << 20,
+            drain_timeout_s: DEFAULT_DRAIN_TIMEOUT_S,
+            alternate_servers: Vec::new(),
         }
     }
 }
@@ -659,6 +699,17 @@ impl FileConfig {
                 return Err(("node_secret", "at least 16 characters".into()));
             }
         }
+        for a in &self.alternate_servers {
+            if a.address.is_unspecified() || a.turn_port == 0 || a.tls_port == Some(0) {
+                return Err((
+                    "alternate_servers",
+                    format!(
+                        "`{}`: an address and ports that a client can reach",
+                        a.address
+                    ),
+                ));
+            }
+        }
         if let Some(u) = &self.event_webhook_url {
             crate::api::webhook::parse_url(u).map_err(|m| ("event_webhook_url", m))?;
         }
@@ -918,6 +969,8 @@ const KEYS: &[&str] = &[
     "coalesce_us",
     "node_secret",
     "unauth_stream_buffer_bytes",
+    "drain_timeout_s",
+    "alternate_servers",
 ];
 
 /// The known key closest to `k`, if it is close (a typo): Levenshtein distance (in

@@ -143,6 +143,7 @@ mod tests {
             workers: 1,
             coalesce: None,
             tls: None,
+            drain_timeout: core::time::Duration::ZERO,
         };
         let listening = [
             (Transport::Udp, "127.0.0.1:3478".parse().unwrap()),

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connect_info;
+pub mod drain;
 pub mod event_log;
 pub mod event_loop;
 pub mod fdlimit;

@@ -31,8 +31,10 @@ pub enum Command {
     },
     /// Serve a dynamic UDP port the HTTP API opened for one issued configuration.
     DynamicPort(DynamicPort),
-    /// Stop, as on SIGTERM (another loop stopped).
+    /// Stop at once (another loop stopped).
     Stop,
+    /// Start draining, as on SIGTERM (`POST /v1/drain`).
+    Drain,
 }
 
 /// A UDP port opened for one issuance (`turn_udp_port = "dynamic"`): bound by the HTTP

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use turnpike_core::auth::Credentials;
 use turnpike_core::cidr::IpNet;
-use turnpike_core::config::{ListenerConfig, RelayAddress};
+use turnpike_core::config::{AlternateServer, ListenerConfig, RelayAddress};
 use turnpike_core::policy::PeerPolicy;
 use turnpike_core::{Config, ListenerId, Transport};
 
@@ -62,6 +62,8 @@ pub struct Settings {
     pub coalesce: Option<core::time::Duration>,
     /// The native TLS configuration (certificate, key, ALPN), when TLS is served.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a drain may last before the relay exits anyway (`drain_timeout_s`).
+    pub drain_timeout: Duration,
 }
 
 impl Settings {
@@ -170,6 +172,7 @@ impl Settings {
             .map(|s| turnpike_core::secret::NodeSecret::from_passphrase(s.0.as_bytes()));
         core.unauth_stream_buffer_bytes =
             usize::try_from(fc.unauth_stream_buffer_bytes).unwrap_or(usize::MAX);
+        core.alternate_servers = alternate_servers(fc, &listeners);
 
         let tls = fc.load_tls().map_err(|e| ConfigError {
             file: file.to_string(),
@@ -212,6 +215,7 @@ impl Settings {
             total_quota: fc.total_quota,
             workers: fc.workers,
             tls,
+            drain_timeout: Duration::from_secs(fc.drain_timeout_s),
             coalesce: (fc.coalesce_us > 0)
                 .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
             trace: fc.trace_file.as_ref().map(|path| {
@@ -260,6 +264,34 @@ pub fn listener_specs(fc: &FileConfig) -> Vec<ListenerSpec> {
         }
         if let (Some(port), false) = (tls_port, shared) {
             push(Transport::Tcp, port, fc.proxy_protocol, TlsMode::On);
+        }
+    }
+    out
+}
+
+/// The core's alternates (`[[alternate_servers]]`), per listener: its UDP and TCP
+/// listeners offer each alternate's `turn_port`, its TLS listener the alternate's
+/// `tls_port` with `tls_domain` as ALTERNATE-DOMAIN (RFC 8489 §10: the client comes back
+/// "using the same transport protocol"). A TCP port that serves TLS too offers
+/// `turn_port`, and the domain for its TLS clients. The core offers a client only the
+/// alternates of its own address family.
+pub fn alternate_servers(fc: &FileConfig, listeners: &[ListenerSpec]) -> Vec<AlternateServer> {
+    let mut out = Vec::new();
+    for l in listeners {
+        for a in &fc.alternate_servers {
+            let (port, domain) = match l.tls {
+                TlsMode::On => match a.tls_port {
+                    Some(p) => (p, a.tls_domain.clone()),
+                    None => continue,
+                },
+                TlsMode::Auto => (a.turn_port, a.tls_domain.clone()),
+                TlsMode::Off => (a.turn_port, None),
+            };
+            out.push(AlternateServer {
+                listener: l.id,
+                addr: SocketAddr::new(a.address, port),
+                domain,
+            });
         }
     }
     out

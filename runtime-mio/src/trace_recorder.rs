@@ -266,6 +266,11 @@ impl TraceRecorder {
         self.input(Input::Timeout { now });
     }
 
+    /// `start_drain` is about to be called (SIGTERM or `POST /v1/drain`).
+    pub fn drain(&mut self, now: Instant) {
+        self.input(Input::Drain { now });
+    }
+
     /// `delete_allocation` is about to be called (operator request).
     pub fn delete_allocation(&mut self, now: Instant, id: AllocationId) {
         self.input(Input::DeleteAllocation { now, id });

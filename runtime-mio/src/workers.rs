@@ -30,6 +30,7 @@
 //! ([`crate::plan::share`]).
 
 use crate::api::thread::ApiThread;
+use crate::drain::Drain;
 use crate::event_loop::Runtime;
 use crate::link::{Command, LoopHandle};
 use crate::plan::{loop_settings, plan, Place};
@@ -39,7 +40,7 @@ use crate::sockets;
 use crate::start_error::StartError;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use turnpike_core::node::port_slice;
 use turnpike_core::Transport;
 
@@ -56,6 +57,7 @@ pub struct Workers {
     loops: Vec<Runtime>,
     handles: Vec<LoopHandle>,
     api: Option<ApiThread>,
+    drain: Arc<Drain>,
 }
 
 impl Workers {
@@ -125,9 +127,11 @@ impl Workers {
                     .map_err(|e| StartError::Io("cannot create a loop's waker".into(), e))?,
             );
         }
-        // Any loop's core may address any other (cross-loop messages).
+        // Any loop's core may address any other (cross-loop messages); they drain as one.
+        let drain = Arc::new(Drain::new(count, settings.drain_timeout));
         for rt in &mut loops {
             rt.set_loops(handles.clone());
+            rt.set_drain(drain.clone());
         }
         if count > 1 {
             let (min, max) = (settings.core.relay_port_min, settings.core.relay_port_max);
@@ -149,6 +153,7 @@ impl Workers {
             loops,
             handles,
             api,
+            drain,
         })
     }
 
@@ -179,6 +184,7 @@ impl Workers {
             loops,
             handles,
             api,
+            drain,
         } = self;
         let api = match api {
             Some(a) => {
@@ -186,7 +192,7 @@ impl Workers {
                 let to_loops = handles.clone();
                 let thread = std::thread::Builder::new()
                     .name("http-api".into())
-                    .spawn(move || a.run(to_loops))?;
+                    .spawn(move || a.run(to_loops, drain))?;
                 Some((stop, thread))
             }
             None => None,

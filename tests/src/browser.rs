@@ -521,6 +521,7 @@ fn relay_config(opts: &RelayOptions, events: &Path) -> String {
          turn_tcp_listen_port = {TURN_PORT}\n\
          relay_port_min = {}\n\
          relay_port_max = {}\n\
+         drain_timeout_s = 0\n\
          allowed_peer_ip = [\"{TEST_SUBNET}\"]\n\
          proxy_protocol = {}\n\
          proxy_protocol_trusted = [\"{TEST_ADDR}/32\"]\n\

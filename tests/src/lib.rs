@@ -254,6 +254,16 @@ impl Child {
         }
     }
 
+    /// Sends SIGTERM and returns at once (a relay with `drain_timeout_s` starts draining).
+    pub fn send_sigterm(&self) {
+        send_signal(libc_pid(self.child.id()), libc::SIGTERM);
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its status, or None.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_until(limit, || self.exited())
+    }
+
     /// Sends SIGTERM and waits up to `grace` for it to exit (then SIGKILL). Returns the exit
     /// status, or None if it had to be killed.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {

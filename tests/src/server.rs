@@ -93,6 +93,12 @@ pub struct ServerSpec {
     pub api: bool,
     /// TURN over TLS served by the server itself.
     pub tls: Option<TlsSpec>,
+    /// turnpike's `drain_timeout_s`: 0 (the tests' default) makes SIGTERM stop at once,
+    /// as the tests that are not about draining expect.
+    pub drain_timeout_s: u64,
+    /// Use this UDP/TCP port rather than a free one picked at start (a test that must
+    /// name the relay in another's configuration picks it first).
+    pub port: Option<u16>,
 }
 
 /// Native TLS: certificate and key (PEM files), on a port of its own or on the TCP port.
@@ -150,6 +156,8 @@ impl ServerSpec {
             extra: Vec::new(),
             api: true,
             tls: None,
+            drain_timeout_s: 0,
+            port: None,
         }
     }
 }
@@ -179,7 +187,7 @@ impl RunningServer {
     /// relay that quietly runs fewer loops would hide what spans loops.
     pub fn start(kind: ServerKind, spec: ServerSpec) -> RunningServer {
         let dir = TempDir::new(kind.name());
-        let port = free_port_udp_tcp();
+        let port = spec.port.unwrap_or_else(free_port_udp_tcp);
         let loops = spec.loops();
         let (relay_ports, reserved) = match spec.relay_ports {
             Some(r) => {
@@ -322,6 +330,27 @@ impl RunningServer {
         crate::wait_until(limit, || self.events().into_iter().find(|e| pred(e)))
     }
 
+    /// Sends SIGTERM without waiting (turnpike drains when `drain_timeout_s` is set).
+    pub fn send_sigterm(&self) {
+        self.child.send_sigterm();
+    }
+
+    /// Waits up to `limit` for the server to exit by itself; its status, or None.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.child.wait_exit(limit)
+    }
+
+    /// turnpike's HTTP API address, from the event log's `api` record (waits up to 5 s).
+    pub fn api_addr(&self) -> SocketAddr {
+        let rec = self
+            .wait_event(Duration::from_secs(5), |e| e["event"] == "api")
+            .expect("an `api` record in the event log");
+        rec["listen"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("the API's address")
+    }
+
     /// Asks the server to stop (SIGTERM) and waits up to 3 s; returns its exit status (None
     /// if it had to be killed).
     pub fn stop(&mut self) -> Option<ExitStatus> {
@@ -461,6 +490,7 @@ pub fn turnpike_config(spec: &ServerSpec, port: u16, relay: (u16, u16), events: 
         spec.allow_loopback_peers.to_string(),
     );
     line("event_log", toml_str(&events.to_string_lossy()));
+    line("drain_timeout_s", spec.drain_timeout_s.to_string());
     // Tests run in parallel: the API takes a free port (the event log says which).
     if spec.api {
         line("api_listen", toml_str("127.0.0.1:0"));

@@ -134,13 +134,7 @@ fn http(
 
 /// The API's address, from the event log's `api` record.
 fn api_addr(server: &RunningServer) -> std::net::SocketAddr {
-    let rec = server
-        .wait_event(Duration::from_secs(5), |e| e["event"] == "api")
-        .expect("an `api` record in the event log");
-    rec["listen"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .expect("the API's address")
+    server.api_addr()
 }
 
 #[test]

@@ -58,6 +58,7 @@ impl Relay {
                  turn_udp_dynamic_port_min = {}\nturn_udp_dynamic_port_max = {}\n\
                  turn_tcp_listen_port = {tcp_port}\n\
                  relay_port_min = {}\nrelay_port_max = {}\nrelay_port_quarantine_ms = 500\n\
+                 drain_timeout_s = 0\n\
                  allow_loopback_peers = true\nissuance_secret = \"a test issuance secret\"\n\
                  event_log = \"{}\"\n{}\n",
                 dynamic.0,

@@ -82,7 +82,7 @@ fn api_refuses_non_loopback_peers() {
             &format!(
                 "realm = \"api.test\"\nlisten_address = \"127.0.0.1\"\n\
                  turn_udp_port = 3478\nturn_tcp_listen_port = 3478\n\
-                 relay_port_min = 40000\nrelay_port_max = 40100\n\
+                 relay_port_min = 40000\nrelay_port_max = 40100\ndrain_timeout_s = 0\n\
                  static_auth_secret = \"s\"\n\
                  api_listen = \"0.0.0.0:{API_PORT}\"\napi_loopback_address_only = {loopback_only}\n"
             ),

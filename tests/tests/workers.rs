@@ -48,7 +48,7 @@ impl Relay {
                 "realm = \"workers.test\"\nlisten_address = \"127.0.0.1\"\n\
                  turn_udp_port = {port}\nturn_tcp_listen_port = {port}\n\
                  relay_port_min = {}\nrelay_port_max = {}\nrelay_port_quarantine_ms = 500\n\
-                 allow_loopback_peers = true\napi_listen = \"127.0.0.1:0\"\n\
+                 allow_loopback_peers = true\napi_listen = \"127.0.0.1:0\"\ndrain_timeout_s = 0\n\
                  static_auth_secret = \"not the issuance secret\"\n\
                  user_quota = 100\nevent_log = \"{}\"\nworkers = 2\n",
                 relay.0,

@@ -171,6 +171,9 @@ pub struct ConfigDescription {
     pub node_secret: Option<Fingerprint>,
     /// `unauth_stream_buffer_bytes` (format 3; older traces read the default).
     pub unauth_stream_buffer_bytes: u64,
+    /// `alternate_servers` (format 3, last and only when there are some: older traces
+    /// read none).
+    pub alternate_servers: Vec<crate::config::AlternateServer>,
 }
 
 /// What the slots of the replaced packet budget hold (its old defaults).
@@ -257,6 +260,7 @@ impl ConfigDescription {
                 .as_ref()
                 .map(|k| fingerprint(salt, SecretKind::NodeSecret, "", &k.0)),
             unauth_stream_buffer_bytes: c.unauth_stream_buffer_bytes as u64,
+            alternate_servers: c.alternate_servers.clone(),
         }
     }
 
@@ -345,6 +349,7 @@ impl ConfigDescription {
         let mut c = Config::new(cr, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         c.node_secret = node_secret;
         c.unauth_stream_buffer_bytes = to_usize(self.unauth_stream_buffer_bytes)?;
+        c.alternate_servers.clone_from(&self.alternate_servers);
         c.software = self.software.clone();
         c.listeners = self.listeners.clone();
         let relay = |r: Option<(IpAddr, IpAddr)>| {
@@ -503,6 +508,14 @@ impl ConfigDescription {
                 None => p.u8(0),
             }
             p.u64(self.unauth_stream_buffer_bytes);
+            if !self.alternate_servers.is_empty() {
+                p.len(self.alternate_servers.len());
+                for a in &self.alternate_servers {
+                    p.u32(a.listener.0);
+                    p.addr(a.addr);
+                    p.opt_str(a.domain.as_deref());
+                }
+            }
         }
     }
 
@@ -599,6 +612,17 @@ impl ConfigDescription {
         } else {
             defaults.unauth_stream_buffer_bytes as u64
         };
+        let mut alternate_servers = Vec::new();
+        if version >= 3 && !g.is_empty() {
+            let n = g.count(7)?;
+            for _ in 0..n {
+                alternate_servers.push(crate::config::AlternateServer {
+                    listener: ListenerId(g.u32()?),
+                    addr: g.addr()?,
+                    domain: g.opt_str()?.map(str::to_owned),
+                });
+            }
+        }
         Ok(ConfigDescription {
             realm,
             users,
@@ -642,6 +666,7 @@ impl ConfigDescription {
             stream_max_auth_failures: stream_failures,
             node_secret,
             unauth_stream_buffer_bytes,
+            alternate_servers,
         })
     }
 }

@@ -418,6 +418,12 @@ pub enum Input<'a> {
         /// The secret's fingerprint.
         fingerprint: Fingerprint,
     },
+    /// `start_drain(now)`. Added in format 3 without a version change: older traces lack
+    /// it.
+    Drain {
+        /// Instant.
+        now: Instant,
+    },
     /// `handle_loop_message(now, from, msg)`: a message from another loop's core
     /// (format 2).
     LoopMessage {
@@ -445,6 +451,7 @@ impl Input<'_> {
             | Input::DeleteAllocation { now, .. } => Some(*now),
             Input::ListenerAdded { now, .. }
             | Input::ListenerRemoved { now, .. }
+            | Input::Drain { now }
             | Input::LoopMessage { now, .. } => Some(*now),
             Input::OneTimeAdded(_)
             | Input::OneTimeRemoved { .. }
@@ -474,6 +481,7 @@ impl Input<'_> {
             Input::ListenerReserved { .. } => "listener_reserved",
             Input::RestSecretAdded { .. } => "rest_secret_added",
             Input::LoopMessage { .. } => "loop_message",
+            Input::Drain { .. } => "drain",
         }
     }
 }
@@ -523,6 +531,7 @@ mod kind {
     pub const LISTENER_RESERVED: u8 = 15;
     pub const REST_SECRET_ADDED: u8 = 16;
     pub const LOOP_MESSAGE: u8 = 17;
+    pub const DRAIN: u8 = 18;
     pub const OUTPUTS: u8 = 20;
     pub const PANIC: u8 = 21;
     pub const END: u8 = 22;
@@ -901,6 +910,10 @@ fn encode_input(i: &Input<'_>, p: &mut Put<'_>) {
             p.u64(now.as_nanos());
             p.u64(id.0);
         }
+        Input::Drain { now } => {
+            p.u8(kind::DRAIN);
+            p.u64(now.as_nanos());
+        }
         Input::OneTimeAdded(o) => {
             p.u8(kind::ONE_TIME_ADDED);
             o.encode(p);
@@ -1000,6 +1013,7 @@ fn decode_record(body: &[u8]) -> Result<Record<'_>, TraceError> {
             payload: decode_payload(&mut g)?,
         }),
         kind::TIMEOUT => Record::Input(Input::Timeout { now: now(&mut g)? }),
+        kind::DRAIN => Record::Input(Input::Drain { now: now(&mut g)? }),
         kind::DELETE_ALLOCATION => Record::Input(Input::DeleteAllocation {
             now: now(&mut g)?,
             id: AllocationId(g.u64()?),

@@ -3,11 +3,13 @@
 //! answers when its waker fires, and one that is slow (or gone) is left out of the answer.
 
 use super::metrics::LoopStats;
-use super::Host;
+use super::{DrainState, Host};
 use crate::clock::Clock;
+use crate::drain::Drain;
 use crate::link::{Command, DynamicPort, LoopHandle};
 use core::time::Duration;
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 use turnpike_core::node::loop_of;
 use turnpike_core::server::AllocationInfo;
 use turnpike_core::{AllocationId, Instant};
@@ -23,14 +25,23 @@ const DYNAMIC_PORTS_LOOP: usize = 0;
 pub struct Loops {
     handles: Vec<LoopHandle>,
     clock: Clock,
+    drain: Arc<Drain>,
 }
 
 impl Loops {
-    /// The loops reached through `handles`.
+    /// The loops reached through `handles`, with a drain of their own that never times
+    /// out (tests).
     pub fn new(handles: Vec<LoopHandle>) -> Self {
+        let drain = Arc::new(Drain::new(handles.len(), Duration::MAX));
+        Loops::with_drain(handles, drain)
+    }
+
+    /// The loops reached through `handles`, sharing the node's `drain`.
+    pub fn with_drain(handles: Vec<LoopHandle>, drain: Arc<Drain>) -> Self {
         Loops {
             handles,
             clock: Clock::new(),
+            drain,
         }
     }
 
@@ -110,6 +121,25 @@ impl Host for Loops {
             .flatten()
             .collect()
     }
+
+    fn start_drain(&mut self) -> bool {
+        let first = self.drain.start(self.clock.now(), Clock::unix_ms());
+        // Every loop, even when a signal started it: a loop's command is idempotent.
+        for h in &self.handles {
+            h.send(Command::Drain);
+        }
+        first
+    }
+
+    fn drain_state(&self) -> Option<DrainState> {
+        let started_unix_ms = self.drain.started_unix_ms()?;
+        let left = self.drain.time_left(self.clock.now())?;
+        Some(DrainState {
+            started_unix_ms,
+            timeout_s: self.drain.timeout().as_secs(),
+            left_s: left.as_secs(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -117,7 +147,6 @@ mod tests {
     use super::*;
     use crate::token::Source;
     use mio::{Poll, Waker};
-    use std::sync::Arc;
 
     /// A loop's handle and inbox, on a poll of its own.
     fn fake_loop(index: usize, poll: &Poll) -> (LoopHandle, mpsc::Receiver<Command>) {

@@ -39,6 +39,8 @@ pub struct RuntimeMetrics {
     pub webhook_failed: u64,
     /// Webhook events dropped because the queue was full.
     pub webhook_dropped: u64,
+    /// 1 while the node drains (SIGTERM or `POST /v1/drain`), else 0.
+    pub draining: u64,
 }
 
 impl RuntimeMetrics {
@@ -54,6 +56,7 @@ impl RuntimeMetrics {
         self.ice_issued += o.ice_issued;
         self.dynamic_ports += o.dynamic_ports;
         self.dynamic_ports_exhausted += o.dynamic_ports_exhausted;
+        self.draining = self.draining.max(o.draining);
         self.api_refused_peers += o.api_refused_peers;
         self.webhook_sent += o.webhook_sent;
         self.webhook_failed += o.webhook_failed;
@@ -278,6 +281,11 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         s.insufficient_capacity,
     );
     m.counter(
+        "turnpike_redirects_total",
+        "New Allocates redirected to an alternate server with 300 (draining or full).",
+        s.redirects,
+    );
+    m.counter(
         "turnpike_peers_denied_total",
         "Peers refused by the policy (403).",
         s.peers_denied,
@@ -386,6 +394,12 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         "gauge",
         "UDP ports opened for one issued configuration each, open now.",
         &[(String::new(), r.dynamic_ports as f64)],
+    );
+    m.family(
+        "turnpike_draining",
+        "gauge",
+        "1 while the relay drains: no new allocations, live ones go on.",
+        &[(String::new(), r.draining as f64)],
     );
     m.counter(
         "turnpike_dynamic_udp_ports_exhausted_total",

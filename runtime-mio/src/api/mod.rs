@@ -94,6 +94,22 @@ pub trait Host {
     fn loop_stats(&mut self) -> Vec<LoopStats>;
     /// The allocations of every event loop that answered in time.
     fn all_allocations(&mut self) -> Vec<AllocationInfo>;
+    /// Starts the node's drain, as SIGTERM does: every loop is told. False if it was
+    /// under way already.
+    fn start_drain(&mut self) -> bool;
+    /// The node's drain, when under way.
+    fn drain_state(&self) -> Option<DrainState>;
+}
+
+/// A drain under way, as `/health` and `POST /v1/drain` report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainState {
+    /// When it started, unix milliseconds.
+    pub started_unix_ms: u64,
+    /// `drain_timeout_s`.
+    pub timeout_s: u64,
+    /// Seconds before the relay exits anyway.
+    pub left_s: u64,
 }
 
 /// True if a peer at `ip` may use the API: anyone, or only loopback (IPv4, IPv6, and

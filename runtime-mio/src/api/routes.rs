@@ -6,10 +6,11 @@
 //! | `GET /v1/allocations` | every allocation: client, transport, relayed addresses, user, label, age, traffic |
 //! | `DELETE /v1/allocations/{id}` | ends one allocation now (204, or 404) |
 //! | `GET /metrics` | Prometheus text ([`super::metrics`]) |
-//! | `GET /health` | `{"status": "ok"}` for load balancers and systemd |
+//! | `GET /health` | `{"status": "ok"}` for load balancers and systemd; 503 `{"status": "draining", ...}` while draining |
+//! | `POST /v1/drain` | starts draining, as SIGTERM does (202, with `/health`'s draining body) |
 //!
 //! With `api_token` (or `api_token_file`) set, the routes that mint credentials, list
-//! allocations (client addresses and usernames) or end them need `Authorization: Bearer
+//! allocations (client addresses and usernames), end them or drain the relay need `Authorization: Bearer
 //! TOKEN` (RFC 6750), else 401 with `WWW-Authenticate: Bearer`; `/metrics` and `/health`
 //! stay open to scrapers and probes.
 
@@ -33,7 +34,7 @@ pub fn handle(api: &mut Api, host: &mut dyn Host, req: &Request) -> Response {
     let path = req.path.trim_end_matches('/');
     let guarded = matches!(
         (method, path),
-        ("POST", "/v1/ice-servers") | ("GET", "/v1/allocations")
+        ("POST", "/v1/ice-servers") | ("GET", "/v1/allocations") | ("POST", "/v1/drain")
     ) || (method == "DELETE" && path.starts_with("/v1/allocations/"));
     if guarded {
         if let Some(denied) = check_token(api.settings.token.as_ref(), req) {
@@ -41,11 +42,21 @@ pub fn handle(api: &mut Api, host: &mut dyn Host, req: &Request) -> Response {
         }
     }
     match (method, path) {
-        ("GET", "/health") => Response::json(200, &json!({"status": "ok"})),
+        ("GET", "/health") => {
+            let (status, body) = health(host);
+            Response::json(status, &body)
+        }
+        ("POST", "/v1/drain") => {
+            let started = host.start_drain();
+            let (_, mut body) = health(host);
+            body["started"] = json!(started);
+            Response::json(202, &body)
+        }
         ("GET", "/metrics") => {
             let loops = host.loop_stats();
             let (stats, mut r) = super::metrics::sum(&loops);
             api.add_own_metrics(&mut r);
+            r.draining = u64::from(host.drain_state().is_some());
             let mut text = super::metrics::render(&stats, &r);
             if loops.len() > 1 {
                 text.push_str(&super::metrics::render_loops(&loops));
@@ -55,13 +66,35 @@ pub fn handle(api: &mut Api, host: &mut dyn Host, req: &Request) -> Response {
         ("POST", "/v1/ice-servers") => ice_servers(api, host, &req.body),
         ("GET", "/v1/allocations") => allocations(host),
         (_, "/health" | "/metrics" | "/v1/allocations") => not_allowed("GET, HEAD"),
-        (_, "/v1/ice-servers") => not_allowed("POST"),
+        (_, "/v1/ice-servers" | "/v1/drain") => not_allowed("POST"),
         (m, p) => match p.strip_prefix("/v1/allocations/") {
             Some(id) if m == "DELETE" => delete_allocation(host, id),
             Some(_) => not_allowed("DELETE"),
             None => Response::error(404, &format!("no route {p}")),
         },
     }
+}
+
+/// `/health`: 200 `{"status": "ok"}`, or while the relay drains 503 `{"status":
+/// "draining", "allocations": N, ...}` so that a load balancer sends new clients
+/// elsewhere (the live ones go on).
+fn health(host: &mut dyn Host) -> (u16, Value) {
+    let Some(d) = host.drain_state() else {
+        return (200, json!({"status": "ok"}));
+    };
+    let allocations: u64 = host
+        .loop_stats()
+        .iter()
+        .map(|l| l.core.allocations + l.core.allocations_pending)
+        .sum();
+    let body = json!({
+        "status": "draining",
+        "allocations": allocations,
+        "started_unix_ms": d.started_unix_ms,
+        "drain_timeout_s": d.timeout_s,
+        "exit_within_s": d.left_s,
+    });
+    (503, body)
 }
 
 /// None when `req` may pass: no token is configured, or it carries the token as a bearer

@@ -6,6 +6,7 @@ use super::ice::IceSettings;
 use super::loops::Loops;
 use super::webhook::Webhook;
 use super::{Api, ApiSettings};
+use crate::drain::Drain;
 use crate::link::LoopHandle;
 use crate::sockets::SocketBuffers;
 use crate::token::Source;
@@ -93,9 +94,10 @@ impl ApiThread {
         self.stop.clone()
     }
 
-    /// Serves requests, reaching the loops through `loops`, until stopped.
-    pub fn run(mut self, loops: Vec<LoopHandle>) -> io::Result<()> {
-        let mut host = Loops::new(loops);
+    /// Serves requests, reaching the loops through `loops` (whose drain is `drain`),
+    /// until stopped.
+    pub fn run(mut self, loops: Vec<LoopHandle>, drain: Arc<Drain>) -> io::Result<()> {
+        let mut host = Loops::with_drain(loops, drain);
         let mut events = Events::with_capacity(256);
         let mut next_tick = std::time::Instant::now() + TICK;
         while !self.stop.stopped.load(Ordering::Acquire) {

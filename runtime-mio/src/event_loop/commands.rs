@@ -58,6 +58,7 @@ impl Runtime {
                 Command::Stop => {
                     self.stop.get_or_insert(0);
                 }
+                Command::Drain => self.begin_drain(now, "api"),
             }
         }
     }

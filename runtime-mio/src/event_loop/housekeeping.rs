@@ -1,6 +1,7 @@
 //! Once a second and at the end: the wall clock, stale streams, send failures and caps
 //! logged, accept retried; shutdown.
 
+use super::draining::{STOP_DRAINED, STOP_DRAIN_TIMEOUT};
 use super::{ListenerSocket, Runtime};
 use crate::clock::Clock;
 use crate::token::Source;
@@ -50,6 +51,7 @@ impl Runtime {
             }
         }
         self.sweep_dynamic_ports(now, unix_ms / 1000);
+        self.check_drain(now);
         self.reporter.flush();
     }
 
@@ -101,6 +103,8 @@ impl Runtime {
         let name = match sig {
             SIGTERM => "SIGTERM",
             SIGINT => "SIGINT",
+            STOP_DRAINED => "drained",
+            STOP_DRAIN_TIMEOUT => "drain timeout",
             // Told to by another thread: another loop ended.
             _ => "stop",
         };

@@ -18,6 +18,7 @@
 //! ports (`dynamic_ports` is their table, `read_again` the queue of busy sockets).
 
 mod commands;
+mod draining;
 mod dynamic_ports;
 mod housekeeping;
 mod listeners;
@@ -139,6 +140,10 @@ pub struct Runtime {
     coalesce: Option<Duration>,
     /// Datagrams and stream reads taken in the current poll round.
     round_inputs: usize,
+    /// The node's drain, shared with the other loops and the HTTP API.
+    node_drain: Arc<crate::drain::Drain>,
+    /// SIGTERMs this loop caught: the first drains, the second stops.
+    sigterms: u32,
 }
 
 /// A UDP socket the loop reads datagrams from.
@@ -179,6 +184,12 @@ impl Runtime {
     /// messages to other loops go there.
     pub fn set_loops(&mut self, loops: Vec<LoopHandle>) {
         self.loops = loops;
+    }
+
+    /// The node's drain, shared by every loop and the HTTP API (by default this loop's
+    /// own, as for a node of one loop without an API).
+    pub fn set_drain(&mut self, drain: Arc<crate::drain::Drain>) {
+        self.node_drain = drain;
     }
 
     /// The bound address of each configured listener, in `ListenerId` order (a port 0
@@ -314,8 +325,9 @@ impl Runtime {
     fn ready(&mut self, src: Source) {
         let more = match src {
             Source::Signals => {
-                for sig in self.signals.pending() {
-                    self.stop = Some(sig);
+                let pending: Vec<i32> = self.signals.pending().collect();
+                for sig in pending {
+                    self.on_signal(sig);
                 }
                 false
             }

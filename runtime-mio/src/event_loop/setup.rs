@@ -171,6 +171,8 @@ impl Runtime {
             loop_gone_logged: false,
             coalesce: settings.coalesce,
             round_inputs: 0,
+            node_drain: std::sync::Arc::new(crate::drain::Drain::new(1, settings.drain_timeout)),
+            sigterms: 0,
         })
     }
 }

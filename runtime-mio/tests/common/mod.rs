@@ -36,9 +36,15 @@ impl Relay {
                 port + 40
             )
         };
+        // SIGTERM stops these relays at once unless a test drains on purpose.
+        let drain = if extra.contains("drain_timeout_s") {
+            ""
+        } else {
+            "drain_timeout_s = 0\n"
+        };
         let text = format!(
             "realm = \"live.test\"\nturn_udp_port = {port}\nturn_tcp_listen_port = {port}\n\
-             {ports}users = {{ alice = \"pw\" }}\n\
+             {ports}users = {{ alice = \"pw\" }}\n{drain}\
              allow_loopback_peers = true\nevent_log = \"{}\"\napi_listen = \"127.0.0.1:0\"\n{extra}\n",
             event_log.display()
         );

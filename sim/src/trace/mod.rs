@@ -332,6 +332,7 @@ pub fn input_json(i: &Input<'_>) -> Value {
         } => json!({"relay": relay.0, "from": from.to_string(), "payload": payload_json(payload)}),
         Input::Timeout { .. } => json!({}),
         Input::DeleteAllocation { id, .. } => json!({"allocation": id.0}),
+        Input::Drain { .. } => json!({}),
         Input::OneTimeAdded(o) => {
             json!({"username": o.username, "expires_unix_s": o.expires_unix_s, "listener": o.listener})
         }

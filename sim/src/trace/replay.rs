@@ -557,6 +557,7 @@ impl Replayer<'_> {
             Input::DeleteAllocation { now, id } => {
                 s.delete_allocation(*now, *id);
             }
+            Input::Drain { now } => s.start_drain(*now),
             Input::OneTimeAdded(o) => {
                 let password = o.recover(&self.salt, self.secrets).unwrap_or_else(|| {
                     self.unrecovered.push(o.username.clone());

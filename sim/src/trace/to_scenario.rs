@@ -115,6 +115,7 @@ pub fn to_scenario(trace_path: &Path, name: &str) -> Result<String, ReplayError>
                 Input::DeleteAllocation { id, .. } => {
                     format!("input = \"delete_allocation\"\nallocation = {}\n", id.0)
                 }
+                Input::Drain { .. } => "input = \"drain\"\n".to_string(),
                 Input::RelayBound { result, .. } => {
                     binds.push(match result {
                         Ok(()) => "ok",
@@ -388,6 +389,7 @@ pub fn run_script(text: &str, secrets: &ReplaySecrets) -> Result<ScriptReport, S
                 "delete_allocation" => {
                     server.delete_allocation(now, turnpike_core::AllocationId(int("allocation")?));
                 }
+                "drain" => server.start_drain(now),
                 other => return Err(bad(&format!("unknown input `{other}`"))),
             }
             Ok(())
