@@ -399,6 +399,41 @@ mod tests {
     }
 
     #[test]
+    fn alternates_are_offered_per_listener_with_the_port_of_its_transport() {
+        let text = "static_auth_secret = \"s\"\nalternate_servers = [\n\
+                    { address = \"192.0.2.11\", tls_port = 443, tls_domain = \"b.example\" },\n\
+                    { address = \"192.0.2.12\", turn_port = 3479 },\n]\n";
+        let parsed = FileConfig::parse("t.toml", text).unwrap();
+        let fc = FileConfig {
+            turn_tls_listen_port: Some(5349),
+            tls_cert_file: Some("c.pem".into()),
+            tls_key_file: Some("k.pem".into()),
+            alternate_servers: parsed.alternate_servers,
+            ..FileConfig::builtin_default("s".into())
+        };
+        let alts = alternate_servers(&fc, &listener_specs(&fc));
+        let got: Vec<(u32, String, Option<&str>)> = alts
+            .iter()
+            .map(|a| (a.listener.0, a.addr.to_string(), a.domain.as_deref()))
+            .collect();
+        // Listeners: 0 UDP 3478, 1 TCP 3478, 2 TLS 5349. The second relay serves no TLS.
+        assert_eq!(
+            got,
+            vec![
+                (0, "192.0.2.11:3478".into(), None),
+                (0, "192.0.2.12:3479".into(), None),
+                (1, "192.0.2.11:3478".into(), None),
+                (1, "192.0.2.12:3479".into(), None),
+                (2, "192.0.2.11:443".into(), Some("b.example")),
+            ]
+        );
+        assert_eq!(fc.drain_timeout_s, crate::config::DEFAULT_DRAIN_TIMEOUT_S);
+        let bad = "static_auth_secret = \"s\"\nalternate_servers = [{ address = \"0.0.0.0\" }]\n";
+        let e = FileConfig::parse("t.toml", bad).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("alternate_servers"), "{e}");
+    }
+
+    #[test]
     fn native_tls_has_a_listener_and_turns_urls_at_its_port() {
         let own = FileConfig {
             turn_tls_listen_port: Some(5349),

@@ -4,9 +4,9 @@
 //! through B; A exits 0 when its last allocation ends, or at `drain_timeout_s`; a second
 //! SIGTERM exits at once; a nonce of A is accepted by B; a full node redirects too.
 //!
-//! coturn's `turnutils_uclient` does not follow 300 (it reports the error), so the live
-//! call on A is uclient's and the redirected client is the core's sans-IO client over a
-//! real UDP socket.
+//! coturn's `turnutils_uclient` follows a 300 to its first ("probe") Allocate: its calls
+//! then go to the ALTERNATE-SERVER. The core's sans-IO client, over a real UDP socket,
+//! checks the redirect exactly (from A to B, the relayed address in B's range).
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -231,10 +231,33 @@ fn call_goes_on_through_the_drain(workers: Option<u32>) {
         b.relay_ports
     );
     assert!(c.echo(peer.addr, b"through B"), "no echo through B");
-    // B took A's nonce: the fleet shares the nonce key (node_secret).
+    // B took A's nonce (the same client address; uclient's calls below come from new
+    // sockets, whose nonce B cannot take): the fleet shares the nonce key (node_secret).
     assert_eq!(metric(&b, "turnpike_stale_nonce_total"), 0.0);
     assert_eq!(metric(&b, "turnpike_unauthorized_total"), 0.0);
-    assert_eq!(metric(&a, "turnpike_redirects_total"), 1.0);
+    // A second uclient call, sent to A, is redirected to B and relays there.
+    let mut second = Uclient::new(
+        a.addr,
+        peer.addr,
+        Credentials::Rest {
+            user: "bob".into(),
+            secret: REST_SECRET.into(),
+        },
+    );
+    second.no_rtcp = true;
+    second.clients = 1;
+    second.messages = 20;
+    second.run_zero_loss();
+    assert!(
+        b.wait_event(Duration::from_secs(3), |e| {
+            e["event"] == "allocation_created"
+                && e["username"].as_str().is_some_and(|u| u.ends_with(":bob"))
+        })
+        .is_some(),
+        "the second call did not reach B"
+    );
+    // The core's client, and uclient's probe.
+    assert_eq!(metric(&a, "turnpike_redirects_total"), 2.0);
     assert_eq!(metric(&a, "turnpike_draining"), 1.0);
     // The call was live on A all along.
     let (_, allocations) = api(&a, "GET", "/v1/allocations");
