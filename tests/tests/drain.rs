@@ -55,6 +55,19 @@ fn tools() -> bool {
     ServerKind::Turnpike.available() && require_tools(&["turnutils_uclient", "turnutils_peer"])
 }
 
+/// One uclient call (one client, no RTCP allocation) to `server` with REST credentials
+/// of `user`.
+fn uclient(server: SocketAddr, peer: SocketAddr, user: &str) -> Uclient {
+    let creds = Credentials::Rest {
+        user: user.into(),
+        secret: REST_SECRET.into(),
+    };
+    let mut u = Uclient::new(server, peer, creds);
+    u.clients = 1;
+    u.no_rtcp = true;
+    u
+}
+
 /// The core's TURN client on a real UDP socket, sending to wherever it is told
 /// ([`Client::server`]: the configured relay, or the alternate of a 300).
 struct CoreClient {
@@ -193,18 +206,9 @@ fn call_goes_on_through_the_drain(workers: Option<u32>) {
     let mut a = node(workers, 60, NODE_SECRET, &[alternate(&b)]);
     let peer = Peer::start();
     // The live call: over TCP, so that its allocations end with its connections.
-    let mut u = Uclient::new(
-        a.addr,
-        peer.addr,
-        Credentials::Rest {
-            user: "alice".into(),
-            secret: REST_SECRET.into(),
-        },
-    );
+    let mut u = uclient(a.addr, peer.addr, "alice");
     u.tcp = true;
-    u.clients = 1;
     u.messages = 200;
-    u.no_rtcp = true;
     let call = std::thread::spawn(move || u.run_zero_loss());
     let live = a.wait_event(Duration::from_secs(10), |e| {
         e["event"] == "allocation_created"
@@ -236,16 +240,7 @@ fn call_goes_on_through_the_drain(workers: Option<u32>) {
     assert_eq!(metric(&b, "turnpike_stale_nonce_total"), 0.0);
     assert_eq!(metric(&b, "turnpike_unauthorized_total"), 0.0);
     // A second uclient call, sent to A, is redirected to B and relays there.
-    let mut second = Uclient::new(
-        a.addr,
-        peer.addr,
-        Credentials::Rest {
-            user: "bob".into(),
-            secret: REST_SECRET.into(),
-        },
-    );
-    second.no_rtcp = true;
-    second.clients = 1;
+    let mut second = uclient(a.addr, peer.addr, "bob");
     second.messages = 20;
     second.run_zero_loss();
     assert!(
