@@ -21,6 +21,7 @@ use turnpike_tests::{
 
 const REST_SECRET: &str = "a fleet's shared REST secret";
 const NODE_SECRET: &str = "a fleet's shared node secret";
+const ISSUANCE_SECRET: &str = "a fleet's shared issuance secret";
 
 /// A relay of the fleet: REST credentials, the fleet's node secret (or `node_secret`),
 /// `drain_timeout_s`, and more keys.
@@ -33,7 +34,10 @@ fn node(
     let mut spec = ServerSpec::rest(REST_SECRET);
     spec.workers = workers;
     spec.drain_timeout_s = drain_s;
-    spec.extra = vec![("node_secret".into(), format!("\"{node_secret}\""))];
+    spec.extra = vec![
+        ("node_secret".into(), format!("\"{node_secret}\"")),
+        ("issuance_secret".into(), format!("\"{ISSUANCE_SECRET}\"")),
+    ];
     spec.extra
         .extend(extra.iter().map(|(k, v)| ((*k).to_string(), v.clone())));
     RunningServer::start(ServerKind::Turnpike, spec)
@@ -78,10 +82,15 @@ struct CoreClient {
 }
 
 impl CoreClient {
+    /// With REST credentials of the fleet's secret.
     fn new(server: SocketAddr) -> CoreClient {
         let username = rest_username("carol", unix_now_s() + 3600);
         let password = rest_password(REST_SECRET, &username);
-        let cc = ClientConfig::new(server, Transport::Udp, &username, &password);
+        CoreClient::with(server, &username, &password)
+    }
+
+    fn with(server: SocketAddr, username: &str, password: &str) -> CoreClient {
+        let cc = ClientConfig::new(server, Transport::Udp, username, password);
         let sock = UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("a read timeout");
@@ -383,6 +392,27 @@ fn a_node_with_another_node_secret_does_not_take_the_nonce_but_the_client_recove
     assert!(in_range(relayed, b.relay_ports));
     // A's nonce meant nothing to B: one 438, then B's own nonce.
     assert_eq!(metric(&b, "turnpike_stale_nonce_total"), 1.0);
+}
+
+#[test]
+fn credentials_issued_by_one_node_work_on_the_other() {
+    if !tools() {
+        return;
+    }
+    let a = node(Some(1), 0, NODE_SECRET, &[]);
+    let b = node(Some(1), 0, NODE_SECRET, &[]);
+    let mut s = TcpStream::connect(a.api_addr()).expect("A's API");
+    let (status, body) = exchange(&mut s, "POST", "/v1/ice-servers", "{}").expect("an answer");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let server = &v["iceServers"][0];
+    let (user, pass) = (
+        server["username"].as_str().expect("a username"),
+        server["credential"].as_str().expect("a credential"),
+    );
+    let mut c = CoreClient::with(b.addr, user, pass);
+    let relayed = c.allocate().expect("B takes A's issued credential");
+    assert!(in_range(relayed, b.relay_ports));
 }
 
 #[test]

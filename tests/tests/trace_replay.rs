@@ -200,6 +200,54 @@ fn recorded_runs_replay_identically() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// A drain (SIGTERM) and the 300 answers of the drain replay: the trace holds the drain
+/// and the alternate servers of the configuration.
+#[test]
+fn a_drain_and_its_redirects_replay() {
+    let mut spec = ServerSpec::static_user(USER, PASSWORD);
+    spec.drain_timeout_s = 60;
+    let alt = "alternate_servers = [{ address = \"127.0.0.2\", turn_port = 3478 }]\n";
+    let Some(rec) = start_recording(&spec, "trace-drain", alt) else {
+        return;
+    };
+    let mut held = turnpike_tests::turn::TurnClient::udp(rec.addr, USER, PASSWORD).unwrap();
+    held.allocate().expect("an allocation before the drain");
+    rec.child.send_sigterm();
+    let draining = turnpike_tests::wait_until(Duration::from_secs(5), || {
+        rec.child.log_text().contains("draining").then_some(())
+    });
+    assert!(draining.is_some(), "{}", rec.child.log_text());
+    let mut late = turnpike_tests::turn::TurnClient::udp(rec.addr, USER, PASSWORD).unwrap();
+    let refused = late.allocate().expect_err("a redirect");
+    assert_eq!(refused.code(), Some(300), "{refused:?}");
+    held.refresh(600).expect("a Refresh while draining");
+    // The second SIGTERM stops at once.
+    let mut rec = rec;
+    let st = rec.child.terminate(Duration::from_secs(5));
+    assert!(st.is_some_and(|s| s.success()), "SIGTERM: {st:?}");
+    let bytes = std::fs::read(&rec.trace).unwrap();
+    let (header, reader) = turnpike_core::trace::open(&bytes).unwrap();
+    assert_eq!(
+        header.config.alternate_servers.len(),
+        2,
+        "UDP and TCP listeners"
+    );
+    let drains = reader
+        .filter(|r| {
+            matches!(
+                r,
+                Ok(turnpike_core::trace::Record::Input(
+                    turnpike_core::trace::Input::Drain { .. }
+                ))
+            )
+        })
+        .count();
+    assert_eq!(drains, 1);
+    let report = replay(&rec.trace, Some(&rec.config)).unwrap_or_else(|e| panic!("replay: {e}"));
+    println!("{report}");
+    assert!(matches!(report.outcome, Outcome::Identical), "{report}");
+}
+
 #[test]
 fn a_node_of_two_loops_replays_loop_by_loop() {
     use turnpike_core::trace::{loop_path, open, Input, Record};

@@ -117,6 +117,7 @@ fn records() -> Vec<Record<'static>> {
             payload: Payload::Full(&[1, 2, 3]),
         }),
         Record::Input(Input::Timeout { now }),
+        Record::Input(Input::Drain { now }),
         Record::Input(Input::DeleteAllocation {
             now,
             id: AllocationId(12),
@@ -231,6 +232,34 @@ fn header_and_records_round_trip() {
     let got: Vec<Record<'_>> = reader.by_ref().map(Result::unwrap).collect();
     assert_eq!(got, records());
     assert_eq!(reader.tail(), Some(Tail::Clean));
+}
+
+/// Alternate servers are recorded last, only when there are some: a configuration
+/// without them is written as before them, and reads back without them.
+#[test]
+fn alternate_servers_survive_a_round_trip() {
+    let plain = ConfigDescription::of(&config(), &SALT);
+    let mut c = config();
+    c.alternate_servers = vec![
+        crate::config::AlternateServer {
+            listener: ListenerId(0),
+            addr: "192.0.2.2:3478".parse().unwrap(),
+            domain: None,
+        },
+        crate::config::AlternateServer {
+            listener: ListenerId(1),
+            addr: "[2001:db8::2]:5349".parse().unwrap(),
+            domain: Some("turn2.example.org".into()),
+        },
+    ];
+    let with = ConfigDescription::of(&c, &SALT);
+    assert!(config_bytes(&with).len() > config_bytes(&plain).len());
+    let bytes = config_bytes(&with);
+    let back = ConfigDescription::decode(&mut Get::new(&bytes), FORMAT_VERSION).unwrap();
+    assert_eq!(back.alternate_servers, c.alternate_servers);
+    let bytes = config_bytes(&plain);
+    let back = ConfigDescription::decode(&mut Get::new(&bytes), FORMAT_VERSION).unwrap();
+    assert!(back.alternate_servers.is_empty());
 }
 
 /// The anti-amplification limits are recorded (format 2) when they are not the defaults,
