@@ -31,7 +31,19 @@ fn node(
     node_secret: &str,
     extra: &[(&str, String)],
 ) -> RunningServer {
+    node_on(None, workers, drain_s, node_secret, extra)
+}
+
+/// [`node`] on UDP/TCP `port` (None: a free one).
+fn node_on(
+    port: Option<u16>,
+    workers: Option<u32>,
+    drain_s: u64,
+    node_secret: &str,
+    extra: &[(&str, String)],
+) -> RunningServer {
     let mut spec = ServerSpec::rest(REST_SECRET);
+    spec.port = port;
     spec.workers = workers;
     spec.drain_timeout_s = drain_s;
     spec.extra = vec![
@@ -45,12 +57,14 @@ fn node(
 
 /// `alternate_servers` naming `b`'s UDP and TCP port.
 fn alternate(b: &RunningServer) -> (&'static str, String) {
+    alternate_port(b.addr.port())
+}
+
+/// `alternate_servers` naming 127.0.0.1:`port`.
+fn alternate_port(port: u16) -> (&'static str, String) {
     (
         "alternate_servers",
-        format!(
-            "[{{ address = \"127.0.0.1\", turn_port = {} }}]",
-            b.addr.port()
-        ),
+        format!("[{{ address = \"127.0.0.1\", turn_port = {port} }}]"),
     )
 }
 
@@ -211,8 +225,12 @@ fn call_goes_on_through_the_drain(workers: Option<u32>) {
     if !tools() {
         return;
     }
-    let b = node(workers, 0, NODE_SECRET, &[]);
-    let mut a = node(workers, 60, NODE_SECRET, &[alternate(&b)]);
+    // B starts two seconds after A: a relay that dated nonces by its own uptime would find
+    // A's from the future; dated from the wall clock, they read alike.
+    let b_port = turnpike_tests::free_port_udp_tcp();
+    let mut a = node(workers, 60, NODE_SECRET, &[alternate_port(b_port)]);
+    std::thread::sleep(Duration::from_secs(2));
+    let b = node_on(Some(b_port), workers, 0, NODE_SECRET, &[]);
     let peer = Peer::start();
     // The live call: over TCP, so that its allocations end with its connections.
     let mut u = uclient(a.addr, peer.addr, "alice");
