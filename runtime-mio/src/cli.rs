@@ -48,7 +48,10 @@ A TURN relay (RFC 8656) for WebRTC.
   -h, --help          print this help
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
-Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime failure, 2 bad configuration or usage.
+SIGTERM drains (no new allocations; exits when the live ones end or after
+drain_timeout_s); a second SIGTERM, or SIGINT, stops at once.
+Exit codes: 0 stopped by SIGTERM/SIGINT or drained, 1 runtime failure, 2 bad configuration
+or usage.
 ";
 
 /// Parses the arguments (without the program name), as the OS gave them: a path may be

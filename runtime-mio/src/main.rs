@@ -1,5 +1,5 @@
 //! The `turnpike` binary: parse the command line, load the configuration, run the relay
-//! in the foreground until SIGTERM or SIGINT.
+//! in the foreground until SIGINT, or SIGTERM and the drain that follows.
 
 use rand_core::{OsRng, RngCore};
 use std::process::ExitCode;
