@@ -871,12 +871,16 @@ impl Client {
                 self.on_frame(now, bytes, sink.as_deref_mut());
                 true
             });
-            if pushed.is_err() {
+            if pushed.is_err() && self.framer.is_none() {
                 self.stream_broken = true;
                 self.push_event(ClientEvent::StreamError);
             }
         }
-        self.framer = Some(framer);
+        // A redirect put a fresh framer in place for the new connection: the old one, and
+        // what it held of the old connection, is done.
+        if self.framer.is_none() {
+            self.framer = Some(framer);
+        }
     }
 
     /// One whole message: a datagram, or a frame of the stream. STUN and ChannelData are

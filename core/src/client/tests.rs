@@ -960,3 +960,69 @@ fn handle_input_with_hands_data_over_in_place() {
         );
     }
 }
+
+/// A 300 answer to `req` naming `alt`, signed under `key` when given.
+fn try_alternate(req: &[u8], alt: SocketAddr, key: Option<&[u8]>) -> Vec<u8> {
+    let req = parse(req);
+    let mut b = MessageBuilder::response_to(&req, Class::Error);
+    b.add_error_code(300, "Try Alternate");
+    b.add_address(attr::ALTERNATE_SERVER, alt);
+    if let Some(k) = key {
+        b.add_integrity_sha1(k);
+    }
+    b.finish()
+}
+
+#[test]
+fn an_unsigned_300_to_an_authenticated_allocate_is_ignored() {
+    // RFC 8489 §9.2.5: an answer to an authenticated request that fails integrity is
+    // discarded, so an off-path attacker cannot redirect a client that holds credentials.
+    let mut c = client(Transport::Udp);
+    c.allocate(ms(0));
+    let req = one_transmit(&mut c);
+    c.handle_input(ms(10), &challenge(&req, 401, "nonce-1", None));
+    let req = one_transmit(&mut c);
+    let alt: SocketAddr = "192.0.2.99:3478".parse().unwrap();
+    c.handle_input(ms(20), &try_alternate(&req, alt, None));
+    assert!(events(&mut c).is_empty());
+    assert_eq!(c.server(), server());
+    // Signed, it is followed: the same Allocate, with the same credentials, to `alt`.
+    c.handle_input(ms(30), &try_alternate(&req, alt, Some(&md5_key())));
+    assert_eq!(
+        events(&mut c),
+        vec![ClientEvent::Redirected {
+            from: server(),
+            to: alt,
+            domain: None
+        }]
+    );
+    assert_eq!(c.server(), alt);
+    let again = one_transmit(&mut c);
+    let m = parse(&again);
+    assert_eq!(m.method(), Method::ALLOCATE);
+    assert_eq!(text(&m, attr::NONCE), "nonce-1");
+}
+
+#[test]
+fn a_redirect_over_a_stream_starts_a_new_framing() {
+    let mut c = client(Transport::Tcp);
+    c.allocate(ms(0));
+    let req = one_transmit(&mut c);
+    let alt: SocketAddr = "192.0.2.99:3478".parse().unwrap();
+    // The 300 (to an unauthenticated request: accepted unsigned, as browsers do), and in
+    // the same read the start of something more from the old connection.
+    let mut answer = try_alternate(&req, alt, None);
+    answer.extend_from_slice(&[0x01, 0x01, 0x00]);
+    c.handle_input(ms(10), &answer);
+    assert!(matches!(
+        events(&mut c).as_slice(),
+        [ClientEvent::Redirected { to, .. }] if *to == alt
+    ));
+    let again = one_transmit(&mut c);
+    // The new connection's bytes are framed from scratch: a 401 split in two arrives whole.
+    let ch = challenge(&again, 401, "nonce-2", None);
+    c.handle_input(ms(20), &ch[..7]);
+    c.handle_input(ms(21), &ch[7..]);
+    let retried = one_transmit(&mut c);
+    assert_eq!(text(&parse(&retried), attr::NONCE), "nonce-2");
+}
