@@ -36,6 +36,12 @@
 //! replay takes it from the operator's file like the passwords, and refuses, saying
 //! so, when it is missing (nonces, relay ports and reservation tokens would differ).
 //!
+//! **A drain** is an input ([`Input::Drain`], record kind 18: `now_ns:u64`), added to
+//! format 3 without a version change (older readers refuse kind 18 as unknown); the
+//! configuration's alternate servers follow the node secret, last and only when there are
+//! some (`count` then `listener:u32 addr opt_str(domain)` each), so a file without them is
+//! written as before.
+//!
 //! **Version 2** has no node secret: its cores drew their secrets from the seed, and a
 //! loop `i > 0` signed nonces with the key of loop 0's seed (recorded as a nonce-key
 //! fingerprint: a replay derives it from loop 0's header and checks it). It is still read
