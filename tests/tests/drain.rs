@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use turnpike_core::client::{Client, ClientConfig, ClientEvent};
 use turnpike_core::Transport;
 use turnpike_tests::http::{exchange, sample};
-use turnpike_tests::server::Peer;
+use turnpike_tests::nginx;
+use turnpike_tests::server::{Peer, TlsSpec};
 use turnpike_tests::uclient::{Credentials, Uclient};
 use turnpike_tests::{
-    require_tools, rest_password, rest_username, unix_now_s, RunningServer, ServerKind, ServerSpec,
+    free_tcp_port, require_tools, rest_password, rest_username, unix_now_s, RunningServer,
+    ServerKind, ServerSpec, TempDir,
 };
 
 const REST_SECRET: &str = "a fleet's shared REST secret";
@@ -31,19 +33,18 @@ fn node(
     node_secret: &str,
     extra: &[(&str, String)],
 ) -> RunningServer {
-    node_on(None, workers, drain_s, node_secret, extra)
+    node_with(workers, drain_s, node_secret, extra, |_| {})
 }
 
-/// [`node`] on UDP/TCP `port` (None: a free one).
-fn node_on(
-    port: Option<u16>,
+/// [`node`], its spec changed by `tune` first (a fixed port, TLS).
+fn node_with(
     workers: Option<u32>,
     drain_s: u64,
     node_secret: &str,
     extra: &[(&str, String)],
+    tune: impl FnOnce(&mut ServerSpec),
 ) -> RunningServer {
     let mut spec = ServerSpec::rest(REST_SECRET);
-    spec.port = port;
     spec.workers = workers;
     spec.drain_timeout_s = drain_s;
     spec.extra = vec![
@@ -52,6 +53,7 @@ fn node_on(
     ];
     spec.extra
         .extend(extra.iter().map(|(k, v)| ((*k).to_string(), v.clone())));
+    tune(&mut spec);
     RunningServer::start(ServerKind::Turnpike, spec)
 }
 
@@ -230,7 +232,7 @@ fn call_goes_on_through_the_drain(workers: Option<u32>) {
     let b_port = turnpike_tests::free_port_udp_tcp();
     let mut a = node(workers, 60, NODE_SECRET, &[alternate_port(b_port)]);
     std::thread::sleep(Duration::from_secs(2));
-    let b = node_on(Some(b_port), workers, 0, NODE_SECRET, &[]);
+    let b = node_with(workers, 0, NODE_SECRET, &[], |s| s.port = Some(b_port));
     let peer = Peer::start();
     // The live call: over TCP, so that its allocations end with its connections.
     let mut u = uclient(a.addr, peer.addr, "alice");
@@ -466,4 +468,50 @@ fn a_full_node_redirects_with_300_and_rest_credentials_work_on_both() {
 #[test]
 fn a_full_node_of_one_loop_redirects_with_300() {
     full_node_redirects(Some(1));
+}
+
+#[test]
+fn a_tls_client_is_sent_to_the_alternates_tls_port() {
+    if !tools() || !require_tools(&["openssl"]) {
+        return;
+    }
+    let dir = TempDir::new("fleet-tls");
+    let cert = nginx::self_signed_cert(dir.path());
+    let tls = |port: u16| TlsSpec {
+        cert: cert.cert.clone(),
+        key: cert.key.clone(),
+        port: Some(port),
+    };
+    let b_tls = free_tcp_port();
+    let b = node_with(Some(1), 0, NODE_SECRET, &[], |s| s.tls = Some(tls(b_tls)));
+    let alternates = format!(
+        "[{{ address = \"127.0.0.1\", turn_port = {}, tls_port = {b_tls}, tls_domain = \"turn-b.test\" }}]",
+        b.addr.port()
+    );
+    let mut a = node_with(
+        Some(1),
+        60,
+        NODE_SECRET,
+        &[("alternate_servers", alternates)],
+        |s| s.tls = Some(tls(free_tcp_port())),
+    );
+    assert_eq!(api(&a, "POST", "/v1/drain").0, 202);
+    let peer = Peer::start();
+    let mut u = uclient(a.tls_addr().expect("A serves TLS"), peer.addr, "dave");
+    u.tls = true;
+    u.messages = 20;
+    u.run_zero_loss();
+    // uclient's probe was sent to B's TLS port; its call came over TLS there.
+    let at_b = b.wait_event(Duration::from_secs(3), |e| {
+        e["event"] == "allocation_created" && e["tls"] == true
+    });
+    assert!(at_b.is_some(), "no TLS allocation at B: {:#?}", b.events());
+    // A held nothing: drained at once, after saying where it sent the client.
+    let to_b = format!("127.0.0.1:{b_tls}");
+    let redirected = a.events().into_iter().any(|e| {
+        e["event"] == "allocation_redirected" && e["to"] == to_b.as_str() && e["tls"] == true
+    });
+    assert!(redirected, "{:#?}", a.events());
+    let st = a.wait_exit(Duration::from_secs(5));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}");
 }
