@@ -248,6 +248,8 @@ def render(docs, turnpike, node="node-a", addresses=None, secret_values=None, ex
         values = secret_values or {k: secrets.token_hex(24) for k in SECRET_KEYS}
         for k, v in values.items():
             (t / "secrets" / k).write_text(v + "\n")
+        # The kubelet's atomic-writer entries, there even for an absent optional ConfigMap.
+        (t / "addresses" / "..data").mkdir()
         for n, a in (addresses or {}).items():
             (t / "addresses" / n).write_text(a)
         toml = cm["turnpike.toml"].replace("/etc/turnpike/secrets", str(t / "secrets"))
