@@ -122,8 +122,9 @@ def copy_is_enough(sources):
                 shutil.copy(src, Path(tmp) / s)
             else:
                 return [f"COPY {s}: no such path in the repository"]
+        host = re.search(r"^host: (\S+)", run(["rustc", "-vV"]).stdout, re.M)
         r = run(["cargo", "tree", "--locked", "--offline", "-p", "turnpike", "-e", "normal,build",
-                 "--target", "x86_64-unknown-linux-gnu"], cwd=tmp)
+                 "--target", host.group(1) if host else "x86_64-unknown-linux-gnu"], cwd=tmp)
         return [] if r.returncode == 0 else [r.stderr.strip()[-2000:]]
 
 
