@@ -45,6 +45,16 @@ fn rest_client(n: u8, expiry: u64, secret: &[u8]) -> Client {
     Client::new(Via::Udp(client(n)), &user, &pw)
 }
 
+/// As before any reload: past its username's expiry (60 s ahead), the allocation of `live`
+/// still refreshes.
+fn refreshes_past_its_expiry(h: &mut Harness, live: &mut Client) {
+    h.advance(Duration::from_secs(120));
+    assert!(h
+        .authed(live, Req::refresh(Some(600)))
+        .answer()
+        .is_success());
+}
+
 #[test]
 fn a_rotated_rest_secret_refuses_new_allocations_and_keeps_live_ones_until_expiry() {
     let mut h = Harness::new();
@@ -90,12 +100,7 @@ fn a_live_rest_allocation_whose_secret_stays_is_untouched() {
         r.credentials.add_rest_secret(b"another");
     });
     assert_eq!(out, ReloadOutcome::default());
-    // As before any reload: past the username's expiry the allocation still refreshes.
-    h.advance(Duration::from_secs(120));
-    assert!(h
-        .authed(&mut live, Req::refresh(Some(600)))
-        .answer()
-        .is_success());
+    refreshes_past_its_expiry(&mut h, &mut live);
 }
 
 #[test]
@@ -299,4 +304,16 @@ fn a_bad_reload_changes_nothing() {
     assert_eq!(h.server.config().credentials.realm(), REALM);
     let mut c = Client::udp(1);
     h.allocate_ok(&mut c);
+}
+
+#[test]
+fn a_secret_given_back_gives_the_key_back() {
+    let mut h = Harness::new();
+    let mut live = rest_client(1, h.wall_s() + 60, REST_SECRET);
+    h.allocate_ok(&mut live);
+    let out = reload_with(&mut h, |r| r.credentials = store(&[], &[b"other"]));
+    assert_eq!(out.rest_keys_expiring, 1);
+    let out = reload_with(&mut h, |r| r.credentials = store(&[], &[REST_SECRET]));
+    assert_eq!(out, ReloadOutcome::default());
+    refreshes_past_its_expiry(&mut h, &mut live);
 }

@@ -90,6 +90,10 @@ impl Credentials {
             .map(|u| (userhash(u, &self.realm), u.clone()))
             .collect();
     }
+    /// True if `username` has a one-time credential.
+    pub fn has_one_time(&self, username: &str) -> bool {
+        self.one_time.contains_key(username)
+    }
     /// The password of static user `username`, if there is one.
     pub fn static_password(&self, username: &str) -> Option<&str> {
         self.users.get(username).map(String::as_str)

@@ -103,11 +103,13 @@ impl Server {
         let realm = old.realm();
         let wall = self.wall_unix_s(now);
         for a in self.allocations.values_mut() {
+            let was = a.key_valid_until_unix_s;
             // Static users win the lookup (`Credentials::passwords`), so an allocation of a
             // username that is a static user was made with its password.
             if old.static_password(&a.username).is_some() {
-                if !same_key(a, realm, new.credentials.static_password(&a.username)) {
-                    a.key_valid_until_unix_s = Some(0);
+                let kept = same_key(a, realm, new.credentials.static_password(&a.username));
+                a.key_valid_until_unix_s = if kept { None } else { Some(0) };
+                if !kept && was.is_none() {
                     outcome.static_keys_revoked += 1;
                 }
                 continue;
@@ -115,18 +117,17 @@ impl Server {
             let Some(expiry) = rest_expiry(&a.username) else {
                 continue;
             };
-            if old.one_time().any(|(u, _)| u == a.username) || a.key_valid_until_unix_s.is_some() {
+            if old.has_one_time(&a.username) {
                 continue;
             }
+            // A secret given back by a later reload gives the key back too.
             let signed_by_new = new
                 .credentials
                 .rest_secrets()
                 .any(|s| same_key(a, realm, Some(&rest_password(s, &a.username))));
-            if !signed_by_new {
-                a.key_valid_until_unix_s = Some(expiry);
-                if wall.is_none_or(|w| w <= expiry) {
-                    outcome.rest_keys_expiring += 1;
-                }
+            a.key_valid_until_unix_s = if signed_by_new { None } else { Some(expiry) };
+            if !signed_by_new && was.is_none() && wall.is_none_or(|w| w <= expiry) {
+                outcome.rest_keys_expiring += 1;
             }
         }
     }
