@@ -388,3 +388,48 @@ fn a_denied_peer_gets_no_new_permission_after_a_reload() {
         );
     });
 }
+
+/// The HTTP API signs with a reloaded `issuance_secret`, and every loop accepts it.
+#[test]
+fn a_reloaded_issuance_secret_signs_new_credentials() {
+    run_on(ServerKind::Turnpike, |_| {
+        let mut spec = ServerSpec::static_user(USER, PASSWORD);
+        spec.extra
+            .push(("issuance_secret".into(), "\"issuance-secret-one\"".into()));
+        let server = RunningServer::start(ServerKind::Turnpike, spec.clone());
+        let issue = || {
+            let mut s = TcpStream::connect(api_addr(&server)).expect("the API accepts");
+            let (status, body) =
+                http::exchange(&mut s, "POST", "/v1/ice-servers", "{\"ttl\": 600}").unwrap();
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).expect("JSON");
+            let s = &v["iceServers"][0];
+            (
+                s["username"].as_str().expect("username").to_string(),
+                s["credential"].as_str().expect("credential").to_string(),
+            )
+        };
+        let allocate = |(user, pw): &(String, String)| {
+            TurnClient::udp(server.addr, user, pw)
+                .unwrap()
+                .allocate()
+                .map(|_| ())
+        };
+        let before = issue();
+        allocate(&before).expect("issued before the reload: allocates");
+
+        let mut rotated = spec.clone();
+        rotated.extra = vec![("issuance_secret".into(), "\"issuance-secret-two\"".into())];
+        reload(&server, &rotated);
+        for _ in 0..2 * server.loops {
+            allocate(&issue()).expect("issued after the reload: allocates on every loop");
+            assert_eq!(
+                allocate(&before).unwrap_err().code(),
+                Some(401),
+                "issued with the old secret: a new Allocate"
+            );
+        }
+        assert!(server.log_text().contains("(a new issuance secret)"));
+        assert!(!server.log_text().contains("issuance-secret-"));
+    });
+}
