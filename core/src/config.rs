@@ -236,7 +236,8 @@ pub struct Reloadable {
     pub total_quota: u32,
     /// Relayed payload bytes per second per allocation, each way; new allocations take it.
     pub max_bps: u64,
-    /// Relayed payload bytes per second for the whole server, each way.
+    /// Relayed payload bytes per second for this server, each way: like
+    /// [`Config::total_max_bps`], a driver of several loops gives each its share.
     pub total_max_bps: u64,
 }
 

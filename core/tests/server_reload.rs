@@ -192,7 +192,7 @@ fn a_denied_peer_loses_its_permissions_and_gets_no_new_one() {
     // Nothing more from the denied peer; the other still relays.
     assert!(h.peer_datagram(relay, peer(1), b"x").0.forward.is_none());
     assert!(h.peer_datagram(relay, peer(2), b"x").0.forward.is_some());
-    // A new permission for it: 403 (RFC 8656 §9.1).
+    // A new permission for it: 403 (RFC 8656 §10).
     let r = h.authed(&mut c, Req::create_permission(&[peer(1)]));
     assert_eq!(r.answer().code(), Some(403));
     // Lifted again: allowed again.
@@ -316,4 +316,20 @@ fn a_secret_given_back_gives_the_key_back() {
     let out = reload_with(&mut h, |r| r.credentials = store(&[], &[REST_SECRET]));
     assert_eq!(out, ReloadOutcome::default());
     refreshes_past_its_expiry(&mut h, &mut live);
+}
+
+#[test]
+fn a_denied_peer_gets_no_channel_binding() {
+    // RFC 8656 §12.2: a ChannelBind for a peer the policy refuses is answered 403.
+    let mut h = Harness::new();
+    let mut c = Client::udp(1);
+    h.allocation_with_channel(&mut c, peer(1), 0x4000);
+    reload_with(&mut h, |r| {
+        r.peer_policy.deny = vec![net("198.51.100.0/24")]
+    });
+    let r = h.authed(&mut c, Req::channel_bind(0x4001, peer(2)));
+    assert_eq!(r.answer().code(), Some(403));
+    // Refreshing the live channel to the now denied peer is refused too.
+    let r = h.authed(&mut c, Req::channel_bind(0x4000, peer(1)));
+    assert_eq!(r.answer().code(), Some(403));
 }

@@ -56,7 +56,8 @@ impl Server {
     /// stay, except permissions to peers the new policy denies; see the module
     /// documentation for what happens to credentials and quotas. On error nothing changes.
     ///
-    /// Call it on every loop of a node with the same `new`.
+    /// Call it on every loop of a node with the same `new`, but for each loop's share of
+    /// `total_max_bps` (as at birth).
     pub fn reload(
         &mut self,
         now: Instant,
