@@ -433,3 +433,98 @@ fn a_reloaded_issuance_secret_signs_new_credentials() {
         assert!(!server.log_text().contains("issuance-secret-"));
     });
 }
+
+/// A trace recorded across a reload (rotated REST secret, a user removed, a peer denied,
+/// quotas changed) replays identically on every loop, given a file with the secrets of
+/// both configurations.
+#[test]
+fn a_trace_across_a_reload_replays_identically() {
+    use turnpike_sim::trace::replay::replay_node;
+    run_on(ServerKind::Turnpike, |_| {
+        let dir = TempDir::new("reload-trace");
+        let trace = dir.join("trace.bin");
+        let mut spec = ServerSpec::rest("old-secret-of-the-node");
+        spec.users = vec![(USER.into(), PASSWORD.into())];
+        // No API: its issuance secret is drawn at random, which a replay cannot supply.
+        spec.api = false;
+        spec.extra = vec![
+            ("node_secret".into(), "\"reload-trace-node-secret\"".into()),
+            (
+                "trace_file".into(),
+                format!("\"{}\"", trace.to_string_lossy()),
+            ),
+        ];
+        let mut server = RunningServer::start(ServerKind::Turnpike, spec.clone());
+        let rest = |secret: &str| {
+            let user = rest_username("carol", unix_now_s() + 3600);
+            let pw = rest_password(secret, &user);
+            TurnClient::udp(server.addr, &user, &pw).unwrap()
+        };
+        let peer = Peer::start();
+        let mut live: Vec<TurnClient> = (0..2 * server.loops)
+            .map(|_| rest("old-secret-of-the-node"))
+            .collect();
+        for c in &mut live {
+            c.allocate().expect("allocates");
+            c.create_permission(peer.addr).expect("a permission");
+        }
+        let mut rotated = spec.clone();
+        rotated.rest_secret = Some("new-secret-of-the-node".into());
+        rotated.users = vec![("bob".into(), "bobs-password".into())];
+        rotated.user_quota = Some(50);
+        rotated
+            .extra
+            .push(("denied_peer_ip".into(), "[\"127.0.0.2/32\"]".into()));
+        reload(&server, &rotated);
+        for c in &mut live {
+            c.refresh(600).expect("refreshes");
+            let denied: SocketAddr = "127.0.0.2:40000".parse().unwrap();
+            assert_eq!(c.create_permission(denied).unwrap_err().code(), Some(403));
+        }
+        for _ in 0..server.loops {
+            assert!(rest("old-secret-of-the-node").allocate().is_err());
+            rest("new-secret-of-the-node")
+                .allocate()
+                .expect("allocates");
+        }
+        let st = server.stop();
+        assert!(st.is_some_and(|s| s.success()), "SIGTERM: {st:?}");
+
+        // The secrets of both configurations, for the replay.
+        let mut both = spec.clone();
+        both.rest_secret = None;
+        both.users.push(("bob".into(), "bobs-password".into()));
+        both.extra.push((
+            "static_auth_secret".into(),
+            "[\"old-secret-of-the-node\", \"new-secret-of-the-node\"]".into(),
+        ));
+        let secrets = dir.join("secrets.toml");
+        let events = dir.join("unused.jsonl");
+        turnpike_tests::write_file(
+            &secrets,
+            &turnpike_config(&both, server.addr.port(), server.relay_ports, &events),
+        );
+        let report = replay_node(&trace, Some(&secrets)).unwrap_or_else(|e| panic!("replay: {e}"));
+        println!("{report}");
+        assert_eq!(report.loops.len(), server.loops, "{report}");
+        assert!(report.is_identical(), "{report}");
+        // Every loop's file holds the reload.
+        for i in 0..server.loops {
+            let path = turnpike_core::trace::loop_path(&trace, u16::try_from(i).unwrap());
+            let bytes = std::fs::read(&path).expect("the loop's trace");
+            let (_, records) = turnpike_core::trace::open(&bytes).expect("a trace");
+            let reloads = records
+                .flatten()
+                .filter(|r| {
+                    matches!(
+                        r,
+                        turnpike_core::trace::Record::Input(
+                            turnpike_core::trace::Input::Reload { .. }
+                        )
+                    )
+                })
+                .count();
+            assert_eq!(reloads, 1, "loop {i}");
+        }
+    });
+}

@@ -18,11 +18,8 @@ impl Runtime {
         if self.place.count > 1 {
             core.total_max_bps = share(core.total_max_bps, self.place.count, self.place.index);
         }
-        if self.trace.is_some() {
-            log::warn!(
-                "loop {}: the trace does not record reloads: a replay diverges from here",
-                self.place.index
-            );
+        if let Some(t) = &mut self.trace {
+            t.reload(now, &core);
         }
         let unix_ms = Clock::unix_ms();
         let outcome = match self.server.reload(now, core) {
