@@ -71,6 +71,7 @@ pub mod digest;
 pub mod mask;
 
 mod codec;
+pub mod reload;
 
 pub use config::{ConfigDescription, Fingerprint, OneTimeDescription, ReplaySecrets, SecretKind};
 pub use digest::OutputDigest;
@@ -428,6 +429,14 @@ pub enum Input<'a> {
         /// The message.
         msg: LoopMsg,
     },
+    /// `reload(now, reloadable)`: a configuration reload (format 3, written only by
+    /// relays that reload), secrets as fingerprints.
+    Reload {
+        /// Instant.
+        now: Instant,
+        /// What the core was given.
+        reload: Box<reload::ReloadDescription>,
+    },
 }
 
 impl Input<'_> {
@@ -445,7 +454,8 @@ impl Input<'_> {
             | Input::DeleteAllocation { now, .. } => Some(*now),
             Input::ListenerAdded { now, .. }
             | Input::ListenerRemoved { now, .. }
-            | Input::LoopMessage { now, .. } => Some(*now),
+            | Input::LoopMessage { now, .. }
+            | Input::Reload { now, .. } => Some(*now),
             Input::OneTimeAdded(_)
             | Input::OneTimeRemoved { .. }
             | Input::OneTimeExpired { .. }
@@ -474,6 +484,7 @@ impl Input<'_> {
             Input::ListenerReserved { .. } => "listener_reserved",
             Input::RestSecretAdded { .. } => "rest_secret_added",
             Input::LoopMessage { .. } => "loop_message",
+            Input::Reload { .. } => "reload",
         }
     }
 }
@@ -523,6 +534,7 @@ mod kind {
     pub const LISTENER_RESERVED: u8 = 15;
     pub const REST_SECRET_ADDED: u8 = 16;
     pub const LOOP_MESSAGE: u8 = 17;
+    pub const RELOAD: u8 = 18;
     pub const OUTPUTS: u8 = 20;
     pub const PANIC: u8 = 21;
     pub const END: u8 = 22;
@@ -949,6 +961,11 @@ fn encode_input(i: &Input<'_>, p: &mut Put<'_>) {
             msg.encode(&mut wire);
             p.bytes(&wire);
         }
+        Input::Reload { now, reload } => {
+            p.u8(kind::RELOAD);
+            p.u64(now.as_nanos());
+            reload.encode(p);
+        }
     }
 }
 
@@ -1041,6 +1058,11 @@ fn decode_record(body: &[u8]) -> Result<Record<'_>, TraceError> {
                 ))
             })?;
             Record::Input(Input::LoopMessage { now, from, msg })
+        }
+        kind::RELOAD => {
+            let now = now(&mut g)?;
+            let reload = Box::new(reload::ReloadDescription::decode(&mut g)?);
+            Record::Input(Input::Reload { now, reload })
         }
         kind::OUTPUTS => Record::Outputs {
             count: g.u32()?,
