@@ -320,6 +320,15 @@ impl TraceRecorder {
         self.input(Input::RestSecretAdded { fingerprint });
     }
 
+    /// `reload(now, r)` is about to be called: secrets recorded as fingerprints only.
+    pub fn reload(&mut self, now: Instant, r: &turnpike_core::config::Reloadable) {
+        let reload = Box::new(turnpike_core::trace::reload::ReloadDescription::of(
+            r,
+            &self.header.salt,
+        ));
+        self.input(Input::Reload { now, reload });
+    }
+
     /// A one-time credential is about to be removed from the core's store.
     pub fn one_time_removed(&mut self, username: &str) {
         self.input(Input::OneTimeRemoved { username });

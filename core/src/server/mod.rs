@@ -18,6 +18,7 @@ mod loops;
 mod methods;
 mod redirect;
 mod relay;
+mod reload;
 mod reply;
 mod request;
 mod stats;
@@ -25,6 +26,7 @@ mod stream;
 
 pub use bandwidth::MIN_BURST;
 pub use redirect::DRAINING_CODE;
+pub use reload::ReloadOutcome;
 pub use stats::{DropCounters, Stats, TransportTraffic, UnauthCounters};
 
 pub(crate) use bandwidth::TokenBucket;
@@ -197,6 +199,9 @@ pub struct Server {
     credits: u32,
     /// Pending Allocates holding a credit.
     pending_credits: u32,
+    /// Credits this loop owes the node after a reload lowered `total_quota` below what it
+    /// held: paid from the next credits it receives.
+    quota_debt: u32,
     timers: BTreeSet<(Instant, Timer)>,
     cache: ResponseCache,
     outputs: VecDeque<Output>,
@@ -283,6 +288,7 @@ impl Server {
             node,
             credits: crate::node::quota_share(config.total_quota, node.count, node.index),
             pending_credits: 0,
+            quota_debt: 0,
             timers: BTreeSet::new(),
             cache: ResponseCache::new(config.max_queued_outputs.clamp(1024, 65_536)),
             outputs: VecDeque::new(),

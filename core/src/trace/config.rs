@@ -397,15 +397,7 @@ impl ConfigDescription {
     /// Appends the description in format `version` (`node` from version 2 on).
     pub(crate) fn encode(&self, p: &mut Put<'_>, version: u16) {
         p.str(&self.realm);
-        p.len(self.users.len());
-        for (u, fp) in &self.users {
-            p.str(u);
-            p.raw(fp);
-        }
-        p.len(self.rest_secrets.len());
-        for fp in &self.rest_secrets {
-            p.raw(fp);
-        }
+        put_secrets(p, &self.users, &self.rest_secrets);
         p.len(self.one_time.len());
         for o in &self.one_time {
             o.encode(p);
@@ -522,16 +514,7 @@ impl ConfigDescription {
     /// Reads what [`ConfigDescription::encode`] wrote in format `version`.
     pub(crate) fn decode(g: &mut Get<'_>, version: u16) -> Result<Self, TraceError> {
         let realm = g.str()?.to_owned();
-        let n = g.count(20)?;
-        let mut users = Vec::with_capacity(n);
-        for _ in 0..n {
-            users.push((g.str()?.to_owned(), g.array()?));
-        }
-        let n = g.count(16)?;
-        let mut rest_secrets = Vec::with_capacity(n);
-        for _ in 0..n {
-            rest_secrets.push(g.array()?);
-        }
+        let (users, rest_secrets) = get_secrets(g)?;
         let n = g.count(29)?;
         let mut one_time = Vec::with_capacity(n);
         for _ in 0..n {
@@ -758,7 +741,38 @@ pub(crate) fn transport_of(b: u8) -> Result<Transport, TraceError> {
     }
 }
 
-fn nets(p: &mut Put<'_>, list: &[IpNet]) {
+/// Static users with their password fingerprints, then REST secret fingerprints.
+pub(super) fn put_secrets(p: &mut Put<'_>, users: &[(String, Fingerprint)], rest: &[Fingerprint]) {
+    p.len(users.len());
+    for (u, fp) in users {
+        p.str(u);
+        p.raw(fp);
+    }
+    p.len(rest.len());
+    for fp in rest {
+        p.raw(fp);
+    }
+}
+
+/// What [`put_secrets`] wrote.
+pub(super) type Secrets = (Vec<(String, Fingerprint)>, Vec<Fingerprint>);
+
+/// Reads what [`put_secrets`] wrote.
+pub(super) fn get_secrets(g: &mut Get<'_>) -> Result<Secrets, TraceError> {
+    let n = g.count(20)?;
+    let mut users = Vec::with_capacity(n);
+    for _ in 0..n {
+        users.push((g.str()?.to_owned(), g.array()?));
+    }
+    let n = g.count(16)?;
+    let mut rest_secrets = Vec::with_capacity(n);
+    for _ in 0..n {
+        rest_secrets.push(g.array()?);
+    }
+    Ok((users, rest_secrets))
+}
+
+pub(super) fn nets(p: &mut Put<'_>, list: &[IpNet]) {
     p.len(list.len());
     for n in list {
         p.ip(n.addr());
@@ -766,7 +780,7 @@ fn nets(p: &mut Put<'_>, list: &[IpNet]) {
     }
 }
 
-fn read_nets(g: &mut Get<'_>) -> Result<Vec<IpNet>, TraceError> {
+pub(super) fn read_nets(g: &mut Get<'_>) -> Result<Vec<IpNet>, TraceError> {
     let n = g.count(6)?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {

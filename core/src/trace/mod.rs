@@ -36,8 +36,8 @@
 //! replay takes it from the operator's file like the passwords, and refuses, saying
 //! so, when it is missing (nonces, relay ports and reservation tokens would differ).
 //!
-//! **A drain** is an input ([`Input::Drain`], record kind 18: `now_ns:u64`), added to
-//! format 3 without a version change (older readers refuse kind 18 as unknown); the
+//! **A drain** is an input ([`Input::Drain`], record kind 19: `now_ns:u64`), added to
+//! format 3 without a version change (older readers refuse kind 19 as unknown); the
 //! configuration's alternate servers follow the node secret, last and only when there are
 //! some (`count` then `listener:u32 addr opt_str(domain)` each), so a file without them is
 //! written as before.
@@ -77,6 +77,7 @@ pub mod digest;
 pub mod mask;
 
 mod codec;
+pub mod reload;
 
 pub use config::{ConfigDescription, Fingerprint, OneTimeDescription, ReplaySecrets, SecretKind};
 pub use digest::OutputDigest;
@@ -440,6 +441,14 @@ pub enum Input<'a> {
         /// The message.
         msg: LoopMsg,
     },
+    /// `reload(now, reloadable)`: a configuration reload (format 3, written only by
+    /// relays that reload), secrets as fingerprints.
+    Reload {
+        /// Instant.
+        now: Instant,
+        /// What the core was given.
+        reload: Box<reload::ReloadDescription>,
+    },
 }
 
 impl Input<'_> {
@@ -458,7 +467,8 @@ impl Input<'_> {
             Input::ListenerAdded { now, .. }
             | Input::ListenerRemoved { now, .. }
             | Input::Drain { now }
-            | Input::LoopMessage { now, .. } => Some(*now),
+            | Input::LoopMessage { now, .. }
+            | Input::Reload { now, .. } => Some(*now),
             Input::OneTimeAdded(_)
             | Input::OneTimeRemoved { .. }
             | Input::OneTimeExpired { .. }
@@ -488,6 +498,7 @@ impl Input<'_> {
             Input::RestSecretAdded { .. } => "rest_secret_added",
             Input::LoopMessage { .. } => "loop_message",
             Input::Drain { .. } => "drain",
+            Input::Reload { .. } => "reload",
         }
     }
 }
@@ -537,7 +548,8 @@ mod kind {
     pub const LISTENER_RESERVED: u8 = 15;
     pub const REST_SECRET_ADDED: u8 = 16;
     pub const LOOP_MESSAGE: u8 = 17;
-    pub const DRAIN: u8 = 18;
+    pub const RELOAD: u8 = 18;
+    pub const DRAIN: u8 = 19;
     pub const OUTPUTS: u8 = 20;
     pub const PANIC: u8 = 21;
     pub const END: u8 = 22;
@@ -968,6 +980,11 @@ fn encode_input(i: &Input<'_>, p: &mut Put<'_>) {
             msg.encode(&mut wire);
             p.bytes(&wire);
         }
+        Input::Reload { now, reload } => {
+            p.u8(kind::RELOAD);
+            p.u64(now.as_nanos());
+            reload.encode(p);
+        }
     }
 }
 
@@ -1061,6 +1078,11 @@ fn decode_record(body: &[u8]) -> Result<Record<'_>, TraceError> {
                 ))
             })?;
             Record::Input(Input::LoopMessage { now, from, msg })
+        }
+        kind::RELOAD => {
+            let now = now(&mut g)?;
+            let reload = Box::new(reload::ReloadDescription::decode(&mut g)?);
+            Record::Input(Input::Reload { now, reload })
         }
         kind::OUTPUTS => Record::Outputs {
             count: g.u32()?,

@@ -166,6 +166,20 @@ fn records() -> Vec<Record<'static>> {
                 ports: vec![50000, 50001],
             },
         }),
+        Record::Input(Input::Reload {
+            now,
+            reload: Box::new(super::reload::ReloadDescription {
+                users: vec![("bob".into(), [4; 16])],
+                rest_secrets: vec![[5; 16], [6; 16]],
+                peer_allow: vec!["192.0.2.0/24".parse().unwrap()],
+                peer_deny: vec!["2001:db8::/32".parse().unwrap()],
+                allow_loopback: true,
+                user_quota: 3,
+                total_quota: 99,
+                max_bps: 1000,
+                total_max_bps: 0,
+            }),
+        }),
         Record::Outputs {
             count: 3,
             drained: true,
@@ -189,7 +203,12 @@ fn file() -> Vec<u8> {
 fn v1_records() -> Vec<Record<'static>> {
     records()
         .into_iter()
-        .filter(|r| !matches!(r, Record::Input(Input::LoopMessage { .. })))
+        .filter(|r| {
+            !matches!(
+                r,
+                Record::Input(Input::LoopMessage { .. } | Input::Reload { .. })
+            )
+        })
         .collect()
 }
 

@@ -353,6 +353,17 @@ pub fn input_json(i: &Input<'_>) -> Value {
         }
         Input::RestSecretAdded { .. } => json!({}),
         Input::LoopMessage { from, msg, .. } => json!({"from": from.0, "msg": loop_msg_json(msg)}),
+        Input::Reload { reload, .. } => json!({
+            "users": reload.users.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
+            "rest_secrets": reload.rest_secrets.len(),
+            "peer_allow": reload.peer_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "peer_deny": reload.peer_deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "allow_loopback": reload.allow_loopback,
+            "user_quota": reload.user_quota,
+            "total_quota": reload.total_quota,
+            "max_bps": reload.max_bps,
+            "total_max_bps": reload.total_max_bps,
+        }),
     };
     if let Some(o) = v.as_object_mut() {
         o.insert("kind".into(), json!(i.kind()));

@@ -608,6 +608,13 @@ impl Replayer<'_> {
             Input::LoopMessage { now, from, msg } => {
                 s.handle_loop_message(*now, *from, msg.clone());
             }
+            Input::Reload { now, reload } => {
+                let realm = s.config().credentials.realm().to_owned();
+                let (r, missing) = reload.to_reloadable(&realm, &self.salt, self.secrets);
+                self.unrecovered.extend(missing);
+                // As in the recording: an error there changes nothing here either.
+                let _ = s.reload(*now, r);
+            }
         }
     }
 }

@@ -132,7 +132,8 @@ pub fn to_scenario(trace_path: &Path, name: &str) -> Result<String, ReplayError>
                 | Input::OneTimeAdded(_)
                 | Input::OneTimeRemoved { .. }
                 | Input::OneTimeExpired { .. }
-                | Input::LoopMessage { .. } => continue,
+                | Input::LoopMessage { .. }
+                | Input::Reload { .. } => continue,
             };
             let _ = write!(script, "\n[[script]]\nat_ns = {}\n{entry}", at.unwrap_or(0));
         }

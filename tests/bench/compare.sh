@@ -2,12 +2,12 @@
 # Side-by-side benchmark: turnpike against coturn 4.6.1 and a bare one-datagram-per-syscall
 # UDP forwarder, on loopback, alternating rounds. Then the core's instruction counts.
 #
-#   bench/compare.sh [extra turnpike-load compare options, e.g. --rounds 3]
+#   tests/bench/compare.sh [extra turnpike-load compare options, e.g. --rounds 3]
 #
 # Needs coturn's turnserver (installed with apt-get if missing, when run as root) and, for
 # the instruction counts, valgrind. Prints markdown tables; see README.md "Performance".
 set -eu
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 if ! command -v turnserver >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
