@@ -255,7 +255,7 @@ impl Reporter {
                     rec,
                 );
             }
-            // The node logs and records its drain once (event_loop::drain); each loop's
+            // The node logs and records its drain once (event_loop::draining); each loop's
             // core reports its own start.
             Event::DrainStarted => log::debug!("loop draining"),
             Event::AuthFailed {
