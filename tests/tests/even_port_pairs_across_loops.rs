@@ -136,7 +136,12 @@ fn uclient_rtcp_pairs_on_four_loops(kind: ServerKind) {
     if server.kind.has_event_log() {
         // Each run makes one even-odd pair at least (an Allocate with EVEN-PORT, then one
         // with its RESERVATION-TOKEN): the token path was taken.
-        let pairs = reserved_pairs(&server.events());
+        // Each loop writes its event log at its own next flush: wait for them, boundedly.
+        let pairs = turnpike_tests::wait_until(Duration::from_secs(5), || {
+            let n = reserved_pairs(&server.events());
+            (n >= RUNS).then_some(n)
+        })
+        .unwrap_or_else(|| reserved_pairs(&server.events()));
         assert!(
             pairs >= RUNS,
             "{pairs} even-odd pairs of relayed ports for {RUNS} runs with RTCP"

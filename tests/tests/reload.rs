@@ -142,9 +142,11 @@ fn copy_cert(from: &Cert, to: &Cert) {
 
 /// (a) and (b): a call keeps relaying across a certificate reload; new handshakes, on
 /// whichever loop they land, see the new certificate.
-fn certificate_reload_during_a_call(workers: Option<u32>) {
+/// Returns false, before asserting, when uclient lost the call to its own random TLS
+/// versions (`UclientRun::lost_to_an_old_tls_version`) and this was not the `last` try.
+fn certificate_reload_during_a_call(workers: Option<u32>, last: bool) -> bool {
     if !require_tools(&["openssl"]) {
-        return;
+        return true;
     }
     let dir = TempDir::new("reload-cert");
     let (old, new, live) = certificates(&dir);
@@ -192,6 +194,14 @@ fn certificate_reload_during_a_call(workers: Option<u32>) {
         );
     }
     let (run, u) = call.join().expect("the uclient thread");
+    if !last && run.lost_to_an_old_tls_version() {
+        println!(
+            "uclient {}: a client gave up after its random TLS 1.0/1.1 contexts were \
+             refused; the whole reload is run once more",
+            u.args().join(" ")
+        );
+        return false;
+    }
     let s = run.summary().unwrap_or_else(|e| panic!("{e}"));
     println!("uclient {} across the reload: {s}", u.args().join(" "));
     run.assert_zero_loss(&s);
@@ -205,19 +215,24 @@ fn certificate_reload_during_a_call(workers: Option<u32>) {
     let log = server.log_text();
     assert!(log.contains("SIGHUP: reloaded"), "{log}");
     assert!(!log.contains(PASSWORD), "a password is in the log");
+    true
 }
 
 #[test]
 fn a_tls_call_survives_a_certificate_reload_and_new_handshakes_see_the_new_one() {
     run_on(ServerKind::Turnpike, |_| {
-        certificate_reload_during_a_call(None)
+        if !certificate_reload_during_a_call(None, false) {
+            certificate_reload_during_a_call(None, true);
+        }
     });
 }
 
 #[test]
 fn a_certificate_reload_with_one_loop() {
     run_on(ServerKind::Turnpike, |_| {
-        certificate_reload_during_a_call(Some(1))
+        if !certificate_reload_during_a_call(Some(1), false) {
+            certificate_reload_during_a_call(Some(1), true);
+        }
     });
 }
 
