@@ -12,6 +12,7 @@ use crate::host::{Cx, Phase};
 use crate::link::{between, chance};
 use crate::net::{Side, StreamId};
 use crate::scenario::{ClientGroup, Via};
+use crate::tls::{record, TLS_CLIENT, TLS_DONE, TLS_MORE, TLS_PAD, TLS_RECORD};
 use core::time::Duration;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,16 +21,6 @@ use turnpike_core::client::{Client, ClientConfig, ClientEvent};
 use turnpike_core::stun::{attr, Method};
 use turnpike_core::{Instant, Transport};
 
-/// Length of a modelled TLS handshake record.
-pub const TLS_RECORD: usize = 16;
-/// First byte of a TLS handshake record (what ssl_preread looks at).
-pub const TLS_HANDSHAKE: u8 = 0x16;
-/// Record kinds of the modelled handshake.
-pub const TLS_CLIENT: u8 = b'C';
-/// The server wants another round trip.
-pub const TLS_MORE: u8 = b'S';
-/// The handshake is over.
-pub const TLS_DONE: u8 = b'F';
 /// Longest wait for Refresh 0 answers before the streams are closed anyway.
 const RELEASE_WAIT: Duration = Duration::from_secs(45);
 /// First byte of a packet a browser of a pair sends back to its partner.
@@ -206,12 +197,23 @@ impl Browser {
             return;
         };
         let now = cx.now;
+        let spec_hello = Hello::of(&self.spec.tls_hello);
         if let Some(a) = self.attempt_mut(k) {
             match (a.state, a.via) {
                 (AState::Connecting, Via::Tls) => {
                     a.state = AState::Tls;
-                    cx.net
-                        .write(now, sid, Side::Connector, tls_record(TLS_CLIENT));
+                    match spec_hello {
+                        // Connects, then says nothing: the handshake's time bound.
+                        Hello::Stall => {}
+                        Hello::Records(pads) => {
+                            let mut hello = Vec::with_capacity((pads + 1) * TLS_RECORD);
+                            for _ in 0..pads {
+                                hello.extend(record(TLS_PAD));
+                            }
+                            hello.extend(record(TLS_CLIENT));
+                            cx.net.write(now, sid, Side::Connector, hello);
+                        }
+                    }
                 }
                 (AState::Connecting, _) => {
                     a.state = AState::Turn;
@@ -239,8 +241,7 @@ impl Browser {
                         let rec: Vec<u8> = a.tls_buf.drain(..TLS_RECORD).collect();
                         match rec.get(3).copied() {
                             Some(TLS_MORE) => {
-                                cx.net
-                                    .write(now, sid, Side::Connector, tls_record(TLS_CLIENT))
+                                cx.net.write(now, sid, Side::Connector, record(TLS_CLIENT))
                             }
                             Some(TLS_DONE) => {
                                 a.state = AState::Turn;
@@ -785,12 +786,23 @@ fn close(cx: &mut Cx, a: &mut Attempt) {
     a.state = AState::Closed;
 }
 
-/// A record of the modelled TLS handshake.
-pub fn tls_record(kind: u8) -> Vec<u8> {
-    let mut r = vec![0u8; TLS_RECORD];
-    r[0] = TLS_HANDSHAKE;
-    r[1] = 3;
-    r[2] = 3;
-    r[3] = kind;
-    r
+/// The ClientHello a browser's TLS attempts send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hello {
+    /// One flight of so many padding records, then the closing record.
+    Records(usize),
+    /// Nothing at all.
+    Stall,
+}
+
+impl Hello {
+    /// From a group's `tls_hello`: `normal`, `stall`, or `oversize` (a ClientHello larger
+    /// than the native listener's byte bound).
+    fn of(name: &str) -> Hello {
+        match name {
+            "stall" => Hello::Stall,
+            "oversize" => Hello::Records(crate::tls::HANDSHAKE_MAX_BYTES / TLS_RECORD + 8),
+            _ => Hello::Records(0),
+        }
+    }
 }

@@ -481,6 +481,12 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
     if s.nat_mappings > 0 {
         println!("  NAT port mappings {}", s.nat_mappings);
     }
+    if s.tls.handshakes > 0 || !s.tls.failed.is_empty() {
+        println!(
+            "  native TLS handshakes {}, failed {:?}",
+            s.tls.handshakes, s.tls.failed
+        );
+    }
     println!(
         "  wall {:.3} s: {:.0} events/s, virtual/wall {:.0}x",
         wall_s,

@@ -473,12 +473,40 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             ),
         ));
     }
+    tls(e, &hosts)?;
     let denied = sum(&|s| s.peers_denied);
     if denied < e.min_peers_denied {
         return Err((
             "expect_min_peers_denied",
             format!("{denied} peers denied, expected {}", e.min_peers_denied),
         ));
+    }
+    Ok(())
+}
+
+/// Native TLS: handshakes completed and failed by reason, at least as many as expected.
+fn tls(e: &crate::scenario::Expect, hosts: &[&crate::server::ServerHost]) -> Verdict {
+    let done: u64 = hosts.iter().map(|h| h.tls.handshakes).sum();
+    if done < e.min_tls_handshakes {
+        return Err((
+            "expect_min_tls_handshakes",
+            format!(
+                "{done} native TLS handshakes completed, expected at least {}",
+                e.min_tls_handshakes
+            ),
+        ));
+    }
+    for (reason, min) in &e.min_tls_failed {
+        let n: u64 = hosts
+            .iter()
+            .map(|h| h.tls.failed.get(reason.as_str()).copied().unwrap_or(0))
+            .sum();
+        if n < *min {
+            return Err((
+                "expect_min_tls_failed",
+                format!("{n} native TLS handshakes failed for {reason}, expected at least {min}"),
+            ));
+        }
     }
     Ok(())
 }

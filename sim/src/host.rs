@@ -41,6 +41,8 @@ pub struct Shared {
     pub secrets: Vec<String>,
     /// Probability that a relay bind fails with AddrInUse (0 outside the safety phase).
     pub bind_addr_in_use: f64,
+    /// Probability that a native TLS handshake is refused (0 outside the safety phase).
+    pub tls_failure: f64,
     /// Each server's spreading of 4-tuples over its loops (clients that want to land on
     /// one loop pick their ports with it).
     pub loop_hashes: Vec<crate::node::LoopHash>,

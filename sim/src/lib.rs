@@ -43,5 +43,6 @@ pub mod reflection;
 pub mod runner;
 pub mod scenario;
 pub mod server;
+pub mod tls;
 pub mod trace;
 pub mod uclient;

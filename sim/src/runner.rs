@@ -91,6 +91,8 @@ pub struct Summary {
     pub reflection: Vec<(IpAddr, u64, u64)>,
     /// Port mappings the NATs hold at the end.
     pub nat_mappings: usize,
+    /// Native TLS handshakes completed, and failed by reason.
+    pub tls: crate::server::TlsCounts,
 }
 
 /// The result of a run.
@@ -513,6 +515,12 @@ impl World {
             }
             fault_profile.push(format!("fd exhaustion at {} s for {} s", w.at_s, w.for_s));
         }
+        if sc.faults.tls_handshake_failure > 0.0 {
+            fault_profile.push(format!(
+                "native TLS handshakes refused with p={}",
+                sc.faults.tls_handshake_failure
+            ));
+        }
         if sc.faults.bind_addr_in_use > 0.0 {
             fault_profile.push(format!(
                 "relay binds fail with AddrInUse with p={}",
@@ -540,6 +548,7 @@ impl World {
                 walls,
                 secrets,
                 bind_addr_in_use: sc.faults.bind_addr_in_use,
+                tls_failure: sc.faults.tls_handshake_failure,
                 loop_hashes,
             },
             board: Board::default(),
@@ -581,6 +590,22 @@ impl World {
                 })
                 .collect();
             self.oracle.after_step(now, &hosts);
+            for (node, h) in hosts.iter().enumerate() {
+                // What the driver holds towards its cores is what the network still has
+                // open on its side: a stream it closed (a failed TLS handshake, say) is
+                // closed for the core as well, and no close goes unheard.
+                let open = self.net.accepted_open(node);
+                if open != h.open_conns() as u64 {
+                    self.oracle.fail(
+                        "stream_table_matches_network",
+                        format!(
+                            "{}: the driver holds {} streams, the network {open}",
+                            h.name,
+                            h.open_conns()
+                        ),
+                    );
+                }
+            }
             if self.net.overflow {
                 self.oracle.fail(
                     "sim_queue_bounded",
@@ -732,6 +757,7 @@ impl World {
             Control::Phase(Phase::Liveness) => {
                 self.shared.phase = Phase::Liveness;
                 self.shared.bind_addr_in_use = 0.0;
+                self.shared.tls_failure = 0.0;
                 self.net.healed_from = Some(now);
                 // Faults stop: servers get their file descriptors back.
                 for &(s, start, stop) in &self.fd_windows {
@@ -845,6 +871,10 @@ impl World {
                 summary.rate_limited += st.dropped.rate_limited;
                 summary.proxy_accepted += st.proxy_accepted;
                 summary.loop_messages += st.loop_messages_sent;
+            }
+            summary.tls.handshakes += h.tls.handshakes;
+            for (k, v) in &h.tls.failed {
+                *summary.tls.failed.entry(k).or_insert(0) += v;
             }
             if let Some(sh) = self.oracle.servers.get(i) {
                 summary.requests += sh.requests;

@@ -190,6 +190,16 @@ pub struct ListenerSpec {
     /// Every connection starts with a PROXY header.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Native TLS (`turns:`): the server host terminates the modelled handshake
+    /// ([`crate::tls`]) before the core sees a byte, after the PROXY header if any.
+    #[serde(default)]
+    pub tls: bool,
+    /// With `tls`: the port also takes plain TURN-TCP, told apart by the first byte.
+    #[serde(default)]
+    pub tls_and_tcp: bool,
+    /// With `tls`: round trips of the handshake (1: TLS 1.3, 2: TLS 1.2).
+    #[serde(default = "d_native_rtts")]
+    pub handshake_rtts: u32,
 }
 
 /// An nginx-like hop.
@@ -339,6 +349,10 @@ pub struct ClientGroup {
     /// the server.
     #[serde(default)]
     pub land_on_loop: Option<u16>,
+    /// The ClientHello of their TLS attempts: `normal`, `stall` (connects and sends
+    /// nothing) or `oversize` (more than a native listener takes before completion).
+    #[serde(default = "d_hello")]
+    pub tls_hello: String,
 }
 
 /// An access link.
@@ -450,6 +464,9 @@ pub struct FaultSpec {
     /// Spoofed-source floods of unauthenticated Allocates.
     #[serde(default)]
     pub floods: Vec<Flood>,
+    /// Probability that a native TLS handshake is refused (an alert, then the close).
+    #[serde(default)]
+    pub tls_handshake_failure: f64,
 }
 
 /// A wall-clock step.
@@ -585,6 +602,12 @@ pub struct Expect {
     /// reflection oracle had something to watch).
     #[serde(default)]
     pub min_spoofed_bytes: u64,
+    /// Native TLS handshakes completed, at least (all servers).
+    #[serde(default)]
+    pub min_tls_handshakes: u64,
+    /// Native TLS handshakes failed, at least, by reason ([`crate::tls::Failure`]).
+    #[serde(default)]
+    pub min_tls_failed: BTreeMap<String, u64>,
 }
 
 /// Why a scenario file cannot be used.
@@ -644,6 +667,9 @@ impl Scenario {
             if g.nat.is_some() && (g.ipv6 || g.model != "browser") {
                 return err(format!("{}: a NAT holds IPv4 browsers", g.name));
             }
+            if !["normal", "stall", "oversize"].contains(&g.tls_hello.as_str()) {
+                return err(format!("bad tls_hello {:?}", g.tls_hello));
+            }
             if !["refresh0", "close", "random"].contains(&g.release.as_str()) {
                 return err(format!("bad release {:?}", g.release));
             }
@@ -665,6 +691,12 @@ impl Scenario {
             for l in &s.listeners {
                 if l.transport != "udp" && l.transport != "tcp" {
                     return err(format!("bad listener transport {:?}", l.transport));
+                }
+                if (l.tls || l.tls_and_tcp) && l.transport != "tcp" {
+                    return err(format!("{}: TLS listens on TCP", s.name));
+                }
+                if l.tls_and_tcp && !l.tls {
+                    return err(format!("{}: tls_and_tcp needs tls", s.name));
                 }
             }
         }
@@ -803,6 +835,12 @@ fn d_rtts() -> u32 {
 }
 fn d_none() -> String {
     "none".into()
+}
+fn d_native_rtts() -> u32 {
+    1
+}
+fn d_hello() -> String {
+    "normal".into()
 }
 fn d_peer_port() -> u16 {
     5000
