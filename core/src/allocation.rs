@@ -84,6 +84,10 @@ pub(crate) struct Allocation {
     pub bandwidth: [TokenBucket; 2],
     /// The deadline registered in the server's timer set.
     pub deadline: Instant,
+    /// None: `key` is accepted for this allocation's requests for its whole life. Some(t):
+    /// only through wall-clock second `t`; after, requests are checked against the
+    /// credential store (a reload took its credential away; `server::reload`).
+    pub key_valid_until_unix_s: Option<u64>,
 }
 
 impl Allocation {

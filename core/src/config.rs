@@ -218,3 +218,38 @@ impl Config {
         }
     }
 }
+
+/// What a running [`crate::Server`] takes from a new configuration without a restart
+/// ([`crate::Server::reload`]). Everything else of [`Config`] (listeners, relay addresses
+/// and ports, lifetimes, the realm, the node's place and secret) is fixed at birth.
+#[derive(Clone, Debug)]
+pub struct Reloadable {
+    /// Its static users and REST secrets replace the running ones; one-time credentials
+    /// issued by the runtime are kept. Its realm must be the running one.
+    pub credentials: Credentials,
+    /// Its `allow`, `deny` and `allow_loopback` replace the running ones; the relay's own
+    /// addresses stay the running server's.
+    pub peer_policy: PeerPolicy,
+    /// Allocations per username, for the node (RFC 8656 §7.2 step 9: 486 beyond).
+    pub user_quota: u32,
+    /// Allocations in total, for the node (486 beyond).
+    pub total_quota: u32,
+    /// Relayed payload bytes per second per allocation, each way; new allocations take it.
+    pub max_bps: u64,
+    /// Relayed payload bytes per second for the whole server, each way.
+    pub total_max_bps: u64,
+}
+
+impl Reloadable {
+    /// The reloadable part of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Reloadable {
+            credentials: config.credentials.clone(),
+            peer_policy: config.peer_policy.clone(),
+            user_quota: config.user_quota,
+            total_quota: config.total_quota,
+            max_bps: config.max_bps,
+            total_max_bps: config.total_max_bps,
+        }
+    }
+}

@@ -191,6 +191,9 @@ pub struct FileConfig {
     /// Bytes that streams without an allocation may hold in partial frames, for the whole
     /// node (each loop takes its share); 0: no cap.
     pub unauth_stream_buffer_bytes: u64,
+    /// How much the relay logs: `off`, `error`, `warn`, `info` (the default), `debug` or
+    /// `trace`. `RUST_LOG`, when set, wins. Reloaded on SIGHUP.
+    pub log_level: Option<String>,
 }
 
 impl Default for FileConfig {
@@ -258,6 +261,7 @@ impl Default for FileConfig {
             coalesce_us: DEFAULT_COALESCE_US,
             node_secret: None,
             unauth_stream_buffer_bytes: 64 << 20,
+            log_level: None,
         }
     }
 }
@@ -277,6 +281,14 @@ impl FileConfig {
             api_listen: Some(DEFAULT_API_LISTEN),
             ..FileConfig::default()
         }
+    }
+
+    /// The configured log level (`info` when unset).
+    pub fn log_filter(&self) -> log::LevelFilter {
+        self.log_level
+            .as_deref()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(log::LevelFilter::Info)
     }
 
     /// Where the HTTP API listens, if the file asks for it.
@@ -502,6 +514,14 @@ impl FileConfig {
                 "coalesce_us",
                 format!("at most {MAX_COALESCE_US} (0: never wait)"),
             ));
+        }
+        if let Some(l) = &self.log_level {
+            l.parse::<log::LevelFilter>().map_err(|_| {
+                (
+                    "log_level",
+                    format!("`{l}`: one of off, error, warn, info, debug, trace"),
+                )
+            })?;
         }
         if self.trace_max_bytes < 1 << 20 {
             return Err(("trace_max_bytes", "at least 1048576 (1 MiB)".into()));
@@ -918,6 +938,7 @@ const KEYS: &[&str] = &[
     "coalesce_us",
     "node_secret",
     "unauth_stream_buffer_bytes",
+    "log_level",
 ];
 
 /// The known key closest to `k`, if it is close (a typo): Levenshtein distance (in

@@ -25,6 +25,8 @@ pub mod id_hash;
 pub mod link;
 pub mod log_limit;
 pub mod plan;
+pub mod reload;
+pub mod reloader;
 pub mod report;
 pub mod seed;
 pub mod settings;

@@ -31,6 +31,10 @@ pub enum Command {
     },
     /// Serve a dynamic UDP port the HTTP API opened for one issued configuration.
     DynamicPort(DynamicPort),
+    /// Take a reloaded configuration file (SIGHUP; [`crate::reload`]).
+    Reload(Arc<crate::reload::LoopReload>),
+    /// A reload failed and changed nothing: loop 0 records it in the event log.
+    ReloadFailed(Arc<str>),
     /// Stop, as on SIGTERM (another loop stopped).
     Stop,
 }

@@ -1,5 +1,5 @@
 //! The `turnpike` binary: parse the command line, load the configuration, run the relay
-//! in the foreground until SIGTERM or SIGINT.
+//! in the foreground until SIGTERM or SIGINT; SIGHUP reloads the configuration file.
 
 use rand_core::{OsRng, RngCore};
 use std::process::ExitCode;
@@ -75,7 +75,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // RUST_LOG, when set, decides; otherwise `log_level`, which a reload may change:
+    // everything passes the logger's filter and the process-wide maximum decides.
+    if std::env::var_os("RUST_LOG").is_some() {
+        env_logger::Builder::from_env(env_logger::Env::default()).init();
+    } else {
+        env_logger::Builder::new()
+            .filter_level(log::LevelFilter::Trace)
+            .init();
+        log::set_max_level(file_config.log_filter());
+    }
 
     let seed = match opts.seed.as_deref().map(parse_seed) {
         Some(Some(s)) => s,
@@ -102,13 +111,16 @@ fn main() -> ExitCode {
     let banner_settings = builtin.then(|| settings.clone());
     let urls = settings.urls.clone();
     // Every loop is started before the banner, which is printed once.
-    let runtime = match Workers::start(settings, seed) {
+    let mut runtime = match Workers::start(settings, seed) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("turnpike: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &opts.config {
+        runtime.watch_config(turnpike::reload::ConfigFile::new(path, file_config));
+    }
     let listening = runtime.local_addrs();
     for (t, a) in &listening {
         log::info!("listening on {} {a}", t.as_str());

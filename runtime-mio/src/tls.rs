@@ -105,6 +105,15 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsLoadError> 
     Ok(Arc::new(config))
 }
 
+/// The SHA-256 of the first certificate (the leaf) in the PEM file at `cert`, in hex, as
+/// `openssl x509 -fingerprint -sha256` shows it without colons; None if unreadable.
+pub fn cert_fingerprint(cert: &Path) -> Option<String> {
+    use sha2::Digest as _;
+    let leaf = CertificateDer::pem_file_iter(cert).ok()?.next()?.ok()?;
+    let d = sha2::Sha256::digest(leaf.as_ref());
+    Some(d.iter().map(|b| format!("{b:02X}")).collect())
+}
+
 /// What stands between a stream's socket and the core.
 #[derive(Debug, Default)]
 pub enum Layer {

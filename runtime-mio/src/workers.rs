@@ -9,7 +9,7 @@
 //!
 //! What must agree across loops is stateless and fixed at start: REST and issued
 //! credentials are an HMAC of secrets every loop is given before it starts (the HTTP
-//! API's issuance secret included: it never changes at run time), and every loop is given
+//! API's issuance secret included; a reload hands new ones to every loop), and every loop is given
 //! the same node secret (`node_secret`, or one drawn from the OS here at start), from which
 //! its core derives the nonce key ([`turnpike_core::secret`]), so a nonce from one loop is
 //! good on another. The seed only makes runs reproducible: no secret comes from it.
@@ -22,6 +22,10 @@
 //! by the API and served by loop 0. Allocation ids carry their loop's index in the bits
 //! from [`turnpike_core::node::ID_SHIFT`] up, which routes a `DELETE`.
 //!
+//! SIGHUP reloads the configuration file on a thread of its own ([`crate::reloader`]),
+//! which hands the result to every loop's inbox and the API's: secrets change at run time
+//! that way, the same for every loop.
+//!
 //! Limits of the node: `relay_port_min..=max` and `total_quota` are given whole to every
 //! core with its place in the node; each starts with its share and borrows from the others
 //! before it answers 508, and `user_quota` is counted at each user's home loop — all of it
@@ -33,6 +37,8 @@ use crate::api::thread::ApiThread;
 use crate::event_loop::Runtime;
 use crate::link::{Command, LoopHandle};
 use crate::plan::{loop_settings, plan, Place};
+use crate::reload::ConfigFile;
+use crate::reloader::Reloader;
 use crate::seed::loop_seed;
 use crate::settings::Settings;
 use crate::sockets;
@@ -56,6 +62,7 @@ pub struct Workers {
     loops: Vec<Runtime>,
     handles: Vec<LoopHandle>,
     api: Option<ApiThread>,
+    reloader: Reloader,
 }
 
 impl Workers {
@@ -63,6 +70,9 @@ impl Workers {
     /// loops take its issuance secret), opens every loop's sockets (loop 0 first: the
     /// others bind the addresses it got) and its core.
     pub fn start(mut settings: Settings, seed: [u8; 32]) -> Result<Workers, StartError> {
+        // First: a SIGHUP's default action ends the process.
+        let mut reloader =
+            Reloader::new().map_err(|e| StartError::Io("cannot catch SIGHUP".into(), e))?;
         claim_listen_addresses(&mut settings)?;
         if settings.core.node_secret.is_none() {
             settings.core.node_secret = Some(random_node_secret());
@@ -98,6 +108,9 @@ impl Workers {
             ),
             None => None,
         };
+        if let Some(s) = &share {
+            reloader.set_api_secret(s.secret.clone());
+        }
         let count = plan.count;
         let first_place = Place { index: 0, count };
         let first = Runtime::new_loop(
@@ -149,7 +162,13 @@ impl Workers {
             loops,
             handles,
             api,
+            reloader,
         })
+    }
+
+    /// Reloads `file` on SIGHUP (the relay started from it).
+    pub fn watch_config(&mut self, file: ConfigFile) {
+        self.reloader.watch(file);
     }
 
     /// How many loops run.
@@ -179,7 +198,14 @@ impl Workers {
             loops,
             handles,
             api,
+            reloader,
         } = self;
+        let updates = api.as_ref().map(ApiThread::updates);
+        let reload_stop = reloader.stopper();
+        let to_loops = handles.clone();
+        let reload_thread = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || reloader.run(to_loops, updates))?;
         let api = match api {
             Some(a) => {
                 let stop = a.stopper();
@@ -192,6 +218,10 @@ impl Workers {
             None => None,
         };
         let result = run_loops(loops, &handles);
+        reload_stop.stop();
+        if reload_thread.join().is_err() {
+            log::error!("reload thread panicked");
+        }
         if let Some((stop, thread)) = api {
             stop.stop();
             match thread.join() {

@@ -77,6 +77,27 @@ impl Credentials {
     pub fn has_rest(&self) -> bool {
         !self.rest_secrets.is_empty()
     }
+    /// Takes the static users and REST secrets of `other` in place of this store's, keeping
+    /// the one-time credentials and listener reservations the runtime issued (a
+    /// configuration reload). The realm stays this store's: keys are derived from it.
+    pub fn replace_long_term(&mut self, other: &Credentials) {
+        self.users = other.users.clone();
+        self.rest_secrets = other.rest_secrets.clone();
+        // USERHASH depends on the realm (RFC 8489 §14.4): recomputed with ours.
+        self.userhashes = self
+            .users
+            .keys()
+            .map(|u| (userhash(u, &self.realm), u.clone()))
+            .collect();
+    }
+    /// True if `username` has a one-time credential.
+    pub fn has_one_time(&self, username: &str) -> bool {
+        self.one_time.contains_key(username)
+    }
+    /// The password of static user `username`, if there is one.
+    pub fn static_password(&self, username: &str) -> Option<&str> {
+        self.users.get(username).map(String::as_str)
+    }
     /// Adds or replaces a one-time credential.
     pub fn insert_one_time(&mut self, username: &str, cred: OneTimeCredential) {
         self.one_time.insert(username.to_owned(), cred);

@@ -814,6 +814,7 @@ impl Server {
                 username: p.auth.username.clone(),
                 key: p.auth.signer.key,
                 integrity: p.auth.signer.mac.clone(),
+                key_valid_until_unix_s: None,
                 algorithm: p.auth.algorithm,
                 sides,
                 created: now,

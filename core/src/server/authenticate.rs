@@ -112,9 +112,15 @@ impl Server {
         };
         // An allocation keeps the key it was created with: REST and one-time credentials
         // that expire later still refresh it (the allocation's life is the Refresh's
-        // business, RFC 8656 §8), and no store lookup is needed on its requests.
+        // business, RFC 8656 §8), and no store lookup is needed on its requests, unless a
+        // reload took its credential away (`server::reload`).
+        let wall = self.wall_unix_s(now);
+        let key_valid = |a: &crate::allocation::Allocation| match a.key_valid_until_unix_s {
+            None => true,
+            Some(until) => wall.is_some_and(|w| w <= until),
+        };
         if let Some(a) = existing.and_then(|id| self.allocations.get(&id)) {
-            if a.username == username && a.algorithm == algorithm {
+            if a.username == username && a.algorithm == algorithm && key_valid(a) {
                 let key = a.key;
                 let mac = if a.integrity.kind() == kind {
                     a.integrity.clone()
@@ -133,7 +139,6 @@ impl Server {
             }
         }
         // Step 5: the credential store.
-        let wall = self.wall_unix_s(now);
         let mut found: Option<(Key, IntegrityKey, CredentialKind)> = None;
         let result = self.cfg.credentials.passwords(
             &username,

@@ -64,7 +64,7 @@ impl Server {
                 family,
                 ports,
             } => {
-                self.credits = self.credits.saturating_add(credits);
+                self.receive_credits(credits);
                 if let Some(pool) = self
                     .pools
                     .get_mut(usize::from(family))

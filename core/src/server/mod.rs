@@ -17,12 +17,14 @@ mod cache;
 mod loops;
 mod methods;
 mod relay;
+mod reload;
 mod reply;
 mod request;
 mod stats;
 mod stream;
 
 pub use bandwidth::MIN_BURST;
+pub use reload::ReloadOutcome;
 pub use stats::{DropCounters, Stats, TransportTraffic, UnauthCounters};
 
 pub(crate) use bandwidth::TokenBucket;
@@ -195,6 +197,9 @@ pub struct Server {
     credits: u32,
     /// Pending Allocates holding a credit.
     pending_credits: u32,
+    /// Credits this loop owes the node after a reload lowered `total_quota` below what it
+    /// held: paid from the next credits it receives.
+    quota_debt: u32,
     timers: BTreeSet<(Instant, Timer)>,
     cache: ResponseCache,
     outputs: VecDeque<Output>,
@@ -279,6 +284,7 @@ impl Server {
             node,
             credits: crate::node::quota_share(config.total_quota, node.count, node.index),
             pending_credits: 0,
+            quota_debt: 0,
             timers: BTreeSet::new(),
             cache: ResponseCache::new(config.max_queued_outputs.clamp(1024, 65_536)),
             outputs: VecDeque::new(),

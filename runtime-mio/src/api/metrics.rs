@@ -39,6 +39,10 @@ pub struct RuntimeMetrics {
     pub webhook_failed: u64,
     /// Webhook events dropped because the queue was full.
     pub webhook_dropped: u64,
+    /// Configuration reloads (SIGHUP) that took effect.
+    pub reloads_ok: u64,
+    /// Configuration reloads that failed and changed nothing.
+    pub reloads_failed: u64,
 }
 
 impl RuntimeMetrics {
@@ -58,6 +62,8 @@ impl RuntimeMetrics {
         self.webhook_sent += o.webhook_sent;
         self.webhook_failed += o.webhook_failed;
         self.webhook_dropped += o.webhook_dropped;
+        self.reloads_ok += o.reloads_ok;
+        self.reloads_failed += o.reloads_failed;
     }
 }
 
@@ -405,6 +411,15 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
             ("result=\"sent\"".into(), r.webhook_sent as f64),
             ("result=\"failed\"".into(), r.webhook_failed as f64),
             ("result=\"dropped\"".into(), r.webhook_dropped as f64),
+        ],
+    );
+    m.family(
+        "turnpike_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP), by outcome (an error changes nothing).",
+        &[
+            ("result=\"ok\"".into(), r.reloads_ok as f64),
+            ("result=\"error\"".into(), r.reloads_failed as f64),
         ],
     );
     m.out

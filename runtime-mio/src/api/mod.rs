@@ -123,6 +123,8 @@ pub struct Api {
     pub(crate) issued: u64,
     exhausted: u64,
     refused_peers: u64,
+    /// Configuration reloads that succeeded and failed.
+    reloads: [u64; 2],
 }
 
 struct HttpConn {
@@ -177,6 +179,7 @@ impl Api {
             issued: 0,
             exhausted: 0,
             refused_peers: 0,
+            reloads: [0, 0],
         })
     }
 
@@ -219,11 +222,25 @@ impl Api {
         }
     }
 
+    /// The configuration was reloaded (`ok`) or a reload failed; on success, new
+    /// credentials are signed with `issuance_secret` from now on.
+    pub fn reloaded(&mut self, ok: bool, issuance_secret: Option<Vec<u8>>) {
+        if ok {
+            self.reloads[0] += 1;
+            if let Some(s) = issuance_secret {
+                self.secret = s;
+            }
+        } else {
+            self.reloads[1] += 1;
+        }
+    }
+
     /// Sets the API's own counters in `r`.
     pub fn add_own_metrics(&self, r: &mut RuntimeMetrics) {
         r.ice_issued = self.issued;
         r.dynamic_ports_exhausted = self.exhausted;
         r.api_refused_peers = self.refused_peers;
+        [r.reloads_ok, r.reloads_failed] = self.reloads;
         if let Some(h) = &self.webhook {
             (r.webhook_sent, r.webhook_failed, r.webhook_dropped) = h.counts();
         }

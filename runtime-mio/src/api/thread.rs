@@ -14,7 +14,7 @@ use mio::{Events, Poll, Waker};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 /// Period of the API's housekeeping (timed-out connections).
 const TICK: Duration = Duration::from_secs(1);
@@ -35,6 +35,34 @@ pub struct ApiThread {
     poll: Poll,
     api: Api,
     stop: ApiStop,
+    updates: (mpsc::Sender<Reloaded>, mpsc::Receiver<Reloaded>),
+}
+
+/// A configuration reload's outcome, for the API (not `Debug`: it holds a secret).
+struct Reloaded {
+    ok: bool,
+    issuance_secret: Option<Vec<u8>>,
+}
+
+/// Tells a running [`ApiThread`] about configuration reloads (SIGHUP).
+#[derive(Clone)]
+pub struct ApiUpdates {
+    tx: mpsc::Sender<Reloaded>,
+    waker: Arc<Waker>,
+}
+
+impl ApiUpdates {
+    /// A reload succeeded (`ok`) or failed; on success, the issuance secret to sign new
+    /// credentials with from now on.
+    pub fn reloaded(&self, ok: bool, issuance_secret: Option<Vec<u8>>) {
+        let sent = self.tx.send(Reloaded {
+            ok,
+            issuance_secret,
+        });
+        if sent.is_err() || self.waker.wake().is_err() {
+            log::debug!("the HTTP API thread is gone: reload not passed on");
+        }
+    }
 }
 
 /// Stops a running [`ApiThread`] from another thread.
@@ -71,6 +99,7 @@ impl ApiThread {
                 waker,
                 stopped: Arc::new(AtomicBool::new(false)),
             },
+            updates: mpsc::channel(),
         })
     }
 
@@ -86,6 +115,14 @@ impl ApiThread {
             listen: self.api.local_addr()?,
             webhook: self.api.webhook(),
         })
+    }
+
+    /// A way to tell the thread about reloads once it runs.
+    pub fn updates(&self) -> ApiUpdates {
+        ApiUpdates {
+            tx: self.updates.0.clone(),
+            waker: self.stop.waker.clone(),
+        }
     }
 
     /// A way to stop the thread once it runs.
@@ -111,9 +148,13 @@ impl ApiThread {
                 match Source::from_token(ev.token()) {
                     Some(Source::ApiListener) => self.api.accept(registry, &mut host),
                     Some(Source::ApiConn(n)) => self.api.serve(n, registry, &mut host),
-                    // The waker: the loop condition says whether to stop.
+                    // The waker: the loop condition says whether to stop, the
+                    // updates are read below.
                     _ => {}
                 }
+            }
+            while let Ok(r) = self.updates.1.try_recv() {
+                self.api.reloaded(r.ok, r.issuance_secret);
             }
             if std::time::Instant::now() >= next_tick {
                 self.api.tick(registry, &mut host);

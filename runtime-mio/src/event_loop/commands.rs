@@ -55,6 +55,8 @@ impl Runtime {
                     self.drain(now);
                 }
                 Command::DynamicPort(port) => self.serve_dynamic_port(now, port),
+                Command::Reload(r) => self.reload(now, &r),
+                Command::ReloadFailed(why) => self.reload_failed(&why),
                 Command::Stop => {
                     self.stop.get_or_insert(0);
                 }

@@ -14,7 +14,7 @@
 //!
 //! One file per job: `setup` opens a loop, `udp` and `tcp` are the packet paths,
 //! `outputs` acts on what the core says, `housekeeping` runs once a second and at the end,
-//! `commands` serves the inbox, `listeners` adds and sweeps the HTTP API's dynamic UDP
+//! `commands` serves the inbox, `reload` takes a reloaded configuration, `listeners` adds and sweeps the HTTP API's dynamic UDP
 //! ports (`dynamic_ports` is their table, `read_again` the queue of busy sockets).
 
 mod commands;
@@ -23,6 +23,7 @@ mod housekeeping;
 mod listeners;
 mod outputs;
 mod read_again;
+mod reload;
 mod setup;
 mod tcp;
 mod udp;
