@@ -369,7 +369,16 @@ impl Browser {
             Some(i) => (i.username, i.password, i.udp_port),
             None => {
                 let u = format!("{expiry}:b{}s{}", self.id, self.sessions);
-                let p = rest_password(cx.shared.secrets[self.issuer].as_bytes(), &u);
+                let (secret, generation) = if self.spec.stale_secret {
+                    (&cx.shared.first_secrets[self.issuer], 0)
+                } else {
+                    (
+                        &cx.shared.secrets[self.issuer],
+                        cx.shared.generations[self.issuer],
+                    )
+                };
+                let p = rest_password(secret.as_bytes(), &u);
+                cx.oracle.rotation.issued(&u, generation);
                 (u, p, None)
             }
         };

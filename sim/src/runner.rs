@@ -93,6 +93,8 @@ pub struct Summary {
     pub nat_mappings: usize,
     /// Native TLS handshakes completed, and failed by reason.
     pub tls: crate::server::TlsCounts,
+    /// What the reload oracle counted.
+    pub rotation: crate::rotation::RotationCounts,
 }
 
 /// The result of a run.
@@ -494,6 +496,40 @@ impl World {
             }
             fault_profile.push(format!("wall clock jumps by {} s at {} s", j.by_s, j.at_s));
         }
+        for (k, r) in sc.faults.reloads.iter().enumerate() {
+            let secret = crate::faults::Secret {
+                generation: k as u32 + 1,
+                text: r.rest_secret.clone(),
+            };
+            for s in 0..servers {
+                net.schedule(
+                    secs(r.at_s),
+                    Ev::Control(Control::Reload {
+                        server: s,
+                        secret: secret.clone(),
+                        keep_old: r.keep_old,
+                    }),
+                );
+                net.schedule(
+                    secs(r.at_s + r.issuer_after_s),
+                    Ev::Control(Control::IssuerRotates {
+                        server: s,
+                        secret: secret.clone(),
+                    }),
+                );
+            }
+            fault_profile.push(format!(
+                "reload at {} s: REST secret generation {}{}, the issuer follows {} s later",
+                r.at_s,
+                k + 1,
+                if r.keep_old {
+                    " beside the old ones"
+                } else {
+                    ""
+                },
+                r.issuer_after_s
+            ));
+        }
         let mut fd_windows = Vec::new();
         for w in &sc.faults.fd_exhaustion {
             for s in 0..servers {
@@ -546,6 +582,8 @@ impl World {
             shared: Shared {
                 phase: Phase::Safety,
                 walls,
+                generations: vec![0; secrets.len()],
+                first_secrets: secrets.clone(),
                 secrets,
                 bind_addr_in_use: sc.faults.bind_addr_in_use,
                 tls_failure: sc.faults.tls_handshake_failure,
@@ -772,6 +810,15 @@ impl World {
                     }
                 }
             }
+            Control::IssuerRotates { server, ref secret } => {
+                if let (Some(t), Some(g)) = (
+                    self.shared.secrets.get_mut(server),
+                    self.shared.generations.get_mut(server),
+                ) {
+                    t.clone_from(&secret.text);
+                    *g = secret.generation;
+                }
+            }
             Control::Phase(p) => self.shared.phase = p,
             _ => {}
         }
@@ -806,9 +853,11 @@ impl World {
         }
         let now = self.clock.now();
         let secret = self.shared.secrets.first().cloned().unwrap_or_default();
+        let generation = self.shared.generations.first().copied().unwrap_or(0);
         for (browser, expiry, label) in std::mem::take(&mut self.board.requests) {
             if let Some(Node::Server(h)) = self.nodes.first_mut() {
                 let issued = h.issue(now, &secret, expiry, &label);
+                self.oracle.rotation.issued(&issued.username, generation);
                 self.trace.note(
                     now,
                     format!(
@@ -853,6 +902,7 @@ impl World {
                 .map(|(ip, v)| (*ip, v.spoofed_in, v.reflected))
                 .collect(),
             nat_mappings: self.net.nats().iter().map(|n| n.mappings()).sum(),
+            rotation: self.oracle.rotation.counts.clone(),
             ..Summary::default()
         };
         for s in &self.oracle.sessions {

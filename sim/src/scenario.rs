@@ -349,6 +349,10 @@ pub struct ClientGroup {
     /// the server.
     #[serde(default)]
     pub land_on_loop: Option<u16>,
+    /// They sign their credentials with the scenario's first REST secret whatever the
+    /// issuer does now (a cached configuration): after a rotation they must get 401.
+    #[serde(default)]
+    pub stale_secret: bool,
     /// The ClientHello of their TLS attempts: `normal`, `stall` (connects and sends
     /// nothing) or `oversize` (more than a native listener takes before completion).
     #[serde(default = "d_hello")]
@@ -467,6 +471,27 @@ pub struct FaultSpec {
     /// Probability that a native TLS handshake is refused (an alert, then the close).
     #[serde(default)]
     pub tls_handshake_failure: f64,
+    /// Configuration reloads of every server that rotate its REST secret.
+    #[serde(default)]
+    pub reloads: Vec<ReloadSpec>,
+}
+
+/// A configuration reload that rotates the REST secret.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSpec {
+    /// When, seconds.
+    pub at_s: u64,
+    /// The new REST secret.
+    pub rest_secret: String,
+    /// The secrets accepted before stay accepted (a rotation in two steps).
+    #[serde(default)]
+    pub keep_old: bool,
+    /// The issuer signs with the new secret this long after the reload, seconds (the
+    /// relays first, then the issuer: browsers that fetch meanwhile get a credential the
+    /// relay refuses).
+    #[serde(default = "d_issuer_after")]
+    pub issuer_after_s: u64,
 }
 
 /// A wall-clock step.
@@ -602,6 +627,21 @@ pub struct Expect {
     /// reflection oracle had something to watch).
     #[serde(default)]
     pub min_spoofed_bytes: u64,
+    /// Allocates signed with a rotated-out REST secret answered 401, at least.
+    #[serde(default)]
+    pub min_old_secret_refused: u64,
+    /// Requests of live allocations signed with a rotated-out secret, before their
+    /// username's expiry, answered with success, at least.
+    #[serde(default)]
+    pub min_old_credential_kept: u64,
+    /// Requests of live allocations signed with a rotated-out secret, past their
+    /// username's expiry, refused, at least.
+    #[serde(default)]
+    pub min_old_credential_expired: u64,
+    /// Every session that kept an allocation across a reload kept it until its own end
+    /// (released, vanished, or expired once its credential did).
+    #[serde(default)]
+    pub reload_keeps_sessions: bool,
     /// Native TLS handshakes completed, at least (all servers).
     #[serde(default)]
     pub min_tls_handshakes: u64,
@@ -673,6 +713,11 @@ impl Scenario {
             if !["refresh0", "close", "random"].contains(&g.release.as_str()) {
                 return err(format!("bad release {:?}", g.release));
             }
+        }
+        if !self.faults.reloads.is_empty() && !self.faults.wall_clock_jumps.is_empty() {
+            // The reload oracle reads the servers' wall clocks as the start's plus the
+            // virtual time gone.
+            return err("reloads and wall-clock jumps do not mix".into());
         }
         for f in &self.faults.floods {
             if !["allocate", "binding"].contains(&f.request.as_str()) {
@@ -835,6 +880,9 @@ fn d_rtts() -> u32 {
 }
 fn d_none() -> String {
     "none".into()
+}
+fn d_issuer_after() -> u64 {
+    1
 }
 fn d_native_rtts() -> u32 {
     1

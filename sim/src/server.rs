@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use turnpike_core::auth::{rest_password, Credentials};
 use turnpike_core::cidr::IpNet;
-use turnpike_core::config::{ListenerConfig, RelayAddress};
+use turnpike_core::config::{ListenerConfig, RelayAddress, Reloadable};
 use turnpike_core::node::{LoopId, LoopMsg};
 use turnpike_core::proxy_protocol::{self, ProxyParse};
 use turnpike_core::server::{BindError, Stats};
@@ -134,6 +134,11 @@ pub struct ServerHost {
     next_listener: u32,
     next_sweep: Option<Instant>,
     issued: u64,
+    /// The REST secrets the node accepts, with their generations (changed by reloads).
+    rest_secrets: Vec<(u32, String)>,
+    /// Reloads on their way to each loop: when, which loop, the generations it will
+    /// accept, what it takes.
+    reloads: Vec<(Instant, u16, BTreeSet<u32>, Reloadable)>,
 }
 
 /// An ICE configuration issued by the HTTP API: a REST credential and, with a dynamic
@@ -255,6 +260,8 @@ impl ServerHost {
             next_listener: 1000,
             next_sweep: None,
             issued: 0,
+            rest_secrets: vec![(0, spec.rest_secret.clone())],
+            reloads: Vec::new(),
         }
     }
 
@@ -619,6 +626,7 @@ impl ServerHost {
     /// The cores' timers: each loop whose timeout is due handles it; handshakes past
     /// their deadline fail.
     pub fn on_wake(&mut self, cx: &mut Cx) {
+        self.apply_reloads(cx);
         while let Some(&(at, sid)) = self.handshake_deadlines.first() {
             if at > cx.now {
                 break;
@@ -670,7 +678,82 @@ impl ServerHost {
             Control::FdExhaustion { server, on } if server == self.index => {
                 self.fd_exhausted = on;
             }
+            Control::Reload {
+                server,
+                ref secret,
+                keep_old,
+            } if server == self.index => self.reload(cx, secret, keep_old),
             _ => {}
+        }
+    }
+
+    /// A configuration reload that rotates the REST secret: as the runtime broadcasts it,
+    /// each loop gets it after its own small delay and applies it on its own.
+    fn reload(&mut self, cx: &mut Cx, secret: &crate::faults::Secret, keep_old: bool) {
+        if !keep_old {
+            self.rest_secrets.clear();
+        }
+        self.rest_secrets
+            .push((secret.generation, secret.text.clone()));
+        let Some(first) = self.cores.first() else {
+            return;
+        };
+        let mut creds = Credentials::new(first.config().credentials.realm());
+        for (_, text) in &self.rest_secrets {
+            creds.add_rest_secret(text.as_bytes());
+        }
+        let generations: BTreeSet<u32> = self.rest_secrets.iter().map(|(g, _)| *g).collect();
+        for (lp, core) in self.cores.iter().enumerate() {
+            let mut new = Reloadable::from_config(core.config());
+            new.credentials = creds.clone();
+            let at = cx.now + message_latency(cx.rng);
+            self.reloads.push((at, lp as u16, generations.clone(), new));
+        }
+        cx.note(format!(
+            "{}: reload on its way to {} loops ({secret:?}{})",
+            self.name,
+            self.cores.len(),
+            if keep_old { ", old secrets kept" } else { "" }
+        ));
+    }
+
+    /// Applies the reloads that reached their loop; none may take an allocation away.
+    fn apply_reloads(&mut self, cx: &mut Cx) {
+        // In the order they arrive (ties: the order sent); bounded by the loops.
+        for _ in 0..self.reloads.len() {
+            let Some(k) = self
+                .reloads
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.0 <= cx.now)
+                .min_by_key(|(i, r)| (r.0, *i))
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let (_, lp, generations, new) = self.reloads.remove(k);
+            let Some(core) = self.cores.get_mut(usize::from(lp)) else {
+                continue;
+            };
+            let before: Vec<AllocationId> = core.allocations(cx.now).iter().map(|a| a.id).collect();
+            match core.reload(cx.now, new) {
+                Ok(o) => cx.note(format!("{} loop {lp}: reloaded ({o:?})", self.name)),
+                Err(e) => cx
+                    .oracle
+                    .fail("reload_accepted", format!("{} loop {lp}: {e}", self.name)),
+            }
+            self.drain(cx, lp);
+            let after: Vec<AllocationId> = self.cores[usize::from(lp)]
+                .allocations(cx.now)
+                .iter()
+                .map(|a| a.id)
+                .collect();
+            cx.oracle
+                .rotation
+                .reloaded(self.index, lp, cx.now, generations);
+            if let Err((inv, d)) = cx.oracle.rotation.kept(&before, &after) {
+                cx.oracle.fail(inv, format!("{} loop {lp}: {d}", self.name));
+            }
         }
     }
 
@@ -681,6 +764,7 @@ impl ServerHost {
             .filter_map(Server::poll_timeout)
             .chain(self.next_sweep)
             .chain(self.handshake_deadlines.first().map(|d| d.0))
+            .chain(self.reloads.iter().map(|r| r.0))
             .min()
     }
 

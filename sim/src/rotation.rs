@@ -1,0 +1,167 @@
+//! The reload oracle: REST secrets rotated mid-run by a configuration reload
+//! ([`crate::faults::Control::Reload`]), which the runtime broadcasts to every loop of a
+//! node and each loop applies on its own ([`turnpike_core::Server::reload`]).
+//!
+//! It knows the secret generation of every credential a browser was given, and which
+//! generations each loop accepts since it applied a reload. Invariants, checked at every
+//! answer of a request that carries such a credential (the rule `core/src/server/reload.rs`
+//! documents):
+//! - `old_secret_refused_for_new_allocations`: an Allocate signed with a secret the
+//!   answering loop no longer (or not yet) accepts is never answered with success;
+//! - `old_credential_kept_until_expiry`: a request of a live allocation made with a
+//!   rotated-out secret is not refused with 401 while the wall clock is at or before its
+//!   username's expiry (second `expiry` included);
+//! - `old_credential_ends_at_expiry`: past that second it is never answered with success;
+//! - `reload_keeps_allocations`: a reload removes no allocation of the loop applying it.
+//!
+//! The servers' wall clocks are read as the start's plus the virtual time gone: a scenario
+//! with reloads has no wall-clock jumps ([`crate::scenario`] refuses the mix).
+
+use crate::runner::{START, WALL_START_MS};
+use std::collections::{BTreeMap, BTreeSet};
+use turnpike_core::auth::rest_expiry;
+use turnpike_core::stun::{Class, Method};
+use turnpike_core::{AllocationId, Instant};
+
+type Check = Result<(), (&'static str, String)>;
+
+/// An answer to a request that carried a USERNAME, as the oracle saw it.
+#[derive(Clone, Debug)]
+pub struct Answered {
+    /// The loop that received the request.
+    pub lp: u16,
+    /// The request's method.
+    pub method: Method,
+    /// Its USERNAME.
+    pub username: String,
+    /// Success or error.
+    pub class: Class,
+    /// The error code, if any.
+    pub code: Option<u16>,
+    /// The username of the live allocation of the request's 5-tuple, if any.
+    pub live: Option<String>,
+}
+
+/// What the reload oracle counted.
+#[derive(Clone, Debug, Default)]
+pub struct RotationCounts {
+    /// Loop reloads applied.
+    pub reloads: u64,
+    /// Allocates signed with a secret the loop did not accept, answered 401.
+    pub old_secret_refused: u64,
+    /// Requests of live allocations with a rotated-out secret, before expiry, answered
+    /// with success.
+    pub old_credential_kept: u64,
+    /// The same past expiry, refused.
+    pub old_credential_expired: u64,
+}
+
+/// The reload oracle of a run.
+#[derive(Debug, Default)]
+pub struct RotationWatch {
+    /// Secret generation of each credential handed to a client.
+    issued: BTreeMap<String, u32>,
+    /// Generations accepted by (server, loop), once it applied a reload (before: 0 only).
+    accepted: BTreeMap<(usize, u16), BTreeSet<u32>>,
+    /// When each server's loops applied their first reload.
+    pub first_reload: BTreeMap<usize, Instant>,
+    /// What it counted.
+    pub counts: RotationCounts,
+}
+
+impl RotationWatch {
+    /// A client was handed credential `username`, signed with secret `generation`.
+    pub fn issued(&mut self, username: &str, generation: u32) {
+        self.issued.insert(username.to_string(), generation);
+    }
+
+    /// Loop `lp` of server `s` applied a reload at `now`: it accepts `generations` now.
+    pub fn reloaded(&mut self, s: usize, lp: u16, now: Instant, generations: BTreeSet<u32>) {
+        self.counts.reloads += 1;
+        self.first_reload.entry(s).or_insert(now);
+        self.accepted.insert((s, lp), generations);
+    }
+
+    /// Allocations of the loop before (`before`) and after (`after`) it applied a reload.
+    pub fn kept(&self, before: &[AllocationId], after: &[AllocationId]) -> Check {
+        let after: BTreeSet<&AllocationId> = after.iter().collect();
+        match before.iter().find(|id| !after.contains(id)) {
+            Some(id) => Err((
+                "reload_keeps_allocations",
+                format!(
+                    "allocation {:#x} is gone after the reload ({} before, {} after)",
+                    id.0,
+                    before.len(),
+                    after.len()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// An answer of server `s` at `now`.
+    pub fn answer(&mut self, s: usize, now: Instant, a: &Answered) -> Check {
+        let Some(&generation) = self.issued.get(&a.username) else {
+            return Ok(());
+        };
+        let accepts = match self.accepted.get(&(s, a.lp)) {
+            Some(g) => g.contains(&generation),
+            None => generation == 0,
+        };
+        if accepts {
+            return Ok(());
+        }
+        let ok = a.class == Class::Success;
+        if a.method == Method::ALLOCATE {
+            if ok {
+                return Err((
+                    "old_secret_refused_for_new_allocations",
+                    format!(
+                        "loop {}: Allocate of {} (secret generation {generation}) succeeded",
+                        a.lp, a.username
+                    ),
+                ));
+            }
+            if a.code == Some(401) {
+                self.counts.old_secret_refused += 1;
+            }
+            return Ok(());
+        }
+        if a.live.as_deref() != Some(a.username.as_str()) {
+            return Ok(());
+        }
+        let Some(expiry) = rest_expiry(&a.username) else {
+            return Ok(());
+        };
+        let wall_s = (WALL_START_MS + now.since(START).as_millis() as u64) / 1000;
+        if wall_s <= expiry {
+            if a.code == Some(401) {
+                return Err((
+                    "old_credential_kept_until_expiry",
+                    format!(
+                        "loop {}: {} of {} refused with 401 at wall second {wall_s}, expiry {expiry}",
+                        a.lp,
+                        a.method.name(),
+                        a.username
+                    ),
+                ));
+            }
+            if ok {
+                self.counts.old_credential_kept += 1;
+            }
+        } else if ok {
+            return Err((
+                "old_credential_ends_at_expiry",
+                format!(
+                    "loop {}: {} of {} accepted at wall second {wall_s}, past expiry {expiry}",
+                    a.lp,
+                    a.method.name(),
+                    a.username
+                ),
+            ));
+        } else {
+            self.counts.old_credential_expired += 1;
+        }
+        Ok(())
+    }
+}
