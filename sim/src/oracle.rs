@@ -588,6 +588,11 @@ impl Oracle {
                     return;
                 }
             }
+            if let Err((inv, d)) = self.rotation.delivered(i, now, host.loops()) {
+                let d = format!("{}: {d}", host.name);
+                self.fail(inv, d);
+                return;
+            }
             sh.end_step(&step);
         }
     }

@@ -12,7 +12,9 @@
 //!   rotated-out secret is not refused with 401 while the wall clock is at or before its
 //!   username's expiry (second `expiry` included);
 //! - `old_credential_ends_at_expiry`: past that second it is never answered with success;
-//! - `reload_keeps_allocations`: a reload removes no allocation of the loop applying it.
+//! - `reload_keeps_allocations`: a reload removes no allocation of the loop applying it;
+//! - `reload_reaches_every_loop`: every loop of the node applies it within
+//!   [`crate::node::MAX_MESSAGE_LATENCY`] of the reload.
 //!
 //! The servers' wall clocks are read as the start's plus the virtual time gone: a scenario
 //! with reloads has no wall-clock jumps ([`crate::scenario`] refuses the mix).
@@ -65,6 +67,9 @@ pub struct RotationWatch {
     accepted: BTreeMap<(usize, u16), BTreeSet<u32>>,
     /// When each server's loops applied their first reload.
     pub first_reload: BTreeMap<usize, Instant>,
+    /// By server, the reload on its way to the loops: when it was sent, and the loops
+    /// that applied it so far.
+    pending: BTreeMap<usize, (Instant, BTreeSet<u16>)>,
     /// What it counted.
     pub counts: RotationCounts,
 }
@@ -75,8 +80,39 @@ impl RotationWatch {
         self.issued.insert(username.to_string(), generation);
     }
 
+    /// Server `s` was told to reload at `now` (each of its loops must apply it).
+    pub fn reload_sent(&mut self, s: usize, now: Instant) {
+        self.pending.insert(s, (now, BTreeSet::new()));
+    }
+
+    /// After every step: a reload sent to server `s` (of `loops` loops) reached them all
+    /// in time.
+    pub fn delivered(&mut self, s: usize, now: Instant, loops: u16) -> Check {
+        let Some((sent, applied)) = self.pending.get(&s) else {
+            return Ok(());
+        };
+        if applied.len() >= usize::from(loops) {
+            self.pending.remove(&s);
+            return Ok(());
+        }
+        if now.since(*sent) > crate::node::MAX_MESSAGE_LATENCY {
+            return Err((
+                "reload_reaches_every_loop",
+                format!(
+                    "{} of {loops} loops applied the reload sent {:?} ago: {applied:?}",
+                    applied.len(),
+                    now.since(*sent)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Loop `lp` of server `s` applied a reload at `now`: it accepts `generations` now.
     pub fn reloaded(&mut self, s: usize, lp: u16, now: Instant, generations: BTreeSet<u32>) {
+        if let Some((_, applied)) = self.pending.get_mut(&s) {
+            applied.insert(lp);
+        }
         self.counts.reloads += 1;
         self.first_reload.entry(s).or_insert(now);
         self.accepted.insert((s, lp), generations);

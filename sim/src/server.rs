@@ -703,6 +703,7 @@ impl ServerHost {
             creds.add_rest_secret(text.as_bytes());
         }
         let generations: BTreeSet<u32> = self.rest_secrets.iter().map(|(g, _)| *g).collect();
+        cx.oracle.rotation.reload_sent(self.index, cx.now);
         for (lp, core) in self.cores.iter().enumerate() {
             let mut new = Reloadable::from_config(core.config());
             new.credentials = creds.clone();
