@@ -110,6 +110,8 @@ struct Session {
     peer: Option<SocketAddr>,
     /// The relay confirmed the permission for `peer`: data may flow.
     permitted: bool,
+    /// Refreshes due at the edge of the credential's validity (`probe_expiry`).
+    probes: Vec<Instant>,
 }
 
 /// A browser.
@@ -345,6 +347,7 @@ impl Browser {
             }
             consider(s.ending);
             consider(s.next_data);
+            consider(s.probes.iter().min().copied());
             for a in &s.attempts {
                 if a.state == AState::Closed {
                     continue;
@@ -458,6 +461,7 @@ impl Browser {
             seq: 0,
             peer: self.peer,
             permitted: false,
+            probes: Vec::new(),
         });
     }
 
@@ -476,6 +480,7 @@ impl Browser {
             }
             self.deadlines(cx);
             self.data(cx);
+            self.probe(cx);
             self.session_end(cx);
             self.flush(cx);
             if !progressed {
@@ -515,6 +520,9 @@ impl Browser {
                     }
                     cx.oracle
                         .session_connected(record, now, via, mapped, relayed);
+                    if self.spec.probe_expiry {
+                        s.probes = expiry_probes(cx, self.issuer, record);
+                    }
                     if self.partner.is_some() && self.spec.data_interval_ms > 0 {
                         // Polls the signalling for the partner's address.
                         s.next_data = Some(now);
@@ -687,6 +695,26 @@ impl Browser {
         s.next_data = Some(now + Duration::from_millis(self.spec.data_interval_ms));
     }
 
+    /// Refreshes the kept allocation when a probe is due (see [`expiry_probes`]).
+    fn probe(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let Some(s) = &mut self.session else { return };
+        let due = s.probes.iter().filter(|&&t| t <= now).count();
+        if due == 0 {
+            return;
+        }
+        // Due probes go, whether they can be sent or not (the session may be ending).
+        s.probes.retain(|&t| t > now);
+        let (Some(k), false) = (s.winner, s.ending.is_some()) else {
+            return;
+        };
+        if let Some(a) = s.attempts.get_mut(k) {
+            if a.state == AState::Turn {
+                a.client.refresh(now, PROBE_LIFETIME_S);
+            }
+        }
+    }
+
     /// Ends the session: vanish, or release everything and wait for the answers.
     fn session_end(&mut self, cx: &mut Cx) {
         let now = cx.now;
@@ -760,6 +788,30 @@ impl Browser {
     fn attempt_mut(&mut self, k: usize) -> Option<&mut Attempt> {
         self.session.as_mut()?.attempts.get_mut(k)
     }
+}
+
+/// The lifetime a probing Refresh asks for, seconds.
+const PROBE_LIFETIME_S: u32 = 60;
+
+/// When a probing browser refreshes its kept allocation: half a second into the last
+/// wall-clock second its REST credential is valid, and half a second into the first after
+/// (the reload oracle's boundary, [`crate::rotation`]).
+fn expiry_probes(cx: &mut Cx, issuer: usize, record: usize) -> Vec<Instant> {
+    let Some(expiry) = cx
+        .oracle
+        .sessions
+        .get(record)
+        .and_then(|s| turnpike_core::auth::rest_expiry(&s.username))
+    else {
+        return Vec::new();
+    };
+    let wall_ms = cx.shared.walls[issuer].unix_ms(cx.now);
+    [500u64, 1500]
+        .iter()
+        .map(|off| expiry * 1000 + off)
+        .filter(|&t| t > wall_ms)
+        .map(|t| cx.now + Duration::from_millis(t - wall_ms))
+        .collect()
 }
 
 /// Lets go of an attempt that lost the race or whose session ends.

@@ -349,6 +349,11 @@ pub struct ClientGroup {
     /// the server.
     #[serde(default)]
     pub land_on_loop: Option<u16>,
+    /// They refresh their kept allocation half a second into the last second their
+    /// credential is valid and half a second into the first after (an exact test of what
+    /// a rotated-out secret's allocations may still do, [`crate::rotation`]).
+    #[serde(default)]
+    pub probe_expiry: bool,
     /// They sign their credentials with the scenario's first REST secret whatever the
     /// issuer does now (a cached configuration): after a rotation they must get 401.
     #[serde(default)]
