@@ -201,3 +201,88 @@ impl RotationWatch {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::time::Duration;
+
+    fn answer(method: Method, username: &str, class: Class, code: Option<u16>) -> Answered {
+        Answered {
+            lp: 1,
+            method,
+            username: username.to_string(),
+            class,
+            code,
+            live: (method != Method::ALLOCATE).then(|| username.to_string()),
+        }
+    }
+
+    #[test]
+    fn allocates_with_a_rotated_out_secret_must_fail() {
+        let mut w = RotationWatch::default();
+        w.issued("100:a", 0);
+        w.issued("100:b", 1);
+        let ok = |u| answer(Method::ALLOCATE, u, Class::Success, None);
+        // Before loop 1 reloads: generation 0 only.
+        assert!(w.answer(0, START, &ok("100:a")).is_ok());
+        assert!(w.answer(0, START, &ok("100:b")).is_err());
+        w.reload_sent(0, START);
+        w.reloaded(0, 1, START, BTreeSet::from([1]));
+        assert!(w.answer(0, START, &ok("100:b")).is_ok());
+        let refused = answer(Method::ALLOCATE, "100:a", Class::Error, Some(401));
+        assert!(w.answer(0, START, &refused).is_ok());
+        assert_eq!(w.counts.old_secret_refused, 1);
+        assert_eq!(
+            w.answer(0, START, &ok("100:a")).unwrap_err().0,
+            "old_secret_refused_for_new_allocations"
+        );
+        // Loop 0 never applied it.
+        let late = START + crate::node::MAX_MESSAGE_LATENCY + Duration::from_micros(1);
+        assert_eq!(
+            w.delivered(0, late, 2).unwrap_err().0,
+            "reload_reaches_every_loop"
+        );
+        assert!(w.delivered(0, late, 1).is_ok());
+    }
+
+    #[test]
+    fn old_keys_last_exactly_until_the_expiry_second() {
+        let mut w = RotationWatch::default();
+        let expiry = WALL_START_MS / 1000 + 10;
+        let user = format!("{expiry}:x");
+        w.issued(&user, 0);
+        w.reloaded(0, 1, START, BTreeSet::from([1]));
+        let at = |ms: u64| START + Duration::from_millis(ms);
+        let ok = answer(Method::REFRESH, &user, Class::Success, None);
+        let no = answer(Method::REFRESH, &user, Class::Error, Some(401));
+        assert!(w.answer(0, at(10_999), &ok).is_ok());
+        assert_eq!(
+            w.answer(0, at(10_999), &no).unwrap_err().0,
+            "old_credential_kept_until_expiry"
+        );
+        assert!(w.answer(0, at(11_000), &no).is_ok());
+        assert_eq!(
+            w.answer(0, at(11_000), &ok).unwrap_err().0,
+            "old_credential_ends_at_expiry"
+        );
+        assert_eq!(
+            (
+                w.counts.old_credential_kept,
+                w.counts.old_credential_expired
+            ),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_reload_that_drops_an_allocation_is_caught() {
+        let w = RotationWatch::default();
+        let (a, b) = (AllocationId(1), AllocationId(2));
+        assert!(w.kept(&[a, b], &[b, a]).is_ok());
+        assert_eq!(
+            w.kept(&[a, b], &[b]).unwrap_err().0,
+            "reload_keeps_allocations"
+        );
+    }
+}
