@@ -12,6 +12,7 @@ use crate::host::{Cx, Phase};
 use crate::link::{between, chance};
 use crate::net::{Side, StreamId};
 use crate::scenario::{ClientGroup, Via};
+use crate::tls::{record, TLS_CLIENT, TLS_DONE, TLS_MORE, TLS_PAD, TLS_RECORD};
 use core::time::Duration;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,16 +21,6 @@ use turnpike_core::client::{Client, ClientConfig, ClientEvent};
 use turnpike_core::stun::{attr, Method};
 use turnpike_core::{Instant, Transport};
 
-/// Length of a modelled TLS handshake record.
-pub const TLS_RECORD: usize = 16;
-/// First byte of a TLS handshake record (what ssl_preread looks at).
-pub const TLS_HANDSHAKE: u8 = 0x16;
-/// Record kinds of the modelled handshake.
-pub const TLS_CLIENT: u8 = b'C';
-/// The server wants another round trip.
-pub const TLS_MORE: u8 = b'S';
-/// The handshake is over.
-pub const TLS_DONE: u8 = b'F';
 /// Longest wait for Refresh 0 answers before the streams are closed anyway.
 const RELEASE_WAIT: Duration = Duration::from_secs(45);
 /// First byte of a packet a browser of a pair sends back to its partner.
@@ -119,6 +110,8 @@ struct Session {
     peer: Option<SocketAddr>,
     /// The relay confirmed the permission for `peer`: data may flow.
     permitted: bool,
+    /// Refreshes due at the edge of the credential's validity (`probe_expiry`).
+    probes: Vec<Instant>,
 }
 
 /// A browser.
@@ -206,12 +199,23 @@ impl Browser {
             return;
         };
         let now = cx.now;
+        let spec_hello = Hello::of(&self.spec.tls_hello);
         if let Some(a) = self.attempt_mut(k) {
             match (a.state, a.via) {
                 (AState::Connecting, Via::Tls) => {
                     a.state = AState::Tls;
-                    cx.net
-                        .write(now, sid, Side::Connector, tls_record(TLS_CLIENT));
+                    match spec_hello {
+                        // Connects, then says nothing: the handshake's time bound.
+                        Hello::Stall => {}
+                        Hello::Records(pads) => {
+                            let mut hello = Vec::with_capacity((pads + 1) * TLS_RECORD);
+                            for _ in 0..pads {
+                                hello.extend(record(TLS_PAD));
+                            }
+                            hello.extend(record(TLS_CLIENT));
+                            cx.net.write(now, sid, Side::Connector, hello);
+                        }
+                    }
                 }
                 (AState::Connecting, _) => {
                     a.state = AState::Turn;
@@ -239,8 +243,7 @@ impl Browser {
                         let rec: Vec<u8> = a.tls_buf.drain(..TLS_RECORD).collect();
                         match rec.get(3).copied() {
                             Some(TLS_MORE) => {
-                                cx.net
-                                    .write(now, sid, Side::Connector, tls_record(TLS_CLIENT))
+                                cx.net.write(now, sid, Side::Connector, record(TLS_CLIENT))
                             }
                             Some(TLS_DONE) => {
                                 a.state = AState::Turn;
@@ -344,6 +347,7 @@ impl Browser {
             }
             consider(s.ending);
             consider(s.next_data);
+            consider(s.probes.iter().min().copied());
             for a in &s.attempts {
                 if a.state == AState::Closed {
                     continue;
@@ -368,7 +372,16 @@ impl Browser {
             Some(i) => (i.username, i.password, i.udp_port),
             None => {
                 let u = format!("{expiry}:b{}s{}", self.id, self.sessions);
-                let p = rest_password(cx.shared.secrets[self.issuer].as_bytes(), &u);
+                let (secret, generation) = if self.spec.stale_secret {
+                    (&cx.shared.first_secrets[self.issuer], 0)
+                } else {
+                    (
+                        &cx.shared.secrets[self.issuer],
+                        cx.shared.generations[self.issuer],
+                    )
+                };
+                let p = rest_password(secret.as_bytes(), &u);
+                cx.oracle.rotation.issued(&u, generation);
                 (u, p, None)
             }
         };
@@ -448,6 +461,7 @@ impl Browser {
             seq: 0,
             peer: self.peer,
             permitted: false,
+            probes: Vec::new(),
         });
     }
 
@@ -466,6 +480,7 @@ impl Browser {
             }
             self.deadlines(cx);
             self.data(cx);
+            self.probe(cx);
             self.session_end(cx);
             self.flush(cx);
             if !progressed {
@@ -505,6 +520,9 @@ impl Browser {
                     }
                     cx.oracle
                         .session_connected(record, now, via, mapped, relayed);
+                    if self.spec.probe_expiry {
+                        s.probes = expiry_probes(cx, self.issuer, record);
+                    }
                     if self.partner.is_some() && self.spec.data_interval_ms > 0 {
                         // Polls the signalling for the partner's address.
                         s.next_data = Some(now);
@@ -677,6 +695,26 @@ impl Browser {
         s.next_data = Some(now + Duration::from_millis(self.spec.data_interval_ms));
     }
 
+    /// Refreshes the kept allocation when a probe is due (see [`expiry_probes`]).
+    fn probe(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let Some(s) = &mut self.session else { return };
+        let due = s.probes.iter().filter(|&&t| t <= now).count();
+        if due == 0 {
+            return;
+        }
+        // Due probes go, whether they can be sent or not (the session may be ending).
+        s.probes.retain(|&t| t > now);
+        let (Some(k), false) = (s.winner, s.ending.is_some()) else {
+            return;
+        };
+        if let Some(a) = s.attempts.get_mut(k) {
+            if a.state == AState::Turn {
+                a.client.refresh(now, PROBE_LIFETIME_S);
+            }
+        }
+    }
+
     /// Ends the session: vanish, or release everything and wait for the answers.
     fn session_end(&mut self, cx: &mut Cx) {
         let now = cx.now;
@@ -752,6 +790,30 @@ impl Browser {
     }
 }
 
+/// The lifetime a probing Refresh asks for, seconds.
+const PROBE_LIFETIME_S: u32 = 60;
+
+/// When a probing browser refreshes its kept allocation: half a second into the last
+/// wall-clock second its REST credential is valid, and half a second into the first after
+/// (the reload oracle's boundary, [`crate::rotation`]).
+fn expiry_probes(cx: &mut Cx, issuer: usize, record: usize) -> Vec<Instant> {
+    let Some(expiry) = cx
+        .oracle
+        .sessions
+        .get(record)
+        .and_then(|s| turnpike_core::auth::rest_expiry(&s.username))
+    else {
+        return Vec::new();
+    };
+    let wall_ms = cx.shared.walls[issuer].unix_ms(cx.now);
+    [500u64, 1500]
+        .iter()
+        .map(|off| expiry * 1000 + off)
+        .filter(|&t| t > wall_ms)
+        .map(|t| cx.now + Duration::from_millis(t - wall_ms))
+        .collect()
+}
+
 /// Lets go of an attempt that lost the race or whose session ends.
 fn release(cx: &mut Cx, a: &mut Attempt, mode: &str) {
     a.loser = true;
@@ -785,12 +847,23 @@ fn close(cx: &mut Cx, a: &mut Attempt) {
     a.state = AState::Closed;
 }
 
-/// A record of the modelled TLS handshake.
-pub fn tls_record(kind: u8) -> Vec<u8> {
-    let mut r = vec![0u8; TLS_RECORD];
-    r[0] = TLS_HANDSHAKE;
-    r[1] = 3;
-    r[2] = 3;
-    r[3] = kind;
-    r
+/// The ClientHello a browser's TLS attempts send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hello {
+    /// One flight of so many padding records, then the closing record.
+    Records(usize),
+    /// Nothing at all.
+    Stall,
+}
+
+impl Hello {
+    /// From a group's `tls_hello`: `normal`, `stall`, or `oversize` (a ClientHello larger
+    /// than the native listener's byte bound).
+    fn of(name: &str) -> Hello {
+        match name {
+            "stall" => Hello::Stall,
+            "oversize" => Hello::Records(crate::tls::HANDSHAKE_MAX_BYTES / TLS_RECORD + 8),
+            _ => Hello::Records(0),
+        }
+    }
 }

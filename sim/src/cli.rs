@@ -481,6 +481,19 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
     if s.nat_mappings > 0 {
         println!("  NAT port mappings {}", s.nat_mappings);
     }
+    let r = &s.rotation;
+    if r.reloads > 0 {
+        println!(
+            "  reloads applied by loops {}: old-secret Allocates refused {}, old credentials kept before expiry {}, refused past it {}",
+            r.reloads, r.old_secret_refused, r.old_credential_kept, r.old_credential_expired
+        );
+    }
+    if s.tls.handshakes > 0 || !s.tls.failed.is_empty() {
+        println!(
+            "  native TLS handshakes {}, failed {:?}",
+            s.tls.handshakes, s.tls.failed
+        );
+    }
     println!(
         "  wall {:.3} s: {:.0} events/s, virtual/wall {:.0}x",
         wall_s,

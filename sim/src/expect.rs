@@ -473,11 +473,104 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
             ),
         ));
     }
+    tls(e, &hosts)?;
+    rotation(e, oracle, w.drain_at())?;
     let denied = sum(&|s| s.peers_denied);
     if denied < e.min_peers_denied {
         return Err((
             "expect_min_peers_denied",
             format!("{denied} peers denied, expected {}", e.min_peers_denied),
+        ));
+    }
+    Ok(())
+}
+
+/// Native TLS: handshakes completed and failed by reason, at least as many as expected.
+fn tls(e: &crate::scenario::Expect, hosts: &[&crate::server::ServerHost]) -> Verdict {
+    let done: u64 = hosts.iter().map(|h| h.tls.handshakes).sum();
+    if done < e.min_tls_handshakes {
+        return Err((
+            "expect_min_tls_handshakes",
+            format!(
+                "{done} native TLS handshakes completed, expected at least {}",
+                e.min_tls_handshakes
+            ),
+        ));
+    }
+    for (reason, min) in &e.min_tls_failed {
+        let n: u64 = hosts
+            .iter()
+            .map(|h| h.tls.failed.get(reason.as_str()).copied().unwrap_or(0))
+            .sum();
+        if n < *min {
+            return Err((
+                "expect_min_tls_failed",
+                format!("{n} native TLS handshakes failed for {reason}, expected at least {min}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Secret rotation: the reload oracle saw each rule at work, and sessions that kept an
+/// allocation across a reload kept it while their credential was valid.
+fn rotation(e: &crate::scenario::Expect, oracle: &Oracle, drain_at: Instant) -> Verdict {
+    let c = &oracle.rotation.counts;
+    for (name, n, min) in [
+        (
+            "expect_min_old_secret_refused",
+            c.old_secret_refused,
+            e.min_old_secret_refused,
+        ),
+        (
+            "expect_min_old_credential_kept",
+            c.old_credential_kept,
+            e.min_old_credential_kept,
+        ),
+        (
+            "expect_min_old_credential_expired",
+            c.old_credential_expired,
+            e.min_old_credential_expired,
+        ),
+    ] {
+        if n < min {
+            return Err((name, format!("{n}, expected at least {min} ({c:?})")));
+        }
+    }
+    if !e.reload_keeps_sessions {
+        return Ok(());
+    }
+    let Some(&reload) = oracle.rotation.first_reload.values().min() else {
+        return Err(("expect_reload_keeps_sessions", "no reload happened".into()));
+    };
+    let wall_s = |t: Instant| {
+        (crate::runner::WALL_START_MS + t.since(crate::runner::START).as_millis() as u64) / 1000
+    };
+    let mut across = 0;
+    for s in &oracle.sessions {
+        let Some((at, ..)) = &s.connected else {
+            continue;
+        };
+        let end = s.ended.unwrap_or(drain_at);
+        if *at >= reload || end <= reload || s.vanished {
+            continue;
+        }
+        across += 1;
+        let expiry = turnpike_core::auth::rest_expiry(&s.username).unwrap_or(0);
+        if s.lost && wall_s(end) <= expiry {
+            return Err((
+                "expect_reload_keeps_sessions",
+                format!(
+                    "{} kept an allocation across the reload and lost it before its end (credential valid until {expiry})",
+                    s.username
+                ),
+            ));
+        }
+    }
+    if across == 0 {
+        return Err((
+            "expect_reload_keeps_sessions",
+            "no session kept an allocation across the reload".into(),
         ));
     }
     Ok(())

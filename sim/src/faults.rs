@@ -1,4 +1,5 @@
 //! Faults and phase changes: what the seed and the scenario schedule. Wall-clock steps,
+//! configuration reloads that rotate the REST secret (and the issuer that follows),
 //! file-descriptor exhaustion, relay binds that fail (a probability in the shared state),
 //! partitions (in the network), clients that vanish (in the browsers), and floods of
 //! unauthenticated requests from spoofed sources (the [`Flooder`] host), some aimed at a
@@ -28,10 +29,45 @@ pub enum Control {
         /// Exhausted or not.
         on: bool,
     },
+    /// Server `server` reloads its configuration: every loop of the node takes the new
+    /// REST secret (generation `generation`; with `keep_old`, beside the ones it has) a
+    /// little apart, as the runtime's broadcast reaches them.
+    Reload {
+        /// Which server.
+        server: usize,
+        /// The secret the reload brings.
+        secret: Secret,
+        /// The secrets already accepted stay accepted.
+        keep_old: bool,
+    },
+    /// The issuer of server `server`'s credentials (the web application, the HTTP API)
+    /// signs new ones with `secret` from now on.
+    IssuerRotates {
+        /// Which server.
+        server: usize,
+        /// The secret it signs with.
+        secret: Secret,
+    },
     /// The run enters a phase.
     Phase(Phase),
     /// The run ends.
     End,
+}
+
+/// A REST secret and its generation (0: the scenario's own, then one per rotation). Its
+/// `Debug` shows the generation only: controls are written to the trace and the digest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// Generation.
+    pub generation: u32,
+    /// The secret.
+    pub text: String,
+}
+
+impl core::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "secret generation {}", self.generation)
+    }
 }
 
 /// A host that sends unauthenticated requests from spoofed sources.

@@ -37,10 +37,16 @@ pub struct Shared {
     pub phase: Phase,
     /// Each server's wall clock (its REST credentials are issued and checked with it).
     pub walls: Vec<WallClock>,
-    /// Each server's REST secret.
+    /// Each server's REST secret, as its issuer signs with it now.
     pub secrets: Vec<String>,
+    /// The generation of each of those secrets (0: the scenario's, then one per rotation).
+    pub generations: Vec<u32>,
+    /// Each server's first REST secret (what a stale configuration still signs with).
+    pub first_secrets: Vec<String>,
     /// Probability that a relay bind fails with AddrInUse (0 outside the safety phase).
     pub bind_addr_in_use: f64,
+    /// Probability that a native TLS handshake is refused (0 outside the safety phase).
+    pub tls_failure: f64,
     /// Each server's spreading of 4-tuples over its loops (clients that want to land on
     /// one loop pick their ports with it).
     pub loop_hashes: Vec<crate::node::LoopHash>,

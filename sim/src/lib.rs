@@ -7,13 +7,15 @@
 //! - [`net`], [`link`], [`firewall`]: hosts by address, UDP datagrams, TCP-like streams
 //!   split anywhere, latency, jitter, loss, duplication, reordering, bandwidth, partitions.
 //! - [`nat`]: many hosts behind one public address (office NAT, carrier NAT).
-//! - [`host`], [`server`], [`browser`], [`nginx`], [`peer`]: the hosts; [`node`]: a
+//! - [`host`], [`server`], [`browser`], [`nginx`], [`peer`]: the hosts ([`tls`]: the
+//!   modelled TLS handshake of the nginx hops and the native listeners); [`node`]: a
 //!   server of several event loops (4-tuples spread as SO_REUSEPORT does, messages
 //!   between the loops' cores with virtual latency).
 //! - [`uclient`]: scripted UDP clients in the manner of coturn's `turnutils_uclient`
 //!   (EVEN-PORT pairs with a RESERVATION-TOKEN, one user racing on many 5-tuples).
-//! - [`faults`]: wall-clock jumps, bind failures, fd exhaustion, floods.
-//! - [`oracle`], [`reflection`], [`expect`]: the invariants, after every step and at the
+//! - [`faults`]: wall-clock jumps, configuration reloads, bind failures, fd exhaustion,
+//!   floods.
+//! - [`oracle`], [`reflection`], [`rotation`], [`expect`]: the invariants, after every step and at the
 //!   end.
 //! - [`scenario`], [`runner`], [`digest`], [`cli`]: scenario files, runs, digests, the tool.
 //! - [`trace`]: replay of traces recorded by the runtime, dump and cut to a script.
@@ -40,8 +42,10 @@ pub mod oracle;
 pub mod peer;
 pub mod queue;
 pub mod reflection;
+pub mod rotation;
 pub mod runner;
 pub mod scenario;
 pub mod server;
+pub mod tls;
 pub mod trace;
 pub mod uclient;

@@ -146,6 +146,8 @@ struct Stream {
     closed: [bool; 2],
     /// Bytes written by side i, on their way to the other.
     dirs: [Dir; 2],
+    /// The acceptor took it.
+    accepted: bool,
 }
 
 /// The network.
@@ -175,6 +177,8 @@ pub struct Net {
     behind: BTreeMap<NodeId, usize>,
     /// The NAT holding each public address.
     publics: BTreeMap<IpAddr, usize>,
+    /// Per host: streams it accepted whose acceptor side it has not closed or heard closed.
+    accepted_open: BTreeMap<NodeId, u64>,
 }
 
 impl Net {
@@ -197,6 +201,7 @@ impl Net {
             nats: Vec::new(),
             behind: BTreeMap::new(),
             publics: BTreeMap::new(),
+            accepted_open: BTreeMap::new(),
         }
     }
 
@@ -360,6 +365,7 @@ impl Net {
             ends: [(node, local), (dst.unwrap_or(usize::MAX), remote)],
             closed: [false, false],
             dirs: [Dir::new(now), Dir::new(now)],
+            accepted: false,
         };
         self.streams.insert(sid, stream);
         let Some(dst) = dst else {
@@ -395,6 +401,14 @@ impl Net {
         let (a, b) = (s.ends[0].0, s.ends[1].0);
         let delay = self.stream_delay(now, b, a);
         if accept {
+            // The acceptor may have closed it while accepting (a core that refuses the
+            // connection at once): then it holds nothing open.
+            if let Some(s) = self.streams.get_mut(&sid) {
+                s.accepted = true;
+                if !s.closed[1] {
+                    *self.accepted_open.entry(b).or_insert(0) += 1;
+                }
+            }
             self.schedule(now + delay, Ev::SynAck(sid));
         } else {
             if let Some(s) = self.streams.get_mut(&sid) {
@@ -446,12 +460,14 @@ impl Net {
         }
         s.closed[side.index()] = true;
         s.dirs[side.other().index()].inflight.clear();
+        let shut = shut_acceptor(s, side);
         let at = s.dirs[side.index()].last.max(now);
         let (from, to) = (s.ends[side.index()].0, s.ends[side.other().index()].0);
         if to != usize::MAX {
             let delay = self.stream_delay(now, from, to);
             self.schedule(at + delay, Ev::Fin(sid, side));
         }
+        self.note_shut(shut);
         self.collect(sid);
     }
 
@@ -504,7 +520,9 @@ impl Net {
             return None;
         }
         s.closed[reader.index()] = true;
+        let shut = shut_acceptor(s, reader);
         let node = s.ends[reader.index()].0;
+        self.note_shut(shut);
         self.collect(sid);
         Some(StreamNews::Closed(node, reader))
     }
@@ -518,7 +536,9 @@ impl Net {
         }
         s.closed[side.index()] = true;
         s.dirs[side.other().index()].inflight.clear();
+        let shut = shut_acceptor(s, side);
         let node = s.ends[side.index()].0;
+        self.note_shut(shut);
         self.collect(sid);
         Some(StreamNews::Closed(node, side))
     }
@@ -596,6 +616,17 @@ impl Net {
     }
 
     /// Forgets a stream both of whose sides are closed.
+    /// Streams host `node` accepted and still holds open on its side.
+    pub fn accepted_open(&self, node: NodeId) -> u64 {
+        self.accepted_open.get(&node).copied().unwrap_or(0)
+    }
+
+    fn note_shut(&mut self, node: Option<NodeId>) {
+        if let Some(n) = node.and_then(|n| self.accepted_open.get_mut(&n)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     fn collect(&mut self, sid: StreamId) {
         if self
             .streams
@@ -605,6 +636,12 @@ impl Net {
             self.streams.remove(&sid);
         }
     }
+}
+
+/// The acceptor of `s` whose side `side` just closed, if that side is an accepted
+/// acceptor's.
+fn shut_acceptor(s: &Stream, side: Side) -> Option<NodeId> {
+    (side == Side::Acceptor && s.accepted).then_some(s.ends[1].0)
 }
 
 impl Dir {

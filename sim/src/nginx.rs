@@ -3,10 +3,10 @@
 //! anything else to another), read a PROXY header from the hop before them, and prepend
 //! one (v1, v2, `PROXY UNKNOWN`, or nginx's unix-socket variant) to what they forward.
 
-use crate::browser::{tls_record, TLS_CLIENT, TLS_DONE, TLS_HANDSHAKE, TLS_MORE, TLS_RECORD};
 use crate::host::Cx;
 use crate::net::{Side, StreamId};
 use crate::scenario::ProxySpec;
+use crate::tls::{ServerHandshake, Step, TLS_HANDSHAKE};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use turnpike_core::proxy_protocol::{self, ProxyHeader, ProxyParse};
@@ -17,8 +17,8 @@ enum Phase {
     ProxyIn,
     /// Deciding the route from the first byte (ssl_preread).
     Preread,
-    /// Terminating TLS: so many client records seen.
-    Handshake(u32),
+    /// Terminating TLS ([`crate::tls`]).
+    Handshake,
     /// Forwarding.
     Forward,
 }
@@ -30,6 +30,8 @@ struct Conn {
     remote: SocketAddr,
     /// The client's address from the PROXY header read, if any.
     header_source: Option<SocketAddr>,
+    /// The TLS handshake, while terminating it.
+    tls: Option<ServerHandshake>,
     buf: Vec<u8>,
     up: Option<StreamId>,
     up_ready: bool,
@@ -86,6 +88,7 @@ impl Nginx {
                 phase,
                 remote,
                 header_source: None,
+                tls: None,
                 buf: Vec::new(),
                 up: None,
                 up_ready: false,
@@ -130,8 +133,9 @@ impl Nginx {
             return;
         };
         c.buf.extend_from_slice(&data);
-        // Each pass consumes input or changes phase; a handful of passes suffice.
-        for _ in 0..8 {
+        // Each pass consumes input (a record at least) or changes phase.
+        let passes = 8 + c.buf.len() / crate::tls::TLS_RECORD;
+        for _ in 0..passes {
             let next_phase = self.after_proxy_in();
             let Some(c) = self.down.get_mut(&sid) else {
                 return;
@@ -161,24 +165,27 @@ impl Nginx {
                     };
                     self.connect_up(cx, sid, target);
                 }
-                Phase::Handshake(n) => {
-                    if c.buf.len() < TLS_RECORD {
-                        return;
-                    }
-                    let rec: Vec<u8> = c.buf.drain(..TLS_RECORD).collect();
-                    if rec.first() != Some(&TLS_HANDSHAKE) || rec.get(3) != Some(&TLS_CLIENT) {
-                        // Not TLS (plain TURN sent to a TLS port): nginx drops it.
-                        return self.drop_conn(cx, sid);
-                    }
-                    let done = n + 1 >= self.spec.handshake_rtts.max(1);
-                    let kind = if done { TLS_DONE } else { TLS_MORE };
-                    cx.net.write(cx.now, sid, Side::Acceptor, tls_record(kind));
-                    if done {
-                        c.phase = Phase::Forward;
-                        let target = self.upstream;
-                        self.connect_up(cx, sid, target);
-                    } else {
-                        c.phase = Phase::Handshake(n + 1);
+                Phase::Handshake => {
+                    let rtts = self.spec.handshake_rtts;
+                    let hs = c
+                        .tls
+                        .get_or_insert_with(|| ServerHandshake::new(rtts, None, false));
+                    match hs.step(&mut c.buf) {
+                        Step::NeedMore if c.buf.len() < crate::tls::TLS_RECORD => return,
+                        Step::NeedMore => {}
+                        Step::Reply(r) => cx.net.write(cx.now, sid, Side::Acceptor, r),
+                        Step::Done(r) => {
+                            cx.net.write(cx.now, sid, Side::Acceptor, r);
+                            c.tls = None;
+                            c.phase = Phase::Forward;
+                            let target = self.upstream;
+                            self.connect_up(cx, sid, target);
+                        }
+                        Step::Failed(_, alert) => {
+                            // Not TLS (plain TURN sent to a TLS port): nginx drops it.
+                            cx.net.write(cx.now, sid, Side::Acceptor, alert);
+                            return self.drop_conn(cx, sid);
+                        }
                     }
                 }
                 Phase::Forward => {
@@ -225,7 +232,7 @@ impl Nginx {
         if self.tls_upstream.is_some() {
             Phase::Preread
         } else if self.spec.terminate_tls {
-            Phase::Handshake(0)
+            Phase::Handshake
         } else {
             Phase::Forward
         }

@@ -179,6 +179,8 @@ struct StepRequest {
     kind: AllocKind,
     /// Copies received (retransmissions while the answer waited for another loop).
     copies: u32,
+    /// Its USERNAME, if any.
+    username: Option<String>,
 }
 
 #[derive(Debug)]
@@ -266,6 +268,8 @@ pub struct Shadow {
     fwd_client: u64,
     prev_rate_limited: u64,
     prev_queue_full: u64,
+    /// Answers of this step to requests with a USERNAME, for the reload oracle.
+    answered: Vec<crate::rotation::Answered>,
     /// Every allocation ever created.
     pub history: Vec<AllocationRecord>,
     /// Streams rejected by the core, by reason.
@@ -289,6 +293,8 @@ pub struct Oracle {
     pub tally: crate::uclient::Tally,
     /// The reflection oracle, when a flood is aimed at a victim's address.
     pub reflection: Option<crate::reflection::ReflectionWatch>,
+    /// The reload oracle.
+    pub rotation: crate::rotation::RotationWatch,
     violation: Option<Violation>,
     now: Instant,
 }
@@ -301,6 +307,7 @@ impl Oracle {
             sessions: Vec::new(),
             tally: Default::default(),
             reflection: None,
+            rotation: Default::default(),
             violation: None,
             now: Instant::default(),
         }
@@ -514,8 +521,14 @@ impl Oracle {
             }
             Output::Event(_) => Ok(()),
         };
+        let answered = std::mem::take(&mut sh.answered);
         if let Err((inv, d)) = r {
             self.fail(inv, d);
+        }
+        for a in &answered {
+            if let Err((inv, d)) = self.rotation.answer(s, now, a) {
+                self.fail(inv, d);
+            }
         }
     }
 
@@ -574,6 +587,11 @@ impl Oracle {
                     self.fail(inv, d);
                     return;
                 }
+            }
+            if let Err((inv, d)) = self.rotation.delivered(i, now, host.loops()) {
+                let d = format!("{}: {d}", host.name);
+                self.fail(inv, d);
+                return;
             }
             sh.end_step(&step);
         }
@@ -787,6 +805,7 @@ impl Shadow {
             fwd_client: 0,
             prev_rate_limited: 0,
             prev_queue_full: 0,
+            answered: Vec::new(),
             history: Vec::new(),
             rejected: BTreeMap::new(),
             refused: 0,
@@ -843,6 +862,10 @@ impl Shadow {
                     arrived: now,
                     kind: alloc_kind(&msg),
                     copies: 1,
+                    username: msg
+                        .get(attr::USERNAME)
+                        .and_then(|u| core::str::from_utf8(u).ok())
+                        .map(str::to_owned),
                 });
             }
             Class::Indication if msg.method() == Method::SEND => {
@@ -964,6 +987,26 @@ impl Shadow {
         };
         req.answers += 1;
         let (method, peers, arrived, kind) = (req.method, req.peers.clone(), req.arrived, req.kind);
+        if let Some(username) = req.username.clone() {
+            let lp = req.lp;
+            let live = self
+                .by_key
+                .get(&key)
+                .and_then(|id| self.allocs.get(id))
+                .map(|a| a.username.clone());
+            let code = msg
+                .get(attr::ERROR_CODE)
+                .and_then(|v| attr::decode_error_code(v).ok())
+                .map(|(c, _)| c);
+            self.answered.push(crate::rotation::Answered {
+                lp,
+                method,
+                username,
+                class,
+                code,
+                live,
+            });
+        }
         if method == Method::ALLOCATE {
             self.allocate_answer(now, &msg, arrived, kind)?;
         }

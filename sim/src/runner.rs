@@ -91,6 +91,10 @@ pub struct Summary {
     pub reflection: Vec<(IpAddr, u64, u64)>,
     /// Port mappings the NATs hold at the end.
     pub nat_mappings: usize,
+    /// Native TLS handshakes completed, and failed by reason.
+    pub tls: crate::server::TlsCounts,
+    /// What the reload oracle counted.
+    pub rotation: crate::rotation::RotationCounts,
 }
 
 /// The result of a run.
@@ -492,6 +496,40 @@ impl World {
             }
             fault_profile.push(format!("wall clock jumps by {} s at {} s", j.by_s, j.at_s));
         }
+        for (k, r) in sc.faults.reloads.iter().enumerate() {
+            let secret = crate::faults::Secret {
+                generation: k as u32 + 1,
+                text: r.rest_secret.clone(),
+            };
+            for s in 0..servers {
+                net.schedule(
+                    secs(r.at_s),
+                    Ev::Control(Control::Reload {
+                        server: s,
+                        secret: secret.clone(),
+                        keep_old: r.keep_old,
+                    }),
+                );
+                net.schedule(
+                    secs(r.at_s + r.issuer_after_s),
+                    Ev::Control(Control::IssuerRotates {
+                        server: s,
+                        secret: secret.clone(),
+                    }),
+                );
+            }
+            fault_profile.push(format!(
+                "reload at {} s: REST secret generation {}{}, the issuer follows {} s later",
+                r.at_s,
+                k + 1,
+                if r.keep_old {
+                    " beside the old ones"
+                } else {
+                    ""
+                },
+                r.issuer_after_s
+            ));
+        }
         let mut fd_windows = Vec::new();
         for w in &sc.faults.fd_exhaustion {
             for s in 0..servers {
@@ -512,6 +550,12 @@ impl World {
                 fd_windows.push((s, secs(w.at_s), secs(w.at_s + w.for_s)));
             }
             fault_profile.push(format!("fd exhaustion at {} s for {} s", w.at_s, w.for_s));
+        }
+        if sc.faults.tls_handshake_failure > 0.0 {
+            fault_profile.push(format!(
+                "native TLS handshakes refused with p={}",
+                sc.faults.tls_handshake_failure
+            ));
         }
         if sc.faults.bind_addr_in_use > 0.0 {
             fault_profile.push(format!(
@@ -538,8 +582,11 @@ impl World {
             shared: Shared {
                 phase: Phase::Safety,
                 walls,
+                generations: vec![0; secrets.len()],
+                first_secrets: secrets.clone(),
                 secrets,
                 bind_addr_in_use: sc.faults.bind_addr_in_use,
+                tls_failure: sc.faults.tls_handshake_failure,
                 loop_hashes,
             },
             board: Board::default(),
@@ -581,6 +628,22 @@ impl World {
                 })
                 .collect();
             self.oracle.after_step(now, &hosts);
+            for (node, h) in hosts.iter().enumerate() {
+                // What the driver holds towards its cores is what the network still has
+                // open on its side: a stream it closed (a failed TLS handshake, say) is
+                // closed for the core as well, and no close goes unheard.
+                let open = self.net.accepted_open(node);
+                if open != h.open_conns() as u64 {
+                    self.oracle.fail(
+                        "stream_table_matches_network",
+                        format!(
+                            "{}: the driver holds {} streams, the network {open}",
+                            h.name,
+                            h.open_conns()
+                        ),
+                    );
+                }
+            }
             if self.net.overflow {
                 self.oracle.fail(
                     "sim_queue_bounded",
@@ -732,6 +795,7 @@ impl World {
             Control::Phase(Phase::Liveness) => {
                 self.shared.phase = Phase::Liveness;
                 self.shared.bind_addr_in_use = 0.0;
+                self.shared.tls_failure = 0.0;
                 self.net.healed_from = Some(now);
                 // Faults stop: servers get their file descriptors back.
                 for &(s, start, stop) in &self.fd_windows {
@@ -744,6 +808,15 @@ impl World {
                             }),
                         );
                     }
+                }
+            }
+            Control::IssuerRotates { server, ref secret } => {
+                if let (Some(t), Some(g)) = (
+                    self.shared.secrets.get_mut(server),
+                    self.shared.generations.get_mut(server),
+                ) {
+                    t.clone_from(&secret.text);
+                    *g = secret.generation;
                 }
             }
             Control::Phase(p) => self.shared.phase = p,
@@ -780,9 +853,11 @@ impl World {
         }
         let now = self.clock.now();
         let secret = self.shared.secrets.first().cloned().unwrap_or_default();
+        let generation = self.shared.generations.first().copied().unwrap_or(0);
         for (browser, expiry, label) in std::mem::take(&mut self.board.requests) {
             if let Some(Node::Server(h)) = self.nodes.first_mut() {
                 let issued = h.issue(now, &secret, expiry, &label);
+                self.oracle.rotation.issued(&issued.username, generation);
                 self.trace.note(
                     now,
                     format!(
@@ -827,6 +902,7 @@ impl World {
                 .map(|(ip, v)| (*ip, v.spoofed_in, v.reflected))
                 .collect(),
             nat_mappings: self.net.nats().iter().map(|n| n.mappings()).sum(),
+            rotation: self.oracle.rotation.counts.clone(),
             ..Summary::default()
         };
         for s in &self.oracle.sessions {
@@ -845,6 +921,10 @@ impl World {
                 summary.rate_limited += st.dropped.rate_limited;
                 summary.proxy_accepted += st.proxy_accepted;
                 summary.loop_messages += st.loop_messages_sent;
+            }
+            summary.tls.handshakes += h.tls.handshakes;
+            for (k, v) in &h.tls.failed {
+                *summary.tls.failed.entry(k).or_insert(0) += v;
             }
             if let Some(sh) = self.oracle.servers.get(i) {
                 summary.requests += sh.requests;

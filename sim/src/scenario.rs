@@ -190,6 +190,16 @@ pub struct ListenerSpec {
     /// Every connection starts with a PROXY header.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Native TLS (`turns:`): the server host terminates the modelled handshake
+    /// ([`crate::tls`]) before the core sees a byte, after the PROXY header if any.
+    #[serde(default)]
+    pub tls: bool,
+    /// With `tls`: the port also takes plain TURN-TCP, told apart by the first byte.
+    #[serde(default)]
+    pub tls_and_tcp: bool,
+    /// With `tls`: round trips of the handshake (1: TLS 1.3, 2: TLS 1.2).
+    #[serde(default = "d_native_rtts")]
+    pub handshake_rtts: u32,
 }
 
 /// An nginx-like hop.
@@ -339,6 +349,19 @@ pub struct ClientGroup {
     /// the server.
     #[serde(default)]
     pub land_on_loop: Option<u16>,
+    /// They refresh their kept allocation half a second into the last second their
+    /// credential is valid and half a second into the first after (an exact test of what
+    /// a rotated-out secret's allocations may still do, [`crate::rotation`]).
+    #[serde(default)]
+    pub probe_expiry: bool,
+    /// They sign their credentials with the scenario's first REST secret whatever the
+    /// issuer does now (a cached configuration): after a rotation they must get 401.
+    #[serde(default)]
+    pub stale_secret: bool,
+    /// The ClientHello of their TLS attempts: `normal`, `stall` (connects and sends
+    /// nothing) or `oversize` (more than a native listener takes before completion).
+    #[serde(default = "d_hello")]
+    pub tls_hello: String,
 }
 
 /// An access link.
@@ -450,6 +473,30 @@ pub struct FaultSpec {
     /// Spoofed-source floods of unauthenticated Allocates.
     #[serde(default)]
     pub floods: Vec<Flood>,
+    /// Probability that a native TLS handshake is refused (an alert, then the close).
+    #[serde(default)]
+    pub tls_handshake_failure: f64,
+    /// Configuration reloads of every server that rotate its REST secret.
+    #[serde(default)]
+    pub reloads: Vec<ReloadSpec>,
+}
+
+/// A configuration reload that rotates the REST secret.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSpec {
+    /// When, seconds.
+    pub at_s: u64,
+    /// The new REST secret.
+    pub rest_secret: String,
+    /// The secrets accepted before stay accepted (a rotation in two steps).
+    #[serde(default)]
+    pub keep_old: bool,
+    /// The issuer signs with the new secret this long after the reload, seconds (the
+    /// relays first, then the issuer: browsers that fetch meanwhile get a credential the
+    /// relay refuses).
+    #[serde(default = "d_issuer_after")]
+    pub issuer_after_s: u64,
 }
 
 /// A wall-clock step.
@@ -585,6 +632,27 @@ pub struct Expect {
     /// reflection oracle had something to watch).
     #[serde(default)]
     pub min_spoofed_bytes: u64,
+    /// Allocates signed with a rotated-out REST secret answered 401, at least.
+    #[serde(default)]
+    pub min_old_secret_refused: u64,
+    /// Requests of live allocations signed with a rotated-out secret, before their
+    /// username's expiry, answered with success, at least.
+    #[serde(default)]
+    pub min_old_credential_kept: u64,
+    /// Requests of live allocations signed with a rotated-out secret, past their
+    /// username's expiry, refused, at least.
+    #[serde(default)]
+    pub min_old_credential_expired: u64,
+    /// Every session that kept an allocation across a reload kept it until its own end
+    /// (released, vanished, or expired once its credential did).
+    #[serde(default)]
+    pub reload_keeps_sessions: bool,
+    /// Native TLS handshakes completed, at least (all servers).
+    #[serde(default)]
+    pub min_tls_handshakes: u64,
+    /// Native TLS handshakes failed, at least, by reason ([`crate::tls::Failure`]).
+    #[serde(default)]
+    pub min_tls_failed: BTreeMap<String, u64>,
 }
 
 /// Why a scenario file cannot be used.
@@ -644,9 +712,17 @@ impl Scenario {
             if g.nat.is_some() && (g.ipv6 || g.model != "browser") {
                 return err(format!("{}: a NAT holds IPv4 browsers", g.name));
             }
+            if !["normal", "stall", "oversize"].contains(&g.tls_hello.as_str()) {
+                return err(format!("bad tls_hello {:?}", g.tls_hello));
+            }
             if !["refresh0", "close", "random"].contains(&g.release.as_str()) {
                 return err(format!("bad release {:?}", g.release));
             }
+        }
+        if !self.faults.reloads.is_empty() && !self.faults.wall_clock_jumps.is_empty() {
+            // The reload oracle reads the servers' wall clocks as the start's plus the
+            // virtual time gone.
+            return err("reloads and wall-clock jumps do not mix".into());
         }
         for f in &self.faults.floods {
             if !["allocate", "binding"].contains(&f.request.as_str()) {
@@ -665,6 +741,12 @@ impl Scenario {
             for l in &s.listeners {
                 if l.transport != "udp" && l.transport != "tcp" {
                     return err(format!("bad listener transport {:?}", l.transport));
+                }
+                if (l.tls || l.tls_and_tcp) && l.transport != "tcp" {
+                    return err(format!("{}: TLS listens on TCP", s.name));
+                }
+                if l.tls_and_tcp && !l.tls {
+                    return err(format!("{}: tls_and_tcp needs tls", s.name));
                 }
             }
         }
@@ -803,6 +885,15 @@ fn d_rtts() -> u32 {
 }
 fn d_none() -> String {
     "none".into()
+}
+fn d_issuer_after() -> u64 {
+    1
+}
+fn d_native_rtts() -> u32 {
+    1
+}
+fn d_hello() -> String {
+    "normal".into()
 }
 fn d_peer_port() -> u16 {
     5000

@@ -8,6 +8,13 @@
 //! event of the run's queue, delivered to the addressed core after a virtual latency.
 //! Dynamic listeners (one per issued credential) belong to loop 0, as in the runtime.
 //!
+//! A native TLS listener (`tls = true`) terminates the modelled handshake ([`crate::tls`])
+//! in the host, as the runtime does: the core is told of the stream when it is accepted
+//! and sees only plaintext; a PROXY header in front (a load balancer without TLS) goes to
+//! the core as it is, then the handshake; on a port shared with plain TURN-TCP the first
+//! byte decides. A failed handshake (refused, not TLS, past the byte or time bound) closes
+//! the stream for the core too, and is counted ([`TlsCounts`]).
+//!
 //! Relay sockets live in a virtual port table: a bind fails with AddrInUse when another
 //! process holds the port or a fault says so, and with `Other` while file descriptors are
 //! exhausted (when new streams are refused too).
@@ -18,13 +25,15 @@ use crate::link::chance;
 use crate::net::{Ev, Side, StreamId};
 use crate::node::{message_latency, Cores, InFlight, LoopHash};
 use crate::scenario::ServerSpec;
+use crate::tls::{Failure, ServerHandshake, Step, TlsMode, HANDSHAKE_MAX_BYTES, HANDSHAKE_TIMEOUT};
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use turnpike_core::auth::{rest_password, Credentials};
 use turnpike_core::cidr::IpNet;
-use turnpike_core::config::{ListenerConfig, RelayAddress};
+use turnpike_core::config::{ListenerConfig, RelayAddress, Reloadable};
 use turnpike_core::node::{LoopId, LoopMsg};
+use turnpike_core::proxy_protocol::{self, ProxyParse};
 use turnpike_core::server::{BindError, Stats};
 use turnpike_core::{
     AllocationId, Config, ConnId, Event, Forward, Instant, ListenerId, Output, RelayId, Server,
@@ -45,7 +54,43 @@ pub struct Listener {
     pub port: u16,
     /// Expects a PROXY header.
     pub proxy: bool,
+    /// Native TLS.
+    pub tls: TlsMode,
+    /// Round trips of its TLS handshake.
+    pub rtts: u32,
 }
+
+/// Native TLS handshakes of a host.
+#[derive(Clone, Debug, Default)]
+pub struct TlsCounts {
+    /// Completed.
+    pub handshakes: u64,
+    /// Failed, by reason.
+    pub failed: BTreeMap<&'static str, u64>,
+}
+
+/// What stands between a stream of a TLS listener and the core (the runtime's `Layer`);
+/// a stream without one is plain.
+#[derive(Debug)]
+enum Layer {
+    /// A PROXY header is being gathered; then `then`.
+    Proxy { buf: Vec<u8>, then: TlsMode },
+    /// The first byte decides between TLS and plain.
+    Detect,
+    /// The handshake, and the ciphertext not yet consumed.
+    Handshake(ServerHandshake, Vec<u8>),
+}
+
+/// A stream's layer, its listener's handshake round trips, and its handshake deadline.
+#[derive(Debug)]
+struct Layered {
+    layer: Layer,
+    rtts: u32,
+    deadline: Instant,
+}
+
+/// The PROXY header's longest accepted length (the runtime's default `proxy_max`).
+const PROXY_MAX: usize = 536;
 
 /// A turnpike server host.
 #[derive(Debug)]
@@ -70,6 +115,12 @@ pub struct ServerHost {
     foreign: BTreeSet<u16>,
     /// Streams open towards the cores, with the loop that accepted each.
     conns: BTreeMap<StreamId, u16>,
+    /// Layers of the streams of TLS listeners not yet plain (handshake done or not TLS).
+    layers: BTreeMap<StreamId, Layered>,
+    /// Handshake deadlines, soonest first.
+    handshake_deadlines: BTreeSet<(Instant, StreamId)>,
+    /// Native TLS handshakes.
+    pub tls: TlsCounts,
     /// File descriptors exhausted: binds fail, streams are refused.
     fd_exhausted: bool,
     /// Relay port range (for rogue peers).
@@ -83,6 +134,11 @@ pub struct ServerHost {
     next_listener: u32,
     next_sweep: Option<Instant>,
     issued: u64,
+    /// The REST secrets the node accepts, with their generations (changed by reloads).
+    rest_secrets: Vec<(u32, String)>,
+    /// Reloads on their way to each loop: when, which loop, the generations it will
+    /// accept, what it takes.
+    reloads: Vec<(Instant, u16, BTreeSet<u32>, Reloadable)>,
 }
 
 /// An ICE configuration issued by the HTTP API: a REST credential and, with a dynamic
@@ -167,11 +223,18 @@ impl ServerHost {
             .map(|c| c.config().listeners.as_slice())
             .unwrap_or_default()
             .iter()
-            .map(|l| Listener {
+            .zip(&spec.listeners)
+            .map(|(l, ls)| Listener {
                 id: l.id,
                 transport: l.transport,
                 port: l.local.port(),
                 proxy: l.proxy_protocol,
+                tls: match (ls.tls, ls.tls_and_tcp) {
+                    (false, _) => TlsMode::Off,
+                    (true, false) => TlsMode::On,
+                    (true, true) => TlsMode::Auto,
+                },
+                rtts: ls.handshake_rtts,
             })
             .collect();
         ServerHost {
@@ -186,6 +249,9 @@ impl ServerHost {
             by_addr: BTreeMap::new(),
             foreign,
             conns: BTreeMap::new(),
+            layers: BTreeMap::new(),
+            handshake_deadlines: BTreeSet::new(),
+            tls: TlsCounts::default(),
             fd_exhausted: false,
             relay_ports: spec.relay_ports,
             dynamic_ports: spec.dynamic_udp_ports,
@@ -194,6 +260,8 @@ impl ServerHost {
             next_listener: 1000,
             next_sweep: None,
             issued: 0,
+            rest_secrets: vec![(0, spec.rest_secret.clone())],
+            reloads: Vec::new(),
         }
     }
 
@@ -224,6 +292,8 @@ impl ServerHost {
                     transport: Transport::Udp,
                     port,
                     proxy: false,
+                    tls: TlsMode::Off,
+                    rtts: 0,
                 });
                 self.dynamic.insert(id, (expiry, username.clone()));
                 self.next_sweep.get_or_insert(now + SWEEP_EVERY);
@@ -348,14 +418,181 @@ impl ServerHost {
         }
         let lp = self.hash.loop_of(remote, local);
         self.conns.insert(sid, lp);
+        let first = match (l.tls, l.proxy) {
+            (TlsMode::Off, _) => None,
+            (then, true) => Some(Layer::Proxy {
+                buf: Vec::new(),
+                then,
+            }),
+            (TlsMode::Auto, false) => Some(Layer::Detect),
+            (TlsMode::On, false) => Some(Self::handshake(cx, l.rtts)),
+        };
+        if let Some(layer) = first {
+            let deadline = cx.now + HANDSHAKE_TIMEOUT;
+            self.layers.insert(
+                sid,
+                Layered {
+                    layer,
+                    rtts: l.rtts,
+                    deadline,
+                },
+            );
+            self.handshake_deadlines.insert((deadline, sid));
+        }
         cx.oracle.stream_open(self.index, lp, sid, l.proxy);
         self.cores[usize::from(lp)].handle_stream_open(cx.now, ConnId(sid.0), l.id, local, remote);
         self.drain(cx, lp);
         true
     }
 
-    /// Bytes from a client (or a proxy) on a stream.
+    /// Bytes from a client (or a proxy) on a stream: through its layer to the core.
     pub fn on_stream_data(&mut self, cx: &mut Cx, sid: StreamId, data: &[u8]) {
+        if !self.conns.contains_key(&sid) {
+            return;
+        }
+        if self.layers.contains_key(&sid) {
+            self.layered_input(cx, sid, data.to_vec());
+        } else {
+            self.feed_core(cx, sid, data);
+        }
+    }
+
+    /// Bytes of a stream of a TLS listener, through its layers (each pass moves to a later
+    /// layer or ends, so three suffice).
+    fn layered_input(&mut self, cx: &mut Cx, sid: StreamId, mut pending: Vec<u8>) {
+        for _ in 0..3 {
+            let Some(l) = self.layers.get_mut(&sid) else {
+                return self.feed_core(cx, sid, &pending);
+            };
+            let rtts = l.rtts;
+            match &mut l.layer {
+                Layer::Proxy { buf, then } => {
+                    let then = *then;
+                    buf.extend_from_slice(&pending);
+                    let all = std::mem::take(buf);
+                    match proxy_protocol::parse(&all, PROXY_MAX) {
+                        Ok(ProxyParse::Incomplete) => {
+                            if let Some(Layered {
+                                layer: Layer::Proxy { buf, .. },
+                                ..
+                            }) = self.layers.get_mut(&sid)
+                            {
+                                *buf = all;
+                            }
+                            return;
+                        }
+                        Ok(ProxyParse::Done { consumed, .. }) => {
+                            let next = match then {
+                                TlsMode::Auto => Some(Layer::Detect),
+                                TlsMode::Off => None,
+                                TlsMode::On => Some(Self::handshake(cx, rtts)),
+                            };
+                            self.set_layer(sid, next);
+                            let (head, rest) = all.split_at(consumed.min(all.len()));
+                            // The core reads the header itself: trusted sources, the
+                            // client's address.
+                            self.feed_core(cx, sid, head);
+                            if rest.is_empty() || !self.conns.contains_key(&sid) {
+                                return;
+                            }
+                            pending = rest.to_vec();
+                        }
+                        Err(_) => {
+                            // Not a header: the core refuses it as on any PROXY listener.
+                            self.set_layer(sid, None);
+                            return self.feed_core(cx, sid, &all);
+                        }
+                    }
+                }
+                Layer::Detect => {
+                    let Some(&first) = pending.first() else {
+                        return;
+                    };
+                    let next =
+                        (first == crate::tls::TLS_HANDSHAKE).then(|| Self::handshake(cx, rtts));
+                    self.set_layer(sid, next);
+                }
+                Layer::Handshake(_, buf) => {
+                    buf.extend_from_slice(&pending);
+                    // One record per step: bounded by what arrived.
+                    for _ in 0..=buf.len() / crate::tls::TLS_RECORD {
+                        let Some(Layered {
+                            layer: Layer::Handshake(hs, buf),
+                            ..
+                        }) = self.layers.get_mut(&sid)
+                        else {
+                            return;
+                        };
+                        match hs.step(buf) {
+                            Step::NeedMore if buf.len() < crate::tls::TLS_RECORD => return,
+                            Step::NeedMore => {}
+                            Step::Reply(r) => cx.net.write(cx.now, sid, Side::Acceptor, r),
+                            Step::Done(r) => {
+                                let rest = std::mem::take(buf);
+                                cx.net.write(cx.now, sid, Side::Acceptor, r);
+                                self.set_layer(sid, None);
+                                self.tls.handshakes += 1;
+                                if !rest.is_empty() {
+                                    self.feed_core(cx, sid, &rest);
+                                }
+                                return;
+                            }
+                            Step::Failed(why, alert) => {
+                                cx.net.write(cx.now, sid, Side::Acceptor, alert);
+                                return self.tls_failed(cx, sid, why);
+                            }
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A new server handshake of `rtts` round trips: refused with the fault's probability.
+    fn handshake(cx: &mut Cx, rtts: u32) -> Layer {
+        let refuse = chance(cx.rng, cx.shared.tls_failure);
+        Layer::Handshake(
+            ServerHandshake::new(rtts, Some(HANDSHAKE_MAX_BYTES), refuse),
+            Vec::new(),
+        )
+    }
+
+    /// Moves stream `sid` to its next layer (None: plain, the handshake deadline gone).
+    fn set_layer(&mut self, sid: StreamId, next: Option<Layer>) {
+        match (next, self.layers.get_mut(&sid)) {
+            (Some(next), Some(l)) => l.layer = next,
+            _ => self.forget_layer(sid),
+        }
+    }
+
+    /// A native handshake failed: counted, and the stream closed for the core as well.
+    fn tls_failed(&mut self, cx: &mut Cx, sid: StreamId, why: Failure) {
+        *self.tls.failed.entry(why.as_str()).or_insert(0) += 1;
+        cx.note(format!(
+            "{}: TLS handshake of stream {} failed ({})",
+            self.name,
+            sid.0,
+            why.as_str()
+        ));
+        self.forget_layer(sid);
+        if let Some(lp) = self.conns.remove(&sid) {
+            cx.oracle.stream_closed(self.index, sid);
+            self.cores[usize::from(lp)].handle_stream_closed(cx.now, ConnId(sid.0));
+            self.drain(cx, lp);
+        }
+        cx.net.close(cx.now, sid, Side::Acceptor);
+    }
+
+    /// Drops what the TLS layer held for a stream.
+    fn forget_layer(&mut self, sid: StreamId) {
+        if let Some(l) = self.layers.remove(&sid) {
+            self.handshake_deadlines.remove(&(l.deadline, sid));
+        }
+    }
+
+    /// Plaintext of a stream to its loop's core.
+    fn feed_core(&mut self, cx: &mut Cx, sid: StreamId, data: &[u8]) {
         let Some(&lp) = self.conns.get(&sid) else {
             return;
         };
@@ -377,6 +614,7 @@ impl ServerHost {
 
     /// The client side closed (or the stream was reset).
     pub fn on_stream_closed(&mut self, cx: &mut Cx, sid: StreamId) {
+        self.forget_layer(sid);
         let Some(lp) = self.conns.remove(&sid) else {
             return;
         };
@@ -385,8 +623,17 @@ impl ServerHost {
         self.drain(cx, lp);
     }
 
-    /// The cores' timers: each loop whose timeout is due handles it.
+    /// The cores' timers: each loop whose timeout is due handles it; handshakes past
+    /// their deadline fail.
     pub fn on_wake(&mut self, cx: &mut Cx) {
+        self.apply_reloads(cx);
+        while let Some(&(at, sid)) = self.handshake_deadlines.first() {
+            if at > cx.now {
+                break;
+            }
+            self.handshake_deadlines.pop_first();
+            self.tls_failed(cx, sid, Failure::Timeout);
+        }
         for lp in 0..self.loops() {
             let core = &mut self.cores[usize::from(lp)];
             if core.poll_timeout().is_some_and(|t| t <= cx.now) {
@@ -431,7 +678,83 @@ impl ServerHost {
             Control::FdExhaustion { server, on } if server == self.index => {
                 self.fd_exhausted = on;
             }
+            Control::Reload {
+                server,
+                ref secret,
+                keep_old,
+            } if server == self.index => self.reload(cx, secret, keep_old),
             _ => {}
+        }
+    }
+
+    /// A configuration reload that rotates the REST secret: as the runtime broadcasts it,
+    /// each loop gets it after its own small delay and applies it on its own.
+    fn reload(&mut self, cx: &mut Cx, secret: &crate::faults::Secret, keep_old: bool) {
+        if !keep_old {
+            self.rest_secrets.clear();
+        }
+        self.rest_secrets
+            .push((secret.generation, secret.text.clone()));
+        let Some(first) = self.cores.first() else {
+            return;
+        };
+        let mut creds = Credentials::new(first.config().credentials.realm());
+        for (_, text) in &self.rest_secrets {
+            creds.add_rest_secret(text.as_bytes());
+        }
+        let generations: BTreeSet<u32> = self.rest_secrets.iter().map(|(g, _)| *g).collect();
+        cx.oracle.rotation.reload_sent(self.index, cx.now);
+        for (lp, core) in self.cores.iter().enumerate() {
+            let mut new = Reloadable::from_config(core.config());
+            new.credentials = creds.clone();
+            let at = cx.now + message_latency(cx.rng);
+            self.reloads.push((at, lp as u16, generations.clone(), new));
+        }
+        cx.note(format!(
+            "{}: reload on its way to {} loops ({secret:?}{})",
+            self.name,
+            self.cores.len(),
+            if keep_old { ", old secrets kept" } else { "" }
+        ));
+    }
+
+    /// Applies the reloads that reached their loop; none may take an allocation away.
+    fn apply_reloads(&mut self, cx: &mut Cx) {
+        // In the order they arrive (ties: the order sent); bounded by the loops.
+        for _ in 0..self.reloads.len() {
+            let Some(k) = self
+                .reloads
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.0 <= cx.now)
+                .min_by_key(|(i, r)| (r.0, *i))
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let (_, lp, generations, new) = self.reloads.remove(k);
+            let Some(core) = self.cores.get_mut(usize::from(lp)) else {
+                continue;
+            };
+            let before: Vec<AllocationId> = core.allocations(cx.now).iter().map(|a| a.id).collect();
+            match core.reload(cx.now, new) {
+                Ok(o) => cx.note(format!("{} loop {lp}: reloaded ({o:?})", self.name)),
+                Err(e) => cx
+                    .oracle
+                    .fail("reload_accepted", format!("{} loop {lp}: {e}", self.name)),
+            }
+            self.drain(cx, lp);
+            let after: Vec<AllocationId> = self.cores[usize::from(lp)]
+                .allocations(cx.now)
+                .iter()
+                .map(|a| a.id)
+                .collect();
+            cx.oracle
+                .rotation
+                .reloaded(self.index, lp, cx.now, generations);
+            if let Err((inv, d)) = cx.oracle.rotation.kept(&before, &after) {
+                cx.oracle.fail(inv, format!("{} loop {lp}: {d}", self.name));
+            }
         }
     }
 
@@ -441,6 +764,8 @@ impl ServerHost {
             .iter()
             .filter_map(Server::poll_timeout)
             .chain(self.next_sweep)
+            .chain(self.handshake_deadlines.first().map(|d| d.0))
+            .chain(self.reloads.iter().map(|r| r.0))
             .min()
     }
 
@@ -548,6 +873,7 @@ impl ServerHost {
                     let sid = StreamId(conn.0);
                     if self.conns.get(&sid) == Some(&lp) {
                         self.conns.remove(&sid);
+                        self.forget_layer(sid);
                     }
                     cx.net.close(cx.now, sid, Side::Acceptor);
                 }
