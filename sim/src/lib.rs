@@ -30,6 +30,7 @@ pub mod digest;
 pub mod expect;
 pub mod faults;
 pub mod firewall;
+pub mod fleet;
 pub mod host;
 pub mod link;
 pub mod nat;
