@@ -659,6 +659,9 @@ impl Browser {
                 }
             }
             ClientEvent::AllocateFailed { code, .. } => {
+                if code == 300 {
+                    cx.oracle.fleet.redirects_refused += 1;
+                }
                 cx.oracle.session_answer(record, now);
                 cx.oracle.session_code(record, code);
                 if let Some(a) = s.attempts.get_mut(k) {

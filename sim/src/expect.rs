@@ -201,6 +201,11 @@ fn fleet(e: &crate::scenario::Expect, f: &crate::fleet::FleetWatch) -> Verdict {
     let figures = [
         ("expect_min_redirects", f.redirects, e.min_redirects),
         (
+            "expect_min_redirects_refused",
+            f.redirects_refused,
+            e.min_redirects_refused,
+        ),
+        (
             "expect_min_reconnects",
             f.reconnects.len() as u64,
             e.min_reconnects,

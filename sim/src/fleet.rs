@@ -89,6 +89,9 @@ pub struct FleetWatch {
     pub absorbs: bool,
     /// Redirects followed by clients.
     pub redirects: u64,
+    /// Allocates that failed with 300: the client would not follow (a loop, or too many
+    /// hops).
+    pub redirects_refused: u64,
     /// Calls that got a relay again after losing theirs, and how long each took.
     pub reconnects: Vec<Duration>,
     /// Drains that ran to their end.

@@ -27,7 +27,8 @@
 //!   `Server::free_ports_since`, read from every loop when the answer goes out), unless
 //!   the node lacked room under `total_quota` at the end of some step since then or a
 //!   relay bind of the node failed meanwhile (both excuse a 508: conservative, so it
-//!   cannot flake);
+//!   cannot flake), or the node drains (508 is then its answer when no alternate serves
+//!   the client);
 //! - `reservation_redeemed_anywhere`: an Allocate carrying a RESERVATION-TOKEN that the
 //!   node issued, not yet redeemed and more than a second from expiry (30 s) is not
 //!   answered 508, whichever loop receives it (RFC 8656 §7.2);
@@ -276,6 +277,9 @@ pub struct Shadow {
     pub requests: u64,
     /// Requests left unanswered (budget, closed streams).
     pub unanswered: u64,
+    /// The server drains: it answers 508 to new Allocates when no alternate serves the
+    /// client ([`crate::fleet`]).
+    draining: bool,
 }
 
 /// All the oracles of a run.
@@ -603,8 +607,11 @@ impl Oracle {
     pub fn drain_started(&mut self, s: usize, now: Instant, deadline: Instant) {
         let live: Vec<AllocationId> = self
             .servers
-            .get(s)
-            .map(|sh| sh.allocs.keys().copied().collect())
+            .get_mut(s)
+            .map(|sh| {
+                sh.draining = true;
+                sh.allocs.keys().copied().collect()
+            })
             .unwrap_or_default();
         self.fleet.drain_started(s, now, deadline, live.into_iter());
     }
@@ -878,6 +885,7 @@ impl Shadow {
             refused: 0,
             requests: 0,
             unanswered: 0,
+            draining: false,
         }
     }
 
@@ -1125,7 +1133,7 @@ impl Shadow {
             .get(attr::ERROR_CODE)
             .and_then(|v| attr::decode_error_code(v).ok())
             .map(|(c, _)| c);
-        if code != Some(508) {
+        if code != Some(508) || self.draining {
             return Ok(());
         }
         let since = |t: Option<Instant>| t.is_some_and(|t| t <= arrived);

@@ -652,6 +652,9 @@ pub struct Expect {
     /// At least this many 300 Try Alternate answers were followed by clients.
     #[serde(default)]
     pub min_redirects: u64,
+    /// At least this many redirects were refused by the client (a loop).
+    #[serde(default)]
+    pub min_redirects_refused: u64,
     /// At least this many calls got a relay again after losing theirs.
     #[serde(default)]
     pub min_reconnects: u64,
