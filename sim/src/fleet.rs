@@ -365,3 +365,103 @@ impl FleetWatch {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: u64) -> Instant {
+        Instant::from_secs(1_000 + s)
+    }
+
+    fn fleet() -> FleetWatch {
+        let ip = |n: u8| vec![IpAddr::from([30, 0, 0, n])];
+        FleetWatch::new(vec![(ip(1), 2), (ip(2), 2)])
+    }
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([30, 0, 0, n], 3478))
+    }
+
+    #[test]
+    fn a_redirect_never_loops_nor_names_its_sender() {
+        let mut f = fleet();
+        assert!(f.redirect(addr(1), addr(2), &[addr(1)]).is_ok());
+        let back = f.redirect(addr(2), addr(1), &[addr(1), addr(2)]);
+        assert_eq!(back.map_err(|e| e.0), Err("no_redirect_loop"));
+        assert!(f.server_redirected(0, addr(2)).is_ok());
+        assert_eq!(
+            f.server_redirected(0, addr(1)).map_err(|e| e.0),
+            Err("no_redirect_loop")
+        );
+    }
+
+    #[test]
+    fn a_drain_grants_nothing_and_exits_empty_or_at_its_timeout() {
+        let mut f = fleet();
+        let id = AllocationId(7);
+        f.drain_started(0, t(0), t(300), [id].into_iter());
+        assert!(f.allocation_created(0, AllocationId(8), t(1)).is_err());
+        assert!(f.allocation_created(1, AllocationId(8), t(1)).is_ok());
+        assert!(f.allocation_deleted(0, id, DeleteReason::Admin).is_err());
+        assert!(f.drain_exited(0, t(10), 1).is_err(), "early, not empty");
+        f.drain_started(0, t(400), t(700), [id].into_iter());
+        assert!(f
+            .allocation_deleted(0, id, DeleteReason::Refreshed0)
+            .is_ok());
+        assert!(f.drain_exited(0, t(500), 0).is_ok());
+        f.drain_started(0, t(800), t(1100), [id].into_iter());
+        assert!(f.drain_exited(0, t(1100), 3).is_ok(), "at the timeout");
+        assert_eq!(f.restarts, 2);
+    }
+
+    #[test]
+    fn a_call_on_a_draining_relay_keeps_it() {
+        let mut f = fleet();
+        f.connected(5, t(0), Some(SocketAddr::from(([30, 0, 0, 1], 50_000))));
+        f.drain_started(0, t(1), t(300), std::iter::empty());
+        assert_eq!(
+            f.relay_lost(5, t(2)).map_err(|e| e.0),
+            Err("no_call_cut_by_drain")
+        );
+    }
+
+    #[test]
+    fn a_killed_relay_s_calls_must_reconnect_in_time() {
+        let mut f = fleet();
+        f.reconnect_bound = Some(Duration::from_secs(7));
+        f.connected(1, t(0), Some(SocketAddr::from(([30, 0, 0, 1], 50_000))));
+        f.connected(2, t(0), Some(SocketAddr::from(([30, 0, 0, 1], 50_001))));
+        f.connected(3, t(0), Some(SocketAddr::from(([30, 0, 0, 2], 50_000))));
+        f.killed(0, t(10));
+        assert!(f.after_step(t(16)).is_ok());
+        f.connected(1, t(16), Some(SocketAddr::from(([30, 0, 0, 2], 50_001))));
+        f.ended(2);
+        assert!(f.after_step(t(30)).is_ok());
+        assert_eq!(f.reconnects, vec![Duration::from_secs(6)]);
+        f.connected(4, t(31), Some(SocketAddr::from(([30, 0, 0, 2], 50_002))));
+        f.killed(1, t(40));
+        assert_eq!(
+            f.after_step(t(48)).map_err(|e| e.0),
+            Err("reconnect_within")
+        );
+    }
+
+    #[test]
+    fn a_session_fails_only_when_the_fleet_is_full() {
+        let mut f = fleet();
+        assert!(f.session_failed(0, |_| 0).is_ok(), "not checked");
+        f.absorbs = true;
+        assert!(f.session_failed(0, |_| 2).is_ok(), "all full");
+        assert_eq!(
+            f.session_failed(0, |s| if s == 0 { 2 } else { 1 })
+                .map_err(|e| e.0),
+            Err("fleet_absorbs")
+        );
+        f.drain_started(1, t(0), t(300), std::iter::empty());
+        assert!(
+            f.session_failed(0, |s| if s == 0 { 2 } else { 1 }).is_ok(),
+            "a draining relay's room does not count"
+        );
+    }
+}

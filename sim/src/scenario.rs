@@ -1006,4 +1006,38 @@ mod tests {
         assert_eq!(s.servers[0].relay_ports, [49152, 65535]);
         assert!(Scenario::parse("name = 1").is_err());
     }
+
+    #[test]
+    fn fleets_name_known_servers() {
+        let fleet = |dns: &str, action: &str, alternate: &str| {
+            Scenario::parse(&format!(
+                r#"
+                name = "t"
+                duration_s = 10
+                [[servers]]
+                name = "a"
+                alternates = ["{alternate}"]
+                listeners = [{{ transport = "udp", port = 3478 }}]
+                [[servers]]
+                name = "b"
+                address = "30.0.0.2"
+                listeners = [{{ transport = "udp", port = 3478 }}]
+                [[dns]]
+                name = "fleet"
+                servers = ["a", "{dns}"]
+                [[clients]]
+                count = 1
+                ice = ["turn:fleet:3478?transport=udp"]
+                [faults]
+                lifecycle = [{{ at_s = 5, server = "a", action = "{action}" }}]
+                "#
+            ))
+        };
+        let s = fleet("b", "drain", "b:3478").unwrap();
+        assert_eq!(s.servers[0].drain_timeout_s, 300);
+        assert_eq!(s.dns[0].servers, ["a", "b"]);
+        assert!(fleet("z", "drain", "b:3478").is_err(), "unknown dns server");
+        assert!(fleet("b", "reboot", "b:3478").is_err(), "unknown action");
+        assert!(fleet("b", "kill", "z:3478").is_err(), "unknown alternate");
+    }
 }
