@@ -225,6 +225,15 @@ pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     liveness(sc, w)?;
     crowd(sc, w)?;
     fleet(&sc.expect, &w.oracle().fleet)?;
+    if sc.expect.no_call_lost {
+        let held = |g: usize| sc.clients.get(g).is_some_and(|c| c.well_behaved);
+        if let Some(s) = w.oracle().sessions.iter().find(|s| held(s.group) && s.lost) {
+            return Err((
+                "expect_no_call_lost",
+                format!("{} (browser {}) lost its relay", s.username, s.browser),
+            ));
+        }
+    }
     let e = &sc.expect;
     let oracle = w.oracle();
     let sessions = &oracle.sessions;

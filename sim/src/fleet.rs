@@ -96,6 +96,8 @@ pub struct FleetWatch {
     pub reconnects: Vec<Duration>,
     /// Drains that ran to their end.
     pub restarts: u64,
+    /// Of those, the ones that ended at their timeout with calls left.
+    pub timeouts: u64,
     /// Servers killed.
     pub kills: u64,
 }
@@ -156,6 +158,7 @@ impl FleetWatch {
         w.live_at_drain.clear();
         if now >= deadline {
             w.exited_at_timeout = Some(now);
+            self.timeouts += u64::from(live > 0);
         } else if live > 0 {
             return Err((
                 "no_call_cut_by_drain",

@@ -104,6 +104,8 @@ pub struct FleetFigures {
     pub redirects: u64,
     /// Drains that ran to their end.
     pub restarts: u64,
+    /// Of those, the ones that hit their timeout with calls left.
+    pub drain_timeouts: u64,
     /// Servers killed.
     pub kills: u64,
     /// Calls that had a relay again after their server was killed.
@@ -910,6 +912,7 @@ impl World {
                 FleetFigures {
                     redirects: f.redirects,
                     restarts: f.restarts,
+                    drain_timeouts: f.timeouts,
                     kills: f.kills,
                     reconnects: f.reconnects.len(),
                     longest_reconnect: f.reconnects.iter().max().copied().unwrap_or_default(),

@@ -652,6 +652,10 @@ pub struct Expect {
     /// At least this many 300 Try Alternate answers were followed by clients.
     #[serde(default)]
     pub min_redirects: u64,
+    /// No call of a well-behaved group lost its relay (a rolling restart whose calls all
+    /// end before the drain timeout).
+    #[serde(default)]
+    pub no_call_lost: bool,
     /// At least this many redirects were refused by the client (a loop).
     #[serde(default)]
     pub min_redirects_refused: u64,
