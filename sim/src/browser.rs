@@ -114,6 +114,8 @@ struct Attempt {
     answered: bool,
     /// Servers this attempt was sent to, in order (the first, then each redirect's).
     tried: Vec<SocketAddr>,
+    /// Redirected: its Allocate is already queued in the client, for the new server.
+    redirected: bool,
 }
 
 #[derive(Debug)]
@@ -240,7 +242,9 @@ impl Browser {
                 }
                 (AState::Connecting, _) => {
                     a.state = AState::Turn;
-                    a.client.allocate(now);
+                    if !a.redirected {
+                        a.client.allocate(now);
+                    }
                 }
                 _ => {}
             }
@@ -270,7 +274,9 @@ impl Browser {
                             Some(TLS_DONE) => {
                                 a.state = AState::Turn;
                                 let rest = std::mem::take(&mut a.tls_buf);
-                                a.client.allocate(now);
+                                if !a.redirected {
+                                    a.client.allocate(now);
+                                }
                                 if !rest.is_empty() {
                                     a.client.handle_input(now, &rest);
                                 }
@@ -511,6 +517,7 @@ impl Browser {
                 deadline,
                 answered: false,
                 tried: vec![addr],
+                redirected: false,
             });
         }
         attempts
@@ -721,10 +728,16 @@ impl Browser {
                     ));
                     a.tried.push(to);
                     a.server = to;
+                    a.redirected = true;
                     if a.via != Via::Udp {
-                        // A stream would need a new connection: not modelled; the
-                        // attempt fails as a browser without that support would.
-                        fail(cx, a);
+                        // A new connection to the alternate; the Allocate waits in the
+                        // client until it is up (and, for TLS, its handshake done).
+                        if let Some(old) = a.sid.take() {
+                            cx.net.close(now, old, Side::Connector);
+                        }
+                        a.sid = Some(cx.net.connect(now, cx.me, a.local, to));
+                        a.state = AState::Connecting;
+                        a.tls_buf.clear();
                     }
                 }
             }
@@ -891,6 +904,9 @@ impl Browser {
         let me = cx.me;
         let Some(s) = &mut self.session else { return };
         for a in &mut s.attempts {
+            if matches!(a.state, AState::Connecting | AState::Tls) {
+                continue; // the client keeps what it queued until the stream is up
+            }
             while let Some(bytes) = a.client.poll_transmit() {
                 if a.state == AState::Closed {
                     continue;
