@@ -13,6 +13,8 @@
 //! - [`uclient`]: scripted UDP clients in the manner of coturn's `turnutils_uclient`
 //!   (EVEN-PORT pairs with a RESERVATION-TOKEN, one user racing on many 5-tuples).
 //! - [`faults`]: wall-clock jumps, bind failures, fd exhaustion, floods.
+//! - [`fleet`]: relays drained, killed and revived, DNS names over several of them, and
+//!   the fleet oracles (drains cut no call, redirects never loop, calls reconnect).
 //! - [`oracle`], [`reflection`], [`expect`]: the invariants, after every step and at the
 //!   end.
 //! - [`scenario`], [`runner`], [`digest`], [`cli`]: scenario files, runs, digests, the tool.
