@@ -27,6 +27,10 @@ const RELEASE_WAIT: Duration = Duration::from_secs(45);
 const ECHO: u8 = b'e';
 /// Round trip of an ICE configuration fetch from the HTTP API.
 const API_DELAY: Duration = Duration::from_millis(30);
+/// A server that failed a browser (no answer, or its relay lost) is avoided this long.
+const AVOID_FOR: Duration = Duration::from_secs(60);
+/// Between two rounds of an ICE restart that found no relay.
+const ROUND_PAUSE: Duration = Duration::from_secs(1);
 /// Addresses a probing browser tries to reach: all must be refused by the relay.
 pub const DENIED_PROBES: [&str; 6] = [
     "127.0.0.1:9",
@@ -58,12 +62,15 @@ impl Board {
 }
 
 /// One ICE server the browser may use.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct IceServer {
     /// Transport.
     pub via: Via,
     /// Where to send (the relay, or a proxy in front).
     pub addr: SocketAddr,
+    /// Every address its name resolves to, in this browser's resolver's order (`addr`
+    /// first); one for a plain name, the fleet for a DNS name of several servers.
+    pub alts: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +101,12 @@ struct Attempt {
     /// Lost the race (or the session ended): release as soon as allocated.
     loser: bool,
     deadline: Instant,
+    /// Some answer came from a server.
+    answered: bool,
+    /// Servers this attempt was sent to, in order (the first, then each redirect's).
+    tried: Vec<SocketAddr>,
+    /// Redirected: its Allocate is already queued in the client, for the new server.
+    redirected: bool,
 }
 
 #[derive(Debug)]
@@ -112,6 +125,16 @@ struct Session {
     permitted: bool,
     /// Refreshes due at the edge of the credential's validity (`probe_expiry`).
     probes: Vec<Instant>,
+    /// The credential, for an ICE restart.
+    username: String,
+    password: String,
+    udp_port: Option<u16>,
+    /// The last data received through the kept allocation (ICE consent).
+    last_rx: Instant,
+    /// The relay was lost at this instant; an ICE restart is under way.
+    reconnecting: Option<Instant>,
+    /// A round of the ICE restart failed: the next one starts then.
+    next_round: Option<Instant>,
 }
 
 /// A browser.
@@ -136,6 +159,8 @@ pub struct Browser {
     session: Option<Session>,
     sessions: u32,
     done: bool,
+    /// Servers that failed it lately, avoided until the instant given.
+    avoid: BTreeMap<SocketAddr, Instant>,
 }
 
 impl Browser {
@@ -164,6 +189,7 @@ impl Browser {
             session: None,
             sessions: 0,
             done: false,
+            avoid: BTreeMap::new(),
         }
     }
 
@@ -186,6 +212,7 @@ impl Browser {
         };
         if let Some(a) = self.attempt_mut(k) {
             if a.state != AState::Closed {
+                a.answered = true;
                 a.client.handle_input(cx.now, data);
             }
         }
@@ -219,7 +246,9 @@ impl Browser {
                 }
                 (AState::Connecting, _) => {
                     a.state = AState::Turn;
-                    a.client.allocate(now);
+                    if !a.redirected {
+                        a.client.allocate(now);
+                    }
                 }
                 _ => {}
             }
@@ -248,7 +277,9 @@ impl Browser {
                             Some(TLS_DONE) => {
                                 a.state = AState::Turn;
                                 let rest = std::mem::take(&mut a.tls_buf);
-                                a.client.allocate(now);
+                                if !a.redirected {
+                                    a.client.allocate(now);
+                                }
                                 if !rest.is_empty() {
                                     a.client.handle_input(now, &rest);
                                 }
@@ -257,7 +288,10 @@ impl Browser {
                         }
                     }
                 }
-                AState::Turn | AState::Releasing => a.client.handle_input(now, data),
+                AState::Turn | AState::Releasing => {
+                    a.answered = true;
+                    a.client.handle_input(now, data)
+                }
                 AState::Connecting | AState::Closed => {}
             }
         }
@@ -280,10 +314,7 @@ impl Browser {
             }
         }
         if winner == Some(k) {
-            if let Some(s) = &self.session {
-                cx.oracle.session_lost(s.record, cx.now);
-                cx.board.relayed.remove(&self.id);
-            }
+            self.relay_lost(cx);
         }
         self.after(cx);
     }
@@ -348,6 +379,12 @@ impl Browser {
             consider(s.ending);
             consider(s.next_data);
             consider(s.probes.iter().min().copied());
+            consider(s.next_round);
+            if let (Some(n), Some(_), true) =
+                (self.spec.ice_restart_s, s.winner, s.ending.is_none())
+            {
+                consider(Some(s.last_rx + Duration::from_secs(n)));
+            }
             for a in &s.attempts {
                 if a.state == AState::Closed {
                     continue;
@@ -405,47 +442,7 @@ impl Browser {
         );
         let session_s = between(cx.rng, self.spec.session_s[0], self.spec.session_s[1]);
         let vanish = chance(cx.rng, self.spec.vanish) && cx.shared.phase == Phase::Safety;
-        let deadline = now + Duration::from_secs(self.spec.connect_timeout_s);
-        let mut attempts = Vec::new();
-        for mut ice in self.ice.clone() {
-            if let (Via::Udp, Some(port)) = (ice.via, udp_port) {
-                ice.addr.set_port(port);
-            }
-            let local = SocketAddr::new(self.ip, self.port());
-            let transport = if ice.via == Via::Udp {
-                Transport::Udp
-            } else {
-                Transport::Tcp
-            };
-            let mut cc = ClientConfig::new(ice.addr, transport, &username, &password);
-            if self.spec.relay_ipv6 {
-                cc.requested_family = Some(attr::FAMILY_IPV6);
-            }
-            let mut client = Client::new(cc, cx.seed(), now);
-            let (sid, state) = match ice.via {
-                Via::Udp => {
-                    client.allocate(now);
-                    (None, AState::Turn)
-                }
-                _ => (
-                    Some(cx.net.connect(now, cx.me, local, ice.addr)),
-                    AState::Connecting,
-                ),
-            };
-            attempts.push(Attempt {
-                via: ice.via,
-                server: ice.addr,
-                local,
-                client,
-                sid,
-                state,
-                tls_buf: Vec::new(),
-                allocated: false,
-                failed: false,
-                loser: false,
-                deadline,
-            });
-        }
+        let attempts = self.open_attempts(cx, &username, &password, udp_port);
         cx.note(format!(
             "browser {} starts session {} ({username})",
             self.id, self.sessions
@@ -462,7 +459,139 @@ impl Browser {
             peer: self.peer,
             permitted: false,
             probes: Vec::new(),
+            username,
+            password,
+            udp_port,
+            last_rx: now,
+            reconnecting: None,
+            next_round: None,
         });
+    }
+
+    /// One attempt per ICE server, each to the first of its addresses not avoided.
+    fn open_attempts(
+        &mut self,
+        cx: &mut Cx,
+        username: &str,
+        password: &str,
+        udp_port: Option<u16>,
+    ) -> Vec<Attempt> {
+        let now = cx.now;
+        let deadline = now + Duration::from_secs(self.spec.connect_timeout_s);
+        self.avoid.retain(|_, until| *until > now);
+        let mut attempts = Vec::new();
+        let fresh = |i: &IceServer| i.alts.iter().any(|a| !self.avoid.contains_key(a));
+        // With nothing left to try, every server gets another chance.
+        let skip_avoided = self.ice.iter().any(fresh);
+        for ice in self.ice.clone() {
+            let mut addr = ice
+                .alts
+                .iter()
+                .copied()
+                .find(|a| !self.avoid.contains_key(a))
+                .unwrap_or(ice.addr);
+            if skip_avoided && self.avoid.contains_key(&addr) {
+                continue; // the others of the list will do
+            }
+            if let (Via::Udp, Some(port)) = (ice.via, udp_port) {
+                addr.set_port(port);
+            }
+            let local = SocketAddr::new(self.ip, self.port());
+            let transport = if ice.via == Via::Udp {
+                Transport::Udp
+            } else {
+                Transport::Tcp
+            };
+            let mut cc = ClientConfig::new(addr, transport, username, password);
+            if self.spec.relay_ipv6 {
+                cc.requested_family = Some(attr::FAMILY_IPV6);
+            }
+            let mut client = Client::new(cc, cx.seed(), now);
+            let (sid, state) = match ice.via {
+                Via::Udp => {
+                    client.allocate(now);
+                    (None, AState::Turn)
+                }
+                _ => (
+                    Some(cx.net.connect(now, cx.me, local, addr)),
+                    AState::Connecting,
+                ),
+            };
+            attempts.push(Attempt {
+                via: ice.via,
+                server: addr,
+                local,
+                client,
+                sid,
+                state,
+                tls_buf: Vec::new(),
+                allocated: false,
+                failed: false,
+                loser: false,
+                deadline,
+                answered: false,
+                tried: vec![addr],
+                redirected: false,
+            });
+        }
+        attempts
+    }
+
+    /// The call's relay is gone (its data stopped, its allocation or stream ended): with
+    /// ICE restarts, a fresh allocation through another server; else the call goes on
+    /// without a relay.
+    fn relay_lost(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let Some(s) = &mut self.session else { return };
+        let Some(k) = s.winner else { return };
+        cx.oracle.session_lost(s.record, now);
+        cx.board.relayed.remove(&self.id);
+        let Some(_) = self.spec.ice_restart_s else {
+            return;
+        };
+        if s.ending.is_some() {
+            return;
+        }
+        cx.oracle.session_relay_lost(s.record, now);
+        if let Some(a) = s.attempts.get_mut(k) {
+            self.avoid.insert(a.server, now + AVOID_FOR);
+            cx.note(format!(
+                "browser {} lost its relay at {}: ICE restart",
+                self.id, a.server
+            ));
+            close(cx, a);
+        }
+        s.winner = None;
+        s.permitted = false;
+        s.next_data = None;
+        s.reconnecting = Some(now);
+        s.peer = self.peer;
+        self.restart_ice(cx);
+    }
+
+    /// New attempts for the session (an ICE restart, or another round of one).
+    fn restart_ice(&mut self, cx: &mut Cx) {
+        let Some(s) = &self.session else { return };
+        let (u, p, port) = (s.username.clone(), s.password.clone(), s.udp_port);
+        let fresh = self.open_attempts(cx, &u, &p, port);
+        if let Some(s) = &mut self.session {
+            s.attempts.extend(fresh);
+        }
+    }
+
+    /// ICE consent: a kept relay through which nothing came back for `ice_restart_s`
+    /// is lost.
+    fn consent(&mut self, cx: &mut Cx) {
+        let Some(n) = self.spec.ice_restart_s else {
+            return;
+        };
+        let Some(s) = &self.session else { return };
+        if s.winner.is_none() || s.ending.is_some() {
+            return;
+        }
+        if cx.now.since(s.last_rx) >= Duration::from_secs(n) {
+            self.relay_lost(cx);
+        }
     }
 
     /// After any input: process client events, flush transmits, check deadlines.
@@ -479,6 +608,7 @@ impl Browser {
                 }
             }
             self.deadlines(cx);
+            self.consent(cx);
             self.data(cx);
             self.probe(cx);
             self.session_end(cx);
@@ -509,6 +639,7 @@ impl Browser {
                 let via = a.via;
                 if s.winner.is_none() && !ending && !a.loser {
                     s.winner = Some(k);
+                    s.last_rx = now;
                     cx.note(format!(
                         "browser {} kept {} allocation {:?}",
                         self.id,
@@ -518,8 +649,13 @@ impl Browser {
                     if let Some(r) = relayed.first() {
                         cx.board.relayed.insert(self.id, *r);
                     }
-                    cx.oracle
-                        .session_connected(record, now, via, mapped, relayed);
+                    if s.reconnecting.take().is_some() {
+                        cx.oracle
+                            .session_reconnected(record, now, relayed.first().copied());
+                    } else {
+                        cx.oracle
+                            .session_connected(record, now, via, mapped, relayed);
+                    }
                     if self.spec.probe_expiry {
                         s.probes = expiry_probes(cx, self.issuer, record);
                     }
@@ -548,6 +684,9 @@ impl Browser {
                 }
             }
             ClientEvent::AllocateFailed { code, .. } => {
+                if code == 300 {
+                    cx.oracle.fleet.redirects_refused += 1;
+                }
                 cx.oracle.session_answer(record, now);
                 cx.oracle.session_code(record, code);
                 if let Some(a) = s.attempts.get_mut(k) {
@@ -584,6 +723,9 @@ impl Browser {
             }
             ClientEvent::PermissionFailed { code, .. } => cx.oracle.session_code(record, code),
             ClientEvent::Data { peer, data } => {
+                if Some(k) == s.winner {
+                    s.last_rx = now;
+                }
                 if self.partner.is_none() || data.first() == Some(&ECHO) {
                     cx.oracle.session_echo(record);
                 } else if let Some(a) = s.attempts.get_mut(k) {
@@ -592,6 +734,28 @@ impl Browser {
                     back.insert(0, ECHO);
                     if a.state == AState::Turn {
                         a.client.send(now, peer, &back);
+                    }
+                }
+            }
+            ClientEvent::Redirected { from, to, .. } => {
+                if let Some(a) = s.attempts.get_mut(k) {
+                    cx.oracle.redirect(from, to, &a.tried);
+                    cx.note(format!(
+                        "browser {} redirected from {from} to {to}",
+                        self.id
+                    ));
+                    a.tried.push(to);
+                    a.server = to;
+                    a.redirected = true;
+                    if a.via != Via::Udp {
+                        // A new connection to the alternate; the Allocate waits in the
+                        // client until it is up (and, for TLS, its handshake done).
+                        if let Some(old) = a.sid.take() {
+                            cx.net.close(now, old, Side::Connector);
+                        }
+                        a.sid = Some(cx.net.connect(now, cx.me, a.local, to));
+                        a.state = AState::Connecting;
+                        a.tls_buf.clear();
                     }
                 }
             }
@@ -608,8 +772,7 @@ impl Browser {
                     }
                 }
                 if code == 437 && s.winner == Some(k) {
-                    cx.oracle.session_lost(record, now);
-                    cx.board.relayed.remove(&self.id);
+                    self.relay_lost(cx);
                 }
             }
             ClientEvent::Expired | ClientEvent::StreamError => {
@@ -617,8 +780,7 @@ impl Browser {
                     close(cx, a);
                 }
                 if s.winner == Some(k) {
-                    cx.oracle.session_lost(record, now);
-                    cx.board.relayed.remove(&self.id);
+                    self.relay_lost(cx);
                 }
             }
             _ => {}
@@ -631,6 +793,9 @@ impl Browser {
         let Some(s) = &mut self.session else { return };
         for a in &mut s.attempts {
             if !a.allocated && a.state != AState::Closed && now >= a.deadline {
+                if !a.answered && self.spec.ice_restart_s.is_some() {
+                    self.avoid.insert(a.server, now + AVOID_FOR);
+                }
                 fail(cx, a);
             }
             if a.failed && a.state != AState::Closed {
@@ -641,6 +806,21 @@ impl Browser {
             && s.ending.is_none()
             && s.attempts.iter().all(|a| a.state == AState::Closed)
         {
+            if s.reconnecting.is_some() && now < s.end_at {
+                // The call goes on: another round of the ICE restart, a second on.
+                match s.next_round {
+                    Some(t) if t <= now => {
+                        s.next_round = None;
+                        self.restart_ice(cx);
+                    }
+                    Some(_) => {}
+                    None => s.next_round = Some(now + ROUND_PAUSE),
+                }
+                return;
+            }
+            if self.spec.well_behaved {
+                cx.oracle.fleet_session_failed(s.record);
+            }
             cx.oracle.session_failed(s.record, now);
             self.session = None;
             if !self.done {
@@ -762,6 +942,9 @@ impl Browser {
         let me = cx.me;
         let Some(s) = &mut self.session else { return };
         for a in &mut s.attempts {
+            if matches!(a.state, AState::Connecting | AState::Tls) {
+                continue; // the client keeps what it queued until the stream is up
+            }
             while let Some(bytes) = a.client.poll_transmit() {
                 if a.state == AState::Closed {
                     continue;

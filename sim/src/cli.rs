@@ -478,6 +478,17 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
             reflected as f64 / spoofed.max(1) as f64
         );
     }
+    if let Some(f) = &s.fleet {
+        println!(
+            "  fleet: redirects {}, drains ended {} ({} at the timeout), kills {}, calls reconnected {} (longest {} ms)",
+            f.redirects,
+            f.restarts,
+            f.drain_timeouts,
+            f.kills,
+            f.reconnects,
+            f.longest_reconnect.as_millis()
+        );
+    }
     if s.nat_mappings > 0 {
         println!("  NAT port mappings {}", s.nat_mappings);
     }

@@ -196,10 +196,44 @@ fn crowd(sc: &Scenario, w: &impl Finished) -> Verdict {
     Ok(())
 }
 
+/// The fleet's expectations: something was redirected, reconnected, restarted.
+fn fleet(e: &crate::scenario::Expect, f: &crate::fleet::FleetWatch) -> Verdict {
+    let figures = [
+        ("expect_min_redirects", f.redirects, e.min_redirects),
+        (
+            "expect_min_redirects_refused",
+            f.redirects_refused,
+            e.min_redirects_refused,
+        ),
+        (
+            "expect_min_reconnects",
+            f.reconnects.len() as u64,
+            e.min_reconnects,
+        ),
+        ("expect_min_restarts", f.restarts, e.min_restarts),
+    ];
+    for (name, seen, least) in figures {
+        if seen < least {
+            return Err((name, format!("{seen}, expected at least {least}")));
+        }
+    }
+    Ok(())
+}
+
 /// Checks liveness and every expectation of `sc` against a finished world.
 pub fn check(sc: &Scenario, w: &impl Finished, now: Instant) -> Verdict {
     liveness(sc, w)?;
     crowd(sc, w)?;
+    fleet(&sc.expect, &w.oracle().fleet)?;
+    if sc.expect.no_call_lost {
+        let held = |g: usize| sc.clients.get(g).is_some_and(|c| c.well_behaved);
+        if let Some(s) = w.oracle().sessions.iter().find(|s| held(s.group) && s.lost) {
+            return Err((
+                "expect_no_call_lost",
+                format!("{} (browser {}) lost its relay", s.username, s.browser),
+            ));
+        }
+    }
     let e = &sc.expect;
     let oracle = w.oracle();
     let sessions = &oracle.sessions;

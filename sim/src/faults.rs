@@ -48,6 +48,22 @@ pub enum Control {
         /// The secret it signs with.
         secret: Secret,
     },
+    /// Server `server` begins to drain: its host exits once empty or at its drain
+    /// timeout, then restarts fresh after a pause ([`crate::fleet`]).
+    Drain {
+        /// Which server.
+        server: usize,
+    },
+    /// Server `server` vanishes: no answers, its sockets and state gone.
+    Kill {
+        /// Which server.
+        server: usize,
+    },
+    /// A killed server `server` starts again, fresh.
+    Revive {
+        /// Which server.
+        server: usize,
+    },
     /// The run enters a phase.
     Phase(Phase),
     /// The run ends.

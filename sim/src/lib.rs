@@ -15,8 +15,10 @@
 //!   (EVEN-PORT pairs with a RESERVATION-TOKEN, one user racing on many 5-tuples).
 //! - [`faults`]: wall-clock jumps, configuration reloads, bind failures, fd exhaustion,
 //!   floods.
-//! - [`oracle`], [`reflection`], [`rotation`], [`expect`]: the invariants, after every step and at the
-//!   end.
+//! - [`fleet`]: relays drained, killed and revived, DNS names over several of them, and
+//!   the fleet oracles (drains cut no call, redirects never loop, calls reconnect).
+//! - [`oracle`], [`reflection`], [`rotation`], [`expect`]: the invariants, after every
+//!   step and at the end.
 //! - [`scenario`], [`runner`], [`digest`], [`cli`]: scenario files, runs, digests, the tool.
 //! - [`trace`]: replay of traces recorded by the runtime, dump and cut to a script.
 //!
@@ -32,6 +34,7 @@ pub mod digest;
 pub mod expect;
 pub mod faults;
 pub mod firewall;
+pub mod fleet;
 pub mod host;
 pub mod link;
 pub mod nat;

@@ -27,7 +27,8 @@
 //!   `Server::free_ports_since`, read from every loop when the answer goes out), unless
 //!   the node lacked room under `total_quota` at the end of some step since then or a
 //!   relay bind of the node failed meanwhile (both excuse a 508: conservative, so it
-//!   cannot flake);
+//!   cannot flake), or the node drains (508 is then its answer when no alternate serves
+//!   the client);
 //! - `reservation_redeemed_anywhere`: an Allocate carrying a RESERVATION-TOKEN that the
 //!   node issued, not yet redeemed and more than a second from expiry (30 s) is not
 //!   answered 508, whichever loop receives it (RFC 8656 §7.2);
@@ -280,6 +281,9 @@ pub struct Shadow {
     pub requests: u64,
     /// Requests left unanswered (budget, closed streams).
     pub unanswered: u64,
+    /// The server drains: it answers 508 to new Allocates when no alternate serves the
+    /// client ([`crate::fleet`]).
+    draining: bool,
 }
 
 /// All the oracles of a run.
@@ -295,6 +299,8 @@ pub struct Oracle {
     pub reflection: Option<crate::reflection::ReflectionWatch>,
     /// The reload oracle.
     pub rotation: crate::rotation::RotationWatch,
+    /// The fleet oracles: drains, redirects, reconnections ([`crate::fleet`]).
+    pub fleet: crate::fleet::FleetWatch,
     violation: Option<Violation>,
     now: Instant,
 }
@@ -308,6 +314,7 @@ impl Oracle {
             tally: Default::default(),
             reflection: None,
             rotation: Default::default(),
+            fleet: Default::default(),
             violation: None,
             now: Instant::default(),
         }
@@ -546,6 +553,17 @@ impl Oracle {
 
     /// An event from the core of loop `lp`.
     pub fn event(&mut self, s: usize, lp: u16, now: Instant, e: &Event) {
+        let fleet = match e {
+            Event::AllocationCreated { id, .. } => self.fleet.allocation_created(s, *id, now),
+            Event::AllocationDeleted { id, reason, .. } => {
+                self.fleet.allocation_deleted(s, *id, *reason)
+            }
+            Event::AllocationRedirected { to, .. } => self.fleet.server_redirected(s, *to),
+            _ => Ok(()),
+        };
+        if let Err((inv, d)) = fleet {
+            self.fail(inv, d);
+        }
         let Some(sh) = self.servers.get_mut(s) else {
             return;
         };
@@ -559,6 +577,10 @@ impl Oracle {
     /// Runs every per-step invariant against each server.
     pub fn after_step(&mut self, now: Instant, hosts: &[&ServerHost]) {
         self.now = now;
+        if let Err((inv, d)) = self.fleet.after_step(now) {
+            self.fail(inv, d);
+            return;
+        }
         for (i, host) in hosts.iter().enumerate() {
             let Some(sh) = self.servers.get_mut(i) else {
                 continue;
@@ -594,6 +616,74 @@ impl Oracle {
                 return;
             }
             sh.end_step(&step);
+        }
+    }
+
+    // ---- fleets ----------------------------------------------------------------------------
+
+    /// Server `s` begins to drain at `now`; it exits at `deadline` at the latest.
+    pub fn drain_started(&mut self, s: usize, now: Instant, deadline: Instant) {
+        let live: Vec<AllocationId> = self
+            .servers
+            .get_mut(s)
+            .map(|sh| {
+                sh.draining = true;
+                sh.allocs.keys().copied().collect()
+            })
+            .unwrap_or_default();
+        self.fleet.drain_started(s, now, deadline, live.into_iter());
+    }
+
+    /// Server `s`'s host exits its drain with `live` allocations left; its next process
+    /// starts from nothing.
+    pub fn drain_exited(&mut self, s: usize, now: Instant, live: u64) {
+        if let Err((inv, d)) = self.fleet.drain_exited(s, now, live) {
+            self.fail(inv, d);
+        }
+        self.restarted(s);
+    }
+
+    /// Server `s` vanished at `now`: all its state is gone.
+    pub fn killed(&mut self, s: usize, now: Instant) {
+        self.fleet.killed(s, now);
+        self.restarted(s);
+    }
+
+    /// Server `s`'s process is replaced by a fresh one: its shadow starts from nothing
+    /// (what was created and seen so far is kept for the end of the run).
+    fn restarted(&mut self, s: usize) {
+        if let Some(sh) = self.servers.get_mut(s) {
+            sh.restart();
+        }
+    }
+
+    /// A call has a relay again (an ICE restart got a fresh allocation).
+    pub fn session_reconnected(&mut self, r: usize, now: Instant, relayed: Option<SocketAddr>) {
+        self.fleet.connected(r, now, relayed);
+    }
+
+    /// A call lost its relay (its client saw it).
+    pub fn session_relay_lost(&mut self, r: usize, now: Instant) {
+        if let Err((inv, d)) = self.fleet.relay_lost(r, now) {
+            self.fail(inv, d);
+        }
+    }
+
+    /// A client followed a 300 Try Alternate from `from` to `to`, having tried `tried`.
+    pub fn redirect(&mut self, from: SocketAddr, to: SocketAddr, tried: &[SocketAddr]) {
+        if let Err((inv, d)) = self.fleet.redirect(from, to, tried) {
+            self.fail(inv, d);
+        }
+    }
+
+    /// A well-behaved session ended without an allocation.
+    pub fn fleet_session_failed(&mut self, r: usize) {
+        let servers = &self.servers;
+        let check = self.fleet.session_failed(r, |s| {
+            servers.get(s).map_or(0, |sh| sh.live_allocations() as u64)
+        });
+        if let Err((inv, d)) = check {
+            self.fail(inv, d);
         }
     }
 
@@ -645,6 +735,7 @@ impl Oracle {
         mapped: Option<SocketAddr>,
         relayed: Vec<SocketAddr>,
     ) {
+        self.fleet.connected(r, now, relayed.first().copied());
         if let Some(s) = self.sessions.get_mut(r) {
             s.connected = Some((now, via, mapped, relayed));
         }
@@ -687,6 +778,7 @@ impl Oracle {
 
     /// Every attempt failed.
     pub fn session_failed(&mut self, r: usize, now: Instant) {
+        self.fleet.ended(r);
         if let Some(s) = self.sessions.get_mut(r) {
             s.failed = true;
             s.ended = Some(now);
@@ -709,6 +801,7 @@ impl Oracle {
 
     /// The session ended.
     pub fn session_ended(&mut self, r: usize, now: Instant) {
+        self.fleet.ended(r);
         if let Some(s) = self.sessions.get_mut(r) {
             s.ended.get_or_insert(now);
         }
@@ -811,7 +904,20 @@ impl Shadow {
             refused: 0,
             requests: 0,
             unanswered: 0,
+            draining: false,
         }
+    }
+
+    /// The server's process was replaced by a fresh one: nothing of the old one's state
+    /// remains, but the record of what happened does.
+    fn restart(&mut self) {
+        let mut fresh = Shadow::new(self.cfg.clone());
+        fresh.history = std::mem::take(&mut self.history);
+        fresh.rejected = std::mem::take(&mut self.rejected);
+        fresh.refused = self.refused;
+        fresh.requests = self.requests;
+        fresh.unanswered = self.unanswered;
+        *self = fresh;
     }
 
     /// Allocations alive now.
@@ -1070,7 +1176,7 @@ impl Shadow {
             .get(attr::ERROR_CODE)
             .and_then(|v| attr::decode_error_code(v).ok())
             .map(|(c, _)| c);
-        if code != Some(508) {
+        if code != Some(508) || self.draining {
             return Ok(());
         }
         let since = |t: Option<Instant>| t.is_some_and(|t| t <= arrived);

@@ -9,6 +9,7 @@ use crate::browser::{Board, Browser, IceServer};
 use crate::clock::{Clock, WallClock};
 use crate::digest::{Digest, Trace};
 use crate::faults::{Control, Flooder, Sink};
+use crate::fleet::FleetWatch;
 use crate::host::{Cx, Node, Phase, Shared};
 use crate::link::{between, LinkProfile, Partition};
 use crate::net::{Ev, Net, NodeId, Side, StreamFaults, StreamNews};
@@ -95,6 +96,26 @@ pub struct Summary {
     pub tls: crate::server::TlsCounts,
     /// What the reload oracle counted.
     pub rotation: crate::rotation::RotationCounts,
+    /// Fleets: redirects followed, drains run to their end, servers killed, and the
+    /// calls that got a relay again after losing theirs (count, longest wait).
+    pub fleet: Option<FleetFigures>,
+}
+
+/// What a fleet did in a run.
+#[derive(Clone, Debug, Default)]
+pub struct FleetFigures {
+    /// Redirects (300 Try Alternate) followed by clients.
+    pub redirects: u64,
+    /// Drains that ran to their end.
+    pub restarts: u64,
+    /// Of those, the ones that hit their timeout with calls left.
+    pub drain_timeouts: u64,
+    /// Servers killed.
+    pub kills: u64,
+    /// Calls that had a relay again after their server was killed.
+    pub reconnects: usize,
+    /// The longest of those waits.
+    pub longest_reconnect: Duration,
 }
 
 /// The result of a run.
@@ -187,8 +208,20 @@ impl World {
         let mut secrets = Vec::new();
         let mut fault_profile = Vec::new();
         let mut loop_hashes = Vec::new();
-        // Servers.
-        for (i, spec) in sc.servers.iter().enumerate() {
+        // Servers, with their alternates resolved.
+        let mut specs = sc.servers.clone();
+        for spec in &mut specs {
+            spec.alternate_addrs = spec
+                .alternates
+                .iter()
+                .filter_map(|a| {
+                    let (name, port) = a.rsplit_once(':')?;
+                    let s = sc.servers.iter().find(|s| s.name == name)?;
+                    Some(SocketAddr::new(IpAddr::V4(s.address), port.parse().ok()?))
+                })
+                .collect();
+        }
+        for (i, spec) in specs.iter().enumerate() {
             let cfg = config_of(spec)?;
             shadows.push(ShadowConfig {
                 quarantine: cfg.relay_port_quarantine,
@@ -326,11 +359,31 @@ impl World {
             let mut ice = Vec::new();
             for url in &group.ice {
                 let u = IceUrl::parse(url).ok_or(format!("bad url {url:?}"))?;
-                let addr = resolve(&format!("{}:{}", u.host, u.port), group.ipv6)?;
-                ice.push(IceServer { via: u.via, addr });
+                let names: Vec<&str> = match sc.dns.iter().find(|d| d.name == u.host) {
+                    Some(d) => d.servers.iter().map(String::as_str).collect(),
+                    None => vec![u.host.as_str()],
+                };
+                let addrs = names
+                    .iter()
+                    .map(|n| resolve(&format!("{n}:{}", u.port), group.ipv6))
+                    .collect::<Result<Vec<_>, _>>()?;
+                ice.push(IceServer {
+                    via: u.via,
+                    addr: addrs[0],
+                    alts: addrs,
+                });
             }
             for _ in 0..group.count {
                 id += 1;
+                // Each browser's resolver hands out a fleet's addresses in its own order.
+                let mut ice = ice.clone();
+                for i in &mut ice {
+                    if i.alts.len() > 1 {
+                        let k = (topo.next_u64() % i.alts.len() as u64) as usize;
+                        i.alts.rotate_left(k);
+                        i.addr = i.alts[0];
+                    }
+                }
                 let n = id as u32;
                 let ip = if group.nat.is_some() {
                     // A private address behind the NAT (10.0.0.0/8).
@@ -557,6 +610,20 @@ impl World {
                 sc.faults.tls_handshake_failure
             ));
         }
+        for l in &sc.faults.lifecycle {
+            let server = sc
+                .servers
+                .iter()
+                .position(|s| s.name == l.server)
+                .ok_or(format!("unknown server {:?}", l.server))?;
+            let c = match l.action.as_str() {
+                "drain" => Control::Drain { server },
+                "kill" => Control::Kill { server },
+                _ => Control::Revive { server },
+            };
+            net.schedule(secs(l.at_s), Ev::Control(c));
+            fault_profile.push(format!("{} {} at {} s", l.action, l.server, l.at_s));
+        }
         if sc.faults.bind_addr_in_use > 0.0 {
             fault_profile.push(format!(
                 "relay binds fail with AddrInUse with p={}",
@@ -598,6 +665,19 @@ impl World {
             fd_windows,
         };
         w.oracle.reflection = reflection;
+        w.oracle.fleet = FleetWatch::new(
+            sc.servers
+                .iter()
+                .map(|s| {
+                    let addrs = std::iter::once(IpAddr::V4(s.address))
+                        .chain(s.address_v6.map(IpAddr::V6))
+                        .collect();
+                    (addrs, u64::from(s.total_quota))
+                })
+                .collect(),
+        );
+        w.oracle.fleet.reconnect_bound = sc.expect.reconnect_within_s.map(Duration::from_secs);
+        w.oracle.fleet.absorbs = sc.expect.fleet_absorbs;
         for node in 0..n {
             w.arm(node);
         }
@@ -903,6 +983,17 @@ impl World {
                 .collect(),
             nat_mappings: self.net.nats().iter().map(|n| n.mappings()).sum(),
             rotation: self.oracle.rotation.counts.clone(),
+            fleet: (self.servers > 1).then(|| {
+                let f = &self.oracle.fleet;
+                FleetFigures {
+                    redirects: f.redirects,
+                    restarts: f.restarts,
+                    drain_timeouts: f.timeouts,
+                    kills: f.kills,
+                    reconnects: f.reconnects.len(),
+                    longest_reconnect: f.reconnects.iter().max().copied().unwrap_or_default(),
+                }
+            }),
             ..Summary::default()
         };
         for s in &self.oracle.sessions {
@@ -915,7 +1006,7 @@ impl World {
         }
         for (i, node) in self.nodes[..self.servers].iter().enumerate() {
             let Node::Server(h) = node else { continue };
-            for st in h.stats(now) {
+            for st in h.stats(now).iter().chain(&h.retired) {
                 summary.allocations += st.allocations_created;
                 summary.answers_508 += st.insufficient_capacity;
                 summary.rate_limited += st.dropped.rate_limited;

@@ -59,6 +59,9 @@ pub struct Scenario {
     /// Faults.
     #[serde(default)]
     pub faults: FaultSpec,
+    /// Names that resolve to several servers (a fleet behind one DNS name).
+    #[serde(default)]
+    pub dns: Vec<DnsSpec>,
     /// What must hold at the end.
     #[serde(default)]
     pub expect: Expect,
@@ -66,6 +69,32 @@ pub struct Scenario {
     /// on this invariant (a sweep counts it as known, and flags it once it passes).
     #[serde(default)]
     pub known_core_bug: Option<KnownBug>,
+}
+
+/// A DNS name of the fleet: it resolves to every server it lists, in an order each
+/// browser's resolver rotates (seeded), as round-robin DNS does.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    /// The name, as ICE urls use it (`turn:NAME:PORT?transport=udp`).
+    pub name: String,
+    /// Names of the servers it resolves to.
+    pub servers: Vec<String>,
+}
+
+/// A scheduled change of a server's life: `drain` (the core stops taking allocations,
+/// the host exits once empty or at `drain_timeout_s`, then restarts as a fresh process
+/// after `restart_pause_s`), `kill` (it vanishes: no answers, every socket gone, all
+/// state lost) or `revive` (a killed server starts again, fresh).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSpec {
+    /// When, seconds.
+    pub at_s: u64,
+    /// Which server (its name).
+    pub server: String,
+    /// `drain`, `kill` or `revive`.
+    pub action: String,
 }
 
 /// A known core bug.
@@ -177,6 +206,23 @@ pub struct ServerSpec {
     /// 4-tuples of clients are spread over them as SO_REUSEPORT does ([`crate::node`]).
     #[serde(default = "d_loops")]
     pub loops: u16,
+    /// The node secret's passphrase: servers of a fleet given the same one accept each
+    /// other's nonces. None: drawn from the seed.
+    #[serde(default)]
+    pub node_secret: Option<String>,
+    /// Other servers (`name:port`) a full or draining server sends clients to
+    /// (300 Try Alternate with ALTERNATE-SERVER).
+    #[serde(default)]
+    pub alternates: Vec<String>,
+    /// A draining server exits at the latest this long after the drain began, seconds.
+    #[serde(default = "d_drain_timeout")]
+    pub drain_timeout_s: u64,
+    /// A drained server starts again after this pause, seconds.
+    #[serde(default = "d_restart_pause")]
+    pub restart_pause_s: u64,
+    /// `alternates` resolved by the runner.
+    #[serde(skip)]
+    pub alternate_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// One listener of a server.
@@ -362,6 +408,12 @@ pub struct ClientGroup {
     /// nothing) or `oversize` (more than a native listener takes before completion).
     #[serde(default = "d_hello")]
     pub tls_hello: String,
+    /// Browsers restart ICE when their call's data has stopped this long (ICE consent
+    /// failure) or their allocation is gone: a fresh allocation through another server
+    /// of their ICE list or DNS name, seconds; and for a minute they avoid a server
+    /// that failed them (no answer, or a relay lost). None: they do neither.
+    #[serde(default)]
+    pub ice_restart_s: Option<u64>,
 }
 
 /// An access link.
@@ -470,6 +522,9 @@ pub struct FaultSpec {
     /// Windows of file-descriptor exhaustion on every server.
     #[serde(default)]
     pub fd_exhaustion: Vec<Window>,
+    /// Drains, kills and revivals of servers (a rolling restart, a node failure).
+    #[serde(default)]
+    pub lifecycle: Vec<LifecycleSpec>,
     /// Spoofed-source floods of unauthenticated Allocates.
     #[serde(default)]
     pub floods: Vec<Flood>,
@@ -653,6 +708,31 @@ pub struct Expect {
     /// Native TLS handshakes failed, at least, by reason ([`crate::tls::Failure`]).
     #[serde(default)]
     pub min_tls_failed: BTreeMap<String, u64>,
+    /// After a server is killed, every call that had its relay there has a relay again
+    /// within this long, seconds (the `reconnect_within` oracle).
+    #[serde(default)]
+    pub reconnect_within_s: Option<u64>,
+    /// No session of a well-behaved group ends without an allocation while a server of
+    /// the fleet that is up and not draining has room under its `total_quota` (the
+    /// `fleet_absorbs` oracle).
+    #[serde(default)]
+    pub fleet_absorbs: bool,
+    /// At least this many 300 Try Alternate answers were followed by clients.
+    #[serde(default)]
+    pub min_redirects: u64,
+    /// No call of a well-behaved group lost its relay (a rolling restart whose calls all
+    /// end before the drain timeout).
+    #[serde(default)]
+    pub no_call_lost: bool,
+    /// At least this many redirects were refused by the client (a loop).
+    #[serde(default)]
+    pub min_redirects_refused: u64,
+    /// At least this many calls got a relay again after losing theirs.
+    #[serde(default)]
+    pub min_reconnects: u64,
+    /// At least this many drains ran to their end (server exited and restarted).
+    #[serde(default)]
+    pub min_restarts: u64,
 }
 
 /// Why a scenario file cannot be used.
@@ -734,7 +814,36 @@ impl Scenario {
                 return err(format!("bad send_proxy {:?}", p.send_proxy));
             }
         }
+        for l in &self.faults.lifecycle {
+            if !["drain", "kill", "revive"].contains(&l.action.as_str()) {
+                return err(format!("bad lifecycle action {:?}", l.action));
+            }
+            if !self.servers.iter().any(|s| s.name == l.server) {
+                return err(format!("lifecycle: unknown server {:?}", l.server));
+            }
+        }
+        for d in &self.dns {
+            if d.servers.is_empty()
+                || d.servers
+                    .iter()
+                    .any(|n| !self.servers.iter().any(|s| &s.name == n))
+            {
+                return err(format!(
+                    "dns {:?}: names no server or an unknown one",
+                    d.name
+                ));
+            }
+        }
         for s in &self.servers {
+            for a in &s.alternates {
+                let name = a.rsplit_once(':').map(|(n, _)| n);
+                if name.is_none_or(|n| !self.servers.iter().any(|o| o.name == n)) {
+                    return err(format!(
+                        "{}: bad alternate {a:?} (name:port of a server)",
+                        s.name
+                    ));
+                }
+            }
             if s.loops == 0 || s.loops > turnpike_core::node::MAX_LOOPS {
                 return err(format!("{}: loops must be 1 to 256", s.name));
             }
@@ -822,6 +931,12 @@ fn d_model() -> String {
 }
 fn d_sockets() -> u32 {
     2
+}
+fn d_drain_timeout() -> u64 {
+    300
+}
+fn d_restart_pause() -> u64 {
+    10
 }
 fn d_loops() -> u16 {
     1
@@ -985,5 +1100,39 @@ mod tests {
         .unwrap();
         assert_eq!(s.servers[0].relay_ports, [49152, 65535]);
         assert!(Scenario::parse("name = 1").is_err());
+    }
+
+    #[test]
+    fn fleets_name_known_servers() {
+        let fleet = |dns: &str, action: &str, alternate: &str| {
+            Scenario::parse(&format!(
+                r#"
+                name = "t"
+                duration_s = 10
+                [[servers]]
+                name = "a"
+                alternates = ["{alternate}"]
+                listeners = [{{ transport = "udp", port = 3478 }}]
+                [[servers]]
+                name = "b"
+                address = "30.0.0.2"
+                listeners = [{{ transport = "udp", port = 3478 }}]
+                [[dns]]
+                name = "fleet"
+                servers = ["a", "{dns}"]
+                [[clients]]
+                count = 1
+                ice = ["turn:fleet:3478?transport=udp"]
+                [faults]
+                lifecycle = [{{ at_s = 5, server = "a", action = "{action}" }}]
+                "#
+            ))
+        };
+        let s = fleet("b", "drain", "b:3478").unwrap();
+        assert_eq!(s.servers[0].drain_timeout_s, 300);
+        assert_eq!(s.dns[0].servers, ["a", "b"]);
+        assert!(fleet("z", "drain", "b:3478").is_err(), "unknown dns server");
+        assert!(fleet("b", "reboot", "b:3478").is_err(), "unknown action");
+        assert!(fleet("b", "kill", "z:3478").is_err(), "unknown alternate");
     }
 }

@@ -20,6 +20,7 @@
 //! exhausted (when new streams are refused too).
 
 use crate::faults::Control;
+use crate::fleet::{self, Life};
 use crate::host::Cx;
 use crate::link::chance;
 use crate::net::{Ev, Side, StreamId};
@@ -139,6 +140,14 @@ pub struct ServerHost {
     /// Reloads on their way to each loop: when, which loop, the generations it will
     /// accept, what it takes.
     reloads: Vec<(Instant, u16, BTreeSet<u32>, Reloadable)>,
+    /// Its spec, to start a fresh process after a drain or a kill.
+    spec: ServerSpec,
+    /// Up, draining or down ([`crate::fleet`]).
+    pub life: Life,
+    /// A process that exited (drained, or killed and revived) starts again then.
+    restart_at: Option<Instant>,
+    /// The last counters of each loop of the processes that exited, for the run's figures.
+    pub retired: Vec<Stats>,
 }
 
 /// An ICE configuration issued by the HTTP API: a REST credential and, with a dynamic
@@ -155,6 +164,29 @@ pub struct Issued {
 
 /// How often expired dynamic listeners are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The static listeners of a node, as its first core was configured.
+fn listeners_of(cores: &[Server], spec: &ServerSpec) -> Vec<Listener> {
+    cores
+        .first()
+        .map(|c| c.config().listeners.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .zip(&spec.listeners)
+        .map(|(l, ls)| Listener {
+            id: l.id,
+            transport: l.transport,
+            port: l.local.port(),
+            proxy: l.proxy_protocol,
+            tls: match (ls.tls, ls.tls_and_tcp) {
+                (false, _) => TlsMode::Off,
+                (true, false) => TlsMode::On,
+                (true, true) => TlsMode::Auto,
+            },
+            rtts: ls.handshake_rtts,
+        })
+        .collect()
+}
 
 /// Builds the core configuration of a server spec.
 pub fn config_of(spec: &ServerSpec) -> Result<Config, String> {
@@ -182,6 +214,11 @@ pub fn config_of(spec: &ServerSpec) -> Result<Config, String> {
     cfg.unauth_source_bytes_per_s = spec.unauth_source_bytes_per_s;
     cfg.unauth_node_bytes_per_s = spec.unauth_node_bytes_per_s;
     cfg.stream_max_auth_failures = spec.stream_max_auth_failures;
+    if let Some(p) = &spec.node_secret {
+        cfg.node_secret = Some(turnpike_core::secret::NodeSecret::from_passphrase(
+            p.as_bytes(),
+        ));
+    }
     let nets = |v: &[String]| -> Result<Vec<IpNet>, String> {
         v.iter()
             .map(|s| s.parse::<IpNet>().map_err(|e| format!("{s}: {e:?}")))
@@ -205,6 +242,7 @@ pub fn config_of(spec: &ServerSpec) -> Result<Config, String> {
             proxy_protocol: l.proxy_protocol,
         });
     }
+    fleet::configure(&mut cfg, &spec.alternate_addrs);
     Ok(cfg)
 }
 
@@ -218,25 +256,7 @@ impl ServerHost {
         foreign: BTreeSet<u16>,
     ) -> Self {
         let cores = cores.cores;
-        let listeners = cores
-            .first()
-            .map(|c| c.config().listeners.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .zip(&spec.listeners)
-            .map(|(l, ls)| Listener {
-                id: l.id,
-                transport: l.transport,
-                port: l.local.port(),
-                proxy: l.proxy_protocol,
-                tls: match (ls.tls, ls.tls_and_tcp) {
-                    (false, _) => TlsMode::Off,
-                    (true, false) => TlsMode::On,
-                    (true, true) => TlsMode::Auto,
-                },
-                rtts: ls.handshake_rtts,
-            })
-            .collect();
+        let listeners = listeners_of(&cores, spec);
         ServerHost {
             index,
             name: spec.name.clone(),
@@ -262,6 +282,10 @@ impl ServerHost {
             issued: 0,
             rest_secrets: vec![(0, spec.rest_secret.clone())],
             reloads: Vec::new(),
+            spec: spec.clone(),
+            life: Life::Up,
+            restart_at: None,
+            retired: Vec::new(),
         }
     }
 
@@ -367,6 +391,14 @@ impl ServerHost {
 
     /// A datagram for one of our addresses: a UDP listener, a relay socket, or nothing.
     pub fn on_datagram(&mut self, cx: &mut Cx, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        if self.life == Life::Down {
+            return;
+        }
+        self.deliver_datagram(cx, from, to, data);
+        self.maybe_exit(cx);
+    }
+
+    fn deliver_datagram(&mut self, cx: &mut Cx, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         let now = cx.now;
         if let Some(l) = self
             .listeners
@@ -412,7 +444,7 @@ impl ServerHost {
         else {
             return false;
         };
-        if self.fd_exhausted {
+        if self.fd_exhausted || self.life == Life::Down {
             cx.oracle.stream_refused(self.index);
             return false;
         }
@@ -610,6 +642,7 @@ impl ServerHost {
             self.send_to_peer(cx, lp, relay, peer, payload);
         }
         self.drain(cx, lp);
+        self.maybe_exit(cx);
     }
 
     /// The client side closed (or the stream was reset).
@@ -621,11 +654,22 @@ impl ServerHost {
         cx.oracle.stream_closed(self.index, sid);
         self.cores[usize::from(lp)].handle_stream_closed(cx.now, ConnId(sid.0));
         self.drain(cx, lp);
+        self.maybe_exit(cx);
     }
 
     /// The cores' timers: each loop whose timeout is due handles it; handshakes past
     /// their deadline fail.
     pub fn on_wake(&mut self, cx: &mut Cx) {
+        if self.restart_at.is_some_and(|t| t <= cx.now) {
+            self.restart_at = None;
+            self.life = Life::Up;
+            cx.oracle.fleet.up(self.index);
+            cx.note(format!("{}: a fresh process starts", self.name));
+        }
+        if self.life == Life::Down {
+            return;
+        }
+        self.maybe_exit(cx);
         self.apply_reloads(cx);
         while let Some(&(at, sid)) = self.handshake_deadlines.first() {
             if at > cx.now {
@@ -645,10 +689,14 @@ impl ServerHost {
             self.sweep(cx);
             self.drain(cx, 0);
         }
+        self.maybe_exit(cx);
     }
 
     /// A message from another loop of this node reaches its core.
     pub fn on_loop_message(&mut self, cx: &mut Cx, m: InFlight) {
+        if self.life == Life::Down {
+            return; // from a process that is gone
+        }
         let lp = m.to.0;
         let Some(core) = self.cores.get_mut(usize::from(lp)) else {
             return;
@@ -659,6 +707,7 @@ impl ServerHost {
         ));
         core.handle_loop_message(cx.now, m.from, m.msg);
         self.drain(cx, lp);
+        self.maybe_exit(cx);
     }
 
     /// Faults aimed at servers.
@@ -683,6 +732,29 @@ impl ServerHost {
                 ref secret,
                 keep_old,
             } if server == self.index => self.reload(cx, secret, keep_old),
+            Control::Drain { server } if server == self.index && self.life == Life::Up => {
+                let deadline = cx.now + Duration::from_secs(self.spec.drain_timeout_s);
+                cx.note(format!("{}: drains (timeout {deadline:?})", self.name));
+                cx.oracle.drain_started(self.index, cx.now, deadline);
+                self.life = Life::Draining {
+                    since: cx.now,
+                    deadline,
+                };
+                for lp in 0..self.loops() {
+                    fleet::start_drain(&mut self.cores[usize::from(lp)], cx.now);
+                    self.drain(cx, lp);
+                }
+                self.maybe_exit(cx);
+            }
+            Control::Kill { server } if server == self.index && self.life != Life::Down => {
+                cx.note(format!("{}: killed", self.name));
+                cx.oracle.killed(self.index, cx.now);
+                self.fresh_process(cx, false);
+                self.restart_at = None;
+            }
+            Control::Revive { server } if server == self.index && self.life == Life::Down => {
+                self.restart_at = Some(cx.now);
+            }
             _ => {}
         }
     }
@@ -758,14 +830,91 @@ impl ServerHost {
         }
     }
 
+    /// A draining host exits once no allocation remains or at its drain timeout; a
+    /// fresh process starts after the pause.
+    fn maybe_exit(&mut self, cx: &mut Cx) {
+        let Life::Draining { deadline, .. } = self.life else {
+            return;
+        };
+        let live: u64 = self.stats(cx.now).iter().map(|s| s.allocations).sum();
+        if live > 0 && cx.now < deadline {
+            return;
+        }
+        cx.note(format!(
+            "{}: exits its drain ({live} allocations left)",
+            self.name
+        ));
+        cx.oracle.drain_exited(self.index, cx.now, live);
+        self.fresh_process(cx, true);
+        self.restart_at = Some(cx.now + Duration::from_secs(self.spec.restart_pause_s));
+    }
+
+    /// The process is gone: every socket with it (streams closed if it exits cleanly,
+    /// dropped without a word if it vanishes); the next one starts from nothing, with
+    /// new seeds, on the same addresses.
+    fn fresh_process(&mut self, cx: &mut Cx, clean: bool) {
+        self.life = Life::Down;
+        let last = self.stats(cx.now);
+        self.retired.extend(last);
+        for (&sid, _) in std::mem::take(&mut self.conns).iter() {
+            if clean {
+                cx.net.close(cx.now, sid, Side::Acceptor);
+            }
+        }
+        self.relays.clear();
+        self.by_addr.clear();
+        self.dynamic.clear();
+        self.udp_allocs.clear();
+        self.next_sweep = None;
+        self.handshake_deadlines.clear();
+        // A reload on its way dies with the process; the next one reads the file as the
+        // last reload left it (its REST secrets, below).
+        self.reloads.clear();
+        match Cores::build(&self.spec, cx.seeds, cx.now) {
+            Ok(cores) => self.cores = cores.cores,
+            Err(e) => cx
+                .oracle
+                .fail("server_restarts", format!("{}: {e}", self.name)),
+        }
+        let wall = cx.shared.walls[self.index];
+        for core in &mut self.cores {
+            core.set_wall_clock(cx.now, wall.unix_ms(cx.now));
+        }
+        self.listeners = listeners_of(&self.cores, &self.spec);
+        if self.rest_secrets.len() != 1
+            || self.rest_secrets.first().map(|r| &r.1) != Some(&self.spec.rest_secret)
+        {
+            let mut creds = Credentials::new(&self.spec.realm);
+            for (_, text) in &self.rest_secrets {
+                creds.add_rest_secret(text.as_bytes());
+            }
+            for core in &mut self.cores {
+                let mut new = Reloadable::from_config(core.config());
+                new.credentials = creds.clone();
+                if let Err(e) = core.reload(cx.now, new) {
+                    cx.oracle
+                        .fail("server_restarts", format!("{}: {e}", self.name));
+                }
+            }
+        }
+    }
+
     /// When a core wants `handle_timeout` (the earliest of the loops), or the sweep.
     pub fn next_wake(&self) -> Option<Instant> {
+        if self.life == Life::Down {
+            return self.restart_at;
+        }
+        let deadline = match self.life {
+            Life::Draining { deadline, .. } => Some(deadline),
+            _ => None,
+        };
         self.cores
             .iter()
             .filter_map(Server::poll_timeout)
             .chain(self.next_sweep)
             .chain(self.handshake_deadlines.first().map(|d| d.0))
             .chain(self.reloads.iter().map(|r| r.0))
+            .chain(deadline)
             .min()
     }
 
