@@ -60,6 +60,8 @@ pub struct Settings {
     pub workers: u32,
     /// Pause after a small poll round (`coalesce_us`), or none.
     pub coalesce: Option<core::time::Duration>,
+    /// `io_uring`.
+    pub io_uring: crate::config::IoUringMode,
     /// The native TLS configuration (certificate, key, ALPN), when TLS is served.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -212,6 +214,7 @@ impl Settings {
             total_quota: fc.total_quota,
             workers: fc.workers,
             tls,
+            io_uring: fc.io_uring,
             coalesce: (fc.coalesce_us > 0)
                 .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
             trace: fc.trace_file.as_ref().map(|path| {

@@ -142,7 +142,7 @@ impl Runtime {
             conns: IdMap::default(),
             next_conn: 0,
             rx: RecvBatch::new(),
-            tx: SendQueue::new(send_mode()),
+            tx: send_queue(settings.io_uring),
             dirty: Vec::with_capacity(RECV_SLOTS),
             stream_buf: vec![0; STREAM_READ],
             plain_buf: if tls.is_some() {
@@ -173,6 +173,26 @@ impl Runtime {
             round_inputs: 0,
         })
     }
+}
+
+/// The send queue, on io_uring when `mode` asks for it and the kernel allows it.
+fn send_queue(mode: crate::config::IoUringMode) -> SendQueue {
+    use crate::config::IoUringMode;
+    let mut q = SendQueue::new(send_mode());
+    #[cfg(target_os = "linux")]
+    if mode != IoUringMode::Off {
+        match q.use_uring() {
+            Ok(()) => log::info!("UDP sends: one io_uring submission per poll round"),
+            Err(e) if mode == IoUringMode::On => {
+                log::warn!("io_uring = \"on\" but unavailable ({e}): sendmmsg per socket");
+            }
+            Err(e) => log::info!("UDP sends: sendmmsg per socket (io_uring unavailable: {e})"),
+        }
+    }
+    if mode == IoUringMode::Off {
+        log::info!("UDP sends: sendmmsg per socket (io_uring = \"off\")");
+    }
+    q
 }
 
 /// How queued datagrams go out: `TURNPIKE_UDP_SEND` = `single`, `mmsg`, `gso` or
