@@ -509,10 +509,10 @@ mod sys {
     use super::{
         Received, SendOutcome, SendQueue, Tally, MAX_DATAGRAM, RECV_SLOTS, SEND_ENTRIES, SLOT_LEN,
     };
+    use crate::uring_send::UringSend;
     use std::io;
     use std::mem;
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    use crate::uring_send::UringSend;
     use std::os::fd::{AsRawFd, RawFd};
     use turnpike_core::HEADROOM;
 

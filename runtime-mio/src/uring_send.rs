@@ -146,7 +146,13 @@ mod tests {
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         // Six messages through a ring of 4 entries: it must submit twice.
         let mut data: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 10 + i as usize]).collect();
-        let mut iovs = vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 6];
+        let mut iovs = vec![
+            libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0
+            };
+            6
+        ];
         // SAFETY: all-zero is a valid sockaddr_in.
         let mut addrs = vec![unsafe { std::mem::zeroed::<libc::sockaddr_in>() }; 6];
         let mut hdrs = Vec::new();
@@ -154,7 +160,13 @@ mod tests {
             hdrs.push(header(d, iov, to, port));
         }
         let fds: Vec<RawFd> = (0..6)
-            .map(|i| if i % 2 == 0 { a.as_raw_fd() } else { b.as_raw_fd() })
+            .map(|i| {
+                if i % 2 == 0 {
+                    a.as_raw_fd()
+                } else {
+                    b.as_raw_fd()
+                }
+            })
             .collect();
         let mut results = vec![0; 6];
         // SAFETY: the headers point at `iovs`, `addrs` and `data`, alive until the end.
@@ -179,7 +191,10 @@ mod tests {
         let port = rx.local_addr().unwrap().port();
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut data = [vec![1u8; 5], vec![2u8; 6]];
-        let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2];
+        let mut iovs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 2];
         // SAFETY: all-zero is a valid sockaddr_in.
         let mut addrs = [unsafe { std::mem::zeroed::<libc::sockaddr_in>() }; 2];
         let [d0, d1] = &mut data;

@@ -169,7 +169,7 @@ impl Runtime {
             inbox: None,
             loops: Vec::new(),
             loop_gone_logged: false,
-            coalesce: settings.coalesce,
+            coalesce: settings.coalesce.map(super::coalesce::Coalesce::new),
             round_inputs: 0,
         })
     }
