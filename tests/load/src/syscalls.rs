@@ -8,18 +8,20 @@
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 
-/// The send calls, for datagrams per send.
-const SENDS: [&str; 5] = ["sendto", "sendmsg", "sendmmsg", "write", "writev"];
+/// The send calls, for datagrams per send. turnpike's `io_uring_enter` carries sends only
+/// (its receives are `recvmmsg`).
+const SENDS: [&str; 6] = [
+    "sendto",
+    "sendmsg",
+    "sendmmsg",
+    "write",
+    "writev",
+    "io_uring_enter",
+];
 /// The receive calls.
 const RECVS: [&str; 5] = ["recvfrom", "recvmsg", "recvmmsg", "read", "readv"];
 /// Other calls shown by name.
-const OTHERS: [&str; 5] = [
-    "epoll_wait",
-    "epoll_pwait",
-    "io_uring_enter",
-    "nanosleep",
-    "clock_nanosleep",
-];
+const OTHERS: [&str; 4] = ["epoll_wait", "epoll_pwait", "nanosleep", "clock_nanosleep"];
 
 /// A running `perf stat` on one process.
 pub struct Counter {
@@ -31,7 +33,8 @@ pub struct Counter {
 pub struct Syscalls {
     /// Every system call.
     pub total: u64,
-    /// Calls that send (`sendto`, `sendmsg`, `sendmmsg`, `write`, `writev`).
+    /// Calls that send (`sendto`, `sendmsg`, `sendmmsg`, `write`, `writev`,
+    /// `io_uring_enter`).
     pub sends: u64,
     /// Calls that receive.
     pub recvs: u64,
@@ -132,11 +135,15 @@ mod tests {
                     300,,syscalls:sys_enter_sendto,1,100.00,,\n\
                     20,,syscalls:sys_enter_sendmmsg,1,100.00,,\n\
                     <not counted>,,syscalls:sys_enter_io_uring_enter,0,100.00,,\n\
+                    <not counted>,,syscalls:sys_enter_epoll_pwait,0,100.00,,\n\
                     250,,syscalls:sys_enter_recvmmsg,1,100.00,,\n";
         let s = parse(text).unwrap();
         assert_eq!((s.total, s.sends, s.recvs), (1000, 320, 250));
         assert!(s.summary().contains("sendto 300"));
         assert!(!s.summary().contains("io_uring"));
+        assert!(!s.summary().contains("epoll_pwait"));
+        let s = parse("10,,syscalls:sys_enter_io_uring_enter,1,100.00,,\n").unwrap();
+        assert_eq!(s.sends, 10);
         assert!(parse("perf: not found\n").is_none());
     }
 }
