@@ -181,6 +181,10 @@ pub struct FileConfig {
     /// After a poll round that moved only a few datagrams, wait this long (µs) before
     /// polling again, so that the next round carries a batch; 0: never wait.
     pub coalesce_us: u32,
+    /// How a loop hands a poll round's datagrams to the kernel: `"auto"` (io_uring, one
+    /// submission for every socket's sends, where the kernel allows it; else `sendmmsg`
+    /// per socket), `"on"` (the same, with a warning when it is unavailable) or `"off"`.
+    pub io_uring: IoUringMode,
 
     // Secrets kept apart from the seed (issue 14).
     /// The node secret (a passphrase of at least 16 characters) from which nonce keys, the
@@ -297,6 +301,7 @@ impl Default for FileConfig {
             trace_max_bytes: DEFAULT_TRACE_MAX_BYTES,
             workers: 0,
             coalesce_us: DEFAULT_COALESCE_US,
+            io_uring: IoUringMode::default(),
             node_secret: None,
             unauth_stream_buffer_bytes: 64 << 20,
             log_level: None,
@@ -582,6 +587,19 @@ impl FileConfig {
         check_cidrs(&self.denied_peer_ip).map_err(|m| ("denied_peer_ip", m))?;
         Ok(())
     }
+}
+
+/// `io_uring`: whether a loop sends a poll round's datagrams with one io_uring submission.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoUringMode {
+    /// Where the kernel has it (Linux ≥ 5.1, not disabled by `kernel.io_uring_disabled`).
+    #[default]
+    Auto,
+    /// Asked for: a warning if the kernel refuses it.
+    On,
+    /// `sendmmsg(2)` per socket.
+    Off,
 }
 
 /// `turn_udp_port`: a fixed port, or `"dynamic"` (one port per issued configuration).
@@ -987,6 +1005,7 @@ const KEYS: &[&str] = &[
     "trace_max_bytes",
     "workers",
     "coalesce_us",
+    "io_uring",
     "node_secret",
     "unauth_stream_buffer_bytes",
     "log_level",

@@ -142,6 +142,7 @@ mod tests {
             trace: None,
             workers: 1,
             coalesce: None,
+            io_uring: crate::config::IoUringMode::Off,
             tls: None,
             drain_timeout: core::time::Duration::ZERO,
         };

@@ -38,5 +38,7 @@ pub mod tls;
 pub mod token;
 pub mod trace_recorder;
 pub mod udp_batch;
+#[cfg(target_os = "linux")]
+pub mod uring_send;
 pub mod workers;
 pub mod write_buf;

@@ -60,6 +60,8 @@ pub struct Settings {
     pub workers: u32,
     /// Pause after a small poll round (`coalesce_us`), or none.
     pub coalesce: Option<core::time::Duration>,
+    /// `io_uring`.
+    pub io_uring: crate::config::IoUringMode,
     /// The native TLS configuration (certificate, key, ALPN), when TLS is served.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long a drain may last before the relay exits anyway (`drain_timeout_s`).
@@ -216,6 +218,7 @@ impl Settings {
             workers: fc.workers,
             tls,
             drain_timeout: Duration::from_secs(fc.drain_timeout_s),
+            io_uring: fc.io_uring,
             coalesce: (fc.coalesce_us > 0)
                 .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
             trace: fc.trace_file.as_ref().map(|path| {

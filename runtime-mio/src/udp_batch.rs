@@ -304,15 +304,15 @@ impl SendQueue {
             return;
         }
         self.sort();
+        #[cfg(target_os = "linux")]
+        if self.sys.uring_on() {
+            self.flush_uring(recv, socket, tally);
+            self.entries.clear();
+            self.arena.clear();
+            return;
+        }
         let mut a = 0;
-        while a < self.order.len() {
-            let Some(via) = self.entry_at(a).map(|e| e.via) else {
-                break;
-            };
-            let mut b = a + 1;
-            while self.entry_at(b).is_some_and(|e| e.via == via) {
-                b += 1;
-            }
+        while let Some((via, b)) = self.group_at(a) {
             if let Some(sock) = socket(via) {
                 self.send_group(sock, a..b, recv, tally);
             }
@@ -320,6 +320,60 @@ impl SendQueue {
         }
         self.entries.clear();
         self.arena.clear();
+    }
+
+    /// From now on, sends each round's datagrams, whatever their sockets, with one
+    /// io_uring submission ([`crate::uring_send`]). An error if this kernel or process
+    /// cannot: the portable path stays.
+    #[cfg(target_os = "linux")]
+    pub fn use_uring(&mut self) -> io::Result<()> {
+        self.sys.start_uring()
+    }
+
+    /// True if sends go through io_uring.
+    pub fn uring(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.sys.uring_on();
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
+    /// The socket of the group starting at sorted position `a`, and where the group ends.
+    fn group_at(&self, a: usize) -> Option<(Via, usize)> {
+        let via = self.entry_at(a)?.via;
+        let mut b = a + 1;
+        while self.entry_at(b).is_some_and(|e| e.via == via) {
+            b += 1;
+        }
+        Some((via, b))
+    }
+
+    /// Every socket's messages of the round built first, then handed to the kernel in one
+    /// io_uring submission.
+    #[cfg(target_os = "linux")]
+    fn flush_uring<'s>(
+        &mut self,
+        recv: &[u8],
+        socket: &mut dyn FnMut(Via) -> Option<&'s UdpSocket>,
+        tally: &mut Tally<'_>,
+    ) {
+        let mut sys = std::mem::take(&mut self.sys);
+        sys.begin_round();
+        let mut a = 0;
+        while let Some((via, b)) = self.group_at(a) {
+            if let Some(sock) = socket(via) {
+                sys.build(self, a..b, recv, sock, tally);
+            }
+            a = b;
+        }
+        let (batched, gso_refused) = sys.submit_round(tally);
+        self.batched_calls += batched;
+        if gso_refused {
+            // Those datagrams were counted as failed; from now on no GSO.
+            log::warn!("UDP segmentation offload refused by the kernel: sending datagrams one by one from now on");
+            self.mode.gso = false;
+        }
+        self.sys = sys;
     }
 
     /// Orders the entries by socket, then destination (a flow), keeping arrival order
@@ -455,10 +509,11 @@ mod sys {
     use super::{
         Received, SendOutcome, SendQueue, Tally, MAX_DATAGRAM, RECV_SLOTS, SEND_ENTRIES, SLOT_LEN,
     };
+    use crate::uring_send::UringSend;
     use std::io;
     use std::mem;
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, RawFd};
     use turnpike_core::HEADROOM;
 
     /// `UDP_SEGMENT` from linux/udp.h: the segment size of a GSO send (a u16).
@@ -634,6 +689,10 @@ mod sys {
         cmsgs: Vec<CmsgBuf>,
         /// Per message: sorted position of its first datagram, and how many it carries.
         spans: Vec<(usize, usize, bool)>,
+        /// The io_uring ring, when sends go through one.
+        uring: Option<UringSend>,
+        /// Per message of a round sent through the ring: its socket.
+        fds: Vec<RawFd>,
     }
 
     // SAFETY: as for RecvSys: the pointers are rewritten before each call and only used
@@ -649,6 +708,8 @@ mod sys {
                 addrs: Vec::new(),
                 cmsgs: Vec::new(),
                 spans: Vec::new(),
+                uring: None,
+                fds: Vec::new(),
             }
         }
     }
@@ -661,26 +722,95 @@ mod sys {
                 addrs: vec![(zeroed_storage(), 0); SEND_ENTRIES],
                 cmsgs: vec![[0; 4]; SEND_ENTRIES],
                 spans: Vec::with_capacity(SEND_ENTRIES),
+                uring: None,
+                fds: Vec::new(),
             }
         }
 
-        /// Sends the datagrams at sorted positions `group` of `q`, all from `sock`.
-        pub fn send(
+        /// True if a round's sends go through io_uring.
+        pub fn uring_on(&self) -> bool {
+            self.uring.is_some()
+        }
+
+        /// Sets up the io_uring ring (one entry per queued datagram at most).
+        pub fn start_uring(&mut self) -> io::Result<()> {
+            self.uring = Some(UringSend::new(SEND_ENTRIES as u32)?);
+            self.fds = Vec::with_capacity(SEND_ENTRIES);
+            Ok(())
+        }
+
+        /// Forgets the messages of the last round.
+        pub fn begin_round(&mut self) {
+            self.spans.clear();
+            self.fds.clear();
+        }
+
+        /// Adds the messages of the datagrams at sorted positions `group` of `q`, all
+        /// from `sock`, to the round.
+        pub fn build(
             &mut self,
             q: &SendQueue,
-            sock: &impl AsRawFd,
             group: core::ops::Range<usize>,
             recv: &[u8],
+            sock: &impl AsRawFd,
             tally: &mut Tally<'_>,
-        ) -> SendOutcome {
-            let mut out = SendOutcome::default();
-            // Build the iovecs (one per datagram) and the messages over them. The queue
-            // holds at most SEND_ENTRIES datagrams; a larger group is refused here rather
-            // than trusted.
-            let base = group.start;
-            let Some(iovs) = self.iovs.get_mut(..group.len()) else {
+        ) {
+            if !self.build_messages(q, group.clone(), recv) {
                 tally.failed(&io::ErrorKind::InvalidInput.into(), group.len());
-                return out;
+            }
+            self.fds.resize(self.spans.len(), sock.as_raw_fd());
+        }
+
+        /// Sends the round's messages with one io_uring submission. Returns the calls
+        /// that carried more than one datagram (0 or 1) and whether a GSO message was
+        /// refused (its datagrams are counted failed). A failure of the ring itself
+        /// turns it off: the next rounds take the portable path.
+        pub fn submit_round(&mut self, tally: &mut Tally<'_>) -> (u64, bool) {
+            let Some(ring) = self.uring.as_mut() else {
+                return (0, false);
+            };
+            let m = self.spans.len();
+            let spans = &self.spans;
+            let datagrams: usize = spans.iter().map(|s| s.1).sum();
+            let mut gso_refused = false;
+            let hdrs = self.hdrs.get(..m).unwrap_or_default();
+            // SAFETY: headers 0..m were built this round by build_messages and point at
+            // self.iovs, self.addrs and self.cmsgs (untouched until the call returns, which
+            // is after every completion) and at payloads in the receive slots and the
+            // queue's arena, which the caller borrows for the whole flush.
+            let r = unsafe {
+                ring.send(hdrs, &self.fds, |i, res| {
+                    let Some(&(_, count, gso)) = spans.get(i) else {
+                        return;
+                    };
+                    if res >= 0 {
+                        return;
+                    }
+                    if gso && matches!(-res, libc::EINVAL | libc::EIO | libc::ENOPROTOOPT) {
+                        gso_refused = true;
+                    }
+                    tally.failed(&io::Error::from_raw_os_error(-res), count);
+                })
+            };
+            if let Err(e) = r {
+                log::warn!("io_uring send failed ({e}): sending with sendmmsg from now on");
+                self.uring = None;
+            }
+            (u64::from(datagrams > 1), gso_refused)
+        }
+
+        /// Builds the iovecs of the datagrams at sorted positions `group` of `q` (each at
+        /// its position) and the messages over them, appended to the round's. False if the
+        /// group does not fit (the queue holds at most SEND_ENTRIES datagrams; a larger
+        /// group is refused here rather than trusted).
+        fn build_messages(
+            &mut self,
+            q: &SendQueue,
+            group: core::ops::Range<usize>,
+            recv: &[u8],
+        ) -> bool {
+            let Some(iovs) = self.iovs.get_mut(group.clone()) else {
+                return false;
             };
             for (iov, pos) in iovs.iter_mut().zip(group.clone()) {
                 let data = q.data(recv, pos);
@@ -689,18 +819,20 @@ mod sys {
                     iov_len: data.len(),
                 };
             }
-            self.spans.clear();
+            let m0 = self.spans.len();
             let spans = &mut self.spans;
             q.messages(group.clone(), q.mode.gso, |j, k, seg| {
                 spans.push((j, k - j, seg.is_some()));
             });
-            let mut m = 0;
-            for &(j, count, gso) in self.spans.iter() {
+            for m in m0..self.spans.len() {
+                let Some(&(j, count, gso)) = self.spans.get(m) else {
+                    break;
+                };
                 // The message's datagrams: a checked sub-slice of the iovecs built above.
                 let iov = j
-                    .checked_sub(base)
-                    .and_then(|from| self.iovs.get_mut(from..from.checked_add(count)?))
-                    .filter(|iov| !iov.is_empty() && j + count <= group.end);
+                    .checked_add(count)
+                    .and_then(|end| self.iovs.get_mut(j..end))
+                    .filter(|iov| !iov.is_empty() && j >= group.start && j + count <= group.end);
                 let (Some(h), Some(addr), Some(cmsg), Some(entry), Some(iov)) = (
                     self.hdrs.get_mut(m),
                     self.addrs.get_mut(m),
@@ -708,6 +840,7 @@ mod sys {
                     q.entry_at(j),
                     iov,
                 ) else {
+                    self.spans.truncate(m);
                     break;
                 };
                 *addr = from_socket_addr(entry.to);
@@ -720,8 +853,26 @@ mod sys {
                     let seg = entry.len as u16;
                     set_segment(&mut h.msg_hdr, cmsg, seg);
                 }
-                m += 1;
             }
+            true
+        }
+
+        /// Sends the datagrams at sorted positions `group` of `q`, all from `sock`.
+        pub fn send(
+            &mut self,
+            q: &SendQueue,
+            sock: &impl AsRawFd,
+            group: core::ops::Range<usize>,
+            recv: &[u8],
+            tally: &mut Tally<'_>,
+        ) -> SendOutcome {
+            let mut out = SendOutcome::default();
+            self.spans.clear();
+            if !self.build_messages(q, group.clone(), recv) {
+                tally.failed(&io::ErrorKind::InvalidInput.into(), group.len());
+                return out;
+            }
+            let m = self.spans.len();
             let fd = sock.as_raw_fd();
             let mut done = 0;
             while done < m {
@@ -1082,6 +1233,53 @@ mod tests {
             // Fewer than asked: the queue is empty.
             assert!(matches!(batch.recv(&b, 8).map(|r| r.len()), Err(_) | Ok(0)));
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn one_uring_round_sends_every_sockets_datagrams_in_order() {
+        let (a, b) = pair();
+        let (c, _) = pair();
+        let to = b.local_addr().unwrap();
+        let mut q = SendQueue::new(SendMode::default());
+        if q.use_uring().is_err() {
+            eprintln!("io_uring unavailable here: nothing to test");
+            return;
+        }
+        assert!(q.uring());
+        // Two sockets interleaved, a GSO run on one of them, and a socket that closed.
+        for k in 0..30u8 {
+            let via = Via::Relay(RelayId(u32::from(k % 3)));
+            assert!(q.push_copy(via, to, &[k; 100]));
+        }
+        let mut t = (0, 0, None);
+        q.flush(
+            &[],
+            &mut |v| match v {
+                Via::Relay(RelayId(0)) => Some(&a),
+                Via::Relay(RelayId(1)) => Some(&c),
+                _ => None,
+            },
+            &mut tally_into(&mut t),
+        );
+        assert_eq!(t, (0, 0, None));
+        assert_eq!(q.batched_calls, 1, "one submission for the round");
+        let mut batch = RecvBatch::new();
+        let got = recv_n(&mut batch, &b, 20);
+        let from_a: Vec<u8> = got
+            .iter()
+            .filter(|(f, _)| *f == a.local_addr().unwrap())
+            .map(|(_, d)| d[0])
+            .collect();
+        let from_c: Vec<u8> = got
+            .iter()
+            .filter(|(f, _)| *f == c.local_addr().unwrap())
+            .map(|(_, d)| d[0])
+            .collect();
+        assert_eq!(from_a, (0..30).step_by(3).collect::<Vec<u8>>());
+        assert_eq!(from_c, (1..30).step_by(3).collect::<Vec<u8>>());
+        assert!(got.iter().all(|(_, d)| d.len() == 100));
+        assert!(matches!(batch.recv(&b, 8).map(|r| r.len()), Err(_) | Ok(0)));
     }
 
     #[test]

@@ -109,12 +109,29 @@ fn round(
 
 #[test]
 fn a_warm_batch_path_makes_no_allocation() {
+    warm_rounds(false);
+}
+
+/// The same with the sends of each round in one io_uring submission.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_warm_io_uring_batch_path_makes_no_allocation() {
+    warm_rounds(true);
+}
+
+fn warm_rounds(uring: bool) {
     let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let (mut qa, mut qb) = (
         SendQueue::new(SendMode::default()),
         SendQueue::new(SendMode::default()),
     );
+    #[cfg(target_os = "linux")]
+    if uring && (qa.use_uring().is_err() || qb.use_uring().is_err()) {
+        eprintln!("io_uring unavailable here: nothing to test");
+        return;
+    }
+    assert_eq!(qa.uring(), uring);
     let (mut ra, mut rb) = (RecvBatch::new(), RecvBatch::new());
     let payload = vec![0x5a; 160];
     assert_eq!(

@@ -17,6 +17,7 @@
 //! `commands` serves the inbox, `reload` takes a reloaded configuration, `listeners` adds and sweeps the HTTP API's dynamic UDP
 //! ports (`dynamic_ports` is their table, `read_again` the queue of busy sockets).
 
+mod coalesce;
 mod commands;
 mod draining;
 mod dynamic_ports;
@@ -138,7 +139,7 @@ pub struct Runtime {
     /// A message could not be carried to a loop that is gone (logged once).
     loop_gone_logged: bool,
     /// Pause after a small round (interrupt moderation), if on.
-    coalesce: Option<Duration>,
+    coalesce: Option<coalesce::Coalesce>,
     /// Datagrams and stream reads taken in the current poll round.
     round_inputs: usize,
     /// The node's drain, shared with the other loops and the HTTP API.
@@ -306,17 +307,19 @@ impl Runtime {
     }
 
     /// Interrupt moderation, as a NIC does it: when the round just served moved only a few
-    /// datagrams, every datagram costs a wake-up, a receive and a send of its own. Waiting
-    /// `coalesce_us` before the next poll lets the kernel queue what arrives meanwhile, so
-    /// the next round takes it with one wake-up, one `recvmmsg` and one `sendmmsg`. What the
-    /// round received has been sent already; only datagrams that arrive during the pause
-    /// wait, at most the pause. A busy loop (big rounds, or sockets left with their budget
-    /// spent) never pauses, so throughput is not capped.
+    /// datagrams, every datagram costs a wake-up, a receive and a send of its own. Pausing
+    /// before the next poll lets the kernel queue what arrives meanwhile, so the next round
+    /// takes it with one wake-up, one `recvmmsg` and one send call. What the round received
+    /// has been sent already; only datagrams that arrive during the pause wait, at most the
+    /// pause. How long: as long as the loop's own rate needs to gather a batch, at most
+    /// `coalesce_us`, and not at all where even that would gather next to nothing (see
+    /// [`coalesce`]). A busy loop (big rounds, or sockets left with their budget spent)
+    /// never pauses, so throughput is not capped.
     fn coalesce_pause(&mut self) {
         let inputs = std::mem::take(&mut self.round_inputs);
-        if let Some(pause) = self.coalesce {
-            if inputs > 0 && inputs < COALESCE_BELOW && self.again.is_empty() && self.stop.is_none()
-            {
+        let small = inputs < COALESCE_BELOW && self.again.is_empty() && self.stop.is_none();
+        if let Some(c) = &mut self.coalesce {
+            if let Some(pause) = c.after_round(std::time::Instant::now(), inputs, small) {
                 std::thread::sleep(pause);
             }
         }

@@ -142,7 +142,7 @@ impl Runtime {
             conns: IdMap::default(),
             next_conn: 0,
             rx: RecvBatch::new(),
-            tx: SendQueue::new(send_mode()),
+            tx: send_queue(settings.io_uring),
             dirty: Vec::with_capacity(RECV_SLOTS),
             stream_buf: vec![0; STREAM_READ],
             plain_buf: if tls.is_some() {
@@ -169,12 +169,38 @@ impl Runtime {
             inbox: None,
             loops: Vec::new(),
             loop_gone_logged: false,
-            coalesce: settings.coalesce,
+            coalesce: settings.coalesce.map(super::coalesce::Coalesce::new),
             round_inputs: 0,
             node_drain: std::sync::Arc::new(crate::drain::Drain::new(1, settings.drain_timeout)),
             sigterms: 0,
         })
     }
+}
+
+/// The send queue, on io_uring when `mode` asks for it and the kernel allows it.
+fn send_queue(mode: crate::config::IoUringMode) -> SendQueue {
+    use crate::config::IoUringMode;
+    let mut q = SendQueue::new(send_mode());
+    // A send mode asked for by name is being measured: it runs as named.
+    let mode = if std::env::var_os("TURNPIKE_UDP_SEND").is_some() {
+        IoUringMode::Off
+    } else {
+        mode
+    };
+    #[cfg(target_os = "linux")]
+    if mode != IoUringMode::Off {
+        match q.use_uring() {
+            Ok(()) => log::info!("UDP sends: one io_uring submission per poll round"),
+            Err(e) if mode == IoUringMode::On => {
+                log::warn!("io_uring = \"on\" but unavailable ({e}): sendmmsg per socket");
+            }
+            Err(e) => log::info!("UDP sends: sendmmsg per socket (io_uring unavailable: {e})"),
+        }
+    }
+    if mode == IoUringMode::Off {
+        log::info!("UDP sends: sendmmsg per socket (io_uring = \"off\", or TURNPIKE_UDP_SEND set)");
+    }
+    q
 }
 
 /// How queued datagrams go out: `TURNPIKE_UDP_SEND` = `single`, `mmsg`, `gso` or

@@ -163,6 +163,7 @@ pub(crate) fn flat(o: &Options) -> Offer {
         window: o.window,
         duration: o.duration,
         max_packets: u64::MAX,
+        media: None,
     }
 }
 
@@ -173,6 +174,7 @@ fn fixed(o: &Options, rate: f64) -> Offer {
         window: usize::MAX / 2,
         duration: o.duration,
         max_packets: u64::MAX,
+        media: None,
     }
 }
 
@@ -297,7 +299,7 @@ pub(crate) fn report(what: &str, r: Outcome) -> Outcome {
     r
 }
 
-fn mean(v: &[f64]) -> Option<f64> {
+pub(crate) fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
@@ -317,17 +319,19 @@ fn cell(v: &[f64]) -> String {
     }
 }
 
-fn fmt(x: f64) -> String {
+pub(crate) fn fmt(x: f64) -> String {
     if x >= 10_000.0 {
         format!("{:.1}k", x / 1000.0)
     } else if x >= 100.0 {
         format!("{x:.0}")
-    } else {
+    } else if x >= 1.0 || x == 0.0 {
         format!("{x:.1}")
+    } else {
+        format!("{x:.3}")
     }
 }
 
-fn ratio(a: &[f64], b: &[f64]) -> String {
+pub(crate) fn ratio(a: &[f64], b: &[f64]) -> String {
     match (mean(a), mean(b)) {
         (Some(x), Some(y)) if y > 0.0 => format!("{:.2}×", x / y),
         _ => "—".to_string(),
@@ -384,5 +388,6 @@ mod tests {
         assert_eq!(ratio(&[2.0], &[1.0]), "2.00×");
         assert_eq!(ratio(&[2.0], &[]), "—");
         assert_eq!(fmt(5.25), "5.2");
+        assert_eq!(fmt(0.3125), "0.312");
     }
 }

@@ -6,11 +6,14 @@ mod corebench;
 mod crowd;
 mod flows;
 mod forwarder;
+mod media;
 mod mmsg;
 mod procfs;
 mod scaling;
 mod scenarios;
 mod servers;
+mod shapes;
+mod syscalls;
 mod tls_compare;
 mod traffic;
 
@@ -36,6 +39,10 @@ usage: turnpike-load COMMAND [--key value]...
              [--port 31000] [--relay-min 10000] [--relay-max 29999]
              [--turnpike target/release/turnpike] [--coturn-threads N] [--dir DIR]
              [--workers N (turnpike's event loops; default: its own, one per core)]
+             [--shapes audio20k,audio50k,video,mix,burst,tcp (instead of the tests above:
+             these shapes against turnpike with its default loops and with one, coturn,
+             the bare forwarder; relayed / server CPU-s, RTT and added latency, loss,
+             syscalls per relayed packet and per send, from `perf stat`)]
   scaling    [--rounds 1] [--max-workers 2] [--clients 100] [--size 200] [--seconds 5]
              [--window 512] [--churn 3000] [--probes 6] [--port 31000] [--relay-min 10000]
              [--relay-max 29999] [--turnpike PATH] [--dir DIR]
@@ -206,6 +213,7 @@ fn cmd_run(o: &Opts) -> Result<(), String> {
         window: o.num("window", 512usize)?,
         duration: Duration::from_secs_f64(o.num("seconds", 5.0f64)?.clamp(0.1, 600.0)),
         max_packets: o.num("max-packets", u64::MAX)?,
+        media: None,
     };
     let echo = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut s = scenarios::Session::open(server, transport, mode, clients, 0, echo)?;
@@ -279,6 +287,13 @@ fn cmd_forwarder(o: &Opts) -> Result<(), String> {
 }
 
 fn cmd_compare(o: &Opts) -> Result<(), String> {
+    if let Some(list) = o.0.get("shapes") {
+        let shapes = list
+            .split(',')
+            .map(|s| shapes::Shape::parse(s.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        return shapes::run(&compare_options(o)?, &shapes);
+    }
     compare::run(&compare_options(o)?)
 }
 

@@ -148,6 +148,7 @@ impl Session {
                     window: usize::MAX / 2,
                     duration: probe,
                     max_packets: u64::MAX,
+                    media: None,
                 },
                 pid,
             );

@@ -7,6 +7,7 @@
 //! as it reaches the client); [`Outcome::relayed`] is the sum of the two counts.
 
 use crate::flows::{Epoch, Flow, Mode};
+use crate::media::{Media, Schedule, VIDEO_SIZE};
 use crate::mmsg::Batch;
 use crate::procfs;
 use mio::net::UdpSocket;
@@ -35,6 +36,9 @@ pub struct Offer {
     pub duration: Duration,
     /// Most packets to send.
     pub max_packets: u64,
+    /// Media-shaped sending (audio and video flows, see [`crate::media`]) instead of
+    /// `rate`: the clients' first flows are its flows.
+    pub media: Option<Media>,
 }
 
 /// What a data phase measured.
@@ -196,7 +200,10 @@ pub fn run(
     if ready.is_empty() {
         return out;
     }
-    let expected = if offer.rate > 0.0 {
+    let mut schedule = offer.media.map(Schedule::new);
+    let expected = if let Some(m) = offer.media {
+        (m.rate() * offer.duration.as_secs_f64()) as usize
+    } else if offer.rate > 0.0 {
         (offer.rate * offer.duration.as_secs_f64()) as usize
     } else {
         1 << 20
@@ -204,7 +211,7 @@ pub fn run(
     out.rtts.reserve(expected.min(MAX_SAMPLES));
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 65_536];
-    let mut pkt = vec![0u8; size + 8];
+    let mut pkt = vec![0u8; size.max(VIDEO_SIZE) + 8];
     let mut presumed_lost = 0u64;
     let mut last_progress = epoch.nanos();
     let mut rr = 0usize;
@@ -220,7 +227,23 @@ pub fn run(
         let sending = elapsed < dur_ns && out.sent < offer.max_packets;
         let in_flight = out.sent.saturating_sub(out.back + presumed_lost);
         let mut wait_ms = 0u64;
-        if sending {
+        if sending && schedule.is_some() {
+            if let Some(sched) = schedule.as_mut() {
+                let next_ns = sched.due(elapsed, size, |flow, bytes, k| {
+                    let Some(f) = ready.get(flow).and_then(|&i| flows.get_mut(i)) else {
+                        return;
+                    };
+                    for _ in 0..k {
+                        let ts = epoch.nanos().to_le_bytes();
+                        if send_one(f, &mut pkt, bytes, &ts, peer, mode, epoch) {
+                            out.sent += 1;
+                        }
+                    }
+                });
+                // Ticks of a millisecond (epoll's resolution), as a media server's pacer.
+                wait_ms = (next_ns / 1_000_000).max(1);
+            }
+        } else if sending {
             let target = if offer.rate > 0.0 {
                 ((elapsed as f64 / 1e9) * offer.rate) as u64
             } else {
