@@ -19,7 +19,9 @@
 //! - **`total_quota`** and **relay ports**: each loop starts with a share of the quota
 //!   ([`quota_share`]) and a slice of the port range ([`port_slice`]); a loop that runs out
 //!   borrows from the others, one at a time, before it answers 508 ([`LoopMsg::Borrow`]).
-//!   What is lent changes owner for good, so the node's totals never change.
+//!   What is lent changes owner for good, so the node's totals never change. A reload
+//!   that lowers `total_quota` takes each loop's cut from its credits; what a loop cannot
+//!   give up (it lent it) goes round the others until given up ([`LoopMsg::QuotaDebt`]).
 //! - **`max_streams_per_source`**: each source (an IPv4 address, or an IPv6 /64:
 //!   [`stream_source`]) has a home loop ([`source_home`]) that counts its open streams for
 //!   the whole node; a stream accepted on another loop asks it ([`LoopMsg::StreamAcquire`])
@@ -169,6 +171,15 @@ pub enum LoopMsg {
         /// The source.
         source: IpAddr,
     },
+    /// Credits of `total_quota` the node holds above a lowered total, that the sender
+    /// could not give up (it lent them): the receiver gives up what it can of them and
+    /// passes the rest to the next loop round ([`NodePlace::others`]).
+    QuotaDebt {
+        /// Credits to give up.
+        credits: u32,
+        /// Loops that passed it on so far.
+        hops: u16,
+    },
 }
 
 /// What a [`LoopMsg::Borrow`] asks for.
@@ -270,6 +281,11 @@ impl LoopMsg {
                 out.push(10);
                 put_ip(out, *source);
             }
+            LoopMsg::QuotaDebt { credits, hops } => {
+                out.push(11);
+                out.extend_from_slice(&credits.to_le_bytes());
+                out.extend_from_slice(&hops.to_le_bytes());
+            }
         }
     }
 
@@ -349,6 +365,10 @@ impl LoopMsg {
                 granted: r.u8()? != 0,
             },
             10 => LoopMsg::StreamRelease { source: r.ip()? },
+            11 => LoopMsg::QuotaDebt {
+                credits: r.u32()?,
+                hops: r.u16()?,
+            },
             _ => return None,
         };
         r.0.is_empty().then_some(msg)
@@ -604,6 +624,10 @@ mod tests {
             },
             LoopMsg::StreamRelease {
                 source: "2001:db8:1:2::".parse().unwrap(),
+            },
+            LoopMsg::QuotaDebt {
+                credits: 40,
+                hops: 2,
             },
         ];
         for m in msgs {

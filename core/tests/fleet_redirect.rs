@@ -339,3 +339,63 @@ fn a_redirect_offers_only_the_clients_family_and_names_the_tls_domain() {
         domain: Some("turn2.example.org".into()),
     }));
 }
+
+#[test]
+fn a_relay_behind_nat_knows_its_advertised_address() {
+    // Bound to 10.0.0.5:3478, advertised as 203.0.113.5 (1:1 NAT); the fleet's shared list
+    // names it by its advertised address. It must not send its clients to itself.
+    let (local, s) = relay("10.0.0.5", &[], 100);
+    let mut cfg = s.config().clone();
+    cfg.relay_v4 = Some(turnpike_core::config::RelayAddress {
+        bind: "10.0.0.5".parse().expect("ip"),
+        advertised: "203.0.113.5".parse().expect("ip"),
+    });
+    cfg.alternate_servers = vec![AlternateServer {
+        listener: ListenerId(1),
+        addr: addr("203.0.113.5:3478"),
+        domain: None,
+    }];
+    let mut s = Server::new(cfg, [1; 32], T0).expect("config");
+    s.set_wall_clock(T0, 1_700_000_000_000);
+    s.start_drain(T0);
+    let mut fleet = Fleet::new(vec![(local, s)]);
+    let mut c = client_for(local, 2);
+    c.allocate(T0);
+    let events = fleet.pump(&mut c, addr("198.51.100.7:40000"));
+    assert_eq!(redirect_count(&events), 0);
+    assert_eq!(failed_code(&events), Some(DRAINING_CODE));
+}
+
+/// The alternate a draining relay offering four names for a client at `from`.
+fn alternate_offered_to(from: SocketAddr) -> Option<SocketAddr> {
+    let alts = [
+        "203.0.113.11:3478",
+        "203.0.113.12:3478",
+        "203.0.113.13:3478",
+        "203.0.113.14:3478",
+    ];
+    let (local, mut s) = relay("203.0.113.1", &alts, 100);
+    s.start_drain(T0);
+    let mut fleet = Fleet::new(vec![(local, s)]);
+    let mut c = client_for(local, 2);
+    c.allocate(T0);
+    fleet.pump(&mut c, from).iter().find_map(|e| match e {
+        ClientEvent::Redirected { to, .. } => Some(*to),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_client_is_sent_to_the_same_alternate_whatever_its_port() {
+    let first = alternate_offered_to(addr("198.51.100.7:40000")).expect("redirected");
+    for port in [40001, 40002, 50000, 61000, 1024, 3478, 9, 65535] {
+        let again =
+            alternate_offered_to(SocketAddr::new("198.51.100.7".parse().expect("ip"), port));
+        assert_eq!(again, Some(first), "port {port}");
+    }
+    // Different clients still spread over the alternates.
+    let spread: std::collections::HashSet<_> = (1..=40u8)
+        .filter_map(|i| alternate_offered_to(addr(&format!("198.51.100.{i}:40000"))))
+        .collect();
+    assert!(spread.len() >= 3, "{spread:?}");
+}

@@ -90,6 +90,14 @@ impl Node {
         answers[0].clone()
     }
 
+    /// Credits of `total_quota` each loop holds.
+    fn credits(&self) -> Vec<u64> {
+        self.loops
+            .iter()
+            .map(|h| h.server.stats(h.now).quota_credits)
+            .collect()
+    }
+
     fn live(&self) -> u64 {
         self.loops
             .iter()
@@ -519,4 +527,64 @@ fn a_reservation_holds_a_credit_of_the_node_until_redeemed_on_another_loop() {
     assert_eq!(node.live(), 3);
     let mut e = Client::udp(104);
     assert_eq!(node.allocate(0, &mut e, Req::allocate()).code(), Some(508));
+}
+
+/// Two loops of total 100; loop 0 lent loop 1 its 50 credits, and loop 1 holds 10
+/// allocations; a reload lowers the total to 20, delivered in order or newest first.
+fn lowered_after_lending(lifo: bool) -> Node {
+    let mut node = Node::new(2, |c| {
+        c.total_quota = 100;
+        c.user_quota = 1000;
+    });
+    node.lifo = lifo;
+    // Loop 0 lends half of what it has spare each time: 25, 13, 6, 3, 2, 1.
+    for req in 0..6 {
+        node.flight.push_back((
+            LoopId(1),
+            LoopId(0),
+            LoopMsg::Borrow {
+                req: 1000 + req,
+                want: turnpike_core::node::Want::Credits,
+            },
+        ));
+    }
+    node.settle();
+    assert_eq!(node.credits(), [0, 100]);
+    for n in 0..10u8 {
+        let mut c = Client::udp(100 + n);
+        assert!(node.allocate(1, &mut c, Req::allocate()).is_success());
+    }
+    for i in 0..2 {
+        let h = &mut node.loops[i];
+        let mut r = turnpike_core::config::Reloadable::from_config(h.server.config());
+        r.total_quota = 20;
+        let now = h.now;
+        h.server.reload(now, r).expect("the reload is valid");
+        let out = h.advance(std::time::Duration::ZERO);
+        node.absorb(i, out);
+    }
+    node.settle();
+    node
+}
+
+#[test]
+fn a_lowered_total_quota_holds_for_the_node_though_a_loop_lent_its_credits() {
+    for lifo in [false, true] {
+        let mut node = lowered_after_lending(lifo);
+        // The node holds the new total, not 60 more at loop 1.
+        assert_eq!(node.credits().iter().sum::<u64>(), 20, "lifo {lifo}");
+        let mut made = 0;
+        for n in 0..60u8 {
+            let mut c = Client::udp(150 + n);
+            if node
+                .allocate(usize::from(n % 2), &mut c, Req::allocate())
+                .is_success()
+            {
+                made += 1;
+            }
+        }
+        // Ten live, so ten more fit under the new total of 20.
+        assert_eq!(made, 10, "lifo {lifo}");
+        assert_eq!(node.live(), 20, "lifo {lifo}");
+    }
 }

@@ -251,7 +251,7 @@ fn a_lower_total_quota_keeps_allocations_and_refuses_new_ones_until_under_it() {
 }
 
 #[test]
-fn a_loop_that_lent_its_credits_owes_the_cut_and_pays_from_the_next() {
+fn a_loop_that_lent_its_credits_sends_the_cut_round_and_keeps_what_comes_after() {
     // Loop 0 of 2 with total 10 starts with 5 credits and lends 3 (half, rounded up).
     let mut cfg = config();
     cfg.total_quota = 10;
@@ -269,10 +269,30 @@ fn a_loop_that_lent_its_credits_owes_the_cut_and_pays_from_the_next() {
         [(_, LoopMsg::Lend { credits: 3, .. })]
     ));
     assert_eq!(h.server.stats(h.now).quota_credits, 2);
-    // Total 2: loop 0's share goes 5 → 1, a cut of 4 from 2 credits: 2 owed.
+    // Total 2: loop 0's share goes 5 → 1, a cut of 4 from 2 credits: 2 go to loop 1.
     reload_with(&mut h, |r| r.total_quota = 2);
     assert_eq!(h.server.stats(h.now).quota_credits, 0);
-    // 3 credits come back: 2 pay the debt, 1 is held.
+    let out = h.advance(Duration::ZERO);
+    assert_eq!(
+        out.to_loops,
+        vec![(
+            LoopId(1),
+            LoopMsg::QuotaDebt {
+                credits: 2,
+                hops: 0
+            }
+        )]
+    );
+    // Loop 1 had nothing to give: the rest comes back, and after two rounds stays here.
+    let out = h.loop_message(
+        LoopId(1),
+        LoopMsg::QuotaDebt {
+            credits: 1,
+            hops: 3,
+        },
+    );
+    assert!(out.to_loops.is_empty(), "{:?}", out.to_loops);
+    // 3 credits come back: 1 pays what is owed, 2 are held.
     h.loop_message(
         LoopId(1),
         LoopMsg::Lend {
@@ -282,10 +302,10 @@ fn a_loop_that_lent_its_credits_owes_the_cut_and_pays_from_the_next() {
             ports: Vec::new(),
         },
     );
-    assert_eq!(h.server.stats(h.now).quota_credits, 1);
-    // Raised to 12 (share 6, +5): held 6.
+    assert_eq!(h.server.stats(h.now).quota_credits, 2);
+    // Raised to 12 (share 6, +5): held 7.
     reload_with(&mut h, |r| r.total_quota = 12);
-    assert_eq!(h.server.stats(h.now).quota_credits, 6);
+    assert_eq!(h.server.stats(h.now).quota_credits, 7);
 }
 
 #[test]

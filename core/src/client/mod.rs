@@ -295,9 +295,11 @@ pub struct Client {
     next_channel: u16,
     /// Reused by `handle_timeout` so that timers allocate nothing.
     scratch: Vec<TransactionId>,
-    /// The servers the current Allocate attempt was sent to (RFC 8489 §10 loop check;
-    /// empty until its first redirect).
-    tried: Vec<SocketAddr>,
+    /// The servers Allocates were sent to in the last five minutes, and when (RFC 8489
+    /// §10 loop check; filled by redirects, at most [`redirect::TRIED_MAX`]).
+    tried: Vec<(SocketAddr, Instant)>,
+    /// Redirects followed by the current Allocate attempt.
+    redirects: usize,
 }
 
 impl Client {
@@ -332,6 +334,7 @@ impl Client {
             next_channel: channel::MIN_CHANNEL,
             scratch: Vec::new(),
             tried: Vec::new(),
+            redirects: 0,
         }
     }
 
@@ -342,7 +345,7 @@ impl Client {
         if self.state != ClientState::Allocated {
             self.state = ClientState::Allocating;
         }
-        self.tried.clear();
+        self.redirects = 0;
         self.start(now, Op::Allocate, Retries::default());
     }
 
@@ -994,7 +997,9 @@ impl Client {
                 if (code == 401 || code == 438) && self.retry_with_challenge(now, &txn, code, msg) {
                     return;
                 }
-                if code == 300 && self.follow_redirect(now, &txn.op, msg) {
+                // Only a 300 whose integrity was checked above: unsigned, anyone on the
+                // path could send the client to a server of their choosing.
+                if code == 300 && txn.auth.is_some() && self.follow_redirect(now, &txn.op, msg) {
                     return;
                 }
                 self.on_failure(now, txn.op, code, reason);

@@ -1008,10 +1008,12 @@ fn a_redirect_over_a_stream_starts_a_new_framing() {
     let mut c = client(Transport::Tcp);
     c.allocate(ms(0));
     let req = one_transmit(&mut c);
+    c.handle_input(ms(5), &challenge(&req, 401, "nonce-1", None));
+    let req = one_transmit(&mut c);
     let alt: SocketAddr = "192.0.2.99:3478".parse().unwrap();
-    // The 300 (to an unauthenticated request: accepted unsigned, as browsers do), and in
-    // the same read the start of something more from the old connection.
-    let mut answer = try_alternate(&req, alt, None);
+    // The signed 300, and in the same read the start of something more from the old
+    // connection.
+    let mut answer = try_alternate(&req, alt, Some(&md5_key()));
     answer.extend_from_slice(&[0x01, 0x01, 0x00]);
     c.handle_input(ms(10), &answer);
     assert!(matches!(
@@ -1025,4 +1027,99 @@ fn a_redirect_over_a_stream_starts_a_new_framing() {
     c.handle_input(ms(21), &ch[7..]);
     let retried = one_transmit(&mut c);
     assert_eq!(text(&parse(&retried), attr::NONCE), "nonce-2");
+}
+
+#[test]
+fn an_unsigned_300_to_an_unauthenticated_allocate_fails_it() {
+    // Nothing vouches for an unsigned 300: following it would let anyone on the path send
+    // the client (and its credentials' next use) to a server of their choosing.
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut c = client(transport);
+        c.allocate(ms(0));
+        let req = one_transmit(&mut c);
+        let alt: SocketAddr = "192.0.2.99:3478".parse().unwrap();
+        c.handle_input(ms(10), &try_alternate(&req, alt, None));
+        let evs = events(&mut c);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, ClientEvent::AllocateFailed { code: 300, .. })),
+            "{evs:?}"
+        );
+        assert!(!evs
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Redirected { .. })));
+        assert_eq!(c.server(), server());
+        assert_eq!(c.state(), ClientState::Failed);
+    }
+}
+
+/// `c` (authenticated, nonce-1) sends an Allocate at `now`, answered with a signed 300
+/// naming `alt`; the client's events.
+fn redirected_at(c: &mut Client, now: Instant, alt: SocketAddr) -> Vec<ClientEvent> {
+    while c.poll_transmit().is_some() {}
+    c.allocate(now);
+    let req = one_transmit(c);
+    c.handle_input(now, &try_alternate(&req, alt, Some(&md5_key())));
+    events(c)
+}
+
+#[test]
+fn a_server_tried_within_five_minutes_is_not_redirected_to_again() {
+    let mut c = client(Transport::Udp);
+    c.allocate(ms(0));
+    let req = one_transmit(&mut c);
+    c.handle_input(ms(10), &challenge(&req, 401, "nonce-1", None));
+    let req = one_transmit(&mut c);
+    let b: SocketAddr = "192.0.2.99:3478".parse().unwrap();
+    c.handle_input(ms(20), &try_alternate(&req, b, Some(&md5_key())));
+    assert_eq!(c.server(), b);
+    // B fails the attempt with 508; a minute later a new attempt goes to B, which names A:
+    // A was tried a minute ago (RFC 8489 §10), so the redirect is not followed.
+    let req = one_transmit(&mut c);
+    let req = parse(&req);
+    let mut full = MessageBuilder::response_to(&req, Class::Error);
+    full.add_error_code(508, "Insufficient Capacity");
+    full.add_integrity_sha1(&md5_key());
+    c.handle_input(ms(30), &full.finish());
+    assert!(events(&mut c)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::AllocateFailed { code: 508, .. })));
+    let evs = redirected_at(&mut c, ms(60_000), server());
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, ClientEvent::AllocateFailed { code: 300, .. })),
+        "{evs:?}"
+    );
+    assert_eq!(c.server(), b);
+    // Five minutes after A was last tried, it may be tried again.
+    let evs = redirected_at(&mut c, ms(20 + 300_000), server());
+    assert!(
+        evs.contains(&ClientEvent::Redirected {
+            from: b,
+            to: server(),
+            domain: None
+        }),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn the_servers_tried_are_bounded() {
+    // Redirected round many servers, each a minute apart: the client remembers at most
+    // TRIED_MAX, so the memory stays bounded however long it runs.
+    let mut c = client(Transport::Udp);
+    c.allocate(ms(0));
+    let req = one_transmit(&mut c);
+    c.handle_input(ms(10), &challenge(&req, 401, "nonce-1", None));
+    one_transmit(&mut c);
+    for i in 0..(3 * super::redirect::TRIED_MAX as u64) {
+        let alt = SocketAddr::new([192, 0, 2, 100 + i as u8].into(), 3478);
+        let evs = redirected_at(&mut c, ms(1_000 + i), alt);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, ClientEvent::Redirected { to, .. } if *to == alt)),
+            "{i}: {evs:?}"
+        );
+        assert!(c.tried.len() <= super::redirect::TRIED_MAX);
+    }
 }

@@ -675,8 +675,9 @@ impl Server {
     ) -> MessageBuilder {
         let redirectable = code == 508 && msg.get(attr::RESERVATION_TOKEN).is_none();
         if let Some(alt) = redirectable.then(|| self.alternate_for(src)).flatten() {
-            self.note_redirect(src, &auth.username, &alt);
-            return redirect::try_alternate(msg, &alt);
+            let (to, b) = (alt.addr, redirect::try_alternate(msg, alt));
+            self.note_redirect(src, &auth.username, to);
+            return b;
         }
         self.count_failure(code);
         self.emit(Event::AllocationFailed {
@@ -885,9 +886,10 @@ impl Server {
             let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Error, tid);
             if let Some(alt) = alt {
                 // Full: another relay of the fleet may have room (RFC 8489 §10).
-                self.note_redirect(&src, &auth.username, &alt);
                 b.add_error_code(300, reply::reason(300));
-                redirect::add_alternate(&mut b, &alt);
+                redirect::add_alternate(&mut b, alt);
+                let to = alt.addr;
+                self.note_redirect(&src, &auth.username, to);
             } else {
                 self.count_failure(code);
                 self.emit(Event::AllocationFailed {

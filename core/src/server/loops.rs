@@ -58,6 +58,7 @@ impl Server {
                 let answer = self.lend(req, want);
                 self.send_loop(from, answer);
             }
+            LoopMsg::QuotaDebt { credits, hops } => self.collect_debt(credits, hops),
             LoopMsg::Lend {
                 req,
                 credits,

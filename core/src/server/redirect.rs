@@ -13,8 +13,8 @@
 //! (the core's client does, [`crate::client`]). A relay cannot: the redirected Allocate
 //! is a new transaction (over a stream, on a new connection) that carries nothing of where
 //! it was before, and the relays of a fleet share no state. What a relay does: it never
-//! names itself, and it picks among its alternates by a hash of the client's transport
-//! address, so a client that asks again is sent to the same place.
+//! names itself, and it picks among its alternates by a hash of the client's IP address
+//! (an IPv6 client's /64), so a client that asks again is sent to the same place.
 //!
 //! Only a new allocation is redirected: an Allocate that redeems a RESERVATION-TOKEN
 //! must come to the relay that holds the port, and Refresh, CreatePermission, ChannelBind,
@@ -62,50 +62,53 @@ impl Server {
 
     /// The alternate offered to `src`, if any: one of those configured for its listener,
     /// of its address family, that is not this relay, chosen by a hash of the client's
-    /// address (the same client is sent to the same place).
-    pub(super) fn alternate_for(&self, src: &Source) -> Option<AlternateServer> {
-        let candidates: Vec<&AlternateServer> = self
-            .cfg
-            .alternate_servers
-            .iter()
-            .filter(|a| a.listener == src.info.listener)
-            .filter(|a| a.addr.is_ipv4() == src.info.addr.is_ipv4())
-            .filter(|a| !self.is_own_address(a.addr))
-            .collect();
-        if candidates.is_empty() {
+    /// IP address (the same client is sent to the same place). Allocates nothing: it
+    /// counts the candidates, then walks to the chosen one.
+    pub(super) fn alternate_for(&self, src: &Source) -> Option<&AlternateServer> {
+        let candidates = || {
+            self.cfg
+                .alternate_servers
+                .iter()
+                .filter(|a| a.listener == src.info.listener)
+                .filter(|a| a.addr.is_ipv4() == src.info.addr.is_ipv4())
+                .filter(|a| !self.is_own_address(a.addr))
+        };
+        let n = candidates().count() as u64;
+        if n == 0 {
             return None;
         }
-        let pick = client_hash(src.info.addr) % candidates.len() as u64;
-        candidates
-            .get(usize::try_from(pick).unwrap_or(0))
-            .map(|a| (*a).clone())
+        let pick = usize::try_from(client_hash(src.info.addr) % n).unwrap_or(0);
+        candidates().nth(pick)
     }
 
     /// Counts and reports a redirect of `src` to `alt`.
-    pub(super) fn note_redirect(&mut self, src: &Source, username: &str, alt: &AlternateServer) {
+    pub(super) fn note_redirect(&mut self, src: &Source, username: &str, to: SocketAddr) {
         self.stats.redirects += 1;
         *self.stats.allocation_failures.entry(300).or_insert(0) += 1;
         self.emit(Event::AllocationRedirected {
             client: src.info,
             username: username.to_string(),
-            to: alt.addr,
+            to,
         });
     }
 
     /// A listener of this relay answers at `addr` (RFC 8489 §10 leaves loops to the
-    /// client; a relay at least never sends a client back to itself).
+    /// client; a relay at least never sends a client back to itself). On a listener's
+    /// port, the relay is its bound address and its relay addresses, advertised and bound,
+    /// whatever the listener is bound to: behind 1:1 NAT a relay bound to 10.0.0.5 is
+    /// known to its fleet by its advertised address. Loopback counts for a listener bound
+    /// to the unspecified address.
     fn is_own_address(&self, addr: SocketAddr) -> bool {
-        let own_ip = |ip: std::net::IpAddr| {
-            [self.cfg.relay_v4, self.cfg.relay_v6]
-                .iter()
-                .flatten()
-                .any(|r| r.advertised == ip || r.bind == ip)
-        };
+        let ip = addr.ip();
+        let own_ip = [self.cfg.relay_v4, self.cfg.relay_v6]
+            .iter()
+            .flatten()
+            .any(|r| r.advertised == ip || r.bind == ip);
         self.listeners.values().any(|l| {
-            l.local == addr
-                || (l.local.ip().is_unspecified()
-                    && l.local.port() == addr.port()
-                    && (own_ip(addr.ip()) || addr.ip().is_loopback()))
+            l.local.port() == addr.port()
+                && (l.local.ip() == ip
+                    || own_ip
+                    || (l.local.ip().is_unspecified() && ip.is_loopback()))
         })
     }
 }
@@ -129,8 +132,10 @@ pub(super) fn try_alternate(
     b
 }
 
-/// FNV-1a of the client's transport address: stable across runs and builds, not secret
-/// (it only spreads clients over alternates).
+/// FNV-1a of the client's IP address (an IPv6 client's /64): stable across runs and
+/// builds, not secret (it only spreads clients over alternates). The port is left out, so
+/// a client that comes back over another transport, or whose NAT gave it a new port, is
+/// sent to the same alternate.
 fn client_hash(addr: SocketAddr) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -141,8 +146,32 @@ fn client_hash(addr: SocketAddr) -> u64 {
     };
     match addr.ip() {
         std::net::IpAddr::V4(ip) => eat(&ip.octets()),
-        std::net::IpAddr::V6(ip) => eat(&ip.octets()),
+        std::net::IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => eat(&v4.octets()),
+            None => eat(&ip.octets()[..8]),
+        },
     }
-    eat(&addr.port().to_be_bytes());
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_hash;
+    use std::net::SocketAddr;
+
+    fn h(s: &str) -> u64 {
+        client_hash(s.parse::<SocketAddr>().expect("address"))
+    }
+
+    #[test]
+    fn the_hash_ignores_the_port_and_the_ipv6_host() {
+        assert_eq!(h("198.51.100.7:40000"), h("198.51.100.7:1"));
+        assert_ne!(h("198.51.100.7:40000"), h("198.51.100.8:40000"));
+        assert_eq!(
+            h("[2001:db8:1:2::1]:40000"),
+            h("[2001:db8:1:2:aa:bb:cc:dd]:5")
+        );
+        assert_ne!(h("[2001:db8:1:2::1]:40000"), h("[2001:db8:1:3::1]:40000"));
+        assert_eq!(h("[::ffff:198.51.100.7]:9"), h("198.51.100.7:40000"));
+    }
 }

@@ -22,15 +22,19 @@
 //! Quotas: `user_quota` is counted at each user's home loop, which just takes the new
 //! value (holders above it keep their allocations; new ones get 486 until below).
 //! `total_quota` is split in credits over the loops ([`crate::node`]): each loop's share
-//! changes by the difference of its shares, paid from its credits; what it cannot pay (it
-//! lent them) it owes, and pays from the next credits it receives. So the node's credits,
-//! less what is owed, always add up to the new total; allocations above it stay, and new
-//! ones are refused until enough have ended.
+//! changes by the difference of its shares, paid from its credits (even those in use);
+//! what it cannot pay (it lent them) it sends round the other loops, each giving up what it
+//! can and passing the rest on ([`LoopMsg::QuotaDebt`]). Once those messages are
+//! delivered, the node holds the new total; allocations above it stay, and new ones are
+//! refused until enough have ended. Only credits still in flight to a borrower when the
+//! debt went round can leave some owed after it has been round twice: the loop it stops
+//! at keeps it and pays it from the next credits it receives.
 
 use super::{Server, TokenBucket};
 use crate::allocation::Allocation;
 use crate::auth::{long_term_key, rest_expiry, rest_password};
 use crate::config::Reloadable;
+use crate::node::LoopMsg;
 use crate::time::Instant;
 use core::net::SocketAddr;
 
@@ -96,6 +100,28 @@ impl Server {
         let paid = credits.min(self.quota_debt);
         self.quota_debt -= paid;
         self.credits = self.credits.saturating_add(credits - paid);
+    }
+
+    /// Gives up what it can of `debt` credits owed by the node (in use or not: allocations
+    /// above stay, new ones wait), and passes the rest on to the next loop. After two
+    /// rounds what is left is kept here as owed (credits in flight will pay it).
+    pub(super) fn collect_debt(&mut self, debt: u32, hops: u16) {
+        let paid = debt.min(self.credits);
+        self.credits -= paid;
+        self.quota_debt = self.quota_debt.saturating_add(debt - paid);
+        self.pass_debt_on(hops.saturating_add(1));
+    }
+
+    /// Sends what this loop owes round the others, unless it has been round twice.
+    fn pass_debt_on(&mut self, hops: u16) {
+        let Some(next) = self.node.others().next() else {
+            return;
+        };
+        if self.quota_debt == 0 || hops >= self.node.count.saturating_mul(2) {
+            return;
+        }
+        let credits = core::mem::take(&mut self.quota_debt);
+        self.send_loop(next, LoopMsg::QuotaDebt { credits, hops });
     }
 
     /// Marks the allocations whose credential the new store no longer holds.
@@ -168,6 +194,7 @@ impl Server {
             let paid = cut.min(self.credits);
             self.credits -= paid;
             self.quota_debt = self.quota_debt.saturating_add(cut - paid);
+            self.pass_debt_on(0);
         }
     }
 }

@@ -426,6 +426,9 @@ pub fn loop_msg_json(m: &LoopMsg) -> Value {
         LoopMsg::StreamRelease { source } => {
             json!({"type": "stream_release", "source": source.to_string()})
         }
+        LoopMsg::QuotaDebt { credits, hops } => {
+            json!({"type": "quota_debt", "credits": credits, "hops": hops})
+        }
     }
 }
 
