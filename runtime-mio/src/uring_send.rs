@@ -24,7 +24,17 @@ use std::os::fd::RawFd;
 /// A ring for the sends of one loop.
 pub struct UringSend {
     ring: IoUring,
+    /// A call failed and may have left entries in the submission queue that point at
+    /// buffers since released: the ring must never be entered again.
+    broken: bool,
 }
+
+/// Passes through the kernel without progress (nothing taken, nothing completed) after
+/// which a call gives up; a retry after `EINTR`, `EAGAIN` or `EBUSY` is one pass.
+const MAX_STALLS: u32 = 1000;
+
+/// `IORING_ENTER_GETEVENTS` (io_uring_enter(2)): wait for completions.
+const ENTER_GETEVENTS: u32 = 1;
 
 impl UringSend {
     /// A ring of `entries` submission entries, if this kernel has io_uring with
@@ -39,13 +49,17 @@ impl UringSend {
                 "io_uring without IORING_OP_SENDMSG",
             ));
         }
-        Ok(UringSend { ring })
+        Ok(UringSend {
+            ring,
+            broken: false,
+        })
     }
 
     /// Sends message `i` of `hdrs` from socket `fds[i]`, all of them, and calls
-    /// `done(i, result)` for each (bytes sent, or a negative errno). Returns once every
-    /// submitted message has completed. An error of the ring itself is returned after
-    /// `done(i, -errno)` was called for every message it left without an answer.
+    /// `done(i, result)` once for each (bytes sent, or a negative errno). Returns only
+    /// once every message the kernel took has completed, error or not. An error of the
+    /// ring itself is returned after `done(i, -errno)` was called for every message the
+    /// kernel never took; the ring then refuses every later call.
     ///
     /// # Safety
     ///
@@ -58,48 +72,123 @@ impl UringSend {
         mut done: impl FnMut(usize, i32),
     ) -> io::Result<()> {
         let n = hdrs.len().min(fds.len());
-        let mut next = 0;
-        let mut answered = 0;
-        while answered < n {
+        if self.broken {
+            let e = io::Error::from_raw_os_error(libc::EBADFD);
+            for i in 0..n {
+                done(i, -libc::EBADFD);
+            }
+            return Err(e);
+        }
+        // Entries 0..pushed are in the submission queue or were; the kernel consumes it in
+        // order, so entries 0..taken are the ones it took (each answered by exactly one
+        // completion), and `reaped` of those completions were read.
+        let (mut pushed, mut taken, mut reaped) = (0, 0, 0);
+        let mut stalls = 0;
+        while reaped < n {
             {
                 let mut sq = self.ring.submission();
-                while next < n && !sq.is_full() {
-                    let (Some(h), Some(&fd)) = (hdrs.get(next), fds.get(next)) else {
+                while pushed < n && !sq.is_full() {
+                    let (Some(h), Some(&fd)) = (hdrs.get(pushed), fds.get(pushed)) else {
                         break;
                     };
                     let e = opcode::SendMsg::new(types::Fd(fd), &h.msg_hdr)
                         .flags(libc::MSG_DONTWAIT as u32)
                         .build()
-                        .user_data(next as u64);
-                    // SAFETY: the entry points at header `next` and what it points at,
-                    // which the caller keeps alive until this function returns; it does
-                    // not return before the entry's completion is reaped below.
+                        .user_data(pushed as u64);
+                    // SAFETY: the entry points at header `pushed` and what it points at,
+                    // which the caller keeps alive until this function returns. Once the
+                    // kernel takes it, this function returns only after reaping its
+                    // completion (the loop below, or `drain` on an error); if it is never
+                    // taken, `broken` keeps the ring from being entered again.
                     if unsafe { sq.push(&e) }.is_err() {
                         break;
                     }
-                    next += 1;
+                    pushed += 1;
                 }
             }
-            let in_flight = next - answered;
-            if let Err(e) = self.ring.submit_and_wait(in_flight) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Reap what did complete; the rest is reported failed. The entries not
-                // consumed by the kernel are still in the queue: drop them by leaving
-                // the ring unusable to the caller, who turns it off.
-                for c in self.ring.completion() {
-                    done(c.user_data() as usize, c.result());
-                }
-                return Err(e);
+            let before = (taken, reaped);
+            match self.ring.submit_and_wait(pushed - reaped) {
+                // The kernel took `k` entries; the wait may have been cut short.
+                Ok(k) => taken += k,
+                // Nothing was taken by this call: retry a transient refusal.
+                Err(e) if transient(&e) => {}
+                Err(e) => return Err(self.fail(e, taken, reaped, n, &mut done)),
             }
-            for c in self.ring.completion() {
-                done(c.user_data() as usize, c.result());
-                answered += 1;
+            reaped += self.reap(&mut done);
+            if (taken, reaped) == before {
+                stalls += 1;
+                if stalls > MAX_STALLS {
+                    let e = io::Error::new(io::ErrorKind::WouldBlock, "io_uring makes no progress");
+                    return Err(self.fail(e, taken, reaped, n, &mut done));
+                }
+            } else {
+                stalls = 0;
             }
         }
         Ok(())
     }
+
+    /// Reads the completions there are; returns how many.
+    fn reap(&mut self, done: &mut impl FnMut(usize, i32)) -> usize {
+        let mut k = 0;
+        for c in self.ring.completion() {
+            done(c.user_data() as usize, c.result());
+            k += 1;
+        }
+        k
+    }
+
+    /// After error `e`: waits for every entry the kernel took (it may still be reading
+    /// their buffers), answers the ones it never took with `-errno`, and breaks the ring
+    /// for good (entries still queued point at buffers the caller will reuse).
+    fn fail(
+        &mut self,
+        e: io::Error,
+        taken: usize,
+        mut reaped: usize,
+        n: usize,
+        done: &mut impl FnMut(usize, i32),
+    ) -> io::Error {
+        self.broken = true;
+        let mut stalls = 0;
+        while reaped < taken {
+            let want = (taken - reaped) as u32;
+            // SAFETY: submits nothing (to_submit 0) and passes no argument: it only waits
+            // for completions of entries already taken.
+            let r = unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, want, ENTER_GETEVENTS, None)
+            };
+            let got = self.reap(done);
+            reaped += got;
+            if got == 0 {
+                // Only a signal (EINTR) should end the wait early; bound the retries anyway.
+                stalls += 1;
+                if stalls > MAX_STALLS {
+                    // The kernel may still read buffers the caller is about to reuse and
+                    // cannot say when it stops: going on would be undefined behaviour.
+                    log::error!(
+                        "io_uring cannot wait for sends in flight ({e}; waiting: {r:?}): aborting"
+                    );
+                    std::process::abort();
+                }
+            }
+        }
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        for i in taken..n {
+            done(i, -errno);
+        }
+        e
+    }
+}
+
+/// An error after which the same call may succeed.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+    )
 }
 
 #[cfg(test)]
@@ -205,5 +294,32 @@ mod tests {
         // SAFETY: as above.
         unsafe { ring.send(&hdrs, &[-1, a.as_raw_fd()], |i, r| results[i] = r) }.unwrap();
         assert_eq!(results, [-libc::EBADF, 6]);
+    }
+
+    #[test]
+    fn a_broken_ring_answers_every_message_and_sends_none() {
+        let Ok(mut ring) = UringSend::new(4) else {
+            return;
+        };
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut data = [vec![1u8; 5]];
+        let mut iovs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }];
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut addrs = [unsafe { std::mem::zeroed::<libc::sockaddr_in>() }];
+        let hdrs = [header(&mut data[0], &mut iovs[0], &mut addrs[0], port)];
+        ring.broken = true;
+        let mut results = [0; 1];
+        // SAFETY: as above.
+        let r = unsafe { ring.send(&hdrs, &[a.as_raw_fd()], |i, r| results[i] = r) };
+        assert!(r.is_err());
+        assert_eq!(results, [-libc::EBADFD]);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(rx.recv_from(&mut [0u8; 16]).is_err(), "nothing was sent");
     }
 }
