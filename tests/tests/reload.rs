@@ -329,7 +329,10 @@ fn a_failed_reload_does_not_echo_a_password() {
         assert!(log.contains("key `users"), "{log}");
         assert!(log.contains("expected a string"), "{log}");
         let events = std::fs::read_to_string(server.dir().join("events.jsonl")).unwrap();
-        assert!(!log.contains("918273645"), "the log shows the value:\n{log}");
+        assert!(
+            !log.contains("918273645"),
+            "the log shows the value:\n{log}"
+        );
         assert!(
             !events.contains("918273645"),
             "the event log shows the value:\n{events}"
