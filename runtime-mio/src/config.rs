@@ -364,6 +364,11 @@ impl FileConfig {
 
     /// Reads, parses and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_text(path).map(|(c, _)| c)
+    }
+
+    /// [`FileConfig::load`], and the text it was read from.
+    pub fn load_text(path: &Path) -> Result<(Self, String), ConfigError> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: name.clone(),
@@ -371,7 +376,7 @@ impl FileConfig {
             key: None,
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&name, &text)
+        Ok((Self::parse(&name, &text)?, text))
     }
 
     /// The advertised IPv4 address: `ipv4_address`, else `listen_address`.
@@ -901,10 +906,15 @@ impl ConfigError {
                     .unwrap_or_default();
                 (Some(k.to_string()), format!("unknown key{hint}"))
             }
-            None => (
-                span.and_then(|s| key_at(text, s.start)),
-                plain_types(first_line(raw)),
-            ),
+            None => {
+                let key = span.and_then(|s| key_at(text, s.start));
+                let message = match &key {
+                    // serde's messages quote the value they reject: never a secret's.
+                    Some(k) if holds_secret(k) => hidden_value(raw),
+                    _ => plain_types(first_line(raw)),
+                };
+                (key, message)
+            }
         };
         ConfigError {
             file: file.to_string(),
@@ -1024,6 +1034,25 @@ fn suggest(k: &str) -> Option<&'static str> {
 }
 
 /// Serde's Rust type names in plain words.
+/// Whether `key` (dotted) holds a secret or part of one: its value must not be echoed.
+fn holds_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k == "users"
+        || k.starts_with("users.")
+        || ["secret", "token", "password", "passwd", "credential"]
+            .iter()
+            .any(|w| k.contains(w))
+}
+
+/// A type error's message without the value it quotes: what was expected only.
+fn hidden_value(raw: &str) -> String {
+    const HIDDEN: &str = "invalid value (not shown: the key holds a secret)";
+    match first_line(raw).rsplit_once(", expected ") {
+        Some((_, e)) => format!("{HIDDEN}; {}", plain_types(&format!("expected {e}"))),
+        None => HIDDEN.to_string(),
+    }
+}
+
 fn plain_types(msg: &str) -> String {
     msg.replace("expected u16", "expected an integer 0..=65535")
         .replace("expected u32", "expected an integer 0..=4294967295")
@@ -1350,6 +1379,48 @@ turn_fqdn = "relay.example.com"
             (Some(3), Some("users.alice")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_type_error_of_a_secret_names_key_line_and_type_but_not_the_value() {
+        let cases = [
+            ("realm = \"r\"\nusers = { alice = 1234 }\n", 2, "users"),
+            (
+                "static_auth_secret = \"s\"\n[users]\nalice = 1234\n",
+                3,
+                "users.alice",
+            ),
+            ("static_auth_secret = 1234\n", 1, "static_auth_secret"),
+            (
+                "static_auth_secret = \"s\"\nnode_secret = 1234\n",
+                2,
+                "node_secret",
+            ),
+            (
+                "static_auth_secret = \"s\"\nissuance_secret = 1234\n",
+                2,
+                "issuance_secret",
+            ),
+            (
+                "static_auth_secret = \"s\"\napi_token = 1234\n",
+                2,
+                "api_token",
+            ),
+        ];
+        for (text, line, key) in cases {
+            let e = parse(text).unwrap_err();
+            let shown = e.to_string();
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(line), Some(key)),
+                "{shown}"
+            );
+            assert!(!shown.contains("1234"), "the value is echoed: {shown}");
+            assert!(shown.contains("expected"), "no expected type: {shown}");
+        }
+        // A key that holds no secret still shows what it got.
+        let e = parse("static_auth_secret = \"s\"\nrealm = 1234\n").unwrap_err();
+        assert!(e.to_string().contains("1234"), "{e}");
     }
 
     #[test]

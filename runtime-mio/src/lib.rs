@@ -34,6 +34,7 @@ pub mod settings;
 pub mod sockets;
 pub mod start_error;
 pub mod tcp;
+pub mod term_count;
 pub mod tls;
 pub mod token;
 pub mod trace_recorder;

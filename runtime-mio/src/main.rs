@@ -37,9 +37,9 @@ fn main() -> ExitCode {
         ExitCode::from(EXIT_CONFIG)
     };
 
-    let (file_config, source) = match &opts.config {
-        Some(path) => match FileConfig::load(path) {
-            Ok(c) => (c, path.display().to_string()),
+    let (file_config, source, started_text) = match &opts.config {
+        Some(path) => match FileConfig::load_text(path) {
+            Ok((c, text)) => (c, path.display().to_string(), text),
             Err(e) => {
                 eprintln!("turnpike: {e}");
                 return bad_config;
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         None => (
             FileConfig::builtin_default(random_secret()),
             "<built-in>".to_string(),
+            String::new(),
         ),
     };
     let mut settings = match Settings::from_file(&file_config, &source) {
@@ -120,7 +121,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &opts.config {
-        runtime.watch_config(turnpike::reload::ConfigFile::new(path, file_config));
+        runtime.watch_config(turnpike::reload::ConfigFile::new(
+            path,
+            file_config,
+            &started_text,
+        ));
     }
     let listening = runtime.local_addrs();
     for (t, a) in &listening {

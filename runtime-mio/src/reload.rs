@@ -67,12 +67,12 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    /// The file at `path`, whose checked content `running` the relay started with.
-    pub fn new(path: &Path, running: FileConfig) -> Self {
-        let started = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.parse::<toml::Table>().ok())
-            .unwrap_or_default();
+    /// The file at `path`, whose checked content `running` the relay started with,
+    /// parsed from `text` (what was read at start: reading the file again here could
+    /// see a later edit).
+    pub fn new(path: &Path, running: FileConfig, text: &str) -> Self {
+        // `text` already parsed as TOML into `running`: as a table it parses too.
+        let started = text.parse::<toml::Table>().unwrap_or_default();
         ConfigFile {
             path: path.to_path_buf(),
             started,
@@ -250,5 +250,20 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("pw-of-alice") && !line.contains("the-rest-secret"));
+    }
+
+    #[test]
+    fn keys_changed_since_start_are_named_even_if_the_file_changed_before_watching() {
+        let dir = std::env::temp_dir().join(format!("turnpike-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("turnpike.toml");
+        let at_start = "static_auth_secret = \"s\"\nturn_udp_port = 4000\n";
+        let running = FileConfig::parse("a", at_start).unwrap();
+        // Edited between the start and the watch: the relay still runs port 4000.
+        std::fs::write(&path, "static_auth_secret = \"s\"\nturn_udp_port = 5000\n").unwrap();
+        let file = ConfigFile::new(&path, running, at_start);
+        let p = file.prepare(None).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(p.restart_keys, vec!["turn_udp_port"]);
     }
 }

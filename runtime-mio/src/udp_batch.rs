@@ -368,12 +368,24 @@ impl SendQueue {
         }
         let (batched, gso_refused) = sys.submit_round(tally);
         self.batched_calls += batched;
+        self.sys = sys;
         if gso_refused {
-            // Those datagrams were counted as failed; from now on no GSO.
+            // The kernel or the route will not segment: resend the refused runs one
+            // datagram per message (as the portable path does), and never try again.
             log::warn!("UDP segmentation offload refused by the kernel: sending datagrams one by one from now on");
             self.mode.gso = false;
+            let mut r = 0;
+            while let Some((start, count)) = self.sys.refused(r) {
+                let sock = match self.entry_at(start) {
+                    Some(e) => socket(e.via),
+                    None => None,
+                };
+                if let Some(sock) = sock {
+                    self.send_group(sock, start..start + count, recv, tally);
+                }
+                r += 1;
+            }
         }
-        self.sys = sys;
     }
 
     /// Orders the entries by socket, then destination (a flow), keeping arrival order
@@ -693,6 +705,9 @@ mod sys {
         uring: Option<UringSend>,
         /// Per message of a round sent through the ring: its socket.
         fds: Vec<RawFd>,
+        /// GSO messages of the last ring round the kernel refused (first sorted
+        /// position, datagrams), to resend one by one.
+        refused: Vec<(usize, usize)>,
     }
 
     // SAFETY: as for RecvSys: the pointers are rewritten before each call and only used
@@ -710,6 +725,7 @@ mod sys {
                 spans: Vec::new(),
                 uring: None,
                 fds: Vec::new(),
+                refused: Vec::new(),
             }
         }
     }
@@ -724,6 +740,7 @@ mod sys {
                 spans: Vec::with_capacity(SEND_ENTRIES),
                 uring: None,
                 fds: Vec::new(),
+                refused: Vec::new(),
             }
         }
 
@@ -736,6 +753,7 @@ mod sys {
         pub fn start_uring(&mut self) -> io::Result<()> {
             self.uring = Some(UringSend::new(SEND_ENTRIES as u32)?);
             self.fds = Vec::with_capacity(SEND_ENTRIES);
+            self.refused = Vec::with_capacity(SEND_ENTRIES);
             Ok(())
         }
 
@@ -763,31 +781,39 @@ mod sys {
 
         /// Sends the round's messages with one io_uring submission. Returns the calls
         /// that carried more than one datagram (0 or 1) and whether a GSO message was
-        /// refused (its datagrams are counted failed). A failure of the ring itself
-        /// turns it off: the next rounds take the portable path.
+        /// refused (its datagrams are not counted: [`SendSys::refused`] names them for a
+        /// resend). A failure of the ring itself turns it off: the next rounds take the
+        /// portable path.
         pub fn submit_round(&mut self, tally: &mut Tally<'_>) -> (u64, bool) {
+            self.refused.clear();
             let Some(ring) = self.uring.as_mut() else {
                 return (0, false);
             };
             let m = self.spans.len();
             let spans = &self.spans;
+            let refused = &mut self.refused;
             let datagrams: usize = spans.iter().map(|s| s.1).sum();
-            let mut gso_refused = false;
             let hdrs = self.hdrs.get(..m).unwrap_or_default();
             // SAFETY: headers 0..m were built this round by build_messages and point at
-            // self.iovs, self.addrs and self.cmsgs (untouched until the call returns, which
-            // is after every completion) and at payloads in the receive slots and the
-            // queue's arena, which the caller borrows for the whole flush.
+            // self.iovs, self.addrs and self.cmsgs and at payloads in the receive slots
+            // and the queue's arena. All of them stay borrowed, unmoved and unwritten
+            // until `send` returns (`self.hdrs` through `hdrs`, the rest through the
+            // headers: nothing here writes them), and `send` returns only once the kernel
+            // is done with every entry it took, also on an error (UringSend::send).
             let r = unsafe {
                 ring.send(hdrs, &self.fds, |i, res| {
-                    let Some(&(_, count, gso)) = spans.get(i) else {
+                    let Some(&(start, count, gso)) = spans.get(i) else {
                         return;
                     };
                     if res >= 0 {
                         return;
                     }
                     if gso && matches!(-res, libc::EINVAL | libc::EIO | libc::ENOPROTOOPT) {
-                        gso_refused = true;
+                        // Within capacity: at most one per message (SEND_ENTRIES).
+                        if refused.len() < refused.capacity() {
+                            refused.push((start, count));
+                            return;
+                        }
                     }
                     tally.failed(&io::Error::from_raw_os_error(-res), count);
                 })
@@ -796,7 +822,13 @@ mod sys {
                 log::warn!("io_uring send failed ({e}): sending with sendmmsg from now on");
                 self.uring = None;
             }
-            (u64::from(datagrams > 1), gso_refused)
+            (u64::from(datagrams > 1), !self.refused.is_empty())
+        }
+
+        /// The `r`th GSO message refused in the last round: the sorted position of its
+        /// first datagram and how many it carried.
+        pub fn refused(&self, r: usize) -> Option<(usize, usize)> {
+            self.refused.get(r).copied()
         }
 
         /// Builds the iovecs of the datagrams at sorted positions `group` of `q` (each at
@@ -1485,6 +1517,17 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn refused_gso_falls_back_and_is_remembered() {
+        refused_gso_falls_back(false);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn refused_gso_through_io_uring_is_resent_one_by_one() {
+        refused_gso_falls_back(true);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn refused_gso_falls_back(uring: bool) {
         use std::os::fd::AsRawFd;
         // Linux refuses segmentation (EINVAL) on a socket sending without UDP checksums
         // (SO_NO_CHECK, socket(7) value 11): the run must go out one by one instead.
@@ -1505,6 +1548,10 @@ mod tests {
         let mut q = SendQueue::new(SendMode::default());
         if !q.mode().gso {
             return; // a kernel without GSO: nothing to fall back from
+        }
+        if uring && q.use_uring().is_err() {
+            eprintln!("io_uring unavailable here: nothing to test");
+            return;
         }
         for k in 0..5u8 {
             assert!(q.push_copy(Via::Listener(0), to, &[k; 30]));

@@ -362,6 +362,103 @@ fn a_second_sigterm_exits_at_once() {
     println!("the second SIGTERM: exited in {:?}", t0.elapsed());
 }
 
+/// Two SIGTERMs back to back, before the loops read the first: the signal pipe coalesces
+/// them, but they are two, and the second stops at once.
+fn two_quick_sigterms_exit_at_once(workers: Option<u32>) {
+    if !tools() {
+        return;
+    }
+    let mut a = node(workers, 600, NODE_SECRET, &[]);
+    let mut held = CoreClient::new(a.addr);
+    held.allocate().expect("an allocation on A");
+    let t0 = Instant::now();
+    a.send_sigterm();
+    a.send_sigterm();
+    let st = a.wait_exit(Duration::from_secs(3));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", a.log_text());
+    println!("two quick SIGTERMs: exited in {:?}", t0.elapsed());
+}
+
+#[test]
+fn two_quick_sigterms_exit_at_once_with_a_live_allocation() {
+    two_quick_sigterms_exit_at_once(None);
+}
+
+#[test]
+fn two_quick_sigterms_exit_at_once_with_one_loop() {
+    two_quick_sigterms_exit_at_once(Some(1));
+}
+
+/// EVEN-PORT (RFC 8656 §18.8) and RESERVATION-TOKEN (§18.9).
+const EVEN_PORT: u16 = 0x0018;
+const RESERVATION_TOKEN: u16 = 0x0022;
+
+/// A drain with nothing live but a reservation (an Allocate with EVEN-PORT R whose
+/// allocation was deleted): the node keeps running, the pair's second Allocate (with the
+/// token, from another 5-tuple, so often another loop) is taken, and the node exits once
+/// that allocation ends. A node that counted allocations only exited at once.
+fn a_reservation_holds_the_drain(workers: Option<u32>) {
+    use turnpike_tests::adversary::{start_with, Reply, Session, PASSWORD, USER};
+    use turnpike_tests::turn::{Class, Message, ALLOCATE, LIFETIME, REFRESH, REQUESTED_TRANSPORT};
+    let Some(mut a) = start_with(&[], |s| {
+        s.workers = workers;
+        s.drain_timeout_s = 30;
+    }) else {
+        return;
+    };
+    let local = "127.0.0.1".parse().unwrap();
+    let mut first = Session::udp(a.addr, local).as_user(USER, PASSWORD);
+    first.learn_nonce();
+    let mut m = Message::request(ALLOCATE);
+    m.add(REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .add(EVEN_PORT, &[0x80]);
+    let bytes = first.sign(&m);
+    first.send(&bytes);
+    let answer = first
+        .answer(Duration::from_secs(3))
+        .expect("an Allocate answer");
+    assert_eq!(answer.class, Class::Success, "{answer:?}");
+    let token = answer
+        .attr(RESERVATION_TOKEN)
+        .expect("a RESERVATION-TOKEN")
+        .to_vec();
+    let mut delete = Message::request(REFRESH);
+    delete.add(LIFETIME, &0u32.to_be_bytes());
+    assert_eq!(first.signed(&delete), Reply::Success, "Refresh 0");
+
+    a.send_sigterm();
+    assert!(a
+        .wait_event(Duration::from_secs(5), |e| e["event"] == "drain_started")
+        .is_some());
+    // Long enough for several report rounds of every loop.
+    std::thread::sleep(Duration::from_secs(4));
+    a.assert_running();
+
+    let mut second = Session::udp(a.addr, local).as_user(USER, PASSWORD);
+    let mut m = Message::request(ALLOCATE);
+    m.add(REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .add(RESERVATION_TOKEN, &token);
+    assert_eq!(second.signed(&m), Reply::Success, "the token's Allocate");
+    std::thread::sleep(Duration::from_secs(3));
+    a.assert_running();
+    assert_eq!(second.signed(&delete), Reply::Success, "Refresh 0");
+    let t0 = Instant::now();
+    let st = a.wait_exit(Duration::from_secs(8));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", a.log_text());
+    println!("drained {:?} after the last allocation ended", t0.elapsed());
+    assert!(a.log_text().contains("drained"), "{}", a.log_text());
+}
+
+#[test]
+fn a_reservation_holds_the_drain_until_redeemed() {
+    a_reservation_holds_the_drain(None);
+}
+
+#[test]
+fn a_reservation_holds_the_drain_of_one_loop() {
+    a_reservation_holds_the_drain(Some(1));
+}
+
 #[test]
 fn post_v1_drain_drains_as_sigterm_and_the_last_refresh_to_zero_ends_it() {
     if !tools() {

@@ -305,6 +305,43 @@ fn a_bad_file_keeps_the_running_configuration() {
     });
 }
 
+/// A reload whose `users` holds a password of the wrong type (`alice = 918273645`): the
+/// error names the key, its line and the type wanted, and neither the log nor the event
+/// log shows the value (serde's message quotes it).
+#[test]
+fn a_failed_reload_does_not_echo_a_password() {
+    run_on(ServerKind::Turnpike, |_| {
+        let spec = ServerSpec::static_user(USER, PASSWORD);
+        let server = RunningServer::start(ServerKind::Turnpike, spec.clone());
+        let path = server.dir().join("turnpike.toml");
+        rewrite(&server, &spec);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let quoted = format!("\"{PASSWORD}\"");
+        assert!(text.contains(&quoted), "{text}");
+        turnpike_tests::write_file(&path, &text.replace(&quoted, "918273645"));
+        hup(&server);
+        // One record of the failure (the first loop writes it).
+        let logged = turnpike_tests::wait_until(Duration::from_secs(5), || {
+            (reload_records(&server, "error") >= 1).then_some(())
+        });
+        assert!(logged.is_some(), "no failed reload:\n{}", server.log_text());
+        let log = server.log_text();
+        assert!(log.contains("key `users"), "{log}");
+        assert!(log.contains("expected a string"), "{log}");
+        let events = std::fs::read_to_string(server.dir().join("events.jsonl")).unwrap();
+        assert!(
+            !log.contains("918273645"),
+            "the log shows the value:\n{log}"
+        );
+        assert!(
+            !events.contains("918273645"),
+            "the event log shows the value:\n{events}"
+        );
+        let mut c = TurnClient::udp(server.addr, USER, PASSWORD).unwrap();
+        c.allocate().expect("the running user still allocates");
+    });
+}
+
 /// (d): rotated REST secret and a removed static user.
 #[test]
 fn rotated_credentials_refuse_new_allocations_and_keep_live_ones() {

@@ -556,6 +556,7 @@ impl Server {
         let mut s = self.stats.clone();
         s.allocations = self.allocations.len() as u64;
         s.allocations_pending = self.pending.len() as u64;
+        s.reservations = self.reservations.len() as u64;
         s.streams = self.streams.len() as u64;
         s.unauth_stream_buffered = self.unauth_buffered as u64;
         s.permissions = self

@@ -109,6 +109,9 @@ pub struct Stats {
     pub allocations: u64,
     /// Allocations waiting for their relay socket.
     pub allocations_pending: u64,
+    /// Live reservations: ports held for a RESERVATION-TOKEN's Allocate (RFC 8656 §7.2),
+    /// gauge.
+    pub reservations: u64,
     /// Allocations created since start.
     pub allocations_created: u64,
     /// Allocations ended since start.
@@ -197,6 +200,7 @@ impl Stats {
     pub fn add(&mut self, o: &Stats) {
         self.allocations += o.allocations;
         self.allocations_pending += o.allocations_pending;
+        self.reservations += o.reservations;
         self.allocations_created += o.allocations_created;
         self.allocations_deleted += o.allocations_deleted;
         self.redirects += o.redirects;

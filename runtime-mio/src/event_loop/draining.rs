@@ -1,10 +1,10 @@
 //! A loop's part of the node's drain ([`crate::drain`]): SIGTERM or the API's command
 //! puts its core into draining; once a second it reports what it still holds and stops
-//! when the node is done or the time is up. A second SIGTERM, or SIGINT, stops at once.
+//! when the node is done (see [`crate::drain`]) or the time is up. A second SIGTERM, or SIGINT, stops at once.
 
 use super::Runtime;
 use crate::clock::Clock;
-use crate::drain::DrainEnd;
+use crate::drain::{DrainEnd, Held};
 use serde_json::json;
 use signal_hook::consts::SIGTERM;
 use turnpike_core::Instant;
@@ -80,9 +80,14 @@ impl Runtime {
         }
     }
 
+    /// What this loop holds: allocations, those being made, and reservations (a pair's
+    /// second Allocate may still come).
     fn report_drain(&mut self, now: Instant) {
         let st = self.server.stats(now);
-        let held = st.allocations + st.allocations_pending;
+        let held = Held {
+            held: st.allocations + st.allocations_pending + st.reservations,
+            created: st.allocations_created,
+        };
         self.node_drain.report(self.place.index, held);
     }
 }

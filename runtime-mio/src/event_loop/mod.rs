@@ -14,8 +14,10 @@
 //!
 //! One file per job: `setup` opens a loop, `udp` and `tcp` are the packet paths,
 //! `outputs` acts on what the core says, `housekeeping` runs once a second and at the end,
-//! `commands` serves the inbox, `reload` takes a reloaded configuration, `listeners` adds and sweeps the HTTP API's dynamic UDP
-//! ports (`dynamic_ports` is their table, `read_again` the queue of busy sockets).
+//! `commands` serves the inbox, `reload` takes a reloaded configuration, `listeners` adds
+//! and sweeps the HTTP API's dynamic UDP ports (`dynamic_ports` is their table,
+//! `read_again` the queue of busy sockets), `draining` is the loop's part of a drain and
+//! `coalesce` paces small rounds.
 
 mod coalesce;
 mod commands;
@@ -47,6 +49,7 @@ use core::time::Duration;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Poll};
 use read_again::ReadAgain;
+use signal_hook::consts::SIGTERM;
 use signal_hook_mio::v1_0::Signals;
 use std::io;
 use std::net::SocketAddr;
@@ -62,7 +65,8 @@ pub const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// Period of housekeeping: wall clock, event-log flush, stale streams.
 pub const TICK: Duration = Duration::from_secs(1);
 /// A poll round that received fewer datagrams (or stream reads) than this is "small": the
-/// loop then pauses for `coalesce_us` before polling again.
+/// loop may then pause before polling again, for as long as its own rate needs to gather a
+/// batch and at most `coalesce_us` (the `coalesce` module).
 pub const COALESCE_BELOW: usize = 16;
 
 /// Counters of the runtime itself (the core counts the protocol).
@@ -116,6 +120,8 @@ pub struct Runtime {
     buffers: SocketBuffers,
     stats: RuntimeStats,
     signals: Signals,
+    /// SIGTERM deliveries, which `signals` coalesces.
+    terms: crate::term_count::TermCount,
     /// Sockets whose read budget ran out, read again before the next poll.
     again: ReadAgain,
     stop: Option<i32>,
@@ -331,7 +337,11 @@ impl Runtime {
             Source::Signals => {
                 let pending: Vec<i32> = self.signals.pending().collect();
                 for sig in pending {
-                    self.on_signal(sig);
+                    // The pipe coalesces repeats; the counter does not.
+                    let times = if sig == SIGTERM { self.terms.take() } else { 1 };
+                    for _ in 0..times {
+                        self.on_signal(sig);
+                    }
                 }
                 false
             }

@@ -69,6 +69,9 @@ impl Runtime {
                 socket,
             });
         }
+        // The counter first: a delivery is counted before the pipe wakes the loop.
+        let terms = crate::term_count::TermCount::new()
+            .map_err(|e| StartError::Io("cannot catch signals".into(), e))?;
         let mut signals = Signals::new([SIGTERM, SIGINT])
             .map_err(|e| StartError::Io("cannot catch signals".into(), e))?;
         poll.registry()
@@ -156,6 +159,7 @@ impl Runtime {
             buffers: settings.buffers,
             stats: RuntimeStats::default(),
             signals,
+            terms,
             again: ReadAgain::default(),
             stop: None,
             accept_blocked: false,
