@@ -234,10 +234,12 @@ fn call_goes_on_through_the_drain(workers: Option<u32>) {
     std::thread::sleep(Duration::from_secs(2));
     let b = node_with(workers, 0, NODE_SECRET, &[], |s| s.port = Some(b_port));
     let peer = Peer::start();
-    // The live call: over TCP, so that its allocations end with its connections.
+    // The live call: over TCP, so that its allocations end with its connections; about
+    // 10 s (uclient sends every 20 ms), so that it outlasts the checks below on a loaded
+    // machine (with 200 messages it once ended before them).
     let mut u = uclient(a.addr, peer.addr, "alice");
     u.tcp = true;
-    u.messages = 200;
+    u.messages = 500;
     let call = std::thread::spawn(move || u.run_zero_loss());
     let live = a.wait_event(Duration::from_secs(10), |e| {
         e["event"] == "allocation_created"
