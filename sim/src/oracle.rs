@@ -500,6 +500,11 @@ impl Oracle {
 
     /// One output drained from the core of loop `lp`.
     pub fn output(&mut self, s: usize, lp: u16, now: Instant, out: &Output) {
+        if let Output::Transmit { data, .. } | Output::StreamWrite { data, .. } = out {
+            if let Err((inv, d)) = self.fleet.server_answered(s, data) {
+                self.fail(inv, d);
+            }
+        }
         let Some(sh) = self.servers.get_mut(s) else {
             return;
         };
@@ -669,9 +674,14 @@ impl Oracle {
         }
     }
 
-    /// A client followed a 300 Try Alternate from `from` to `to`, having tried `tried`.
-    pub fn redirect(&mut self, from: SocketAddr, to: SocketAddr, tried: &[SocketAddr]) {
-        if let Err((inv, d)) = self.fleet.redirect(from, to, tried) {
+    /// A client followed a 300 Try Alternate.
+    pub fn redirect(&mut self) {
+        self.fleet.redirect();
+    }
+
+    /// An attempt of call `r` sends an Allocate to `to`, having sent Allocates to `went`.
+    pub fn allocate_sent(&mut self, r: usize, went: &mut Vec<SocketAddr>, to: SocketAddr) {
+        if let Err((inv, d)) = self.fleet.allocate_sent(r, went, to) {
             self.fail(inv, d);
         }
     }

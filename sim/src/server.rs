@@ -137,9 +137,9 @@ pub struct ServerHost {
     issued: u64,
     /// The REST secrets the node accepts, with their generations (changed by reloads).
     rest_secrets: Vec<(u32, String)>,
-    /// Reloads on their way to each loop: when, which loop, the generations it will
-    /// accept, what it takes.
-    reloads: Vec<(Instant, u16, BTreeSet<u32>, Reloadable)>,
+    /// Reloads on their way to each loop: when, which loop, the reload's sequence number
+    /// (the oracle's), the generations it will accept, what it takes.
+    reloads: Vec<(Instant, u16, u64, BTreeSet<u32>, Reloadable)>,
     /// Its spec, to start a fresh process after a drain or a kill.
     spec: ServerSpec,
     /// Up, draining or down ([`crate::fleet`]).
@@ -775,12 +775,13 @@ impl ServerHost {
             creds.add_rest_secret(text.as_bytes());
         }
         let generations: BTreeSet<u32> = self.rest_secrets.iter().map(|(g, _)| *g).collect();
-        cx.oracle.rotation.reload_sent(self.index, cx.now);
+        let seq = cx.oracle.rotation.reload_sent(self.index, cx.now);
         for (lp, core) in self.cores.iter().enumerate() {
             let mut new = Reloadable::from_config(core.config());
             new.credentials = creds.clone();
             let at = cx.now + message_latency(cx.rng);
-            self.reloads.push((at, lp as u16, generations.clone(), new));
+            self.reloads
+                .push((at, lp as u16, seq, generations.clone(), new));
         }
         cx.note(format!(
             "{}: reload on its way to {} loops ({secret:?}{})",
@@ -804,7 +805,7 @@ impl ServerHost {
             else {
                 return;
             };
-            let (_, lp, generations, new) = self.reloads.remove(k);
+            let (_, lp, seq, generations, new) = self.reloads.remove(k);
             let Some(core) = self.cores.get_mut(usize::from(lp)) else {
                 continue;
             };
@@ -823,7 +824,7 @@ impl ServerHost {
                 .collect();
             cx.oracle
                 .rotation
-                .reloaded(self.index, lp, cx.now, generations);
+                .reloaded(self.index, lp, seq, cx.now, generations);
             if let Err((inv, d)) = cx.oracle.rotation.kept(&before, &after) {
                 cx.oracle.fail(inv, format!("{} loop {lp}: {d}", self.name));
             }
@@ -870,6 +871,7 @@ impl ServerHost {
         // A reload on its way dies with the process; the next one reads the file as the
         // last reload left it (its REST secrets, below).
         self.reloads.clear();
+        cx.oracle.rotation.process_gone(self.index);
         match Cores::build(&self.spec, cx.seeds, cx.now) {
             Ok(cores) => self.cores = cores.cores,
             Err(e) => cx
