@@ -2,15 +2,18 @@
 //! while calls run, and the oracles that judge what the fleet did with those calls.
 //!
 //! Each server has a life ([`Life`]): up, draining (the core refuses new allocations,
-//! answering 300 Try Alternate where alternates are configured; the host exits once no
-//! allocation remains or at its drain timeout, then starts again as a fresh process with
-//! a new seed), or down (killed, or between a drain's exit and its restart).
+//! answering 300 Try Alternate where alternates are configured; the host exits when its
+//! loops' reports say nothing is held, by the runtime's rule ([`crate::server`]'s drain
+//! reports), or at its drain timeout, then starts again as a fresh process with a new
+//! seed), or down (killed, or between a drain's exit and its restart).
 //!
 //! Invariants (named as reported):
 //! - `no_call_cut_by_drain`: no Allocate succeeds on a draining server; an allocation
 //!   live when its server began to drain is not deleted by the server (only by its
 //!   client's Refresh 0, its stream's close, or its own expiry); no call loses a relay
-//!   that is draining; a drained server exits only when empty or at its timeout.
+//!   that is draining; a drained server exits only when empty or at its timeout (what
+//!   it left is counted by the oracle's shadow, never taken from the host that decided
+//!   to exit).
 //! - `no_redirect_loop`: a 300 never names the server that sent it (read from the answer's
 //!   bytes as they leave the server: ALTERNATE-SERVER against the server's own listening
 //!   addresses), and within one attempt a client never sends an Allocate to a server it
@@ -157,7 +160,8 @@ impl FleetWatch {
         }
     }
 
-    /// Server `s`'s host exits its drain with `live` allocations left.
+    /// Server `s`'s host exits its drain with `live` allocations (and reservations) left,
+    /// as the oracle's shadow counts them.
     pub fn drain_exited(&mut self, s: usize, now: Instant, live: u64) -> FleetCheck {
         let Some(w) = self.servers.get_mut(s) else {
             return Ok(());

@@ -639,9 +639,11 @@ impl Oracle {
         self.fleet.drain_started(s, now, deadline, live.into_iter());
     }
 
-    /// Server `s`'s host exits its drain with `live` allocations left; its next process
-    /// starts from nothing.
-    pub fn drain_exited(&mut self, s: usize, now: Instant, live: u64) {
+    /// Server `s`'s host exits its drain; its next process starts from nothing. What it
+    /// left behind is counted from the shadow (allocations created and not deleted, and
+    /// RESERVATION-TOKENs handed out, not redeemed nor expired), not from the host.
+    pub fn drain_exited(&mut self, s: usize, now: Instant) {
+        let live = self.servers.get(s).map_or(0, |sh| sh.held(now) as u64);
         if let Err((inv, d)) = self.fleet.drain_exited(s, now, live) {
             self.fail(inv, d);
         }
@@ -933,6 +935,17 @@ impl Shadow {
     /// Allocations alive now.
     pub fn live_allocations(&self) -> usize {
         self.allocs.len()
+    }
+
+    /// Live allocations and reservations at `now` (tokens handed out, neither redeemed
+    /// nor past their lifetime).
+    fn held(&self, now: Instant) -> usize {
+        let tokens = self
+            .tokens
+            .values()
+            .filter(|t| !t.redeemed && now < t.issued + TOKEN_LIFETIME)
+            .count();
+        self.allocs.len() + tokens
     }
 
     fn remove_relay(&mut self, relay: LoopRelay) -> Option<RelayShadow> {
