@@ -58,8 +58,12 @@ impl ServerHost {
             .unwrap_or_default();
         for lp in due {
             let held = self.held(lp, now);
+            let created = self
+                .cores
+                .get(usize::from(lp))
+                .map_or(0, |c| c.stats(now).allocations_created);
             if let Some(r) = &mut self.drain_reports {
-                r.report(lp, now, held);
+                r.report(lp, now, held, created);
             }
         }
         let done = self.drain_reports.as_ref().is_some_and(DrainReports::done);
