@@ -103,10 +103,10 @@ struct Attempt {
     deadline: Instant,
     /// Some answer came from a server.
     answered: bool,
-    /// Servers this attempt was sent to, in order (the first, then each redirect's).
-    tried: Vec<SocketAddr>,
     /// Redirected: its Allocate is already queued in the client, for the new server.
     redirected: bool,
+    /// Servers it sent Allocates to, in order, as seen on the wire (the oracle's).
+    allocates_to: Vec<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -530,8 +530,8 @@ impl Browser {
                 loser: false,
                 deadline,
                 answered: false,
-                tried: vec![addr],
                 redirected: false,
+                allocates_to: Vec::new(),
             });
         }
         attempts
@@ -739,12 +739,11 @@ impl Browser {
             }
             ClientEvent::Redirected { from, to, .. } => {
                 if let Some(a) = s.attempts.get_mut(k) {
-                    cx.oracle.redirect(from, to, &a.tried);
+                    cx.oracle.redirect();
                     cx.note(format!(
                         "browser {} redirected from {from} to {to}",
                         self.id
                     ));
-                    a.tried.push(to);
                     a.server = to;
                     a.redirected = true;
                     if a.via != Via::Udp {
@@ -941,6 +940,7 @@ impl Browser {
         let now = cx.now;
         let me = cx.me;
         let Some(s) = &mut self.session else { return };
+        let record = s.record;
         for a in &mut s.attempts {
             if matches!(a.state, AState::Connecting | AState::Tls) {
                 continue; // the client keeps what it queued until the stream is up
@@ -948,6 +948,10 @@ impl Browser {
             while let Some(bytes) = a.client.poll_transmit() {
                 if a.state == AState::Closed {
                     continue;
+                }
+                if crate::fleet::is_allocate_request(&bytes) {
+                    cx.oracle
+                        .allocate_sent(record, &mut a.allocates_to, a.server);
                 }
                 match (a.via, a.sid) {
                     (Via::Udp, _) => cx.net.send_datagram(now, me, a.local, a.server, bytes),

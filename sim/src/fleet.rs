@@ -2,17 +2,23 @@
 //! while calls run, and the oracles that judge what the fleet did with those calls.
 //!
 //! Each server has a life ([`Life`]): up, draining (the core refuses new allocations,
-//! answering 300 Try Alternate where alternates are configured; the host exits once no
-//! allocation remains or at its drain timeout, then starts again as a fresh process with
-//! a new seed), or down (killed, or between a drain's exit and its restart).
+//! answering 300 Try Alternate where alternates are configured; the host exits when its
+//! loops' reports say nothing is held, by the runtime's rule ([`crate::server`]'s drain
+//! reports), or at its drain timeout, then starts again as a fresh process with a new
+//! seed), or down (killed, or between a drain's exit and its restart).
 //!
 //! Invariants (named as reported):
 //! - `no_call_cut_by_drain`: no Allocate succeeds on a draining server; an allocation
 //!   live when its server began to drain is not deleted by the server (only by its
 //!   client's Refresh 0, its stream's close, or its own expiry); no call loses a relay
-//!   that is draining; a drained server exits only when empty or at its timeout.
-//! - `no_redirect_loop`: within one attempt a client is never sent to a server it
-//!   already tried, and a 300 never names the server that sent it.
+//!   that is draining; a drained server exits only when empty or at its timeout (what
+//!   it left is counted by the oracle's shadow, never taken from the host that decided
+//!   to exit).
+//! - `no_redirect_loop`: a 300 never names the server that sent it (read from the answer's
+//!   bytes as they leave the server: ALTERNATE-SERVER against the server's own listening
+//!   addresses), and within one attempt a client never sends an Allocate to a server it
+//!   left (read from the bytes the client sends and where they go: independent of the
+//!   client's own check, RFC 8489 §10).
 //! - `reconnect_within`: after a server is killed, every call that had its relay there
 //!   has a relay again within the scenario's bound (or has ended).
 //! - `fleet_absorbs`: no well-behaved session ends without an allocation while some
@@ -23,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use turnpike_core::config::AlternateServer;
 use turnpike_core::event::DeleteReason;
+use turnpike_core::stun::{attr, Class, Message, Method};
 use turnpike_core::{AllocationId, Instant, Server};
 
 /// Where a server is in its life.
@@ -66,6 +73,8 @@ pub fn configure(cfg: &mut turnpike_core::Config, alternates: &[SocketAddr]) {
 #[derive(Debug)]
 struct ServerWatch {
     addrs: Vec<IpAddr>,
+    /// Its listening ports (every address listens on each); empty: any port.
+    ports: Vec<u16>,
     total_quota: u64,
     life: Life,
     /// Allocations live when the drain began (not yet ended).
@@ -113,6 +122,7 @@ impl FleetWatch {
                 .into_iter()
                 .map(|(addrs, total_quota)| ServerWatch {
                     addrs,
+                    ports: Vec::new(),
                     total_quota,
                     life: Life::Up,
                     live_at_drain: BTreeSet::new(),
@@ -120,6 +130,13 @@ impl FleetWatch {
                 })
                 .collect(),
             ..FleetWatch::default()
+        }
+    }
+
+    /// Server `s` listens on these ports (on each of its addresses).
+    pub fn set_ports(&mut self, s: usize, ports: Vec<u16>) {
+        if let Some(w) = self.servers.get_mut(s) {
+            w.ports = ports;
         }
     }
 
@@ -143,7 +160,8 @@ impl FleetWatch {
         }
     }
 
-    /// Server `s`'s host exits its drain with `live` allocations left.
+    /// Server `s`'s host exits its drain with `live` allocations (and reservations) left,
+    /// as the oracle's shadow counts them.
     pub fn drain_exited(&mut self, s: usize, now: Instant, live: u64) -> FleetCheck {
         let Some(w) = self.servers.get_mut(s) else {
             return Ok(());
@@ -301,28 +319,52 @@ impl FleetWatch {
         }
     }
 
-    /// A client followed a 300 from `from` to `to`, having tried `tried` in this attempt.
-    pub fn redirect(
-        &mut self,
-        from: SocketAddr,
-        to: SocketAddr,
-        tried: &[SocketAddr],
-    ) -> FleetCheck {
-        self.redirects += 1;
-        if to == from {
+    /// Server `s` sent `data` (a whole STUN message, or anything else): a 300 answer to an
+    /// Allocate must name, in ALTERNATE-SERVER, an address the server does not listen on.
+    pub fn server_answered(&self, s: usize, data: &[u8]) -> FleetCheck {
+        let Some(to) = try_alternate_of(data) else {
+            return Ok(());
+        };
+        let Some(w) = self.servers.get(s) else {
+            return Ok(());
+        };
+        if w.addrs.contains(&to.ip()) && (w.ports.is_empty() || w.ports.contains(&to.port())) {
             return Err((
                 "no_redirect_loop",
-                format!("{from} redirected a client to itself"),
+                format!("server {s} answered 300 naming itself ({to}) in ALTERNATE-SERVER"),
             ));
         }
-        if tried.contains(&to) {
+        Ok(())
+    }
+
+    /// A client followed a 300 (counted; where it goes next is checked on the wire,
+    /// [`FleetWatch::allocate_sent`]).
+    pub fn redirect(&mut self) {
+        self.redirects += 1;
+    }
+
+    /// An attempt of call `record` sends an Allocate to `to`; `went` lists the servers it
+    /// sent Allocates to so far, in order (each once per run: retransmissions and the
+    /// authenticated retry go to the same one). Going back to a server it left is a loop,
+    /// whatever the client believed it tried.
+    pub fn allocate_sent(
+        &self,
+        record: usize,
+        went: &mut Vec<SocketAddr>,
+        to: SocketAddr,
+    ) -> FleetCheck {
+        if went.last() == Some(&to) {
+            return Ok(());
+        }
+        if went.contains(&to) {
             return Err((
                 "no_redirect_loop",
                 format!(
-                    "a client redirected by {from} went back to {to}, already tried ({tried:?})"
+                    "an attempt of call {record} sent an Allocate back to {to}, after {went:?}"
                 ),
             ));
         }
+        went.push(to);
         Ok(())
     }
 
@@ -369,6 +411,29 @@ impl FleetWatch {
     }
 }
 
+/// The ALTERNATE-SERVER of a 300 (Try Alternate) answer to an Allocate (RFC 8489 §10).
+fn try_alternate_of(data: &[u8]) -> Option<SocketAddr> {
+    let msg = Message::parse(data).ok()?;
+    if msg.method() != Method::ALLOCATE || msg.class() != Class::Error {
+        return None;
+    }
+    let code = msg
+        .get(attr::ERROR_CODE)
+        .and_then(|v| attr::decode_error_code(v).ok())?
+        .0;
+    if code != 300 {
+        return None;
+    }
+    msg.get(attr::ALTERNATE_SERVER)
+        .and_then(|v| attr::decode_address(v).ok())
+}
+
+/// Whether `data` is an Allocate request (what a client sends to get a relay).
+pub fn is_allocate_request(data: &[u8]) -> bool {
+    Message::parse(data)
+        .is_ok_and(|m| m.method() == Method::ALLOCATE && m.class() == Class::Request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,15 +453,42 @@ mod tests {
 
     #[test]
     fn a_redirect_never_loops_nor_names_its_sender() {
-        let mut f = fleet();
-        assert!(f.redirect(addr(1), addr(2), &[addr(1)]).is_ok());
-        let back = f.redirect(addr(2), addr(1), &[addr(1), addr(2)]);
+        let f = fleet();
+        let mut went = Vec::new();
+        assert!(f.allocate_sent(0, &mut went, addr(1)).is_ok());
+        assert!(f.allocate_sent(0, &mut went, addr(1)).is_ok(), "a retry");
+        assert!(f.allocate_sent(0, &mut went, addr(2)).is_ok(), "redirected");
+        let back = f.allocate_sent(0, &mut went, addr(1));
         assert_eq!(back.map_err(|e| e.0), Err("no_redirect_loop"));
         assert!(f.server_redirected(0, addr(2)).is_ok());
         assert_eq!(
             f.server_redirected(0, addr(1)).map_err(|e| e.0),
             Err("no_redirect_loop")
         );
+    }
+
+    /// A 300 as the core sends it, naming `alt`.
+    fn try_alternate(alt: SocketAddr) -> Vec<u8> {
+        let mut b = turnpike_core::stun::MessageBuilder::new(
+            Method::ALLOCATE,
+            Class::Error,
+            turnpike_core::stun::TransactionId([7; 12]),
+        );
+        b.add_error_code(300, "Try Alternate");
+        b.add_address(attr::ALTERNATE_SERVER, alt);
+        b.finish()
+    }
+
+    #[test]
+    fn a_300_on_the_wire_never_names_its_sender() {
+        let mut f = fleet();
+        f.set_ports(0, vec![3478]);
+        assert!(f.server_answered(0, &try_alternate(addr(2))).is_ok());
+        assert!(f.server_answered(0, b"not stun").is_ok());
+        let own = f.server_answered(0, &try_alternate(addr(1)));
+        assert_eq!(own.map_err(|e| e.0), Err("no_redirect_loop"));
+        let other_port = SocketAddr::from(([30, 0, 0, 1], 5349));
+        assert!(f.server_answered(0, &try_alternate(other_port)).is_ok());
     }
 
     #[test]

@@ -500,6 +500,11 @@ impl Oracle {
 
     /// One output drained from the core of loop `lp`.
     pub fn output(&mut self, s: usize, lp: u16, now: Instant, out: &Output) {
+        if let Output::Transmit { data, .. } | Output::StreamWrite { data, .. } = out {
+            if let Err((inv, d)) = self.fleet.server_answered(s, data) {
+                self.fail(inv, d);
+            }
+        }
         let Some(sh) = self.servers.get_mut(s) else {
             return;
         };
@@ -634,9 +639,11 @@ impl Oracle {
         self.fleet.drain_started(s, now, deadline, live.into_iter());
     }
 
-    /// Server `s`'s host exits its drain with `live` allocations left; its next process
-    /// starts from nothing.
-    pub fn drain_exited(&mut self, s: usize, now: Instant, live: u64) {
+    /// Server `s`'s host exits its drain; its next process starts from nothing. What it
+    /// left behind is counted from the shadow (allocations created and not deleted, and
+    /// RESERVATION-TOKENs handed out, not redeemed nor expired), not from the host.
+    pub fn drain_exited(&mut self, s: usize, now: Instant) {
+        let live = self.servers.get(s).map_or(0, |sh| sh.held(now) as u64);
         if let Err((inv, d)) = self.fleet.drain_exited(s, now, live) {
             self.fail(inv, d);
         }
@@ -669,9 +676,14 @@ impl Oracle {
         }
     }
 
-    /// A client followed a 300 Try Alternate from `from` to `to`, having tried `tried`.
-    pub fn redirect(&mut self, from: SocketAddr, to: SocketAddr, tried: &[SocketAddr]) {
-        if let Err((inv, d)) = self.fleet.redirect(from, to, tried) {
+    /// A client followed a 300 Try Alternate.
+    pub fn redirect(&mut self) {
+        self.fleet.redirect();
+    }
+
+    /// An attempt of call `r` sends an Allocate to `to`, having sent Allocates to `went`.
+    pub fn allocate_sent(&mut self, r: usize, went: &mut Vec<SocketAddr>, to: SocketAddr) {
+        if let Err((inv, d)) = self.fleet.allocate_sent(r, went, to) {
             self.fail(inv, d);
         }
     }
@@ -923,6 +935,17 @@ impl Shadow {
     /// Allocations alive now.
     pub fn live_allocations(&self) -> usize {
         self.allocs.len()
+    }
+
+    /// Live allocations and reservations at `now` (tokens handed out, neither redeemed
+    /// nor past their lifetime).
+    fn held(&self, now: Instant) -> usize {
+        let tokens = self
+            .tokens
+            .values()
+            .filter(|t| !t.redeemed && now < t.issued + TOKEN_LIFETIME)
+            .count();
+        self.allocs.len() + tokens
     }
 
     fn remove_relay(&mut self, relay: LoopRelay) -> Option<RelayShadow> {

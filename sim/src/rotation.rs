@@ -13,8 +13,10 @@
 //!   username's expiry (second `expiry` included);
 //! - `old_credential_ends_at_expiry`: past that second it is never answered with success;
 //! - `reload_keeps_allocations`: a reload removes no allocation of the loop applying it;
-//! - `reload_reaches_every_loop`: every loop of the node applies it within
-//!   [`crate::node::MAX_MESSAGE_LATENCY`] of the reload.
+//! - `reload_reaches_every_loop`: every loop of the node applies each reload (told apart
+//!   by a sequence number, so a second one does not hide the first) within
+//!   [`crate::node::MAX_MESSAGE_LATENCY`] of it, and none is still on its way when the
+//!   run ends (one dies only with its process).
 //!
 //! The servers' wall clocks are read as the start's plus the virtual time gone: a scenario
 //! with reloads has no wall-clock jumps ([`crate::scenario`] refuses the mix).
@@ -67,9 +69,12 @@ pub struct RotationWatch {
     accepted: BTreeMap<(usize, u16), BTreeSet<u32>>,
     /// When each server's loops applied their first reload.
     pub first_reload: BTreeMap<usize, Instant>,
-    /// By server, the reload on its way to the loops: when it was sent, and the loops
-    /// that applied it so far.
-    pending: BTreeMap<usize, (Instant, BTreeSet<u16>)>,
+    /// Reloads on their way to the loops, by server and sequence number: when each was
+    /// sent, and the loops that applied it so far (a second reload does not hide a
+    /// first one still on its way).
+    pending: BTreeMap<(usize, u64), (Instant, BTreeSet<u16>)>,
+    /// Reloads sent so far (their sequence numbers).
+    sent: u64,
     /// What it counted.
     pub counts: RotationCounts,
 }
@@ -80,37 +85,66 @@ impl RotationWatch {
         self.issued.insert(username.to_string(), generation);
     }
 
-    /// Server `s` was told to reload at `now` (each of its loops must apply it).
-    pub fn reload_sent(&mut self, s: usize, now: Instant) {
-        self.pending.insert(s, (now, BTreeSet::new()));
+    /// Server `s` was told to reload at `now` (each of its loops must apply it): the
+    /// reload's sequence number, which each loop's application names.
+    pub fn reload_sent(&mut self, s: usize, now: Instant) -> u64 {
+        self.sent += 1;
+        self.pending.insert((s, self.sent), (now, BTreeSet::new()));
+        self.sent
     }
 
-    /// After every step: a reload sent to server `s` (of `loops` loops) reached them all
-    /// in time.
+    /// Server `s`'s process is gone with the reloads on their way to it (by design: the
+    /// next process reads what the last reload left).
+    pub fn process_gone(&mut self, s: usize) {
+        self.pending.retain(|&(srv, _), _| srv != s);
+    }
+
+    /// After every step: each reload sent to server `s` (of `loops` loops) reached them
+    /// all in time.
     pub fn delivered(&mut self, s: usize, now: Instant, loops: u16) -> Check {
-        let Some((sent, applied)) = self.pending.get(&s) else {
-            return Ok(());
-        };
-        if applied.len() >= usize::from(loops) {
-            self.pending.remove(&s);
-            return Ok(());
-        }
-        if now.since(*sent) > crate::node::MAX_MESSAGE_LATENCY {
-            return Err((
+        self.pending
+            .retain(|&(srv, _), (_, applied)| srv != s || applied.len() < usize::from(loops));
+        let late = self
+            .pending
+            .range((s, 0)..=(s, u64::MAX))
+            .find(|(_, (sent, _))| now.since(*sent) > crate::node::MAX_MESSAGE_LATENCY);
+        match late {
+            Some(((_, seq), (sent, applied))) => Err((
                 "reload_reaches_every_loop",
                 format!(
-                    "{} of {loops} loops applied the reload sent {:?} ago: {applied:?}",
+                    "{} of {loops} loops applied reload #{seq} sent {:?} ago: {applied:?}",
                     applied.len(),
                     now.since(*sent)
                 ),
-            ));
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Loop `lp` of server `s` applied a reload at `now`: it accepts `generations` now.
-    pub fn reloaded(&mut self, s: usize, lp: u16, now: Instant, generations: BTreeSet<u32>) {
-        if let Some((_, applied)) = self.pending.get_mut(&s) {
+    /// At the end of the run (after its drain): no reload is still on its way.
+    pub fn leftovers(&self) -> Check {
+        match self.pending.iter().next() {
+            Some(((s, seq), (sent, applied))) => Err((
+                "reload_reaches_every_loop",
+                format!(
+                    "server {s}: reload #{seq} sent at {sent:?} still on its way at the end of the run (applied by loops {applied:?})"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Loop `lp` of server `s` applied reload `seq` at `now`: it accepts `generations`
+    /// now.
+    pub fn reloaded(
+        &mut self,
+        s: usize,
+        lp: u16,
+        seq: u64,
+        now: Instant,
+        generations: BTreeSet<u32>,
+    ) {
+        if let Some((_, applied)) = self.pending.get_mut(&(s, seq)) {
             applied.insert(lp);
         }
         self.counts.reloads += 1;
@@ -227,8 +261,8 @@ mod tests {
         // Before loop 1 reloads: generation 0 only.
         assert!(w.answer(0, START, &ok("100:a")).is_ok());
         assert!(w.answer(0, START, &ok("100:b")).is_err());
-        w.reload_sent(0, START);
-        w.reloaded(0, 1, START, BTreeSet::from([1]));
+        let seq = w.reload_sent(0, START);
+        w.reloaded(0, 1, seq, START, BTreeSet::from([1]));
         assert!(w.answer(0, START, &ok("100:b")).is_ok());
         let refused = answer(Method::ALLOCATE, "100:a", Class::Error, Some(401));
         assert!(w.answer(0, START, &refused).is_ok());
@@ -252,7 +286,7 @@ mod tests {
         let expiry = WALL_START_MS / 1000 + 10;
         let user = format!("{expiry}:x");
         w.issued(&user, 0);
-        w.reloaded(0, 1, START, BTreeSet::from([1]));
+        w.reloaded(0, 1, 0, START, BTreeSet::from([1]));
         let at = |ms: u64| START + Duration::from_millis(ms);
         let ok = answer(Method::REFRESH, &user, Class::Success, None);
         let no = answer(Method::REFRESH, &user, Class::Error, Some(401));
@@ -273,6 +307,37 @@ mod tests {
             ),
             (1, 1)
         );
+    }
+
+    #[test]
+    fn a_second_reload_does_not_hide_the_first_and_leftovers_are_caught() {
+        let mut w = RotationWatch::default();
+        let first = w.reload_sent(0, START);
+        let soon = START + Duration::from_micros(1);
+        let second = w.reload_sent(0, soon);
+        // Planted: the host delivers the second reload to both loops, the first to one.
+        w.reloaded(0, 0, first, soon, BTreeSet::from([1]));
+        w.reloaded(0, 0, second, soon, BTreeSet::from([2]));
+        w.reloaded(0, 1, second, soon, BTreeSet::from([2]));
+        assert!(w.delivered(0, soon, 2).is_ok());
+        let late = START + crate::node::MAX_MESSAGE_LATENCY + Duration::from_micros(2);
+        let e = w.delivered(0, late, 2).unwrap_err();
+        assert_eq!(e.0, "reload_reaches_every_loop");
+        assert!(e.1.contains(&format!("#{first}")), "{}", e.1);
+        // A run that ends with a reload on its way, the per-step check not yet due.
+        let mut w = RotationWatch::default();
+        let seq = w.reload_sent(1, START);
+        assert!(w.delivered(1, START, 4).is_ok());
+        assert_eq!(w.leftovers().unwrap_err().0, "reload_reaches_every_loop");
+        for lp in 0..4 {
+            w.reloaded(1, lp, seq, START, BTreeSet::from([1]));
+        }
+        assert!(w.delivered(1, START, 4).is_ok());
+        assert!(w.leftovers().is_ok());
+        // A process that dies takes its reloads with it.
+        w.reload_sent(1, START);
+        w.process_gone(1);
+        assert!(w.leftovers().is_ok());
     }
 
     #[test]

@@ -676,6 +676,10 @@ impl World {
                 })
                 .collect(),
         );
+        for (i, spec) in sc.servers.iter().enumerate() {
+            let ports = spec.listeners.iter().map(|l| l.port).collect();
+            w.oracle.fleet.set_ports(i, ports);
+        }
         w.oracle.fleet.reconnect_bound = sc.expect.reconnect_within_s.map(Duration::from_secs);
         w.oracle.fleet.absorbs = sc.expect.fleet_absorbs;
         for node in 0..n {
@@ -1033,7 +1037,12 @@ impl World {
                     detail: "the event queue ran dry before the end".into(),
                     at: now,
                 });
-            } else if let Err((inv, detail)) = crate::expect::check(sc, &self, now) {
+            } else if let Err((inv, detail)) = self
+                .oracle
+                .rotation
+                .leftovers()
+                .and_then(|()| crate::expect::check(sc, &self, now))
+            {
                 violation = Some(Violation {
                     invariant: inv,
                     detail,

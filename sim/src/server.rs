@@ -15,9 +15,17 @@
 //! byte decides. A failed handshake (refused, not TLS, past the byte or time bound) closes
 //! the stream for the core too, and is counted ([`TlsCounts`]).
 //!
+//! Configuration reloads (child module `reload`) and the host's life,
+//! its drain by the runtime's exit rule, exit and fresh process (child modules
+//! `lifecycle` and `drain_reports`), live in files of their own.
+//!
 //! Relay sockets live in a virtual port table: a bind fails with AddrInUse when another
 //! process holds the port or a fault says so, and with `Other` while file descriptors are
 //! exhausted (when new streams are refused too).
+
+mod drain_reports;
+mod lifecycle;
+mod reload;
 
 use crate::faults::Control;
 use crate::fleet::{self, Life};
@@ -137,13 +145,15 @@ pub struct ServerHost {
     issued: u64,
     /// The REST secrets the node accepts, with their generations (changed by reloads).
     rest_secrets: Vec<(u32, String)>,
-    /// Reloads on their way to each loop: when, which loop, the generations it will
-    /// accept, what it takes.
-    reloads: Vec<(Instant, u16, BTreeSet<u32>, Reloadable)>,
+    /// Reloads on their way to each loop: when, which loop, the reload's sequence number
+    /// (the oracle's), the generations it will accept, what it takes.
+    reloads: Vec<(Instant, u16, u64, BTreeSet<u32>, Reloadable)>,
     /// Its spec, to start a fresh process after a drain or a kill.
     spec: ServerSpec,
     /// Up, draining or down ([`crate::fleet`]).
     pub life: Life,
+    /// The loops' drain reports, while draining.
+    drain_reports: Option<drain_reports::DrainReports>,
     /// A process that exited (drained, or killed and revived) starts again then.
     restart_at: Option<Instant>,
     /// The last counters of each loop of the processes that exited, for the run's figures.
@@ -284,6 +294,7 @@ impl ServerHost {
             reloads: Vec::new(),
             spec: spec.clone(),
             life: Life::Up,
+            drain_reports: None,
             restart_at: None,
             retired: Vec::new(),
         }
@@ -733,18 +744,7 @@ impl ServerHost {
                 keep_old,
             } if server == self.index => self.reload(cx, secret, keep_old),
             Control::Drain { server } if server == self.index && self.life == Life::Up => {
-                let deadline = cx.now + Duration::from_secs(self.spec.drain_timeout_s);
-                cx.note(format!("{}: drains (timeout {deadline:?})", self.name));
-                cx.oracle.drain_started(self.index, cx.now, deadline);
-                self.life = Life::Draining {
-                    since: cx.now,
-                    deadline,
-                };
-                for lp in 0..self.loops() {
-                    fleet::start_drain(&mut self.cores[usize::from(lp)], cx.now);
-                    self.drain(cx, lp);
-                }
-                self.maybe_exit(cx);
+                self.begin_drain(cx)
             }
             Control::Kill { server } if server == self.index && self.life != Life::Down => {
                 cx.note(format!("{}: killed", self.name));
@@ -756,146 +756,6 @@ impl ServerHost {
                 self.restart_at = Some(cx.now);
             }
             _ => {}
-        }
-    }
-
-    /// A configuration reload that rotates the REST secret: as the runtime broadcasts it,
-    /// each loop gets it after its own small delay and applies it on its own.
-    fn reload(&mut self, cx: &mut Cx, secret: &crate::faults::Secret, keep_old: bool) {
-        if !keep_old {
-            self.rest_secrets.clear();
-        }
-        self.rest_secrets
-            .push((secret.generation, secret.text.clone()));
-        let Some(first) = self.cores.first() else {
-            return;
-        };
-        let mut creds = Credentials::new(first.config().credentials.realm());
-        for (_, text) in &self.rest_secrets {
-            creds.add_rest_secret(text.as_bytes());
-        }
-        let generations: BTreeSet<u32> = self.rest_secrets.iter().map(|(g, _)| *g).collect();
-        cx.oracle.rotation.reload_sent(self.index, cx.now);
-        for (lp, core) in self.cores.iter().enumerate() {
-            let mut new = Reloadable::from_config(core.config());
-            new.credentials = creds.clone();
-            let at = cx.now + message_latency(cx.rng);
-            self.reloads.push((at, lp as u16, generations.clone(), new));
-        }
-        cx.note(format!(
-            "{}: reload on its way to {} loops ({secret:?}{})",
-            self.name,
-            self.cores.len(),
-            if keep_old { ", old secrets kept" } else { "" }
-        ));
-    }
-
-    /// Applies the reloads that reached their loop; none may take an allocation away.
-    fn apply_reloads(&mut self, cx: &mut Cx) {
-        // In the order they arrive (ties: the order sent); bounded by the loops.
-        for _ in 0..self.reloads.len() {
-            let Some(k) = self
-                .reloads
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.0 <= cx.now)
-                .min_by_key(|(i, r)| (r.0, *i))
-                .map(|(i, _)| i)
-            else {
-                return;
-            };
-            let (_, lp, generations, new) = self.reloads.remove(k);
-            let Some(core) = self.cores.get_mut(usize::from(lp)) else {
-                continue;
-            };
-            let before: Vec<AllocationId> = core.allocations(cx.now).iter().map(|a| a.id).collect();
-            match core.reload(cx.now, new) {
-                Ok(o) => cx.note(format!("{} loop {lp}: reloaded ({o:?})", self.name)),
-                Err(e) => cx
-                    .oracle
-                    .fail("reload_accepted", format!("{} loop {lp}: {e}", self.name)),
-            }
-            self.drain(cx, lp);
-            let after: Vec<AllocationId> = self.cores[usize::from(lp)]
-                .allocations(cx.now)
-                .iter()
-                .map(|a| a.id)
-                .collect();
-            cx.oracle
-                .rotation
-                .reloaded(self.index, lp, cx.now, generations);
-            if let Err((inv, d)) = cx.oracle.rotation.kept(&before, &after) {
-                cx.oracle.fail(inv, format!("{} loop {lp}: {d}", self.name));
-            }
-        }
-    }
-
-    /// A draining host exits once no allocation remains or at its drain timeout; a
-    /// fresh process starts after the pause.
-    fn maybe_exit(&mut self, cx: &mut Cx) {
-        let Life::Draining { deadline, .. } = self.life else {
-            return;
-        };
-        let live: u64 = self.stats(cx.now).iter().map(|s| s.allocations).sum();
-        if live > 0 && cx.now < deadline {
-            return;
-        }
-        cx.note(format!(
-            "{}: exits its drain ({live} allocations left)",
-            self.name
-        ));
-        cx.oracle.drain_exited(self.index, cx.now, live);
-        self.fresh_process(cx, true);
-        self.restart_at = Some(cx.now + Duration::from_secs(self.spec.restart_pause_s));
-    }
-
-    /// The process is gone: every socket with it (streams closed if it exits cleanly,
-    /// dropped without a word if it vanishes); the next one starts from nothing, with
-    /// new seeds, on the same addresses.
-    fn fresh_process(&mut self, cx: &mut Cx, clean: bool) {
-        self.life = Life::Down;
-        let last = self.stats(cx.now);
-        self.retired.extend(last);
-        for (&sid, _) in std::mem::take(&mut self.conns).iter() {
-            if clean {
-                cx.net.close(cx.now, sid, Side::Acceptor);
-            }
-        }
-        self.relays.clear();
-        self.by_addr.clear();
-        self.dynamic.clear();
-        self.udp_allocs.clear();
-        self.next_sweep = None;
-        self.handshake_deadlines.clear();
-        // A reload on its way dies with the process; the next one reads the file as the
-        // last reload left it (its REST secrets, below).
-        self.reloads.clear();
-        match Cores::build(&self.spec, cx.seeds, cx.now) {
-            Ok(cores) => self.cores = cores.cores,
-            Err(e) => cx
-                .oracle
-                .fail("server_restarts", format!("{}: {e}", self.name)),
-        }
-        let wall = cx.shared.walls[self.index];
-        for core in &mut self.cores {
-            core.set_wall_clock(cx.now, wall.unix_ms(cx.now));
-        }
-        self.listeners = listeners_of(&self.cores, &self.spec);
-        if self.rest_secrets.len() != 1
-            || self.rest_secrets.first().map(|r| &r.1) != Some(&self.spec.rest_secret)
-        {
-            let mut creds = Credentials::new(&self.spec.realm);
-            for (_, text) in &self.rest_secrets {
-                creds.add_rest_secret(text.as_bytes());
-            }
-            for core in &mut self.cores {
-                let mut new = Reloadable::from_config(core.config());
-                new.credentials = creds.clone();
-                if let Err(e) = core.reload(cx.now, new) {
-                    cx.oracle
-                        .fail("server_restarts", format!("{}: {e}", self.name));
-                }
-            }
         }
     }
 
@@ -914,6 +774,7 @@ impl ServerHost {
             .chain(self.next_sweep)
             .chain(self.handshake_deadlines.first().map(|d| d.0))
             .chain(self.reloads.iter().map(|r| r.0))
+            .chain(self.next_report())
             .chain(deadline)
             .min()
     }
