@@ -36,7 +36,20 @@ impl TermCount {
     /// (so at least one).
     pub fn take(&mut self) -> usize {
         let now = self.count.load(Ordering::SeqCst);
-        let new = now.wrapping_sub(self.seen).max(1);
+        let new = now.saturating_sub(self.seen).max(1);
+        self.seen = self.seen.wrapping_add(new);
+        new
+    }
+}
+
+impl TermCount {
+    /// Deliveries counted but not yet handed to the loop, without a wake-up of the pipe:
+    /// the loop asks once a second, in case the pipe's wake-up for one was merged into an
+    /// earlier one read before the counter moved (the two run in the signal handler one
+    /// after the other, while the loop may read between them).
+    pub fn unseen(&mut self) -> usize {
+        let now = self.count.load(Ordering::SeqCst);
+        let new = now.saturating_sub(self.seen);
         self.seen = self.seen.wrapping_add(new);
         new
     }

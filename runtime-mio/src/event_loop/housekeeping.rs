@@ -13,6 +13,9 @@ impl Runtime {
     /// Once a second: the wall clock, the event log, streams slow to close, retries.
     pub(super) fn tick(&mut self, now: Instant) {
         let unix_ms = Clock::unix_ms();
+        for _ in 0..self.terms.unseen() {
+            self.on_signal(SIGTERM);
+        }
         if let Some(t) = &mut self.trace {
             t.wall_clock(now, unix_ms);
             t.flush();
