@@ -185,6 +185,9 @@ pub struct FileConfig {
     /// submission for every socket's sends, where the kernel allows it; else `sendmmsg`
     /// per socket), `"on"` (the same, with a warning when it is unavailable) or `"off"`.
     pub io_uring: IoUringMode,
+    /// Confine the event loops to as few CPUs as their load needs while it is light, and
+    /// spread them over every CPU again when it grows (Linux; default true).
+    pub pack_loops: bool,
 
     // Secrets kept apart from the seed (issue 14).
     /// The node secret (a passphrase of at least 16 characters) from which nonce keys, the
@@ -302,6 +305,7 @@ impl Default for FileConfig {
             workers: 0,
             coalesce_us: DEFAULT_COALESCE_US,
             io_uring: IoUringMode::default(),
+            pack_loops: true,
             node_secret: None,
             unauth_stream_buffer_bytes: 64 << 20,
             log_level: None,
@@ -1016,6 +1020,7 @@ const KEYS: &[&str] = &[
     "workers",
     "coalesce_us",
     "io_uring",
+    "pack_loops",
     "node_secret",
     "unauth_stream_buffer_bytes",
     "log_level",

@@ -143,6 +143,7 @@ mod tests {
             workers: 1,
             coalesce: None,
             io_uring: crate::config::IoUringMode::Off,
+            pack_loops: false,
             tls: None,
             drain_timeout: core::time::Duration::ZERO,
         };

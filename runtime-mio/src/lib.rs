@@ -25,6 +25,8 @@ pub mod fdlimit;
 pub mod id_hash;
 pub mod link;
 pub mod log_limit;
+#[cfg(target_os = "linux")]
+pub mod packing;
 pub mod plan;
 pub mod reload;
 pub mod reloader;

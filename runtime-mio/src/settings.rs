@@ -62,6 +62,8 @@ pub struct Settings {
     pub coalesce: Option<core::time::Duration>,
     /// `io_uring`.
     pub io_uring: crate::config::IoUringMode,
+    /// `pack_loops`.
+    pub pack_loops: bool,
     /// The native TLS configuration (certificate, key, ALPN), when TLS is served.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long a drain may last before the relay exits anyway (`drain_timeout_s`).
@@ -219,6 +221,7 @@ impl Settings {
             tls,
             drain_timeout: Duration::from_secs(fc.drain_timeout_s),
             io_uring: fc.io_uring,
+            pack_loops: fc.pack_loops,
             coalesce: (fc.coalesce_us > 0)
                 .then(|| core::time::Duration::from_micros(u64::from(fc.coalesce_us))),
             trace: fc.trace_file.as_ref().map(|path| {

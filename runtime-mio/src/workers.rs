@@ -146,6 +146,14 @@ impl Workers {
             rt.set_loops(handles.clone());
             rt.set_drain(drain.clone());
         }
+        #[cfg(target_os = "linux")]
+        if settings.pack_loops {
+            if let Some(p) = crate::packing::Packing::new(count) {
+                for (index, rt) in loops.iter_mut().enumerate() {
+                    rt.set_packing(crate::packing::LoopPacking::new(p.clone(), index));
+                }
+            }
+        }
         if count > 1 {
             let (min, max) = (settings.core.relay_port_min, settings.core.relay_port_max);
             let slices: Vec<String> = (0..count)

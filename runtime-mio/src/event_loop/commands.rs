@@ -21,9 +21,19 @@ impl Runtime {
                 recv_truncated: s.recv_truncated,
                 relay_bind_failures: s.relay_bind_failures,
                 dynamic_ports: self.dynamic.len() as u64,
+                loop_cpus: self.loop_cpus(),
                 ..Default::default()
             },
         }
+    }
+
+    /// CPUs the node's loops are confined to now (0: packing is off).
+    fn loop_cpus(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        if let Some(p) = &self.packing {
+            return p.cpus_now() as u64;
+        }
+        0
     }
 
     /// Serves what other threads asked (the waker fired), then acts on what the core

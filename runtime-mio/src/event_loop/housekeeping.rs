@@ -55,6 +55,10 @@ impl Runtime {
         }
         self.sweep_dynamic_ports(now, unix_ms / 1000);
         self.check_drain(now);
+        #[cfg(target_os = "linux")]
+        if let Some(p) = &mut self.packing {
+            p.tick();
+        }
         self.reporter.flush();
     }
 

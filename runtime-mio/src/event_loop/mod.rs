@@ -152,6 +152,9 @@ pub struct Runtime {
     node_drain: Arc<crate::drain::Drain>,
     /// SIGTERMs this loop caught: the first drains, the second stops.
     sigterms: u32,
+    /// This loop's part in packing the node's loops onto few CPUs, when on.
+    #[cfg(target_os = "linux")]
+    packing: Option<crate::packing::LoopPacking>,
 }
 
 /// A UDP socket the loop reads datagrams from.
@@ -192,6 +195,12 @@ impl Runtime {
     /// messages to other loops go there.
     pub fn set_loops(&mut self, loops: Vec<LoopHandle>) {
         self.loops = loops;
+    }
+
+    /// This loop's part in packing the node's loops onto as few CPUs as their load needs.
+    #[cfg(target_os = "linux")]
+    pub fn set_packing(&mut self, packing: crate::packing::LoopPacking) {
+        self.packing = Some(packing);
     }
 
     /// The node's drain, shared by every loop and the HTTP API (by default this loop's
@@ -243,6 +252,10 @@ impl Runtime {
         let mut next_tick = self.clock.now() + TICK;
         if self.coalesce.is_some() {
             precise_sleeps();
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(p) = &mut self.packing {
+            p.start();
         }
         loop {
             let now = self.clock.now();

@@ -177,6 +177,8 @@ impl Runtime {
             round_inputs: 0,
             node_drain: std::sync::Arc::new(crate::drain::Drain::new(1, settings.drain_timeout)),
             sigterms: 0,
+            #[cfg(target_os = "linux")]
+            packing: None,
         })
     }
 }

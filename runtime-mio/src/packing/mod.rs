@@ -1,0 +1,187 @@
+//! Packing: a node's event loops confined to as few CPUs as their load needs.
+//!
+//! Every loop measures, once a second on its own thread, how long it ran and how long it
+//! waited for a CPU ([`meter`]), and publishes it here. Loop 0 adds them up, asks the rule
+//! ([`decider`]) how many CPUs the node needs, and confines every loop's thread to that
+//! many of the CPUs the process may use ([`cpuset`]), or spreads them again. Nothing here
+//! runs per packet: one file read and, when the answer changes, one
+//! `sched_setaffinity(2)` per loop.
+//!
+//! Why: at paced loads each loop sleeps between small rounds, and waking an idle CPU for
+//! each round is what a relay of several loops pays most for (README, "Media shapes").
+//! Loops that share a CPU wake it once for both, and leave the other CPUs idle for longer.
+
+mod cpuset;
+mod decider;
+mod meter;
+
+pub use cpuset::Cpus;
+pub use decider::Decider;
+
+use meter::Meter;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What one loop published: its thread and its last second.
+#[derive(Default)]
+struct Slot {
+    /// The loop thread's id (0: not started).
+    tid: AtomicI32,
+    /// Fraction of the last second it ran (`f64` bits).
+    busy: AtomicU64,
+    /// Fraction of the last second it waited, runnable, for a CPU (`f64` bits).
+    wait: AtomicU64,
+}
+
+/// The node's packing, shared by its loops.
+pub struct Packing {
+    /// The CPUs the process may run on (spread).
+    allowed: Cpus,
+    slots: Vec<Slot>,
+    /// Only loop 0 decides; the lock is never contended.
+    decider: Mutex<Decider>,
+    /// CPUs the loops are confined to now.
+    cpus_now: AtomicUsize,
+}
+
+impl Packing {
+    /// Packing for `loops` loops, if it can pay: several loops, several CPUs allowed.
+    pub fn new(loops: usize) -> Option<Arc<Packing>> {
+        let allowed = match Cpus::of_this_thread() {
+            Ok(c) => c,
+            Err(e) => {
+                log::info!("event loops not packed: cannot read the CPUs allowed ({e})");
+                return None;
+            }
+        };
+        if loops < 2 || allowed.len() < 2 {
+            return None;
+        }
+        let decider = Decider::new(allowed.len(), loops);
+        let cpus_now = AtomicUsize::new(decider.cpus());
+        Some(Arc::new(Packing {
+            allowed,
+            slots: (0..loops).map(|_| Slot::default()).collect(),
+            decider: Mutex::new(decider),
+            cpus_now,
+        }))
+    }
+
+    /// CPUs the loops are confined to now.
+    pub fn cpus_now(&self) -> usize {
+        self.cpus_now.load(Ordering::Relaxed)
+    }
+}
+
+/// One loop's part in the packing.
+pub struct LoopPacking {
+    node: Arc<Packing>,
+    index: usize,
+    /// Its thread's schedstat, once started on that thread (None: unavailable).
+    meter: Option<Meter>,
+    /// When it last measured.
+    last: Option<std::time::Instant>,
+    /// Applying an affinity failed: packing is off for good (logged once).
+    failed: bool,
+}
+
+impl LoopPacking {
+    /// Loop `index`'s part in `node`.
+    pub fn new(node: Arc<Packing>, index: usize) -> LoopPacking {
+        LoopPacking {
+            node,
+            index,
+            meter: None,
+            last: None,
+            failed: false,
+        }
+    }
+
+    /// CPUs the node's loops are confined to now.
+    pub fn cpus_now(&self) -> usize {
+        self.node.cpus_now()
+    }
+
+    /// On the loop's own thread, before it runs: its thread id and schedstat.
+    pub fn start(&mut self) {
+        if let Some(s) = self.node.slots.get(self.index) {
+            s.tid.store(cpuset::this_thread_id(), Ordering::Relaxed);
+        }
+        match Meter::open() {
+            Ok(m) => self.meter = Some(m),
+            Err(e) => log::info!("event loops not packed: no schedstat ({e})"),
+        }
+        self.last = Some(std::time::Instant::now());
+    }
+
+    /// Once a second: publish this loop's second; on loop 0, decide and apply.
+    pub fn tick(&mut self) {
+        let (Some(meter), Some(last)) = (&mut self.meter, self.last) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let dt = now.saturating_duration_since(last).as_nanos() as f64;
+        self.last = Some(now);
+        let Ok((run, wait)) = meter.since_last() else {
+            return;
+        };
+        if let Some(s) = self.node.slots.get(self.index) {
+            s.busy
+                .store((run as f64 / dt.max(1.0)).to_bits(), Ordering::Relaxed);
+            s.wait
+                .store((wait as f64 / dt.max(1.0)).to_bits(), Ordering::Relaxed);
+        }
+        if self.index == 0 && !self.failed {
+            self.decide();
+        }
+    }
+
+    fn decide(&mut self) {
+        let node = &self.node;
+        let read = |a: &AtomicU64| f64::from_bits(a.load(Ordering::Relaxed));
+        let busy: f64 = node.slots.iter().map(|s| read(&s.busy)).sum();
+        let wait = node.slots.iter().map(|s| read(&s.wait)).fold(0.0, f64::max);
+        log::debug!("event loops together busy {busy:.3} CPU-s/s, most wait {wait:.3}");
+        let Ok(mut d) = node.decider.lock() else {
+            return;
+        };
+        let was = d.cpus();
+        let Some(k) = d.second(busy, wait) else {
+            return;
+        };
+        let target = if d.packed() {
+            node.allowed.pick(k, Cpus::current())
+        } else {
+            node.allowed.clone()
+        };
+        drop(d);
+        for s in &node.slots {
+            let tid = s.tid.load(Ordering::Relaxed);
+            if tid == 0 {
+                continue;
+            }
+            if let Err(e) = target.apply_to(tid) {
+                log::warn!("event loops not packed: cannot set a loop's CPUs ({e})");
+                self.failed = true;
+                // Spread whatever was packed, and stop deciding.
+                for s in &node.slots {
+                    let _ = node.allowed.apply_to(s.tid.load(Ordering::Relaxed));
+                }
+                node.cpus_now.store(node.allowed.len(), Ordering::Relaxed);
+                return;
+            }
+        }
+        node.cpus_now.store(target.len(), Ordering::Relaxed);
+        if k < was {
+            log::info!(
+                "event loops packed onto CPU {target}: together busy {busy:.2} CPU-s/s (they spread again above {:.0} % of {k} CPU, or when a loop waits for its CPU)",
+                decider::OVERFULL * 100.0
+            );
+        } else {
+            log::info!(
+                "event loops spread over CPUs {target}: busy {busy:.2} CPU-s/s on {was} CPU, a loop waited {:.0} % of a second for its CPU",
+                wait * 100.0
+            );
+        }
+    }
+}
