@@ -40,7 +40,8 @@ usage: turnpike-load COMMAND [--key value]...
              [--turnpike target/release/turnpike] [--coturn-threads N] [--dir DIR]
              [--workers N (turnpike's event loops; default: its own, one per core)]
              [--shapes audio20k,audio50k,video,mix,burst,tcp (instead of the tests above:
-             these shapes against turnpike with its default loops and with one, coturn,
+             these shapes against turnpike with its default loops (packed, and spread
+             with pack_loops = false) and with one, coturn,
              the bare forwarder; relayed / server CPU-s, RTT and added latency, loss,
              syscalls per relayed packet and per send, from `perf stat`)]
   scaling    [--rounds 1] [--max-workers 2] [--clients 100] [--size 200] [--seconds 5]
@@ -332,6 +333,7 @@ fn compare_options(o: &Opts) -> Result<compare::Options, String> {
             ),
             None => None,
         },
+        pack_loops: None,
     };
     Ok(compare::Options {
         rounds: o.num("rounds", 2usize)?.max(1),

@@ -59,6 +59,8 @@ pub struct Layout {
     pub coturn_threads: Option<u32>,
     /// turnpike event loops (`workers`); None: turnpike's default (one per core).
     pub workers: Option<u32>,
+    /// turnpike's `pack_loops`; None: its default (on).
+    pub pack_loops: Option<bool>,
 }
 
 /// A process under test; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -190,7 +192,7 @@ allow_loopback_peers = true
 user_quota = 100000
 total_quota = 100000
 api_listen = "127.0.0.1:0"
-{workers}[users]
+{workers}{pack}[users]
 {USER} = "{PASS}"
 "#,
         port = l.port,
@@ -199,6 +201,10 @@ api_listen = "127.0.0.1:0"
         workers = l
             .workers
             .map(|n| format!("workers = {n}\n"))
+            .unwrap_or_default(),
+        pack = l
+            .pack_loops
+            .map(|b| format!("pack_loops = {b}\n"))
             .unwrap_or_default(),
     )
 }
@@ -290,6 +296,7 @@ mod tests {
             exe: PathBuf::from("turnpike-load"),
             coturn_threads: Some(1),
             workers: Some(2),
+            pack_loops: None,
         }
     }
 
@@ -306,6 +313,11 @@ mod tests {
             ..l.clone()
         });
         assert!(!none.contains("workers"));
+        let spread = turnpike_config(&Layout {
+            pack_loops: Some(false),
+            ..l.clone()
+        });
+        assert!(spread.contains("workers = 2\npack_loops = false\n[users]"));
         let c = coturn_args(&l).join(" ");
         assert!(c.contains("-p 34780"));
         assert!(c.contains("--max-port 59999"));

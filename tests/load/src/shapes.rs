@@ -1,7 +1,8 @@
 //! `turnpike-load compare --shapes ...`: traffic shaped like media (paced audio, video
 //! frame bursts, a mix) and flat out (UDP bursts, TCP), against turnpike with its default
-//! loops, turnpike with one loop, coturn and the bare forwarder, in alternating rounds; one
-//! markdown table.
+//! loops (packed while lightly loaded, its default, and spread with `pack_loops = false`),
+//! turnpike with one loop, coturn and the bare forwarder, in alternating rounds, each
+//! server given a few seconds to settle before its first shape; one markdown table.
 //!
 //! Added latency is the relay's own contribution: its round trip minus the bare
 //! forwarder's at the same shape in the same run (both go client → server → peer → server
@@ -128,20 +129,27 @@ impl Shape {
 /// The servers of the table, in column order.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Server {
-    /// turnpike, its default loops (one per core).
+    /// turnpike, its default loops (one per core), packed while lightly loaded.
     Turnpike,
+    /// turnpike, its default loops, `pack_loops = false`.
+    TurnpikeSpread,
     /// turnpike, `workers = 1`.
     TurnpikeOne,
     Coturn,
     Forwarder,
 }
 
-const SERVERS: [Server; 4] = [
+const SERVERS: [Server; 5] = [
     Server::Turnpike,
+    Server::TurnpikeSpread,
     Server::TurnpikeOne,
     Server::Coturn,
     Server::Forwarder,
 ];
+
+/// How long a server runs before its first shape: every one is measured in its steady
+/// state, and turnpike packs its loops after three calm seconds.
+const SETTLE: Duration = Duration::from_secs(4);
 
 /// What one phase measured.
 #[derive(Clone, Debug)]
@@ -204,6 +212,7 @@ fn one_server(
                 workers: (server == Server::TurnpikeOne)
                     .then_some(1)
                     .or(o.layout.workers),
+                pack_loops: (server == Server::TurnpikeSpread).then_some(false),
                 ..o.layout.clone()
             };
             let kind = if server == Server::Coturn {
@@ -214,6 +223,7 @@ fn one_server(
             (servers::start(kind, &layout)?, None, echo_any())
         }
     };
+    std::thread::sleep(SETTLE);
     for (i, &shape) in shapes.iter().enumerate() {
         if raw_base.is_some() && shape.transport() == Transport::Tcp {
             continue;
@@ -344,22 +354,23 @@ fn print_table(o: &Options, shapes: &[Shape], samples: &[Sample]) {
         procfs::load_average()
     );
     println!();
-    println!("| shape | metric | turnpike | turnpike, 1 loop | coturn | bare forwarder | turnpike / coturn | 1 loop / coturn |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("| shape | metric | turnpike | turnpike, spread | turnpike, 1 loop | coturn | bare forwarder | turnpike / coturn | spread / coturn | 1 loop / coturn |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, shape) in shapes.iter().enumerate() {
         for (j, m) in METRICS.iter().enumerate() {
             let v: Vec<Vec<f64>> = SERVERS.iter().map(|&s| values(samples, i, s, m)).collect();
-            let [tp, one, co, fw] = [&v[0], &v[1], &v[2], &v[3]];
-            let (r1, r2) = if m.2 {
-                (ratio(tp, co), ratio(one, co))
+            let [tp, spread, one, co, fw] = [&v[0], &v[1], &v[2], &v[3], &v[4]];
+            let (r1, r2, r3) = if m.2 {
+                (ratio(tp, co), ratio(spread, co), ratio(one, co))
             } else {
-                ("".into(), "".into())
+                ("".into(), "".into(), "".into())
             };
             let label = if j == 0 { shape.name() } else { String::new() };
             println!(
-                "| {label} | {} | {} | {} | {} | {} | {r1} | {r2} |",
+                "| {label} | {} | {} | {} | {} | {} | {} | {r1} | {r2} | {r3} |",
                 m.0,
                 cell(tp),
+                cell(spread),
                 cell(one),
                 cell(co),
                 cell(fw)
@@ -367,9 +378,10 @@ fn print_table(o: &Options, shapes: &[Shape], samples: &[Sample]) {
             // The relay's own latency, right under each round-trip row.
             if m.0.starts_with("RTT") && !fw.is_empty() {
                 println!(
-                    "|  | added {}: RTT − forwarder's | {} | {} | {} | 0 | | |",
+                    "|  | added {}: RTT − forwarder's | {} | {} | {} | {} | 0 | | | |",
                     &m.0[4..7],
                     added(tp, fw),
+                    added(spread, fw),
                     added(one, fw),
                     added(co, fw)
                 );
