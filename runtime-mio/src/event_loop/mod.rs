@@ -300,6 +300,14 @@ impl Runtime {
                     self.ready(src);
                 }
             }
+            // A socket left with its read budget spent: the loop cannot keep up. Packed
+            // loops spread at once rather than at the next second's look.
+            #[cfg(target_os = "linux")]
+            if !self.again.is_empty() {
+                if let Some(p) = &mut self.packing {
+                    p.saturated();
+                }
+            }
             // Whatever the sockets that were ready queued leaves now, together.
             self.end_batch();
             if let Some(sig) = self.stop {

@@ -70,6 +70,27 @@ impl Decider {
         self.now < self.max
     }
 
+    /// A loop could not keep up (a socket left with reads to do): spread now, if packed.
+    /// The new number of CPUs, if it changes.
+    pub fn saturated(&mut self) -> Option<usize> {
+        if !self.packed() {
+            return None;
+        }
+        Some(self.spread())
+    }
+
+    /// All of them at once: load that outgrew its CPUs may still be growing.
+    fn spread(&mut self) -> usize {
+        self.now = self.max;
+        self.calm = 0;
+        self.cooldown = self.next_cooldown;
+        if self.packed_for <= SHORT_S {
+            self.next_cooldown = (self.next_cooldown * 2).min(MAX_COOLDOWN_S);
+        }
+        self.packed_for = 0;
+        self.now
+    }
+
     /// After a second in which the loops together were busy `busy` CPU-seconds and the
     /// loop that waited most for its CPU waited `wait` of the second: the new number of
     /// CPUs, if it changes.
@@ -85,15 +106,7 @@ impl Decider {
             }
         }
         if self.packed() && (busy > OVERFULL * self.now as f64 || wait > MAX_WAIT) {
-            // All of them at once: load that outgrew its CPUs may still be growing.
-            self.now = self.max;
-            self.calm = 0;
-            self.cooldown = self.next_cooldown;
-            if self.packed_for <= SHORT_S {
-                self.next_cooldown = (self.next_cooldown * 2).min(MAX_COOLDOWN_S);
-            }
-            self.packed_for = 0;
-            return Some(self.now);
+            return Some(self.spread());
         }
         let fit = ((busy / FILL).ceil() as usize).clamp(1, self.max);
         if fit < self.now && self.cooldown == 0 {
@@ -192,6 +205,17 @@ mod tests {
             t += 1;
         }
         assert_eq!(t + 1, COOLDOWN_S + CALM_S - 1);
+    }
+
+    #[test]
+    fn a_saturated_loop_spreads_packed_loops_at_once_and_nothing_else() {
+        let mut d = Decider::new(2, 2);
+        assert_eq!(d.saturated(), None);
+        feed(&mut d, 3, 0.1, 0.0);
+        assert_eq!(d.saturated(), Some(2));
+        assert_eq!(d.saturated(), None);
+        // The cooldown holds as after any spread.
+        assert_eq!(feed(&mut d, COOLDOWN_S - 1, 0.1, 0.0), Vec::<usize>::new());
     }
 
     #[test]

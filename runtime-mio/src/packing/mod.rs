@@ -19,7 +19,7 @@ pub use cpuset::Cpus;
 pub use decider::Decider;
 
 use meter::Meter;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What one loop published: its thread and its last second.
@@ -42,6 +42,8 @@ pub struct Packing {
     decider: Mutex<Decider>,
     /// CPUs the loops are confined to now.
     cpus_now: AtomicUsize,
+    /// Setting a loop's CPUs failed: packing is off for good (logged once).
+    failed: AtomicBool,
 }
 
 impl Packing {
@@ -64,6 +66,7 @@ impl Packing {
             slots: (0..loops).map(|_| Slot::default()).collect(),
             decider: Mutex::new(decider),
             cpus_now,
+            failed: AtomicBool::new(false),
         }))
     }
 
@@ -81,8 +84,6 @@ pub struct LoopPacking {
     meter: Option<Meter>,
     /// When it last measured.
     last: Option<std::time::Instant>,
-    /// Applying an affinity failed: packing is off for good (logged once).
-    failed: bool,
 }
 
 impl LoopPacking {
@@ -93,7 +94,6 @@ impl LoopPacking {
             index,
             meter: None,
             last: None,
-            failed: false,
         }
     }
 
@@ -131,12 +131,31 @@ impl LoopPacking {
             s.wait
                 .store((wait as f64 / dt.max(1.0)).to_bits(), Ordering::Relaxed);
         }
-        if self.index == 0 && !self.failed {
+        if self.index == 0 && !self.node.failed.load(Ordering::Relaxed) {
             self.decide();
         }
     }
 
-    fn decide(&mut self) {
+    /// This loop could not keep up: if the loops are packed, spread them now (any loop
+    /// may; the check is one atomic load while they are spread).
+    pub fn saturated(&self) {
+        let node = &self.node;
+        if node.failed.load(Ordering::Relaxed)
+            || node.cpus_now() >= node.allowed.len().min(node.slots.len())
+        {
+            return;
+        }
+        let Ok(mut d) = node.decider.lock() else {
+            return;
+        };
+        let was = d.cpus();
+        if let Some(k) = d.saturated() {
+            // Under the lock: a decision of loop 0 cannot land between these.
+            node.apply(k, was, "a loop could not keep up");
+        }
+    }
+
+    fn decide(&self) {
         let node = &self.node;
         let read = |a: &AtomicU64| f64::from_bits(a.load(Ordering::Relaxed));
         let busy: f64 = node.slots.iter().map(|s| read(&s.busy)).sum();
@@ -146,42 +165,50 @@ impl LoopPacking {
             return;
         };
         let was = d.cpus();
-        let Some(k) = d.second(busy, wait) else {
-            return;
-        };
-        let target = if d.packed() {
-            node.allowed.pick(k, Cpus::current())
+        if let Some(k) = d.second(busy, wait) {
+            let why = format!(
+                "busy {busy:.2} CPU-s/s on {was} CPU, a loop waited {:.0} % of a second for its CPU",
+                wait * 100.0
+            );
+            // Under the lock, as in `saturated`.
+            node.apply(k, was, &why);
+        }
+    }
+}
+
+impl Packing {
+    /// Confines every loop to `k` CPUs (all of them: spread), from `was`. Called with the
+    /// decider's lock held, so that two decisions apply in the order they were made.
+    fn apply(&self, k: usize, was: usize, why: &str) {
+        let target = if k < self.allowed.len().min(self.slots.len()) {
+            self.allowed.pick(k, Cpus::current())
         } else {
-            node.allowed.clone()
+            self.allowed.clone()
         };
-        drop(d);
-        for s in &node.slots {
+        for s in &self.slots {
             let tid = s.tid.load(Ordering::Relaxed);
             if tid == 0 {
                 continue;
             }
             if let Err(e) = target.apply_to(tid) {
                 log::warn!("event loops not packed: cannot set a loop's CPUs ({e})");
-                self.failed = true;
+                self.failed.store(true, Ordering::Relaxed);
                 // Spread whatever was packed, and stop deciding.
-                for s in &node.slots {
-                    let _ = node.allowed.apply_to(s.tid.load(Ordering::Relaxed));
+                for s in &self.slots {
+                    let _ = self.allowed.apply_to(s.tid.load(Ordering::Relaxed));
                 }
-                node.cpus_now.store(node.allowed.len(), Ordering::Relaxed);
+                self.cpus_now.store(self.allowed.len(), Ordering::Relaxed);
                 return;
             }
         }
-        node.cpus_now.store(target.len(), Ordering::Relaxed);
+        self.cpus_now.store(target.len(), Ordering::Relaxed);
         if k < was {
             log::info!(
-                "event loops packed onto CPU {target}: together busy {busy:.2} CPU-s/s (they spread again above {:.0} % of {k} CPU, or when a loop waits for its CPU)",
+                "event loops packed onto CPU {target}: {why} (they spread again above {:.0} % of {k} CPU, or when a loop waits for its CPU or cannot keep up)",
                 decider::OVERFULL * 100.0
             );
         } else {
-            log::info!(
-                "event loops spread over CPUs {target}: busy {busy:.2} CPU-s/s on {was} CPU, a loop waited {:.0} % of a second for its CPU",
-                wait * 100.0
-            );
+            log::info!("event loops spread over CPUs {target}: {why}");
         }
     }
 }
