@@ -16,7 +16,8 @@
 //! `outputs` acts on what the core says, `housekeeping` runs once a second and at the end,
 //! `commands` serves the inbox, `reload` takes a reloaded configuration, `listeners` adds
 //! and sweeps the HTTP API's dynamic UDP ports (`dynamic_ports` is their table,
-//! `read_again` the queue of busy sockets), `draining` is the loop's part of a drain and
+//! `read_again` the queue of busy sockets), `stream_batch` reads and writes a round's
+//! streams with one io_uring submission each, `draining` is the loop's part of a drain and
 //! `coalesce` paces small rounds.
 
 mod coalesce;
@@ -29,6 +30,7 @@ mod outputs;
 mod read_again;
 mod reload;
 mod setup;
+mod stream_batch;
 mod tcp;
 mod udp;
 
@@ -109,6 +111,8 @@ pub struct Runtime {
     tx: SendQueue,
     /// Streams with bytes queued by the current batch, written when it ends.
     dirty: Vec<ConnId>,
+    /// The round's stream reads and writes through io_uring, when on.
+    streams: stream_batch::StreamBatch,
     stream_buf: Vec<u8>,
     /// Plaintext out of a TLS session, on its way to the core.
     plain_buf: Vec<u8>,
@@ -278,9 +282,14 @@ impl Runtime {
                             conn.hup = true;
                         }
                     }
+                    if self.streams.on() {
+                        self.streams.readable(c);
+                        continue;
+                    }
                 }
                 self.ready(src);
             }
+            self.read_streams();
             // Those that were waiting; what runs out of budget again waits for the next round.
             for _ in 0..self.again.len() {
                 if let Some(src) = self.again.pop() {

@@ -154,7 +154,7 @@ impl Runtime {
     }
 
     /// Bytes read from stream `c`, through its layer to the core.
-    fn stream_input(&mut self, now: Instant, c: ConnId, data: &[u8]) {
+    pub(super) fn stream_input(&mut self, now: Instant, c: ConnId, data: &[u8]) {
         let Some(conn) = self.conns.get_mut(&c) else {
             return;
         };
@@ -370,7 +370,7 @@ impl Runtime {
 
     /// Writes what the batch queued on streams, once per stream.
     pub(super) fn flush_streams(&mut self) {
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() || self.write_streams() {
             return;
         }
         let mut dirty = std::mem::take(&mut self.dirty);
