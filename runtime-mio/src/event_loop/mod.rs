@@ -408,6 +408,22 @@ mod tests {
 
     /// Two loops of one node on loopback ports the kernel picks, linked to each other.
     fn two_loops() -> (Runtime, Runtime) {
+        let base = loopback_settings();
+        let seed = [3u8; 32];
+        let place = |index| Place { index, count: 2 };
+        let mut a =
+            Runtime::new_loop(loop_settings(&base, place(0), &[]), seed, place(0), None).unwrap();
+        let addrs = a.listener_addrs();
+        let s = loop_settings(&base, place(1), &addrs);
+        let mut b = Runtime::new_loop(s, [4u8; 32], place(1), None).unwrap();
+        let handles = vec![a.handle().unwrap(), b.handle().unwrap()];
+        a.set_loops(handles.clone());
+        b.set_loops(handles);
+        (a, b)
+    }
+
+    /// A node's settings on a loopback port the kernel picks (UDP and TCP).
+    pub(super) fn loopback_settings() -> Settings {
         // A port free for UDP and TCP alike, as the kernel hands them out.
         let port = (0..64)
             .find_map(|_| {
@@ -423,18 +439,7 @@ mod tests {
              relay_port_min = 50000\nrelay_port_max = 50999\n"
         );
         let fc = FileConfig::parse("t.toml", &text).unwrap();
-        let base = Settings::from_file(&fc, "t.toml").unwrap();
-        let seed = [3u8; 32];
-        let place = |index| Place { index, count: 2 };
-        let mut a =
-            Runtime::new_loop(loop_settings(&base, place(0), &[]), seed, place(0), None).unwrap();
-        let addrs = a.listener_addrs();
-        let s = loop_settings(&base, place(1), &addrs);
-        let mut b = Runtime::new_loop(s, [4u8; 32], place(1), None).unwrap();
-        let handles = vec![a.handle().unwrap(), b.handle().unwrap()];
-        a.set_loops(handles.clone());
-        b.set_loops(handles);
-        (a, b)
+        Settings::from_file(&fc, "t.toml").unwrap()
     }
 
     #[test]
