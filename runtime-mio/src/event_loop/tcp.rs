@@ -359,6 +359,11 @@ impl Runtime {
         let Some(conn) = self.conns.get_mut(&c) else {
             return;
         };
+        if conn.queued && conn.closing.is_none() {
+            // The round queued bytes on it: they leave with the other streams' at its end
+            // (a readable event reports writable too: this spares a write per event).
+            return;
+        }
         if let Err(e) = conn.out.flush(&mut conn.stream) {
             self.drop_conn(c, &format!("write failed: {e}"));
             return;
