@@ -134,8 +134,10 @@ impl Runtime {
         }
         let results = &mut b.results;
         let r = match &mut b.ring {
-            // SAFETY: each iovec points at its own `SLOT` bytes of `b.slots`, which lives
-            // in `b` (owned here) and is neither read nor written until `submit` returns.
+            // SAFETY: each iovec points at its own `SLOT` bytes of `b.slots` (built just
+            // above from `get_mut`, so in bounds and disjoint); `b` is borrowed mutably for
+            // this whole call, so the slots are neither freed, read nor written by anyone
+            // else until `submit` returns, and the iovecs are cleared right after.
             Some(ring) => unsafe {
                 ring.submit(Dir::Recv, &b.fds, &b.bufs.0, |_, res| results.push(res))
             },
@@ -219,8 +221,9 @@ impl Runtime {
         let results = &mut b.results;
         let r = match &mut b.ring {
             // SAFETY: each iovec points at the pending bytes of one connection's write
-            // buffer in `self.conns`, which nothing touches until `submit` returns (the
-            // kernel only reads them).
+            // buffer in `self.conns` (taken from `pending()` just above); nothing between
+            // here and the end of `submit` touches `self.conns`, so they stay allocated and
+            // unchanged while the kernel reads them; the iovecs are cleared right after.
             Some(ring) => unsafe {
                 ring.submit(Dir::Send, &b.fds, &b.bufs.0, |_, res| results.push(res))
             },
