@@ -184,6 +184,7 @@ pub struct FileConfig {
     /// How a loop hands a poll round's datagrams to the kernel: `"auto"` (io_uring, one
     /// submission for every socket's sends, where the kernel allows it; else `sendmmsg`
     /// per socket), `"on"` (the same, with a warning when it is unavailable) or `"off"`.
+    /// It also covers stream reads and writes ([`crate::uring_stream`]).
     pub io_uring: IoUringMode,
     /// Confine the event loops to as few CPUs as their load needs while it is light, and
     /// spread them over every CPU again when it grows (Linux; default true).

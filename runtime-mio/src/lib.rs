@@ -43,5 +43,7 @@ pub mod trace_recorder;
 pub mod udp_batch;
 #[cfg(target_os = "linux")]
 pub mod uring_send;
+#[cfg(target_os = "linux")]
+pub mod uring_stream;
 pub mod workers;
 pub mod write_buf;

@@ -72,28 +72,37 @@ impl UringSend {
         mut done: impl FnMut(usize, i32),
     ) -> io::Result<()> {
         let n = hdrs.len().min(fds.len());
-        if self.broken {
-            for i in 0..n {
-                done(i, -libc::EBADFD);
-            }
-            return Err(io::Error::from_raw_os_error(libc::EBADFD));
-        }
-        let mut q = Entries {
-            ring: &mut self.ring,
-            hdrs,
-            fds,
-        };
-        let r = send_all(&mut q, n, &mut done);
-        // Entries still queued but never taken point at the caller's buffers: the ring
-        // must never submit them.
-        self.broken = r.is_err();
-        r
+        let ring = &mut self.ring;
+        unless_broken(&mut self.broken, n, -libc::EBADFD, &mut done, |done| {
+            send_all(&mut Entries { ring, hdrs, fds }, n, done)
+        })
     }
 }
 
+/// Runs `call` over `n` entries unless the ring is `broken` (then answers each with
+/// `refused` and fails); a failed call breaks the ring: entries still queued but never
+/// taken point at the caller's buffers, so the ring must never submit them.
+pub(crate) fn unless_broken(
+    broken: &mut bool,
+    n: usize,
+    refused: i32,
+    done: &mut dyn FnMut(usize, i32),
+    call: impl FnOnce(&mut dyn FnMut(usize, i32)) -> io::Result<()>,
+) -> io::Result<()> {
+    if *broken {
+        for i in 0..n {
+            done(i, refused);
+        }
+        return Err(io::Error::from_raw_os_error(libc::EBADFD));
+    }
+    let r = call(done);
+    *broken = r.is_err();
+    r
+}
+
 /// What [`send_all`] needs of the kernel: a seam, so that its bookkeeping can be checked
-/// against a kernel that fails on purpose.
-trait Queue {
+/// against a kernel that fails on purpose (also the stream ring's, [`crate::uring_stream`]).
+pub(crate) trait Queue {
     /// Queues entry `i`; false if the submission queue is full.
     fn push(&mut self, i: usize) -> bool;
     /// Submits what is queued and waits for `want` completions. Ok(entries the kernel
@@ -134,30 +143,43 @@ impl Queue for Entries<'_> {
     }
 
     fn wait(&mut self, want: usize) -> io::Result<usize> {
-        let want = u32::try_from(want).unwrap_or(u32::MAX);
-        // SAFETY: submits nothing (to_submit 0) and passes no argument: it only waits for
-        // completions of entries already taken.
-        unsafe {
-            self.ring
-                .submitter()
-                .enter::<libc::sigset_t>(0, want, ENTER_GETEVENTS, None)
-        }
+        wait(self.ring, want)
     }
 
     fn reap(&mut self, done: &mut dyn FnMut(usize, i32)) -> usize {
-        let mut k = 0;
-        for c in self.ring.completion() {
-            done(c.user_data() as usize, c.result());
-            k += 1;
-        }
-        k
+        reap(self.ring, done)
     }
+}
+
+/// [`Queue::wait`] on `ring`.
+pub(crate) fn wait(ring: &mut IoUring, want: usize) -> io::Result<usize> {
+    let want = u32::try_from(want).unwrap_or(u32::MAX);
+    // SAFETY: submits nothing (to_submit 0) and passes no argument: it only waits for
+    // completions of entries already taken.
+    unsafe {
+        ring.submitter()
+            .enter::<libc::sigset_t>(0, want, ENTER_GETEVENTS, None)
+    }
+}
+
+/// [`Queue::reap`] on `ring`: each completion's entry index (its user data) and result.
+pub(crate) fn reap(ring: &mut IoUring, done: &mut dyn FnMut(usize, i32)) -> usize {
+    let mut k = 0;
+    for c in ring.completion() {
+        done(c.user_data() as usize, c.result());
+        k += 1;
+    }
+    k
 }
 
 /// Sends entries `0..n` through `q`, calling `done` once for each. Returns only once
 /// every entry the kernel took has completed; on an error, after `done(i, -errno)` for
 /// every entry it never took.
-fn send_all(q: &mut impl Queue, n: usize, done: &mut dyn FnMut(usize, i32)) -> io::Result<()> {
+pub(crate) fn send_all(
+    q: &mut impl Queue,
+    n: usize,
+    done: &mut dyn FnMut(usize, i32),
+) -> io::Result<()> {
     // Entries 0..pushed are in the submission queue or were; the kernel consumes it in
     // order, so entries 0..taken are the ones it took (each answered by exactly one
     // completion), and `reaped` of those completions were read.

@@ -90,9 +90,19 @@ impl WriteBuf {
 
     /// Writes pending bytes to `w` until none are left or `w` would block.
     pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<()> {
-        let pending = self.buf.get(self.head..).unwrap_or_default();
-        let n = write_some(w, pending)?;
-        self.head += n;
+        let n = write_some(w, self.pending())?;
+        self.consume(n);
+        Ok(())
+    }
+
+    /// The bytes waiting, in order (for a write made elsewhere, then [`WriteBuf::consume`]).
+    pub fn pending(&self) -> &[u8] {
+        self.buf.get(self.head..).unwrap_or_default()
+    }
+
+    /// Forgets the first `n` pending bytes: the socket took them.
+    pub fn consume(&mut self, n: usize) {
+        self.head = (self.head + n).min(self.buf.len());
         if self.is_empty() {
             self.buf.clear();
             self.head = 0;
@@ -101,7 +111,6 @@ impl WriteBuf {
                 self.buf.shrink_to(16 * 1024);
             }
         }
-        Ok(())
     }
 
     /// Moves pending bytes to the front when the consumed prefix is large.

@@ -16,7 +16,8 @@
 //! `outputs` acts on what the core says, `housekeeping` runs once a second and at the end,
 //! `commands` serves the inbox, `reload` takes a reloaded configuration, `listeners` adds
 //! and sweeps the HTTP API's dynamic UDP ports (`dynamic_ports` is their table,
-//! `read_again` the queue of busy sockets), `draining` is the loop's part of a drain and
+//! `read_again` the queue of busy sockets), `stream_batch` reads and writes a round's
+//! streams with one io_uring submission each, `draining` is the loop's part of a drain and
 //! `coalesce` paces small rounds.
 
 mod coalesce;
@@ -29,6 +30,7 @@ mod outputs;
 mod read_again;
 mod reload;
 mod setup;
+mod stream_batch;
 mod tcp;
 mod udp;
 
@@ -109,6 +111,8 @@ pub struct Runtime {
     tx: SendQueue,
     /// Streams with bytes queued by the current batch, written when it ends.
     dirty: Vec<ConnId>,
+    /// The round's stream reads and writes through io_uring, when on.
+    streams: stream_batch::StreamBatch,
     stream_buf: Vec<u8>,
     /// Plaintext out of a TLS session, on its way to the core.
     plain_buf: Vec<u8>,
@@ -291,9 +295,14 @@ impl Runtime {
                             conn.hup = true;
                         }
                     }
+                    if self.streams.on() {
+                        self.streams.readable(c);
+                        continue;
+                    }
                 }
                 self.ready(src);
             }
+            self.read_streams();
             // Those that were waiting; what runs out of budget again waits for the next round.
             for _ in 0..self.again.len() {
                 if let Some(src) = self.again.pop() {
@@ -420,6 +429,22 @@ mod tests {
 
     /// Two loops of one node on loopback ports the kernel picks, linked to each other.
     fn two_loops() -> (Runtime, Runtime) {
+        let base = loopback_settings();
+        let seed = [3u8; 32];
+        let place = |index| Place { index, count: 2 };
+        let mut a =
+            Runtime::new_loop(loop_settings(&base, place(0), &[]), seed, place(0), None).unwrap();
+        let addrs = a.listener_addrs();
+        let s = loop_settings(&base, place(1), &addrs);
+        let mut b = Runtime::new_loop(s, [4u8; 32], place(1), None).unwrap();
+        let handles = vec![a.handle().unwrap(), b.handle().unwrap()];
+        a.set_loops(handles.clone());
+        b.set_loops(handles);
+        (a, b)
+    }
+
+    /// A node's settings on a loopback port the kernel picks (UDP and TCP).
+    pub(super) fn loopback_settings() -> Settings {
         // A port free for UDP and TCP alike, as the kernel hands them out.
         let port = (0..64)
             .find_map(|_| {
@@ -435,18 +460,7 @@ mod tests {
              relay_port_min = 50000\nrelay_port_max = 50999\n"
         );
         let fc = FileConfig::parse("t.toml", &text).unwrap();
-        let base = Settings::from_file(&fc, "t.toml").unwrap();
-        let seed = [3u8; 32];
-        let place = |index| Place { index, count: 2 };
-        let mut a =
-            Runtime::new_loop(loop_settings(&base, place(0), &[]), seed, place(0), None).unwrap();
-        let addrs = a.listener_addrs();
-        let s = loop_settings(&base, place(1), &addrs);
-        let mut b = Runtime::new_loop(s, [4u8; 32], place(1), None).unwrap();
-        let handles = vec![a.handle().unwrap(), b.handle().unwrap()];
-        a.set_loops(handles.clone());
-        b.set_loops(handles);
-        (a, b)
+        Settings::from_file(&fc, "t.toml").unwrap()
     }
 
     #[test]

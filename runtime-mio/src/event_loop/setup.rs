@@ -147,6 +147,7 @@ impl Runtime {
             rx: RecvBatch::new(),
             tx: send_queue(settings.io_uring),
             dirty: Vec::with_capacity(RECV_SLOTS),
+            streams: super::stream_batch::StreamBatch::new(settings.io_uring),
             stream_buf: vec![0; STREAM_READ],
             plain_buf: if tls.is_some() {
                 vec![0; STREAM_READ]

@@ -154,7 +154,7 @@ impl Runtime {
     }
 
     /// Bytes read from stream `c`, through its layer to the core.
-    fn stream_input(&mut self, now: Instant, c: ConnId, data: &[u8]) {
+    pub(super) fn stream_input(&mut self, now: Instant, c: ConnId, data: &[u8]) {
         let Some(conn) = self.conns.get_mut(&c) else {
             return;
         };
@@ -359,6 +359,11 @@ impl Runtime {
         let Some(conn) = self.conns.get_mut(&c) else {
             return;
         };
+        if conn.queued && conn.closing.is_none() {
+            // The round queued bytes on it: they leave with the other streams' at its end
+            // (a readable event reports writable too: this spares a write per event).
+            return;
+        }
         if let Err(e) = conn.out.flush(&mut conn.stream) {
             self.drop_conn(c, &format!("write failed: {e}"));
             return;
@@ -370,7 +375,7 @@ impl Runtime {
 
     /// Writes what the batch queued on streams, once per stream.
     pub(super) fn flush_streams(&mut self) {
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() || self.write_streams() {
             return;
         }
         let mut dirty = std::mem::take(&mut self.dirty);
