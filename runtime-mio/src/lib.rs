@@ -40,6 +40,8 @@ pub mod token;
 pub mod trace_recorder;
 pub mod udp_batch;
 #[cfg(target_os = "linux")]
+pub mod uring;
+#[cfg(target_os = "linux")]
 pub mod uring_send;
 pub mod workers;
 pub mod write_buf;
