@@ -42,6 +42,8 @@ pub mod udp_batch;
 #[cfg(target_os = "linux")]
 pub mod uring;
 #[cfg(target_os = "linux")]
+pub mod uring_recv;
+#[cfg(target_os = "linux")]
 pub mod uring_send;
 pub mod workers;
 pub mod write_buf;

@@ -1,0 +1,256 @@
+//! The UDP sockets a poll round found ready, read together: one io_uring call for all of
+//! them where the kernel allows it ([`crate::uring_recv`]), then `recvmmsg` on those that
+//! may hold more. Without io_uring each is read on its own as it is reported.
+
+use super::{ListenerSocket, Runtime, UdpSource, READ_BUDGET};
+use crate::token::Source;
+#[cfg(target_os = "linux")]
+use crate::uring_recv::{Got, Next, Want};
+
+/// Receives posted per relay socket. At paced loads a relay socket holds about one
+/// datagram per round; the second receive, finding its queue empty, is what says it is
+/// drained, which spares a `recvmmsg` that would only say so.
+pub const RELAY_RECVS: usize = 2;
+/// Receives posted per UDP listener, which carries every client's traffic.
+pub const LISTENER_RECVS: usize = 8;
+
+/// The UDP sockets of a poll round, and the scratch space of reading them (allocated
+/// once: the round reuses it).
+pub(super) struct ReadyUdp {
+    ready: Vec<UdpSource>,
+    /// The sockets of one call, in `wants` order.
+    #[cfg(target_os = "linux")]
+    served: Vec<UdpSource>,
+    #[cfg(target_os = "linux")]
+    wants: Vec<Want>,
+    #[cfg(target_os = "linux")]
+    got: Vec<Got>,
+}
+
+impl ReadyUdp {
+    /// Room for `n` ready sockets (a poll reports at most its event capacity).
+    pub fn with_capacity(n: usize) -> Self {
+        let call = crate::udp_batch::RECV_SLOTS;
+        ReadyUdp {
+            ready: Vec::with_capacity(n),
+            #[cfg(target_os = "linux")]
+            served: Vec::with_capacity(call),
+            #[cfg(target_os = "linux")]
+            wants: Vec::with_capacity(call),
+            #[cfg(target_os = "linux")]
+            got: Vec::with_capacity(call),
+        }
+    }
+
+    /// True when no socket waits.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+}
+
+impl UdpSource {
+    /// The poll's name for it.
+    pub(super) fn source(self) -> Source {
+        match self {
+            UdpSource::Listener(n) => Source::Listener(n as u32),
+            UdpSource::Relay(r) => Source::Relay(r),
+        }
+    }
+
+    /// Receives to post for it in one call.
+    #[cfg(target_os = "linux")]
+    fn recvs(self) -> usize {
+        match self {
+            UdpSource::Listener(_) => LISTENER_RECVS,
+            UdpSource::Relay(_) => RELAY_RECVS,
+        }
+    }
+}
+
+impl Runtime {
+    /// Keeps `src` for [`Runtime::read_ready_udp`] if it is a UDP socket and receives go
+    /// through io_uring; true if kept (else the caller reads it now).
+    pub(super) fn defer_udp(&mut self, src: Source) -> bool {
+        if !self.rx.uring() {
+            return false;
+        }
+        let udp = match src {
+            Source::Relay(r) => UdpSource::Relay(r),
+            Source::Listener(n) => match self.listeners.get(n as usize).map(|l| &l.socket) {
+                Some(ListenerSocket::Udp(_)) => UdpSource::Listener(n as usize),
+                _ => return false,
+            },
+            _ => return false,
+        };
+        if self.ready_udp.ready.len() < self.ready_udp.ready.capacity() {
+            self.ready_udp.ready.push(udp);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Reads the UDP sockets kept this round: as many as the free receive slots allow
+    /// with each io_uring call, their datagrams fed to the core socket by socket in
+    /// arrival order, then those that may hold more read on with `recvmmsg` (within
+    /// [`READ_BUDGET`]; a socket that spends it waits in the `again` queue, as when read
+    /// alone). What io_uring cannot serve (it failed, and is off from then on) is read the
+    /// portable way.
+    pub(super) fn read_ready_udp(&mut self) {
+        let mut r = std::mem::replace(&mut self.ready_udp, ReadyUdp::with_capacity(0));
+        #[cfg(target_os = "linux")]
+        let done = self.read_with_uring(&mut r);
+        #[cfg(not(target_os = "linux"))]
+        let done = 0;
+        for &src in r.ready.get(done..).unwrap_or_default() {
+            if self.read_datagrams(src) {
+                self.again.push(src.source());
+            }
+        }
+        r.ready.clear();
+        self.ready_udp = r;
+    }
+
+    /// Serves `r.ready` with io_uring calls while the ring works; how many it served.
+    #[cfg(target_os = "linux")]
+    fn read_with_uring(&mut self, r: &mut ReadyUdp) -> usize {
+        let mut at = 0;
+        while at < r.ready.len() && self.rx.uring() {
+            if self.rx.free() < RELAY_RECVS {
+                // Every datagram in the slots was fed: the batch may end.
+                self.end_batch();
+            }
+            r.wants.clear();
+            r.served.clear();
+            let mut free = self.rx.free();
+            while free > 0 {
+                let Some(&src) = r.ready.get(at) else {
+                    break;
+                };
+                at += 1;
+                // A socket closed since the poll reported it is skipped.
+                let Some(fd) = self.udp_socket(src).map(std::os::fd::AsRawFd::as_raw_fd) else {
+                    continue;
+                };
+                let k = src.recvs().min(free);
+                r.wants.push(Want { fd, k });
+                r.served.push(src);
+                free -= k;
+            }
+            // Every socket planned fits the free slots: all are served, unless io_uring
+            // turned off (then `got` is empty).
+            self.rx.recv_many(&r.wants, &mut r.got);
+            let now = self.clock.now();
+            for (g, &src) in r.got.iter().zip(&r.served) {
+                self.round_inputs += g.datagrams;
+                for slot in g.slots.clone() {
+                    self.datagram_in(now, src, slot);
+                }
+            }
+            // Only now, with every slot of the call fed, may a read on end the batch.
+            for (g, &src) in r.got.iter().zip(&r.served) {
+                match g.next {
+                    Next::Drained => {}
+                    Next::More => {
+                        let budget = READ_BUDGET.saturating_sub(g.datagrams);
+                        if self.read_datagrams_within(src, budget) {
+                            self.again.push(src.source());
+                        }
+                    }
+                    Next::Failed(e) => {
+                        let e = std::io::Error::from_raw_os_error(e);
+                        log::debug!("{src:?}: receive failed: {e}");
+                    }
+                }
+            }
+            for &src in r.served.get(r.got.len()..).unwrap_or_default() {
+                if self.read_datagrams(src) {
+                    self.again.push(src.source());
+                }
+            }
+        }
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+    use crate::plan::Place;
+    use crate::settings::Settings;
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    /// One loop on a loopback UDP port the kernel picks.
+    fn one_loop(io_uring: &str) -> Runtime {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap()
+            .port();
+        let text = format!(
+            "realm = \"t\"\nlisten_address = \"127.0.0.1\"\nturn_udp_port = {port}\nturn_tcp = false\n\
+             users = {{ a = \"pw\" }}\napi = false\nio_uring = \"{io_uring}\"\n\
+             relay_port_min = 51000\nrelay_port_max = 51999\n"
+        );
+        let fc = FileConfig::parse("t.toml", &text).unwrap();
+        let s = Settings::from_file(&fc, "t.toml").unwrap();
+        Runtime::new_loop(s, [5u8; 32], Place::SOLE, None).unwrap()
+    }
+
+    /// A STUN Binding request (RFC 8489 §5) with transaction id `k` repeated.
+    fn binding(k: u8) -> [u8; 20] {
+        let mut m = [k; 20];
+        m[..8].copy_from_slice(&[0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42]);
+        m
+    }
+
+    /// Sends `n` Binding requests to the loop's UDP listener, serves one round reporting
+    /// it ready, and returns the transaction ids of the answers, in arrival order.
+    fn one_round(rt: &mut Runtime, n: u8) -> Vec<u8> {
+        let (_, to) = rt.local_addrs()[0];
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for k in 0..n {
+            client.send_to(&binding(k), to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        if !rt.defer_udp(Source::Listener(0)) {
+            rt.ready(Source::Listener(0));
+        }
+        rt.read_ready_udp();
+        rt.end_batch();
+        client.set_nonblocking(true).unwrap();
+        let mut ids = Vec::new();
+        let mut buf = [0u8; 1500];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while ids.len() < n as usize && Instant::now() < deadline {
+            match client.recv_from(&mut buf) {
+                Ok((len, _)) if len >= 20 => {
+                    assert_eq!(&buf[..2], &[1, 1], "a Binding success response");
+                    ids.push(buf[8]);
+                }
+                Ok(_) => panic!("short answer"),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn a_listener_with_more_than_its_receives_is_read_whole_in_one_round() {
+        for mode in ["auto", "off"] {
+            let mut rt = one_loop(mode);
+            if mode == "auto" && !rt.rx.uring() {
+                eprintln!("io_uring unavailable here: only the portable path is tested");
+            }
+            // More than LISTENER_RECVS: the rest is read on with recvmmsg.
+            let n = LISTENER_RECVS as u8 * 2 + 3;
+            let ids = one_round(&mut rt, n);
+            assert_eq!(ids, (0..n).collect::<Vec<u8>>(), "{mode}: all, in order");
+            assert!(rt.again.is_empty(), "{mode}");
+            assert!(rt.ready_udp.is_empty(), "{mode}");
+            // Drained: the next round finds nothing, and answers nothing twice.
+            assert_eq!(one_round(&mut rt, 0), Vec::<u8>::new(), "{mode}");
+        }
+    }
+}
