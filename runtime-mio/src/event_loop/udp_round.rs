@@ -13,6 +13,10 @@ use crate::uring_recv::{Got, Next, Want};
 pub const RELAY_RECVS: usize = 2;
 /// Receives posted per UDP listener, which carries every client's traffic.
 pub const LISTENER_RECVS: usize = 8;
+/// Fewest ready sockets read with io_uring. One socket alone is read with `recvmmsg`: one
+/// call either way when it holds little, and one call instead of two when it is busy
+/// (io_uring's receives would fill, and `recvmmsg` read on).
+pub const URING_FROM: usize = 2;
 
 /// The UDP sockets of a poll round, and the scratch space of reading them (allocated
 /// once: the round reuses it).
@@ -114,6 +118,9 @@ impl Runtime {
     /// Serves `r.ready` with io_uring calls while the ring works; how many it served.
     #[cfg(target_os = "linux")]
     fn read_with_uring(&mut self, r: &mut ReadyUdp) -> usize {
+        if r.ready.len() < URING_FROM {
+            return 0;
+        }
         let mut at = 0;
         while at < r.ready.len() && self.rx.uring() {
             if self.rx.free() < RELAY_RECVS {
@@ -182,14 +189,19 @@ mod tests {
     use std::net::UdpSocket;
     use std::time::{Duration, Instant};
 
-    /// One loop on a loopback UDP port the kernel picks.
+    /// One loop with UDP listeners on 127.0.0.1 and ::1, on a port the kernel picks.
     fn one_loop(io_uring: &str) -> Runtime {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .unwrap()
-            .port();
+        let port = (0..64)
+            .find_map(|_| {
+                let u = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let p = u.local_addr().ok()?.port();
+                UdpSocket::bind(("::1", p)).ok()?;
+                Some(p)
+            })
+            .unwrap();
         let text = format!(
             "realm = \"t\"\nlisten_address = \"127.0.0.1\"\nturn_udp_port = {port}\nturn_tcp = false\n\
+             ipv6 = true\nipv6_listen_address = \"::1\"\nipv6_address = \"::1\"\n\
              users = {{ a = \"pw\" }}\napi = false\nio_uring = \"{io_uring}\"\n\
              relay_port_min = 51000\nrelay_port_max = 51999\n"
         );
@@ -205,52 +217,74 @@ mod tests {
         m
     }
 
-    /// Sends `n` Binding requests to the loop's UDP listener, serves one round reporting
-    /// it ready, and returns the transaction ids of the answers, in arrival order.
-    fn one_round(rt: &mut Runtime, n: u8) -> Vec<u8> {
-        let (_, to) = rt.local_addrs()[0];
-        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        for k in 0..n {
-            client.send_to(&binding(k), to).unwrap();
+    /// Sends `counts[i]` Binding requests to UDP listener `i`, serves one round
+    /// reporting them all ready, and returns, per listener, the transaction ids of the
+    /// answers in arrival order.
+    fn one_round(rt: &mut Runtime, counts: &[u8]) -> Vec<Vec<u8>> {
+        let addrs = rt.local_addrs();
+        let mut clients = Vec::new();
+        for (i, &n) in counts.iter().enumerate() {
+            let to = addrs[i].1;
+            let from = if to.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            };
+            let client = UdpSocket::bind(from).unwrap();
+            for k in 0..n {
+                client.send_to(&binding(k), to).unwrap();
+            }
+            clients.push(client);
         }
         std::thread::sleep(Duration::from_millis(20));
-        if !rt.defer_udp(Source::Listener(0)) {
-            rt.ready(Source::Listener(0));
+        for i in 0..counts.len() {
+            let src = Source::Listener(i as u32);
+            if !rt.defer_udp(src) {
+                rt.ready(src);
+            }
         }
         rt.read_ready_udp();
         rt.end_batch();
-        client.set_nonblocking(true).unwrap();
-        let mut ids = Vec::new();
-        let mut buf = [0u8; 1500];
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while ids.len() < n as usize && Instant::now() < deadline {
-            match client.recv_from(&mut buf) {
-                Ok((len, _)) if len >= 20 => {
-                    assert_eq!(&buf[..2], &[1, 1], "a Binding success response");
-                    ids.push(buf[8]);
+        let mut all = Vec::new();
+        for (client, &n) in clients.iter().zip(counts) {
+            client.set_nonblocking(true).unwrap();
+            let mut ids = Vec::new();
+            let mut buf = [0u8; 1500];
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < deadline {
+                match client.recv_from(&mut buf) {
+                    Ok((len, _)) if len >= 20 => {
+                        assert_eq!(&buf[..2], &[1, 1], "a Binding success response");
+                        ids.push(buf[8]);
+                    }
+                    Ok(_) => panic!("short answer"),
+                    Err(_) if ids.len() >= n as usize => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
                 }
-                Ok(_) => panic!("short answer"),
-                Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
+            all.push(ids);
         }
-        ids
+        all
     }
 
     #[test]
-    fn a_listener_with_more_than_its_receives_is_read_whole_in_one_round() {
+    fn sockets_with_more_than_their_receives_are_read_whole_in_one_round() {
         for mode in ["auto", "off"] {
             let mut rt = one_loop(mode);
+            assert_eq!(rt.local_addrs().len(), 2);
             if mode == "auto" && !rt.rx.uring() {
                 eprintln!("io_uring unavailable here: only the portable path is tested");
             }
-            // More than LISTENER_RECVS: the rest is read on with recvmmsg.
+            // More than LISTENER_RECVS on one (the rest is read on with recvmmsg), fewer
+            // on the other, then one socket alone, then nothing.
             let n = LISTENER_RECVS as u8 * 2 + 3;
-            let ids = one_round(&mut rt, n);
-            assert_eq!(ids, (0..n).collect::<Vec<u8>>(), "{mode}: all, in order");
-            assert!(rt.again.is_empty(), "{mode}");
-            assert!(rt.ready_udp.is_empty(), "{mode}");
-            // Drained: the next round finds nothing, and answers nothing twice.
-            assert_eq!(one_round(&mut rt, 0), Vec::<u8>::new(), "{mode}");
+            for counts in [[n, 3], [0, 5], [0, 0]] {
+                let ids = one_round(&mut rt, &counts);
+                let want: Vec<Vec<u8>> = counts.iter().map(|&c| (0..c).collect()).collect();
+                assert_eq!(ids, want, "{mode} {counts:?}: all, in order, once");
+                assert!(rt.again.is_empty(), "{mode}");
+                assert!(rt.ready_udp.is_empty(), "{mode}");
+            }
         }
     }
 }
