@@ -287,4 +287,89 @@ mod tests {
             }
         }
     }
+
+    /// Serves rounds as `Runtime::run` does (poll, the round's UDP sockets read together,
+    /// the busy ones again, the batch's end) until `stop`.
+    fn serve(rt: &mut Runtime, stop: &std::sync::atomic::AtomicBool) {
+        let mut events = mio::Events::with_capacity(64);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let timeout = if rt.again.is_empty() {
+                Duration::from_millis(5)
+            } else {
+                Duration::ZERO
+            };
+            rt.poll.poll(&mut events, Some(timeout)).unwrap();
+            for ev in events.iter() {
+                if let Some(src) = Source::from_token(ev.token()) {
+                    if !rt.defer_udp(src) {
+                        rt.ready(src);
+                    }
+                }
+            }
+            rt.read_ready_udp();
+            for _ in 0..rt.again.len() {
+                if let Some(src) = rt.again.pop() {
+                    rt.ready(src);
+                }
+            }
+            rt.end_batch();
+        }
+    }
+
+    #[test]
+    fn no_datagram_waits_for_the_next_one_under_edge_triggered_polling() {
+        // Bursts of 1 to 12 datagrams on both listeners at once, each answered before the
+        // next: a datagram left in a socket that the loop took for drained would only be
+        // read when another arrived, that is never.
+        let mut rt = one_loop("auto");
+        let addrs: Vec<_> = rt.local_addrs().into_iter().map(|(_, a)| a).collect();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        /// Stops the server when the client side ends, failed or not.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| serve(&mut rt, &stop));
+            let _stop = StopOnDrop(&stop);
+            let clients: Vec<UdpSocket> = addrs
+                .iter()
+                .map(|a| {
+                    let c = UdpSocket::bind(if a.is_ipv4() {
+                        "127.0.0.1:0"
+                    } else {
+                        "[::1]:0"
+                    })
+                    .unwrap();
+                    c.set_read_timeout(Some(Duration::from_millis(500)))
+                        .unwrap();
+                    c
+                })
+                .collect();
+            let mut x: u32 = 12345;
+            let mut buf = [0u8; 1500];
+            for round in 0..300 {
+                let mut sent = [0u8; 2];
+                for (i, (c, a)) in clients.iter().zip(&addrs).enumerate() {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    sent[i] = 1 + (x >> 16) as u8 % 12;
+                    for k in 0..sent[i] {
+                        c.send_to(&binding(k), a).unwrap();
+                    }
+                }
+                for (i, c) in clients.iter().enumerate() {
+                    for k in 0..sent[i] {
+                        let got = c.recv_from(&mut buf).map(|(n, _)| (n, buf[8]));
+                        assert!(
+                            matches!(got, Ok((n, id)) if n >= 20 && id == k),
+                            "round {round}, socket {i}: answer {k} of {}: {got:?}",
+                            sent[i]
+                        );
+                    }
+                }
+            }
+        });
+    }
 }
