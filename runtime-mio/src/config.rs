@@ -181,9 +181,10 @@ pub struct FileConfig {
     /// After a poll round that moved only a few datagrams, wait this long (µs) before
     /// polling again, so that the next round carries a batch; 0: never wait.
     pub coalesce_us: u32,
-    /// How a loop hands a poll round's datagrams to the kernel: `"auto"` (io_uring, one
-    /// submission for every socket's sends, where the kernel allows it; else `sendmmsg`
-    /// per socket), `"on"` (the same, with a warning when it is unavailable) or `"off"`.
+    /// How a loop reads and sends a poll round's datagrams: `"auto"` (io_uring, one
+    /// submission for every ready socket's receives and one for every socket's sends,
+    /// where the kernel allows it; else `recvmmsg` and `sendmmsg` per socket), `"on"` (the
+    /// same, with a warning when it is unavailable) or `"off"`.
     /// It also covers stream reads and writes ([`crate::uring_stream`]).
     pub io_uring: IoUringMode,
     /// Confine the event loops to as few CPUs as their load needs while it is light, and
@@ -599,16 +600,18 @@ impl FileConfig {
     }
 }
 
-/// `io_uring`: whether a loop sends a poll round's datagrams with one io_uring submission.
+/// `io_uring`: whether a loop reads a poll round's ready UDP sockets, and sends the
+/// round's datagrams, with one io_uring submission each.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoUringMode {
-    /// Where the kernel has it (Linux ≥ 5.1, not disabled by `kernel.io_uring_disabled`).
+    /// Where the kernel has it (Linux ≥ 5.6, which answers the opcode probe; not disabled
+    /// by `kernel.io_uring_disabled`).
     #[default]
     Auto,
     /// Asked for: a warning if the kernel refuses it.
     On,
-    /// `sendmmsg(2)` per socket.
+    /// `recvmmsg(2)` and `sendmmsg(2)` per socket.
     Off,
 }
 

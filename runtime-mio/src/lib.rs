@@ -42,6 +42,10 @@ pub mod token;
 pub mod trace_recorder;
 pub mod udp_batch;
 #[cfg(target_os = "linux")]
+pub mod uring;
+#[cfg(target_os = "linux")]
+pub mod uring_recv;
+#[cfg(target_os = "linux")]
 pub mod uring_send;
 #[cfg(target_os = "linux")]
 pub mod uring_stream;

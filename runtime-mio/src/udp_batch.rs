@@ -167,6 +167,41 @@ impl RecvBatch {
         Ok(first..first + n)
     }
 
+    /// From now on, [`RecvBatch::recv_many`] reads several sockets with one io_uring
+    /// call ([`crate::uring_recv`]). An error if this kernel or process cannot.
+    #[cfg(target_os = "linux")]
+    pub fn use_uring(&mut self) -> io::Result<()> {
+        self.sys.start_uring()
+    }
+
+    /// True if [`RecvBatch::recv_many`] can be used (it turns off for good if the ring
+    /// fails).
+    pub fn uring(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.sys.uring_on();
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
+    /// Receives from several non-blocking sockets with one io_uring call: up to
+    /// `wants[i].k` datagrams from each, into the next free slots (socket by socket, in
+    /// arrival order). `out` says, per socket served (a prefix of `wants`: those whose
+    /// receives fit the free slots), which slots it was given and what to do next with it
+    /// (see [`crate::uring_recv::Next`]). Empty when nothing can be served (no free slot,
+    /// or io_uring off).
+    #[cfg(target_os = "linux")]
+    pub fn recv_many(
+        &mut self,
+        wants: &[crate::uring_recv::Want],
+        out: &mut Vec<crate::uring_recv::Got>,
+    ) {
+        out.clear();
+        let first = self.used;
+        self.used = self
+            .sys
+            .recv_many(&mut self.buf, &mut self.got, first, wants, out);
+    }
+
     /// What slot `i` holds.
     pub fn received(&self, i: usize) -> Option<Received> {
         self.got.get(i).copied().flatten()
@@ -521,6 +556,7 @@ mod sys {
     use super::{
         Received, SendOutcome, SendQueue, Tally, MAX_DATAGRAM, RECV_SLOTS, SEND_ENTRIES, SLOT_LEN,
     };
+    use crate::uring_recv::{Got, UringRecv, Want};
     use crate::uring_send::UringSend;
     use std::io;
     use std::mem;
@@ -583,6 +619,8 @@ mod sys {
         /// Start of the buffer the headers point into (None: never built). The buffer is
         /// always [`RECV_BUF_LEN`] bytes long, so its start names all of it.
         linked_to: Option<*const u8>,
+        /// The io_uring ring, when a round's sockets are read through one.
+        uring: Option<UringRecv>,
     }
 
     /// The only length of buffer [`RecvSys::recv`] accepts: one slot per header.
@@ -601,26 +639,81 @@ mod sys {
                 iovs: (0..RECV_SLOTS).map(|_| empty_iovec()).collect(),
                 addrs: vec![zeroed_storage(); RECV_SLOTS],
                 linked_to: None,
+                uring: None,
             }
         }
 
-        /// Receives up to `want` datagrams into slots `first..first + want` of `buf`,
-        /// which must be the batch's own buffer of [`RECV_BUF_LEN`] bytes (anything else
-        /// is refused with `InvalidInput`: the headers are built over whole slots of it).
-        pub fn recv(
+        /// True if several sockets can be read with one io_uring call.
+        pub fn uring_on(&self) -> bool {
+            self.uring.is_some()
+        }
+
+        /// Sets up the io_uring ring (one entry per slot at most).
+        pub fn start_uring(&mut self) -> io::Result<()> {
+            self.uring = Some(UringRecv::new(RECV_SLOTS as u32)?);
+            Ok(())
+        }
+
+        /// Receives from the sockets of `wants` into slots `first..` of `buf` with one
+        /// io_uring call (see `RecvBatch::recv_many`). Returns where the slots it used
+        /// end. A failure of the ring itself turns it off: the caller reads on with
+        /// recvmmsg.
+        pub fn recv_many(
             &mut self,
-            sock: &impl AsRawFd,
             buf: &mut [u8],
             got: &mut [Option<Received>],
             first: usize,
-            want: usize,
-        ) -> io::Result<usize> {
+            wants: &[Want],
+            out: &mut Vec<Got>,
+        ) -> usize {
+            if self.uring.is_none() || first >= RECV_SLOTS || self.link(buf).is_err() {
+                return first;
+            }
+            let Some(ring) = self.uring.as_mut() else {
+                return first;
+            };
+            for h in self.hdrs.iter_mut().skip(first) {
+                h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                h.msg_hdr.msg_flags = 0;
+            }
+            // SAFETY: every header points at its own iovec over its own slot of `buf`
+            // (linked over this very buffer just above) and at its own address entry; all
+            // of them belong to `self` or `buf`, which stay borrowed (and untouched here)
+            // until `recv` returns; the kernel writes within the lengths given
+            // (MAX_DATAGRAM, sockaddr_storage).
+            let r = unsafe { ring.recv(&mut self.hdrs, first, RECV_SLOTS, wants, out) };
+            let results = ring.results();
+            for (k, &res) in results.iter().enumerate() {
+                let h = first + k;
+                let (Some(slot), Some(hdr), Some(addr)) =
+                    (got.get_mut(h), self.hdrs.get(h), self.addrs.get(h))
+                else {
+                    break;
+                };
+                *slot = match usize::try_from(res) {
+                    Ok(len) => to_socket_addr(addr, hdr.msg_hdr.msg_namelen).map(|from| Received {
+                        from,
+                        len: len.min(MAX_DATAGRAM),
+                        truncated: len > MAX_DATAGRAM
+                            || hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                    }),
+                    Err(_) => None,
+                };
+            }
+            let end = first + results.len();
+            if let Err(e) = r {
+                log::warn!("io_uring receive failed ({e}): receiving with recvmmsg from now on");
+                self.uring = None;
+            }
+            end
+        }
+
+        /// Points the headers at `buf`'s slots, unless they already do. `buf` must be
+        /// the batch's own buffer of [`RECV_BUF_LEN`] bytes (anything else is refused with
+        /// `InvalidInput`: the headers are built over whole slots of it).
+        fn link(&mut self, buf: &mut [u8]) -> io::Result<()> {
             if buf.len() != RECV_BUF_LEN {
                 return Err(io::ErrorKind::InvalidInput.into());
-            }
-            let want = want.min(RECV_SLOTS.saturating_sub(first));
-            if want == 0 {
-                return Ok(0);
             }
             // The headers keep pointing at their slot, iovec and address between calls
             // (none of these buffers is ever resized, and `buf` is the batch's own). They
@@ -649,6 +742,28 @@ mod sys {
                 }
                 self.linked_to = Some(buf.as_ptr());
             }
+            Ok(())
+        }
+
+        /// Receives up to `want` datagrams into slots `first..first + want` of `buf`,
+        /// which must be the batch's own buffer of [`RECV_BUF_LEN`] bytes (anything else
+        /// is refused with `InvalidInput`: the headers are built over whole slots of it).
+        pub fn recv(
+            &mut self,
+            sock: &impl AsRawFd,
+            buf: &mut [u8],
+            got: &mut [Option<Received>],
+            first: usize,
+            want: usize,
+        ) -> io::Result<usize> {
+            if buf.len() != RECV_BUF_LEN {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            let want = want.min(RECV_SLOTS.saturating_sub(first));
+            if want == 0 {
+                return Ok(0);
+            }
+            self.link(buf)?;
             let hdrs = self
                 .hdrs
                 .get_mut(first..first + want)

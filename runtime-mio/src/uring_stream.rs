@@ -5,15 +5,15 @@
 //! connection of its own, so a busy round reads and writes many sockets once each: one
 //! `recv` and one `send` per connection. A submission queue takes entries for any number of
 //! sockets: one `io_uring_enter(2)` submits them and waits for their completions, with the
-//! bookkeeping of [`crate::uring_send`] (entries taken, reaped, a ring that failed is never
+//! bookkeeping of [`crate::uring`] (entries taken, reaped, a ring that failed is never
 //! entered again).
 //!
 //! Every entry carries `MSG_DONTWAIT` (and a send `MSG_NOSIGNAL`): an empty or full socket
 //! completes at once with `EAGAIN` instead of being parked, so the call never blocks; the
 //! runtime then waits for the socket's next edge as it does after a `WouldBlock`.
 
-use crate::uring_send::{reap, send_all, unless_broken, wait, Queue};
-use io_uring::{opcode, types, IoUring, Probe};
+use crate::uring::Ring;
+use io_uring::{opcode, squeue, types, Probe};
 use std::io;
 use std::os::fd::RawFd;
 
@@ -28,10 +28,7 @@ pub enum Dir {
 
 /// A ring for the stream reads and writes of one loop.
 pub struct UringStream {
-    ring: IoUring,
-    /// A call failed and may have left entries in the submission queue that point at
-    /// buffers since released: the ring must never be entered again.
-    broken: bool,
+    ring: Ring,
     /// One call's results, by entry (kept to spare an allocation per call).
     results: Vec<i32>,
 }
@@ -40,18 +37,17 @@ impl UringStream {
     /// A ring of `entries` submission entries, if this kernel has io_uring with
     /// `IORING_OP_SEND` and `IORING_OP_RECV` and lets this process use it.
     pub fn new(entries: u32) -> io::Result<UringStream> {
-        let ring = IoUring::new(entries)?;
+        let mut ring = Ring::new(entries, opcode::Send::CODE, "IORING_OP_SEND")?;
         let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
-        if !probe.is_supported(opcode::Send::CODE) || !probe.is_supported(opcode::Recv::CODE) {
+        ring.raw().submitter().register_probe(&mut probe)?;
+        if !probe.is_supported(opcode::Recv::CODE) {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "io_uring without IORING_OP_SEND / IORING_OP_RECV",
+                "io_uring without IORING_OP_RECV",
             ));
         }
         Ok(UringStream {
             ring,
-            broken: false,
             results: Vec::with_capacity(entries as usize),
         })
     }
@@ -59,9 +55,10 @@ impl UringStream {
     /// Sends `bufs[i]` on, or receives into `bufs[i]` from, socket `fds[i]`, for every
     /// `i`, and calls `done(i, result)` once for each, in order (bytes moved, 0 for a
     /// receive at the end of the stream, or a negative errno). Returns only once every
-    /// entry the kernel took has completed. On an error of the ring itself, the entries the
-    /// kernel never took (nothing was moved for them) are answered with `-ECANCELED` and the
-    /// error is returned; the ring then refuses every later call (answering `-ECANCELED`).
+    /// entry the kernel took has completed. On an error of the ring itself, every entry
+    /// that did not move bytes is answered with `-ECANCELED` (try the portable path) and
+    /// the error is returned; the ring then refuses every later call (answering
+    /// `-ECANCELED`).
     ///
     /// # Safety
     ///
@@ -75,100 +72,50 @@ impl UringStream {
         mut done: impl FnMut(usize, i32),
     ) -> io::Result<()> {
         let n = bufs.len().min(fds.len());
-        let (ring, results) = (&mut self.ring, &mut self.results);
-        unless_broken(&mut self.broken, n, -libc::ECANCELED, &mut done, |done| {
-            let mut q = Entries {
-                ring,
-                dir,
-                fds,
-                bufs,
-                taken: 0,
-            };
-            run(&mut q, n, results, done)
-        })
-    }
-}
-
-/// What [`run`] needs besides the queue: how many entries the kernel took so far.
-trait Taken {
-    fn taken(&self) -> usize;
-}
-
-/// Runs entries `0..n` through `q` ([`send_all`]) and answers each once, in index order:
-/// its result, or `-ECANCELED` if the kernel never took it (the ring failed first).
-/// `results` is scratch space kept from call to call.
-fn run<Q: Queue + Taken>(
-    q: &mut Q,
-    n: usize,
-    results: &mut Vec<i32>,
-    done: &mut dyn FnMut(usize, i32),
-) -> io::Result<()> {
-    results.clear();
-    results.resize(n, -libc::ECANCELED);
-    let r = send_all(q, n, &mut |i, res| {
-        if let Some(slot) = results.get_mut(i) {
-            *slot = res;
-        }
-    });
-    // The kernel takes entries in queue order: those it never took are the last ones.
-    let taken = if r.is_err() { q.taken().min(n) } else { n };
-    for (i, &res) in results.iter().enumerate() {
-        done(i, if i < taken { res } else { -libc::ECANCELED });
-    }
-    r
-}
-
-/// The ring over one call's buffers.
-struct Entries<'a> {
-    ring: &'a mut IoUring,
-    dir: Dir,
-    fds: &'a [RawFd],
-    bufs: &'a [libc::iovec],
-    /// Entries the kernel took, in queue order.
-    taken: usize,
-}
-
-impl Taken for Entries<'_> {
-    fn taken(&self) -> usize {
-        self.taken
-    }
-}
-
-impl Queue for Entries<'_> {
-    fn push(&mut self, i: usize) -> bool {
-        let (Some(b), Some(&fd)) = (self.bufs.get(i), self.fds.get(i)) else {
-            return false;
+        let results = &mut self.results;
+        results.clear();
+        results.resize(n, -libc::ECANCELED);
+        let entry = |i: usize| build(dir, fds.get(i).copied()?, bufs.get(i)?);
+        // SAFETY: entry `i` points at buffer `i` (at most `iov_len` bytes), which the
+        // caller keeps valid (and, for receives, unshared) until this returns; `run`
+        // returns only once the kernel is done with every entry it took.
+        let r = unsafe {
+            self.ring.run(n, entry, |i, res| {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = res;
+                }
+            })
         };
-        let len = u32::try_from(b.iov_len).unwrap_or(u32::MAX);
-        let e = match self.dir {
-            Dir::Send => opcode::Send::new(types::Fd(fd), b.iov_base.cast_const().cast(), len)
-                .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                .build(),
-            Dir::Recv => opcode::Recv::new(types::Fd(fd), b.iov_base.cast(), len)
-                .flags(libc::MSG_DONTWAIT)
-                .build(),
-        }
-        .user_data(i as u64);
-        // SAFETY: the entry points at buffer `i` (at most `iov_len` bytes), which the
-        // caller of `UringStream::submit` keeps valid until it returns. Once the kernel
-        // takes the entry, `send_all` returns only after reaping its completion (or
-        // aborts); an entry never taken is never submitted, as `submit` breaks the ring on
-        // an error.
-        unsafe { self.ring.submission().push(&e) }.is_ok()
+        answer(results, r.is_err(), &mut done);
+        r
     }
+}
 
-    fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
-        let k = self.ring.submit_and_wait(want)?;
-        self.taken += k;
-        Ok(k)
-    }
+/// The entry that moves buffer `b` on socket `fd` in direction `dir`.
+fn build(dir: Dir, fd: RawFd, b: &libc::iovec) -> Option<squeue::Entry> {
+    let len = u32::try_from(b.iov_len).unwrap_or(u32::MAX);
+    Some(match dir {
+        Dir::Send => opcode::Send::new(types::Fd(fd), b.iov_base.cast_const().cast(), len)
+            .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            .build(),
+        Dir::Recv => opcode::Recv::new(types::Fd(fd), b.iov_base.cast(), len)
+            .flags(libc::MSG_DONTWAIT)
+            .build(),
+    })
+}
 
-    fn wait(&mut self, want: usize) -> io::Result<usize> {
-        wait(self.ring, want)
-    }
-
-    fn reap(&mut self, done: &mut dyn FnMut(usize, i32)) -> usize {
-        reap(self.ring, done)
+/// Answers each entry once, in index order, with its result; after an error of the ring
+/// (`ring_failed`) an entry that moved nothing is answered `-ECANCELED` whatever the ring
+/// said (the entries it never took got its errno, which is no error of their sockets), so
+/// the caller tries the portable path: a socket that really failed fails there again.
+fn answer(results: &[i32], ring_failed: bool, done: &mut dyn FnMut(usize, i32)) {
+    for (i, &res) in results.iter().enumerate() {
+        let res = if ring_failed && res < 0 && res != -libc::EAGAIN {
+            -libc::ECANCELED
+        } else {
+            res
+        };
+        done(i, res);
     }
 }
 
@@ -240,6 +187,8 @@ mod tests {
     use super::*;
     use std::io::{Read as _, Write as _};
     use std::net::{TcpListener, TcpStream};
+    use crate::uring::run_all;
+    use crate::uring::tests::Fake;
     use std::os::fd::AsRawFd;
 
     fn iov(b: &[u8]) -> libc::iovec {
@@ -351,7 +300,7 @@ mod tests {
             return;
         };
         let p = pairs(1);
-        ring.broken = true;
+        ring.ring.break_it();
         let mut res = vec![];
         let data = [1u8; 8];
         // SAFETY: `data` outlives the call.
@@ -367,86 +316,34 @@ mod tests {
         assert!((&p[0].1).read(&mut [0u8; 8]).is_err(), "nothing was sent");
     }
 
-    /// A kernel that takes and fails as scripted, with a result per entry: each submit
-    /// takes up to the next scripted count of queued entries or fails with an errno.
-    struct Fake {
-        cap: usize,
-        queued: std::collections::VecDeque<usize>,
-        done: Vec<usize>,
-        results: Vec<i32>,
-        script: std::collections::VecDeque<Result<usize, i32>>,
-        taken: usize,
+    /// Five writes of 10 bytes: all, part, nothing, a reset, none.
+    fn five_writes(i: usize) -> i32 {
+        [10, 4, -libc::EAGAIN, -libc::ECONNRESET, 0][i]
     }
 
-    impl Taken for Fake {
-        fn taken(&self) -> usize {
-            self.taken
-        }
+    /// Four reads into 16-byte slots: a full one, a close, two of 5 bytes.
+    fn four_reads(i: usize) -> i32 {
+        [16, 0, 5, 5][i]
     }
 
-    impl Queue for Fake {
-        fn push(&mut self, i: usize) -> bool {
-            if self.queued.len() == self.cap {
-                return false;
-            }
-            self.queued.push_back(i);
-            true
-        }
-
-        fn submit_and_wait(&mut self, _want: usize) -> io::Result<usize> {
-            let take = match self.script.pop_front() {
-                Some(Err(errno)) => return Err(io::Error::from_raw_os_error(errno)),
-                Some(Ok(t)) => t,
-                None => usize::MAX,
-            };
-            let mut k = 0;
-            while k < take {
-                let Some(i) = self.queued.pop_front() else {
-                    break;
-                };
-                self.done.push(i);
-                k += 1;
-            }
-            self.taken += k;
-            Ok(k)
-        }
-
-        fn wait(&mut self, _want: usize) -> io::Result<usize> {
-            Ok(0)
-        }
-
-        fn reap(&mut self, done: &mut dyn FnMut(usize, i32)) -> usize {
-            let k = self.done.len();
-            for i in self.done.drain(..) {
-                done(i, self.results[i]);
-            }
-            k
-        }
-    }
-
-    fn fake(cap: usize, results: Vec<i32>, script: Vec<Result<usize, i32>>) -> Fake {
-        Fake {
-            cap,
-            queued: Default::default(),
-            done: Vec::new(),
-            results,
-            script: script.into(),
-            taken: 0,
-        }
+    /// `run_all` over the fake kernel, answered as [`UringStream::submit`] answers.
+    fn through(k: &mut Fake, n: usize, done: &mut dyn FnMut(usize, i32)) -> io::Result<()> {
+        let mut results = vec![-libc::ECANCELED; n];
+        let r = run_all(k, n, &mut |i, res| results[i] = res);
+        answer(&results, r.is_err(), done);
+        r
     }
 
     #[test]
     fn partial_submissions_interruptions_and_errors_map_to_what_each_connection_needs() {
-        // Five writes of 10 bytes through a queue of 2: the kernel takes one, is
-        // interrupted, takes the rest. Results: all, part, nothing, a reset, none.
-        let results = vec![10, 4, -libc::EAGAIN, -libc::ECONNRESET, 0];
-        let mut k = fake(2, results, vec![Ok(1), Err(libc::EINTR), Ok(2)]);
+        // Through a queue of 2: the kernel takes one, is interrupted, takes the rest.
+        let mut k = Fake::answering(
+            2,
+            vec![Ok((1, 1)), Err(libc::EINTR), Ok((2, 2))],
+            five_writes,
+        );
         let mut got: Vec<Vec<Wrote>> = (0..5).map(|_| Vec::new()).collect();
-        let mut scratch = Vec::new();
-        run(&mut k, 5, &mut scratch, &mut |i, r| {
-            got[i].push(wrote(r, 10))
-        })
-        .unwrap();
+        through(&mut k, 5, &mut |i, r| got[i].push(wrote(r, 10))).unwrap();
         assert!(got.iter().all(|g| g.len() == 1), "each answered once");
         let got: Vec<Wrote> = got.into_iter().flatten().collect();
         assert!(matches!(got[0], Wrote::Sent(10)));
@@ -460,12 +357,9 @@ mod tests {
 
         // The ring fails after taking two of four reads: those two count, the other two
         // are read again the portable way (never lost, never doubled).
-        let results = vec![16, 0, 5, 5];
-        let mut k = fake(4, results, vec![Ok(2), Err(libc::ENOMEM)]);
+        let mut k = Fake::answering(4, vec![Ok((2, 2)), Err(libc::ENOMEM)], four_reads);
         let mut got: Vec<Vec<Read>> = (0..4).map(|_| Vec::new()).collect();
-        let r = run(&mut k, 4, &mut scratch, &mut |i, r| {
-            got[i].push(read(r, 16))
-        });
+        let r = through(&mut k, 4, &mut |i, r| got[i].push(read(r, 16)));
         assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOMEM));
         let got: Vec<Read> = got.into_iter().flatten().collect();
         assert_eq!(got.len(), 4);
@@ -476,6 +370,6 @@ mod tests {
             "never taken: not a socket error"
         );
         assert!(matches!(got[3], Read::Retry));
-        assert!(k.done.is_empty() && k.queued.len() <= 2);
+        assert!(k.in_flight.is_empty());
     }
 }

@@ -12,6 +12,10 @@
 //! a flood, one socket gets at most [`READ_BUDGET`] reads per turn and is then put back in
 //! a queue served before the next poll.
 //!
+//! The UDP sockets a poll round reports are read together once the round's other events
+//! are served: with one io_uring call for all of them where the kernel allows it
+//! (`udp_round`).
+//!
 //! One file per job: `setup` opens a loop, `udp` and `tcp` are the packet paths,
 //! `outputs` acts on what the core says, `housekeeping` runs once a second and at the end,
 //! `commands` serves the inbox, `reload` takes a reloaded configuration, `listeners` adds
@@ -33,6 +37,7 @@ mod setup;
 mod stream_batch;
 mod tcp;
 mod udp;
+mod udp_round;
 
 use crate::api::webhook::Webhook;
 use crate::clock::{wait_until, Clock};
@@ -58,6 +63,8 @@ use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use turnpike_core::{ConnId, RelayId, Server, Transport};
 
+/// Readiness events taken from one poll.
+pub const EVENTS: usize = 1024;
 /// Reads from one socket per turn before the others get theirs.
 pub const READ_BUDGET: usize = 256;
 /// Size of the stream read buffer.
@@ -109,6 +116,8 @@ pub struct Runtime {
     rx: RecvBatch,
     /// Datagrams the current batch produced, sent when it ends.
     tx: SendQueue,
+    /// UDP sockets the current poll round found ready, read together once it is served.
+    ready_udp: udp_round::ReadyUdp,
     /// Streams with bytes queued by the current batch, written when it ends.
     dirty: Vec<ConnId>,
     /// The round's stream reads and writes through io_uring, when on.
@@ -252,7 +261,7 @@ impl Runtime {
     /// Runs until SIGTERM or SIGINT, then stops accepting, records what is still open and
     /// returns. Errors only if polling itself fails.
     pub fn run(&mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
+        let mut events = Events::with_capacity(EVENTS);
         let mut next_tick = self.clock.now() + TICK;
         if self.coalesce.is_some() {
             precise_sleeps();
@@ -300,7 +309,13 @@ impl Runtime {
                         continue;
                     }
                 }
-                self.ready(src);
+                if !self.defer_udp(src) {
+                    self.ready(src);
+                }
+            }
+            // The UDP sockets found ready, read together.
+            if !self.ready_udp.is_empty() {
+                self.read_ready_udp();
             }
             self.read_streams();
             // Those that were waiting; what runs out of budget again waits for the next round.

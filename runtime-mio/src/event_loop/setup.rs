@@ -136,6 +136,7 @@ impl Runtime {
                 log::warn!("{w}");
             }
         }
+        let (rx, tx) = udp_io(settings.io_uring);
         Ok(Runtime {
             poll,
             server,
@@ -144,8 +145,9 @@ impl Runtime {
             relays: IdMap::default(),
             conns: IdMap::default(),
             next_conn: 0,
-            rx: RecvBatch::new(),
-            tx: send_queue(settings.io_uring),
+            rx,
+            tx,
+            ready_udp: super::udp_round::ReadyUdp::with_capacity(super::EVENTS),
             dirty: Vec::with_capacity(RECV_SLOTS),
             streams: super::stream_batch::StreamBatch::new(settings.io_uring),
             stream_buf: vec![0; STREAM_READ],
@@ -184,30 +186,62 @@ impl Runtime {
     }
 }
 
-/// The send queue, on io_uring when `mode` asks for it and the kernel allows it.
-fn send_queue(mode: crate::config::IoUringMode) -> SendQueue {
+/// The receive slots and the send queue, each on io_uring when `mode` asks for it and the
+/// kernel allows it. Which paths run is logged once per process (again by a loop that
+/// ends up on other paths than the first, which should not happen).
+fn udp_io(mode: crate::config::IoUringMode) -> (RecvBatch, SendQueue) {
     use crate::config::IoUringMode;
-    let mut q = SendQueue::new(send_mode());
+    let mut rx = RecvBatch::new();
+    let mut tx = SendQueue::new(send_mode());
     // A send mode asked for by name is being measured: it runs as named.
     let mode = if std::env::var_os("TURNPIKE_UDP_SEND").is_some() {
         IoUringMode::Off
     } else {
         mode
     };
+    // Receives alone the portable way, to measure one path against the other.
+    let recv_mmsg = std::env::var("TURNPIKE_UDP_RECV").is_ok_and(|v| v == "mmsg");
+    let (mut recv_err, mut send_err) = (None, None);
     #[cfg(target_os = "linux")]
     if mode != IoUringMode::Off {
-        match q.use_uring() {
-            Ok(()) => log::info!("UDP sends: one io_uring submission per poll round"),
-            Err(e) if mode == IoUringMode::On => {
-                log::warn!("io_uring = \"on\" but unavailable ({e}): sendmmsg per socket");
-            }
-            Err(e) => log::info!("UDP sends: sendmmsg per socket (io_uring unavailable: {e})"),
+        if !recv_mmsg {
+            recv_err = rx.use_uring().err();
         }
+        send_err = tx.use_uring().err();
     }
-    if mode == IoUringMode::Off {
-        log::info!("UDP sends: sendmmsg per socket (io_uring = \"off\", or TURNPIKE_UDP_SEND set)");
+    let why = |e: &Option<std::io::Error>| match e {
+        Some(e) => format!("io_uring unavailable: {e}"),
+        None if mode == IoUringMode::Off => {
+            "io_uring = \"off\", or TURNPIKE_UDP_SEND set".to_string()
+        }
+        None => "TURNPIKE_UDP_RECV=mmsg".to_string(),
+    };
+    let recv = if rx.uring() {
+        "one io_uring submission per poll round for every ready socket".to_string()
+    } else {
+        format!("recvmmsg per socket ({})", why(&recv_err))
+    };
+    let send = if tx.uring() {
+        "one io_uring submission per poll round".to_string()
+    } else {
+        format!("sendmmsg per socket ({})", why(&send_err))
+    };
+    let line = format!("UDP receives: {recv}; sends: {send}");
+    static FIRST: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+    let paths = (rx.uring(), tx.uring());
+    let first = *FIRST.get_or_init(|| {
+        log::info!("{line}");
+        paths
+    });
+    let unavailable = recv_err.is_some() || send_err.is_some();
+    if first != paths {
+        log::warn!("this loop differs from the first: {line}");
     }
-    q
+    if mode == IoUringMode::On && unavailable {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| log::warn!("io_uring = \"on\" but unavailable: {line}"));
+    }
+    (rx, tx)
 }
 
 /// How queued datagrams go out: `TURNPIKE_UDP_SEND` = `single`, `mmsg`, `gso` or

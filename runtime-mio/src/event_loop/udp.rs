@@ -17,23 +17,17 @@ impl Runtime {
     /// again until the next (edge-triggered) readiness event, which saves the call that
     /// would only say `WouldBlock`.
     pub(super) fn read_datagrams(&mut self, src: UdpSource) -> bool {
-        let mut budget = READ_BUDGET;
+        self.read_datagrams_within(src, READ_BUDGET)
+    }
+
+    /// [`Runtime::read_datagrams`] with `budget` reads left of the socket's turn.
+    pub(super) fn read_datagrams_within(&mut self, src: UdpSource, mut budget: usize) -> bool {
         while budget > 0 {
             if self.rx.free() == 0 {
                 self.end_batch();
             }
-            let sock = match src {
-                UdpSource::Listener(n) => match self.listeners.get(n) {
-                    Some(Listener {
-                        socket: ListenerSocket::Udp(sock),
-                        ..
-                    }) => sock,
-                    _ => return false,
-                },
-                UdpSource::Relay(r) => match self.relays.get(&r) {
-                    Some(sock) => sock,
-                    None => return false,
-                },
+            let Some(sock) = udp_socket(&self.listeners, &self.relays, src) else {
+                return false;
             };
             let want = budget.min(RECV_SLOTS).min(self.rx.free());
             match self.rx.recv(sock, want) {
@@ -60,6 +54,11 @@ impl Runtime {
             }
         }
         true
+    }
+
+    /// The socket of `src`, if it is (still) open.
+    pub(super) fn udp_socket(&self, src: UdpSource) -> Option<&UdpSocket> {
+        udp_socket(&self.listeners, &self.relays, src)
     }
 
     /// The end of a batch: what it queued is sent, and its receive slots are free again.
@@ -136,6 +135,24 @@ impl Runtime {
             self.forward(now, f, slot);
         }
         self.drain(now);
+    }
+}
+
+/// The socket of `src` among `listeners` and `relays`, if it is (still) open.
+fn udp_socket<'a>(
+    listeners: &'a [Listener],
+    relays: &'a IdMap<RelayId, UdpSocket>,
+    src: UdpSource,
+) -> Option<&'a UdpSocket> {
+    match src {
+        UdpSource::Listener(n) => match listeners.get(n) {
+            Some(Listener {
+                socket: ListenerSocket::Udp(sock),
+                ..
+            }) => Some(sock),
+            _ => None,
+        },
+        UdpSource::Relay(r) => relays.get(&r),
     }
 }
 

@@ -8,8 +8,9 @@
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 
-/// The send calls, for datagrams per send. turnpike's `io_uring_enter` carries sends only
-/// (its receives are `recvmmsg`).
+/// The send calls, for datagrams per send. turnpike's `io_uring_enter` is counted here: it
+/// carries a round's sends, and with io_uring receives the round's receives too (then
+/// turnpike's datagrams per send call are understated).
 const SENDS: [&str; 6] = [
     "sendto",
     "sendmsg",
