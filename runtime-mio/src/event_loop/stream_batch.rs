@@ -286,7 +286,7 @@ mod tests {
         let place = Place { index: 0, count: 1 };
         let mut rt = Runtime::new_loop(loopback_settings(), [5u8; 32], place, None).unwrap();
         if !rt.streams.on() {
-            eprintln!("io_uring unavailable here: nothing to test");
+            crate::uring::tests::unavailable("stream ring");
             return None;
         }
         let (_, addr) = rt

@@ -28,12 +28,17 @@ pub const COOLDOWN_S: u32 = 30;
 pub const SHORT_S: u32 = 60;
 /// Longest cooldown.
 pub const MAX_COOLDOWN_S: u32 = 960;
+/// Most loops confined to one CPU: loops woken by the same paced media wait for each
+/// other on it, and with many a loop would wait half its second though the CPU is not full.
+pub const MAX_LOOPS_PER_CPU: usize = 4;
 
 /// How many CPUs the loops may use, second by second.
 #[derive(Clone, Debug)]
 pub struct Decider {
     /// Most CPUs the loops can use: those the process may run on, at most one per loop.
     max: usize,
+    /// Fewest CPUs the loops may be packed onto ([`MAX_LOOPS_PER_CPU`]).
+    min: usize,
     /// CPUs the loops are confined to now (`max`: spread).
     now: usize,
     /// Seconds in a row that fewer CPUs would have been enough.
@@ -52,6 +57,7 @@ impl Decider {
         let max = cpus.min(loops).max(1);
         Decider {
             max,
+            min: loops.div_ceil(MAX_LOOPS_PER_CPU).clamp(1, max),
             now: max,
             calm: 0,
             cooldown: 0,
@@ -108,7 +114,7 @@ impl Decider {
         if self.packed() && (busy > OVERFULL * self.now as f64 || wait > MAX_WAIT) {
             return Some(self.spread());
         }
-        let fit = ((busy / FILL).ceil() as usize).clamp(1, self.max);
+        let fit = ((busy / FILL).ceil() as usize).clamp(self.min, self.max);
         if fit < self.now && self.cooldown == 0 {
             self.calm += 1;
             if self.calm >= CALM_S {
@@ -227,6 +233,14 @@ mod tests {
         assert_eq!(feed(&mut d, 5, 2.5, 0.0), Vec::<usize>::new());
         // 2.8 on 3 is 93 %: spread.
         assert_eq!(d.second(2.8, 0.0), Some(8));
+    }
+
+    #[test]
+    fn many_loops_pack_at_most_four_to_a_cpu() {
+        let mut d = Decider::new(16, 16);
+        assert_eq!(feed(&mut d, 3, 0.0, 0.0), vec![4]);
+        let mut d = Decider::new(4, 5);
+        assert_eq!(feed(&mut d, 3, 0.0, 0.0), vec![2]);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! Every loop measures, once a second on its own thread, how long it ran and how long it
 //! waited for a CPU ([`meter`]), and publishes it here. Loop 0 adds them up, asks the rule
 //! ([`decider`]) how many CPUs the node needs, and confines every loop's thread to that
-//! many of the CPUs the process may use ([`cpuset`]), or spreads them again. Nothing here
-//! runs per packet: one file read and, when the answer changes, one
-//! `sched_setaffinity(2)` per loop.
+//! many of the CPUs the process may use ([`cpuset`]), or spreads them again. A loop that
+//! cannot keep up (a socket left with its read budget spent) spreads packed loops at once.
+//! Nothing here runs per packet: once a second one file read per loop and, when the answer
+//! changes, one `sched_setaffinity(2)` per loop; per round at most one atomic load.
 //!
 //! Why: at paced loads each loop sleeps between small rounds, and waking an idle CPU for
 //! each round is what a relay of several loops pays most for (README, "Media shapes").
@@ -38,9 +39,10 @@ pub struct Packing {
     /// The CPUs the process may run on (spread).
     allowed: Cpus,
     slots: Vec<Slot>,
-    /// Only loop 0 decides; the lock is never contended.
+    /// Loop 0 decides once a second; a loop that cannot keep up takes it to spread the
+    /// loops. Decisions and the thread ids they apply to change under it.
     decider: Mutex<Decider>,
-    /// CPUs the loops are confined to now.
+    /// CPUs the loops are confined to now (0: packing is off).
     cpus_now: AtomicUsize,
     /// Setting a loop's CPUs failed: packing is off for good (logged once).
     failed: AtomicBool,
@@ -60,7 +62,7 @@ impl Packing {
             return None;
         }
         let decider = Decider::new(allowed.len(), loops);
-        let cpus_now = AtomicUsize::new(decider.cpus());
+        let cpus_now = AtomicUsize::new(allowed.len());
         Some(Arc::new(Packing {
             allowed,
             slots: (0..loops).map(|_| Slot::default()).collect(),
@@ -70,9 +72,22 @@ impl Packing {
         }))
     }
 
-    /// CPUs the loops are confined to now.
+    /// CPUs the loops are confined to now (0: packing is off).
     pub fn cpus_now(&self) -> usize {
         self.cpus_now.load(Ordering::Relaxed)
+    }
+
+    /// Packing is off for good: every loop spread again (those still running), and the
+    /// gauge says 0. Called with the decider's lock held.
+    fn turn_off(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        for s in &self.slots {
+            let tid = s.tid.load(Ordering::Relaxed);
+            if tid != 0 {
+                let _ = self.allowed.apply_to(tid);
+            }
+        }
+        self.cpus_now.store(0, Ordering::Relaxed);
     }
 }
 
@@ -102,14 +117,23 @@ impl LoopPacking {
         self.node.cpus_now()
     }
 
-    /// On the loop's own thread, before it runs: its thread id and schedstat.
+    /// On the loop's own thread, before it runs: its thread id and schedstat. Without a
+    /// schedstat the node's load cannot be known: packing is off for every loop.
     pub fn start(&mut self) {
-        if let Some(s) = self.node.slots.get(self.index) {
-            s.tid.store(cpuset::this_thread_id(), Ordering::Relaxed);
-        }
+        let node = &self.node;
+        let Ok(_d) = node.decider.lock() else {
+            return;
+        };
         match Meter::open() {
             Ok(m) => self.meter = Some(m),
-            Err(e) => log::info!("event loops not packed: no schedstat ({e})"),
+            Err(e) => {
+                log::info!("event loops not packed: no schedstat ({e})");
+                node.turn_off();
+                return;
+            }
+        }
+        if let Some(s) = node.slots.get(self.index) {
+            s.tid.store(cpuset::this_thread_id(), Ordering::Relaxed);
         }
         self.last = Some(std::time::Instant::now());
     }
@@ -121,10 +145,11 @@ impl LoopPacking {
         };
         let now = std::time::Instant::now();
         let dt = now.saturating_duration_since(last).as_nanos() as f64;
-        self.last = Some(now);
+        // `last` moves only with a reading, so that the next one covers the same time.
         let Ok((run, wait)) = meter.since_last() else {
             return;
         };
+        self.last = Some(now);
         if let Some(s) = self.node.slots.get(self.index) {
             s.busy
                 .store((run as f64 / dt.max(1.0)).to_bits(), Ordering::Relaxed);
@@ -176,6 +201,20 @@ impl LoopPacking {
     }
 }
 
+impl Drop for LoopPacking {
+    /// On the loop's thread as it ends: its thread id is forgotten (under the decider's
+    /// lock), so that no decision confines a thread that is gone, or another that took
+    /// its id.
+    fn drop(&mut self) {
+        let Ok(_d) = self.node.decider.lock() else {
+            return;
+        };
+        if let Some(s) = self.node.slots.get(self.index) {
+            s.tid.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Packing {
     /// Confines every loop to `k` CPUs (all of them: spread), from `was`. Called with the
     /// decider's lock held, so that two decisions apply in the order they were made.
@@ -190,15 +229,15 @@ impl Packing {
             if tid == 0 {
                 continue;
             }
-            if let Err(e) = target.apply_to(tid) {
-                log::warn!("event loops not packed: cannot set a loop's CPUs ({e})");
-                self.failed.store(true, Ordering::Relaxed);
-                // Spread whatever was packed, and stop deciding.
-                for s in &self.slots {
-                    let _ = self.allowed.apply_to(s.tid.load(Ordering::Relaxed));
+            match target.apply_to(tid) {
+                Ok(()) => {}
+                // A loop that ended between its last round and now: nothing to confine.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => {
+                    log::warn!("event loops not packed: cannot set a loop's CPUs ({e})");
+                    self.turn_off();
+                    return;
                 }
-                self.cpus_now.store(self.allowed.len(), Ordering::Relaxed);
-                return;
             }
         }
         self.cpus_now.store(target.len(), Ordering::Relaxed);
