@@ -112,6 +112,8 @@ pub struct FleetFigures {
     pub drain_timeouts: u64,
     /// Servers killed.
     pub kills: u64,
+    /// Allocations draining servers made for RESERVATION-TOKENs.
+    pub drain_redemptions: u64,
     /// Calls that had a relay again after their server was killed.
     pub reconnects: usize,
     /// The longest of those waits.
@@ -987,13 +989,14 @@ impl World {
                 .collect(),
             nat_mappings: self.net.nats().iter().map(|n| n.mappings()).sum(),
             rotation: self.oracle.rotation.counts.clone(),
-            fleet: (self.servers > 1).then(|| {
+            fleet: (self.servers > 1 || self.oracle.fleet.restarts > 0).then(|| {
                 let f = &self.oracle.fleet;
                 FleetFigures {
                     redirects: f.redirects,
                     restarts: f.restarts,
                     drain_timeouts: f.timeouts,
                     kills: f.kills,
+                    drain_redemptions: f.drain_redemptions,
                     reconnects: f.reconnects.len(),
                     longest_reconnect: f.reconnects.iter().max().copied().unwrap_or_default(),
                 }

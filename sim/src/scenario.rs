@@ -395,6 +395,16 @@ pub struct ClientGroup {
     /// the server.
     #[serde(default)]
     pub land_on_loop: Option<u16>,
+    /// EVEN-PORT pairs (`uclient-even-port`): the second 5-tuple redeems the
+    /// RESERVATION-TOKEN this long after the first allocation was granted, seconds
+    /// (drawn to the millisecond; under the token's 30 s), and holds its allocation
+    /// `session_s` from then. None: at once, the session counted from its start.
+    #[serde(default)]
+    pub redeem_after_s: Option<[u64; 2]>,
+    /// EVEN-PORT pairs: the first allocation is released (Refresh 0) this long after it
+    /// was granted, seconds (drawn to the millisecond). None: at the session's end.
+    #[serde(default)]
+    pub first_release_s: Option<[u64; 2]>,
     /// They refresh their kept allocation half a second into the last second their
     /// credential is valid and half a second into the first after (an exact test of what
     /// a rotated-out secret's allocations may still do, [`crate::rotation`]).
@@ -733,6 +743,10 @@ pub struct Expect {
     /// At least this many drains ran to their end (server exited and restarted).
     #[serde(default)]
     pub min_restarts: u64,
+    /// At least this many allocations were made by draining servers for
+    /// RESERVATION-TOKENs (pairs whose second port was redeemed during a drain).
+    #[serde(default)]
+    pub min_drain_redemptions: u64,
 }
 
 /// Why a scenario file cannot be used.

@@ -5,7 +5,6 @@
 //! `allocation_expires_on_time` and `memory_bounded`.
 
 use super::shadow::{AllocShadow, AllocationRecord, Check, Key, Shadow, Step, LISTING_EVERY};
-use crate::net::StreamId;
 use core::time::Duration;
 use std::collections::BTreeMap;
 use turnpike_core::node::{loop_of, LoopId};
@@ -38,10 +37,7 @@ impl Shadow {
                         format!("allocation id {:#x} created twice in the node", id.0),
                     ));
                 }
-                let key = match client.conn {
-                    Some(c) => Key::Stream(StreamId(c.0)),
-                    None => Key::Udp(client.listener, client.addr),
-                };
+                let key = Key::of(client);
                 let mut relays = Vec::new();
                 for r in relayed {
                     if let Some(other) = self.relayed.insert(*r, *id) {

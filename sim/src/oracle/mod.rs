@@ -43,11 +43,12 @@
 //! One file per family, each an `impl Shadow` over the state of [`shadow`] (which
 //! depends on none of them): `requests` (answers), `relay` (relay paths, ports,
 //! counters), `allocations` (the allocation table, quotas, expiry, memory), `node` (an
-//! Allocate's answer judged node-wide). This file is the entry point the driver calls,
+//! Allocate's answer judged node-wide), `drain` (what a draining node may still do). This file is the entry point the driver calls,
 //! and hands the fleet, reload and reflection oracles ([`crate::fleet`],
 //! [`crate::rotation`], [`crate::reflection`]) what they watch.
 
 mod allocations;
+mod drain;
 mod node;
 mod relay;
 mod requests;
@@ -59,6 +60,7 @@ pub use shadow::{
     TOKEN_LIFETIME,
 };
 
+use crate::fleet::Made;
 use crate::net::StreamId;
 use crate::scenario::Via;
 use crate::server::ServerHost;
@@ -343,7 +345,13 @@ impl Oracle {
     /// An event from the core of loop `lp`.
     pub fn event(&mut self, s: usize, lp: u16, now: Instant, e: &Event) {
         let fleet = match e {
-            Event::AllocationCreated { id, .. } => self.fleet.allocation_created(s, *id, now),
+            Event::AllocationCreated { id, client, .. } => {
+                let made = self
+                    .servers
+                    .get(s)
+                    .map_or(Made::Unknown, |sh| sh.allocate_behind(Key::of(client)));
+                self.fleet.allocation_created(s, *id, now, made)
+            }
             Event::AllocationDeleted { id, reason, .. } => {
                 self.fleet.allocation_deleted(s, *id, *reason)
             }
@@ -611,7 +619,10 @@ fn answer(sh: &mut Shadow, now: Instant, key: Key, data: &[u8]) -> Check {
         return Ok(());
     };
     match Message::parse(data) {
-        Ok(msg) => sh.allocate_answer(now, &msg, arrived, kind),
+        Ok(msg) => {
+            sh.drain_answer(&msg, arrived, kind)?;
+            sh.allocate_answer(now, &msg, arrived, kind)
+        }
         Err(_) => Ok(()),
     }
 }

@@ -10,7 +10,7 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use turnpike_core::cidr::IpNet;
-use turnpike_core::event::DeleteReason;
+use turnpike_core::event::{ClientInfo, DeleteReason};
 use turnpike_core::framing::StreamFramer;
 use turnpike_core::server::Stats;
 use turnpike_core::stun::{attr, Message, Method};
@@ -34,6 +34,16 @@ pub enum Key {
     Udp(ListenerId, SocketAddr),
     /// A stream.
     Stream(StreamId),
+}
+
+impl Key {
+    /// The key of the client the core names in an event.
+    pub fn of(client: &ClientInfo) -> Key {
+        match client.conn {
+            Some(c) => Key::Stream(StreamId(c.0)),
+            None => Key::Udp(client.listener, client.addr),
+        }
+    }
 }
 
 /// Limits of one server the shadow needs.
