@@ -744,4 +744,119 @@ mod tests {
             Some("no_port_in_two_allocations")
         );
     }
+
+    /// A node of 2 loops in a fleet watch, so that its drain is judged.
+    fn fleet_node() -> Oracle {
+        let mut o = node(2, 10, 100);
+        o.fleet = crate::fleet::FleetWatch::new(vec![(vec![[30, 0, 0, 1].into()], 100)]);
+        o
+    }
+
+    /// `client` sends an Allocate (transaction `tid`) to loop `lp`: with `token`, or
+    /// else with EVEN-PORT R.
+    fn allocate(o: &mut Oracle, lp: u16, client: SocketAddr, tid: u8, token: Option<[u8; 8]>) {
+        use turnpike_core::stun::{attr, Class, MessageBuilder, Method, TransactionId};
+        let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Request, TransactionId([tid; 12]));
+        b.add(attr::REQUESTED_TRANSPORT, &[attr::TRANSPORT_UDP, 0, 0, 0]);
+        match token {
+            Some(t) => b.add(attr::RESERVATION_TOKEN, &t),
+            None => b.add(attr::EVEN_PORT, &[0x80]),
+        };
+        o.udp_input(0, lp, ListenerId(1), client, &b.finish());
+    }
+
+    /// Loop `lp` answers `client`'s Allocate `tid`: success with `token`, or `code`.
+    fn answer_allocate(
+        o: &mut Oracle,
+        lp: u16,
+        client: SocketAddr,
+        tid: u8,
+        token: Option<[u8; 8]>,
+        code: Option<u16>,
+    ) {
+        use turnpike_core::stun::{attr, Class, MessageBuilder, Method, TransactionId};
+        let class = if code.is_some() {
+            Class::Error
+        } else {
+            Class::Success
+        };
+        let mut b = MessageBuilder::new(Method::ALLOCATE, class, TransactionId([tid; 12]));
+        if let Some(c) = code {
+            b.add_error_code(c, "refused");
+        }
+        if let Some(t) = token {
+            b.add(attr::RESERVATION_TOKEN, &t);
+        }
+        let data = b.finish();
+        let out = Output::Transmit {
+            listener: ListenerId(1),
+            to: client,
+            data,
+        };
+        o.output(0, lp, o.now, &out);
+    }
+
+    /// Loop `lp` announces allocation `n` of its own for `client`, on relay port `port`.
+    fn created(o: &mut Oracle, lp: u16, n: u64, client: SocketAddr, port: u16) {
+        let id = AllocationId(turnpike_core::node::allocation_id_base(lp) + n);
+        let addr = SocketAddr::from(([30, 0, 0, 1], port));
+        let relay = RelayId(n as u32);
+        o.output(0, lp, o.now, &Output::BindRelay { relay, addr });
+        let client = turnpike_core::event::ClientInfo {
+            transport: turnpike_core::Transport::Udp,
+            addr: client,
+            listener: ListenerId(1),
+            conn: None,
+        };
+        let e = Event::AllocationCreated {
+            id,
+            client,
+            username: "u".into(),
+            relayed: vec![addr],
+            lifetime_s: 600,
+        };
+        o.event(0, lp, o.now, &e);
+    }
+
+    /// A draining node takes a live token's Allocate (the second port of a call under
+    /// way) on any loop, and an Allocate that came in before the drain; a new one, or a
+    /// token's refused, is a call cut by the drain.
+    #[test]
+    fn a_drain_takes_tokens_and_allocates_under_way_only() {
+        let (a, b, c) = (
+            SocketAddr::from(([20, 0, 0, 1], 1000)),
+            SocketAddr::from(([20, 0, 0, 2], 1000)),
+            SocketAddr::from(([20, 0, 0, 3], 1000)),
+        );
+        let token = [7u8; 8];
+        let run = |refuse_token: bool, new_during_drain: bool| {
+            let mut o = fleet_node();
+            o.set_now(Instant::from_secs(10));
+            allocate(&mut o, 0, a, 1, None);
+            created(&mut o, 0, 1, a, 50_000);
+            answer_allocate(&mut o, 0, a, 1, Some(token), None);
+            allocate(&mut o, 0, c, 2, None);
+            o.set_now(Instant::from_secs(11));
+            o.drain_started(0, Instant::from_secs(11), Instant::from_secs(300));
+            // C's Allocate arrived before the drain: it may still be made.
+            created(&mut o, 0, 2, c, 50_004);
+            o.set_now(Instant::from_secs(15));
+            allocate(&mut o, 1, b, 3, Some(token));
+            if refuse_token {
+                answer_allocate(&mut o, 1, b, 3, None, Some(508));
+            } else {
+                created(&mut o, 1, 1, b, 50_001);
+                answer_allocate(&mut o, 1, b, 3, None, None);
+            }
+            if new_during_drain {
+                let d = SocketAddr::from(([20, 0, 0, 4], 1000));
+                allocate(&mut o, 0, d, 4, None);
+                created(&mut o, 0, 3, d, 50_006);
+            }
+            o.violation().map(|v| v.invariant)
+        };
+        assert_eq!(run(false, false), None);
+        assert_eq!(run(true, false), Some("no_call_cut_by_drain"));
+        assert_eq!(run(false, true), Some("no_call_cut_by_drain"));
+    }
 }

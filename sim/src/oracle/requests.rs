@@ -190,7 +190,7 @@ impl Shadow {
             });
         }
         if method == Method::ALLOCATE {
-            // Judged node-wide by the caller ([`super::node`]).
+            // Judged node-wide by the caller (the entry point).
             return Ok(Some((arrived, kind)));
         }
         if class != Class::Success {
