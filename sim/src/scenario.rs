@@ -795,6 +795,13 @@ impl Scenario {
             if g.model != "browser" && crate::uclient::Model::named(&g.model).is_none() {
                 return err(format!("bad model {:?}", g.model));
             }
+            if g.redeem_after_s.is_some_and(|[lo, hi]| lo > hi || hi >= 30) {
+                // A token outlives its reservation after 30 s (RFC 8656 §7.2).
+                return err(format!(
+                    "{}: redeem_after_s must be [lo, hi], hi under 30",
+                    g.name
+                ));
+            }
             if g.model != "browser"
                 && g.ice.first().and_then(|u| IceUrl::parse(u)).map(|u| u.via) != Some(Via::Udp)
             {
@@ -1114,6 +1121,29 @@ mod tests {
         .unwrap();
         assert_eq!(s.servers[0].relay_ports, [49152, 65535]);
         assert!(Scenario::parse("name = 1").is_err());
+    }
+
+    #[test]
+    fn a_token_is_redeemed_within_its_lifetime() {
+        let pairs = |redeem: &str| {
+            Scenario::parse(&format!(
+                r#"
+                name = "t"
+                duration_s = 10
+                [[servers]]
+                name = "relay"
+                listeners = [{{ transport = "udp", port = 3478 }}]
+                [[clients]]
+                count = 1
+                model = "uclient-even-port"
+                ice = ["turn:relay:3478?transport=udp"]
+                redeem_after_s = {redeem}
+                "#
+            ))
+        };
+        assert!(pairs("[2, 29]").is_ok());
+        assert!(pairs("[2, 30]").is_err(), "past the token's 30 s");
+        assert!(pairs("[9, 3]").is_err());
     }
 
     #[test]

@@ -451,6 +451,8 @@ impl UClient {
             .get(1)
             .is_none_or(|s| s.step != Step::Idle || s.redeem.is_none())
         {
+            // Nothing to redeem: the session ends now.
+            self.end_at = Some(cx.now);
             return;
         }
         self.send_request(cx, 1, Step::Allocating);
