@@ -480,10 +480,11 @@ fn print_summary(out: &Outcome, wall: std::time::Duration) {
     }
     if let Some(f) = &s.fleet {
         println!(
-            "  fleet: redirects {}, drains ended {} ({} at the timeout), kills {}, calls reconnected {} (longest {} ms)",
+            "  fleet: redirects {}, drains ended {} ({} at the timeout, {} tokens redeemed while draining), kills {}, calls reconnected {} (longest {} ms)",
             f.redirects,
             f.restarts,
             f.drain_timeouts,
+            f.drain_redemptions,
             f.kills,
             f.reconnects,
             f.longest_reconnect.as_millis()

@@ -211,6 +211,11 @@ fn fleet(e: &crate::scenario::Expect, f: &crate::fleet::FleetWatch) -> Verdict {
             e.min_reconnects,
         ),
         ("expect_min_restarts", f.restarts, e.min_restarts),
+        (
+            "expect_min_drain_redemptions",
+            f.drain_redemptions,
+            e.min_drain_redemptions,
+        ),
     ];
     for (name, seen, least) in figures {
         if seen < least {

@@ -8,12 +8,16 @@
 //! seed), or down (killed, or between a drain's exit and its restart).
 //!
 //! Invariants (named as reported):
-//! - `no_call_cut_by_drain`: no Allocate succeeds on a draining server; an allocation
-//!   live when its server began to drain is not deleted by the server (only by its
-//!   client's Refresh 0, its stream's close, or its own expiry); no call loses a relay
-//!   that is draining; a drained server exits only when empty or at its timeout (what
-//!   it left is counted by the oracle's shadow, never taken from the host that decided
-//!   to exit).
+//! - `no_call_cut_by_drain`: a draining server creates an allocation only for an
+//!   Allocate that carries a RESERVATION-TOKEN (the second port of a pair it granted
+//!   before: a call under way) or that arrived before the drain began, and it neither
+//!   redirects nor refuses a live token's Allocate (the shadow's part,
+//!   `crate::oracle`'s `drain`); an allocation live when its server began to drain is
+//!   not deleted by the server (only by its client's Refresh 0, its stream's close, or
+//!   its own expiry); no call loses a relay that is draining; a drained server exits
+//!   only when it holds no allocation and no reservation, or at its timeout (what it
+//!   left is counted by the oracle's shadow, never taken from the host that decided to
+//!   exit).
 //! - `no_redirect_loop`: a 300 never names the server that sent it (read from the answer's
 //!   bytes as they leave the server: ALTERNATE-SERVER against the server's own listening
 //!   addresses), and within one attempt a client never sends an Allocate to a server it
@@ -69,6 +73,17 @@ pub fn configure(cfg: &mut turnpike_core::Config, alternates: &[SocketAddr]) {
     }
 }
 
+/// The Allocate behind an allocation, as the oracle's shadow saw it arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Made {
+    /// It carried a RESERVATION-TOKEN.
+    Token,
+    /// Any other, which arrived then.
+    ArrivedAt(Instant),
+    /// None seen (an allocation nobody asked for).
+    Unknown,
+}
+
 /// What the fleet oracles know of one server.
 #[derive(Debug)]
 struct ServerWatch {
@@ -109,6 +124,8 @@ pub struct FleetWatch {
     pub timeouts: u64,
     /// Servers killed.
     pub kills: u64,
+    /// Allocations draining servers made for RESERVATION-TOKENs.
+    pub drain_redemptions: u64,
 }
 
 /// A fleet invariant broken: its name and what was seen.
@@ -225,17 +242,35 @@ impl FleetWatch {
         self.servers.get(s).map_or(Life::Down, |w| w.life)
     }
 
-    /// Server `s` created an allocation.
-    pub fn allocation_created(&mut self, s: usize, id: AllocationId, now: Instant) -> FleetCheck {
-        match self.life(s) {
-            Life::Draining { since, .. } => Err((
+    /// Server `s` created an allocation, answering the Allocate `made` says. While
+    /// draining only a RESERVATION-TOKEN's Allocate (the second port of a pair granted
+    /// before) or one that arrived before the drain began may make one. Every loop of
+    /// the node begins its drain at the same instant ([`crate::server`]); an Allocate
+    /// that arrived in that instant was taken or refused by the core's own order, so it
+    /// is given the benefit.
+    pub fn allocation_created(
+        &mut self,
+        s: usize,
+        id: AllocationId,
+        now: Instant,
+        made: Made,
+    ) -> FleetCheck {
+        let Life::Draining { since, .. } = self.life(s) else {
+            return Ok(());
+        };
+        match made {
+            Made::Token => {
+                self.drain_redemptions += 1;
+                Ok(())
+            }
+            Made::ArrivedAt(at) if at <= since => Ok(()),
+            _ => Err((
                 "no_call_cut_by_drain",
                 format!(
-                    "server {s} granted allocation {id:?} {:?} into its drain",
+                    "server {s} granted allocation {id:?} {:?} into its drain to a new Allocate ({made:?})",
                     now.since(since)
                 ),
             )),
-            _ => Ok(()),
         }
     }
 
@@ -492,14 +527,29 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_grants_nothing_and_exits_empty_or_at_its_timeout() {
+    fn a_drain_grants_only_calls_under_way_and_exits_empty_or_at_its_timeout() {
         let mut f = fleet();
         let id = AllocationId(7);
-        f.drain_started(0, t(0), t(300), [id].into_iter());
-        assert!(f.allocation_created(0, AllocationId(8), t(1)).is_err());
-        assert!(f.allocation_created(1, AllocationId(8), t(1)).is_ok());
+        f.drain_started(0, t(10), t(300), [id].into_iter());
+        let new = Made::ArrivedAt(t(11));
+        assert!(f
+            .allocation_created(0, AllocationId(8), t(11), new)
+            .is_err());
+        let unknown = Made::Unknown;
+        assert!(f
+            .allocation_created(0, AllocationId(8), t(11), unknown)
+            .is_err());
+        assert!(f.allocation_created(1, AllocationId(8), t(11), new).is_ok());
+        // A token's second port, and an Allocate that came in before the drain.
+        assert!(f
+            .allocation_created(0, AllocationId(9), t(12), Made::Token)
+            .is_ok());
+        let early = Made::ArrivedAt(t(9));
+        assert!(f
+            .allocation_created(0, AllocationId(10), t(12), early)
+            .is_ok());
         assert!(f.allocation_deleted(0, id, DeleteReason::Admin).is_err());
-        assert!(f.drain_exited(0, t(10), 1).is_err(), "early, not empty");
+        assert!(f.drain_exited(0, t(20), 1).is_err(), "early, not empty");
         f.drain_started(0, t(400), t(700), [id].into_iter());
         assert!(f
             .allocation_deleted(0, id, DeleteReason::Refreshed0)

@@ -395,6 +395,16 @@ pub struct ClientGroup {
     /// the server.
     #[serde(default)]
     pub land_on_loop: Option<u16>,
+    /// EVEN-PORT pairs (`uclient-even-port`): the second 5-tuple redeems the
+    /// RESERVATION-TOKEN this long after the first allocation was granted, seconds
+    /// (drawn to the millisecond; under the token's 30 s), and holds its allocation
+    /// `session_s` from then. None: at once, the session counted from its start.
+    #[serde(default)]
+    pub redeem_after_s: Option<[u64; 2]>,
+    /// EVEN-PORT pairs: the first allocation is released (Refresh 0) this long after it
+    /// was granted, seconds (drawn to the millisecond). None: at the session's end.
+    #[serde(default)]
+    pub first_release_s: Option<[u64; 2]>,
     /// They refresh their kept allocation half a second into the last second their
     /// credential is valid and half a second into the first after (an exact test of what
     /// a rotated-out secret's allocations may still do, [`crate::rotation`]).
@@ -733,6 +743,10 @@ pub struct Expect {
     /// At least this many drains ran to their end (server exited and restarted).
     #[serde(default)]
     pub min_restarts: u64,
+    /// At least this many allocations were made by draining servers for
+    /// RESERVATION-TOKENs (pairs whose second port was redeemed during a drain).
+    #[serde(default)]
+    pub min_drain_redemptions: u64,
 }
 
 /// Why a scenario file cannot be used.
@@ -780,6 +794,13 @@ impl Scenario {
             }
             if g.model != "browser" && crate::uclient::Model::named(&g.model).is_none() {
                 return err(format!("bad model {:?}", g.model));
+            }
+            if g.redeem_after_s.is_some_and(|[lo, hi]| lo > hi || hi >= 30) {
+                // A token outlives its reservation after 30 s (RFC 8656 §7.2).
+                return err(format!(
+                    "{}: redeem_after_s must be [lo, hi], hi under 30",
+                    g.name
+                ));
             }
             if g.model != "browser"
                 && g.ice.first().and_then(|u| IceUrl::parse(u)).map(|u| u.via) != Some(Via::Udp)
@@ -1100,6 +1121,29 @@ mod tests {
         .unwrap();
         assert_eq!(s.servers[0].relay_ports, [49152, 65535]);
         assert!(Scenario::parse("name = 1").is_err());
+    }
+
+    #[test]
+    fn a_token_is_redeemed_within_its_lifetime() {
+        let pairs = |redeem: &str| {
+            Scenario::parse(&format!(
+                r#"
+                name = "t"
+                duration_s = 10
+                [[servers]]
+                name = "relay"
+                listeners = [{{ transport = "udp", port = 3478 }}]
+                [[clients]]
+                count = 1
+                model = "uclient-even-port"
+                ice = ["turn:relay:3478?transport=udp"]
+                redeem_after_s = {redeem}
+                "#
+            ))
+        };
+        assert!(pairs("[2, 29]").is_ok());
+        assert!(pairs("[2, 30]").is_err(), "past the token's 30 s");
+        assert!(pairs("[9, 3]").is_err());
     }
 
     #[test]

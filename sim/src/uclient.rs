@@ -9,6 +9,10 @@
 //!   RESERVATION-TOKEN of the answer (§14.9). The second relayed address must be the
 //!   port above the first, which must be even (§7.2): a client that sees otherwise
 //!   reports `even_port_pair_adjacent`.
+//!   With `redeem_after_s` the token is redeemed that long after the first allocation
+//!   (the reservation held meanwhile) and the session held `session_s` from then; with
+//!   `first_release_s` the first allocation is released that long after it was granted
+//!   (so that a reservation may be all a loop holds).
 //! - `uclient-race`: one user's Allocates from `sockets` 5-tuples at the same instant,
 //!   racing for `user_quota` (§7.2 step 9: 486 past it).
 //! - `uclient-plain`: a plain Allocate per 5-tuple.
@@ -131,6 +135,10 @@ pub struct UClient {
     next_port: u16,
     next_session: Option<Instant>,
     end_at: Option<Instant>,
+    /// EVEN-PORT pair: when the second 5-tuple redeems the token.
+    redeem_at: Option<Instant>,
+    /// EVEN-PORT pair: when the first allocation is released.
+    first_release_at: Option<Instant>,
     sessions: u32,
     tid_counter: u64,
     phase: Phase,
@@ -166,6 +174,8 @@ impl UClient {
             next_port: 30_000,
             next_session: Some(start),
             end_at: None,
+            redeem_at: None,
+            first_release_at: None,
             sessions: 0,
             tid_counter: 0,
             phase: Phase::Safety,
@@ -243,6 +253,20 @@ impl UClient {
                 self.retransmit(cx, i);
             }
         }
+        if self.redeem_at.is_some_and(|t| t <= now) {
+            self.redeem_at = None;
+            self.redeem(cx);
+        }
+        if self.first_release_at.is_some_and(|t| t <= now) {
+            self.first_release_at = None;
+            if self
+                .socks
+                .first()
+                .is_some_and(|s| s.step == Step::Allocated)
+            {
+                self.send_request(cx, 0, Step::Releasing);
+            }
+        }
         if self.end_at.is_some_and(|t| t <= now) {
             self.end_at = None;
             self.release(cx);
@@ -269,6 +293,8 @@ impl UClient {
             .iter()
             .filter_map(|s| s.retransmit_at)
             .chain(self.end_at)
+            .chain(self.redeem_at)
+            .chain(self.first_release_at)
             .chain(self.next_session)
             .min()
     }
@@ -385,7 +411,20 @@ impl UClient {
             }
             if let Some(s) = self.socks.get_mut(1) {
                 s.redeem = token;
-                self.send_request(cx, 1, Step::Allocating);
+            }
+            if let Some([lo, hi]) = self.spec.first_release_s {
+                let ms = between(cx.rng, lo * 1000, hi * 1000);
+                self.first_release_at = Some(cx.now + Duration::from_millis(ms));
+            }
+            match self.spec.redeem_after_s {
+                // Later: the pair's reservation is held meanwhile, and the session runs
+                // its course from the redemption.
+                Some([lo, hi]) => {
+                    let ms = between(cx.rng, lo * 1000, hi * 1000);
+                    self.redeem_at = Some(cx.now + Duration::from_millis(ms));
+                    self.end_at = None;
+                }
+                None => self.send_request(cx, 1, Step::Allocating),
             }
         } else {
             let first = self.socks[0].relayed;
@@ -402,6 +441,23 @@ impl UClient {
                 ),
             }
         }
+    }
+
+    /// EVEN-PORT pair, later: the second 5-tuple presents the token, and the session
+    /// holds what it gets for `session_s`.
+    fn redeem(&mut self, cx: &mut Cx) {
+        if self
+            .socks
+            .get(1)
+            .is_none_or(|s| s.step != Step::Idle || s.redeem.is_none())
+        {
+            // Nothing to redeem: the session ends now.
+            self.end_at = Some(cx.now);
+            return;
+        }
+        self.send_request(cx, 1, Step::Allocating);
+        let hold = between(cx.rng, self.spec.session_s[0], self.spec.session_s[1]);
+        self.end_at = Some(cx.now + Duration::from_secs(hold));
     }
 
     /// A race is judged once every socket has its answer: exactly min(sockets, quota)
@@ -438,6 +494,8 @@ impl UClient {
 
     /// Session over: Refresh 0 for every allocation, then the next session after a pause.
     fn release(&mut self, cx: &mut Cx) {
+        self.redeem_at = None;
+        self.first_release_at = None;
         for i in 0..self.socks.len() {
             match self.socks[i].step {
                 Step::Allocated => self.send_request(cx, i, Step::Releasing),
