@@ -28,6 +28,29 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
+/// The CPUs each event-loop thread (`loop-N`) of process `pid` may run on, as the kernel
+/// lists them (`Cpus_allowed_list`), joined: `loop-0 1, loop-1 1` when packed onto CPU 1.
+pub fn loop_cpus(pid: u32) -> String {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::new();
+    };
+    let mut out: Vec<String> = tasks
+        .flatten()
+        .filter_map(|t| {
+            let comm = fs::read_to_string(t.path().join("comm")).ok()?;
+            let comm = comm.trim();
+            comm.starts_with("loop-").then_some(())?;
+            let status = fs::read_to_string(t.path().join("status")).ok()?;
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+            Some(format!("{comm} {}", cpus.trim()))
+        })
+        .collect();
+    out.sort();
+    out.join(", ")
+}
+
 /// CPU seconds of this process (the load generator), to show whether it kept up.
 pub fn own_cpu_seconds() -> f64 {
     cpu_seconds(std::process::id()).unwrap_or(0.0)

@@ -241,9 +241,15 @@ fn one_server(
             echo,
         )
         .map(|mut s| {
+            let before = procfs::loop_cpus(srv.pid);
             let counter = Counter::start(srv.pid);
             let outcome = s.run(shape.offer(o), Some(srv.pid));
             let syscalls = counter.and_then(Counter::stop);
+            let after = procfs::loop_cpus(srv.pid);
+            // Whether turnpike's loops were packed through the phase (pack_loops).
+            if !before.is_empty() {
+                println!("               loops' CPUs: before [{before}], after [{after}]");
+            }
             (outcome, syscalls)
         });
         match r {
