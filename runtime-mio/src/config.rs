@@ -187,8 +187,8 @@ pub struct FileConfig {
     /// same, with a warning when it is unavailable) or `"off"`.
     /// It also covers stream reads and writes ([`crate::uring_stream`]).
     pub io_uring: IoUringMode,
-    /// Confine the event loops to as few CPUs as their load needs while it is light, and
-    /// spread them over every CPU again when it grows (Linux; default true).
+    /// Run the event loops on as few threads as their load needs while it is light, and
+    /// each on its own thread again when it grows (Linux; default true).
     pub pack_loops: bool,
 
     // Secrets kept apart from the seed (issue 14).

@@ -37,6 +37,8 @@ pub enum Command {
     ReloadFailed(Arc<str>),
     /// Stop at once (another loop stopped).
     Stop,
+    /// Loops wait to run on this loop's thread (hosting).
+    Hosting,
     /// Start draining, as on SIGTERM (`POST /v1/drain`).
     Drain,
 }

@@ -16,6 +16,8 @@ pub enum Source {
     Waker,
     /// Listener number `n` (its `ListenerId`).
     Listener(u32),
+    /// The poll of loop `n`, run on this loop's thread (hosting).
+    Hosted(u32),
     /// A relay socket.
     Relay(RelayId),
     /// A TCP connection.
@@ -31,6 +33,8 @@ const CONTROL: usize = 0;
 const RELAY: usize = 1;
 const CONN: usize = 2;
 const API: usize = 3;
+/// Control ids from here on name hosted loops; below, listeners.
+const HOSTED: usize = 1 << 40;
 
 impl Source {
     /// The token for this source.
@@ -39,6 +43,7 @@ impl Source {
             Source::Signals => (CONTROL, 0),
             Source::Waker => (CONTROL, 1),
             Source::Listener(n) => (CONTROL, n as usize + 2),
+            Source::Hosted(n) => (CONTROL, HOSTED + n as usize),
             Source::Relay(r) => (RELAY, r.0 as usize),
             // Connection ids count up from 0 and stay far below 2^62 on 64-bit hosts.
             Source::Conn(c) => (CONN, c.0 as usize),
@@ -54,6 +59,7 @@ impl Source {
         match t.0 & ((1 << KIND_BITS) - 1) {
             CONTROL if id == 0 => Some(Source::Signals),
             CONTROL if id == 1 => Some(Source::Waker),
+            CONTROL if id >= HOSTED => u32::try_from(id - HOSTED).ok().map(Source::Hosted),
             CONTROL => u32::try_from(id - 2).ok().map(Source::Listener),
             RELAY => u32::try_from(id).ok().map(|r| Source::Relay(RelayId(r))),
             CONN => Some(Source::Conn(ConnId(id as u64))),
@@ -75,6 +81,9 @@ mod tests {
             Source::Waker,
             Source::Listener(0),
             Source::Listener(3),
+            Source::Listener(u32::MAX),
+            Source::Hosted(0),
+            Source::Hosted(7),
             Source::Relay(RelayId(0)),
             Source::Relay(RelayId(u32::MAX)),
             Source::Conn(ConnId(0)),

@@ -149,8 +149,10 @@ impl Workers {
         #[cfg(target_os = "linux")]
         if settings.pack_loops {
             if let Some(p) = crate::packing::Packing::new(count) {
+                let hosting = crate::event_loop::hosting::Hosting::new(p.placement(), count);
                 for (index, rt) in loops.iter_mut().enumerate() {
                     rt.set_packing(crate::packing::LoopPacking::new(p.clone(), index));
+                    rt.set_hosting(hosting.clone());
                 }
             }
         }
@@ -319,12 +321,14 @@ fn run_loops(mut loops: Vec<Runtime>, handles: &[LoopHandle]) -> io::Result<()> 
     }
     let (done_tx, done_rx) = mpsc::channel::<usize>();
     let mut threads = Vec::new();
-    for (index, mut rt) in loops.into_iter().enumerate() {
+    for (index, rt) in loops.into_iter().enumerate() {
         let done = done_tx.clone();
+        let hosts = handles.to_vec();
         let spawned = std::thread::Builder::new()
             .name(format!("loop-{index}"))
             .spawn(move || {
-                let r = rt.run();
+                let wake = |h: usize| hosts.get(h).is_some_and(|l| l.send(Command::Hosting));
+                let r = crate::event_loop::hosting::run_hosted_loop(Box::new(rt), wake);
                 let _ = done.send(index);
                 r
             });

@@ -41,8 +41,8 @@ pub struct RuntimeMetrics {
     pub webhook_dropped: u64,
     /// 1 while the node drains (SIGTERM or `POST /v1/drain`), else 0.
     pub draining: u64,
-    /// CPUs the event loops are confined to now (`pack_loops`); 0 when packing is off.
-    pub loop_cpus: u64,
+    /// Threads the event loops run on now (`pack_loops`); 0 when packing is off.
+    pub loop_threads: u64,
     /// Configuration reloads (SIGHUP) that took effect.
     pub reloads_ok: u64,
     /// Configuration reloads that failed and changed nothing.
@@ -63,7 +63,7 @@ impl RuntimeMetrics {
         self.dynamic_ports += o.dynamic_ports;
         self.dynamic_ports_exhausted += o.dynamic_ports_exhausted;
         self.draining = self.draining.max(o.draining);
-        self.loop_cpus = self.loop_cpus.max(o.loop_cpus);
+        self.loop_threads = self.loop_threads.max(o.loop_threads);
         self.api_refused_peers += o.api_refused_peers;
         self.webhook_sent += o.webhook_sent;
         self.webhook_failed += o.webhook_failed;
@@ -411,10 +411,10 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         &[(String::new(), r.draining as f64)],
     );
     m.family(
-        "turnpike_loop_cpus",
+        "turnpike_loop_threads",
         "gauge",
-        "CPUs the event loops are confined to now: fewer than the loops while their load is light (pack_loops); 0 when packing is off.",
-        &[(String::new(), r.loop_cpus as f64)],
+        "Threads the event loops run on now: fewer than the loops while their load is light (pack_loops); 0 when packing is off.",
+        &[(String::new(), r.loop_threads as f64)],
     );
     m.counter(
         "turnpike_dynamic_udp_ports_exhausted_total",

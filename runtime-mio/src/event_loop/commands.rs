@@ -21,17 +21,17 @@ impl Runtime {
                 recv_truncated: s.recv_truncated,
                 relay_bind_failures: s.relay_bind_failures,
                 dynamic_ports: self.dynamic.len() as u64,
-                loop_cpus: self.loop_cpus(),
+                loop_threads: self.loop_threads(),
                 ..Default::default()
             },
         }
     }
 
-    /// CPUs the node's loops are confined to now (0: packing is off).
-    fn loop_cpus(&self) -> u64 {
+    /// Threads the node's loops run on now (0: packing is off).
+    fn loop_threads(&self) -> u64 {
         #[cfg(target_os = "linux")]
         if let Some(p) = &self.packing {
-            return p.cpus_now() as u64;
+            return p.threads_now() as u64;
         }
         0
     }
@@ -70,6 +70,7 @@ impl Runtime {
                 Command::Stop => {
                     self.stop.get_or_insert(0);
                 }
+                Command::Hosting => self.take_hosted(),
                 Command::Drain => self.begin_drain(now, "api"),
             }
         }

@@ -28,6 +28,7 @@ mod coalesce;
 mod commands;
 mod draining;
 mod dynamic_ports;
+pub mod hosting;
 mod housekeeping;
 mod listeners;
 mod outputs;
@@ -168,6 +169,19 @@ pub struct Runtime {
     /// This loop's part in packing the node's loops onto few CPUs, when on.
     #[cfg(target_os = "linux")]
     packing: Option<crate::packing::LoopPacking>,
+    /// When the once-a-second tick runs next (set by the first round).
+    next_tick: Option<turnpike_core::Instant>,
+    /// Other loops this loop's thread runs ([`hosting`]).
+    hosted: hosting::HostedLoops,
+}
+
+/// How [`Runtime::run_or_hand_off`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The loop stopped and shut down.
+    Stopped,
+    /// The loop is to run on the thread of loop `n`.
+    HandOff(usize),
 }
 
 /// A UDP socket the loop reads datagrams from.
@@ -261,8 +275,21 @@ impl Runtime {
     /// Runs until SIGTERM or SIGINT, then stops accepting, records what is still open and
     /// returns. Errors only if polling itself fails.
     pub fn run(&mut self) -> io::Result<()> {
+        match self.run_or_hand_off()? {
+            Ended::Stopped => Ok(()),
+            // Only a node's loops take part in hosting, and their threads hand them over
+            // (`hosting::run_hosted_loop`); this caller cannot.
+            Ended::HandOff(_) => Err(io::Error::other(
+                "a loop asked to run on another loop's thread where it cannot move",
+            )),
+        }
+    }
+
+    /// Runs as [`Runtime::run`], or until the node's packing asks this loop to run on
+    /// another loop's thread ([`hosting`]): then it returns `HandOff(host)` and the caller
+    /// hands it over.
+    pub fn run_or_hand_off(&mut self) -> io::Result<Ended> {
         let mut events = Events::with_capacity(EVENTS);
-        let mut next_tick = self.clock.now() + TICK;
         if self.coalesce.is_some() {
             precise_sleeps();
         }
@@ -271,90 +298,120 @@ impl Runtime {
             p.start();
         }
         loop {
-            let now = self.clock.now();
-            let timeout = if self.again.is_empty() {
-                let deadline = self
-                    .server
-                    .poll_timeout()
-                    .map_or(next_tick, |t| t.min(next_tick));
-                wait_until(now, deadline)
-            } else {
-                Duration::ZERO
-            };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            if let Some(host) = self.hand_off_to() {
+                return Ok(Ended::HandOff(host));
             }
-            for ev in events.iter() {
-                let Some(src) = Source::from_token(ev.token()) else {
-                    continue;
-                };
-                if let Source::Conn(c) = src {
-                    if ev.is_writable() {
-                        self.flush_conn(c);
-                    }
-                    if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                        continue;
-                    }
-                    if ev.is_read_closed() || ev.is_error() {
-                        // The end of the stream may be queued behind data: read to it.
-                        if let Some(conn) = self.conns.get_mut(&c) {
-                            conn.hup = true;
-                        }
-                    }
-                    if self.streams.on() {
-                        self.streams.readable(c);
-                        continue;
-                    }
+            let own = self.timeout();
+            let timeout = self.hosted_timeout(own);
+            match self.round(&mut events, timeout) {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.return_hosted();
+                    return Ok(Ended::Stopped);
                 }
-                if !self.defer_udp(src) {
-                    self.ready(src);
+                Err(e) => {
+                    self.return_hosted();
+                    return Err(e);
                 }
             }
-            // The UDP sockets found ready, read together.
-            if !self.ready_udp.is_empty() {
-                self.read_ready_udp();
-            }
-            self.read_streams();
-            // Those that were waiting; what runs out of budget again waits for the next round.
-            for _ in 0..self.again.len() {
-                if let Some(src) = self.again.pop() {
-                    self.ready(src);
-                }
-            }
-            // A socket left with its read budget spent: the loop cannot keep up. Packed
-            // loops spread at once rather than at the next second's look.
-            #[cfg(target_os = "linux")]
-            if !self.again.is_empty() {
-                if let Some(p) = &mut self.packing {
-                    p.saturated();
-                }
-            }
-            // Whatever the sockets that were ready queued leaves now, together.
-            self.end_batch();
-            if let Some(sig) = self.stop {
-                self.shutdown(sig);
-                return Ok(());
-            }
-            let now = self.clock.now();
-            if self.server.poll_timeout().is_some_and(|t| t <= now) {
-                if let Some(t) = &mut self.trace {
-                    t.timeout(now);
-                }
-                self.server.handle_timeout(now);
-                self.drain(now);
-            }
-            if now >= next_tick {
-                let lag = u64::try_from(now.since(next_tick).as_micros()).unwrap_or(u64::MAX);
-                self.stats.loop_lag_us = lag;
-                self.stats.loop_lag_max_us = self.stats.loop_lag_max_us.max(lag);
-                self.tick(now);
-                next_tick = now + TICK;
-            }
+            self.run_hosted();
             self.coalesce_pause();
         }
+    }
+
+    /// How long the next poll may wait: until the core's next timer or the next tick; not
+    /// at all while sockets wait to be read again.
+    fn timeout(&mut self) -> Duration {
+        let now = self.clock.now();
+        let next_tick = *self.next_tick.get_or_insert(now + TICK);
+        if self.again.is_empty() {
+            let deadline = self
+                .server
+                .poll_timeout()
+                .map_or(next_tick, |t| t.min(next_tick));
+            wait_until(now, deadline)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// One poll round: wait at most `timeout`, serve what is ready, send what it
+    /// produced, run the timers. True once the loop has stopped (and shut down).
+    fn round(&mut self, events: &mut Events, timeout: Duration) -> io::Result<bool> {
+        if let Err(e) = self.poll.poll(events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        for ev in events.iter() {
+            let Some(src) = Source::from_token(ev.token()) else {
+                continue;
+            };
+            if let Source::Conn(c) = src {
+                if ev.is_writable() {
+                    self.flush_conn(c);
+                }
+                if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                    continue;
+                }
+                if ev.is_read_closed() || ev.is_error() {
+                    // The end of the stream may be queued behind data: read to it.
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        conn.hup = true;
+                    }
+                }
+                if self.streams.on() {
+                    self.streams.readable(c);
+                    continue;
+                }
+            }
+            if !self.defer_udp(src) {
+                self.ready(src);
+            }
+        }
+        // The UDP sockets found ready, read together.
+        if !self.ready_udp.is_empty() {
+            self.read_ready_udp();
+        }
+        self.read_streams();
+        // Those that were waiting; what runs out of budget again waits for the next round.
+        for _ in 0..self.again.len() {
+            if let Some(src) = self.again.pop() {
+                self.ready(src);
+            }
+        }
+        // A socket left with its read budget spent: the loop cannot keep up. Packed
+        // loops spread at once rather than at the next second's look.
+        #[cfg(target_os = "linux")]
+        if !self.again.is_empty() {
+            if let Some(p) = &mut self.packing {
+                p.saturated();
+            }
+        }
+        // Whatever the sockets that were ready queued leaves now, together.
+        self.end_batch();
+        if let Some(sig) = self.stop {
+            self.shutdown(sig);
+            return Ok(true);
+        }
+        let now = self.clock.now();
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            if let Some(t) = &mut self.trace {
+                t.timeout(now);
+            }
+            self.server.handle_timeout(now);
+            self.drain(now);
+        }
+        let next_tick = *self.next_tick.get_or_insert(now + TICK);
+        if now >= next_tick {
+            let lag = u64::try_from(now.since(next_tick).as_micros()).unwrap_or(u64::MAX);
+            self.stats.loop_lag_us = lag;
+            self.stats.loop_lag_max_us = self.stats.loop_lag_max_us.max(lag);
+            self.tick(now);
+            self.next_tick = Some(now + TICK);
+        }
+        Ok(false)
     }
 
     /// Interrupt moderation, as a NIC does it: when the round just served moved only a few
@@ -368,7 +425,10 @@ impl Runtime {
     /// never pauses, so throughput is not capped.
     fn coalesce_pause(&mut self) {
         let inputs = std::mem::take(&mut self.round_inputs);
-        let small = inputs < COALESCE_BELOW && self.again.is_empty() && self.stop.is_none();
+        let small = inputs < COALESCE_BELOW
+            && self.again.is_empty()
+            && self.stop.is_none()
+            && !self.hosted.busy();
         if let Some(c) = &mut self.coalesce {
             if let Some(pause) = c.after_round(std::time::Instant::now(), inputs, small) {
                 std::thread::sleep(pause);
@@ -403,6 +463,10 @@ impl Runtime {
             },
             Source::Relay(r) => self.read_datagrams(UdpSource::Relay(r)),
             Source::Conn(c) => self.read_conn(c),
+            Source::Hosted(n) => {
+                self.hosted.ready(n as usize);
+                false
+            }
             // The HTTP API has a poll of its own: never registered here.
             Source::ApiListener | Source::ApiConn(_) => false,
         };
@@ -443,7 +507,7 @@ mod tests {
     }
 
     /// Two loops of one node on loopback ports the kernel picks, linked to each other.
-    fn two_loops() -> (Runtime, Runtime) {
+    pub(super) fn two_loops() -> (Runtime, Runtime) {
         let base = loopback_settings();
         let seed = [3u8; 32];
         let place = |index| Place { index, count: 2 };

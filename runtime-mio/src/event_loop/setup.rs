@@ -182,6 +182,8 @@ impl Runtime {
             sigterms: 0,
             #[cfg(target_os = "linux")]
             packing: None,
+            next_tick: None,
+            hosted: super::hosting::HostedLoops::default(),
         })
     }
 }

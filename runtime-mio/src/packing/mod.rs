@@ -1,34 +1,33 @@
-//! Packing: a node's event loops confined to as few CPUs as their load needs.
+//! Packing: a node's event loops run on as few threads as their load needs.
 //!
-//! Every loop measures, once a second on its own thread, how long it ran and how long it
-//! waited for a CPU ([`meter`]), and publishes it here. Loop 0 adds them up, asks the rule
-//! ([`decider`]) how many CPUs the node needs, and confines every loop's thread to that
-//! many of the CPUs the process may use ([`cpuset`]), or spreads them again. A loop that
-//! cannot keep up (a socket left with its read budget spent) spreads packed loops at once.
-//! Nothing here runs per packet: once a second one file read per loop and, when the answer
-//! changes, one `sched_setaffinity(2)` per loop; per round at most one atomic load.
+//! Every loop measures, once a second, how long its thread ran and how long it waited for
+//! a CPU ([`meter`]), and publishes it here. Loop 0 adds them up, asks the rule
+//! ([`decider`]) how many threads the node needs, and writes in the [`placement`] which
+//! loop runs on which loop's thread; the loops move themselves (`event_loop::hosting`). A
+//! loop that cannot keep up (a socket left with its read budget spent) spreads the loops
+//! at once. Nothing here runs per packet: once a second one file read per loop; per round
+//! at most one atomic load.
 //!
-//! Why: at paced loads each loop sleeps between small rounds, and waking an idle CPU for
-//! each round costs more than waking one already awake: loops that share a CPU often find
-//! it awake, and leave the other CPUs idle for longer (README, "Media shapes": 8 % at
-//! audio 20k, nothing measurable elsewhere).
+//! Why: at paced loads each loop wakes for every few datagrams, and a wake-up costs about
+//! as much for three datagrams as for thirty. Two loops at 40k packets/s spent half again
+//! as much CPU per packet as one; run on one thread, their rounds share each wake-up and
+//! they cost what one loop costs (README, "Media shapes"). Confining the loops' threads to
+//! fewer CPUs instead (sched_setaffinity) saved only 8 %.
 
-mod cpuset;
 mod decider;
 mod meter;
+pub mod placement;
 
-pub use cpuset::Cpus;
 pub use decider::Decider;
 
 use meter::Meter;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use placement::Placement;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// What one loop published: its thread and its last second.
+/// What one loop published: its thread's last second.
 #[derive(Default)]
 struct Slot {
-    /// The loop thread's id (0: not started).
-    tid: AtomicI32,
     /// Fraction of the last second it ran (`f64` bits).
     busy: AtomicU64,
     /// Fraction of the last second it waited, runnable, for a CPU (`f64` bits).
@@ -37,58 +36,51 @@ struct Slot {
 
 /// The node's packing, shared by its loops.
 pub struct Packing {
-    /// The CPUs the process may run on (spread).
-    allowed: Cpus,
     slots: Vec<Slot>,
     /// Loop 0 decides once a second; a loop that cannot keep up takes it to spread the
-    /// loops. Decisions and the thread ids they apply to change under it.
+    /// loops. Decisions are applied under it, in the order they were made.
     decider: Mutex<Decider>,
-    /// CPUs the loops are confined to now (0: packing is off).
-    cpus_now: AtomicUsize,
-    /// Setting a loop's CPUs failed: packing is off for good (logged once).
+    /// Which thread each loop runs on.
+    placement: Arc<Placement>,
+    /// Threads the loops run on now (0: packing is off).
+    threads_now: AtomicUsize,
+    /// A loop's thread could not be measured: packing is off for good.
     failed: AtomicBool,
 }
 
 impl Packing {
-    /// Packing for `loops` loops, if it can pay: several loops, several CPUs allowed.
+    /// Packing for `loops` loops, if it can pay: several loops.
     pub fn new(loops: usize) -> Option<Arc<Packing>> {
-        let allowed = match Cpus::of_this_thread() {
-            Ok(c) => c,
-            Err(e) => {
-                log::info!("event loops not packed: cannot read the CPUs allowed ({e})");
-                return None;
-            }
-        };
-        if loops < 2 || allowed.len() < 2 {
+        if loops < 2 {
             return None;
         }
-        let decider = Decider::new(allowed.len(), loops);
-        let cpus_now = AtomicUsize::new(allowed.len());
+        let decider = Decider::new(loops);
+        let threads_now = AtomicUsize::new(loops);
         Some(Arc::new(Packing {
-            allowed,
             slots: (0..loops).map(|_| Slot::default()).collect(),
             decider: Mutex::new(decider),
-            cpus_now,
+            placement: Arc::new(Placement::new(loops)),
+            threads_now,
             failed: AtomicBool::new(false),
         }))
     }
 
-    /// CPUs the loops are confined to now (0: packing is off).
-    pub fn cpus_now(&self) -> usize {
-        self.cpus_now.load(Ordering::Relaxed)
+    /// Which thread each loop runs on (the loops read it every round).
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.clone()
     }
 
-    /// Packing is off for good: every loop spread again (those still running), and the
-    /// gauge says 0. Called with the decider's lock held.
+    /// Threads the loops run on now (0: packing is off).
+    pub fn threads_now(&self) -> usize {
+        self.threads_now.load(Ordering::Relaxed)
+    }
+
+    /// Packing is off for good: every loop back on its own thread, and the gauge says 0.
+    /// Called with the decider's lock held.
     fn turn_off(&self) {
         self.failed.store(true, Ordering::Relaxed);
-        for s in &self.slots {
-            let tid = s.tid.load(Ordering::Relaxed);
-            if tid != 0 {
-                let _ = self.allowed.apply_to(tid);
-            }
-        }
-        self.cpus_now.store(0, Ordering::Relaxed);
+        self.placement.gather(self.slots.len());
+        self.threads_now.store(0, Ordering::Relaxed);
     }
 }
 
@@ -113,14 +105,18 @@ impl LoopPacking {
         }
     }
 
-    /// CPUs the node's loops are confined to now.
-    pub fn cpus_now(&self) -> usize {
-        self.node.cpus_now()
+    /// Threads the node's loops run on now.
+    pub fn threads_now(&self) -> usize {
+        self.node.threads_now()
     }
 
-    /// On the loop's own thread, before it runs: its thread id and schedstat. Without a
-    /// schedstat the node's load cannot be known: packing is off for every loop.
+    /// On the loop's own thread, before it runs (again after a spell on another loop's
+    /// thread): its thread's schedstat. Without one the node's load cannot be known:
+    /// packing is off for every loop.
     pub fn start(&mut self) {
+        if self.meter.is_some() {
+            return;
+        }
         let node = &self.node;
         let Ok(_d) = node.decider.lock() else {
             return;
@@ -133,13 +129,12 @@ impl LoopPacking {
                 return;
             }
         }
-        if let Some(s) = node.slots.get(self.index) {
-            s.tid.store(cpuset::this_thread_id(), Ordering::Relaxed);
-        }
         self.last = Some(std::time::Instant::now());
     }
 
-    /// Once a second: publish this loop's second; on loop 0, decide and apply.
+    /// Once a second: publish this loop's thread's second (a loop run by another loop's
+    /// thread reads its own, idle, thread: the host's counts the work); on loop 0, decide
+    /// and apply.
     pub fn tick(&mut self) {
         let (Some(meter), Some(last)) = (&mut self.meter, self.last) else {
             return;
@@ -166,15 +161,13 @@ impl LoopPacking {
     /// may; the check is one atomic load while they are spread).
     pub fn saturated(&self) {
         let node = &self.node;
-        if node.failed.load(Ordering::Relaxed)
-            || node.cpus_now() >= node.allowed.len().min(node.slots.len())
-        {
+        if node.failed.load(Ordering::Relaxed) || node.threads_now() >= node.slots.len() {
             return;
         }
         let Ok(mut d) = node.decider.lock() else {
             return;
         };
-        let was = d.cpus();
+        let was = d.threads();
         if let Some(k) = d.saturated() {
             // Under the lock: a decision of loop 0 cannot land between these.
             node.apply(k, was, "a loop could not keep up");
@@ -185,15 +178,17 @@ impl LoopPacking {
         let node = &self.node;
         let read = |a: &AtomicU64| f64::from_bits(a.load(Ordering::Relaxed));
         let busy: f64 = node.slots.iter().map(|s| read(&s.busy)).sum();
+        // A hosted loop's own thread idles: each slot is about its thread's load.
+        let busiest = node.slots.iter().map(|s| read(&s.busy)).fold(0.0, f64::max);
         let wait = node.slots.iter().map(|s| read(&s.wait)).fold(0.0, f64::max);
         log::debug!("event loops together busy {busy:.3} CPU-s/s, most wait {wait:.3}");
         let Ok(mut d) = node.decider.lock() else {
             return;
         };
-        let was = d.cpus();
-        if let Some(k) = d.second(busy, wait) {
+        let was = d.threads();
+        if let Some(k) = d.second(busy, busiest, wait) {
             let why = format!(
-                "busy {busy:.2} CPU-s/s on {was} CPU, a loop waited {:.0} % of a second for its CPU",
+                "busy {busy:.2} CPU-s/s on {was} threads (the busiest {busiest:.2}), a loop waited {:.0} % of a second for its CPU",
                 wait * 100.0
             );
             // Under the lock, as in `saturated`.
@@ -202,53 +197,22 @@ impl LoopPacking {
     }
 }
 
-impl Drop for LoopPacking {
-    /// On the loop's thread as it ends: its thread id is forgotten (under the decider's
-    /// lock), so that no decision confines a thread that is gone, or another that took
-    /// its id.
-    fn drop(&mut self) {
-        let Ok(_d) = self.node.decider.lock() else {
-            return;
-        };
-        if let Some(s) = self.node.slots.get(self.index) {
-            s.tid.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
 impl Packing {
-    /// Confines every loop to `k` CPUs (all of them: spread), from `was`. Called with the
+    /// Runs the loops on `k` threads (all of them: spread), from `was`. Called with the
     /// decider's lock held, so that two decisions apply in the order they were made.
     fn apply(&self, k: usize, was: usize, why: &str) {
-        let target = if k < self.allowed.len().min(self.slots.len()) {
-            self.allowed.pick(k, Cpus::current())
-        } else {
-            self.allowed.clone()
-        };
-        for s in &self.slots {
-            let tid = s.tid.load(Ordering::Relaxed);
-            if tid == 0 {
-                continue;
-            }
-            match target.apply_to(tid) {
-                Ok(()) => {}
-                // A loop that ended between its last round and now: nothing to confine.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) => {
-                    log::warn!("event loops not packed: cannot set a loop's CPUs ({e})");
-                    self.turn_off();
-                    return;
-                }
-            }
-        }
-        self.cpus_now.store(target.len(), Ordering::Relaxed);
+        let spread = k >= self.slots.len();
+        self.placement
+            .gather(if spread { self.slots.len() } else { k });
+        self.threads_now
+            .store(if spread { self.slots.len() } else { k }, Ordering::Relaxed);
         if k < was {
             log::info!(
-                "event loops packed onto CPU {target}: {why} (they spread again above {:.0} % of {k} CPU, or when a loop waits for its CPU or cannot keep up)",
+                "event loops gathered onto {k} thread(s): {why} (they spread again above {:.0} % of {k} CPU, or when a loop waits for its CPU or cannot keep up)",
                 decider::OVERFULL * 100.0
             );
         } else {
-            log::info!("event loops spread over CPUs {target}: {why}");
+            log::info!("event loops spread, each on its own thread: {why}");
         }
     }
 }

@@ -31,6 +31,7 @@ usage: turnpike-load COMMAND [--key value]...
   run        --server ADDR --pid PID [--transport udp|tcp] [--mode channel|indication]
              [--clients 100] [--size 200] [--rate PKT/S (0: flat out)] [--window 512]
              [--seconds 5] [--max-packets N] [--probes 0 (peak search instead)]
+             [--shape audio20k|audio50k|video|mix (paced media instead of --rate)]
   churn      --server ADDR --pid PID [--n 3000] [--concurrency 64]
   memory     --server ADDR --pid PID [--n 10000]
   forwarder  --listen ADDR [--count 100] --peer ADDR [--seconds 600]
@@ -207,14 +208,27 @@ fn cmd_run(o: &Opts) -> Result<(), String> {
         "indication" => Mode::Indication,
         m => return Err(format!("--mode: channel or indication, not {m}")),
     };
-    let clients = o.num("clients", 100usize)?;
+    // A paced shape (audio20k, video, mix) sets the flows and the schedule.
+    let media = match o.0.get("shape") {
+        Some(s) => Some(
+            shapes::Shape::parse(s)?
+                .media()
+                .ok_or("--shape: a paced one (audio20k, audio50k, video, mix)")?,
+        ),
+        None => None,
+    };
+    let clients = media.map_or(o.num("clients", 100usize), |m| Ok(m.flows()))?;
     let offer = traffic::Offer {
         size: o.num("size", 200usize)?,
         rate: o.num("rate", 0.0f64)?,
-        window: o.num("window", 512usize)?,
+        window: if media.is_some() {
+            usize::MAX / 2
+        } else {
+            o.num("window", 512usize)?
+        },
         duration: Duration::from_secs_f64(o.num("seconds", 5.0f64)?.clamp(0.1, 600.0)),
         max_packets: o.num("max-packets", u64::MAX)?,
-        media: None,
+        media,
     };
     let echo = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut s = scenarios::Session::open(server, transport, mode, clients, 0, echo)?;

@@ -28,27 +28,42 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
-/// The CPUs each event-loop thread (`loop-N`) of process `pid` may run on, as the kernel
-/// lists them (`Cpus_allowed_list`), joined: `loop-0 1, loop-1 1` when packed onto CPU 1.
-pub fn loop_cpus(pid: u32) -> String {
+/// CPU ticks each event-loop thread (`loop-N`) of process `pid` has used so far, by
+/// name, in name order. Read before and after a phase: a loop run on another loop's thread
+/// (turnpike's `pack_loops`) adds nothing to its own.
+pub fn loop_ticks(pid: u32) -> Vec<(String, u64)> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return String::new();
+        return Vec::new();
     };
-    let mut out: Vec<String> = tasks
+    let mut out: Vec<(String, u64)> = tasks
         .flatten()
         .filter_map(|t| {
             let comm = fs::read_to_string(t.path().join("comm")).ok()?;
             let comm = comm.trim();
             comm.starts_with("loop-").then_some(())?;
-            let status = fs::read_to_string(t.path().join("status")).ok()?;
-            let cpus = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
-            Some(format!("{comm} {}", cpus.trim()))
+            let stat = fs::read_to_string(t.path().join("stat")).ok()?;
+            Some((comm.to_owned(), parse_cpu_ticks(&stat)?))
         })
         .collect();
     out.sort();
-    out.join(", ")
+    out
+}
+
+/// What each loop thread used between two [`loop_ticks`] readings, in CPU seconds:
+/// `loop-0 2.31, loop-1 0.00`.
+pub fn loop_usage(before: &[(String, u64)], after: &[(String, u64)]) -> String {
+    let tick = clock_ticks_per_second();
+    after
+        .iter()
+        .map(|(name, t)| {
+            let was = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, b)| *b);
+            format!("{name} {:.2}", t.saturating_sub(was) as f64 / tick)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// CPU seconds of this process (the load generator), to show whether it kept up.

@@ -85,7 +85,8 @@ impl Shape {
         }
     }
 
-    fn media(self) -> Option<Media> {
+    /// The media schedule of a paced shape (None for the flat-out ones).
+    pub fn media(self) -> Option<Media> {
         match self {
             Shape::Audio(r) => Some(Media {
                 audio: (r / 50) as usize,
@@ -241,14 +242,18 @@ fn one_server(
             echo,
         )
         .map(|mut s| {
-            let before = procfs::loop_cpus(srv.pid);
+            let before = procfs::loop_ticks(srv.pid);
             let counter = Counter::start(srv.pid);
             let outcome = s.run(shape.offer(o), Some(srv.pid));
             let syscalls = counter.and_then(Counter::stop);
-            let after = procfs::loop_cpus(srv.pid);
-            // Whether turnpike's loops were packed through the phase (pack_loops).
+            let after = procfs::loop_ticks(srv.pid);
+            // Whether turnpike's loops ran on one thread through the phase (pack_loops):
+            // a loop run on another's thread uses no CPU of its own.
             if !before.is_empty() {
-                println!("               loops' CPUs: before [{before}], after [{after}]");
+                println!(
+                    "               loop threads' CPU-s: {}",
+                    procfs::loop_usage(&before, &after)
+                );
             }
             (outcome, syscalls)
         });
