@@ -13,7 +13,7 @@
 /// at most this fraction of `k` CPUs (measured spread, where each packet costs more).
 pub const FILL: f64 = 0.8;
 /// Spread as soon as a thread carrying loops is busier than this fraction of a CPU.
-pub const OVERFULL: f64 = 0.85;
+pub const OVERFULL: f64 = 0.9;
 /// Spread as soon as a loop spent this fraction of the last second runnable but waiting
 /// for its CPU: the CPU is taken by others. Not less: on a machine shared with
 /// other work, loops wait a quarter of the time spread as well (measured).
@@ -149,8 +149,8 @@ mod tests {
     fn one_full_thread_spreads_the_loops_though_the_others_idle() {
         let mut d = Decider::new(4);
         assert_eq!(feed(&mut d, 3, 1.5, 0.0), vec![2]);
-        // 1.0 CPU-s on 2 threads is half of them, but one thread carries 0.9 of it.
-        assert_eq!(d.second(1.0, 0.9, 0.0), Some(4));
+        // 1.0 CPU-s on 2 threads is half of them, but one thread carries 0.95 of it.
+        assert_eq!(d.second(1.0, 0.95, 0.0), Some(4));
     }
 
     #[test]
@@ -244,10 +244,10 @@ mod tests {
         let mut d = Decider::new(8);
         // 2.0 CPU-seconds fill 3 threads to at most 80 %.
         assert_eq!(feed(&mut d, 3, 2.0, 0.0), vec![3]);
-        // 2.5 on 3 is 83 %: not overfull, stays.
-        assert_eq!(feed(&mut d, 5, 2.5, 0.0), Vec::<usize>::new());
-        // 2.6 on 3 is 87 %: spread.
-        assert_eq!(sec(&mut d, 2.6, 0.0), Some(8));
+        // 2.6 on 3 is 87 %: not overfull, stays.
+        assert_eq!(feed(&mut d, 5, 2.6, 0.0), Vec::<usize>::new());
+        // 2.8 on 3 is 93 %: spread.
+        assert_eq!(sec(&mut d, 2.8, 0.0), Some(8));
     }
 
     #[test]
@@ -272,7 +272,7 @@ mod tests {
         let mut d = Decider::new(2);
         // Spread at 0.82: 0.82 / 0.8 needs 2 threads, no gathering.
         assert_eq!(feed(&mut d, 20, 0.82, 0.0), Vec::<usize>::new());
-        // Gathered at 0.7, then 0.84 gathered: under 0.85, stays.
+        // Gathered at 0.7, then 0.84 gathered: under 0.9, stays.
         assert_eq!(feed(&mut d, 3, 0.7, 0.0), vec![1]);
         assert_eq!(feed(&mut d, 20, 0.84, 0.05), Vec::<usize>::new());
     }
