@@ -8,7 +8,9 @@ mod flows;
 mod forwarder;
 mod media;
 mod mmsg;
+mod pauses;
 mod procfs;
+mod profile;
 mod scaling;
 mod scenarios;
 mod servers;
@@ -45,11 +47,17 @@ usage: turnpike-load COMMAND [--key value]...
              with pack_loops = false) and with one, coturn,
              the bare forwarder; relayed / server CPU-s, RTT and added latency, loss,
              syscalls per relayed packet and per send, from `perf stat`)]
+             [--pauses 0,50,100 (with --shapes: turnpike's default loops at each of these
+             coalesce_us instead, beside coturn and the forwarder: CPU against latency)]
   scaling    [--rounds 1] [--max-workers 2] [--clients 100] [--size 200] [--seconds 5]
              [--window 512] [--churn 3000] [--probes 6] [--port 31000] [--relay-min 10000]
              [--relay-max 29999] [--turnpike PATH] [--dir DIR]
              (turnpike alone with 1, 2, ... event loops: relayed pkts/s, peak with no loss,
              relayed / server CPU-s, allocations/s)
+  profile    [--relay turnpike|turnpike-one|coturn] [--shape audio20k|...|tcp]
+             [--seconds 5] [--record 3] (compare's --port, --relay-*, --turnpike, --dir)
+             (perf record during one shape: CPU per relayed packet, kernel against the
+             relay's own code, and the kernel's part by operation)
   tls-compare [--rounds 2] [--clients 100] [--size 200] [--seconds 5] [--window 512]
              [--port 31000 (TLS on port+1)] [--turnpike PATH] [--workers N] [--dir DIR]
              (TURN over TLS flat out: turnpike's native TLS, nginx terminating TLS in
@@ -105,6 +113,7 @@ fn main() -> ExitCode {
         "compare" => cmd_compare(&opts),
         "tls-compare" => compare_options(&opts).and_then(|o| tls_compare::run(&o)),
         "scaling" => cmd_scaling(&opts),
+        "profile" => cmd_profile(&opts),
         "core-bench" => corebench::run(
             &opts.str("phase", "to-peer"),
             opts.num("n", 100_000u32).unwrap_or(0),
@@ -307,9 +316,31 @@ fn cmd_compare(o: &Opts) -> Result<(), String> {
             .split(',')
             .map(|s| shapes::Shape::parse(s.trim()))
             .collect::<Result<Vec<_>, _>>()?;
-        return shapes::run(&compare_options(o)?, &shapes);
+        let pauses = match o.0.get("pauses") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<u32>()
+                        .map_err(|_| format!("--pauses: not a number of µs: {s}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        return shapes::run(&compare_options(o)?, &shapes, &pauses);
     }
     compare::run(&compare_options(o)?)
+}
+
+fn cmd_profile(o: &Opts) -> Result<(), String> {
+    let shape = shapes::Shape::parse(&o.str("shape", "audio20k"))?;
+    let record = Duration::from_secs_f64(o.num("record", 3.0f64)?.clamp(0.5, 60.0));
+    profile::run(
+        &compare_options(o)?,
+        &o.str("relay", "turnpike"),
+        shape,
+        record,
+    )
 }
 
 fn cmd_scaling(o: &Opts) -> Result<(), String> {
@@ -348,6 +379,7 @@ fn compare_options(o: &Opts) -> Result<compare::Options, String> {
             None => None,
         },
         pack_loops: None,
+        coalesce_us: None,
     };
     Ok(compare::Options {
         rounds: o.num("rounds", 2usize)?.max(1),

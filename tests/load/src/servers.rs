@@ -61,6 +61,8 @@ pub struct Layout {
     pub workers: Option<u32>,
     /// turnpike's `pack_loops`; None: its default (on).
     pub pack_loops: Option<bool>,
+    /// turnpike's `coalesce_us` (longest pause after a small round); None: its default.
+    pub coalesce_us: Option<u32>,
 }
 
 /// A process under test; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -192,7 +194,7 @@ allow_loopback_peers = true
 user_quota = 100000
 total_quota = 100000
 api_listen = "127.0.0.1:0"
-{workers}{pack}[users]
+{workers}{pack}{pause}[users]
 {USER} = "{PASS}"
 "#,
         port = l.port,
@@ -205,6 +207,10 @@ api_listen = "127.0.0.1:0"
         pack = l
             .pack_loops
             .map(|b| format!("pack_loops = {b}\n"))
+            .unwrap_or_default(),
+        pause = l
+            .coalesce_us
+            .map(|us| format!("coalesce_us = {us}\n"))
             .unwrap_or_default(),
     )
 }
@@ -297,6 +303,7 @@ mod tests {
             coturn_threads: Some(1),
             workers: Some(2),
             pack_loops: None,
+            coalesce_us: None,
         }
     }
 
@@ -318,6 +325,11 @@ mod tests {
             ..l.clone()
         });
         assert!(spread.contains("workers = 2\npack_loops = false\n[users]"));
+        let pause = turnpike_config(&Layout {
+            coalesce_us: Some(60),
+            ..l.clone()
+        });
+        assert!(pause.contains("workers = 2\ncoalesce_us = 60\n[users]"));
         let c = coturn_args(&l).join(" ");
         assert!(c.contains("-p 34780"));
         assert!(c.contains("--max-port 59999"));

@@ -12,6 +12,7 @@
 use crate::compare::{echo_any, fmt, mean, ratio, report, Options};
 use crate::flows::Mode;
 use crate::media::Media;
+use crate::pauses;
 use crate::procfs;
 use crate::scenarios::Session;
 use crate::servers::{self, Kind, Layout};
@@ -98,11 +99,13 @@ impl Shape {
         }
     }
 
-    fn flows(self, o: &Options) -> usize {
+    /// Flows (allocations) the shape runs.
+    pub(crate) fn flows(self, o: &Options) -> usize {
         self.media().map_or(o.clients, Media::flows)
     }
 
-    fn transport(self) -> Transport {
+    /// The clients' transport to the relay.
+    pub(crate) fn transport(self) -> Transport {
         if self == Shape::Tcp {
             Transport::Tcp
         } else {
@@ -110,7 +113,8 @@ impl Shape {
         }
     }
 
-    fn offer(self, o: &Options) -> Offer {
+    /// What the clients send.
+    pub(crate) fn offer(self, o: &Options) -> Offer {
         let media = self.media();
         Offer {
             size: o.size,
@@ -129,7 +133,7 @@ impl Shape {
 
 /// The servers of the table, in column order.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Server {
+pub(crate) enum Server {
     /// turnpike, its default loops (one per core), packed while lightly loaded.
     Turnpike,
     /// turnpike, its default loops, `pack_loops = false`.
@@ -138,6 +142,8 @@ enum Server {
     TurnpikeOne,
     Coturn,
     Forwarder,
+    /// turnpike, its default loops, with this `coalesce_us` (`--pauses`).
+    TurnpikePause(u32),
 }
 
 const SERVERS: [Server; 5] = [
@@ -150,28 +156,37 @@ const SERVERS: [Server; 5] = [
 
 /// How long a server runs before its first shape: every one is measured in its steady
 /// state, and turnpike packs its loops after three calm seconds.
-const SETTLE: Duration = Duration::from_secs(4);
+pub(crate) const SETTLE: Duration = Duration::from_secs(4);
 
 /// What one phase measured.
 #[derive(Clone, Debug)]
-struct Sample {
-    shape: usize,
-    server: Server,
-    outcome: Outcome,
-    syscalls: Option<Syscalls>,
+pub(crate) struct Sample {
+    pub(crate) shape: usize,
+    pub(crate) server: Server,
+    pub(crate) outcome: Outcome,
+    pub(crate) syscalls: Option<Syscalls>,
 }
 
-/// Runs every shape against every server, `o.rounds` times, and prints the table.
-pub fn run(o: &Options, shapes: &[Shape]) -> Result<(), String> {
+/// Runs every shape against every server, `o.rounds` times, and prints the table; with
+/// `pauses`, against turnpike's default loops at each of these `coalesce_us` instead of
+/// the three turnpike configurations, and prints what each pause costs and saves.
+pub fn run(o: &Options, shapes: &[Shape], pauses: &[u32]) -> Result<(), String> {
     println!(
         "compare --shapes: {} rounds, {} s per shape; load average {}",
         o.rounds,
         o.duration.as_secs_f64(),
         procfs::load_average()
     );
+    let servers: Vec<Server> = if pauses.is_empty() {
+        SERVERS.to_vec()
+    } else {
+        let mut v: Vec<Server> = pauses.iter().map(|&us| Server::TurnpikePause(us)).collect();
+        v.extend([Server::Coturn, Server::Forwarder]);
+        v
+    };
     let mut samples = Vec::new();
     for round in 0..o.rounds {
-        let mut order = SERVERS;
+        let mut order = servers.clone();
         if round % 2 == 1 {
             order.reverse();
         }
@@ -186,7 +201,11 @@ pub fn run(o: &Options, shapes: &[Shape]) -> Result<(), String> {
             }
         }
     }
-    print_table(o, shapes, &samples);
+    if pauses.is_empty() {
+        print_table(o, shapes, &samples);
+    } else {
+        pauses::print_table(o, shapes, pauses, &samples);
+    }
     Ok(())
 }
 
@@ -214,6 +233,10 @@ fn one_server(
                     .then_some(1)
                     .or(o.layout.workers),
                 pack_loops: (server == Server::TurnpikeSpread).then_some(false),
+                coalesce_us: match server {
+                    Server::TurnpikePause(us) => Some(us),
+                    _ => None,
+                },
                 ..o.layout.clone()
             };
             let kind = if server == Server::Coturn {
@@ -281,9 +304,9 @@ fn one_server(
 
 /// The rows of each shape: label, how to read a sample, whether a ratio to coturn means
 /// something.
-type Metric = (&'static str, fn(&Sample) -> Option<f64>, bool);
+pub(crate) type Metric = (&'static str, fn(&Sample) -> Option<f64>, bool);
 
-const METRICS: [Metric; 8] = [
+pub(crate) const METRICS: [Metric; 8] = [
     (
         "relayed / server CPU-s",
         |s| Some(s.outcome.per_cpu_second()),
@@ -325,7 +348,7 @@ fn inverse(x: Option<f64>) -> Option<f64> {
     x.map(|x| 1.0 / x)
 }
 
-fn values(samples: &[Sample], shape: usize, server: Server, m: &Metric) -> Vec<f64> {
+pub(crate) fn values(samples: &[Sample], shape: usize, server: Server, m: &Metric) -> Vec<f64> {
     samples
         .iter()
         .filter(|s| s.shape == shape && s.server == server)
@@ -334,7 +357,7 @@ fn values(samples: &[Sample], shape: usize, server: Server, m: &Metric) -> Vec<f
 }
 
 /// Mean, and the range when there are several rounds.
-fn cell(v: &[f64]) -> String {
+pub(crate) fn cell(v: &[f64]) -> String {
     let Some(m) = mean(v) else {
         return "—".into();
     };
@@ -349,7 +372,7 @@ fn cell(v: &[f64]) -> String {
 }
 
 /// Mean of `a` minus mean of the forwarder's `f`, in µs.
-fn added(a: &[f64], f: &[f64]) -> String {
+pub(crate) fn added(a: &[f64], f: &[f64]) -> String {
     match (mean(a), mean(f)) {
         (Some(x), Some(y)) => format!("{:.0}", x - y),
         _ => "—".into(),
