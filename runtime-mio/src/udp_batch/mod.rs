@@ -14,12 +14,15 @@
 //!
 //! Layout: the shared small types are here; [`RecvBatch`] in `recv.rs`, [`SendQueue`] in
 //! `send_queue.rs`; the system calls behind them in `sys_linux/` (Linux) or
-//! `sys_portable.rs` (elsewhere), which the batches reach as `sys`.
+//! `sys_portable.rs` (elsewhere), which the batches reach as `sys`. The send calls read the
+//! queue through the view in `queued.rs`, so imports run one way: batches, then `sys`, then
+//! `queued.rs` and this file.
 
 use std::io;
 use std::net::SocketAddr;
 use turnpike_core::{RelayId, HEADROOM, TAILROOM};
 
+mod queued;
 mod recv;
 mod send_queue;
 #[cfg(target_os = "linux")]

@@ -1,33 +1,12 @@
 //! The send side of a batch: datagrams queued by socket and destination, then flushed as
 //! few system calls as the kernel allows (sendmmsg, UDP GSO runs, or one io_uring round).
 
-use super::{
-    sys, SendMode, Tally, Via, GSO_MAX_BYTES, GSO_MAX_SEGMENT, GSO_MAX_SEGMENTS, SEND_ARENA,
-    SEND_ENTRIES,
-};
+use super::queued::{Entry, Queued, Store};
+use super::{sys, SendMode, Tally, Via, SEND_ARENA, SEND_ENTRIES};
 use mio::net::UdpSocket;
 #[cfg(target_os = "linux")]
 use std::io;
 use std::net::SocketAddr;
-
-/// Where a queued datagram's bytes are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Store {
-    /// In the receive slots ([`RecvBatch::bytes`](super::RecvBatch::bytes)).
-    Recv,
-    /// Copied into the queue's own arena.
-    Arena,
-}
-
-/// One queued datagram (the system calls read its destination and length).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Entry {
-    via: Via,
-    pub(super) to: SocketAddr,
-    store: Store,
-    start: usize,
-    pub(super) len: usize,
-}
 
 /// Datagrams waiting to be sent at the end of a batch.
 pub struct SendQueue {
@@ -35,7 +14,7 @@ pub struct SendQueue {
     /// Sort keys: flow key above, entry index in the low 32 bits.
     order: Vec<u128>,
     arena: Vec<u8>,
-    pub(super) mode: SendMode,
+    mode: SendMode,
     sys: sys::SendSys,
     /// Calls that handed the kernel more than one datagram (sendmmsg or GSO).
     pub batched_calls: u64,
@@ -185,7 +164,7 @@ impl SendQueue {
         let mut a = 0;
         while let Some((via, b)) = self.group_at(a) {
             if let Some(sock) = socket(via) {
-                sys.build(self, a..b, recv, sock, tally);
+                sys.build(self.view(), a..b, recv, sock, tally);
             }
             a = b;
         }
@@ -223,59 +202,13 @@ impl SendQueue {
         self.order.sort_unstable();
     }
 
-    pub(super) fn entry_at(&self, pos: usize) -> Option<&Entry> {
-        self.entries.get(*self.order.get(pos)? as u32 as usize)
+    /// What the system calls read of the queue.
+    fn view(&self) -> Queued<'_> {
+        Queued::new(&self.entries, &self.order, &self.arena, self.mode)
     }
 
-    /// The bytes of the entry at `pos` of the sorted order.
-    pub(super) fn data<'a>(&'a self, recv: &'a [u8], pos: usize) -> &'a [u8] {
-        let Some(e) = self.entry_at(pos) else {
-            return &[];
-        };
-        let src = match e.store {
-            Store::Recv => recv,
-            Store::Arena => &self.arena,
-        };
-        src.get(e.start..e.start + e.len).unwrap_or_default()
-    }
-
-    /// Splits the entries at `group` (sorted positions, one socket) into messages: GSO
-    /// runs where allowed, single datagrams otherwise. Calls `msg(first, end, segment)`
-    /// per message (`segment` is Some for a GSO run of two or more).
-    pub(super) fn messages(
-        &self,
-        group: core::ops::Range<usize>,
-        gso: bool,
-        mut msg: impl FnMut(usize, usize, Option<usize>),
-    ) {
-        let mut j = group.start;
-        while j < group.end {
-            let Some(head) = self.entry_at(j) else {
-                return;
-            };
-            let (to, seg) = (head.to, head.len);
-            let mut k = j + 1;
-            if gso && seg > 0 && seg <= GSO_MAX_SEGMENT {
-                let mut total = seg;
-                while k < group.end && k - j < GSO_MAX_SEGMENTS {
-                    let Some(e) = self.entry_at(k) else {
-                        break;
-                    };
-                    // Equal sizes; a shorter one may end the run; an empty one cannot be a
-                    // segment.
-                    if e.to != to || e.len > seg || e.len == 0 || total + e.len > GSO_MAX_BYTES {
-                        break;
-                    }
-                    total += e.len;
-                    k += 1;
-                    if e.len < seg {
-                        break;
-                    }
-                }
-            }
-            msg(j, k, (k - j > 1).then_some(seg));
-            j = k;
-        }
+    fn entry_at(&self, pos: usize) -> Option<&Entry> {
+        self.view().entry_at(pos)
     }
 
     fn send_group(
@@ -289,7 +222,7 @@ impl SendQueue {
         loop {
             // Moving the buffers out and back costs nothing: the placeholder is empty.
             let mut sys = std::mem::take(&mut self.sys);
-            let outcome = sys.send(self, sock, start..group.end, recv, tally);
+            let outcome = sys.send(self.view(), sock, start..group.end, recv, tally);
             self.sys = sys;
             self.batched_calls += outcome.batched_calls;
             match outcome.gso_refused_at {
@@ -329,17 +262,10 @@ fn addr_hash(a: SocketAddr) -> u32 {
     (h >> 32) as u32
 }
 
-/// What one group's send did.
-#[derive(Default)]
-pub(super) struct SendOutcome {
-    pub(super) batched_calls: u64,
-    /// A GSO message was refused; the sorted position of its first datagram.
-    pub(super) gso_refused_at: Option<usize>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::udp_batch::{GSO_MAX_BYTES, GSO_MAX_SEGMENT};
     use turnpike_core::RelayId;
 
     /// The messages (first position, datagrams, GSO segment) a queue would send.
@@ -347,7 +273,8 @@ mod tests {
         q.order.clear();
         q.order.extend(0..q.entries.len() as u128);
         let mut v = Vec::new();
-        q.messages(0..q.entries.len(), gso, |j, k, s| v.push((j, k - j, s)));
+        q.view()
+            .messages(0..q.entries.len(), gso, |j, k, s| v.push((j, k - j, s)));
         v
     }
 

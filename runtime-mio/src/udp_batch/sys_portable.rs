@@ -1,6 +1,6 @@
 //! Elsewhere than Linux: one `recv_from` / `send_to` per datagram.
 
-use super::send_queue::{SendOutcome, SendQueue};
+use super::queued::{Queued, SendOutcome};
 use super::{Received, Tally, RECV_SLOTS, SLOT_LEN};
 use mio::net::UdpSocket;
 use std::io;
@@ -64,7 +64,7 @@ impl SendSys {
 
     pub fn send(
         &mut self,
-        q: &SendQueue,
+        q: Queued<'_>,
         sock: &UdpSocket,
         group: core::ops::Range<usize>,
         recv: &[u8],

@@ -4,7 +4,7 @@
 use super::addr::{from_socket_addr, zeroed_storage};
 use super::gso::{set_segment, CmsgBuf};
 use super::{empty_iovec, zeroed_mmsghdr};
-use crate::udp_batch::send_queue::{SendOutcome, SendQueue};
+use crate::udp_batch::queued::{Queued, SendOutcome};
 use crate::udp_batch::{Tally, SEND_ENTRIES};
 use crate::uring_send::UringSend;
 use std::io;
@@ -84,7 +84,7 @@ impl SendSys {
     /// from `sock`, to the round.
     pub fn build(
         &mut self,
-        q: &SendQueue,
+        q: Queued<'_>,
         group: core::ops::Range<usize>,
         recv: &[u8],
         sock: &impl AsRawFd,
@@ -154,7 +154,7 @@ impl SendSys {
     /// group is refused here rather than trusted).
     fn build_messages(
         &mut self,
-        q: &SendQueue,
+        q: Queued<'_>,
         group: core::ops::Range<usize>,
         recv: &[u8],
     ) -> bool {
@@ -209,7 +209,7 @@ impl SendSys {
     /// Sends the datagrams at sorted positions `group` of `q`, all from `sock`.
     pub fn send(
         &mut self,
-        q: &SendQueue,
+        q: Queued<'_>,
         sock: &impl AsRawFd,
         group: core::ops::Range<usize>,
         recv: &[u8],
