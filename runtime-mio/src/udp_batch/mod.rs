@@ -22,6 +22,8 @@ use std::io;
 use std::net::SocketAddr;
 use turnpike_core::{RelayId, HEADROOM, TAILROOM};
 
+#[cfg(test)]
+mod loopback;
 mod queued;
 mod recv;
 mod send_queue;

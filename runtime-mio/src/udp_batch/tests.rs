@@ -1,14 +1,9 @@
 //! Batches crossing real loopback sockets, both ends at once.
 
+use super::loopback::pair;
 use super::*;
 use mio::net::UdpSocket;
 use std::time::{Duration, Instant};
-
-pub(super) fn pair() -> (UdpSocket, UdpSocket) {
-    let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    (a, b)
-}
 
 /// Receives until `n` datagrams arrived (or a second passed), returning their payloads.
 fn recv_n(batch: &mut RecvBatch, sock: &UdpSocket, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {

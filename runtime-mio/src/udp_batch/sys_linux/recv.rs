@@ -209,7 +209,7 @@ impl RecvSys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::udp_batch::tests::pair;
+    use crate::udp_batch::loopback::pair;
     use std::time::{Duration, Instant};
 
     #[cfg(target_os = "linux")]
