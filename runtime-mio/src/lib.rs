@@ -37,6 +37,8 @@ pub mod sockets;
 pub mod start_error;
 pub mod tcp;
 pub mod term_count;
+#[cfg(test)]
+mod test_sockets;
 pub mod tls;
 pub mod token;
 pub mod trace_recorder;

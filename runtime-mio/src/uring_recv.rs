@@ -381,111 +381,8 @@ mod tests {
 
     mod real {
         use super::*;
-        use crate::udp_batch::RecvBatch;
-        use mio::net::UdpSocket;
+        use crate::test_sockets::{bound, wait_queued};
         use std::os::fd::AsRawFd;
-        use std::time::{Duration, Instant};
-
-        fn bound() -> UdpSocket {
-            UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap()
-        }
-
-        /// Waits until `sock` has a datagram queued (loopback delivers at once; this only
-        /// guards against a slow machine), then a little for the others sent with it.
-        fn wait_queued(sock: &UdpSocket, n: usize) {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while n > 0 && Instant::now() < deadline {
-                let mut avail: libc::c_int = 0;
-                // SAFETY: FIONREAD writes one c_int, `avail`, live for the call.
-                unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut avail) };
-                if avail > 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-
-        #[test]
-        fn one_call_reads_several_sockets_in_order() {
-            let mut batch = RecvBatch::new();
-            if let Err(e) = batch.use_uring() {
-                crate::uring::tests::unavailable(&e.to_string());
-                return;
-            }
-            let from = bound();
-            let socks: Vec<UdpSocket> = (0..4).map(|_| bound()).collect();
-            // Datagrams queued: 0, 1, 3, 3; receives posted: 2, 2, 2, 8.
-            let counts = [0usize, 1, 3, 3];
-            for (s, &n) in socks.iter().zip(&counts) {
-                for k in 0..n {
-                    let to = s.local_addr().unwrap();
-                    from.send_to(&vec![k as u8 + 1; 10 + k], to).unwrap();
-                }
-                wait_queued(s, n);
-            }
-            let wants: Vec<Want> = socks
-                .iter()
-                .zip([2, 2, 2, 8])
-                .map(|(s, k)| Want {
-                    fd: s.as_raw_fd(),
-                    k,
-                })
-                .collect();
-            // Start past slot 0, as after an earlier read of the same batch.
-            assert_eq!(
-                batch.recv(&socks[0], 1).map_err(|e| e.kind()),
-                Err(std::io::ErrorKind::WouldBlock)
-            );
-            let mut out = Vec::new();
-            batch.recv_many(&wants, &mut out);
-            let summary: Vec<_> = out
-                .iter()
-                .map(|g| (g.slots.clone(), g.datagrams, g.next))
-                .collect();
-            assert_eq!(
-                summary,
-                vec![
-                    (0..2, 0, Next::Drained),
-                    (2..4, 1, Next::Drained),
-                    (4..6, 2, Next::More),
-                    (6..14, 3, Next::Drained),
-                ]
-            );
-            assert_eq!(batch.free(), crate::udp_batch::RECV_SLOTS - 14);
-            let me = from.local_addr().unwrap();
-            let mut seen = Vec::new();
-            for g in &out {
-                let mut per = Vec::new();
-                for slot in g.slots.clone() {
-                    let Some(r) = batch.received(slot) else {
-                        continue;
-                    };
-                    assert_eq!(r.from, me);
-                    assert!(!r.truncated);
-                    let at = turnpike_core::HEADROOM;
-                    let data = &batch.slot_mut(slot).unwrap()[at..at + r.len];
-                    assert!(data.iter().all(|&b| b == data[0]));
-                    per.push((data[0], r.len));
-                }
-                seen.push(per);
-            }
-            assert_eq!(
-                seen,
-                vec![
-                    vec![],
-                    vec![(1, 10)],
-                    vec![(1, 10), (2, 11)],
-                    vec![(1, 10), (2, 11), (3, 12)],
-                ],
-                "each socket's datagrams in arrival order"
-            );
-            // The socket left with more is read on: its third datagram comes next.
-            let rest = batch.recv(&socks[2], 8).unwrap();
-            assert_eq!(rest.len(), 1);
-            let r = batch.received(rest.start).unwrap();
-            assert_eq!(r.len, 12);
-        }
 
         #[test]
         fn a_datagram_longer_than_its_buffer_is_flagged() {
@@ -523,33 +420,6 @@ mod tests {
             assert_ne!(hdrs[1].msg_hdr.msg_flags & libc::MSG_TRUNC, 0);
             assert_eq!(data, [9u8; 16]);
             assert_eq!(out[0].datagrams, 1);
-        }
-
-        #[test]
-        fn a_closed_descriptor_fails_its_socket_only() {
-            let mut batch = RecvBatch::new();
-            if let Err(e) = batch.use_uring() {
-                crate::uring::tests::unavailable(&e.to_string());
-                return;
-            }
-            let (a, b) = (bound(), bound());
-            a.send_to(b"x", b.local_addr().unwrap()).unwrap();
-            wait_queued(&b, 1);
-            let wants = [
-                Want { fd: -1, k: 2 },
-                Want {
-                    fd: b.as_raw_fd(),
-                    k: 2,
-                },
-            ];
-            let mut out = Vec::new();
-            batch.recv_many(&wants, &mut out);
-            let got: Vec<_> = out.iter().map(|g| (g.datagrams, g.next)).collect();
-            assert_eq!(
-                got,
-                vec![(0, Next::Failed(libc::EBADF)), (1, Next::Drained)]
-            );
-            assert!(batch.uring(), "a socket's error leaves the ring working");
         }
     }
 }

@@ -33,6 +33,8 @@ mod sys_linux;
 mod sys_portable;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uring_tests;
 
 // One seam for the platform: the batches call `sys::...`, whichever of the two is built.
 #[cfg(target_os = "linux")]
