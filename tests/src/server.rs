@@ -351,6 +351,15 @@ impl RunningServer {
             .expect("the API's address")
     }
 
+    /// turnpike's `GET /metrics` (Prometheus text), asserted to answer 200.
+    pub fn metrics(&self) -> String {
+        let mut s = std::net::TcpStream::connect(self.api_addr()).expect("the API accepts");
+        let (status, body) =
+            crate::http::exchange(&mut s, "GET", "/metrics", "").expect("the API answers");
+        assert_eq!(status, 200, "/metrics: {body}");
+        body
+    }
+
     /// Asks the server to stop (SIGTERM) and waits up to 3 s; returns its exit status (None
     /// if it had to be killed).
     pub fn stop(&mut self) -> Option<ExitStatus> {

@@ -47,6 +47,12 @@ pub struct RuntimeMetrics {
     pub reloads_ok: u64,
     /// Configuration reloads that failed and changed nothing.
     pub reloads_failed: u64,
+    /// Event loops that read a poll round's UDP sockets with io_uring now (`io_uring`).
+    pub io_uring_udp_receive: u64,
+    /// Event loops that send a poll round's datagrams with io_uring now.
+    pub io_uring_udp_send: u64,
+    /// Event loops that read and write a poll round's streams with io_uring now.
+    pub io_uring_streams: u64,
 }
 
 impl RuntimeMetrics {
@@ -70,6 +76,9 @@ impl RuntimeMetrics {
         self.webhook_dropped += o.webhook_dropped;
         self.reloads_ok += o.reloads_ok;
         self.reloads_failed += o.reloads_failed;
+        self.io_uring_udp_receive += o.io_uring_udp_receive;
+        self.io_uring_udp_send += o.io_uring_udp_send;
+        self.io_uring_streams += o.io_uring_streams;
     }
 }
 
@@ -416,6 +425,16 @@ pub fn render(s: &Stats, r: &RuntimeMetrics) -> String {
         "Threads the event loops run on now: fewer than the loops while their load is light (pack_loops); 0 when packing is off.",
         &[(String::new(), r.loop_threads as f64)],
     );
+    m.family(
+        "turnpike_io_uring_loops",
+        "gauge",
+        "Event loops on io_uring now, by path (io_uring = \"auto\" or \"on\" and the kernel allows it); the others use recvmmsg, sendmmsg and one read or write per connection.",
+        &[
+            ("path=\"udp_receive\"".into(), r.io_uring_udp_receive as f64),
+            ("path=\"udp_send\"".into(), r.io_uring_udp_send as f64),
+            ("path=\"streams\"".into(), r.io_uring_streams as f64),
+        ],
+    );
     m.counter(
         "turnpike_dynamic_udp_ports_exhausted_total",
         "Issuances refused because no dynamic UDP port could be opened.",
@@ -619,6 +638,8 @@ mod tests {
         a.core.allocation_failures.insert(508, 1);
         a.runtime.loop_lag_s = 0.002;
         a.runtime.send_errors = 1;
+        a.runtime.io_uring_udp_receive = 1;
+        a.runtime.io_uring_streams = 1;
         let mut b = LoopStats {
             index: 1,
             ..LoopStats::default()
@@ -629,6 +650,7 @@ mod tests {
         b.core.ports_v4.free = 10;
         b.runtime.loop_lag_s = 0.001;
         b.runtime.send_errors = 2;
+        b.runtime.io_uring_udp_receive = 1;
         let (s, r) = sum(&[a.clone(), b.clone()]);
         assert_eq!(s.allocations, 5);
         assert_eq!(s.allocation_failures.get(&508), Some(&3));
@@ -637,6 +659,11 @@ mod tests {
         assert_eq!((r.loop_lag_s, r.send_errors), (0.002, 3));
         let text = format!("{}{}", render(&s, &r), render_loops(&[a, b]));
         let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        // Loops on io_uring are counted per path.
+        for (path, n) in [("udp_receive", 2.0), ("udp_send", 0.0), ("streams", 1.0)] {
+            let series = format!("turnpike_io_uring_loops{{path=\"{path}\"}}");
+            assert_eq!(samples.get(&series), Some(&n), "{series} in\n{text}");
+        }
         assert_eq!(
             samples.get("turnpike_loop_allocations{loop=\"0\"}"),
             Some(&2.0)

@@ -22,6 +22,9 @@ impl Runtime {
                 relay_bind_failures: s.relay_bind_failures,
                 dynamic_ports: self.dynamic.len() as u64,
                 loop_threads: self.loop_threads(),
+                io_uring_udp_receive: u64::from(self.rx.uring()),
+                io_uring_udp_send: u64::from(self.tx.uring()),
+                io_uring_streams: u64::from(self.streams.on()),
                 ..Default::default()
             },
         }
