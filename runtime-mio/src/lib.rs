@@ -37,7 +37,7 @@ pub mod sockets;
 pub mod start_error;
 pub mod tcp;
 pub mod term_count;
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod test_sockets;
 pub mod tls;
 pub mod token;

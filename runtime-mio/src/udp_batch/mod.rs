@@ -33,7 +33,7 @@ mod sys_linux;
 mod sys_portable;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod uring_tests;
 
 // One seam for the platform: the batches call `sys::...`, whichever of the two is built.

@@ -316,7 +316,7 @@ fn cmd_compare(o: &Opts) -> Result<(), String> {
             .split(',')
             .map(|s| shapes::Shape::parse(s.trim()))
             .collect::<Result<Vec<_>, _>>()?;
-        let pauses = match o.0.get("pauses") {
+        let mut pauses = match o.0.get("pauses") {
             None => Vec::new(),
             Some(list) => list
                 .split(',')
@@ -327,7 +327,17 @@ fn cmd_compare(o: &Opts) -> Result<(), String> {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        return shapes::run(&compare_options(o)?, &shapes, &pauses);
+        pauses.sort_unstable();
+        pauses.dedup();
+        let opts = compare_options(o)?;
+        let samples = shapes::run(&opts, &shapes, &pauses)?;
+        if !pauses.is_empty() {
+            pauses::print_table(&opts, &shapes, &pauses, &samples);
+        }
+        return Ok(());
+    }
+    if o.0.contains_key("pauses") {
+        return Err("--pauses needs --shapes".into());
     }
     compare::run(&compare_options(o)?)
 }

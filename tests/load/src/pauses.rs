@@ -11,7 +11,7 @@ use crate::compare::{fmt, mean, ratio, Options};
 use crate::procfs;
 use crate::shapes::{added, cell, values, Sample, Server, Shape, METRICS};
 
-/// The rows METRICS index: relayed / CPU-s, RTT p50, RTT p99, syscalls / relayed pkt.
+/// The rows METRICS index: relayed / CPU-s, RTT p50, RTT p99, loss, syscalls / relayed pkt.
 const CPU: usize = 0;
 const P50: usize = 2;
 const P99: usize = 3;

@@ -4,6 +4,8 @@
 //! relayed packet is split between the kernel and the relay's own code, and the kernel's
 //! part among the operations that cost it (sends with the delivery they trigger on
 //! loopback, receives, readiness waits, pauses).
+//! The CPU time per packet is the whole shape's; the shares are the sampled middle's
+//! (the middle, so that neither the start nor the end of the shape is in them).
 //!
 //! This answers "why is the ratio what it is": a relay whose kernel time per packet alone
 //! exceeds a target's budget cannot meet it by changing its own code.

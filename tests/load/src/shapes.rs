@@ -12,7 +12,6 @@
 use crate::compare::{echo_any, fmt, mean, ratio, report, Options};
 use crate::flows::Mode;
 use crate::media::Media;
-use crate::pauses;
 use crate::procfs;
 use crate::scenarios::Session;
 use crate::servers::{self, Kind, Layout};
@@ -169,8 +168,9 @@ pub(crate) struct Sample {
 
 /// Runs every shape against every server, `o.rounds` times, and prints the table; with
 /// `pauses`, against turnpike's default loops at each of these `coalesce_us` instead of
-/// the three turnpike configurations, and prints what each pause costs and saves.
-pub fn run(o: &Options, shapes: &[Shape], pauses: &[u32]) -> Result<(), String> {
+/// the three turnpike configurations, and returns the samples for the caller's table
+/// (`crate::pauses`).
+pub fn run(o: &Options, shapes: &[Shape], pauses: &[u32]) -> Result<Vec<Sample>, String> {
     println!(
         "compare --shapes: {} rounds, {} s per shape; load average {}",
         o.rounds,
@@ -203,10 +203,8 @@ pub fn run(o: &Options, shapes: &[Shape], pauses: &[u32]) -> Result<(), String> 
     }
     if pauses.is_empty() {
         print_table(o, shapes, &samples);
-    } else {
-        pauses::print_table(o, shapes, pauses, &samples);
     }
-    Ok(())
+    Ok(samples)
 }
 
 fn one_server(
