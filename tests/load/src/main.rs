@@ -15,6 +15,7 @@ mod scaling;
 mod scenarios;
 mod servers;
 mod shapes;
+mod step;
 mod syscalls;
 mod tls_compare;
 mod traffic;
@@ -58,6 +59,10 @@ usage: turnpike-load COMMAND [--key value]...
              [--seconds 5] [--record 3] (compare's --port, --relay-*, --turnpike, --dir)
              (perf record during one shape: CPU per relayed packet, kernel against the
              relay's own code, and the kernel's part by operation)
+  step       [--rounds 1] [--seconds 5] [--clients 100] [--window 512] (compare's --port,
+             --relay-*, --turnpike, --workers) (turnpike's default node at paced audio 20k,
+             its loops gathered, then at once UDP flat out: how soon each hosted loop runs
+             on its own thread again)
   tls-compare [--rounds 2] [--clients 100] [--size 200] [--seconds 5] [--window 512]
              [--port 31000 (TLS on port+1)] [--turnpike PATH] [--workers N] [--dir DIR]
              (TURN over TLS flat out: turnpike's native TLS, nginx terminating TLS in
@@ -114,6 +119,7 @@ fn main() -> ExitCode {
         "tls-compare" => compare_options(&opts).and_then(|o| tls_compare::run(&o)),
         "scaling" => cmd_scaling(&opts),
         "profile" => cmd_profile(&opts),
+        "step" => compare_options(&opts).and_then(|o| step::run(&o)),
         "core-bench" => corebench::run(
             &opts.str("phase", "to-peer"),
             opts.num("n", 100_000u32).unwrap_or(0),
