@@ -110,7 +110,9 @@ fn watch(
         let now = procfs::loop_ticks(pid);
         let seen = Instant::now();
         for (name, at) in hosted.iter().zip(home.iter_mut()) {
-            if at.is_none() && unused(base, &now).iter().all(|n| n != name) {
+            // A thread not read (the process gone) is not a thread that ran.
+            let ticks = |v: &[(String, u64)]| v.iter().find(|(n, _)| n == name).map(|e| e.1);
+            if at.is_none() && ticks(&now) > ticks(base) && ticks(base).is_some() {
                 *at = Some(seen);
             }
         }
